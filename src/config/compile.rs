@@ -1,0 +1,336 @@
+//! Raw config -> validated [`Config`]. Interpolates `${VAR}` references, checks every value, and collects
+//! every problem it finds (not just the first) as `(key path, message)` pairs. Messages never echo a value
+//! that could be a secret.
+
+use super::duration::parse_duration;
+use super::interp::{expand, Env};
+use super::model::*;
+use super::raw::*;
+use super::tokens::TokenTable;
+use super::Secret;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One problem, at a key path such as `tenants.acme.limits[2].per`.
+pub type Problem = (String, String);
+
+const MIN_TOKEN_LEN: usize = 16;
+const MAX_BODY_RANGE: (u64, u64) = (256, 1 << 20);
+const LIMIT_PERIOD_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30 * 86_400));
+const TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(120));
+
+struct Compiler<'a> {
+    env: &'a dyn Env,
+    problems: Vec<Problem>,
+}
+
+impl Compiler<'_> {
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push((path.into(), message.into()));
+    }
+
+    /// Interpolates a scalar; on error records it and returns None.
+    fn text(&mut self, path: &str, scalar: &Scalar) -> Option<String> {
+        match expand(&scalar.0, self.env) {
+            Ok(text) => Some(text),
+            Err(message) => {
+                self.problem(path, message);
+                None
+            }
+        }
+    }
+
+    /// Interpolates and requires a non-empty value.
+    fn required(&mut self, path: &str, scalar: &Scalar) -> Option<String> {
+        let text = self.text(path, scalar)?;
+        if text.trim().is_empty() {
+            self.problem(path, "must not be empty");
+            return None;
+        }
+        Some(text)
+    }
+
+    fn duration(
+        &mut self,
+        path: &str,
+        scalar: Option<&Scalar>,
+        default: Duration,
+        range: (Duration, Duration),
+    ) -> Duration {
+        let Some(scalar) = scalar else { return default };
+        let Some(text) = self.text(path, scalar) else { return default };
+        match parse_duration(&text) {
+            Ok(d) if d < range.0 || d > range.1 => {
+                self.problem(path, format!("must be between {} and {}", show(range.0), show(range.1)));
+                default
+            }
+            Ok(d) => d,
+            Err(message) => {
+                self.problem(path, message);
+                default
+            }
+        }
+    }
+}
+
+fn show(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        ms if ms % 86_400_000 == 0 => format!("{}d", ms / 86_400_000),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+        ms => format!("{ms}ms"),
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, Vec<Problem>> {
+    let mut c = Compiler { env, problems: Vec::new() };
+    let server = compile_server(&mut c, &raw.server);
+    compile_backend(&mut c, &raw.limits_backend);
+
+    if raw.tenants.is_empty() {
+        c.problem("tenants", "define at least one tenant");
+    }
+    let mut tenants = Vec::new();
+    let mut tokens = TokenTable::default();
+    for (name, raw_tenant) in &raw.tenants {
+        let path = format!("tenants.{name}");
+        if !is_name(name) {
+            c.problem(&path, "tenant names use letters, digits, `_` and `-` (at most 64)");
+        }
+        let index = tenants.len();
+        for (i, token) in raw_tenant.tokens.iter().enumerate() {
+            let token_path = format!("{path}.tokens[{i}]");
+            let Some(token) = c.required(&token_path, token) else { continue };
+            if token.len() < MIN_TOKEN_LEN || token.chars().any(char::is_whitespace) {
+                c.problem(&token_path, format!("tokens need at least {MIN_TOKEN_LEN} characters and no spaces"));
+            } else if let Err(other) = tokens.insert(&token, index) {
+                let other_name = raw.tenants.keys().nth(other).map(String::as_str).unwrap_or("?");
+                c.problem(&token_path, format!("this token is already used by tenant {other_name}"));
+            }
+        }
+        if raw_tenant.tokens.is_empty() {
+            c.problem(format!("{path}.tokens"), "list at least one token");
+        }
+        // A tenant that fails leaves a None, keeping indexes aligned with the token table.
+        tenants.push(compile_tenant(&mut c, name, &path, raw_tenant).map(Arc::new));
+    }
+
+    match tenants.into_iter().collect::<Option<Vec<_>>>() {
+        Some(tenants) if c.problems.is_empty() => Ok(Config { source: source.to_path_buf(), server, tenants, tokens }),
+        _ => Err(c.problems),
+    }
+}
+
+fn compile_server(c: &mut Compiler, raw: &RawServer) -> ServerSettings {
+    let mut listen: SocketAddr = ([127, 0, 0, 1], 8080).into();
+    if let Some(text) = raw.listen.as_ref().and_then(|s| c.text("server.listen", s)) {
+        match text.parse() {
+            Ok(addr) => listen = addr,
+            Err(_) => c.problem("server.listen", "expected an address like 127.0.0.1:8080"),
+        }
+    }
+    let mut max_body_bytes = 16_384;
+    if let Some(n) = raw.max_body_bytes {
+        if n < MAX_BODY_RANGE.0 || n > MAX_BODY_RANGE.1 {
+            c.problem(
+                "server.max_body_bytes",
+                format!("must be between {} and {}", MAX_BODY_RANGE.0, MAX_BODY_RANGE.1),
+            );
+        } else {
+            max_body_bytes = n as usize;
+        }
+    }
+    let shutdown_grace = c.duration(
+        "server.shutdown_grace",
+        raw.shutdown_grace.as_ref(),
+        Duration::from_secs(30),
+        (Duration::ZERO, Duration::from_secs(3600)),
+    );
+    ServerSettings { listen, max_body_bytes, shutdown_grace }
+}
+
+fn compile_backend(c: &mut Compiler, raw: &RawLimitsBackend) {
+    let kind = raw.kind.as_ref().and_then(|k| c.text("limits_backend.kind", k));
+    match kind.as_deref() {
+        None | Some("memory") => {
+            for (key, value) in [("url", &raw.url), ("on_error", &raw.on_error)] {
+                if value.is_some() {
+                    c.problem(format!("limits_backend.{key}"), "applies to kind: redis only");
+                }
+            }
+        }
+        Some("redis") => {
+            c.problem("limits_backend.kind", "the redis backend is not available in this version; use memory")
+        }
+        Some(_) => c.problem("limits_backend.kind", "expected memory"),
+    }
+}
+
+fn compile_tenant(c: &mut Compiler, name: &str, path: &str, raw: &RawTenant) -> Option<Tenant> {
+    let before = c.problems.len();
+    let default_country = raw.default_country.as_ref().and_then(|s| {
+        let p = format!("{path}.default_country");
+        let text = c.required(&p, s)?;
+        match text.parse::<phonenumber::country::Id>() {
+            Ok(id) if text.len() == 2 => Some(id),
+            _ => {
+                c.problem(&p, "expected an ISO 3166 country code such as CN or US");
+                None
+            }
+        }
+    });
+    let tencent = compile_tencent(c, &format!("{path}.tencent"), &raw.tencent);
+    let templates = compile_templates(c, &format!("{path}.tencent.templates"), &raw.tencent.templates);
+    let limits = compile_limits(c, name, &format!("{path}.limits"), &raw.limits);
+    if raw.script.is_some() {
+        c.problem(format!("{path}.script"), "Lua hooks are not available in this version");
+    }
+    if c.problems.len() != before {
+        return None;
+    }
+    Some(Tenant { name: name.into(), default_country, tencent: tencent?, templates, limits })
+}
+
+fn compile_tencent(c: &mut Compiler, path: &str, raw: &RawTencent) -> Option<TencentAccount> {
+    let secret_id = c.required(&format!("{path}.accessKeyId"), &raw.access_key_id);
+    let secret_key = c.required(&format!("{path}.accessKeySecret"), &raw.access_key_secret).map(Secret::new);
+    let sign_name = raw.sign_name.as_ref().and_then(|s| c.required(&format!("{path}.signName"), s));
+    let sdk_app_id = c.required(&format!("{path}.sdkAppId"), &raw.sdk_app_id).filter(|id| {
+        let ok = is_digits(id);
+        if !ok {
+            c.problem(format!("{path}.sdkAppId"), "expected the SMS application's numeric SdkAppId, like 1400006666");
+        }
+        ok
+    });
+    let region = c.required(&format!("{path}.region"), &raw.region).filter(|r| {
+        let ok = matches!(r.split_once('-'), Some((a, b)) if a.len() == 2
+            && a.bytes().all(|x| x.is_ascii_lowercase())
+            && !b.is_empty()
+            && b.bytes().all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || x == b'-'));
+        if !ok {
+            c.problem(format!("{path}.region"), "expected a Tencent Cloud region such as ap-guangzhou");
+        }
+        ok
+    });
+    let endpoint_path = format!("{path}.endpoint");
+    let endpoint_text = match &raw.endpoint {
+        Some(s) => c.required(&endpoint_path, s),
+        None => Some(DEFAULT_ENDPOINT.to_owned()),
+    };
+    let endpoint = endpoint_text.and_then(|text| match parse_endpoint(&text) {
+        Ok(e) => Some(e),
+        Err(message) => {
+            c.problem(&endpoint_path, message);
+            None
+        }
+    });
+    let timeout = c.duration(&format!("{path}.timeout"), raw.timeout.as_ref(), Duration::from_secs(5), TIMEOUT_RANGE);
+    Some(TencentAccount {
+        secret_id: secret_id?,
+        secret_key: secret_key?,
+        sign_name,
+        sdk_app_id: sdk_app_id?,
+        region: region?,
+        endpoint: endpoint?,
+        timeout,
+        dry_run: raw.dry_run.unwrap_or(false),
+    })
+}
+
+pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
+    let url =
+        reqwest::Url::parse(text).map_err(|_| "expected a URL like https://sms.tencentcloudapi.com".to_owned())?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err("the endpoint must be an http or https URL".into());
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err("the endpoint is a scheme and host only, like https://sms.tencentcloudapi.com".into());
+    }
+    let host = url.host_str().ok_or("the endpoint needs a host")?;
+    let host = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    Ok(Endpoint { url, host })
+}
+
+fn compile_templates(c: &mut Compiler, path: &str, raw: &[RawTemplate]) -> Templates {
+    let mut templates = Templates::default();
+    if raw.is_empty() {
+        c.problem(path, "list at least one template (usageType and templateCode)");
+    }
+    for (i, t) in raw.iter().enumerate() {
+        let usage = &t.usage_type.0;
+        let code = &t.template_code.0;
+        if !is_name(usage) {
+            c.problem(format!("{path}[{i}].usageType"), "expected a usage type such as SignIn or Generic");
+        } else if !is_digits(code) {
+            c.problem(format!("{path}[{i}].templateCode"), "expected a numeric Tencent TemplateId");
+        } else if templates.insert(usage.clone(), code.clone()).is_some() {
+            c.problem(format!("{path}[{i}].usageType"), format!("usage type {usage} is listed twice"));
+        }
+    }
+    templates
+}
+
+fn compile_limits(c: &mut Compiler, tenant: &str, path: &str, raw: &[RawLimit]) -> Vec<LimitRule> {
+    let mut names = HashSet::new();
+    let mut rules = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        let name = r.name.0.clone();
+        if !is_name(&name) {
+            c.problem(format!("{p}.name"), "rule names use letters, digits, `_` and `-`");
+        } else if !names.insert(name.clone()) {
+            c.problem(format!("{p}.name"), format!("rule name {name} is used twice"));
+        }
+        let key = match r.key {
+            RawLimitKey::Phone => LimitKey::Phone,
+            RawLimitKey::Tenant => LimitKey::Tenant,
+            RawLimitKey::Ip => LimitKey::Ip,
+            RawLimitKey::Country => LimitKey::Country,
+            RawLimitKey::PhonePrefix(n @ 1..=15) => LimitKey::PhonePrefix(n),
+            RawLimitKey::PhonePrefix(_) => {
+                c.problem(format!("{p}.key.phone_prefix"), "a prefix has 1 to 15 digits");
+                LimitKey::Phone
+            }
+        };
+        let Some(limit) = NonZeroU32::new(r.limit) else {
+            c.problem(format!("{p}.limit"), "must be at least 1");
+            continue;
+        };
+        let before = c.problems.len();
+        let per = c.duration(&format!("{p}.per"), Some(&r.per), Duration::ZERO, LIMIT_PERIOD_RANGE);
+        let mut usages = Vec::new();
+        for (j, u) in r.usage.iter().enumerate() {
+            if is_name(&u.0) {
+                usages.push(u.0.clone());
+            } else {
+                c.problem(format!("{p}.usage[{j}]"), "expected a usage type such as SignIn");
+            }
+        }
+        if c.problems.len() != before {
+            continue;
+        }
+        let mut h = DefaultHasher::new();
+        (tenant, &name, key, limit, per, &usages, r.shadow).hash(&mut h);
+        rules.push(LimitRule { id: h.finish(), name, key, limit, per, usages, shadow: r.shadow });
+    }
+    rules
+}

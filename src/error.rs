@@ -1,0 +1,187 @@
+//! Every way a request can fail, mapped in one place to an HTTP status and a stable error code. The
+//! matches have no catch-all arm: a new variant cannot silently become a 500.
+
+use http::StatusCode;
+use std::time::Duration;
+
+/// What Tencent said when it refused a send, passed through to the caller under `upstream`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamDetail {
+    pub code: String,
+    pub message: String,
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    /// Malformed JSON, a missing or wrong-typed field. The text says which field, never its value.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("invalid phone number")]
+    InvalidPhone { upstream: Option<UpstreamDetail> },
+    #[error("missing or unknown token")]
+    Unauthorized,
+    #[error("country blocked")]
+    CountryBlocked,
+    /// The Lua hook refused; its message is shown to the caller.
+    #[error("rejected by policy: {0}")]
+    Rejected(String),
+    #[error("route not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("no template for usage {usage}")]
+    NoTemplate { usage: String },
+    #[error("rate limited by rule {rule}")]
+    RateLimited { rule: String, retry_after: Duration },
+    #[error("upstream rate limited")]
+    UpstreamRateLimited { retry_after: Duration, upstream: UpstreamDetail },
+    /// The hook failed or ran over budget; the text is for the log only.
+    #[error("script error: {0}")]
+    ScriptError(String),
+    /// A bug; the text is for the log only.
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("upstream rejected")]
+    UpstreamRejected(UpstreamDetail),
+    /// Tencent could not be reached, or failed; `reason` is for the log only.
+    #[error("upstream unavailable: {reason}")]
+    UpstreamUnavailable { reason: String, upstream: Option<UpstreamDetail> },
+    #[error("limiter unavailable")]
+    LimiterUnavailable,
+    #[error("upstream timeout")]
+    UpstreamTimeout,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        use GatewayError::*;
+        match self {
+            InvalidRequest(_) | InvalidPhone { .. } => StatusCode::BAD_REQUEST,
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            CountryBlocked | Rejected(_) => StatusCode::FORBIDDEN,
+            NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            NoTemplate { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            RateLimited { .. } | UpstreamRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ScriptError(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            UpstreamRejected(_) => StatusCode::BAD_GATEWAY,
+            UpstreamUnavailable { .. } | LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The stable code in the JSON body, metrics and logs.
+    pub fn code(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            InvalidRequest(_) => "invalid_request",
+            InvalidPhone { .. } => "invalid_phone",
+            Unauthorized => "unauthorized",
+            CountryBlocked => "country_blocked",
+            Rejected(_) => "rejected",
+            NotFound => "not_found",
+            MethodNotAllowed { .. } => "method_not_allowed",
+            PayloadTooLarge => "payload_too_large",
+            UnsupportedMediaType => "unsupported_media_type",
+            NoTemplate { .. } => "no_template",
+            RateLimited { .. } => "rate_limited",
+            UpstreamRateLimited { .. } => "upstream_rate_limited",
+            ScriptError(_) => "script_error",
+            Internal(_) => "internal",
+            UpstreamRejected(_) => "upstream_rejected",
+            UpstreamUnavailable { .. } => "upstream_unavailable",
+            LimiterUnavailable => "limiter_unavailable",
+            UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// A short message fit to show a person (Logto shows it to the end user). Never internal detail.
+    pub fn public_message(&self) -> String {
+        use GatewayError::*;
+        match self {
+            InvalidRequest(detail) => format!("Invalid request: {detail}."),
+            InvalidPhone { .. } => "This phone number is not valid.".into(),
+            Unauthorized => "Missing or unknown access token.".into(),
+            CountryBlocked => "SMS to this country or region is not available.".into(),
+            Rejected(message) => message.clone(),
+            NotFound => "Not found.".into(),
+            MethodNotAllowed { .. } => "Method not allowed.".into(),
+            PayloadTooLarge => "Request body is too large.".into(),
+            UnsupportedMediaType => "Send the request as application/json.".into(),
+            NoTemplate { .. } => "No SMS template is configured for this kind of message.".into(),
+            RateLimited { retry_after, .. } | UpstreamRateLimited { retry_after, .. } => {
+                format!("Too many messages. Try again in {} seconds.", retry_after_seconds(*retry_after))
+            }
+            ScriptError(_) | Internal(_) => "Internal error. Try again later.".into(),
+            UpstreamRejected(_) => "The SMS provider refused the message.".into(),
+            UpstreamUnavailable { .. } => "The SMS provider is unavailable. Try again later.".into(),
+            LimiterUnavailable => "The service is temporarily unavailable. Try again later.".into(),
+            UpstreamTimeout => "The SMS provider did not answer in time.".into(),
+        }
+    }
+
+    pub fn upstream(&self) -> Option<&UpstreamDetail> {
+        use GatewayError::*;
+        match self {
+            InvalidPhone { upstream } | UpstreamUnavailable { upstream, .. } => upstream.as_ref(),
+            UpstreamRateLimited { upstream, .. } | UpstreamRejected(upstream) => Some(upstream),
+            InvalidRequest(_)
+            | Unauthorized
+            | CountryBlocked
+            | Rejected(_)
+            | NotFound
+            | MethodNotAllowed { .. }
+            | PayloadTooLarge
+            | UnsupportedMediaType
+            | NoTemplate { .. }
+            | RateLimited { .. }
+            | ScriptError(_)
+            | Internal(_)
+            | LimiterUnavailable
+            | UpstreamTimeout => None,
+        }
+    }
+
+    /// `Retry-After` for 429s: whole seconds, rounded up, never 0.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            GatewayError::RateLimited { retry_after, .. } | GatewayError::UpstreamRateLimited { retry_after, .. } => {
+                Some(retry_after_seconds(*retry_after))
+            }
+            _ => None,
+        }
+    }
+}
+
+pub fn retry_after_seconds(d: Duration) -> u64 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+        assert_eq!(retry_after_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_seconds(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_seconds(Duration::from_secs(30)), 30);
+    }
+
+    #[test]
+    fn messages_carry_no_internal_detail() {
+        let e = GatewayError::Internal("db password wrong at /etc/x".into());
+        assert!(!e.public_message().contains("/etc/x"));
+        let e = GatewayError::UpstreamUnavailable { reason: "dns: sms.local".into(), upstream: None };
+        assert!(!e.public_message().contains("dns"));
+    }
+}

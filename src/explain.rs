@@ -1,0 +1,149 @@
+//! `smsgate explain`: runs normalize, script, template, policy (judged, not consumed) and signing for one
+//! request and reports each stage's decision and the exact HTTP request it would send. The secret key never
+//! enters a prepared request, so none can be printed.
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::ingress::{PhoneInput, SendRequest};
+use crate::pipeline::{Planned, Services, Trail};
+use crate::policy::{Limiter, MemoryStore};
+use crate::tencent::TencentClient;
+use serde_json::json;
+use std::fmt;
+use std::sync::Arc;
+
+pub struct Input {
+    pub tenant: String,
+    pub phone: String,
+    pub usage: String,
+    pub code: String,
+    pub logto: bool,
+}
+
+pub struct Report {
+    tenant: String,
+    input_phone: String,
+    trail: Trail,
+    outcome: Result<Planned, GatewayError>,
+    dry_run: bool,
+    fallback: bool,
+}
+
+/// Explains one request. Limiter state lives in the serving process, so rules are judged from a fresh state:
+/// the report shows which rules apply and what they allow, not the live counts.
+pub fn explain(config: Config, clock: SharedClock, input: &Input) -> Result<Report, String> {
+    let tenant = config.tenant(&input.tenant).ok_or_else(|| format!("no tenant named {}", input.tenant))?.clone();
+    let services = Services {
+        limiter: Limiter::new(Arc::new(MemoryStore::default()), clock.clone()),
+        tencent: TencentClient::new(),
+        clock,
+    };
+    let request = SendRequest {
+        phone: if input.logto {
+            PhoneInput::Logto(input.phone.clone())
+        } else {
+            PhoneInput::Native(input.phone.clone())
+        },
+        usage: input.usage.clone(),
+        params: vec![input.code.clone()],
+        code: Some(input.code.clone()),
+        ip: None,
+        locale: None,
+    };
+    let mut trail = Trail { tenant: Some(tenant.name.clone()), ..Trail::default() };
+    let outcome = services.plan(&tenant, request, false, &mut trail);
+    Ok(Report {
+        tenant: tenant.name.to_string(),
+        input_phone: input.phone.clone(),
+        fallback: !tenant.templates.has_usage(&input.usage),
+        dry_run: tenant.tencent.dry_run,
+        trail,
+        outcome,
+    })
+}
+
+impl Report {
+    pub fn to_json(&self) -> serde_json::Value {
+        let phone = self.trail.phone.as_ref();
+        let rules: Vec<_> = self
+            .trail
+            .limits
+            .iter()
+            .flat_map(|d| &d.rules)
+            .map(|r| {
+                json!({"rule": r.name, "limit": r.limit, "per_seconds": r.window.as_secs(), "shadow": r.shadow,
+                       "allowed": r.verdict.allowed, "remaining_after": r.verdict.remaining})
+            })
+            .collect();
+        let mut out = json!({
+            "tenant": self.tenant,
+            "normalize": {"input": self.input_phone, "e164": phone.map(|p| p.e164()), "country": phone.map(|p| p.country_code())},
+            "script": {"ran": false},
+            "template": {"usage": self.trail.usage, "template_id": self.trail.template_id, "generic_fallback": self.fallback},
+            "policy": {"rules": rules, "allowed": self.trail.limits.as_ref().map(|d| d.allowed)},
+            "dry_run": self.dry_run,
+        });
+        match &self.outcome {
+            Ok(planned) => {
+                let headers: serde_json::Map<_, _> =
+                    planned.request.headers.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+                out["request"] = json!({"method": "POST", "url": planned.request.url.as_str(), "headers": headers,
+                    "body": String::from_utf8_lossy(&planned.request.body)});
+                out["outcome"] = json!("would send");
+            }
+            Err(e) => {
+                out["outcome"] = json!({"code": e.code(), "status": e.status().as_u16(), "message": e.public_message()})
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "tenant     {}", self.tenant)?;
+        match &self.trail.phone {
+            Some(p) => writeln!(f, "normalize  {} -> {} (country {})", self.input_phone, p.e164(), p.country_code())?,
+            None => writeln!(f, "normalize  {} -> invalid", self.input_phone)?,
+        }
+        writeln!(f, "script     none configured")?;
+        if let Some(usage) = &self.trail.usage {
+            match &self.trail.template_id {
+                Some(id) if self.fallback => writeln!(f, "template   {usage} -> {id} (via Generic)")?,
+                Some(id) => writeln!(f, "template   {usage} -> {id}")?,
+                None if self.trail.phone.is_some() => writeln!(f, "template   {usage} -> none")?,
+                None => {}
+            }
+        }
+        if let Some(decision) = &self.trail.limits {
+            if decision.rules.is_empty() {
+                writeln!(f, "policy     no limit rule applies")?;
+            }
+            for r in &decision.rules {
+                let verdict = if r.verdict.allowed { "allow" } else { "deny" };
+                let shadow = if r.shadow { " (shadow)" } else { "" };
+                writeln!(
+                    f,
+                    "policy     {}: {} per {}s{shadow}: {verdict}, {} left after this one",
+                    r.name,
+                    r.limit,
+                    r.window.as_secs(),
+                    r.verdict.remaining
+                )?;
+            }
+        }
+        match &self.outcome {
+            Ok(planned) => {
+                let mode = if self.dry_run { "dry run: would sign and log, not send" } else { "would send" };
+                writeln!(f, "upstream   {mode}\n")?;
+                writeln!(f, "POST {}", planned.request.url)?;
+                for (name, value) in &planned.request.headers {
+                    writeln!(f, "{name}: {value}")?;
+                }
+                writeln!(f, "\n{}", String::from_utf8_lossy(&planned.request.body))
+            }
+            Err(e) => writeln!(f, "outcome    {} {}: {}", e.status().as_u16(), e.code(), e.public_message()),
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Ingress: the two request shapes (native and Logto's HTTP SMS connector) -> one [`SendRequest`], plus the
+//! checks that happen before a body is read (bearer token, content type). Errors name the field at fault,
+//! never its value.
+
+mod body;
+
+pub use body::{parse_logto, parse_native};
+
+use crate::error::GatewayError;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::HeaderMap;
+use std::net::IpAddr;
+
+/// How the caller wrote the number; each route has its own reading rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PhoneInput {
+    /// Logto: country code and digits, no `+`.
+    Logto(String),
+    /// Native: `+…`, `00…`, or national digits in the tenant's default country.
+    Native(String),
+}
+
+/// One "send this code to this number for this usage" request, whatever route it came by.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SendRequest {
+    pub phone: PhoneInput,
+    pub usage: String,
+    /// `TemplateParamSet`: `[code]`, or the native `params`. Never locale fields.
+    pub params: Vec<String>,
+    /// The verification code, when the caller sent one (for the hook and de-duplication).
+    pub code: Option<String>,
+    pub ip: Option<IpAddr>,
+    pub locale: Option<String>,
+}
+
+impl std::fmt::Debug for SendRequest {
+    // By hand: the number, code and params must never reach a log through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendRequest")
+            .field("usage", &self.usage)
+            .field("params", &self.params.len())
+            .field("ip", &self.ip)
+            .field("locale", &self.locale)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, GatewayError> {
+    let value = headers.get(AUTHORIZATION).ok_or(GatewayError::Unauthorized)?;
+    let value = value.to_str().map_err(|_| GatewayError::Unauthorized)?;
+    let (scheme, token) = value.trim().split_once(' ').ok_or(GatewayError::Unauthorized)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(GatewayError::Unauthorized);
+    }
+    Ok(token.trim())
+}
+
+/// Bodies must be JSON: `application/json` or `application/*+json`, any parameters.
+pub fn require_json(headers: &HeaderMap) -> Result<(), GatewayError> {
+    let value = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).ok_or(GatewayError::UnsupportedMediaType)?;
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+        Ok(())
+    } else {
+        Err(GatewayError::UnsupportedMediaType)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(name: http::header::HeaderName, value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer_token(&headers(AUTHORIZATION, "Bearer abc")).unwrap(), "abc");
+        assert_eq!(bearer_token(&headers(AUTHORIZATION, "bearer  abc ")).unwrap(), "abc");
+        for bad in ["Basic abc", "Bearer", "Bearer ", "abc"] {
+            assert!(bearer_token(&headers(AUTHORIZATION, bad)).is_err(), "{bad}");
+        }
+        assert!(bearer_token(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn json_content_types() {
+        for ok in ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/vnd.x+json"]
+        {
+            assert!(require_json(&headers(CONTENT_TYPE, ok)).is_ok(), "{ok}");
+        }
+        for bad in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"] {
+            assert!(require_json(&headers(CONTENT_TYPE, bad)).is_err(), "{bad}");
+        }
+        assert!(require_json(&HeaderMap::new()).is_err());
+    }
+}

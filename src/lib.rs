@@ -1,0 +1,28 @@
+//! smsgate: a declarative SMS gateway in front of Tencent Cloud SMS.
+//!
+//! One request flows left to right through one module per stage:
+//!
+//! ```text
+//! ingress ──> normalize ──> script ──> template ──> policy ──> upstream ──> respond
+//! (server,    (phone)       (script)   (config)     (policy)   (tencent)    (server)
+//!  ingress)
+//! ```
+//!
+//! [`config::Config`] is the compiled, validated `gateway.yaml`; [`server::Gateway`] serves it on any
+//! listener and swaps it whole on reload; [`pipeline::Services`] runs the stages.
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod explain;
+pub mod ingress;
+pub mod metrics;
+pub mod phone;
+pub mod pipeline;
+pub mod policy;
+pub mod server;
+pub mod tencent;
+
+pub use config::Config;
+pub use error::GatewayError;
+pub use server::Gateway;

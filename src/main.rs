@@ -1,0 +1,149 @@
+//! The `smsgate` binary: flags only. `serve` runs the gateway, `check` compiles the config and binds
+//! nothing, `explain` shows each stage's decision for one request without sending or consuming quota.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use smsgate::clock::SystemClock;
+use smsgate::config::{Config, ProcessEnv};
+use smsgate::Gateway;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "smsgate", version, about = "A declarative SMS gateway in front of Tencent Cloud SMS")]
+struct Cli {
+    /// The gateway config.
+    #[arg(long, global = true, env = "SMSGATE_CONFIG", default_value = "gateway.yaml")]
+    config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve,
+    /// Compile the config (env references, templates, limits), bind nothing, report every error.
+    Check,
+    /// Run the pipeline for one request without sending or consuming quota, and show each decision.
+    Explain {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        phone: String,
+        #[arg(long)]
+        usage: String,
+        /// The verification code (shown only as `***`).
+        #[arg(long, default_value = "123456")]
+        code: String,
+        /// Read the number as Logto's HTTP SMS connector sends it (country code and digits, no `+`).
+        #[arg(long)]
+        logto: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path, &ProcessEnv).map_err(|errors| {
+        eprintln!("{errors}");
+        eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check => match load(&cli.config) {
+            Ok(config) => {
+                println!("{}: ok ({} tenant(s))", cli.config.display(), config.tenants.len());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Explain { tenant, phone, usage, code, logto, json } => {
+            let config = match load(&cli.config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            let input = smsgate::explain::Input { tenant, phone, usage, code, logto };
+            match smsgate::explain::explain(config, SystemClock::shared(), &input) {
+                Ok(report) if json => {
+                    println!("{}", serde_json::to_string_pretty(&report.to_json()).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(message) => {
+                    eprintln!("{message}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Serve => {
+            init_logs(cli.log_format);
+            let config = match load(&cli.config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            match runtime.block_on(serve(cli.config, config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "gateway stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(path: PathBuf, config: Config) -> std::io::Result<()> {
+    let listen = config.server.listen;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let gateway = Gateway::new(config, SystemClock::shared());
+    tracing::info!(addr = %listener.local_addr()?, config = %path.display(), "smsgate listening");
+    tokio::spawn(reload_on_sighup(gateway.clone(), path));
+    gateway.serve(listener, shutdown_signal()).await
+}
+
+/// SIGHUP: compile the config off to the side; swap it in only when it compiles, else keep the old one.
+async fn reload_on_sighup(gateway: Gateway, path: PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
+    while hangups.recv().await.is_some() {
+        smsgate::server::reload_from(&gateway, &path, &ProcessEnv);
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,94 @@
+//! Prometheus metrics. Every label value is bounded: tenants and rules come from the config, usage types
+//! outside the tenant's templates read `other`, and Tencent codes outside the known table read `unknown`.
+//! Never a phone number or any other caller-chosen string.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub tenant: String,
+    pub usage: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub tenant: String,
+    pub rule: String,
+    pub shadow: bool,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub tenant: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub limit_denials: Family<RuleLabels, Counter>,
+    pub upstream_results: Family<UpstreamLabels, Counter>,
+    pub upstream_latency: Family<TenantLabels, Histogram>,
+    pub reloads: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("smsgate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "Send requests by tenant, usage type and outcome code", requests.clone());
+        let limit_denials = Family::<RuleLabels, Counter>::default();
+        registry.register(
+            "rate_limit_denials",
+            "Requests a limit rule denied (shadow rules: would have denied)",
+            limit_denials.clone(),
+        );
+        let upstream_results = Family::<UpstreamLabels, Counter>::default();
+        registry.register("upstream_results", "Tencent SendSms answers by code", upstream_results.clone());
+        let upstream_latency = Family::<TenantLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 12))
+        });
+        registry.register("upstream_duration_seconds", "Tencent SendSms round trip", upstream_latency.clone());
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register("config_reloads", "Config reloads by result", reloads.clone());
+        Metrics { registry, requests, limit_denials, upstream_results, upstream_latency, reloads }
+    }
+}
+
+impl Metrics {
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// One upstream exchange: Tencent's code when it answered (`unknown` for codes outside the table), else
+    /// the gateway outcome (`upstream_timeout`, `upstream_unavailable`).
+    pub fn observe_upstream(&self, tenant: &str, tencent_code: Option<&str>, outcome: &str, latency: Duration) {
+        use crate::tencent::classify::{classify, Class};
+        let code = match tencent_code {
+            Some(code) if classify(code) != Class::Unknown => code,
+            Some(_) => "unknown",
+            None => outcome,
+        };
+        self.upstream_results.get_or_create(&UpstreamLabels { tenant: tenant.into(), code: code.into() }).inc();
+        self.upstream_latency.get_or_create(&TenantLabels { tenant: tenant.into() }).observe(latency.as_secs_f64());
+    }
+}

@@ -1,0 +1,213 @@
+//! Normalize stage: any accepted spelling of a number -> E.164 and its country, with the `phonenumber`
+//! crate's metadata deciding what is valid. Also the one place that masks numbers for logs.
+
+use phonenumber::{country, Mode};
+use std::fmt;
+
+/// A validated number in E.164 form.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Phone {
+    e164: String,
+    /// The E.164 digits as an integer (at most 15 digits, so it fits): a compact limiter key.
+    digits: u64,
+    calling_code: u16,
+    country: Option<country::Id>,
+}
+
+/// The number could not be read as a valid phone number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidPhone;
+
+/// Longest input we hand to the parser; real numbers with spacing are far shorter.
+const MAX_INPUT: usize = 40;
+
+impl Phone {
+    /// Logto's HTTP SMS connector sends the country code and digits without `+` (`8613800138000`).
+    pub fn from_logto(to: &str) -> Result<Phone, InvalidPhone> {
+        let to = to.trim();
+        let digits = to.strip_prefix('+').unwrap_or(to);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(InvalidPhone);
+        }
+        Phone::parse_international(digits)
+    }
+
+    /// The native API: `+…` or `00…` is international; anything else is read in `default_country`, and is
+    /// invalid without one.
+    pub fn from_native(text: &str, default_country: Option<country::Id>) -> Result<Phone, InvalidPhone> {
+        // Digits and the usual separators only: the parser would otherwise dig a number out of any text.
+        if text.len() > MAX_INPUT || !text.chars().all(|c| c.is_ascii_digit() || " +-().\u{a0}".contains(c)) {
+            return Err(InvalidPhone);
+        }
+        let compact: String = text.chars().filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.' | '\u{a0}')).collect();
+        if let Some(rest) = compact.strip_prefix('+').or_else(|| compact.strip_prefix("00")) {
+            return Phone::parse_international(rest);
+        }
+        match default_country {
+            Some(country) => Phone::parse_in(Some(country), &compact),
+            None => Err(InvalidPhone),
+        }
+    }
+
+    /// Parses an E.164 number (`+` and digits), as the Lua hook or a test would write it.
+    pub fn from_e164(text: &str) -> Result<Phone, InvalidPhone> {
+        match text.strip_prefix('+') {
+            Some(digits) if digits.bytes().all(|b| b.is_ascii_digit()) => Phone::parse_international(digits),
+            _ => Err(InvalidPhone),
+        }
+    }
+
+    fn parse_international(digits: &str) -> Result<Phone, InvalidPhone> {
+        if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(InvalidPhone);
+        }
+        Phone::parse_in(None, &format!("+{digits}"))
+    }
+
+    fn parse_in(country: Option<country::Id>, text: &str) -> Result<Phone, InvalidPhone> {
+        if text.is_empty() || text.len() > MAX_INPUT {
+            return Err(InvalidPhone);
+        }
+        let number = phonenumber::parse(country, text).map_err(|_| InvalidPhone)?;
+        if !phonenumber::is_valid(&number) || number.extension().is_some() {
+            return Err(InvalidPhone);
+        }
+        let e164 = number.format().mode(Mode::E164).to_string();
+        let digits = e164[1..].parse().map_err(|_| InvalidPhone)?;
+        Ok(Phone { digits, calling_code: number.code().value(), country: number.country().id(), e164 })
+    }
+
+    /// Loads the number metadata now rather than on the first request.
+    pub fn warm_up() {
+        let _ = Phone::from_e164("+8613800138000");
+    }
+
+    pub fn e164(&self) -> &str {
+        &self.e164
+    }
+
+    pub fn digits(&self) -> u64 {
+        self.digits
+    }
+
+    pub fn calling_code(&self) -> u16 {
+        self.calling_code
+    }
+
+    pub fn country(&self) -> Option<country::Id> {
+        self.country
+    }
+
+    /// ISO 3166 alpha-2 code of the number's region, or `ZZ` when the metadata names none.
+    pub fn country_code(&self) -> &str {
+        self.country.as_ref().map(|c| c.as_ref()).unwrap_or("ZZ")
+    }
+
+    /// Mainland China numbers (+86) take Tencent's domestic templates.
+    pub fn is_mainland_china(&self) -> bool {
+        self.calling_code == 86
+    }
+
+    /// The first `n` digits of the E.164 number as an integer.
+    pub fn prefix(&self, n: u8) -> u64 {
+        let len = self.e164.len() - 1;
+        let drop = len.saturating_sub(n as usize) as u32;
+        self.digits / 10u64.pow(drop)
+    }
+
+    /// A form fit for logs: `+86138****8000`.
+    pub fn masked(&self) -> Masked<'_> {
+        Masked(&self.e164)
+    }
+}
+
+impl fmt::Debug for Phone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Phone({})", self.masked())
+    }
+}
+
+/// Displays a number with its middle digits hidden.
+pub struct Masked<'a>(pub &'a str);
+
+impl fmt::Display for Masked<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
+        if !s.is_ascii() || s.len() < 8 {
+            return f.write_str("****");
+        }
+        // Hide at least four digits, keep the country and operator prefix and the last digits.
+        let tail = if s.len() >= 12 { 4 } else { 2 };
+        let head = (s.len() - tail - 4).min(6);
+        write!(f, "{}****{}", &s[..head], &s[s.len() - tail..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use phonenumber::country::Id;
+
+    #[test]
+    fn regression_logto_digits_only_number() {
+        // Logto's HTTP SMS connector sends the country code without `+`.
+        let p = Phone::from_logto("8613800138000").unwrap();
+        assert_eq!(p.e164(), "+8613800138000");
+        assert_eq!(p.country(), Some(Id::CN));
+        let us = Phone::from_logto("14155550100").unwrap();
+        assert_eq!(us.e164(), "+14155550100");
+        assert_eq!(us.country(), Some(Id::US));
+        assert_eq!(us.calling_code(), 1);
+    }
+
+    #[test]
+    fn native_forms() {
+        let cn = Some(Id::CN);
+        for text in ["13800138000", "+8613800138000", "0086 138 0013 8000", "+86 138-0013-8000", "008613800138000"] {
+            let p = Phone::from_native(text, cn).unwrap_or_else(|_| panic!("{text}"));
+            assert_eq!(p.e164(), "+8613800138000", "{text}");
+            assert!(p.is_mainland_china());
+        }
+        assert_eq!(Phone::from_native("+14155550100", None).unwrap().e164(), "+14155550100");
+        assert_eq!(Phone::from_native("+14155550100", cn).unwrap().country_code(), "US");
+    }
+
+    #[test]
+    fn bare_numbers_need_a_default_country() {
+        assert_eq!(Phone::from_native("13800138000", None), Err(InvalidPhone));
+    }
+
+    #[test]
+    fn garbage_is_invalid() {
+        for text in [
+            "",
+            "abc",
+            "+",
+            "garbage-13911112222",
+            "tel:+8613800138000",
+            "+86138001380OO",
+            "12",
+            "+86138",
+            "+8613800138000123456",
+            "1380013800x",
+            "+86 1380013800012",
+        ] {
+            assert_eq!(Phone::from_native(text, Some(Id::CN)), Err(InvalidPhone), "{text}");
+        }
+        for to in ["", "86-138", "+", "0", "861380013800", "x8613800138000", &"8".repeat(200)] {
+            assert_eq!(Phone::from_logto(to), Err(InvalidPhone), "{to}");
+        }
+        assert_eq!(Phone::from_native(&"1".repeat(500), Some(Id::CN)), Err(InvalidPhone));
+    }
+
+    #[test]
+    fn compact_forms() {
+        let p = Phone::from_e164("+8613800138000").unwrap();
+        assert_eq!(p.digits(), 8613800138000);
+        assert_eq!(p.prefix(5), 86138);
+        assert_eq!(p.prefix(20), 8613800138000);
+        assert_eq!(p.masked().to_string(), "+86138****8000");
+        assert_eq!(Phone::from_e164("+14155550100").unwrap().masked().to_string(), "+141****0100");
+        assert_eq!(Masked("+4930123").to_string(), "+4****23");
+    }
+}

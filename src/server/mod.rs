@@ -1,0 +1,327 @@
+//! The HTTP front: hyper accept loop, routes, one log event and one metrics update per request, graceful
+//! shutdown, and the config swap used by reload. The config in force is one `Arc` read at the start of each
+//! request, so a request finishes on the config it started with.
+
+mod respond;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::ingress::{self, SendRequest};
+use crate::metrics::{Metrics, RequestLabels, RuleLabels};
+use crate::pipeline::{Accepted, Services, Trail};
+use crate::policy::{Limiter, MemoryStore};
+use crate::tencent::TencentClient;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Body;
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpListener;
+
+pub use respond::request_id;
+
+/// A running gateway: the config in force and the services that outlive reloads.
+#[derive(Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: ArcSwap<Config>,
+    services: Services,
+    metrics: Metrics,
+    draining: AtomicBool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Native,
+    Logto,
+}
+
+impl Gateway {
+    pub fn new(config: Config, clock: SharedClock) -> Gateway {
+        crate::phone::Phone::warm_up();
+        let services = Services {
+            limiter: Limiter::new(Arc::new(MemoryStore::default()), clock.clone()),
+            tencent: TencentClient::new(),
+            clock,
+        };
+        Gateway {
+            shared: Arc::new(Shared {
+                config: ArcSwap::from_pointee(config),
+                services,
+                metrics: Metrics::default(),
+                draining: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.config.load_full()
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.shared.services
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Puts a newly compiled config in force; requests already running keep the old one. Limiter state
+    /// lives outside the config, so rules whose name and definition did not change keep their counts.
+    pub fn reload(&self, config: Config) {
+        self.shared.config.store(Arc::new(config));
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then stops accepting, answers `/readyz` with 503, and
+    /// waits up to `shutdown_grace` for open requests to finish.
+    pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let gateway = self.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let gateway = gateway.clone();
+                async move { Ok::<_, std::convert::Infallible>(gateway.handle(req).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            let watched = graceful.watch(connection);
+            tokio::spawn(async move {
+                let _ = watched.await;
+            });
+        }
+        drop(listener);
+        self.shared.draining.store(true, Ordering::SeqCst);
+        let grace = self.config().server.shutdown_grace;
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "shutting down: no new connections, finishing open requests"
+        );
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("all requests finished"),
+            () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace over with requests still open"),
+        }
+        Ok(())
+    }
+
+    /// Answers one request. Public so tests can drive routes without a socket.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let id = request_id(req.headers());
+        let path = req.uri().path();
+        let route = match path {
+            "/v1/sms/send" => Route::Native,
+            "/v1/logto/sms" => Route::Logto,
+            "/healthz" | "/readyz" | "/metrics" if req.method() == Method::GET || req.method() == Method::HEAD => {
+                return self.operational(path, &id);
+            }
+            "/healthz" | "/readyz" | "/metrics" => {
+                return respond::error(&GatewayError::MethodNotAllowed { allow: "GET, HEAD" }, &id, None);
+            }
+            _ => return respond::error(&GatewayError::NotFound, &id, None),
+        };
+        if req.method() != Method::POST {
+            return respond::error(&GatewayError::MethodNotAllowed { allow: "POST" }, &id, None);
+        }
+
+        let config = self.config();
+        let mut trail = Trail::default();
+        let result = self.send(&config, route, req, &mut trail).await;
+        let response = match &result {
+            Ok(accepted) => respond::accepted(accepted, &trail, &id),
+            Err(e) => respond::error(e, &id, trail.limits.as_ref()),
+        };
+        self.record(&config, route, &result, &trail, &id, started);
+        response
+    }
+
+    async fn send<B>(
+        &self,
+        config: &Config,
+        route: Route,
+        req: Request<B>,
+        trail: &mut Trail,
+    ) -> Result<Accepted, GatewayError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let token = ingress::bearer_token(req.headers())?;
+        let tenant = config.tenant_for_token(token).ok_or(GatewayError::Unauthorized)?.clone();
+        trail.tenant = Some(tenant.name.clone());
+        ingress::require_json(req.headers())?;
+        let body = read_body(req, config.server.max_body_bytes).await?;
+        let request: SendRequest = match route {
+            Route::Native => ingress::parse_native(&body)?,
+            Route::Logto => ingress::parse_logto(&body)?,
+        };
+        self.shared.services.send(&tenant, request, trail).await
+    }
+
+    fn operational(&self, path: &str, id: &str) -> Response<Full<Bytes>> {
+        match path {
+            "/healthz" => respond::json(http::StatusCode::OK, id, r#"{"status":"ok"}"#.into()),
+            "/readyz" if self.shared.draining.load(Ordering::SeqCst) => {
+                respond::json(http::StatusCode::SERVICE_UNAVAILABLE, id, r#"{"status":"draining"}"#.into())
+            }
+            "/readyz" => respond::json(http::StatusCode::OK, id, r#"{"status":"ready"}"#.into()),
+            _ => respond::text(
+                http::StatusCode::OK,
+                id,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                self.shared.metrics.render(),
+            ),
+        }
+    }
+
+    /// The one log event and the metrics of a send request.
+    fn record(
+        &self,
+        config: &Config,
+        route: Route,
+        result: &Result<Accepted, GatewayError>,
+        trail: &Trail,
+        id: &str,
+        started: Instant,
+    ) {
+        let outcome = match result {
+            Ok(accepted) => respond::status_word(accepted.delivery),
+            Err(e) => e.code(),
+        };
+        let tenant_name = trail.tenant.as_deref().unwrap_or("");
+        let usage_label = match (trail.usage.as_deref(), trail.tenant.as_deref().and_then(|t| config.tenant(t))) {
+            (Some(usage), Some(tenant)) if tenant.templates.has_usage(usage) => usage.to_owned(),
+            (Some(_), _) => "other".to_owned(),
+            (None, _) => String::new(),
+        };
+        let metrics = &self.shared.metrics;
+        metrics
+            .requests
+            .get_or_create(&RequestLabels { tenant: tenant_name.into(), usage: usage_label, code: outcome.into() })
+            .inc();
+        if let Some(decision) = &trail.limits {
+            for rule in decision.rules.iter().filter(|r| !r.verdict.allowed) {
+                metrics
+                    .limit_denials
+                    .get_or_create(&RuleLabels {
+                        tenant: tenant_name.into(),
+                        rule: rule.name.clone(),
+                        shadow: rule.shadow,
+                    })
+                    .inc();
+                if rule.shadow {
+                    tracing::info!(request_id = %id, tenant = tenant_name, rule = %rule.name, "shadow rule would deny");
+                }
+            }
+        }
+        if let Some(latency) = trail.upstream_latency {
+            metrics.observe_upstream(tenant_name, trail.upstream_code.as_deref(), outcome, latency);
+        }
+        let error = result.as_ref().err();
+        let level_is_warn = error.is_some_and(|e| e.status().is_server_error());
+        let route = match route {
+            Route::Native => "native",
+            Route::Logto => "logto",
+        };
+        let phone = trail.phone.as_ref().map(|p| p.masked().to_string());
+        let country = trail.phone.as_ref().map(|p| p.country_code().to_owned());
+        let upstream_ms = trail.upstream_latency.map(|d| d.as_secs_f64() * 1000.0);
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let detail = error.map(|e| e.to_string());
+        macro_rules! event {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    request_id = %id,
+                    route,
+                    tenant = tenant_name,
+                    usage = trail.usage.as_deref(),
+                    phone = phone.as_deref(),
+                    country = country.as_deref(),
+                    template_id = trail.template_id.as_deref(),
+                    outcome,
+                    upstream_code = trail.upstream_code.as_deref(),
+                    upstream_ms,
+                    latency_ms,
+                    detail = detail.as_deref(),
+                    "send request"
+                )
+            };
+        }
+        if level_is_warn {
+            event!(tracing::Level::WARN);
+        } else {
+            event!(tracing::Level::INFO);
+        }
+    }
+}
+
+/// Reload: compiles the config at `path` off to the side and puts it in force only when it compiles;
+/// otherwise logs every error and keeps serving the old one. Returns whether the new config is in force.
+pub fn reload_from(gateway: &Gateway, path: &std::path::Path, env: &dyn crate::config::Env) -> bool {
+    let result = Config::load(path, env);
+    let word = if result.is_ok() { "ok" } else { "error" };
+    gateway.metrics().reloads.get_or_create(&crate::metrics::ResultLabels { result: word.into() }).inc();
+    match result {
+        Ok(config) => {
+            tracing::info!(config = %path.display(), tenants = config.tenants.len(), "config reloaded");
+            gateway.reload(config);
+            true
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!(error = %e, "config reload failed; keeping the config in force");
+            }
+            false
+        }
+    }
+}
+
+/// Reads the body, refusing more than `max` bytes (a declared length over the limit is refused unread).
+async fn read_body<B>(req: Request<B>, max: usize) -> Result<Bytes, GatewayError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(GatewayError::PayloadTooLarge);
+    }
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(GatewayError::PayloadTooLarge),
+        Err(_) => Err(GatewayError::InvalidRequest("body could not be read".into())),
+    }
+}

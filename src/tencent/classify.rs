@@ -1,0 +1,162 @@
+//! Tencent's answer codes -> what they mean for the gateway (REFERENCE.md, "Error codes"). The table is the
+//! single source for the README's error-class table and for the mapping to gateway errors.
+
+use crate::error::{GatewayError, UpstreamDetail};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// `Ok`: accepted for delivery.
+    Sent,
+    /// Refused before sending (API throttles): safe to retry.
+    TransientNotSent,
+    /// Tencent failed internally: the SMS may have gone out.
+    TransientMaybeSent,
+    /// The request's timestamp is too far from Tencent's clock.
+    Clock,
+    /// The operator's account, signature, template or credentials are wrong.
+    OperatorConfig,
+    /// The number or content was refused.
+    CallerInput,
+    /// Tencent's per-number frequency limits.
+    RecipientThrottle,
+    /// The account's daily quotas.
+    AccountQuota,
+    /// A code this table does not know.
+    Unknown,
+}
+
+/// Exact codes, checked before the prefixes below.
+pub const EXACT: &[(&str, Class)] = &[
+    ("Ok", Class::Sent),
+    ("LimitExceeded.GlobalSmsSendingRateLimit", Class::TransientNotSent),
+    ("AuthFailure.SignatureExpire", Class::Clock),
+    ("InternalError.RequestTimeException", Class::Clock),
+    ("InternalError", Class::TransientMaybeSent),
+    ("InternalError.Timeout", Class::TransientMaybeSent),
+    ("InternalError.SendAndRecvFail", Class::TransientMaybeSent),
+    ("InternalError.OtherError", Class::TransientMaybeSent),
+    ("InternalError.UnknownError", Class::TransientMaybeSent),
+    ("FailedOperation.SignatureIncorrectOrUnapproved", Class::OperatorConfig),
+    ("FailedOperation.TemplateIncorrectOrUnapproved", Class::OperatorConfig),
+    ("FailedOperation.TemplateUnapprovedOrNotExist", Class::OperatorConfig),
+    ("InvalidParameterValue.SdkAppIdNotExist", Class::OperatorConfig),
+    ("LimitExceeded.AppCountryOrRegionInBlacklist", Class::OperatorConfig),
+    ("FailedOperation.InsufficientBalanceInSmsPackage", Class::OperatorConfig),
+    ("InvalidParameterValue.IncorrectPhoneNumber", Class::CallerInput),
+    ("FailedOperation.TemplateParamSetNotMatchApprovedTemplate", Class::CallerInput),
+    ("InvalidParameterValue.TemplateParameterFormatError", Class::CallerInput),
+    ("InvalidParameterValue.TemplateParameterLengthLimit", Class::CallerInput),
+    ("InvalidParameterValue.ContentLengthLimit", Class::CallerInput),
+    ("InvalidParameterValue.ProhibitedUseUrlInTemplateParameter", Class::CallerInput),
+    ("FailedOperation.ContainSensitiveWord", Class::CallerInput),
+    ("FailedOperation.PhoneNumberInBlacklist", Class::CallerInput),
+    ("MissingParameter.EmptyPhoneNumberSet", Class::CallerInput),
+    ("LimitExceeded.PhoneNumberCountLimit", Class::CallerInput),
+    ("LimitExceeded.PhoneNumberThirtySecondLimit", Class::RecipientThrottle),
+    ("LimitExceeded.PhoneNumberOneHourLimit", Class::RecipientThrottle),
+    ("LimitExceeded.PhoneNumberDailyLimit", Class::RecipientThrottle),
+    ("LimitExceeded.PhoneNumberSameContentDailyLimit", Class::RecipientThrottle),
+    ("LimitExceeded.DeliveryFrequencyLimit", Class::RecipientThrottle),
+    ("LimitExceeded.AppDailyLimit", Class::AccountQuota),
+    ("LimitExceeded.AppMainlandChinaDailyLimit", Class::AccountQuota),
+    ("LimitExceeded.AppGlobalDailyLimit", Class::AccountQuota),
+    ("LimitExceeded.AppCountryOrRegionDailyLimit", Class::AccountQuota),
+    ("LimitExceeded.DailyLimit", Class::AccountQuota),
+];
+
+/// Code families, by prefix.
+pub const PREFIXES: &[(&str, Class)] = &[
+    ("RequestLimitExceeded", Class::TransientNotSent),
+    ("InternalError.", Class::TransientMaybeSent),
+    ("AuthFailure.", Class::OperatorConfig),
+    ("UnauthorizedOperation.", Class::OperatorConfig),
+    ("UnsupportedOperation.", Class::CallerInput),
+];
+
+pub fn classify(code: &str) -> Class {
+    EXACT
+        .iter()
+        .find(|(c, _)| *c == code)
+        .or_else(|| PREFIXES.iter().find(|(p, _)| code.starts_with(p)))
+        .map_or(Class::Unknown, |(_, class)| *class)
+}
+
+const CHINA_UTC_OFFSET: i64 = 8 * 3600;
+
+/// How long a per-number throttle lasts: its window, or for daily limits until midnight China time.
+pub fn recipient_retry_after(code: &str, now_unix: i64) -> Duration {
+    let until_china_midnight = || {
+        let local = now_unix + CHINA_UTC_OFFSET;
+        Duration::from_secs((86_400 - local.rem_euclid(86_400)) as u64)
+    };
+    match code {
+        "LimitExceeded.PhoneNumberThirtySecondLimit" => Duration::from_secs(30),
+        "LimitExceeded.PhoneNumberOneHourLimit" => Duration::from_secs(3600),
+        "LimitExceeded.PhoneNumberDailyLimit" | "LimitExceeded.PhoneNumberSameContentDailyLimit" => {
+            until_china_midnight()
+        }
+        _ => Duration::from_secs(60),
+    }
+}
+
+/// The gateway error for a refused send (any class but `Sent`).
+pub fn to_error(detail: UpstreamDetail, now_unix: i64) -> GatewayError {
+    match classify(&detail.code) {
+        Class::RecipientThrottle => GatewayError::UpstreamRateLimited {
+            retry_after: recipient_retry_after(&detail.code, now_unix),
+            upstream: detail,
+        },
+        Class::TransientNotSent | Class::TransientMaybeSent => GatewayError::UpstreamUnavailable {
+            reason: format!("Tencent answered {}", detail.code),
+            upstream: Some(detail),
+        },
+        Class::CallerInput if detail.code == "InvalidParameterValue.IncorrectPhoneNumber" => {
+            GatewayError::InvalidPhone { upstream: Some(detail) }
+        }
+        Class::Clock | Class::OperatorConfig | Class::CallerInput | Class::AccountQuota | Class::Unknown => {
+            GatewayError::UpstreamRejected(detail)
+        }
+        Class::Sent => GatewayError::Internal("an accepted send was classified as an error".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_codes_win_over_prefixes() {
+        assert_eq!(classify("AuthFailure.SignatureExpire"), Class::Clock);
+        assert_eq!(classify("AuthFailure.SecretIdNotFound"), Class::OperatorConfig);
+        assert_eq!(classify("InternalError.RequestTimeException"), Class::Clock);
+        assert_eq!(classify("InternalError.Whatever"), Class::TransientMaybeSent);
+        assert_eq!(classify("RequestLimitExceeded.UinLimitExceeded"), Class::TransientNotSent);
+        assert_eq!(classify("UnsupportedOperation.ChineseMainlandTemplateToGlobalPhone"), Class::CallerInput);
+        assert_eq!(classify("Brand.New"), Class::Unknown);
+    }
+
+    #[test]
+    fn every_listed_code_maps_to_its_documented_answer() {
+        for (code, class) in EXACT.iter().filter(|(_, c)| *c != Class::Sent) {
+            let d = UpstreamDetail { code: code.to_string(), message: String::new(), request_id: String::new() };
+            let e = to_error(d, 0);
+            let expected = match class {
+                Class::RecipientThrottle => "upstream_rate_limited",
+                Class::TransientNotSent | Class::TransientMaybeSent => "upstream_unavailable",
+                Class::CallerInput if *code == "InvalidParameterValue.IncorrectPhoneNumber" => "invalid_phone",
+                _ => "upstream_rejected",
+            };
+            assert_eq!(e.code(), expected, "{code}");
+            assert!(e.upstream().is_some(), "{code} keeps Tencent's detail");
+        }
+    }
+
+    #[test]
+    fn daily_limits_last_until_china_midnight() {
+        // 2024-01-01 15:00 UTC = 23:00 in China: one hour to go.
+        let d = recipient_retry_after("LimitExceeded.PhoneNumberDailyLimit", 1704121200);
+        assert_eq!(d, Duration::from_secs(3600));
+        assert_eq!(recipient_retry_after("LimitExceeded.PhoneNumberThirtySecondLimit", 0), Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,291 @@
+//! Sends one signed SendSms call. The body is serialized once, signed, and those exact bytes are sent. One
+//! pooled reqwest client (rustls, keep-alive) serves every tenant; the tenant's `timeout` bounds the send.
+
+use super::api::{self, Envelope, SendSmsRequest};
+use super::classify;
+use super::sign::{self, Tc3Input};
+use crate::config::TencentAccount;
+use crate::error::{GatewayError, UpstreamDetail};
+use crate::phone::Masked;
+use bytes::Bytes;
+use std::time::Duration;
+
+/// The message the pipeline decided to send.
+#[derive(Debug, Clone)]
+pub struct OutboundSms {
+    pub phone_e164: String,
+    pub template_id: String,
+    pub sign_name: Option<String>,
+    pub params: Vec<String>,
+    pub region: String,
+}
+
+/// A signed request, ready to send (or to show, redacted, in dry-run and `explain`).
+#[derive(Clone)]
+pub struct PreparedRequest {
+    pub url: reqwest::Url,
+    /// Headers in the order sent, `Authorization` included.
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+}
+
+impl PreparedRequest {
+    /// The request as text, for dry-run logs and `explain`: the phone number masked and the template
+    /// parameters (the code) hidden. The secret key never enters a prepared request, so nothing else needs
+    /// redacting.
+    pub fn redacted(&self) -> String {
+        let mut out = format!("POST {}\n", self.url);
+        for (name, value) in &self.headers {
+            out.push_str(&format!("{name}: {value}\n"));
+        }
+        out.push('\n');
+        out.push_str(&self.redacted_body());
+        out
+    }
+
+    /// The body with the phone number masked and the template parameters hidden.
+    pub fn redacted_body(&self) -> String {
+        let mut body: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
+        if let Some(numbers) = body.get_mut("PhoneNumberSet").and_then(|v| v.as_array_mut()) {
+            for n in numbers {
+                *n = Masked(n.as_str().unwrap_or_default()).to_string().into();
+            }
+        }
+        if let Some(params) = body.get_mut("TemplateParamSet").and_then(|v| v.as_array_mut()) {
+            for p in params {
+                *p = "***".into();
+            }
+        }
+        body.to_string()
+    }
+}
+
+/// Tencent's acceptance of one number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub serial_no: String,
+    pub fee: u32,
+    pub request_id: String,
+}
+
+/// Cap on how much of an answer we read; SendSms answers for one number are well under 1 KiB.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+pub struct TencentClient {
+    http: reqwest::Client,
+}
+
+impl Default for TencentClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TencentClient {
+    pub fn new() -> Self {
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(Duration::from_secs(3))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("smsgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the TLS backend initializes");
+        TencentClient { http }
+    }
+
+    /// Serializes and signs `sms` for `account` at `timestamp`. Pure: no I/O, no clock.
+    pub fn prepare(account: &TencentAccount, sms: &OutboundSms, timestamp: i64) -> PreparedRequest {
+        let body = serde_json::to_vec(&SendSmsRequest {
+            phone_number_set: [&sms.phone_e164],
+            sms_sdk_app_id: &account.sdk_app_id,
+            template_id: &sms.template_id,
+            sign_name: sms.sign_name.as_deref(),
+            template_param_set: &sms.params,
+        })
+        .expect("the request serializes");
+        let signature = sign::sign(
+            &account.secret_id,
+            account.secret_key.expose(),
+            &Tc3Input {
+                service: api::SERVICE,
+                host: &account.endpoint.host,
+                content_type: api::CONTENT_TYPE,
+                timestamp,
+                body: &body,
+            },
+        );
+        let headers = vec![
+            ("Host", account.endpoint.host.clone()),
+            ("Content-Type", api::CONTENT_TYPE.to_owned()),
+            ("X-TC-Action", api::ACTION.to_owned()),
+            ("X-TC-Version", api::VERSION.to_owned()),
+            ("X-TC-Region", sms.region.clone()),
+            ("X-TC-Timestamp", timestamp.to_string()),
+            ("Authorization", signature.authorization),
+        ];
+        PreparedRequest { url: account.endpoint.url.clone(), headers, body: body.into() }
+    }
+
+    /// Sends a prepared request within `deadline` and judges Tencent's answer.
+    pub async fn send(
+        &self,
+        request: PreparedRequest,
+        deadline: Duration,
+        now_unix: impl Fn() -> i64,
+    ) -> Result<Receipt, GatewayError> {
+        match tokio::time::timeout(deadline, self.exchange(request)).await {
+            Err(_) => Err(GatewayError::UpstreamTimeout),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok((status, body))) => judge(status, &body, now_unix()),
+        }
+    }
+
+    async fn exchange(&self, request: PreparedRequest) -> Result<(http::StatusCode, Vec<u8>), GatewayError> {
+        let mut builder = self.http.post(request.url);
+        for (name, value) in request.headers {
+            // reqwest derives Host from the URL, the same value the signature covers.
+            if name != "Host" {
+                builder = builder.header(name, value);
+            }
+        }
+        let mut response = builder.body(request.body).send().await.map_err(transport_error)?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(GatewayError::UpstreamUnavailable { reason: "answer too large".into(), upstream: None });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body))
+    }
+}
+
+fn transport_error(e: reqwest::Error) -> GatewayError {
+    if e.is_timeout() {
+        return GatewayError::UpstreamTimeout;
+    }
+    let kind = if e.is_connect() { "connect" } else { "transport" };
+    // The chain's text carries no secret: only addresses and protocol errors.
+    let mut reason = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        reason.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    GatewayError::UpstreamUnavailable { reason, upstream: None }
+}
+
+/// Tencent's answer -> receipt or error. The error envelope is read whatever the status and Content-Type.
+pub fn judge(status: http::StatusCode, body: &[u8], now_unix: i64) -> Result<Receipt, GatewayError> {
+    let envelope: Envelope = match serde_json::from_slice(body) {
+        Ok(envelope) => envelope,
+        Err(_) => {
+            return Err(GatewayError::UpstreamUnavailable {
+                reason: format!("unreadable answer with HTTP status {status}"),
+                upstream: None,
+            })
+        }
+    };
+    let response = envelope.response;
+    if let Some(error) = response.error {
+        let detail = UpstreamDetail { code: error.code, message: error.message, request_id: response.request_id };
+        return Err(classify::to_error(detail, now_unix));
+    }
+    if !status.is_success() {
+        return Err(GatewayError::UpstreamUnavailable {
+            reason: format!("HTTP status {status} without an error envelope"),
+            upstream: None,
+        });
+    }
+    // One number per request; still judge every entry so a partial answer can never read as success.
+    let mut receipt = None;
+    for entry in &response.send_status_set {
+        if classify::classify(&entry.code) != classify::Class::Sent {
+            let detail = UpstreamDetail {
+                code: entry.code.clone(),
+                message: entry.message.clone(),
+                request_id: response.request_id,
+            };
+            return Err(classify::to_error(detail, now_unix));
+        }
+        receipt.get_or_insert(Receipt {
+            serial_no: entry.serial_no.clone(),
+            fee: entry.fee,
+            request_id: response.request_id.clone(),
+        });
+    }
+    receipt.ok_or_else(|| GatewayError::UpstreamUnavailable {
+        reason: "answer without SendStatusSet".into(),
+        upstream: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    #[test]
+    fn judges_success_and_per_number_failure() {
+        let ok = br#"{"Response":{"SendStatusSet":[{"SerialNo":"s1","PhoneNumber":"+8613800138000","Fee":1,"Code":"Ok","Message":"send success"}],"RequestId":"r1"}}"#;
+        let r = judge(StatusCode::OK, ok, 0).unwrap();
+        assert_eq!(r, Receipt { serial_no: "s1".into(), fee: 1, request_id: "r1".into() });
+
+        let limited = br#"{"Response":{"SendStatusSet":[{"SerialNo":"","PhoneNumber":"+8613800138000","Fee":0,"Code":"LimitExceeded.PhoneNumberThirtySecondLimit","Message":"too fast"}],"RequestId":"r2"}}"#;
+        let e = judge(StatusCode::OK, limited, 0).unwrap_err();
+        assert_eq!(e.code(), "upstream_rate_limited");
+        assert_eq!(e.retry_after(), Some(30));
+    }
+
+    #[test]
+    fn error_envelope_is_read_whatever_the_status() {
+        let body =
+            br#"{"Response":{"Error":{"Code":"AuthFailure.SignatureFailure","Message":"bad sig"},"RequestId":"r3"}}"#;
+        for status in [StatusCode::OK, StatusCode::INTERNAL_SERVER_ERROR] {
+            let e = judge(status, body, 0).unwrap_err();
+            assert_eq!(e.code(), "upstream_rejected");
+            assert_eq!(e.upstream().unwrap().code, "AuthFailure.SignatureFailure");
+        }
+    }
+
+    #[test]
+    fn redacted_request_hides_number_code_and_secret() {
+        let account = crate::config::TencentAccount {
+            secret_id: "AKIDtest".into(),
+            secret_key: crate::config::Secret::new("very-secret-key"),
+            sign_name: Some("Demo".into()),
+            sdk_app_id: "1400006666".into(),
+            region: "ap-guangzhou".into(),
+            endpoint: crate::config::parse_endpoint("https://sms.tencentcloudapi.com").unwrap(),
+            timeout: Duration::from_secs(5),
+            dry_run: true,
+        };
+        let sms = OutboundSms {
+            phone_e164: "+8613800138000".into(),
+            template_id: "1110".into(),
+            sign_name: Some("Demo".into()),
+            params: vec!["654321".into()],
+            region: "ap-guangzhou".into(),
+        };
+        let text = TencentClient::prepare(&account, &sms, 1700000000).redacted();
+        assert!(text.contains("+86138****8000"), "{text}");
+        assert!(text.contains("X-TC-Region: ap-guangzhou"), "{text}");
+        assert!(text.contains("Credential=AKIDtest/2023-11-14/sms/tc3_request"), "{text}");
+        for secret in ["654321", "very-secret-key", "13800138000"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+    }
+
+    #[test]
+    fn html_and_empty_answers_are_unavailable() {
+        assert_eq!(judge(StatusCode::BAD_GATEWAY, b"<html>502</html>", 0).unwrap_err().code(), "upstream_unavailable");
+        assert_eq!(
+            judge(StatusCode::OK, br#"{"Response":{"RequestId":"r"}}"#, 0).unwrap_err().code(),
+            "upstream_unavailable"
+        );
+    }
+}

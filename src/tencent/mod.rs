@@ -1,0 +1,9 @@
+//! Upstream stage for Tencent Cloud SMS (`SendSms`, API 2021-01-11): wire types, the pure TC3 signer, the
+//! HTTP client and the classification of Tencent's answers. Another provider would be a sibling module.
+
+pub mod api;
+pub mod classify;
+pub mod client;
+pub mod sign;
+
+pub use client::{OutboundSms, PreparedRequest, Receipt, TencentClient};

@@ -1,0 +1,204 @@
+//! A mock Tencent SendSms endpoint on 127.0.0.1:0. It speaks just enough HTTP/1.1 (keep-alive,
+//! Content-Length bodies) to answer, stall, or drop a connection on cue, verifies each request's TC3
+//! signature with an implementation of its own (not smsgate's), and records what it received.
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How the mock answers the next request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// `SendStatusSet` with `Code: Ok` for every number.
+    Ok,
+    /// A per-number failure code.
+    PerNumber(&'static str),
+    /// The error envelope (whole request refused), with this HTTP status.
+    Envelope(u16, &'static str),
+    /// A non-Tencent answer, such as a proxy's HTML error page.
+    Raw(u16, &'static str, &'static str),
+    /// Answer Ok after this long.
+    Slow(Duration),
+    /// Close the connection without answering.
+    Drop,
+}
+
+/// One request as the mock saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub headers: HashMap<String, String>,
+    pub body: serde_json::Value,
+    pub signature_valid: bool,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str).unwrap_or("")
+    }
+}
+
+#[derive(Default)]
+struct State {
+    replies: VecDeque<Reply>,
+    seen: Vec<Seen>,
+}
+
+#[derive(Clone)]
+pub struct MockTencent {
+    pub addr: SocketAddr,
+    secret_key: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl MockTencent {
+    /// Starts a mock that checks signatures made with `secret_key`. With no reply queued it answers Ok.
+    pub async fn start(secret_key: &str) -> MockTencent {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mock = MockTencent {
+            addr: listener.local_addr().unwrap(),
+            secret_key: secret_key.to_owned(),
+            state: Arc::default(),
+        };
+        let server = mock.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(server.clone().connection(stream));
+            }
+        });
+        mock
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn reply(&self, reply: Reply) {
+        self.state.lock().unwrap().replies.push_back(reply);
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.clone()
+    }
+
+    async fn connection(self, stream: TcpStream) {
+        let mut stream = BufReader::new(stream);
+        loop {
+            let mut headers = HashMap::new();
+            let mut line = String::new();
+            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            loop {
+                line.clear();
+                if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let trimmed = line.trim_end();
+                if trimmed.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = trimmed.split_once(':') {
+                    headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+                }
+            }
+            let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let mut body = vec![0; length];
+            if stream.read_exact(&mut body).await.is_err() {
+                return;
+            }
+            let signature_valid = verify(&headers, &body, &self.secret_key);
+            let reply = {
+                let mut state = self.state.lock().unwrap();
+                state.seen.push(Seen {
+                    headers: headers.clone(),
+                    body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                    signature_valid,
+                });
+                state.replies.pop_front().unwrap_or(Reply::Ok)
+            };
+            let numbers: Vec<String> = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|b| b["PhoneNumberSet"].as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect();
+            let (status, content_type, text) = match reply {
+                Reply::Drop => return,
+                Reply::Slow(delay) => {
+                    tokio::time::sleep(delay).await;
+                    (200, "application/json", statuses(&numbers, "Ok"))
+                }
+                Reply::Ok => (200, "application/json", statuses(&numbers, "Ok")),
+                Reply::PerNumber(code) => (200, "application/json", statuses(&numbers, code)),
+                Reply::Envelope(status, code) => (
+                    status,
+                    "text/plain",
+                    format!(
+                        r#"{{"Response":{{"Error":{{"Code":"{code}","Message":"mock says {code}"}},"RequestId":"mock-req"}}}}"#
+                    ),
+                ),
+                Reply::Raw(status, content_type, text) => (status, content_type, text.to_owned()),
+            };
+            let head = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n",
+                text.len()
+            );
+            let stream = stream.get_mut();
+            if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(text.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn statuses(numbers: &[String], code: &str) -> String {
+    let set: Vec<serde_json::Value> = numbers
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let ok = code == "Ok";
+            serde_json::json!({"SerialNo": if ok { format!("2019:{i}") } else { String::new() }, "PhoneNumber": n,
+                "Fee": u32::from(ok), "SessionContext": "", "Code": code, "Message": "mock", "IsoCode": "CN"})
+        })
+        .collect();
+    serde_json::json!({"Response": {"SendStatusSet": set, "RequestId": "mock-req"}}).to_string()
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn hmac(key: &[u8], data: &str) -> Vec<u8> {
+    let mut mac = HmacSha256::new_from_slice(key).unwrap();
+    mac.update(data.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// TC3-HMAC-SHA256 as Tencent's documentation describes it, written independently of smsgate's signer.
+fn verify(headers: &HashMap<String, String>, body: &[u8], secret_key: &str) -> bool {
+    let get = |name: &str| headers.get(name).map(String::as_str).unwrap_or("");
+    let Ok(timestamp) = get("x-tc-timestamp").parse::<i64>() else { return false };
+    let date = chrono::DateTime::from_timestamp(timestamp, 0).unwrap().format("%Y-%m-%d").to_string();
+    let canonical = format!(
+        "POST\n/\n\ncontent-type:{}\nhost:{}\n\ncontent-type;host\n{}",
+        get("content-type").to_ascii_lowercase(),
+        get("host").to_ascii_lowercase(),
+        hex::encode(Sha256::digest(body))
+    );
+    let to_sign = format!(
+        "TC3-HMAC-SHA256\n{timestamp}\n{date}/sms/tc3_request\n{}",
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    );
+    let k_date = hmac(format!("TC3{secret_key}").as_bytes(), &date);
+    let k_service = hmac(&k_date, "sms");
+    let k_signing = hmac(&k_service, "tc3_request");
+    let signature = hex::encode(hmac(&k_signing, &to_sign));
+    let authorization = get("authorization");
+    authorization.starts_with("TC3-HMAC-SHA256 Credential=")
+        && authorization.contains(&format!("/{date}/sms/tc3_request, SignedHeaders=content-type;host, "))
+        && authorization.ends_with(&format!("Signature={signature}"))
+}

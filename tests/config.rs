@@ -1,0 +1,124 @@
+//! Config errors point at the file, line, column and key path to fix, and never echo a secret.
+
+mod common;
+
+use smsgate::config::Config;
+use std::collections::HashMap;
+use std::path::Path;
+
+const GOOD: &str = r#"tenants:
+  acme:
+    tokens: ["token-for-acme-00001"]
+    default_country: CN
+    tencent:
+      accessKeyId: AKIDx
+      accessKeySecret: ${SECRET}
+      signName: Sig
+      sdkAppId: 1400006666
+      region: ap-guangzhou
+      templates:
+        - { usageType: SignIn, templateCode: "1110" }
+    limits:
+      - { name: burst, key: phone, limit: 1, per: 30s }
+"#;
+
+fn env() -> HashMap<String, String> {
+    HashMap::from([("SECRET".to_owned(), "s3cr3t-value-xyz".to_owned())])
+}
+
+fn errors(yaml: &str) -> Vec<String> {
+    match Config::from_yaml(yaml, Path::new("gw.yaml"), &env()) {
+        Ok(_) => panic!("config should fail:\n{yaml}"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn the_good_config_compiles() {
+    let config = Config::from_yaml(GOOD, Path::new("gw.yaml"), &env()).unwrap();
+    let acme = config.tenant("acme").unwrap();
+    assert_eq!(acme.tencent.sdk_app_id, "1400006666", "an unquoted number reads as text");
+    assert_eq!(acme.tencent.secret_key.expose(), "s3cr3t-value-xyz");
+    assert_eq!(config.server.max_body_bytes, 16384);
+    assert!(config.tenant_for_token("token-for-acme-00001").is_some());
+}
+
+#[test]
+fn errors_name_file_line_column_and_key_path() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("per: 30s", "per: 30x", "gw.yaml:14:51: tenants.acme.limits[0].per: expected a duration like 500ms, 30s, 10m, 1h or 1d, found `30x`"),
+        ("limit: 1,", "limit: 0,", "gw.yaml:14:43: tenants.acme.limits[0].limit: must be at least 1"),
+        ("key: phone", "key: phon", "gw.yaml:14:29: tenants.acme.limits[0].key: unknown variant `phon`, expected one of `phone`, `tenant`, `ip`, `country`, `phone_prefix`"),
+        ("region: ap-guangzhou", "region: Guangzhou", "gw.yaml:10:15: tenants.acme.tencent.region: expected a Tencent Cloud region such as ap-guangzhou"),
+        ("default_country: CN", "default_country: China", "gw.yaml:4:22: tenants.acme.default_country: expected an ISO 3166 country code such as CN or US"),
+        ("templateCode: \"1110\"", "templateCode: \"T-1\"", "gw.yaml:12:46: tenants.acme.tencent.templates[0].templateCode: expected a numeric Tencent TemplateId"),
+        ("signName: Sig", "signName: Sig\n      sign_name: typo", "gw.yaml:9:7: tenants.acme.tencent.sign_name: unknown field `sign_name`, expected one of `accessKeyId`, `accessKeySecret`, `signName`, `sdkAppId`, `region`, `templates`, `endpoint`, `timeout`, `dry_run`"),
+        ("${SECRET}", "${MISSING_SECRET}", "gw.yaml:7:24: tenants.acme.tencent.accessKeySecret: environment variable MISSING_SECRET is not set"),
+        ("token-for-acme-00001", "short", "gw.yaml:3:14: tenants.acme.tokens[0]: tokens need at least 16 characters and no spaces"),
+        ("tenants:", "tenant:", "gw.yaml:1:1: tenant: unknown field `tenant`, expected one of `server`, `limits_backend`, `tenants`"),
+        ("    limits:", "    limits: 5\n    x:", "gw.yaml:13:13: tenants.acme.limits: invalid type: integer `5`, expected a sequence"),
+    ];
+    for (from, to, expected) in cases {
+        assert!(GOOD.contains(from), "{from}");
+        let yaml = GOOD.replacen(from, to, 1);
+        let errs = errors(&yaml);
+        assert_eq!(errs.first().map(String::as_str), Some(*expected), "replacing {from:?}: {errs:#?}");
+    }
+}
+
+#[test]
+fn every_problem_is_reported_not_just_the_first() {
+    let yaml = GOOD.replace("per: 30s", "per: 1y").replace("region: ap-guangzhou", "region: nowhere");
+    let errs = errors(&yaml);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(errs[0].starts_with("gw.yaml:10:15: tenants.acme.tencent.region"), "{errs:#?}");
+    assert!(errs[1].starts_with("gw.yaml:14:51: tenants.acme.limits[0].per"), "{errs:#?}");
+}
+
+#[test]
+fn cross_tenant_and_range_checks() {
+    let two = format!("{GOOD}  beta:\n{}", GOOD.lines().skip(2).collect::<Vec<_>>().join("\n"));
+    let errs = errors(&two);
+    assert!(
+        errs.iter().any(|e| e.contains("tenants.beta.tokens[0]: this token is already used by tenant acme")),
+        "{errs:#?}"
+    );
+    let errs = errors(&GOOD.replace("per: 30s", "per: 500ms"));
+    assert!(errs[0].ends_with("must be between 1s and 30d"), "{errs:#?}");
+    let errs = errors(&format!("server:\n  listen: nowhere\n  max_body_bytes: 10\n{GOOD}"));
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(errs[0].starts_with("gw.yaml:2:11: server.listen"), "{errs:#?}");
+    let errs = errors("tenants: {}\n");
+    assert!(errs[0].contains("define at least one tenant"), "{errs:#?}");
+    let errs = errors(&format!("limits_backend:\n  kind: redis\n{GOOD}"));
+    assert!(errs[0].starts_with("gw.yaml:2:9: limits_backend.kind"), "{errs:#?}");
+}
+
+#[test]
+fn syntax_errors_have_a_location() {
+    let errs = errors("tenants:\n  acme: [\n");
+    assert!(errs[0].starts_with("gw.yaml:"), "{errs:#?}");
+    assert!(errs[0].split(':').nth(1).unwrap().parse::<u32>().is_ok(), "{errs:#?}");
+}
+
+#[test]
+fn errors_never_echo_secrets() {
+    // The secret's value is in the file and the environment; a broken config around it must not print it.
+    let yaml = GOOD.replace("accessKeyId: AKIDx", "accessKeyId: \"\"").replace("${SECRET}", "${SECRET}-plus");
+    for e in errors(&yaml) {
+        assert!(!e.contains("s3cr3t"), "{e}");
+    }
+    let yaml = GOOD.replace("tokens: [\"token-for-acme-00001\"]", "tokens: [\"secret token with spaces\"]");
+    for e in errors(&yaml) {
+        assert!(!e.contains("secret token"), "{e}");
+    }
+}
+
+#[test]
+fn the_shipped_gateway_yaml_compiles() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.yaml");
+    let config = Config::load(&path, &HashMap::<String, String>::new()).unwrap_or_else(|e| panic!("{e}"));
+    let demo = config.tenant("demo").expect("a demo tenant");
+    assert!(demo.tencent.dry_run, "the demo tenant must never transmit");
+    assert!(config.tenant_for_token("demo-token-0123456789").is_some(), "the README's token works");
+}
