@@ -6,7 +6,7 @@ use crate::clock::SharedClock;
 use crate::config::Tenant;
 use crate::error::GatewayError;
 use crate::ingress::{PhoneInput, SendRequest};
-use crate::phone::{InvalidPhone, Phone};
+use crate::phone::{InvalidPhone, Masked, Phone};
 use crate::policy::{Decision, Limiter, Subject};
 use crate::tencent::{OutboundSms, PreparedRequest, Receipt, TencentClient};
 use std::sync::Arc;
@@ -22,6 +22,7 @@ pub struct Services {
 /// What each stage decided, for the response headers and the one log event per request.
 #[derive(Debug, Default)]
 pub struct Trail {
+    pub request_id: String,
     pub tenant: Option<Arc<str>>,
     pub usage: Option<String>,
     pub phone: Option<Phone>,
@@ -43,6 +44,34 @@ pub struct Accepted {
     pub delivery: Delivery,
     pub template_id: String,
     pub receipt: Option<Receipt>,
+}
+
+/// Held by a send from the moment it is handed to Tencent; if it is dropped unfinished (the process stops
+/// past its shutdown grace), the send's outcome is unknown and the log says so.
+struct HandedOver {
+    request_id: String,
+    tenant: Arc<str>,
+    phone: String,
+    finished: bool,
+}
+
+impl HandedOver {
+    fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for HandedOver {
+    fn drop(&mut self) {
+        if !self.finished {
+            tracing::warn!(
+                request_id = %self.request_id,
+                tenant = %self.tenant,
+                phone = %self.phone,
+                "send abandoned after it was handed to Tencent: outcome unknown"
+            );
+        }
+    }
 }
 
 /// Normalize stage: the number as the route writes it -> E.164 and country.
@@ -125,7 +154,21 @@ impl Services {
         }
         let started = Instant::now();
         let clock = self.clock.clone();
-        let result = self.tencent.send(request, account.timeout, move || clock.unix_seconds()).await;
+        let client = self.tencent.clone();
+        let deadline = account.timeout;
+        let guard = HandedOver {
+            request_id: trail.request_id.clone(),
+            tenant: tenant.name.clone(),
+            phone: Masked(&sms.phone_e164).to_string(),
+            finished: false,
+        };
+        // Its own task: a caller that hangs up does not cancel a send Tencent may already be delivering.
+        let send = tokio::spawn(async move {
+            let result = client.send(request, deadline, move || clock.unix_seconds()).await;
+            guard.finish();
+            result
+        });
+        let result = send.await.unwrap_or_else(|e| Err(GatewayError::Internal(format!("send task failed: {e}"))));
         trail.upstream_latency = Some(started.elapsed());
         match result {
             Ok(receipt) => {

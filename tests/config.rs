@@ -112,6 +112,9 @@ fn errors_never_echo_secrets() {
     for e in errors(&yaml) {
         assert!(!e.contains("secret token"), "{e}");
     }
+    // A secret written where a list belongs: serde would quote it in its message.
+    let errs = errors(&GOOD.replace("tokens: [\"token-for-acme-00001\"]", "tokens: \"token-for-acme-00001\""));
+    assert_eq!(errs, vec!["gw.yaml:3:13: tenants.acme.tokens: invalid type: string, expected a sequence"]);
 }
 
 #[test]

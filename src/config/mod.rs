@@ -115,8 +115,27 @@ fn yaml_message(e: &serde_yaml::Error, key: &str) -> String {
         Some((path, rest)) if !path.contains(' ') && key.starts_with(path) => rest,
         _ => &message,
     };
-    match message.rfind(" at line ") {
-        Some(cut) => message[..cut].to_owned(),
-        None => message.to_owned(),
+    let message = match message.rfind(" at line ") {
+        Some(cut) => &message[..cut],
+        None => message,
+    };
+    without_quoted_values(message)
+}
+
+/// Drops the value from serde's `invalid type: string "…"` messages: the value could be a secret written in
+/// the wrong place (`tokens: my-token` instead of a list).
+fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find(" \"") {
+        match rest[start + 2..].find("\", ").or_else(|| rest[start + 2..].rfind('"')) {
+            Some(len) => {
+                out.push_str(&rest[..start]);
+                rest = &rest[start + 2 + len + 1..];
+            }
+            None => break,
+        }
     }
+    out.push_str(rest);
+    out
 }

@@ -153,7 +153,7 @@ impl Gateway {
         }
 
         let config = self.config();
-        let mut trail = Trail::default();
+        let mut trail = Trail { request_id: id.clone(), ..Trail::default() };
         let result = self.send(&config, route, req, &mut trail).await;
         let response = match &result {
             Ok(accepted) => respond::accepted(accepted, &trail, &id),

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod mock;
+pub mod process;
 
 use smsgate::clock::{ManualClock, SharedClock};
 use smsgate::config::Config;
