@@ -36,7 +36,7 @@ pub fn explain(config: Config, clock: SharedClock, input: &Input) -> Result<Repo
     let tenant = config.tenant(&input.tenant).ok_or_else(|| format!("no tenant named {}", input.tenant))?.clone();
     let services = Services {
         limiter: Limiter::new(Arc::new(MemoryStore::default()), clock.clone()),
-        tencent: TencentClient::new(),
+        tencent: TencentClient::new(clock.clone(), Default::default()),
         clock,
     };
     let request = SendRequest {

@@ -46,6 +46,7 @@ pub struct Metrics {
     pub upstream_results: Family<UpstreamLabels, Counter>,
     pub upstream_latency: Family<TenantLabels, Histogram>,
     pub reloads: Family<ResultLabels, Counter>,
+    pub tencent: crate::tencent::client::Telemetry,
 }
 
 impl Default for Metrics {
@@ -67,7 +68,14 @@ impl Default for Metrics {
         registry.register("upstream_duration_seconds", "Tencent SendSms round trip", upstream_latency.clone());
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register("config_reloads", "Config reloads by result", reloads.clone());
-        Metrics { registry, requests, limit_denials, upstream_results, upstream_latency, reloads }
+        let tencent = crate::tencent::client::Telemetry::default();
+        registry.register("upstream_retries", "SendSms attempts retried, by reason", tencent.retries.clone());
+        registry.register(
+            "clock_skew_seconds",
+            "Tencent's clock minus ours, learnt from AuthFailure.SignatureExpire answers",
+            tencent.clock_skew.clone(),
+        );
+        Metrics { registry, requests, limit_denials, upstream_results, upstream_latency, reloads, tencent }
     }
 }
 

@@ -83,9 +83,16 @@ pub fn normalize(tenant: &Tenant, input: &PhoneInput) -> Result<Phone, GatewayEr
     parsed.map_err(|InvalidPhone| GatewayError::InvalidPhone { upstream: None })
 }
 
-/// Template stage: the usage type's TemplateId, falling back to `Generic`.
-pub fn template<'t>(tenant: &'t Tenant, usage: &str) -> Result<&'t str, GatewayError> {
-    tenant.templates.resolve(usage).ok_or_else(|| GatewayError::NoTemplate { usage: usage.to_owned() })
+/// Template stage: the TemplateId and sign name for the usage type and the kind of number (mainland China
+/// or international), falling back to `Generic` within that kind only.
+pub fn template<'t>(
+    tenant: &'t Tenant,
+    usage: &str,
+    phone: &Phone,
+) -> Result<(&'t str, Option<&'t str>), GatewayError> {
+    let (templates, sign_name) = tenant.templates_for(phone.is_mainland_china());
+    let id = templates.resolve(usage).ok_or_else(|| GatewayError::NoTemplate { usage: usage.to_owned() })?;
+    Ok((id, sign_name))
 }
 
 /// Everything up to the network: the message to send, signed, after every check has passed.
@@ -107,7 +114,8 @@ impl Services {
         let phone = normalize(tenant, &request.phone)?;
         trail.phone = Some(phone.clone());
 
-        let template_id = template(tenant, &request.usage)?.to_owned();
+        let (template_id, sign_name) = template(tenant, &request.usage, &phone)?;
+        let (template_id, sign_name) = (template_id.to_owned(), sign_name.map(str::to_owned));
         trail.template_id = Some(template_id.clone());
 
         let decision =
@@ -125,18 +133,18 @@ impl Services {
         let sms = OutboundSms {
             phone_e164: phone.e164().to_owned(),
             template_id,
-            sign_name: account.sign_name.clone(),
+            sign_name,
             params: request.params,
             region: account.region.clone(),
         };
-        let request = TencentClient::prepare(account, &sms, self.clock.unix_seconds());
+        let request = self.tencent.prepare_next(account, &sms);
         Ok(Planned { sms, request })
     }
 
     /// The whole pipeline for one request.
     pub async fn send(
         &self,
-        tenant: &Tenant,
+        tenant: &Arc<Tenant>,
         request: SendRequest,
         trail: &mut Trail,
     ) -> Result<Accepted, GatewayError> {
@@ -153,9 +161,8 @@ impl Services {
             return Ok(Accepted { delivery: Delivery::DryRun, template_id: sms.template_id, receipt: None });
         }
         let started = Instant::now();
-        let clock = self.clock.clone();
         let client = self.tencent.clone();
-        let deadline = account.timeout;
+        let owner = tenant.clone();
         let guard = HandedOver {
             request_id: trail.request_id.clone(),
             tenant: tenant.name.clone(),
@@ -163,8 +170,9 @@ impl Services {
             finished: false,
         };
         // Its own task: a caller that hangs up does not cancel a send Tencent may already be delivering.
+        let template_id = sms.template_id.clone();
         let send = tokio::spawn(async move {
-            let result = client.send(request, deadline, move || clock.unix_seconds()).await;
+            let result = client.deliver(&owner.tencent, &sms).await;
             guard.finish();
             result
         });
@@ -173,7 +181,7 @@ impl Services {
         match result {
             Ok(receipt) => {
                 trail.upstream_code = Some("Ok".into());
-                Ok(Accepted { delivery: Delivery::Sent, template_id: sms.template_id, receipt: Some(receipt) })
+                Ok(Accepted { delivery: Delivery::Sent, template_id, receipt: Some(receipt) })
             }
             Err(e) => {
                 trail.upstream_code = e.upstream().map(|u| u.code.clone());

@@ -197,6 +197,11 @@ fn compile_tenant(c: &mut Compiler, name: &str, path: &str, raw: &RawTenant) -> 
     });
     let tencent = compile_tencent(c, &format!("{path}.tencent"), &raw.tencent);
     let templates = compile_templates(c, &format!("{path}.tencent.templates"), &raw.tencent.templates);
+    let international_templates = raw
+        .tencent
+        .international_templates
+        .as_ref()
+        .map(|t| compile_templates(c, &format!("{path}.tencent.international_templates"), t));
     let limits = compile_limits(c, name, &format!("{path}.limits"), &raw.limits);
     if raw.script.is_some() {
         c.problem(format!("{path}.script"), "Lua hooks are not available in this version");
@@ -204,12 +209,21 @@ fn compile_tenant(c: &mut Compiler, name: &str, path: &str, raw: &RawTenant) -> 
     if c.problems.len() != before {
         return None;
     }
-    Some(Tenant { name: name.into(), default_country, tencent: tencent?, templates, limits })
+    Some(Tenant { name: name.into(), default_country, tencent: tencent?, templates, international_templates, limits })
+}
+
+fn compile_credentials(c: &mut Compiler, path: &str, id: &Scalar, key: &Scalar) -> Option<Credentials> {
+    let secret_id = c.required(&format!("{path}.accessKeyId"), id);
+    let secret_key = c.required(&format!("{path}.accessKeySecret"), key).map(Secret::new);
+    Some(Credentials { secret_id: secret_id?, secret_key: secret_key? })
 }
 
 fn compile_tencent(c: &mut Compiler, path: &str, raw: &RawTencent) -> Option<TencentAccount> {
-    let secret_id = c.required(&format!("{path}.accessKeyId"), &raw.access_key_id);
-    let secret_key = c.required(&format!("{path}.accessKeySecret"), &raw.access_key_secret).map(Secret::new);
+    let current = compile_credentials(c, path, &raw.access_key_id, &raw.access_key_secret);
+    let next = raw
+        .next_credentials
+        .as_ref()
+        .map(|n| compile_credentials(c, &format!("{path}.next_credentials"), &n.access_key_id, &n.access_key_secret));
     let sign_name = raw.sign_name.as_ref().and_then(|s| c.required(&format!("{path}.signName"), s));
     let sdk_app_id = c.required(&format!("{path}.sdkAppId"), &raw.sdk_app_id).filter(|id| {
         let ok = is_digits(id);
@@ -228,28 +242,47 @@ fn compile_tencent(c: &mut Compiler, path: &str, raw: &RawTencent) -> Option<Ten
         }
         ok
     });
-    let endpoint_path = format!("{path}.endpoint");
-    let endpoint_text = match &raw.endpoint {
-        Some(s) => c.required(&endpoint_path, s),
-        None => Some(DEFAULT_ENDPOINT.to_owned()),
-    };
-    let endpoint = endpoint_text.and_then(|text| match parse_endpoint(&text) {
-        Ok(e) => Some(e),
-        Err(message) => {
-            c.problem(&endpoint_path, message);
-            None
+    let default_endpoint = Scalar(DEFAULT_ENDPOINT.to_owned());
+    let mut endpoints = Vec::new();
+    let listed = std::iter::once((format!("{path}.endpoint"), raw.endpoint.as_ref().unwrap_or(&default_endpoint)))
+        .chain(raw.fallback_endpoints.iter().enumerate().map(|(i, e)| (format!("{path}.fallback_endpoints[{i}]"), e)));
+    for (endpoint_path, scalar) in listed {
+        let Some(text) = c.required(&endpoint_path, scalar) else { continue };
+        match parse_endpoint(&text) {
+            Ok(e) if endpoints.iter().any(|known: &Endpoint| known.url == e.url) => {
+                c.problem(&endpoint_path, "this endpoint is listed twice")
+            }
+            Ok(e) => endpoints.push(e),
+            Err(message) => c.problem(&endpoint_path, message),
         }
-    });
+    }
     let timeout = c.duration(&format!("{path}.timeout"), raw.timeout.as_ref(), Duration::from_secs(5), TIMEOUT_RANGE);
+    let max_attempts = raw.max_attempts.unwrap_or(3);
+    if !(1..=10).contains(&max_attempts) {
+        c.problem(format!("{path}.max_attempts"), "must be between 1 and 10");
+    }
+    let international_sign_name =
+        raw.international_sign_name.as_ref().and_then(|s| c.required(&format!("{path}.international_sign_name"), s));
+    if international_sign_name.is_some() && raw.international_templates.is_none() {
+        c.problem(format!("{path}.international_sign_name"), "applies only with international_templates");
+    }
+    let mut credentials = vec![current?];
+    credentials.extend(next.flatten());
+    if endpoints.len() != 1 + raw.fallback_endpoints.len() {
+        return None;
+    }
     Some(TencentAccount {
-        secret_id: secret_id?,
-        secret_key: secret_key?,
+        credentials,
         sign_name,
         sdk_app_id: sdk_app_id?,
         region: region?,
-        endpoint: endpoint?,
+        endpoints,
         timeout,
         dry_run: raw.dry_run.unwrap_or(false),
+        max_attempts: max_attempts.clamp(1, 10),
+        retry_maybe_sent: raw.retry_maybe_sent.unwrap_or(false),
+        international_sign_name,
+        preferred_credentials: Default::default(),
     })
 }
 

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,20 +37,52 @@ pub struct Tenant {
     pub default_country: Option<country::Id>,
     pub tencent: TencentAccount,
     pub templates: Templates,
+    /// With them, `templates` serve mainland numbers (+86) only and these serve every other number.
+    pub international_templates: Option<Templates>,
     pub limits: Vec<LimitRule>,
+}
+
+impl Tenant {
+    /// The template set and sign name for a number: a number never gets a template of the wrong kind.
+    pub fn templates_for(&self, mainland_china: bool) -> (&Templates, Option<&str>) {
+        match &self.international_templates {
+            Some(international) if !mainland_china => (international, self.tencent.international_sign_name.as_deref()),
+            _ => (&self.templates, self.tencent.sign_name.as_deref()),
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct TencentAccount {
-    pub secret_id: String,
-    pub secret_key: Secret,
+    /// The current key pair first, then the optional next one (rotation).
+    pub credentials: Vec<Credentials>,
     pub sign_name: Option<String>,
     pub sdk_app_id: String,
     pub region: String,
-    pub endpoint: Endpoint,
+    /// The primary endpoint first, then the fallbacks, in order.
+    pub endpoints: Vec<Endpoint>,
     /// Deadline for the whole send, retries included.
     pub timeout: Duration,
     pub dry_run: bool,
+    /// Attempts per send, the first included (at least 1).
+    pub max_attempts: u32,
+    pub retry_maybe_sent: bool,
+    pub international_sign_name: Option<String>,
+    /// Which key pair to sign with first. Runtime state (the client switches it when Tencent refuses one
+    /// pair and accepts the other); a reload starts again from the current pair.
+    pub preferred_credentials: AtomicUsize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub secret_id: String,
+    pub secret_key: Secret,
+}
+
+impl TencentAccount {
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoints[0]
+    }
 }
 
 /// Where SendSms is posted, with the `Host` value the signature covers (host, and port when not default).

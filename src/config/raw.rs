@@ -60,6 +60,27 @@ pub struct RawTencent {
     pub endpoint: Option<Scalar>,
     pub timeout: Option<Scalar>,
     pub dry_run: Option<bool>,
+    /// Tried in order after `endpoint` when it cannot be reached.
+    #[serde(default)]
+    pub fallback_endpoints: Vec<Scalar>,
+    /// Attempts per send, the first included.
+    pub max_attempts: Option<u32>,
+    /// Also retry failures after which the SMS may have gone out (read time-outs, resets, InternalError).
+    pub retry_maybe_sent: Option<bool>,
+    /// A second key pair, tried when Tencent refuses the first one's credentials.
+    pub next_credentials: Option<RawCredentials>,
+    /// Templates for numbers outside mainland China; with them, `templates` serve +86 numbers only.
+    pub international_templates: Option<Vec<RawTemplate>>,
+    pub international_sign_name: Option<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredentials {
+    #[serde(rename = "accessKeyId")]
+    pub access_key_id: Scalar,
+    #[serde(rename = "accessKeySecret")]
+    pub access_key_secret: Scalar,
 }
 
 #[derive(Debug, Deserialize)]

@@ -48,16 +48,17 @@ enum Route {
 impl Gateway {
     pub fn new(config: Config, clock: SharedClock) -> Gateway {
         crate::phone::Phone::warm_up();
+        let metrics = Metrics::default();
         let services = Services {
             limiter: Limiter::new(Arc::new(MemoryStore::default()), clock.clone()),
-            tencent: TencentClient::new(),
+            tencent: TencentClient::new(clock.clone(), metrics.tencent.clone()),
             clock,
         };
         Gateway {
             shared: Arc::new(Shared {
                 config: ArcSwap::from_pointee(config),
                 services,
-                metrics: Metrics::default(),
+                metrics,
                 draining: AtomicBool::new(false),
             }),
         }

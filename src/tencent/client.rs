@@ -2,12 +2,20 @@
 //! pooled reqwest client (rustls, keep-alive) serves every tenant; the tenant's `timeout` bounds the send.
 
 use super::api::{self, Envelope, SendSmsRequest};
+use super::breaker::Breakers;
 use super::classify;
 use super::sign::{self, Tc3Input};
-use crate::config::TencentAccount;
+use crate::clock::SharedClock;
+use crate::config::{Credentials, Endpoint, TencentAccount};
 use crate::error::{GatewayError, UpstreamDetail};
 use crate::phone::Masked;
 use bytes::Bytes;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The message the pipeline decided to send.
@@ -71,20 +79,57 @@ pub struct Receipt {
 /// Cap on how much of an answer we read; SendSms answers for one number are well under 1 KiB.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
-/// Cheap to clone: clones share one connection pool.
+/// First back-off before a retry; doubled per retry, with full jitter, always inside the send's deadline.
+const BACKOFF_BASE: Duration = Duration::from_millis(25);
+
+/// Credential errors after which the other key pair (rotation) is tried: nothing was sent.
+const CREDENTIAL_ERRORS: &[&str] = &[
+    "AuthFailure.SecretIdNotFound",
+    "AuthFailure.SignatureFailure",
+    "AuthFailure.InvalidSecretId",
+    "AuthFailure.InvalidAuthorization",
+];
+
+/// Cheap to clone: clones share one connection pool, the endpoint breakers and the clock-skew estimate.
 #[derive(Clone)]
 pub struct TencentClient {
     http: reqwest::Client,
+    clock: SharedClock,
+    breakers: Arc<Breakers>,
+    /// Seconds to add to our clock to get Tencent's, learnt from `AuthFailure.SignatureExpire` answers.
+    skew: Arc<AtomicI64>,
+    telemetry: Telemetry,
 }
 
-impl Default for TencentClient {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Metrics the client updates itself.
+#[derive(Clone, Default)]
+pub struct Telemetry {
+    pub retries: Family<ReasonLabels, Counter>,
+    pub clock_skew: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+/// How one exchange failed before Tencent judged the request.
+enum Transport {
+    /// No connection was made: nothing was sent, safe to retry or fail over.
+    Connect(String),
+    /// The request may have reached Tencent (reset, truncated answer).
+    MaybeSent(String),
+}
+
+struct Answer {
+    status: http::StatusCode,
+    /// Tencent's clock, from the `Date` header.
+    date: Option<i64>,
+    body: Vec<u8>,
 }
 
 impl TencentClient {
-    pub fn new() -> Self {
+    pub fn new(clock: SharedClock, telemetry: Telemetry) -> Self {
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .connect_timeout(Duration::from_secs(3))
@@ -95,11 +140,17 @@ impl TencentClient {
             .user_agent(concat!("smsgate/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the TLS backend initializes");
-        TencentClient { http }
+        TencentClient { http, clock, breakers: Arc::default(), skew: Arc::default(), telemetry }
     }
 
-    /// Serializes and signs `sms` for `account` at `timestamp`. Pure: no I/O, no clock.
-    pub fn prepare(account: &TencentAccount, sms: &OutboundSms, timestamp: i64) -> PreparedRequest {
+    /// Serializes and signs `sms` for one endpoint with one key pair at `timestamp`. Pure: no I/O, no clock.
+    pub fn prepare(
+        account: &TencentAccount,
+        credentials: &Credentials,
+        endpoint: &Endpoint,
+        sms: &OutboundSms,
+        timestamp: i64,
+    ) -> PreparedRequest {
         let body = serde_json::to_vec(&SendSmsRequest {
             phone_number_set: [&sms.phone_e164],
             sms_sdk_app_id: &account.sdk_app_id,
@@ -109,18 +160,18 @@ impl TencentClient {
         })
         .expect("the request serializes");
         let signature = sign::sign(
-            &account.secret_id,
-            account.secret_key.expose(),
+            &credentials.secret_id,
+            credentials.secret_key.expose(),
             &Tc3Input {
                 service: api::SERVICE,
-                host: &account.endpoint.host,
+                host: &endpoint.host,
                 content_type: api::CONTENT_TYPE,
                 timestamp,
                 body: &body,
             },
         );
         let headers = vec![
-            ("Host", account.endpoint.host.clone()),
+            ("Host", endpoint.host.clone()),
             ("Content-Type", api::CONTENT_TYPE.to_owned()),
             ("X-TC-Action", api::ACTION.to_owned()),
             ("X-TC-Version", api::VERSION.to_owned()),
@@ -128,24 +179,116 @@ impl TencentClient {
             ("X-TC-Timestamp", timestamp.to_string()),
             ("Authorization", signature.authorization),
         ];
-        PreparedRequest { url: account.endpoint.url.clone(), headers, body: body.into() }
+        PreparedRequest { url: endpoint.url.clone(), headers, body: body.into() }
     }
 
-    /// Sends a prepared request within `deadline` and judges Tencent's answer.
-    pub async fn send(
-        &self,
-        request: PreparedRequest,
-        deadline: Duration,
-        now_unix: impl Fn() -> i64,
-    ) -> Result<Receipt, GatewayError> {
-        match tokio::time::timeout(deadline, self.exchange(request)).await {
-            Err(_) => Err(GatewayError::UpstreamTimeout),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok((status, body))) => judge(status, &body, now_unix()),
+    /// The request the next attempt would send: preferred key pair, first healthy endpoint, our clock
+    /// corrected by the learnt skew. Used by dry run and `explain`.
+    pub fn prepare_next(&self, account: &TencentAccount, sms: &OutboundSms) -> PreparedRequest {
+        let key = account.preferred_credentials.load(Ordering::Relaxed) % account.credentials.len();
+        let endpoint = self.breakers.pick(account, 0, self.clock.monotonic());
+        TencentClient::prepare(account, &account.credentials[key], &account.endpoints[endpoint], sms, self.timestamp())
+    }
+
+    fn timestamp(&self) -> i64 {
+        self.clock.unix_seconds() + self.skew.load(Ordering::Relaxed)
+    }
+
+    /// Sends `sms` within the account's deadline, retrying only where no second SMS can result (connect
+    /// failures, Tencent's API throttles) unless the tenant opted into retrying maybe-sent failures. Fails over
+    /// across endpoints on connect failures, re-signs once on a clock error, and tries the next key pair once
+    /// on a credential error. The result is always the last attempt's: never a stale error after a success.
+    pub async fn deliver(&self, account: &TencentAccount, sms: &OutboundSms) -> Result<Receipt, GatewayError> {
+        let deadline = tokio::time::Instant::now() + account.timeout;
+        let mut key = account.preferred_credentials.load(Ordering::Relaxed) % account.credentials.len();
+        let mut rotated = false;
+        let mut resigned = false;
+        let mut attempts = 0;
+        let mut endpoint = self.breakers.pick(account, 0, self.clock.monotonic());
+        loop {
+            attempts += 1;
+            let target = &account.endpoints[endpoint];
+            let request = TencentClient::prepare(account, &account.credentials[key], target, sms, self.timestamp());
+            let outcome = match tokio::time::timeout_at(deadline, self.exchange(request)).await {
+                Err(_) => return Err(GatewayError::UpstreamTimeout),
+                Ok(outcome) => outcome,
+            };
+            let (error, reason) = match outcome {
+                Err(Transport::Connect(reason)) => {
+                    self.breakers.failure(target, self.clock.monotonic());
+                    endpoint = self.breakers.pick(account, endpoint + 1, self.clock.monotonic());
+                    (GatewayError::UpstreamUnavailable { reason, upstream: None }, "connect")
+                }
+                Err(Transport::MaybeSent(reason)) => {
+                    self.breakers.success(target);
+                    let error = GatewayError::UpstreamUnavailable { reason, upstream: None };
+                    if !account.retry_maybe_sent {
+                        return Err(error);
+                    }
+                    (error, "maybe_sent")
+                }
+                Ok(answer) => {
+                    self.breakers.success(target);
+                    let error = match judge(answer.status, &answer.body, self.timestamp()) {
+                        Ok(receipt) => {
+                            if rotated {
+                                // The other key pair works: use it first from now on.
+                                account.preferred_credentials.store(key, Ordering::Relaxed);
+                            }
+                            return Ok(receipt);
+                        }
+                        Err(error) => error,
+                    };
+                    let code = error.upstream().map(|u| u.code.clone()).unwrap_or_default();
+                    match classify::classify(&code) {
+                        classify::Class::Clock if !resigned => {
+                            resigned = true;
+                            attempts -= 1;
+                            self.learn_skew(answer.date, &code);
+                            continue;
+                        }
+                        _ if CREDENTIAL_ERRORS.contains(&code.as_str())
+                            && !rotated
+                            && account.credentials.len() > 1 =>
+                        {
+                            rotated = true;
+                            attempts -= 1;
+                            key = (key + 1) % account.credentials.len();
+                            tracing::warn!(code = %code, "Tencent refused the key pair; trying the other one");
+                            continue;
+                        }
+                        classify::Class::TransientNotSent => (error, "throttled"),
+                        classify::Class::TransientMaybeSent if account.retry_maybe_sent => (error, "maybe_sent"),
+                        _ => return Err(error),
+                    }
+                }
+            };
+            if attempts >= account.max_attempts {
+                return Err(error);
+            }
+            let backoff = BACKOFF_BASE.saturating_mul(1 << (attempts - 1).min(8));
+            let pause = backoff.mul_f64(fastrand::f64());
+            if tokio::time::Instant::now() + pause >= deadline {
+                return Err(error);
+            }
+            self.telemetry.retries.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+            tokio::time::sleep(pause).await;
         }
     }
 
-    async fn exchange(&self, request: PreparedRequest) -> Result<(http::StatusCode, Vec<u8>), GatewayError> {
+    fn learn_skew(&self, tencent_now: Option<i64>, code: &str) {
+        let ours = self.clock.unix_seconds();
+        let skew = tencent_now.map_or(0, |theirs| theirs - ours);
+        self.skew.store(skew, Ordering::Relaxed);
+        self.telemetry.clock_skew.set(skew);
+        tracing::warn!(
+            code,
+            skew_seconds = skew,
+            "Tencent refused our timestamp: re-signing once; check this host's clock"
+        );
+    }
+
+    async fn exchange(&self, request: PreparedRequest) -> Result<Answer, Transport> {
         let mut builder = self.http.post(request.url);
         for (name, value) in request.headers {
             // reqwest derives Host from the URL, the same value the signature covers.
@@ -155,30 +298,36 @@ impl TencentClient {
         }
         let mut response = builder.body(request.body).send().await.map_err(transport_error)?;
         let status = response.status();
+        let date = response
+            .headers()
+            .get(http::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+            .map(|d| d.timestamp());
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
             if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(GatewayError::UpstreamUnavailable { reason: "answer too large".into(), upstream: None });
+                return Err(Transport::MaybeSent("answer too large".into()));
             }
             body.extend_from_slice(&chunk);
         }
-        Ok((status, body))
+        Ok(Answer { status, date, body })
     }
 }
 
-fn transport_error(e: reqwest::Error) -> GatewayError {
-    if e.is_timeout() {
-        return GatewayError::UpstreamTimeout;
-    }
-    let kind = if e.is_connect() { "connect" } else { "transport" };
+fn transport_error(e: reqwest::Error) -> Transport {
     // The chain's text carries no secret: only addresses and protocol errors.
-    let mut reason = format!("{kind}: {e}");
+    let mut reason = e.to_string();
     let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         reason.push_str(&format!(": {s}"));
         source = s.source();
     }
-    GatewayError::UpstreamUnavailable { reason, upstream: None }
+    if e.is_connect() {
+        Transport::Connect(format!("connect: {reason}"))
+    } else {
+        Transport::MaybeSent(format!("transport: {reason}"))
+    }
 }
 
 /// Tencent's answer -> receipt or error. The error envelope is read whatever the status and Content-Type.
@@ -256,15 +405,21 @@ mod tests {
 
     #[test]
     fn redacted_request_hides_number_code_and_secret() {
-        let account = crate::config::TencentAccount {
-            secret_id: "AKIDtest".into(),
-            secret_key: crate::config::Secret::new("very-secret-key"),
+        let credentials =
+            Credentials { secret_id: "AKIDtest".into(), secret_key: crate::config::Secret::new("very-secret-key") };
+        let endpoint = crate::config::parse_endpoint("https://sms.tencentcloudapi.com").unwrap();
+        let account = TencentAccount {
+            credentials: vec![credentials.clone()],
             sign_name: Some("Demo".into()),
             sdk_app_id: "1400006666".into(),
             region: "ap-guangzhou".into(),
-            endpoint: crate::config::parse_endpoint("https://sms.tencentcloudapi.com").unwrap(),
+            endpoints: vec![endpoint.clone()],
             timeout: Duration::from_secs(5),
             dry_run: true,
+            max_attempts: 1,
+            retry_maybe_sent: false,
+            international_sign_name: None,
+            preferred_credentials: Default::default(),
         };
         let sms = OutboundSms {
             phone_e164: "+8613800138000".into(),
@@ -273,7 +428,7 @@ mod tests {
             params: vec!["654321".into()],
             region: "ap-guangzhou".into(),
         };
-        let text = TencentClient::prepare(&account, &sms, 1700000000).redacted();
+        let text = TencentClient::prepare(&account, &credentials, &endpoint, &sms, 1700000000).redacted();
         assert!(text.contains("+86138****8000"), "{text}");
         assert!(text.contains("X-TC-Region: ap-guangzhou"), "{text}");
         assert!(text.contains("Credential=AKIDtest/2023-11-14/sms/tc3_request"), "{text}");

@@ -2,6 +2,7 @@
 //! HTTP client and the classification of Tencent's answers. Another provider would be a sibling module.
 
 pub mod api;
+pub mod breaker;
 pub mod classify;
 pub mod client;
 pub mod sign;

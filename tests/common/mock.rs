@@ -46,6 +46,10 @@ impl Seen {
 struct State {
     replies: VecDeque<Reply>,
     seen: Vec<Seen>,
+    /// Tencent's clock: when set, timestamps more than 5 minutes off get `AuthFailure.SignatureExpire`.
+    clock: Option<i64>,
+    /// Refuse requests whose signature does not verify, as Tencent does.
+    strict: bool,
 }
 
 #[derive(Clone)]
@@ -81,6 +85,16 @@ impl MockTencent {
         self.state.lock().unwrap().replies.push_back(reply);
     }
 
+    /// Sets Tencent's clock and enforces the 5-minute timestamp window against it.
+    pub fn set_clock(&self, unix: i64) {
+        self.state.lock().unwrap().clock = Some(unix);
+    }
+
+    /// Answers `AuthFailure.SignatureFailure` to requests whose signature does not verify.
+    pub fn strict_signatures(&self) {
+        self.state.lock().unwrap().strict = true;
+    }
+
     pub fn seen(&self) -> Vec<Seen> {
         self.state.lock().unwrap().seen.clone()
     }
@@ -112,14 +126,23 @@ impl MockTencent {
                 return;
             }
             let signature_valid = verify(&headers, &body, &self.secret_key);
-            let reply = {
+            let timestamp: i64 = headers.get("x-tc-timestamp").and_then(|t| t.parse().ok()).unwrap_or(0);
+            let (reply, now) = {
                 let mut state = self.state.lock().unwrap();
                 state.seen.push(Seen {
                     headers: headers.clone(),
                     body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
                     signature_valid,
                 });
-                state.replies.pop_front().unwrap_or(Reply::Ok)
+                let now = state.clock.unwrap_or_else(|| chrono::Utc::now().timestamp());
+                let reply = if state.clock.is_some_and(|now| (timestamp - now).abs() > 300) {
+                    Reply::Envelope(200, "AuthFailure.SignatureExpire")
+                } else if state.strict && !signature_valid {
+                    Reply::Envelope(200, "AuthFailure.SignatureFailure")
+                } else {
+                    state.replies.pop_front().unwrap_or(Reply::Ok)
+                };
+                (reply, now)
             };
             let numbers: Vec<String> = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
@@ -145,8 +168,9 @@ impl MockTencent {
                 ),
                 Reply::Raw(status, content_type, text) => (status, content_type, text.to_owned()),
             };
+            let date = chrono::DateTime::from_timestamp(now, 0).unwrap().format("%a, %d %b %Y %H:%M:%S GMT");
             let head = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n",
+                "HTTP/1.1 {status} X\r\ndate: {date}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n",
                 text.len()
             );
             let stream = stream.get_mut();
