@@ -38,6 +38,9 @@ pub enum GatewayError {
     NoTemplate { usage: String },
     #[error("rate limited by rule {rule}")]
     RateLimited { rule: String, retry_after: Duration },
+    /// A tenant's daily or monthly spend cap is used up; `cap` names it for the log.
+    #[error("spend cap {cap} reached")]
+    SpendCapReached { cap: String, retry_after: Duration },
     #[error("upstream rate limited")]
     UpstreamRateLimited { retry_after: Duration, upstream: UpstreamDetail },
     /// The hook failed or ran over budget; the text is for the log only.
@@ -69,7 +72,7 @@ impl GatewayError {
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             NoTemplate { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            RateLimited { .. } | UpstreamRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            RateLimited { .. } | UpstreamRateLimited { .. } | SpendCapReached { .. } => StatusCode::TOO_MANY_REQUESTS,
             ScriptError(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             UpstreamRejected(_) => StatusCode::BAD_GATEWAY,
             UpstreamUnavailable { .. } | LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -93,6 +96,7 @@ impl GatewayError {
             NoTemplate { .. } => "no_template",
             RateLimited { .. } => "rate_limited",
             UpstreamRateLimited { .. } => "upstream_rate_limited",
+            SpendCapReached { .. } => "spend_cap_reached",
             ScriptError(_) => "script_error",
             Internal(_) => "internal",
             UpstreamRejected(_) => "upstream_rejected",
@@ -119,6 +123,7 @@ impl GatewayError {
             RateLimited { retry_after, .. } | UpstreamRateLimited { retry_after, .. } => {
                 format!("Too many messages. Try again in {} seconds.", retry_after_seconds(*retry_after))
             }
+            SpendCapReached { .. } => "SMS sending is paused for now. Try again later.".into(),
             ScriptError(_) | Internal(_) => "Internal error. Try again later.".into(),
             UpstreamRejected(_) => "The SMS provider refused the message.".into(),
             UpstreamUnavailable { .. } => "The SMS provider is unavailable. Try again later.".into(),
@@ -142,6 +147,7 @@ impl GatewayError {
             | UnsupportedMediaType
             | NoTemplate { .. }
             | RateLimited { .. }
+            | SpendCapReached { .. }
             | ScriptError(_)
             | Internal(_)
             | LimiterUnavailable
@@ -152,9 +158,9 @@ impl GatewayError {
     /// `Retry-After` for 429s: whole seconds, rounded up, never 0.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            GatewayError::RateLimited { retry_after, .. } | GatewayError::UpstreamRateLimited { retry_after, .. } => {
-                Some(retry_after_seconds(*retry_after))
-            }
+            GatewayError::RateLimited { retry_after, .. }
+            | GatewayError::UpstreamRateLimited { retry_after, .. }
+            | GatewayError::SpendCapReached { retry_after, .. } => Some(retry_after_seconds(*retry_after)),
             _ => None,
         }
     }

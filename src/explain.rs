@@ -34,11 +34,11 @@ pub struct Report {
 /// the report shows which rules apply and what they allow, not the live counts.
 pub fn explain(config: Config, clock: SharedClock, input: &Input) -> Result<Report, String> {
     let tenant = config.tenant(&input.tenant).ok_or_else(|| format!("no tenant named {}", input.tenant))?.clone();
-    let services = Services {
-        limiter: Limiter::new(Arc::new(MemoryStore::default()), clock.clone()),
-        tencent: TencentClient::new(clock.clone(), Default::default()),
+    let services = Services::new(
+        Limiter::new(Arc::new(MemoryStore::default()), clock.clone()),
+        TencentClient::new(clock.clone(), Default::default()),
         clock,
-    };
+    );
     let request = SendRequest {
         phone: if input.logto {
             PhoneInput::Logto(input.phone.clone())
@@ -50,9 +50,10 @@ pub fn explain(config: Config, clock: SharedClock, input: &Input) -> Result<Repo
         code: Some(input.code.clone()),
         ip: None,
         locale: None,
+        idempotency_key: None,
     };
     let mut trail = Trail { tenant: Some(tenant.name.clone()), ..Trail::default() };
-    let outcome = services.plan(&tenant, request, false, &mut trail);
+    let outcome = services.plan(&tenant, request, &mut trail);
     Ok(Report {
         tenant: tenant.name.to_string(),
         input_phone: input.phone.clone(),

@@ -13,6 +13,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod dedupe;
 pub mod error;
 pub mod explain;
 pub mod ingress;

@@ -1,14 +1,20 @@
-//! The send pipeline: normalize -> script -> template -> policy -> upstream, each stage taking the request
-//! and returning it or a typed error. The template is resolved before the policy so that a request that
-//! cannot be sent (`no_template`) consumes no quota.
+//! The send pipeline: normalize -> script -> destination rules -> template -> de-duplication -> policy
+//! (limits, spend caps) -> upstream, each stage taking the request and returning it or a typed error.
+//! Every stage that consumes nothing runs first, so a request that cannot be sent (bad number, blocked
+//! country, `no_template`) consumes no quota. From the limits on, the request runs in its own task: a
+//! caller that hangs up cannot cancel a send Tencent may already be delivering, nor its accounting.
 
 use crate::clock::SharedClock;
 use crate::config::Tenant;
+use crate::dedupe::{self, Claim, Dedupe, Outcome};
 use crate::error::GatewayError;
 use crate::ingress::{PhoneInput, SendRequest};
 use crate::phone::{InvalidPhone, Masked, Phone};
+use crate::policy::spend::SpendLedger;
 use crate::policy::{Decision, Limiter, Subject};
+use crate::tencent::classify::{self, Class};
 use crate::tencent::{OutboundSms, PreparedRequest, Receipt, TencentClient};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +23,8 @@ pub struct Services {
     pub limiter: Limiter,
     pub tencent: TencentClient,
     pub clock: SharedClock,
+    pub dedupe: Arc<Dedupe>,
+    pub spend: SpendLedger,
 }
 
 /// What each stage decided, for the response headers and the one log event per request.
@@ -30,6 +38,8 @@ pub struct Trail {
     pub limits: Option<Decision>,
     pub upstream_code: Option<String>,
     pub upstream_latency: Option<Duration>,
+    /// The answer is a repeat's: the first send's, replayed.
+    pub replayed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,11 +49,27 @@ pub enum Delivery {
 }
 
 /// A send the pipeline accepted.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Accepted {
     pub delivery: Delivery,
     pub template_id: String,
     pub receipt: Option<Receipt>,
+}
+
+/// A request that passed every stage that consumes nothing.
+pub struct Checked {
+    pub phone: Phone,
+    pub usage: String,
+    pub ip: Option<IpAddr>,
+    pub code: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub sms: OutboundSms,
+}
+
+/// Everything up to the network, for `explain`: the message and the request that would carry it.
+pub struct Planned {
+    pub sms: OutboundSms,
+    pub request: PreparedRequest,
 }
 
 /// Held by a send from the moment it is handed to Tencent; if it is dropped unfinished (the process stops
@@ -83,6 +109,17 @@ pub fn normalize(tenant: &Tenant, input: &PhoneInput) -> Result<Phone, GatewayEr
     parsed.map_err(|InvalidPhone| GatewayError::InvalidPhone { upstream: None })
 }
 
+/// Destination rules: the tenant's country allow/deny list and blocked prefixes.
+pub fn destination(tenant: &Tenant, phone: &Phone) -> Result<(), GatewayError> {
+    let country_ok = tenant.countries.as_ref().is_none_or(|rule| rule.permits(phone.country_code()));
+    let prefix_ok = !tenant.blocked_prefixes.iter().any(|p| phone.e164().starts_with(p.as_str()));
+    if country_ok && prefix_ok {
+        Ok(())
+    } else {
+        Err(GatewayError::CountryBlocked)
+    }
+}
+
 /// Template stage: the TemplateId and sign name for the usage type and the kind of number (mainland China
 /// or international), falling back to `Generic` within that kind only.
 pub fn template<'t>(
@@ -95,31 +132,56 @@ pub fn template<'t>(
     Ok((id, sign_name))
 }
 
-/// Everything up to the network: the message to send, signed, after every check has passed.
-pub struct Planned {
-    pub sms: OutboundSms,
-    pub request: PreparedRequest,
+/// Whether a failed send certainly sent nothing (its spend reservation can be given back).
+fn certainly_unsent(error: &GatewayError) -> bool {
+    match error {
+        GatewayError::UpstreamTimeout => false,
+        GatewayError::UpstreamUnavailable { upstream: None, reason } => reason.starts_with("connect"),
+        other => other.upstream().is_some_and(|u| classify::classify(&u.code) != Class::TransientMaybeSent),
+    }
 }
 
 impl Services {
-    /// Runs the stages before the network. With `commit` false (explain), quota is judged but not consumed.
-    pub fn plan(
-        &self,
-        tenant: &Tenant,
-        request: SendRequest,
-        commit: bool,
-        trail: &mut Trail,
-    ) -> Result<Planned, GatewayError> {
+    pub fn new(limiter: Limiter, tencent: TencentClient, clock: SharedClock) -> Arc<Services> {
+        Arc::new(Services {
+            limiter,
+            tencent,
+            dedupe: Dedupe::new(clock.clone()),
+            spend: SpendLedger::default(),
+            clock,
+        })
+    }
+
+    /// The stages that consume nothing: normalize, destination rules, template.
+    pub fn check(&self, tenant: &Tenant, request: SendRequest, trail: &mut Trail) -> Result<Checked, GatewayError> {
         trail.usage = Some(request.usage.clone());
         let phone = normalize(tenant, &request.phone)?;
         trail.phone = Some(phone.clone());
-
+        destination(tenant, &phone)?;
         let (template_id, sign_name) = template(tenant, &request.usage, &phone)?;
-        let (template_id, sign_name) = (template_id.to_owned(), sign_name.map(str::to_owned));
-        trail.template_id = Some(template_id.clone());
+        trail.template_id = Some(template_id.to_owned());
+        let sms = OutboundSms {
+            phone_e164: phone.e164().to_owned(),
+            template_id: template_id.to_owned(),
+            sign_name: sign_name.map(str::to_owned),
+            params: request.params,
+            region: tenant.tencent.region.clone(),
+        };
+        Ok(Checked {
+            phone,
+            usage: request.usage,
+            ip: request.ip,
+            code: request.code,
+            idempotency_key: request.idempotency_key,
+            sms,
+        })
+    }
 
-        let decision =
-            self.limiter.decide(tenant, &Subject { phone: &phone, usage: &request.usage, ip: request.ip }, commit);
+    /// For `explain`: every stage up to the network, with limits judged but not consumed.
+    pub fn plan(&self, tenant: &Tenant, request: SendRequest, trail: &mut Trail) -> Result<Planned, GatewayError> {
+        let checked = self.check(tenant, request, trail)?;
+        let subject = Subject { phone: &checked.phone, usage: &checked.usage, ip: checked.ip };
+        let decision = self.limiter.decide(tenant, &subject, false);
         let denied = (!decision.allowed).then(|| GatewayError::RateLimited {
             rule: decision.denied_by.clone().unwrap_or_default(),
             retry_after: decision.retry_after,
@@ -128,29 +190,89 @@ impl Services {
         if let Some(denied) = denied {
             return Err(denied);
         }
-
-        let account = &tenant.tencent;
-        let sms = OutboundSms {
-            phone_e164: phone.e164().to_owned(),
-            template_id,
-            sign_name,
-            params: request.params,
-            region: account.region.clone(),
-        };
-        let request = self.tencent.prepare_next(account, &sms);
-        Ok(Planned { sms, request })
+        let request = self.tencent.prepare_next(&tenant.tencent, &checked.sms);
+        Ok(Planned { sms: checked.sms, request })
     }
 
     /// The whole pipeline for one request.
-    pub async fn send(
-        &self,
-        tenant: &Arc<Tenant>,
-        request: SendRequest,
-        trail: &mut Trail,
-    ) -> Result<Accepted, GatewayError> {
-        let Planned { sms, request } = self.plan(tenant, request, true, trail)?;
+    pub async fn send(self: &Arc<Self>, tenant: &Arc<Tenant>, request: SendRequest, trail: &mut Trail) -> Outcome {
+        let checked = self.check(tenant, request, trail)?;
+        let ticket = match self.claim(tenant, &checked) {
+            Some(Claim::Replay(outcome)) => {
+                trail.replayed = true;
+                return outcome;
+            }
+            Some(Claim::Wait(first)) => {
+                trail.replayed = true;
+                return dedupe::wait(first).await;
+            }
+            Some(Claim::First(ticket)) => Some(ticket),
+            None => None,
+        };
+        let services = self.clone();
+        let tenant = tenant.clone();
+        let mut owned = std::mem::take(trail);
+        let task = tokio::spawn(async move {
+            let outcome = services.commit_and_send(&tenant, checked, &mut owned).await;
+            if let Some(ticket) = ticket {
+                ticket.complete(&outcome);
+            }
+            (outcome, owned)
+        });
+        match task.await {
+            Ok((outcome, owned)) => {
+                *trail = owned;
+                outcome
+            }
+            Err(e) => Err(GatewayError::Internal(format!("send task failed: {e}"))),
+        }
+    }
+
+    fn claim(&self, tenant: &Tenant, checked: &Checked) -> Option<Claim> {
+        if tenant.dedupe_window.is_zero() {
+            return None;
+        }
+        let key = self.dedupe.key(
+            &tenant.name,
+            checked.idempotency_key.as_deref(),
+            checked.phone.e164(),
+            &checked.usage,
+            checked.code.as_deref(),
+        )?;
+        Some(self.dedupe.claim(key, tenant.dedupe_window))
+    }
+
+    /// Limits, spend caps and the upstream send: the stages that consume something.
+    async fn commit_and_send(&self, tenant: &Tenant, checked: Checked, trail: &mut Trail) -> Outcome {
+        let subject = Subject { phone: &checked.phone, usage: &checked.usage, ip: checked.ip };
+        let reservation = match &tenant.spend_caps {
+            Some(caps) => {
+                let reserved =
+                    self.spend.reserve(&tenant.name, caps, checked.phone.country_code(), self.clock.unix_seconds());
+                if let Err(GatewayError::SpendCapReached { cap, .. }) = &reserved {
+                    tracing::error!(tenant = %tenant.name, cap = %cap, "spend cap reached: sends refused until it resets");
+                }
+                Some(reserved?)
+            }
+            None => None,
+        };
+        let decision = self.limiter.decide(tenant, &subject, true);
+        let denied = (!decision.allowed).then(|| GatewayError::RateLimited {
+            rule: decision.denied_by.clone().unwrap_or_default(),
+            retry_after: decision.retry_after,
+        });
+        trail.limits = Some(decision);
+        if let Some(denied) = denied {
+            if let Some(r) = reservation {
+                self.spend.release(r);
+            }
+            return Err(denied);
+        }
+
         let account = &tenant.tencent;
+        let sms = checked.sms;
         if account.dry_run {
+            let request = self.tencent.prepare_next(account, &sms);
             tracing::info!(
                 tenant = %tenant.name,
                 endpoint = %request.url,
@@ -158,33 +280,37 @@ impl Services {
                 body = %request.redacted_body(),
                 "dry run: signed, not sent"
             );
+            if let Some(r) = reservation {
+                self.spend.settle(r, 0);
+            }
             return Ok(Accepted { delivery: Delivery::DryRun, template_id: sms.template_id, receipt: None });
         }
+
         let started = Instant::now();
-        let client = self.tencent.clone();
-        let owner = tenant.clone();
         let guard = HandedOver {
             request_id: trail.request_id.clone(),
             tenant: tenant.name.clone(),
             phone: Masked(&sms.phone_e164).to_string(),
             finished: false,
         };
-        // Its own task: a caller that hangs up does not cancel a send Tencent may already be delivering.
-        let template_id = sms.template_id.clone();
-        let send = tokio::spawn(async move {
-            let result = client.deliver(&owner.tencent, &sms).await;
-            guard.finish();
-            result
-        });
-        let result = send.await.unwrap_or_else(|e| Err(GatewayError::Internal(format!("send task failed: {e}"))));
+        let result = self.tencent.deliver(account, &sms).await;
+        guard.finish();
         trail.upstream_latency = Some(started.elapsed());
         match result {
             Ok(receipt) => {
                 trail.upstream_code = Some("Ok".into());
-                Ok(Accepted { delivery: Delivery::Sent, template_id, receipt: Some(receipt) })
+                if let Some(r) = reservation {
+                    self.spend.settle(r, receipt.fee);
+                }
+                Ok(Accepted { delivery: Delivery::Sent, template_id: sms.template_id, receipt: Some(receipt) })
             }
             Err(e) => {
                 trail.upstream_code = e.upstream().map(|u| u.code.clone());
+                match reservation {
+                    Some(r) if certainly_unsent(&e) => self.spend.release(r),
+                    Some(r) => self.spend.settle(r, 0),
+                    None => {}
+                }
                 Err(e)
             }
         }

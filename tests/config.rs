@@ -126,3 +126,35 @@ fn the_shipped_gateway_yaml_compiles() {
     assert!(demo.tencent.dry_run, "the demo tenant must never transmit");
     assert!(config.tenant_for_token("demo-token-0123456789").is_some(), "the README's token works");
 }
+
+#[test]
+fn the_readme_error_class_table_matches_the_code() {
+    use smsgate::tencent::classify::{Class, EXACT, PREFIXES};
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let row = |code: &str, class: Class| {
+        let (name, answer) = class.describe();
+        format!("| `{code}` | {name} | {answer} |")
+    };
+    for (code, class) in EXACT {
+        assert!(readme.contains(&row(code, *class)), "README lacks {}", row(code, *class));
+    }
+    for (prefix, class) in PREFIXES {
+        assert!(readme.contains(&row(&format!("{prefix}*"), *class)), "README lacks {prefix}*");
+    }
+    let (name, answer) = Class::Unknown.describe();
+    assert!(readme.contains(&format!("| any other code | {name} | {answer} |")));
+}
+
+#[test]
+fn the_commented_production_tenant_compiles_once_uncommented() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.yaml")).unwrap();
+    let start = text.find("  # acme:").expect("a commented production tenant");
+    let uncommented: String = text[..start].to_owned()
+        + &text[start..].lines().map(|l| l.replacen("  # ", "  ", 1) + "\n").collect::<String>();
+    let env = HashMap::from(
+        ["ACME_TOKEN", "TENCENT_SECRET_ID", "TENCENT_SECRET_KEY"]
+            .map(|k| (k.to_owned(), format!("{k}-value-0123456789"))),
+    );
+    let config = Config::from_yaml(&uncommented, Path::new("gateway.yaml"), &env).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!config.tenant("acme").unwrap().tencent.dry_run);
+}

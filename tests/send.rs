@@ -100,8 +100,9 @@ async fn a_denied_request_consumes_no_quota_of_any_rule() {
     let limits = "      - { name: burst, key: phone, limit: 1, per: 30s }\n      - { name: tenant, key: tenant, limit: 2, per: 1h }";
     let (mock, gw) = setup(limits).await;
     assert_eq!(gw.post("/v1/sms/send", &native(&number(1), "SignIn", "1")).await.status, 200);
-    for _ in 0..5 {
-        gw.post("/v1/sms/send", &native(&number(1), "SignIn", "1")).await.assert_error(429, "rate_limited");
+    for i in 0..5 {
+        let code = format!("2{i}");
+        gw.post("/v1/sms/send", &native(&number(1), "SignIn", &code)).await.assert_error(429, "rate_limited");
     }
     // The five denials did not touch the tenant rule: it still has room for one more.
     assert_eq!(gw.post("/v1/sms/send", &native(&number(2), "SignIn", "1")).await.status, 200);
@@ -273,7 +274,7 @@ async fn dry_run_signs_but_never_transmits() {
     assert_eq!((a.status, a.json["status"].as_str()), (200, Some("dry_run")), "{:#}", a.json);
     assert!(a.json.get("upstream").is_none());
     // Dry-run sends count against limits like real ones.
-    gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "123456")).await.assert_error(429, "rate_limited");
+    gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "123457")).await.assert_error(429, "rate_limited");
     assert!(mock.seen().is_empty());
 }
 

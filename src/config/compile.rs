@@ -14,6 +14,7 @@ use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -206,10 +207,97 @@ fn compile_tenant(c: &mut Compiler, name: &str, path: &str, raw: &RawTenant) -> 
     if raw.script.is_some() {
         c.problem(format!("{path}.script"), "Lua hooks are not available in this version");
     }
+    let countries = raw.countries.as_ref().and_then(|rule| {
+        let (list, make, key): (_, fn(Vec<String>) -> CountryRule, _) = match (&rule.allow, &rule.deny) {
+            (Some(list), None) => (list, CountryRule::Allow, "allow"),
+            (None, Some(list)) => (list, CountryRule::Deny, "deny"),
+            _ => {
+                c.problem(format!("{path}.countries"), "give either allow or deny");
+                return None;
+            }
+        };
+        let codes = list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, code)| country_code(c, &format!("{path}.countries.{key}[{i}]"), &code.0))
+            .collect();
+        Some(make(codes))
+    });
+    let mut blocked_prefixes = Vec::new();
+    for (i, prefix) in raw.blocked_prefixes.iter().enumerate() {
+        let p = &prefix.0;
+        let ok = p.len() >= 2 && p.len() <= 16 && p.starts_with('+') && p[1..].bytes().all(|b| b.is_ascii_digit());
+        if ok {
+            blocked_prefixes.push(p.clone());
+        } else {
+            c.problem(format!("{path}.blocked_prefixes[{i}]"), "expected an E.164 prefix such as +86170");
+        }
+    }
+    let dedupe_window = c.duration(
+        &format!("{path}.dedupe_window"),
+        raw.dedupe_window.as_ref(),
+        Duration::from_secs(300),
+        (Duration::ZERO, Duration::from_secs(86_400)),
+    );
+    let spend_caps = raw.spend_caps.as_ref().map(|caps| compile_spend_caps(c, &format!("{path}.spend_caps"), caps));
     if c.problems.len() != before {
         return None;
     }
-    Some(Tenant { name: name.into(), default_country, tencent: tencent?, templates, international_templates, limits })
+    Some(Tenant {
+        name: name.into(),
+        default_country,
+        tencent: tencent?,
+        templates,
+        international_templates,
+        limits,
+        countries,
+        blocked_prefixes,
+        dedupe_window,
+        spend_caps,
+    })
+}
+
+/// An ISO 3166 alpha-2 code as the phone metadata knows it (`ZZ` stands for numbers without a region).
+fn country_code(c: &mut Compiler, path: &str, text: &str) -> Option<String> {
+    let known = text == "ZZ" || (text.len() == 2 && text.parse::<phonenumber::country::Id>().is_ok());
+    if !known {
+        c.problem(path, "expected an ISO 3166 country code such as CN or US");
+    }
+    known.then(|| text.to_owned())
+}
+
+fn compile_caps(c: &mut Compiler, path: &str, raw: [Option<u64>; 4]) -> Caps {
+    for (value, key) in raw.iter().zip(["daily", "monthly", "daily_fee", "monthly_fee"]) {
+        if *value == Some(0) {
+            c.problem(format!("{path}.{key}"), "must be at least 1 (leave it out for no cap)");
+        }
+    }
+    let [daily, monthly, daily_fee, monthly_fee] = raw;
+    Caps { daily, monthly, daily_fee, monthly_fee }
+}
+
+fn compile_spend_caps(c: &mut Compiler, path: &str, raw: &RawSpendCaps) -> SpendCaps {
+    let offset_path = format!("{path}.utc_offset");
+    let utc_offset_seconds = match raw.utc_offset.as_ref().map(|s| s.0.as_str()) {
+        None => 8 * 3600,
+        Some(text) => match chrono::FixedOffset::from_str(text) {
+            Ok(offset) => offset.local_minus_utc(),
+            Err(_) => {
+                c.problem(&offset_path, "expected a UTC offset such as +08:00");
+                0
+            }
+        },
+    };
+    let tenant = compile_caps(c, path, [raw.daily, raw.monthly, raw.daily_fee, raw.monthly_fee]);
+    let mut countries = std::collections::HashMap::new();
+    for (code, caps) in &raw.countries {
+        let p = format!("{path}.countries.{code}");
+        if let Some(code) = country_code(c, &p, code) {
+            let caps = compile_caps(c, &p, [caps.daily, caps.monthly, caps.daily_fee, caps.monthly_fee]);
+            countries.insert(code, caps);
+        }
+    }
+    SpendCaps { utc_offset_seconds, tenant, countries }
 }
 
 fn compile_credentials(c: &mut Compiler, path: &str, id: &Scalar, key: &Scalar) -> Option<Credentials> {

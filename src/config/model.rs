@@ -40,6 +40,46 @@ pub struct Tenant {
     /// With them, `templates` serve mainland numbers (+86) only and these serve every other number.
     pub international_templates: Option<Templates>,
     pub limits: Vec<LimitRule>,
+    pub countries: Option<CountryRule>,
+    /// E.164 prefixes (with `+`) refused outright.
+    pub blocked_prefixes: Vec<String>,
+    /// Duplicate sends inside this window are answered from the first; zero turns de-duplication off.
+    pub dedupe_window: Duration,
+    pub spend_caps: Option<SpendCaps>,
+}
+
+/// Which countries (ISO 3166 alpha-2, `ZZ` for numbers without one) a tenant may send to.
+#[derive(Debug, Clone)]
+pub enum CountryRule {
+    Allow(Vec<String>),
+    Deny(Vec<String>),
+}
+
+impl CountryRule {
+    pub fn permits(&self, country: &str) -> bool {
+        match self {
+            CountryRule::Allow(list) => list.iter().any(|c| c == country),
+            CountryRule::Deny(list) => !list.iter().any(|c| c == country),
+        }
+    }
+}
+
+/// Caps on messages and on Tencent's reported `Fee`, per day and per month. None means no cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caps {
+    pub daily: Option<u64>,
+    pub monthly: Option<u64>,
+    pub daily_fee: Option<u64>,
+    pub monthly_fee: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SpendCaps {
+    /// Where days and months start, seconds east of UTC.
+    pub utc_offset_seconds: i32,
+    pub tenant: Caps,
+    /// Per ISO country code.
+    pub countries: HashMap<String, Caps>,
 }
 
 impl Tenant {

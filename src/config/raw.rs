@@ -41,6 +41,44 @@ pub struct RawTenant {
     #[serde(default)]
     pub limits: Vec<RawLimit>,
     pub script: Option<Scalar>,
+    /// `{allow: [CN, HK]}` or `{deny: [KP]}`.
+    pub countries: Option<RawCountries>,
+    /// E.164 prefixes refused outright, such as premium-rate ranges.
+    #[serde(default)]
+    pub blocked_prefixes: Vec<Scalar>,
+    /// Same (number, usage, code) within this window: answered from the first send. `0s` turns it off.
+    pub dedupe_window: Option<Scalar>,
+    pub spend_caps: Option<RawSpendCaps>,
+}
+
+/// `{allow: [..]}` or `{deny: [..]}`; exactly one (checked by `compile`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCountries {
+    pub allow: Option<Vec<Scalar>>,
+    pub deny: Option<Vec<Scalar>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCaps {
+    pub daily: Option<u64>,
+    pub monthly: Option<u64>,
+    pub daily_fee: Option<u64>,
+    pub monthly_fee: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpendCaps {
+    /// UTC offset where days and months start, `+08:00` (China time, as Tencent bills) by default.
+    pub utc_offset: Option<Scalar>,
+    pub daily: Option<u64>,
+    pub monthly: Option<u64>,
+    pub daily_fee: Option<u64>,
+    pub monthly_fee: Option<u64>,
+    #[serde(default)]
+    pub countries: std::collections::BTreeMap<String, RawCaps>,
 }
 
 /// The Logto Tencent SMS connector's JSON (camelCase, pasted as is) plus smsgate's own snake_case keys.
@@ -106,14 +144,50 @@ pub struct RawLimit {
 }
 
 /// `key: phone` or `key: { phone_prefix: 5 }`.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy)]
 pub enum RawLimitKey {
     Phone,
     Tenant,
     Ip,
     Country,
     PhonePrefix(u8),
+}
+
+const LIMIT_KEYS: &[&str] = &["phone", "tenant", "ip", "country", "phone_prefix"];
+
+// By hand: serde_yaml reads data-carrying enum variants only from YAML tags (`!phone_prefix 5`), and the
+// config promises the map form.
+impl<'de> Deserialize<'de> for RawLimitKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = RawLimitKey;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("phone, tenant, ip, country or { phone_prefix: N }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawLimitKey, E> {
+                match v {
+                    "phone" => Ok(RawLimitKey::Phone),
+                    "tenant" => Ok(RawLimitKey::Tenant),
+                    "ip" => Ok(RawLimitKey::Ip),
+                    "country" => Ok(RawLimitKey::Country),
+                    other => Err(E::unknown_variant(other, LIMIT_KEYS)),
+                }
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawLimitKey, A::Error> {
+                let key: String = map.next_key()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                if key != "phone_prefix" {
+                    return Err(de::Error::unknown_variant(&key, &["phone_prefix"]));
+                }
+                let digits: u8 = map.next_value()?;
+                if map.next_key::<String>()?.is_some() {
+                    return Err(de::Error::invalid_length(2, &self));
+                }
+                Ok(RawLimitKey::PhonePrefix(digits))
+            }
+        }
+        deserializer.deserialize_any(KeyVisitor)
+    }
 }
 
 /// A YAML scalar read as text: strings as they are, numbers and booleans in their canonical form, so that

@@ -150,6 +150,7 @@ pub fn parse_native(body: &[u8]) -> Result<SendRequest, GatewayError> {
         code,
         ip: check_ip(b.ip)?,
         locale: check_locale(b.locale)?,
+        idempotency_key: None,
     })
 }
 
@@ -163,6 +164,7 @@ pub fn parse_logto(body: &[u8]) -> Result<SendRequest, GatewayError> {
         code: Some(code),
         ip: check_ip(b.ip)?,
         locale: check_locale(b.payload.locale)?,
+        idempotency_key: None,
     })
 }
 

@@ -31,6 +31,8 @@ pub struct SendRequest {
     pub code: Option<String>,
     pub ip: Option<IpAddr>,
     pub locale: Option<String>,
+    /// The caller's `Idempotency-Key` header: repeats with the same key get the first answer.
+    pub idempotency_key: Option<String>,
 }
 
 impl std::fmt::Debug for SendRequest {
@@ -54,6 +56,17 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, GatewayError> {
         return Err(GatewayError::Unauthorized);
     }
     Ok(token.trim())
+}
+
+/// The `Idempotency-Key` header, when it is a sane token (1 to 128 visible ASCII characters).
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, GatewayError> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    match value.to_str() {
+        Ok(key) if !key.is_empty() && key.len() <= 128 && key.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(key.to_owned()))
+        }
+        _ => Err(GatewayError::InvalidRequest("the Idempotency-Key header must be 1 to 128 visible characters".into())),
+    }
 }
 
 /// Bodies must be JSON: `application/json` or `application/*+json`, any parameters.

@@ -4,6 +4,7 @@
 
 mod gcra;
 mod memory;
+pub mod spend;
 
 pub use gcra::{Gcra, RuleVerdict};
 pub use memory::{Check, MemoryStore};

@@ -34,7 +34,7 @@ pub struct Gateway {
 
 struct Shared {
     config: ArcSwap<Config>,
-    services: Services,
+    services: Arc<Services>,
     metrics: Metrics,
     draining: AtomicBool,
 }
@@ -49,11 +49,11 @@ impl Gateway {
     pub fn new(config: Config, clock: SharedClock) -> Gateway {
         crate::phone::Phone::warm_up();
         let metrics = Metrics::default();
-        let services = Services {
-            limiter: Limiter::new(Arc::new(MemoryStore::default()), clock.clone()),
-            tencent: TencentClient::new(clock.clone(), metrics.tencent.clone()),
+        let services = Services::new(
+            Limiter::new(Arc::new(MemoryStore::default()), clock.clone()),
+            TencentClient::new(clock.clone(), metrics.tencent.clone()),
             clock,
-        };
+        );
         Gateway {
             shared: Arc::new(Shared {
                 config: ArcSwap::from_pointee(config),
@@ -68,7 +68,7 @@ impl Gateway {
         self.shared.config.load_full()
     }
 
-    pub fn services(&self) -> &Services {
+    pub fn services(&self) -> &Arc<Services> {
         &self.shared.services
     }
 
@@ -156,10 +156,13 @@ impl Gateway {
         let config = self.config();
         let mut trail = Trail { request_id: id.clone(), ..Trail::default() };
         let result = self.send(&config, route, req, &mut trail).await;
-        let response = match &result {
+        let mut response = match &result {
             Ok(accepted) => respond::accepted(accepted, &trail, &id),
             Err(e) => respond::error(e, &id, trail.limits.as_ref()),
         };
+        if trail.replayed {
+            response.headers_mut().insert("idempotent-replayed", http::HeaderValue::from_static("true"));
+        }
         self.record(&config, route, &result, &trail, &id, started);
         response
     }
@@ -179,11 +182,13 @@ impl Gateway {
         let tenant = config.tenant_for_token(token).ok_or(GatewayError::Unauthorized)?.clone();
         trail.tenant = Some(tenant.name.clone());
         ingress::require_json(req.headers())?;
+        let idempotency_key = ingress::idempotency_key(req.headers())?;
         let body = read_body(req, config.server.max_body_bytes).await?;
-        let request: SendRequest = match route {
+        let mut request: SendRequest = match route {
             Route::Native => ingress::parse_native(&body)?,
             Route::Logto => ingress::parse_logto(&body)?,
         };
+        request.idempotency_key = idempotency_key;
         self.shared.services.send(&tenant, request, trail).await
     }
 

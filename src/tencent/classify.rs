@@ -26,6 +26,31 @@ pub enum Class {
     Unknown,
 }
 
+impl Class {
+    /// The class's name and the gateway's answer, as the README's table writes them.
+    pub fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            Class::Sent => ("sent", "200 sent"),
+            Class::TransientNotSent => {
+                ("transient, nothing sent", "retried with back-off inside the deadline, then 503 upstream_unavailable")
+            }
+            Class::TransientMaybeSent => {
+                ("transient, maybe sent", "503 upstream_unavailable; retried only with retry_maybe_sent")
+            }
+            Class::Clock => ("clock", "re-signed once with Tencent's time, then 502 upstream_rejected"),
+            Class::OperatorConfig => {
+                ("operator config", "502 upstream_rejected (the next key pair is tried once on credential errors)")
+            }
+            Class::CallerInput => {
+                ("caller input", "502 upstream_rejected (400 invalid_phone for IncorrectPhoneNumber)")
+            }
+            Class::RecipientThrottle => ("per-recipient throttle", "429 upstream_rate_limited with Retry-After"),
+            Class::AccountQuota => ("account quota", "502 upstream_rejected"),
+            Class::Unknown => ("unknown", "502 upstream_rejected, logged"),
+        }
+    }
+}
+
 /// Exact codes, checked before the prefixes below.
 pub const EXACT: &[(&str, Class)] = &[
     ("Ok", Class::Sent),

@@ -1,0 +1,198 @@
+//! Spend caps: per tenant (and optionally per country), a cap on messages and on Tencent's reported `Fee`
+//! per day and per month. A send reserves one message before it is handed to Tencent, so concurrent sends
+//! cannot overshoot a message cap; the reservation is released when the send certainly went nowhere, and
+//! the fee is added when Tencent reports it. Counters live in this process (memory backend).
+
+use crate::config::{Caps, SpendCaps};
+use crate::error::GatewayError;
+use chrono::{Datelike, TimeZone};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Period {
+    /// Days since the epoch, in the caps' offset.
+    Day(i64),
+    /// Year * 12 + month0, in the caps' offset.
+    Month(i64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    tenant: Arc<str>,
+    /// None: the tenant's own caps; Some: a country's.
+    country: Option<String>,
+    period: Period,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Spent {
+    messages: u64,
+    fee: u64,
+}
+
+/// The counters of every tenant's current periods.
+#[derive(Default)]
+pub struct SpendLedger {
+    spent: Mutex<HashMap<Key, Spent>>,
+}
+
+/// One message reserved against the caps; settle it with what happened.
+#[derive(Debug)]
+pub struct Reservation {
+    keys: Vec<Key>,
+}
+
+struct Clocks {
+    day: Period,
+    month: Period,
+    until_tomorrow: Duration,
+    until_next_month: Duration,
+}
+
+fn clocks(now_unix: i64, offset_seconds: i32) -> Clocks {
+    let offset = chrono::FixedOffset::east_opt(offset_seconds).unwrap_or(chrono::FixedOffset::east_opt(0).unwrap());
+    let local = offset.timestamp_opt(now_unix, 0).single().unwrap_or_default();
+    let local_seconds = now_unix + i64::from(offset_seconds);
+    let day = local_seconds.div_euclid(86_400);
+    let (year, month0) = (i64::from(local.year()), i64::from(local.month0()));
+    let (next_year, next_month) = if month0 == 11 { (year + 1, 1) } else { (year, month0 + 2) };
+    let next_month_start = offset
+        .with_ymd_and_hms(next_year as i32, next_month as u32, 1, 0, 0, 0)
+        .single()
+        .map_or(now_unix + 86_400, |d| d.timestamp());
+    Clocks {
+        day: Period::Day(day),
+        month: Period::Month(year * 12 + month0),
+        until_tomorrow: Duration::from_secs(((day + 1) * 86_400 - local_seconds) as u64),
+        until_next_month: Duration::from_secs((next_month_start - now_unix).max(1) as u64),
+    }
+}
+
+impl SpendLedger {
+    /// Reserves one message for `tenant` to `country` at `now_unix`, or refuses when a cap is reached.
+    pub fn reserve(
+        &self,
+        tenant: &Arc<str>,
+        caps: &SpendCaps,
+        country: &str,
+        now_unix: i64,
+    ) -> Result<Reservation, GatewayError> {
+        let clocks = clocks(now_unix, caps.utc_offset_seconds);
+        let scopes: Vec<(Option<String>, &Caps)> = std::iter::once((None, &caps.tenant))
+            .chain(caps.countries.get(country).map(|c| (Some(country.to_owned()), c)))
+            .collect();
+        let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
+        // Periods other than the current ones are over: drop them so the ledger stays small.
+        spent.retain(|key, _| key.period == clocks.day || key.period == clocks.month);
+        let mut keys = Vec::new();
+        for (country, cap) in &scopes {
+            for (period, message_cap, fee_cap, wait, name) in [
+                (clocks.day, cap.daily, cap.daily_fee, clocks.until_tomorrow, "daily"),
+                (clocks.month, cap.monthly, cap.monthly_fee, clocks.until_next_month, "monthly"),
+            ] {
+                let key = Key { tenant: tenant.clone(), country: country.clone(), period };
+                let so_far = spent.get(&key).copied().unwrap_or_default();
+                let scope = country.as_deref().map_or(String::new(), |c| format!("{c} "));
+                if message_cap.is_some_and(|cap| so_far.messages >= cap) {
+                    return Err(GatewayError::SpendCapReached { cap: format!("{scope}{name}"), retry_after: wait });
+                }
+                if fee_cap.is_some_and(|cap| so_far.fee >= cap) {
+                    return Err(GatewayError::SpendCapReached { cap: format!("{scope}{name}_fee"), retry_after: wait });
+                }
+                keys.push(key);
+            }
+        }
+        for key in &keys {
+            spent.entry(key.clone()).or_default().messages += 1;
+        }
+        Ok(Reservation { keys })
+    }
+
+    /// The send went nowhere (refused before or by Tencent without sending): give the message back.
+    pub fn release(&self, reservation: Reservation) {
+        let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
+        for key in reservation.keys {
+            if let Some(s) = spent.get_mut(&key) {
+                s.messages = s.messages.saturating_sub(1);
+            }
+        }
+    }
+
+    /// The send went out (or may have): keep the message and add Tencent's fee.
+    pub fn settle(&self, reservation: Reservation, fee: u32) {
+        let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
+        for key in reservation.keys {
+            spent.entry(key).or_default().fee += u64::from(fee);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(daily: u64) -> SpendCaps {
+        SpendCaps {
+            utc_offset_seconds: 8 * 3600,
+            tenant: Caps { daily: Some(daily), monthly: Some(100), daily_fee: None, monthly_fee: None },
+            countries: HashMap::from([("US".to_owned(), Caps { daily: Some(1), ..Caps::default() })]),
+        }
+    }
+
+    // 2024-01-31 15:00 UTC = 23:00 on the 31st in China: one hour to both boundaries.
+    const LATE: i64 = 1706713200;
+
+    #[test]
+    fn refuses_at_exactly_the_cap_and_releases_unsent() {
+        let ledger = SpendLedger::default();
+        let t: Arc<str> = "acme".into();
+        let c = caps(2);
+        let first = ledger.reserve(&t, &c, "CN", LATE).unwrap();
+        let second = ledger.reserve(&t, &c, "CN", LATE).unwrap();
+        let refused = ledger.reserve(&t, &c, "CN", LATE).unwrap_err();
+        assert_eq!(refused.code(), "spend_cap_reached");
+        assert_eq!(refused.retry_after(), Some(3600));
+        ledger.release(second);
+        ledger.settle(first, 1);
+        assert!(ledger.reserve(&t, &c, "CN", LATE).is_ok(), "a released message is available again");
+        assert!(ledger.reserve(&t, &c, "CN", LATE).is_err());
+        // The next day (China time) starts afresh.
+        assert!(ledger.reserve(&t, &c, "CN", LATE + 3600).is_ok());
+    }
+
+    #[test]
+    fn country_caps_apply_on_top() {
+        let ledger = SpendLedger::default();
+        let t: Arc<str> = "acme".into();
+        let c = caps(10);
+        ledger.reserve(&t, &c, "US", LATE).unwrap();
+        assert!(
+            matches!(ledger.reserve(&t, &c, "US", LATE), Err(GatewayError::SpendCapReached { cap, .. }) if cap == "US daily")
+        );
+        assert!(ledger.reserve(&t, &c, "CN", LATE).is_ok());
+    }
+
+    #[test]
+    fn fee_caps_count_reported_fees() {
+        let ledger = SpendLedger::default();
+        let t: Arc<str> = "acme".into();
+        let c = SpendCaps {
+            utc_offset_seconds: 0,
+            tenant: Caps { daily_fee: Some(3), ..Caps::default() },
+            countries: HashMap::new(),
+        };
+        let r = ledger.reserve(&t, &c, "CN", LATE).unwrap();
+        ledger.settle(r, 3);
+        assert!(ledger.reserve(&t, &c, "CN", LATE).is_err());
+    }
+
+    #[test]
+    fn month_boundaries_follow_the_offset() {
+        let c = clocks(LATE, 8 * 3600);
+        assert_eq!(c.until_next_month, Duration::from_secs(3600));
+        let utc = clocks(LATE, 0);
+        assert_eq!(utc.until_tomorrow, Duration::from_secs(9 * 3600));
+    }
+}

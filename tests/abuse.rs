@@ -1,0 +1,155 @@
+//! Abuse defenses through the real path: de-duplication (sequential and concurrent, automatic and by
+//! Idempotency-Key), country and prefix rules, and spend caps reached at exactly the configured count.
+
+mod common;
+
+use common::mock::{MockTencent, Reply};
+use common::*;
+use std::time::Duration;
+
+async fn gateway(mock: &MockTencent, limits: &str, tenant_extra: &str) -> TestGateway {
+    // Tenant-level keys go after `limits:`; config_yaml's third argument is for the tencent block.
+    let yaml = config_yaml(&mock.endpoint(), &format!("{limits}\n{tenant_extra}"), "");
+    TestGateway::start(compile(&yaml)).await
+}
+
+#[tokio::test]
+async fn a_repeated_send_gets_the_first_answer_without_a_second_sms() {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let gw = gateway(&mock, PHONE_LIMITS, "").await;
+    let body = native("+8613800138000", "SignIn", "123456");
+    let first = gw.post("/v1/sms/send", &body).await;
+    assert_eq!(first.status, 200);
+    // Written another way, the same number, usage and code is the same send; the burst limit is not touched.
+    let again = gw.post("/v1/logto/sms", r#"{"to":"8613800138000","type":"SignIn","payload":{"code":"123456"}}"#).await;
+    assert_eq!(again.status, 200, "{:#}", again.json);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.json["upstream"], first.json["upstream"]);
+    assert_eq!(mock.seen().len(), 1);
+    // A new code is a new send (and here, over the burst limit).
+    gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "654321")).await.assert_error(429, "rate_limited");
+    assert_eq!(mock.seen().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_repeats_wait_for_the_first_send() {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    mock.reply(Reply::Slow(Duration::from_millis(300)));
+    let gw = std::sync::Arc::new(gateway(&mock, PHONE_LIMITS, "").await);
+    let body = native("+8613800138000", "SignIn", "123456");
+    let answers: Vec<Answer> = futures_join((0..6).map(|_| {
+        let gw = gw.clone();
+        let body = body.clone();
+        tokio::spawn(async move { gw.post("/v1/sms/send", &body).await })
+    }))
+    .await;
+    assert!(answers.iter().all(|a| a.status == 200), "{answers:#?}");
+    let serials: std::collections::HashSet<_> =
+        answers.iter().map(|a| a.json["upstream"]["serial_no"].to_string()).collect();
+    assert_eq!(serials.len(), 1, "one answer for all");
+    assert_eq!(answers.iter().filter(|a| a.header("idempotent-replayed").is_some()).count(), 5);
+    assert_eq!(mock.seen().len(), 1, "one SMS");
+}
+
+async fn futures_join<T: Send + 'static>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for h in handles.collect::<Vec<_>>() {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn idempotency_keys_and_failed_first_sends() {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let gw = gateway(&mock, "      []", "").await;
+    let post = |code: &'static str, key: &'static str| {
+        gw.http
+            .post(gw.url("/v1/sms/send"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(native("+8613800138000", "SignIn", code))
+            .send()
+    };
+    assert_eq!(post("111111", "order-1").await.unwrap().status(), 200);
+    let again = Answer::from(post("222222", "order-1").await.unwrap()).await;
+    assert_eq!((again.status, again.header("idempotent-replayed")), (200, Some("true")));
+    assert_eq!(mock.seen().len(), 1);
+
+    // A first send that failed is not kept: the retry goes out.
+    mock.reply(Reply::Envelope(200, "InternalError"));
+    gw.post("/v1/sms/send", &native("+8613800138001", "SignIn", "333333"))
+        .await
+        .assert_error(503, "upstream_unavailable");
+    assert_eq!(gw.post("/v1/sms/send", &native("+8613800138001", "SignIn", "333333")).await.status, 200);
+    assert_eq!(mock.seen().len(), 3);
+
+    let bad = Answer::from(post("444444", "").await.unwrap()).await;
+    bad.assert_error(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn dedupe_can_be_turned_off() {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let gw = gateway(&mock, "      []", "    dedupe_window: 0s").await;
+    for _ in 0..2 {
+        assert_eq!(gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "123456")).await.status, 200);
+    }
+    assert_eq!(mock.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn country_and_prefix_rules_refuse_before_anything_is_spent() {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let tenant = "    countries: { deny: [US, KP] }\n    blocked_prefixes: [\"+86170\", \"+44 9\"]";
+    let yaml = config_yaml(&mock.endpoint(), &format!("{PHONE_LIMITS}\n{tenant}"), "");
+    let errors = smsgate::Config::from_yaml(&yaml, std::path::Path::new("t.yaml"), &env()).unwrap_err().to_string();
+    assert!(errors.contains("tenants.acme.blocked_prefixes[1]: expected an E.164 prefix"), "{errors}");
+
+    let gw =
+        gateway(&mock, PHONE_LIMITS, "    countries: { deny: [US, KP] }\n    blocked_prefixes: [\"+86170\"]").await;
+    gw.post("/v1/sms/send", &native("+14155550100", "SignIn", "1")).await.assert_error(403, "country_blocked");
+    gw.post("/v1/sms/send", &native("+8617012345678", "SignIn", "1")).await.assert_error(403, "country_blocked");
+    assert_eq!(gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "1")).await.status, 200);
+    assert_eq!(mock.seen().len(), 1);
+    let metrics = gw.gateway.metrics().render();
+    assert!(
+        metrics.contains(r#"smsgate_requests_total{tenant="acme",usage="SignIn",code="country_blocked"} 2"#),
+        "{metrics}"
+    );
+
+    let gw = gateway(&mock, PHONE_LIMITS, "    countries: { allow: [CN] }").await;
+    gw.post("/v1/sms/send", &native("+14155550100", "SignIn", "1")).await.assert_error(403, "country_blocked");
+    assert_eq!(gw.post("/v1/sms/send", &native("+8613800138001", "SignIn", "1")).await.status, 200);
+}
+
+#[tokio::test]
+async fn spend_caps_refuse_at_exactly_the_configured_count() {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let gw = gateway(&mock, "      []", "    spend_caps: { daily: 3, countries: { US: { daily: 1 } } }").await;
+    for i in 0..3 {
+        let a = gw.post("/v1/sms/send", &native(&format!("+86138001380{i:02}"), "SignIn", "1")).await;
+        assert_eq!(a.status, 200, "{:#}", a.json);
+    }
+    let a = gw.post("/v1/sms/send", &native("+8613800138099", "SignIn", "1")).await;
+    a.assert_error(429, "spend_cap_reached");
+    // START_UNIX is 03:04:05 UTC = 11:04:05 in China: the day resets in 12:55:55.
+    assert_eq!(a.header("retry-after"), Some("46555"));
+    assert_eq!(mock.seen().len(), 3);
+
+    // A send that certainly went nowhere gives its message back.
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let gw = gateway(&mock, "      []", "    spend_caps: { daily: 1 }").await;
+    mock.reply(Reply::Envelope(200, "FailedOperation.TemplateIncorrectOrUnapproved"));
+    gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "1")).await.assert_error(502, "upstream_rejected");
+    assert_eq!(gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "2")).await.status, 200);
+    gw.post("/v1/sms/send", &native("+8613800138001", "SignIn", "3")).await.assert_error(429, "spend_cap_reached");
+
+    // Country caps apply on top of the tenant's.
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let gw = gateway(&mock, "      []", "    spend_caps: { daily: 10, countries: { US: { daily: 1 } } }").await;
+    assert_eq!(gw.post("/v1/sms/send", &native("+14155550100", "SignIn", "1")).await.status, 200);
+    gw.post("/v1/sms/send", &native("+14155550101", "SignIn", "1")).await.assert_error(429, "spend_cap_reached");
+    assert_eq!(gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "1")).await.status, 200);
+}
