@@ -53,15 +53,20 @@ enum Command {
     },
 }
 
-fn init_logs(format: LogFormat) {
+/// Logs go to stderr through a writer thread: request threads never wait on a slow log pipe, and lines are
+/// written in batches (a buffered writer flushed whenever the queue runs dry). Lines beyond a full queue
+/// are dropped rather than stalling sends. The guard flushes what is queued when `main` returns.
+fn init_logs(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let (writer, guard) = tracing_appender::non_blocking(std::io::BufWriter::new(std::io::stderr()));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     match format {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    guard
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
@@ -104,7 +109,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve => {
-            init_logs(cli.log_format);
+            let _flush_logs_on_exit = init_logs(cli.log_format);
             let config = match load(&cli.config) {
                 Ok(config) => config,
                 Err(code) => return code,

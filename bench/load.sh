@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Load test on one machine: smsgate vs the client talking to a Tencent stand-in directly vs nginx proxying
+# to it, in the same run. Installs what it needs (wrk and nginx from Debian, oha from crates.io), builds
+# release, and runs each scenario for a bounded time against 127.0.0.1 only.
+#
+#   bash bench/load.sh                 # all scenarios, 10 s each
+#   DURATION=5 bash bench/load.sh      # shorter
+#
+# Scenarios: (a) accepted sends to distinct numbers, 3-rule phone policy; (b) the same with the Redis
+# backend (when this build has it); (c) a flood to one number, denied with 429; (d) random numbers against
+# a tenant-wide limit. For each: requests/s, p50/p99 latency, and the server's CPU time per request (from
+# /proc/PID/stat before and after). Servers are pinned to CPU 0, load generator and stand-in to CPU 1, and
+# smsgate and nginx each get one worker, so the CPU-per-request ratios compare like with like.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-32}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need wrk || ! need nginx; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
+fi
+need oha || cargo install oha --locked --quiet
+cargo build --release --quiet --bin smsgate --example tencent_standin
+BIN=target/release/smsgate
+STANDIN=target/release/examples/tencent_standin
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime, in clock ticks
+HZ=$(getconf CLK_TCK)
+
+P_STANDIN=$(port); P_NGINX=$(port); P_GATE=$(port)
+taskset -c 1 "$STANDIN" "127.0.0.1:$P_STANDIN" 2>/dev/null & PIDS+=($!); STANDIN_PID=$!
+wait_port "$P_STANDIN"
+
+cat > "$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+worker_cpu_affinity 01;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream standin { server 127.0.0.1:$P_STANDIN; keepalive 64; }
+  server {
+    listen 127.0.0.1:$P_NGINX;
+    location / { proxy_pass http://standin; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGINX
+nginx -c "$WORK/nginx.conf" -p "$WORK" & PIDS+=($!)
+wait_port "$P_NGINX"
+NGINX_WORKER=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
+
+cat > "$WORK/gateway.yaml" <<YAML
+server: { listen: "127.0.0.1:$P_GATE", max_body_bytes: 16384 }
+tenants:
+  load:
+    tokens: ["load-token-0123456789"]
+    tencent: &tencent
+      accessKeyId: AKIDload
+      accessKeySecret: load-secret-key
+      signName: Load
+      sdkAppId: "1400006666"
+      region: ap-guangzhou
+      templates: [{ usageType: SignIn, templateCode: "1110" }, { usageType: Generic, templateCode: "1113" }]
+      endpoint: http://127.0.0.1:$P_STANDIN
+    limits:
+      - { name: burst, key: phone, limit: 1, per: 30s }
+      - { name: hourly, key: phone, limit: 5, per: 1h }
+      - { name: daily, key: phone, limit: 10, per: 1d }
+  flood:
+    tokens: ["flood-token-0123456789"]
+    tencent: *tencent
+    limits:
+      - { name: tenant, key: tenant, limit: 100, per: 1s }
+YAML
+TOKIO_WORKER_THREADS=1 taskset -c 0 "$BIN" serve --config "$WORK/gateway.yaml" 2>"$WORK/smsgate.log" & PIDS+=($!)
+GATE_PID=$!
+wait_port "$P_GATE"
+
+# wrk request generators: distinct numbers per request, or one number.
+cat > "$WORK/distinct.lua" <<'LUA'
+local counter = 0
+function setup(thread) thread:set("base", math.random(0, 9000) * 10000) end
+function request()
+  counter = counter + 1
+  local body = string.format('{"phone":"+86138%08d","usage":"SignIn","code":"123456"}', (base + counter) % 100000000)
+  return wrk.format("POST", nil, { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token }, body)
+end
+LUA
+# One number, a new code each time (the same code would be a repeat, answered by de-duplication).
+cat > "$WORK/one.lua" <<'LUA'
+local counter = 0
+function request()
+  counter = counter + 1
+  local body = string.format('{"phone":"+8613800138000","usage":"SignIn","code":"%d"}', counter % 1000000)
+  return wrk.format("POST", nil, { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token }, body)
+end
+LUA
+
+# run NAME URL SCRIPT TOKEN PID: prints one result row.
+run() {
+  local name=$1 url=$2 script=$3 token=$4 pid=$5
+  local lua="$WORK/run.lua"
+  { echo "token = \"$token\""; cat "$script"; } > "$lua"
+  local before; before=$(ticks "$pid")
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$lua" "$url" > "$WORK/wrk.out"
+  local after; after=$(ticks "$pid")
+  awk -v name="$name" -v cpu=$((after - before)) -v hz="$HZ" '
+    /Requests\/sec/ { rps = $2 }
+    /^ +50%/ { p50 = $2 } /^ +99%/ { p99 = $2 }
+    /requests in/ { n = $1 }
+    /Non-2xx/ { non2xx = $5 }
+    END { printf "| %-34s | %10.0f | %8s | %8s | %9.1f | %8d |\n", name, rps, p50, p99, (n > 0 ? cpu / hz / n * 1e6 : 0), non2xx + 0 }
+  ' "$WORK/wrk.out"
+}
+
+echo "smsgate load test: $(nproc) cores, ${DURATION}s per run, $CONNECTIONS connections, $(date -u +%FT%TZ)"
+echo
+echo "| run | req/s | p50 | p99 | server CPU µs/req | non-2xx |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+run "direct: client -> stand-in" "http://127.0.0.1:$P_STANDIN/" "$WORK/one.lua" x "$STANDIN_PID"
+run "nginx -> stand-in" "http://127.0.0.1:$P_NGINX/" "$WORK/one.lua" x "$NGINX_WORKER"
+run "(a) smsgate accepted, distinct" "http://127.0.0.1:$P_GATE/v1/sms/send" "$WORK/distinct.lua" load-token-0123456789 "$GATE_PID"
+run "(c) smsgate flood one number, 429" "http://127.0.0.1:$P_GATE/v1/sms/send" "$WORK/one.lua" load-token-0123456789 "$GATE_PID"
+run "(d) smsgate random numbers, tenant" "http://127.0.0.1:$P_GATE/v1/sms/send" "$WORK/distinct.lua" flood-token-0123456789 "$GATE_PID"
+echo
+echo "(c) and (d) are meant to be mostly 429s: their non-2xx column counts the denials."
