@@ -7,11 +7,10 @@ use crate::config::Config;
 use crate::error::GatewayError;
 use crate::ingress::{PhoneInput, SendRequest};
 use crate::pipeline::{Planned, Services, Trail};
-use crate::policy::{Limiter, MemoryStore};
+use crate::policy::Limiter;
 use crate::tencent::TencentClient;
 use serde_json::json;
 use std::fmt;
-use std::sync::Arc;
 
 pub struct Input {
     pub tenant: String,
@@ -30,15 +29,13 @@ pub struct Report {
     fallback: bool,
 }
 
-/// Explains one request. Limiter state lives in the serving process, so rules are judged from a fresh state:
-/// the report shows which rules apply and what they allow, not the live counts.
-pub fn explain(config: Config, clock: SharedClock, input: &Input) -> Result<Report, String> {
+/// Explains one request. With the memory backend, limiter state lives in the serving process, so rules are
+/// judged from a fresh state: the report shows which rules apply and what they allow, not the live counts.
+/// With the redis backend the live shared counts are read (never written).
+pub async fn explain(config: Config, clock: SharedClock, input: &Input) -> Result<Report, String> {
     let tenant = config.tenant(&input.tenant).ok_or_else(|| format!("no tenant named {}", input.tenant))?.clone();
-    let services = Services {
-        limiter: Limiter::new(Arc::new(MemoryStore::default()), clock.clone()),
-        tencent: TencentClient::new(),
-        clock,
-    };
+    let limiter = Limiter::from_backend(&config.limits_backend, clock.clone()).map_err(|e| e.to_string())?;
+    let services = Services { limiter, tencent: TencentClient::new(), clock };
     let request = SendRequest {
         phone: if input.logto {
             PhoneInput::Logto(input.phone.clone())
@@ -52,7 +49,7 @@ pub fn explain(config: Config, clock: SharedClock, input: &Input) -> Result<Repo
         locale: None,
     };
     let mut trail = Trail { tenant: Some(tenant.name.clone()), ..Trail::default() };
-    let outcome = services.plan(&tenant, request, false, &mut trail);
+    let outcome = services.plan(&tenant, request, false, &mut trail).await;
     Ok(Report {
         tenant: tenant.name.to_string(),
         input_phone: input.phone.clone(),

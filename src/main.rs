@@ -88,7 +88,9 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let input = smsgate::explain::Input { tenant, phone, usage, code, logto };
-            match smsgate::explain::explain(config, SystemClock::shared(), &input) {
+            // A small runtime: explain may read the live counts from Redis.
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+            match runtime.block_on(smsgate::explain::explain(config, SystemClock::shared(), &input)) {
                 Ok(report) if json => {
                     println!("{}", serde_json::to_string_pretty(&report.to_json()).unwrap_or_default());
                     ExitCode::SUCCESS

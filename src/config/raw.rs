@@ -30,6 +30,7 @@ pub struct RawLimitsBackend {
     pub kind: Option<Scalar>,
     pub url: Option<Scalar>,
     pub on_error: Option<Scalar>,
+    pub timeout: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,6 +41,9 @@ pub struct RawTenant {
     pub tencent: RawTencent,
     #[serde(default)]
     pub limits: Vec<RawLimit>,
+    /// E.164 number -> the fixed code the auth server accepts for it (staging, app-store review logins).
+    #[serde(default)]
+    pub test_numbers: BTreeMap<String, Scalar>,
     pub script: Option<Scalar>,
 }
 
@@ -85,14 +89,50 @@ pub struct RawLimit {
 }
 
 /// `key: phone` or `key: { phone_prefix: 5 }`.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy)]
 pub enum RawLimitKey {
     Phone,
     Tenant,
     Ip,
     Country,
     PhonePrefix(u8),
+}
+
+const LIMIT_KEYS: &[&str] = &["phone", "tenant", "ip", "country", "phone_prefix"];
+
+// By hand: serde_yaml 0.9 reads externally tagged enums only from YAML tags (`!phone_prefix 5`), not from
+// the `{ phone_prefix: 5 }` map the config documents (regression_phone_prefix_map_form in tests/limits.rs).
+impl<'de> Deserialize<'de> for RawLimitKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = RawLimitKey;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("phone, tenant, ip, country or { phone_prefix: N }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawLimitKey, E> {
+                match v {
+                    "phone" => Ok(RawLimitKey::Phone),
+                    "tenant" => Ok(RawLimitKey::Tenant),
+                    "ip" => Ok(RawLimitKey::Ip),
+                    "country" => Ok(RawLimitKey::Country),
+                    _ => Err(E::unknown_variant(v, LIMIT_KEYS)),
+                }
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawLimitKey, A::Error> {
+                let key: String = map.next_key()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                if key != "phone_prefix" {
+                    return Err(de::Error::unknown_variant(&key, &["phone_prefix"]));
+                }
+                let digits: u8 = map.next_value()?;
+                if map.next_key::<String>()?.is_some() {
+                    return Err(de::Error::invalid_length(2, &self));
+                }
+                Ok(RawLimitKey::PhonePrefix(digits))
+            }
+        }
+        deserializer.deserialize_any(KeyVisitor)
+    }
 }
 
 /// A YAML scalar read as text: strings as they are, numbers and booleans in their canonical form, so that

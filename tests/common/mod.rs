@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod mock;
+pub mod redis_server;
 
 use smsgate::clock::{ManualClock, SharedClock};
 use smsgate::config::Config;
