@@ -78,7 +78,8 @@ impl Report {
             "normalize": {"input": self.input_phone, "e164": phone.map(|p| p.e164()), "country": phone.map(|p| p.country_code())},
             "script": {"ran": false},
             "template": {"usage": self.trail.usage, "template_id": self.trail.template_id, "generic_fallback": self.fallback},
-            "policy": {"rules": rules, "allowed": self.trail.limits.as_ref().map(|d| d.allowed)},
+            "policy": {"rules": rules, "allowed": self.trail.limits.as_ref().map(|d| d.allowed),
+                       "test_number": self.trail.test_number},
             "dry_run": self.dry_run,
         });
         match &self.outcome {
@@ -112,6 +113,9 @@ impl fmt::Display for Report {
                 None if self.trail.phone.is_some() => writeln!(f, "template   {usage} -> none")?,
                 None => {}
             }
+        }
+        if self.trail.test_number {
+            writeln!(f, "policy     test number: not counted, answered as sent without calling Tencent")?;
         }
         if let Some(decision) = &self.trail.limits {
             if decision.rules.is_empty() {

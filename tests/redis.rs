@@ -18,6 +18,7 @@ struct Replica {
     child: Child,
     base: String,
     logs: Arc<Mutex<Vec<String>>>,
+    config: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -76,7 +77,7 @@ tenants:
             }
         });
         let addr = addr_rx.recv_timeout(Duration::from_secs(20)).expect("the replica starts listening");
-        Replica { child, base: format!("http://{addr}"), logs, _dir: dir }
+        Replica { child, base: format!("http://{addr}"), logs, config, _dir: dir }
     }
 
     async fn send(&self, http: &reqwest::Client, phone: &str) -> (u16, Value) {
@@ -146,6 +147,14 @@ async fn two_replicas_sharing_redis_enforce_one_quota_per_number() {
         let (status, body) = replica.ready(&http).await;
         assert_eq!((status, body["limiter"].as_str()), (200, Some("redis")), "{body}");
     }
+    // explain reads the shared counts (and writes nothing).
+    let explain = Command::new(env!("CARGO_BIN_EXE_smsgate"))
+        .args(["explain", "--tenant", "demo", "--phone", "+8613800138000", "--usage", "SignIn", "--config"])
+        .arg(&a.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&explain.stdout);
+    assert!(text.contains("policy     hourly: 3 per 3600s: deny"), "{text}");
     let mut c = redis.connection();
     let keys: Vec<String> = redis::cmd("KEYS").arg("smsgate:*").query(&mut c).unwrap();
     assert_eq!(keys.len(), 2, "one key per (rule, number): {keys:?}");
@@ -209,4 +218,24 @@ async fn redis_down_with_on_error_allow_sends_unlimited_and_recovers() {
 #[tokio::test]
 async fn redis_down_with_on_error_deny_refuses_with_503_and_recovers() {
     outage("deny", [503, 503, 503], (503, "unavailable")).await;
+}
+
+#[tokio::test]
+async fn a_stalled_redis_times_out_into_the_fallback_and_recovers() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut replica = Replica::start(&redis.url(), "local", "      - { name: hourly, key: phone, limit: 1, per: 1h }");
+    let http = reqwest::Client::new();
+    assert_eq!(replica.send(&http, "+8613800138000").await.0, 200);
+    redis.signal("-STOP");
+    // The call times out (200ms in this config) instead of hanging: answered by the local fallback.
+    let (status, body) = replica.send(&http, "+8613800138000").await;
+    assert_eq!(status, 200, "the local store has not seen this number: {body}");
+    assert_eq!(replica.send(&http, "+8613800138000").await.0, 429);
+    assert_eq!(replica.ready(&http).await.1["limiter"], "local-fallback");
+    redis.signal("-CONT");
+    replica.wait_for_mode(&http, "redis").await;
+    // Redis kept its state through the stall: the number's first send still counts there.
+    assert_eq!(replica.send(&http, "+8613800138000").await.0, 429);
+    assert_eq!(replica.send(&http, "+8613800138001").await.0, 200);
+    assert!(replica.alive());
 }
