@@ -127,7 +127,8 @@ async fn serve(path: PathBuf, config: Config) -> std::io::Result<()> {
     let listen = config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let gateway = Gateway::new(config, SystemClock::shared());
-    tracing::info!(addr = %listener.local_addr()?, config = %path.display(), "smsgate listening");
+    let limiter = gateway.services().limiter.mode().as_str();
+    tracing::info!(addr = %listener.local_addr()?, config = %path.display(), limiter, "smsgate listening");
     tokio::spawn(reload_on_sighup(gateway.clone(), path));
     gateway.serve(listener, shutdown_signal()).await
 }
