@@ -8,12 +8,11 @@ use smsgate::config::Config;
 use smsgate::ingress::{parse_logto, parse_native};
 use smsgate::phone::Phone;
 use smsgate::pipeline::{Services, Trail};
-use smsgate::policy::{Limiter, MemoryStore};
+use smsgate::policy::Limiter;
 use smsgate::tencent::sign::{sign, Tc3Input};
 use smsgate::tencent::TencentClient;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 const NATIVE: &[u8] = br#"{"phone":"+8613800138000","usage":"SignIn","code":"123456"}"#;
@@ -64,10 +63,11 @@ fn pipeline(c: &mut Criterion) {
     let clock = ManualClock::new(1_700_000_000);
     let shared: SharedClock = clock.clone();
     let services = Services::new(
-        Limiter::new(Arc::new(MemoryStore::default()), shared.clone()),
+        Limiter::from_backend(&config.limits_backend, shared.clone()).unwrap(),
         TencentClient::new(shared.clone(), Default::default()),
         shared,
     );
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     // Distinct numbers so every request is allowed and the limiter does real work (3 phone rules + tenant).
     let mut n = 0u64;
     c.bench_function("pipeline/native_to_signed_request", |b| {
@@ -77,7 +77,7 @@ fn pipeline(c: &mut Criterion) {
             let body = format!(r#"{{"phone":"+86138{:08}","usage":"SignIn","code":"123456"}}"#, n % 100_000_000);
             let request = parse_native(body.as_bytes()).unwrap();
             let mut trail = Trail::default();
-            services.plan(&tenant, request, &mut trail).unwrap()
+            runtime.block_on(services.plan(&tenant, request, &mut trail)).unwrap()
         })
     });
 }

@@ -10,6 +10,8 @@ pub trait Clock: Send + Sync + 'static {
     fn monotonic(&self) -> Duration;
     /// Wall-clock unix time in seconds (Tencent's `X-TC-Timestamp`).
     fn unix_seconds(&self) -> i64;
+    /// Wall-clock unix time in milliseconds: the time base the redis limiter backend shares across replicas.
+    fn unix_millis(&self) -> u64;
 }
 
 pub type SharedClock = Arc<dyn Clock>;
@@ -32,6 +34,10 @@ impl Clock for SystemClock {
 
     fn unix_seconds(&self) -> i64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    }
+
+    fn unix_millis(&self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
     }
 }
 
@@ -58,5 +64,9 @@ impl Clock for ManualClock {
 
     fn unix_seconds(&self) -> i64 {
         self.unix_start + self.monotonic().as_secs() as i64
+    }
+
+    fn unix_millis(&self) -> u64 {
+        self.unix_start as u64 * 1000 + self.monotonic().as_millis() as u64
     }
 }

@@ -7,11 +7,10 @@ use crate::config::Config;
 use crate::error::GatewayError;
 use crate::ingress::{PhoneInput, SendRequest};
 use crate::pipeline::{Planned, Services, Trail};
-use crate::policy::{Limiter, MemoryStore};
+use crate::policy::Limiter;
 use crate::tencent::TencentClient;
 use serde_json::json;
 use std::fmt;
-use std::sync::Arc;
 
 pub struct Input {
     pub tenant: String,
@@ -30,15 +29,13 @@ pub struct Report {
     fallback: bool,
 }
 
-/// Explains one request. Limiter state lives in the serving process, so rules are judged from a fresh state:
-/// the report shows which rules apply and what they allow, not the live counts.
-pub fn explain(config: Config, clock: SharedClock, input: &Input) -> Result<Report, String> {
+/// Explains one request. With the memory backend, limiter state lives in the serving process, so rules are
+/// judged from a fresh state: the report shows which rules apply and what they allow, not the live counts.
+/// With the redis backend the live shared counts are read (never written).
+pub async fn explain(config: Config, clock: SharedClock, input: &Input) -> Result<Report, String> {
     let tenant = config.tenant(&input.tenant).ok_or_else(|| format!("no tenant named {}", input.tenant))?.clone();
-    let services = Services::new(
-        Limiter::new(Arc::new(MemoryStore::default()), clock.clone()),
-        TencentClient::new(clock.clone(), Default::default()),
-        clock,
-    );
+    let limiter = Limiter::from_backend(&config.limits_backend, clock.clone()).map_err(|e| e.to_string())?;
+    let services = Services::new(limiter, TencentClient::new(clock.clone(), Default::default()), clock);
     let request = SendRequest {
         phone: if input.logto {
             PhoneInput::Logto(input.phone.clone())
@@ -53,7 +50,7 @@ pub fn explain(config: Config, clock: SharedClock, input: &Input) -> Result<Repo
         idempotency_key: None,
     };
     let mut trail = Trail { tenant: Some(tenant.name.clone()), ..Trail::default() };
-    let outcome = services.plan(&tenant, request, &mut trail);
+    let outcome = services.plan(&tenant, request, &mut trail).await;
     Ok(Report {
         tenant: tenant.name.to_string(),
         input_phone: input.phone.clone(),
@@ -82,7 +79,8 @@ impl Report {
             "normalize": {"input": self.input_phone, "e164": phone.map(|p| p.e164()), "country": phone.map(|p| p.country_code())},
             "script": {"ran": false},
             "template": {"usage": self.trail.usage, "template_id": self.trail.template_id, "generic_fallback": self.fallback},
-            "policy": {"rules": rules, "allowed": self.trail.limits.as_ref().map(|d| d.allowed)},
+            "policy": {"rules": rules, "allowed": self.trail.limits.as_ref().map(|d| d.allowed),
+                       "test_number": self.trail.test_number},
             "dry_run": self.dry_run,
         });
         match &self.outcome {
@@ -116,6 +114,9 @@ impl fmt::Display for Report {
                 None if self.trail.phone.is_some() => writeln!(f, "template   {usage} -> none")?,
                 None => {}
             }
+        }
+        if self.trail.test_number {
+            writeln!(f, "policy     test number: not counted, answered as sent without calling Tencent")?;
         }
         if let Some(decision) = &self.trail.limits {
             if decision.rules.is_empty() {

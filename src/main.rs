@@ -93,7 +93,9 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let input = smsgate::explain::Input { tenant, phone, usage, code, logto };
-            match smsgate::explain::explain(config, SystemClock::shared(), &input) {
+            // A small runtime: explain may read the live counts from Redis.
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+            match runtime.block_on(smsgate::explain::explain(config, SystemClock::shared(), &input)) {
                 Ok(report) if json => {
                     println!("{}", serde_json::to_string_pretty(&report.to_json()).unwrap_or_default());
                     ExitCode::SUCCESS
@@ -130,7 +132,8 @@ async fn serve(path: PathBuf, config: Config) -> std::io::Result<()> {
     let listen = config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let gateway = Gateway::new(config, SystemClock::shared());
-    tracing::info!(addr = %listener.local_addr()?, config = %path.display(), "smsgate listening");
+    let limiter = gateway.services().limiter.mode().as_str();
+    tracing::info!(addr = %listener.local_addr()?, config = %path.display(), limiter, "smsgate listening");
     tokio::spawn(reload_on_sighup(gateway.clone(), path));
     gateway.serve(listener, shutdown_signal()).await
 }

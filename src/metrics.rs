@@ -5,6 +5,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::time::Duration;
@@ -35,6 +36,11 @@ pub struct TenantLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabels {
+    pub mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
 }
@@ -47,6 +53,7 @@ pub struct Metrics {
     pub upstream_latency: Family<TenantLabels, Histogram>,
     pub reloads: Family<ResultLabels, Counter>,
     pub tencent: crate::tencent::client::Telemetry,
+    pub limiter_mode: Family<ModeLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -75,7 +82,22 @@ impl Default for Metrics {
             "Tencent's clock minus ours, learnt from AuthFailure.SignatureExpire answers",
             tencent.clock_skew.clone(),
         );
-        Metrics { registry, requests, limit_denials, upstream_results, upstream_latency, reloads, tencent }
+        let limiter_mode = Family::<ModeLabels, Gauge>::default();
+        registry.register(
+            "limiter_mode",
+            "1 for the limiter mode in force (memory, redis, local-fallback, unlimited, unavailable), else 0",
+            limiter_mode.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            limit_denials,
+            upstream_results,
+            upstream_latency,
+            reloads,
+            tencent,
+            limiter_mode,
+        }
     }
 }
 
@@ -85,6 +107,13 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+
+    /// Sets the limiter mode gauge: 1 for `mode`, 0 for the others.
+    pub fn set_limiter_mode(&self, mode: crate::policy::LimiterMode) {
+        for m in crate::policy::LimiterMode::ALL {
+            self.limiter_mode.get_or_create(&ModeLabels { mode: m.as_str().into() }).set(i64::from(m == mode));
+        }
     }
 
     /// One upstream exchange: Tencent's code when it answered (`unknown` for codes outside the table), else

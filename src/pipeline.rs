@@ -2,7 +2,8 @@
 //! (limits, spend caps) -> upstream, each stage taking the request and returning it or a typed error.
 //! Every stage that consumes nothing runs first, so a request that cannot be sent (bad number, blocked
 //! country, `no_template`) consumes no quota. From the limits on, the request runs in its own task: a
-//! caller that hangs up cannot cancel a send Tencent may already be delivering, nor its accounting.
+//! caller that hangs up cannot cancel a send Tencent may already be delivering, nor its accounting. A
+//! tenant's test numbers stop after the template: they are answered as sent, never sent, never counted.
 
 use crate::clock::SharedClock;
 use crate::config::Tenant;
@@ -36,6 +37,8 @@ pub struct Trail {
     pub phone: Option<Phone>,
     pub template_id: Option<String>,
     pub limits: Option<Decision>,
+    /// The number is one of the tenant's test numbers: answered as sent, never sent, never counted.
+    pub test_number: bool,
     pub upstream_code: Option<String>,
     pub upstream_latency: Option<Duration>,
     /// The answer is a repeat's: the first send's, replayed.
@@ -46,6 +49,8 @@ pub struct Trail {
 pub enum Delivery {
     Sent,
     DryRun,
+    /// A configured test number: answered as sent without calling Tencent.
+    TestNumber,
 }
 
 /// A send the pipeline accepted.
@@ -160,6 +165,9 @@ impl Services {
         destination(tenant, &phone)?;
         let (template_id, sign_name) = template(tenant, &request.usage, &phone)?;
         trail.template_id = Some(template_id.to_owned());
+        // Test numbers (staging, app-store review logins) are never counted: they must keep working however
+        // often a reviewer signs in.
+        trail.test_number = tenant.test_numbers.contains_key(&phone.digits());
         let sms = OutboundSms {
             phone_e164: phone.e164().to_owned(),
             template_id: template_id.to_owned(),
@@ -178,10 +186,19 @@ impl Services {
     }
 
     /// For `explain`: every stage up to the network, with limits judged but not consumed.
-    pub fn plan(&self, tenant: &Tenant, request: SendRequest, trail: &mut Trail) -> Result<Planned, GatewayError> {
+    pub async fn plan(
+        &self,
+        tenant: &Tenant,
+        request: SendRequest,
+        trail: &mut Trail,
+    ) -> Result<Planned, GatewayError> {
         let checked = self.check(tenant, request, trail)?;
+        if trail.test_number {
+            let request = self.tencent.prepare_next(&tenant.tencent, &checked.sms);
+            return Ok(Planned { sms: checked.sms, request });
+        }
         let subject = Subject { phone: &checked.phone, usage: &checked.usage, ip: checked.ip };
-        let decision = self.limiter.decide(tenant, &subject, false);
+        let decision = self.limiter.decide(tenant, &subject, false).await?;
         let denied = (!decision.allowed).then(|| GatewayError::RateLimited {
             rule: decision.denied_by.clone().unwrap_or_default(),
             retry_after: decision.retry_after,
@@ -197,6 +214,19 @@ impl Services {
     /// The whole pipeline for one request.
     pub async fn send(self: &Arc<Self>, tenant: &Arc<Tenant>, request: SendRequest, trail: &mut Trail) -> Outcome {
         let checked = self.check(tenant, request, trail)?;
+        if trail.test_number {
+            // The auth server generates its own code; whether it matches the configured one is logged (never
+            // the codes themselves) so a misconfigured review account is visible, but it does not change the
+            // answer: refusing would only break the login being tested.
+            let matches =
+                checked.code.is_some() && tenant.test_numbers.get(&checked.phone.digits()) == checked.code.as_ref();
+            tracing::info!(tenant = %tenant.name, code_matches = matches, "test number: answered as sent, not sent");
+            return Ok(Accepted {
+                delivery: Delivery::TestNumber,
+                template_id: checked.sms.template_id,
+                receipt: None,
+            });
+        }
         let ticket = match self.claim(tenant, &checked) {
             Some(Claim::Replay(outcome)) => {
                 trail.replayed = true;
@@ -256,7 +286,15 @@ impl Services {
             }
             None => None,
         };
-        let decision = self.limiter.decide(tenant, &subject, true);
+        let decision = match self.limiter.decide(tenant, &subject, true).await {
+            Ok(decision) => decision,
+            Err(e) => {
+                if let Some(r) = reservation {
+                    self.spend.release(r);
+                }
+                return Err(e);
+            }
+        };
         let denied = (!decision.allowed).then(|| GatewayError::RateLimited {
             rule: decision.denied_by.clone().unwrap_or_default(),
             retry_after: decision.retry_after,

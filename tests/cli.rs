@@ -76,6 +76,11 @@ fn explain_shows_each_stage_and_the_signed_request_without_the_secret() {
     }
     assert!(!text.contains("demo-secret-not-a-real-key"));
 
+    // The shipped demo tenant lists a test number: explain says it is not counted.
+    let out =
+        bin().args(["explain", "--tenant", "demo", "--phone", "13800000000", "--usage", "SignIn"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("policy     test number: not counted"));
+
     let out =
         bin().args(["explain", "--json", "--tenant", "demo", "--phone", "12", "--usage", "SignIn"]).output().unwrap();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

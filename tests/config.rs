@@ -47,7 +47,7 @@ fn the_good_config_compiles() {
 fn errors_name_file_line_column_and_key_path() {
     let cases: &[(&str, &str, &str)] = &[
         ("per: 30s", "per: 30x", "gw.yaml:14:51: tenants.acme.limits[0].per: expected a duration like 500ms, 30s, 10m, 1h or 1d, found `30x`"),
-        ("limit: 1,", "limit: 0,", "gw.yaml:14:43: tenants.acme.limits[0].limit: must be at least 1"),
+        ("limit: 1,", "limit: 0,", "gw.yaml:14:43: tenants.acme.limits[0].limit: must be between 1 and 1000000"),
         ("key: phone", "key: phon", "gw.yaml:14:29: tenants.acme.limits[0].key: unknown variant `phon`, expected one of `phone`, `tenant`, `ip`, `country`, `phone_prefix`"),
         ("region: ap-guangzhou", "region: Guangzhou", "gw.yaml:10:15: tenants.acme.tencent.region: expected a Tencent Cloud region such as ap-guangzhou"),
         ("default_country: CN", "default_country: China", "gw.yaml:4:22: tenants.acme.default_country: expected an ISO 3166 country code such as CN or US"),
@@ -91,8 +91,43 @@ fn cross_tenant_and_range_checks() {
     assert!(errs[0].starts_with("gw.yaml:2:11: server.listen"), "{errs:#?}");
     let errs = errors("tenants: {}\n");
     assert!(errs[0].contains("define at least one tenant"), "{errs:#?}");
-    let errs = errors(&format!("limits_backend:\n  kind: redis\n{GOOD}"));
-    assert!(errs[0].starts_with("gw.yaml:2:9: limits_backend.kind"), "{errs:#?}");
+    let errs = errors(&format!("limits_backend:\n  kind: redis\n  on_error: maybe\n  timeout: 1m\n{GOOD}"));
+    assert!(errs[0].starts_with("gw.yaml:3:13: limits_backend.on_error: expected local, allow or deny"), "{errs:#?}");
+    assert!(errs[1].starts_with("gw.yaml:4:12: limits_backend.timeout: must be between 1ms and 10s"), "{errs:#?}");
+    let errs = errors(&format!("limits_backend:\n  kind: memory\n  on_error: deny\n{GOOD}"));
+    assert!(errs[0].ends_with("limits_backend.on_error: applies to kind: redis only"), "{errs:#?}");
+    let errs = errors(&format!("limits_backend:\n  kind: redis\n  url: \"http://:hunter2@x\"\n{GOOD}"));
+    assert!(
+        errs[0].ends_with("limits_backend.url: expected a URL like redis://127.0.0.1:6379 or rediss://…"),
+        "{errs:#?}"
+    );
+    assert!(!errs[0].contains("hunter2"), "the URL may hold a password: {errs:#?}");
+    // More than one per millisecond cannot be represented by the limiter's millisecond arithmetic.
+    let errs = errors(&GOOD.replace("limit: 1, per: 30s", "limit: 5000, per: 1s"));
+    assert!(errs[0].ends_with("limits[0].limit: more than one per millisecond: lower limit or raise per"), "{errs:#?}");
+}
+
+#[test]
+fn redis_backend_and_test_numbers_compile() {
+    use smsgate::config::{LimitsBackend, OnError};
+    let yaml = format!(
+        "limits_backend:\n  kind: redis\n  url: redis://127.0.0.1:6390\n  on_error: deny\n  timeout: 20ms\n{GOOD}    test_numbers: {{\"+8613800000000\": \"123456\"}}\n"
+    );
+    let config = Config::from_yaml(&yaml, Path::new("gw.yaml"), &env()).unwrap_or_else(|e| panic!("{e}"));
+    match &config.limits_backend {
+        LimitsBackend::Redis { url, on_error, timeout } => {
+            assert_eq!(url.expose(), "redis://127.0.0.1:6390");
+            assert_eq!((*on_error, timeout.as_millis()), (OnError::Deny, 20));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(config.tenant("acme").unwrap().test_numbers.get(&8613800000000).map(String::as_str), Some("123456"));
+    let bad = GOOD.to_owned() + "    test_numbers: {\"13800000000\": \"12-34\"}\n";
+    let errs = errors(&bad);
+    assert!(errs[0].ends_with("expected a valid E.164 number such as +8613800000000"), "{errs:#?}");
+    let bad = GOOD.to_owned() + "    test_numbers: {\"+8613800000000\": \"12-34\"}\n";
+    let errs = errors(&bad);
+    assert!(errs[0].ends_with("a code is 1 to 12 letters or digits"), "{errs:#?}");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use super::raw::*;
 use super::tokens::TokenTable;
 use super::Secret;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -25,6 +25,9 @@ const MIN_TOKEN_LEN: usize = 16;
 const MAX_BODY_RANGE: (u64, u64) = (256, 1 << 20);
 const LIMIT_PERIOD_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30 * 86_400));
 const TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(120));
+const REDIS_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(10));
+/// The limiter keeps TATs as whole milliseconds ahead of now, at most ~30 days (see policy/memory.rs).
+const MAX_LIMIT: u32 = 1_000_000;
 
 struct Compiler<'a> {
     env: &'a dyn Env,
@@ -102,7 +105,7 @@ fn is_digits(s: &str) -> bool {
 pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, Vec<Problem>> {
     let mut c = Compiler { env, problems: Vec::new() };
     let server = compile_server(&mut c, &raw.server);
-    compile_backend(&mut c, &raw.limits_backend);
+    let limits_backend = compile_backend(&mut c, &raw.limits_backend);
 
     if raw.tenants.is_empty() {
         c.problem("tenants", "define at least one tenant");
@@ -133,7 +136,9 @@ pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, V
     }
 
     match tenants.into_iter().collect::<Option<Vec<_>>>() {
-        Some(tenants) if c.problems.is_empty() => Ok(Config { source: source.to_path_buf(), server, tenants, tokens }),
+        Some(tenants) if c.problems.is_empty() => {
+            Ok(Config { source: source.to_path_buf(), server, limits_backend, tenants, tokens })
+        }
         _ => Err(c.problems),
     }
 }
@@ -166,21 +171,78 @@ fn compile_server(c: &mut Compiler, raw: &RawServer) -> ServerSettings {
     ServerSettings { listen, max_body_bytes, shutdown_grace }
 }
 
-fn compile_backend(c: &mut Compiler, raw: &RawLimitsBackend) {
+fn compile_backend(c: &mut Compiler, raw: &RawLimitsBackend) -> LimitsBackend {
     let kind = raw.kind.as_ref().and_then(|k| c.text("limits_backend.kind", k));
     match kind.as_deref() {
         None | Some("memory") => {
-            for (key, value) in [("url", &raw.url), ("on_error", &raw.on_error)] {
+            for (key, value) in [("url", &raw.url), ("on_error", &raw.on_error), ("timeout", &raw.timeout)] {
                 if value.is_some() {
                     c.problem(format!("limits_backend.{key}"), "applies to kind: redis only");
                 }
             }
+            LimitsBackend::Memory
         }
         Some("redis") => {
-            c.problem("limits_backend.kind", "the redis backend is not available in this version; use memory")
+            let url = match &raw.url {
+                Some(url) => c.required("limits_backend.url", url),
+                None => Some("redis://127.0.0.1:6379".to_owned()),
+            };
+            let url = url.filter(|url| {
+                // Never echo the URL: it may carry a password.
+                let ok = redis::Client::open(url.as_str()).is_ok();
+                if !ok {
+                    c.problem("limits_backend.url", "expected a URL like redis://127.0.0.1:6379 or rediss://…");
+                }
+                ok
+            });
+            let on_error = match raw.on_error.as_ref().and_then(|s| c.text("limits_backend.on_error", s)).as_deref() {
+                None | Some("local") => OnError::Local,
+                Some("allow") => OnError::Allow,
+                Some("deny") => OnError::Deny,
+                Some(_) => {
+                    c.problem("limits_backend.on_error", "expected local, allow or deny");
+                    OnError::Local
+                }
+            };
+            let timeout = c.duration(
+                "limits_backend.timeout",
+                raw.timeout.as_ref(),
+                Duration::from_millis(50),
+                REDIS_TIMEOUT_RANGE,
+            );
+            LimitsBackend::Redis { url: Secret::new(url.unwrap_or_default()), on_error, timeout }
         }
-        Some(_) => c.problem("limits_backend.kind", "expected memory"),
+        Some(_) => {
+            c.problem("limits_backend.kind", "expected memory or redis");
+            LimitsBackend::Memory
+        }
     }
+}
+
+/// Test numbers: E.164 keys (with `+`), codes of 1 to 12 letters or digits.
+fn compile_test_numbers(
+    c: &mut Compiler,
+    path: &str,
+    raw: &std::collections::BTreeMap<String, Scalar>,
+) -> HashMap<u64, String> {
+    let mut numbers = HashMap::new();
+    for (number, code) in raw {
+        let p = format!("{path}.{number}");
+        let phone = match crate::phone::Phone::from_e164(number) {
+            Ok(phone) => phone,
+            Err(_) => {
+                c.problem(&p, "expected a valid E.164 number such as +8613800000000");
+                continue;
+            }
+        };
+        let Some(code) = c.required(&p, code) else { continue };
+        if code.len() > 12 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            c.problem(&p, "a code is 1 to 12 letters or digits");
+        } else if numbers.insert(phone.digits(), code).is_some() {
+            c.problem(&p, "this number is listed twice");
+        }
+    }
+    numbers
 }
 
 fn compile_tenant(c: &mut Compiler, name: &str, path: &str, raw: &RawTenant) -> Option<Tenant> {
@@ -204,6 +266,7 @@ fn compile_tenant(c: &mut Compiler, name: &str, path: &str, raw: &RawTenant) -> 
         .as_ref()
         .map(|t| compile_templates(c, &format!("{path}.tencent.international_templates"), t));
     let limits = compile_limits(c, name, &format!("{path}.limits"), &raw.limits);
+    let test_numbers = compile_test_numbers(c, &format!("{path}.test_numbers"), &raw.test_numbers);
     if raw.script.is_some() {
         c.problem(format!("{path}.script"), "Lua hooks are not available in this version");
     }
@@ -254,6 +317,7 @@ fn compile_tenant(c: &mut Compiler, name: &str, path: &str, raw: &RawTenant) -> 
         blocked_prefixes,
         dedupe_window,
         spend_caps,
+        test_numbers,
     })
 }
 
@@ -432,12 +496,15 @@ fn compile_limits(c: &mut Compiler, tenant: &str, path: &str, raw: &[RawLimit]) 
                 LimitKey::Phone
             }
         };
-        let Some(limit) = NonZeroU32::new(r.limit) else {
-            c.problem(format!("{p}.limit"), "must be at least 1");
+        let Some(limit) = NonZeroU32::new(r.limit).filter(|l| l.get() <= MAX_LIMIT) else {
+            c.problem(format!("{p}.limit"), format!("must be between 1 and {MAX_LIMIT}"));
             continue;
         };
         let before = c.problems.len();
         let per = c.duration(&format!("{p}.per"), Some(&r.per), Duration::ZERO, LIMIT_PERIOD_RANGE);
+        if c.problems.len() == before && per.as_millis() < u128::from(limit.get()) {
+            c.problem(format!("{p}.limit"), "more than one per millisecond: lower limit or raise per");
+        }
         let mut usages = Vec::new();
         for (j, u) in r.usage.iter().enumerate() {
             if is_name(&u.0) {

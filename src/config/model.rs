@@ -19,6 +19,7 @@ pub struct Config {
     /// The file this config was read from; scripts resolve relative to its folder.
     pub source: PathBuf,
     pub server: ServerSettings,
+    pub limits_backend: LimitsBackend,
     pub tenants: Vec<Arc<Tenant>>,
     pub(crate) tokens: super::tokens::TokenTable,
 }
@@ -28,6 +29,30 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+}
+
+/// Where limiter state lives. Read at start: a reload that changes it is logged and takes effect on restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitsBackend {
+    Memory,
+    Redis {
+        /// May hold a password, so it is a secret.
+        url: Secret,
+        on_error: OnError,
+        /// Bound on one Redis call, connecting included.
+        timeout: Duration,
+    },
+}
+
+/// What the redis backend does while Redis is unreachable or slower than its time-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Judge with an in-process store and the same rules; switch back when Redis answers again.
+    Local,
+    /// Send without limits (logged at every request).
+    Allow,
+    /// Refuse with 503 `limiter_unavailable`.
+    Deny,
 }
 
 #[derive(Debug)]
@@ -40,6 +65,9 @@ pub struct Tenant {
     /// With them, `templates` serve mainland numbers (+86) only and these serve every other number.
     pub international_templates: Option<Templates>,
     pub limits: Vec<LimitRule>,
+    /// E.164 digits -> configured code. Requests for these numbers are answered as sent, never sent upstream
+    /// and never counted.
+    pub test_numbers: HashMap<u64, String>,
     pub countries: Option<CountryRule>,
     /// E.164 prefixes (with `+`) refused outright.
     pub blocked_prefixes: Vec<String>,

@@ -30,6 +30,7 @@ pub struct RawLimitsBackend {
     pub kind: Option<Scalar>,
     pub url: Option<Scalar>,
     pub on_error: Option<Scalar>,
+    pub timeout: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,6 +41,9 @@ pub struct RawTenant {
     pub tencent: RawTencent,
     #[serde(default)]
     pub limits: Vec<RawLimit>,
+    /// E.164 number -> the fixed code the auth server accepts for it (staging, app-store review logins).
+    #[serde(default)]
+    pub test_numbers: BTreeMap<String, Scalar>,
     pub script: Option<Scalar>,
     /// `{allow: [CN, HK]}` or `{deny: [KP]}`.
     pub countries: Option<RawCountries>,
@@ -155,8 +159,8 @@ pub enum RawLimitKey {
 
 const LIMIT_KEYS: &[&str] = &["phone", "tenant", "ip", "country", "phone_prefix"];
 
-// By hand: serde_yaml reads data-carrying enum variants only from YAML tags (`!phone_prefix 5`), and the
-// config promises the map form.
+// By hand: serde_yaml 0.9 reads externally tagged enums only from YAML tags (`!phone_prefix 5`), not from
+// the `{ phone_prefix: 5 }` map the config documents (regression_phone_prefix_map_form in tests/limits.rs).
 impl<'de> Deserialize<'de> for RawLimitKey {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct KeyVisitor;
@@ -171,7 +175,7 @@ impl<'de> Deserialize<'de> for RawLimitKey {
                     "tenant" => Ok(RawLimitKey::Tenant),
                     "ip" => Ok(RawLimitKey::Ip),
                     "country" => Ok(RawLimitKey::Country),
-                    other => Err(E::unknown_variant(other, LIMIT_KEYS)),
+                    _ => Err(E::unknown_variant(v, LIMIT_KEYS)),
                 }
             }
             fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawLimitKey, A::Error> {

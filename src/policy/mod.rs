@@ -1,21 +1,29 @@
 //! Policy stage: the tenant's limit rules, judged as one decision. A request is allowed only if every
 //! enforcing rule allows it; a denied request consumes no quota of any rule; shadow rules count and report
-//! but never deny. Also renders the IETF `RateLimit` / `RateLimit-Policy` headers.
+//! but never deny. State lives in a backend (in-process memory, or Redis shared by every replica, with a
+//! fallback when Redis is down). Also renders the IETF `RateLimit` / `RateLimit-Policy` headers.
 
 mod gcra;
 mod memory;
+mod redis;
 pub mod spend;
 
+pub use self::redis::{key_name, RedisError, RedisStore};
 pub use gcra::{Gcra, RuleVerdict};
 pub use memory::{Check, MemoryStore};
 
 use crate::clock::SharedClock;
-use crate::config::{LimitKey, LimitRule, Tenant};
+use crate::config::{LimitKey, LimitRule, LimitsBackend, OnError, Tenant};
+use crate::error::GatewayError;
 use crate::phone::Phone;
 use std::fmt::Write;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// While Redis is down, how often the background probe tries it again.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 /// What the rules key on, after normalization and the script.
 #[derive(Debug, Clone, Copy)]
@@ -66,25 +74,146 @@ impl Decision {
     }
 }
 
+/// Which limiter is deciding right now (`/readyz`, the `smsgate_limiter_mode` gauge, logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimiterMode {
+    /// `kind: memory`.
+    Memory,
+    /// `kind: redis`, Redis answering.
+    Redis,
+    /// Redis down, `on_error: local`: the in-process store with the same rules.
+    LocalFallback,
+    /// Redis down, `on_error: allow`: requests pass without limits.
+    Unlimited,
+    /// Redis down, `on_error: deny`: requests get 503 `limiter_unavailable`.
+    Unavailable,
+}
+
+impl LimiterMode {
+    pub const ALL: [LimiterMode; 5] = [
+        LimiterMode::Memory,
+        LimiterMode::Redis,
+        LimiterMode::LocalFallback,
+        LimiterMode::Unlimited,
+        LimiterMode::Unavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimiterMode::Memory => "memory",
+            LimiterMode::Redis => "redis",
+            LimiterMode::LocalFallback => "local-fallback",
+            LimiterMode::Unlimited => "unlimited",
+            LimiterMode::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The Redis backend and what to do while it is unreachable.
+struct RedisLink {
+    store: RedisStore,
+    on_error: OnError,
+    healthy: AtomicBool,
+    probing: AtomicBool,
+}
+
+impl RedisLink {
+    fn degraded_mode(&self) -> LimiterMode {
+        match self.on_error {
+            OnError::Local => LimiterMode::LocalFallback,
+            OnError::Allow => LimiterMode::Unlimited,
+            OnError::Deny => LimiterMode::Unavailable,
+        }
+    }
+
+    /// Records a failure: the first one switches the mode and starts the probe that switches it back.
+    fn failed(self: &Arc<Self>, error: &RedisError) {
+        if self.healthy.swap(false, Ordering::SeqCst) {
+            tracing::error!(error = %error, mode = self.degraded_mode().as_str(), "limiter: redis unavailable, switching mode");
+        }
+        if self.probing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let link = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE_EVERY).await;
+                if link.store.ping().await.is_ok() {
+                    link.healthy.store(true, Ordering::SeqCst);
+                    link.probing.store(false, Ordering::SeqCst);
+                    tracing::warn!(mode = "redis", "limiter: redis reachable again, switching back");
+                    return;
+                }
+            }
+        });
+    }
+}
+
 /// The limiter: rules from the tenant, state in a store that outlives config reloads.
 pub struct Limiter {
-    store: Arc<MemoryStore>,
+    /// The memory backend, or the local fallback of the redis backend.
+    memory: Arc<MemoryStore>,
+    redis: Option<Arc<RedisLink>>,
     clock: SharedClock,
 }
 
 impl Limiter {
+    /// The in-process limiter (`kind: memory`).
     pub fn new(store: Arc<MemoryStore>, clock: SharedClock) -> Self {
-        Limiter { store, clock }
+        Limiter { memory: store, redis: None, clock }
+    }
+
+    /// The limiter `limits_backend` asks for. Connecting to Redis is lazy: a gateway starts even while
+    /// Redis is down, in its `on_error` mode.
+    pub fn from_backend(backend: &LimitsBackend, clock: SharedClock) -> Result<Self, RedisError> {
+        let memory = Arc::new(MemoryStore::default());
+        match backend {
+            LimitsBackend::Memory => Ok(Limiter::new(memory, clock)),
+            LimitsBackend::Redis { url, on_error, timeout } => {
+                let store = RedisStore::new(url.expose(), *timeout)?;
+                let link = RedisLink {
+                    store,
+                    on_error: *on_error,
+                    healthy: AtomicBool::new(true),
+                    probing: AtomicBool::new(false),
+                };
+                Ok(Limiter { memory, redis: Some(Arc::new(link)), clock })
+            }
+        }
+    }
+
+    pub fn mode(&self) -> LimiterMode {
+        match &self.redis {
+            None => LimiterMode::Memory,
+            Some(link) if link.healthy.load(Ordering::SeqCst) => LimiterMode::Redis,
+            Some(link) => link.degraded_mode(),
+        }
+    }
+
+    /// For `/readyz`: pings Redis when it is believed up (a failure switches the mode), and reports the mode.
+    pub async fn check_ready(&self) -> LimiterMode {
+        if let Some(link) = &self.redis {
+            if link.healthy.load(Ordering::SeqCst) {
+                if let Err(e) = link.store.ping().await {
+                    link.failed(&e);
+                }
+            }
+        }
+        self.mode()
     }
 
     /// Judges `subject` against every applicable rule of `tenant`; records it only when `commit` and allowed.
-    pub fn decide(&self, tenant: &Tenant, subject: &Subject<'_>, commit: bool) -> Decision {
+    /// Fails only with `limiter_unavailable` (redis backend down, `on_error: deny`).
+    pub async fn decide(&self, tenant: &Tenant, subject: &Subject<'_>, commit: bool) -> Result<Decision, GatewayError> {
         let applicable: Vec<(&LimitRule, u64)> = tenant
             .limits
             .iter()
             .filter(|rule| rule.applies_to(subject.usage))
             .filter_map(|rule| key_of(rule, subject).map(|key| (rule, key)))
             .collect();
+        if applicable.is_empty() {
+            return Ok(Decision::from_verdicts(&applicable, Vec::new()));
+        }
         let checks: Vec<Check> = applicable
             .iter()
             .map(|(rule, key)| Check {
@@ -94,9 +223,53 @@ impl Limiter {
                 shadow: rule.shadow,
             })
             .collect();
-        let now = self.clock.monotonic().as_nanos() as u64;
-        let verdicts = if checks.is_empty() { Vec::new() } else { self.store.decide(&checks, now, commit) };
 
+        if let Some(link) = &self.redis {
+            if link.healthy.load(Ordering::SeqCst) {
+                let now = self.clock.unix_millis();
+                match link.store.decide(&tenant.name, &checks, now, commit).await {
+                    Ok(stored) => {
+                        let verdicts =
+                            checks.iter().zip(stored).map(|(check, tat)| check.gcra.check(tat, now)).collect();
+                        return Ok(Decision::from_verdicts(&applicable, verdicts));
+                    }
+                    Err(e) => link.failed(&e),
+                }
+            }
+            match link.on_error {
+                OnError::Local => {}
+                OnError::Allow => {
+                    tracing::warn!(tenant = %tenant.name, "limiter: redis unavailable, sending without limits (on_error: allow)");
+                    return Ok(Decision::from_verdicts(&[], Vec::new()));
+                }
+                OnError::Deny => return Err(GatewayError::LimiterUnavailable),
+            }
+        }
+        let now = self.clock.monotonic().as_millis() as u64;
+        let verdicts = self.memory.decide(&checks, now, commit);
+        Ok(Decision::from_verdicts(&applicable, verdicts))
+    }
+
+    /// The in-process store (the memory backend, or the redis backend's local fallback).
+    pub fn store(&self) -> &Arc<MemoryStore> {
+        &self.memory
+    }
+
+    /// Drops in-process state of rules that are no longer configured (after a reload).
+    pub fn retain_rules<'a>(&self, tenants: impl IntoIterator<Item = &'a Tenant>) {
+        let live: Vec<u64> = tenants.into_iter().flat_map(|t| t.limits.iter().map(|r| r.id)).collect();
+        self.memory.retain_rules(&live);
+    }
+
+    /// Drops expired in-process state now (a background task calls this, so memory returns to its baseline
+    /// even without traffic).
+    pub fn sweep(&self) {
+        self.memory.sweep(self.clock.monotonic().as_millis() as u64);
+    }
+}
+
+impl Decision {
+    fn from_verdicts(applicable: &[(&LimitRule, u64)], verdicts: Vec<RuleVerdict>) -> Decision {
         let rules: Vec<RuleReport> = applicable
             .iter()
             .zip(verdicts)
@@ -117,10 +290,6 @@ impl Limiter {
             rules,
         }
     }
-
-    pub fn store(&self) -> &Arc<MemoryStore> {
-        &self.store
-    }
 }
 
 /// The key a rule counts under for this request; None when the request lacks it (an `ip` rule and no ip).
@@ -135,9 +304,15 @@ fn key_of(rule: &LimitRule, subject: &Subject<'_>) -> Option<u64> {
         }
         // IPv4 exactly; IPv6 by its /64, the block one host is usually given, so rotating addresses within
         // it does not escape the rule.
+        // IPv4 addresses are tagged with bit 48 so they stay below 2^50 (the memory store's compact keys); a /64
+        // is tagged with bit 63, which folds 7c00::/7 (unassigned) onto fc00::/7. IPv4-mapped IPv6 counts as
+        // the IPv4 address.
         LimitKey::Ip => match subject.ip? {
-            IpAddr::V4(v4) => (1 << 63) | u64::from(u32::from(v4)),
-            IpAddr::V6(v6) => (u128::from(v6) >> 64) as u64 & !(1 << 63),
+            IpAddr::V4(v4) => (1 << 48) | u64::from(u32::from(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => (1 << 48) | u64::from(u32::from(v4)),
+                None => (u128::from(v6) >> 64) as u64 | (1 << 63),
+            },
         },
     })
 }

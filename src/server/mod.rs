@@ -9,8 +9,8 @@ use crate::config::Config;
 use crate::error::GatewayError;
 use crate::ingress::{self, SendRequest};
 use crate::metrics::{Metrics, RequestLabels, RuleLabels};
-use crate::pipeline::{Accepted, Services, Trail};
-use crate::policy::{Limiter, MemoryStore};
+use crate::pipeline::{Accepted, Delivery, Services, Trail};
+use crate::policy::{Limiter, LimiterMode};
 use crate::tencent::TencentClient;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -25,6 +25,8 @@ use std::time::Instant;
 use tokio::net::TcpListener;
 
 pub use respond::request_id;
+
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A running gateway: the config in force and the services that outlive reloads.
 #[derive(Clone)]
@@ -49,19 +51,37 @@ impl Gateway {
     pub fn new(config: Config, clock: SharedClock) -> Gateway {
         crate::phone::Phone::warm_up();
         let metrics = Metrics::default();
-        let services = Services::new(
-            Limiter::new(Arc::new(MemoryStore::default()), clock.clone()),
-            TencentClient::new(clock.clone(), metrics.tencent.clone()),
-            clock,
-        );
-        Gateway {
+        // `compile` has opened the same URL already, so this cannot fail on a compiled config.
+        let limiter = Limiter::from_backend(&config.limits_backend, clock.clone())
+            .expect("limits_backend.url was validated by compile");
+        let services = Services::new(limiter, TencentClient::new(clock.clone(), metrics.tencent.clone()), clock);
+        let gateway = Gateway {
             shared: Arc::new(Shared {
                 config: ArcSwap::from_pointee(config),
                 services,
                 metrics,
                 draining: AtomicBool::new(false),
             }),
-        }
+        };
+        gateway.spawn_sweeper();
+        gateway
+    }
+
+    /// Drops expired in-process limiter state every few seconds, so memory returns to its baseline after a
+    /// burst of numbers even when no new traffic arrives to trigger the store's own sweeps. Holds the gateway
+    /// weakly: it ends when the gateway is dropped.
+    fn spawn_sweeper(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let shared = Arc::downgrade(&self.shared);
+        runtime.spawn(async move {
+            let mut every = tokio::time::interval(SWEEP_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(shared) = shared.upgrade() else { return };
+                shared.services.limiter.sweep();
+            }
+        });
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -79,6 +99,10 @@ impl Gateway {
     /// Puts a newly compiled config in force; requests already running keep the old one. Limiter state
     /// lives outside the config, so rules whose name and definition did not change keep their counts.
     pub fn reload(&self, config: Config) {
+        if config.limits_backend != self.config().limits_backend {
+            tracing::warn!("limits_backend changed: the new backend takes effect on restart");
+        }
+        self.shared.services.limiter.retain_rules(config.tenants.iter().map(|t| &**t));
         self.shared.config.store(Arc::new(config));
     }
 
@@ -142,7 +166,7 @@ impl Gateway {
             "/v1/sms/send" => Route::Native,
             "/v1/logto/sms" => Route::Logto,
             "/healthz" | "/readyz" | "/metrics" if req.method() == Method::GET || req.method() == Method::HEAD => {
-                return self.operational(path, &id);
+                return self.operational(path, &id).await;
             }
             "/healthz" | "/readyz" | "/metrics" => {
                 return respond::error(&GatewayError::MethodNotAllowed { allow: "GET, HEAD" }, &id, None);
@@ -192,19 +216,32 @@ impl Gateway {
         self.shared.services.send(&tenant, request, trail).await
     }
 
-    fn operational(&self, path: &str, id: &str) -> Response<Full<Bytes>> {
+    async fn operational(&self, path: &str, id: &str) -> Response<Full<Bytes>> {
+        let limiter = &self.shared.services.limiter;
         match path {
             "/healthz" => respond::json(http::StatusCode::OK, id, r#"{"status":"ok"}"#.into()),
-            "/readyz" if self.shared.draining.load(Ordering::SeqCst) => {
-                respond::json(http::StatusCode::SERVICE_UNAVAILABLE, id, r#"{"status":"draining"}"#.into())
+            "/readyz" => {
+                let mode = limiter.check_ready().await;
+                let (status, word) = if self.shared.draining.load(Ordering::SeqCst) {
+                    (http::StatusCode::SERVICE_UNAVAILABLE, "draining")
+                } else if mode == LimiterMode::Unavailable {
+                    // on_error: deny and Redis down: every send would be refused, so take this replica out.
+                    (http::StatusCode::SERVICE_UNAVAILABLE, "limiter_unavailable")
+                } else {
+                    (http::StatusCode::OK, "ready")
+                };
+                let body = serde_json::json!({"status": word, "limiter": mode.as_str()}).to_string();
+                respond::json(status, id, body)
             }
-            "/readyz" => respond::json(http::StatusCode::OK, id, r#"{"status":"ready"}"#.into()),
-            _ => respond::text(
-                http::StatusCode::OK,
-                id,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                self.shared.metrics.render(),
-            ),
+            _ => {
+                self.shared.metrics.set_limiter_mode(limiter.mode());
+                respond::text(
+                    http::StatusCode::OK,
+                    id,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    self.shared.metrics.render(),
+                )
+            }
         }
     }
 
@@ -219,6 +256,7 @@ impl Gateway {
         started: Instant,
     ) {
         let outcome = match result {
+            Ok(accepted) if accepted.delivery == Delivery::TestNumber => "test_number",
             Ok(accepted) => respond::status_word(accepted.delivery),
             Err(e) => e.code(),
         };

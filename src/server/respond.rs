@@ -26,6 +26,7 @@ pub fn status_word(delivery: Delivery) -> &'static str {
     match delivery {
         Delivery::Sent => "sent",
         Delivery::DryRun => "dry_run",
+        Delivery::TestNumber => "sent",
     }
 }
 
@@ -61,6 +62,9 @@ pub fn accepted(accepted: &Accepted, trail: &Trail, id: &str) -> Response<Full<B
         "tenant": trail.tenant.as_deref(),
         "template_id": accepted.template_id,
     });
+    if accepted.delivery == Delivery::TestNumber {
+        body["test_number"] = json!(true);
+    }
     if let Some(receipt) = &accepted.receipt {
         body["upstream"] =
             json!({"serial_no": receipt.serial_no, "fee": receipt.fee, "request_id": receipt.request_id});

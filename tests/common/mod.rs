@@ -4,6 +4,7 @@
 
 pub mod mock;
 pub mod process;
+pub mod redis_server;
 
 use smsgate::clock::{ManualClock, SharedClock};
 use smsgate::config::Config;

@@ -1,0 +1,242 @@
+//! The redis backend with the real binary: two `smsgate serve` processes sharing one private
+//! `redis-server` enforce one combined per-number quota; killing Redis mid-run follows `on_error` (local,
+//! allow, deny) without crashing, and both modes switch back by themselves when Redis returns.
+
+mod common;
+
+use common::redis_server::RedisServer;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "redis-test-token-0001";
+
+/// One `smsgate serve` process on 127.0.0.1:0; its JSON log lines are collected; killed on drop.
+struct Replica {
+    child: Child,
+    base: String,
+    logs: Arc<Mutex<Vec<String>>>,
+    config: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Replica {
+    fn start(redis_url: &str, on_error: &str, limits: &str) -> Replica {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("gateway.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+server:
+  listen: 127.0.0.1:0
+limits_backend:
+  kind: redis
+  url: {redis_url}
+  on_error: {on_error}
+  timeout: 200ms
+tenants:
+  demo:
+    tokens: ["{TOKEN}"]
+    tencent:
+      accessKeyId: AKIDtest
+      accessKeySecret: test-secret
+      sdkAppId: "1400006666"
+      region: ap-guangzhou
+      templates: [{{ usageType: Generic, templateCode: "1113" }}]
+      dry_run: true
+    dedupe_window: 0s   # the tests repeat sends on purpose
+    limits:
+{limits}
+"#
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_smsgate"))
+            .args(["serve", "--log-format", "json", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        // Keeps draining stderr for the whole run, so the process never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                    if event["message"] == "smsgate listening" {
+                        let _ = addr_tx.send(event["addr"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = addr_rx.recv_timeout(Duration::from_secs(20)).expect("the replica starts listening");
+        Replica { child, base: format!("http://{addr}"), logs, config, _dir: dir }
+    }
+
+    async fn send(&self, http: &reqwest::Client, phone: &str) -> (u16, Value) {
+        let response = http
+            .post(format!("{}/v1/sms/send", self.base))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(serde_json::json!({"phone": phone, "usage": "SignIn", "code": "123456"}).to_string())
+            .send()
+            .await
+            .expect("the replica answers");
+        let status = response.status().as_u16();
+        (status, serde_json::from_str(&response.text().await.unwrap()).unwrap())
+    }
+
+    async fn ready(&self, http: &reqwest::Client) -> (u16, Value) {
+        let response = http.get(format!("{}/readyz", self.base)).send().await.expect("the replica answers");
+        let status = response.status().as_u16();
+        (status, serde_json::from_str(&response.text().await.unwrap()).unwrap())
+    }
+
+    /// Polls `/readyz` until the limiter reports `mode` (a deadline, not a sleep, decides the outcome).
+    async fn wait_for_mode(&self, http: &reqwest::Client, mode: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (_, body) = self.ready(http).await;
+            if body["limiter"] == mode {
+                return;
+            }
+            assert!(Instant::now() < deadline, "limiter never reported {mode}: {body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_sharing_redis_enforce_one_quota_per_number() {
+    let Some(redis) = RedisServer::start() else { return };
+    let limits = "      - { name: hourly, key: phone, limit: 3, per: 1h }";
+    // deny: a Redis failure would show as 503, never as a silent local decision.
+    let a = Replica::start(&redis.url(), "deny", limits);
+    let b = Replica::start(&redis.url(), "deny", limits);
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        statuses.push(replica.send(&http, "+8613800138000").await.0);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429, 429, 429], "one combined quota of 3");
+    assert_eq!(b.send(&http, "+8613800138001").await.0, 200, "other numbers have their own quota");
+    for replica in [&a, &b] {
+        let (status, body) = replica.ready(&http).await;
+        assert_eq!((status, body["limiter"].as_str()), (200, Some("redis")), "{body}");
+    }
+    // explain reads the shared counts (and writes nothing).
+    let explain = Command::new(env!("CARGO_BIN_EXE_smsgate"))
+        .args(["explain", "--tenant", "demo", "--phone", "+8613800138000", "--usage", "SignIn", "--config"])
+        .arg(&a.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&explain.stdout);
+    assert!(text.contains("policy     hourly: 3 per 3600s: deny"), "{text}");
+    let mut c = redis.connection();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("smsgate:*").query(&mut c).unwrap();
+    assert_eq!(keys.len(), 2, "one key per (rule, number): {keys:?}");
+    for key in &keys {
+        assert!(key.starts_with("smsgate:{demo}:"), "{key}");
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut c).unwrap();
+        assert!(ttl > 0 && ttl <= 3_600_000, "{key}: {ttl}");
+    }
+}
+
+/// Kills Redis mid-run and checks what `on_error` promises, then restarts it on the same port and checks the
+/// switch back.
+async fn outage(on_error: &str, during: [u16; 3], ready_during: (u16, &str)) {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let mut replica = Replica::start(&redis.url(), on_error, "      - { name: hourly, key: phone, limit: 2, per: 1h }");
+    let http = reqwest::Client::new();
+    assert_eq!(replica.send(&http, "+8613800138000").await.0, 200);
+    assert_eq!(replica.ready(&http).await.1["limiter"], "redis");
+
+    redis.kill();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (status, body) = replica.send(&http, "+8613800138001").await;
+        if status == 503 {
+            assert_eq!(body["error"]["code"], "limiter_unavailable", "{body}");
+        }
+        seen.push(status);
+    }
+    assert_eq!(seen, during, "on_error: {on_error}");
+    let (status, body) = replica.ready(&http).await;
+    assert_eq!((status, body["limiter"].as_str().unwrap()), ready_during, "{body}");
+    assert!(replica.logged("redis unavailable, switching mode"), "the switch is logged");
+    assert!(replica.alive());
+
+    redis.restart();
+    replica.wait_for_mode(&http, "redis").await;
+    assert!(replica.logged("redis reachable again, switching back"));
+    let statuses = [
+        replica.send(&http, "+8613800138002").await.0,
+        replica.send(&http, "+8613800138002").await.0,
+        replica.send(&http, "+8613800138002").await.0,
+    ];
+    assert_eq!(statuses, [200, 200, 429], "limits are enforced by Redis again");
+    let mut c = redis.connection();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("smsgate:*").query(&mut c).unwrap();
+    assert_eq!(keys.len(), 1, "the new state lives in Redis: {keys:?}");
+    assert!(replica.alive());
+    assert!(!replica.logged("8613800138001"), "numbers are never logged unmasked");
+}
+
+#[tokio::test]
+async fn redis_down_with_on_error_local_falls_back_to_memory_and_recovers() {
+    outage("local", [200, 200, 429], (200, "local-fallback")).await;
+}
+
+#[tokio::test]
+async fn redis_down_with_on_error_allow_sends_unlimited_and_recovers() {
+    outage("allow", [200, 200, 200], (200, "unlimited")).await;
+}
+
+#[tokio::test]
+async fn redis_down_with_on_error_deny_refuses_with_503_and_recovers() {
+    outage("deny", [503, 503, 503], (503, "unavailable")).await;
+}
+
+#[tokio::test]
+async fn a_stalled_redis_times_out_into_the_fallback_and_recovers() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut replica = Replica::start(&redis.url(), "local", "      - { name: hourly, key: phone, limit: 1, per: 1h }");
+    let http = reqwest::Client::new();
+    assert_eq!(replica.send(&http, "+8613800138000").await.0, 200);
+    redis.signal("-STOP");
+    // The call times out (200ms in this config) instead of hanging: answered by the local fallback.
+    let (status, body) = replica.send(&http, "+8613800138000").await;
+    assert_eq!(status, 200, "the local store has not seen this number: {body}");
+    assert_eq!(replica.send(&http, "+8613800138000").await.0, 429);
+    assert_eq!(replica.ready(&http).await.1["limiter"], "local-fallback");
+    redis.signal("-CONT");
+    replica.wait_for_mode(&http, "redis").await;
+    // Redis kept its state through the stall: the number's first send still counts there.
+    assert_eq!(replica.send(&http, "+8613800138000").await.0, 429);
+    assert_eq!(replica.send(&http, "+8613800138001").await.0, 200);
+    assert!(replica.alive());
+}
