@@ -2,7 +2,10 @@
 //! tenant's window is answered with the first send's answer and never reaches Tencent, including while the
 //! first is still in flight (the repeat waits for it). Successful answers are kept for the window; a failed
 //! first send is shared with the requests that waited on it, then forgotten so a later retry can try again.
-//! State lives in this process; keys are keyed hashes, so nobody can aim collisions at them.
+//! In-flight coalescing always happens in this process; with the redis limiter backend, finished answers and
+//! in-flight claims are also shared through Redis so a repeat reaching another replica is answered the
+//! same way. Keys are keyed hashes (in Redis, an HMAC under the tenant's Tencent secret, so a reader of
+//! Redis can neither aim collisions nor recover a code from a key).
 
 use crate::clock::SharedClock;
 use crate::error::GatewayError;
@@ -15,6 +18,34 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub type Outcome = Result<Accepted, GatewayError>;
+
+/// The value of a shared key while its first send is in flight.
+pub const PENDING: &str = "pending";
+
+/// The Redis key of a request, `smsgate:{tenant}:dedupe:<hmac>`; None when it has neither an idempotency
+/// key nor a code.
+pub fn shared_key(
+    tenant: &crate::config::Tenant,
+    idempotency_key: Option<&str>,
+    e164: &str,
+    usage: &str,
+    code: Option<&str>,
+) -> Option<String> {
+    use hmac::{Hmac, Mac};
+    let parts: Vec<&str> = match (idempotency_key, code) {
+        (Some(key), _) => vec!["idempotency-key", key],
+        (None, Some(code)) => vec!["send", e164, usage, code],
+        (None, None) => return None,
+    };
+    let secret = tenant.tencent.credentials[0].secret_key.expose();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    for part in parts {
+        mac.update(part.as_bytes());
+        mac.update(&[0]);
+    }
+    let digest = mac.finalize().into_bytes();
+    Some(format!("smsgate:{{{}}}:dedupe:{}", tenant.name, hex::encode(&digest[..16])))
+}
 
 const MIN_SWEEP: usize = 1024;
 

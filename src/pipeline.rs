@@ -11,7 +11,7 @@ use crate::dedupe::{self, Claim, Dedupe, Outcome};
 use crate::error::GatewayError;
 use crate::ingress::{PhoneInput, SendRequest};
 use crate::phone::{InvalidPhone, Masked, Phone};
-use crate::policy::spend::SpendLedger;
+use crate::policy::spend::{Reservation, SpendLedger};
 use crate::policy::{Decision, Limiter, Subject};
 use crate::tencent::classify::{self, Class};
 use crate::tencent::{OutboundSms, PreparedRequest, Receipt, TencentClient};
@@ -45,7 +45,7 @@ pub struct Trail {
     pub replayed: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Delivery {
     Sent,
     DryRun,
@@ -53,8 +53,8 @@ pub enum Delivery {
     TestNumber,
 }
 
-/// A send the pipeline accepted.
-#[derive(Debug, Clone)]
+/// A send the pipeline accepted (serialized when de-duplication shares it through Redis).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Accepted {
     pub delivery: Delivery,
     pub template_id: String,
@@ -69,6 +69,16 @@ pub struct Checked {
     pub code: Option<String>,
     pub idempotency_key: Option<String>,
     pub sms: OutboundSms,
+}
+
+/// The cross-replica de-duplication outcome of a request.
+enum SharedClaim {
+    /// No Redis, no key, or Redis failed: in-process de-duplication only.
+    Unshared,
+    /// This replica holds the key and records the answer.
+    Held(String),
+    /// Another replica's answer.
+    Replay(Outcome),
 }
 
 /// Everything up to the network, for `explain`: the message and the request that would carry it.
@@ -239,11 +249,28 @@ impl Services {
             Some(Claim::First(ticket)) => Some(ticket),
             None => None,
         };
+        let mut shared_key = None;
+        if ticket.is_some() {
+            match self.shared_claim(tenant, &checked).await {
+                SharedClaim::Replay(outcome) => {
+                    trail.replayed = true;
+                    if let Some(ticket) = ticket {
+                        ticket.complete(&outcome);
+                    }
+                    return outcome;
+                }
+                SharedClaim::Held(key) => shared_key = Some(key),
+                SharedClaim::Unshared => {}
+            }
+        }
         let services = self.clone();
         let tenant = tenant.clone();
         let mut owned = std::mem::take(trail);
         let task = tokio::spawn(async move {
             let outcome = services.commit_and_send(&tenant, checked, &mut owned).await;
+            if let Some(key) = shared_key {
+                services.share_outcome(&tenant, &key, &outcome).await;
+            }
             if let Some(ticket) = ticket {
                 ticket.complete(&outcome);
             }
@@ -272,26 +299,108 @@ impl Services {
         Some(self.dedupe.claim(key, tenant.dedupe_window))
     }
 
+    /// The cross-replica half of de-duplication (redis backend only): claims the request's shared key, or
+    /// finds the answer another replica recorded, waiting while that replica's send is in flight.
+    async fn shared_claim(&self, tenant: &Tenant, checked: &Checked) -> SharedClaim {
+        if tenant.dedupe_window.is_zero() {
+            return SharedClaim::Unshared;
+        }
+        let Some(redis) = self.limiter.shared() else { return SharedClaim::Unshared };
+        let Some(key) = dedupe::shared_key(
+            tenant,
+            checked.idempotency_key.as_deref(),
+            checked.phone.e164(),
+            &checked.usage,
+            checked.code.as_deref(),
+        ) else {
+            return SharedClaim::Unshared;
+        };
+        // A claim outlives the longest send, so a replica that died mid-send does not block the key forever.
+        let pending_for = tenant.tencent.timeout + Duration::from_secs(5);
+        match redis.set_new(&key, dedupe::PENDING, pending_for).await {
+            Ok(true) => return SharedClaim::Held(key),
+            Ok(false) => {}
+            Err(e) => {
+                self.limiter.shared_failed(&e);
+                return SharedClaim::Unshared;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + pending_for;
+        loop {
+            match redis.get(&key).await {
+                Ok(Some(value)) if value != dedupe::PENDING => {
+                    return match serde_json::from_str::<Accepted>(&value) {
+                        Ok(accepted) => SharedClaim::Replay(Ok(accepted)),
+                        Err(_) => SharedClaim::Unshared,
+                    };
+                }
+                // Still in flight elsewhere: never send a second SMS; past the deadline the answer is unknown.
+                Ok(Some(_)) if tokio::time::Instant::now() >= deadline => {
+                    return SharedClaim::Replay(Err(GatewayError::UpstreamTimeout))
+                }
+                Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+                // The first send failed and its key was dropped: this request is a retry and goes out.
+                Ok(None) => return SharedClaim::Unshared,
+                Err(e) => {
+                    self.limiter.shared_failed(&e);
+                    return SharedClaim::Unshared;
+                }
+            }
+        }
+    }
+
+    /// Records a held shared key's answer for the window (successes), or drops the key (failures).
+    async fn share_outcome(&self, tenant: &Tenant, key: &str, outcome: &Outcome) {
+        let Some(redis) = self.limiter.shared() else { return };
+        let result = match outcome.as_ref().ok().and_then(|a| serde_json::to_string(a).ok()) {
+            Some(answer) => redis.set(key, &answer, tenant.dedupe_window).await,
+            None => redis.delete(key).await,
+        };
+        if let Err(e) = result {
+            self.limiter.shared_failed(&e);
+        }
+    }
+
+    /// Reserves one message against the tenant's spend caps: in Redis when it is up, else in this process.
+    async fn reserve_spend(&self, tenant: &Tenant, country: &str) -> Result<Option<Reservation>, GatewayError> {
+        let Some(caps) = &tenant.spend_caps else { return Ok(None) };
+        let now = self.clock.unix_seconds();
+        let reserved = match self.limiter.shared() {
+            Some(redis) => match self.spend.reserve_shared(redis, &tenant.name, caps, country, now).await {
+                Ok(reserved) => reserved,
+                Err(e) => {
+                    self.limiter.shared_failed(&e);
+                    self.spend.reserve(&tenant.name, caps, country, now)
+                }
+            },
+            None => self.spend.reserve(&tenant.name, caps, country, now),
+        };
+        if let Err(GatewayError::SpendCapReached { cap, .. }) = &reserved {
+            tracing::error!(tenant = %tenant.name, cap = %cap, "spend cap reached: sends refused until it resets");
+        }
+        reserved.map(Some)
+    }
+
+    async fn give_back(&self, reservation: Option<Reservation>) {
+        if let Some(r) = reservation {
+            self.spend.release(r, self.limiter.shared()).await;
+        }
+    }
+
+    async fn keep(&self, reservation: Option<Reservation>, fee: u32) {
+        if let Some(r) = reservation {
+            self.spend.settle(r, fee, self.limiter.shared()).await;
+        }
+    }
+
     /// Limits, spend caps and the upstream send: the stages that consume something.
     async fn commit_and_send(&self, tenant: &Tenant, checked: Checked, trail: &mut Trail) -> Outcome {
         let subject = Subject { phone: &checked.phone, usage: &checked.usage, ip: checked.ip };
-        let reservation = match &tenant.spend_caps {
-            Some(caps) => {
-                let reserved =
-                    self.spend.reserve(&tenant.name, caps, checked.phone.country_code(), self.clock.unix_seconds());
-                if let Err(GatewayError::SpendCapReached { cap, .. }) = &reserved {
-                    tracing::error!(tenant = %tenant.name, cap = %cap, "spend cap reached: sends refused until it resets");
-                }
-                Some(reserved?)
-            }
-            None => None,
-        };
+        let reservation = self.reserve_spend(tenant, checked.phone.country_code()).await?;
         let decision = match self.limiter.decide(tenant, &subject, true).await {
             Ok(decision) => decision,
             Err(e) => {
-                if let Some(r) = reservation {
-                    self.spend.release(r);
-                }
+                self.give_back(reservation).await;
                 return Err(e);
             }
         };
@@ -301,9 +410,7 @@ impl Services {
         });
         trail.limits = Some(decision);
         if let Some(denied) = denied {
-            if let Some(r) = reservation {
-                self.spend.release(r);
-            }
+            self.give_back(reservation).await;
             return Err(denied);
         }
 
@@ -318,9 +425,7 @@ impl Services {
                 body = %request.redacted_body(),
                 "dry run: signed, not sent"
             );
-            if let Some(r) = reservation {
-                self.spend.settle(r, 0);
-            }
+            self.keep(reservation, 0).await;
             return Ok(Accepted { delivery: Delivery::DryRun, template_id: sms.template_id, receipt: None });
         }
 
@@ -337,17 +442,15 @@ impl Services {
         match result {
             Ok(receipt) => {
                 trail.upstream_code = Some("Ok".into());
-                if let Some(r) = reservation {
-                    self.spend.settle(r, receipt.fee);
-                }
+                self.keep(reservation, receipt.fee).await;
                 Ok(Accepted { delivery: Delivery::Sent, template_id: sms.template_id, receipt: Some(receipt) })
             }
             Err(e) => {
                 trail.upstream_code = e.upstream().map(|u| u.code.clone());
-                match reservation {
-                    Some(r) if certainly_unsent(&e) => self.spend.release(r),
-                    Some(r) => self.spend.settle(r, 0),
-                    None => {}
+                if certainly_unsent(&e) {
+                    self.give_back(reservation).await;
+                } else {
+                    self.keep(reservation, 0).await;
                 }
                 Err(e)
             }

@@ -24,6 +24,11 @@ struct Replica {
 
 impl Replica {
     fn start(redis_url: &str, on_error: &str, limits: &str) -> Replica {
+        Replica::start_with(redis_url, on_error, limits, "    dedupe_window: 0s   # the tests repeat sends on purpose")
+    }
+
+    /// With tenant-level lines of its own (`tenant` replaces the default `dedupe_window: 0s`).
+    fn start_with(redis_url: &str, on_error: &str, limits: &str, tenant: &str) -> Replica {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("gateway.yaml");
         std::fs::write(
@@ -47,7 +52,7 @@ tenants:
       region: ap-guangzhou
       templates: [{{ usageType: Generic, templateCode: "1113" }}]
       dry_run: true
-    dedupe_window: 0s   # the tests repeat sends on purpose
+{tenant}
     limits:
 {limits}
 "#
@@ -82,16 +87,22 @@ tenants:
     }
 
     async fn send(&self, http: &reqwest::Client, phone: &str) -> (u16, Value) {
+        self.send_code(http, phone, "123456").await.0
+    }
+
+    /// A send with this code; also returns whether the answer was a replay.
+    async fn send_code(&self, http: &reqwest::Client, phone: &str, code: &str) -> ((u16, Value), bool) {
         let response = http
             .post(format!("{}/v1/sms/send", self.base))
             .bearer_auth(TOKEN)
             .header("content-type", "application/json")
-            .body(serde_json::json!({"phone": phone, "usage": "SignIn", "code": "123456"}).to_string())
+            .body(serde_json::json!({"phone": phone, "usage": "SignIn", "code": code}).to_string())
             .send()
             .await
             .expect("the replica answers");
         let status = response.status().as_u16();
-        (status, serde_json::from_str(&response.text().await.unwrap()).unwrap())
+        let replayed = response.headers().contains_key("idempotent-replayed");
+        ((status, serde_json::from_str(&response.text().await.unwrap()).unwrap()), replayed)
     }
 
     async fn ready(&self, http: &reqwest::Client) -> (u16, Value) {
@@ -164,6 +175,34 @@ async fn two_replicas_sharing_redis_enforce_one_quota_per_number() {
         let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut c).unwrap();
         assert!(ttl > 0 && ttl <= 3_600_000, "{key}: {ttl}");
     }
+}
+
+#[tokio::test]
+async fn two_replicas_share_de_duplication_and_spend_caps() {
+    let Some(redis) = RedisServer::start() else { return };
+    let tenant = "    spend_caps: { daily: 3 }";
+    let a = Replica::start_with(&redis.url(), "deny", "      []", tenant);
+    let b = Replica::start_with(&redis.url(), "deny", "      []", tenant);
+    let http = reqwest::Client::new();
+    // The same send reaching the other replica is a repeat: the first answer, no second message.
+    let ((status, first), replayed) = a.send_code(&http, "+8613800138000", "111111").await;
+    assert_eq!((status, replayed), (200, false), "{first}");
+    let ((status, again), replayed) = b.send_code(&http, "+8613800138000", "111111").await;
+    assert_eq!((status, replayed), (200, true), "{again}");
+    assert_eq!((&again["status"], &again["template_id"]), (&first["status"], &first["template_id"]));
+    // One cap of 3 messages shared by both replicas (the repeat used none).
+    assert_eq!(b.send_code(&http, "+8613800138001", "1").await.0 .0, 200);
+    assert_eq!(a.send_code(&http, "+8613800138002", "1").await.0 .0, 200);
+    let ((status, body), _) = b.send_code(&http, "+8613800138003", "1").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("spend_cap_reached")), "{body}");
+    let ((status, _), _) = a.send_code(&http, "+8613800138004", "1").await;
+    assert_eq!(status, 429);
+    // No code or number can be read from the keys.
+    let mut c = redis.connection();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("smsgate:*").query(&mut c).unwrap();
+    assert!(keys.iter().any(|k| k.starts_with("smsgate:{demo}:dedupe:")), "{keys:?}");
+    assert!(keys.iter().any(|k| k.starts_with("smsgate:{demo}:spend:all:d")), "{keys:?}");
+    assert!(keys.iter().all(|k| !k.contains("111111") && !k.contains("13800138000")), "{keys:?}");
 }
 
 /// Kills Redis mid-run and checks what `on_error` promises, then restarts it on the same port and checks the

@@ -250,6 +250,19 @@ impl Limiter {
         Ok(Decision::from_verdicts(&applicable, verdicts))
     }
 
+    /// Redis, for the other state replicas share (de-duplication, spend caps): Some when the redis backend is
+    /// configured and believed up. Callers report failures with [`Limiter::shared_failed`] and fall back to
+    /// their in-process state.
+    pub fn shared(&self) -> Option<&RedisStore> {
+        self.redis.as_ref().filter(|link| link.healthy.load(Ordering::SeqCst)).map(|link| &link.store)
+    }
+
+    pub fn shared_failed(&self, error: &RedisError) {
+        if let Some(link) = &self.redis {
+            link.failed(error);
+        }
+    }
+
     /// The in-process store (the memory backend, or the redis backend's local fallback).
     pub fn store(&self) -> &Arc<MemoryStore> {
         &self.memory

@@ -62,9 +62,27 @@ pub enum RedisError {
     Shape(usize, usize),
 }
 
+/// KEYS: spend counters (hashes with fields m and f). ARGV per key: message cap, fee cap, ttl ms (0: no cap).
+const SPEND_SCRIPT: &str = r#"
+for i = 1, #KEYS do
+  local m = tonumber(redis.call('HGET', KEYS[i], 'm') or '0')
+  local f = tonumber(redis.call('HGET', KEYS[i], 'f') or '0')
+  local mc = tonumber(ARGV[3 * i - 2])
+  local fc = tonumber(ARGV[3 * i - 1])
+  if mc > 0 and m >= mc then return {i, 0} end
+  if fc > 0 and f >= fc then return {i, 1} end
+end
+for i = 1, #KEYS do
+  redis.call('HINCRBY', KEYS[i], 'm', 1)
+  redis.call('PEXPIRE', KEYS[i], ARGV[3 * i])
+end
+return {0, 0}
+"#;
+
 pub struct RedisStore {
     client: redis::Client,
     script: redis::Script,
+    spend_script: redis::Script,
     /// Bound on one whole call, connecting included.
     timeout: Duration,
     /// The multiplexed connection, shared by all requests; dropped on any error so the next use reconnects.
@@ -76,6 +94,7 @@ impl RedisStore {
         Ok(RedisStore {
             client: redis::Client::open(url)?,
             script: redis::Script::new(SCRIPT),
+            spend_script: redis::Script::new(SPEND_SCRIPT),
             timeout,
             connection: Mutex::new(None),
         })
@@ -138,6 +157,69 @@ impl RedisStore {
             return Err(RedisError::Shape(stored.len(), checks.len()));
         }
         Ok(stored.into_iter().map(|tat| (tat > 0).then_some(tat)).collect())
+    }
+
+    /// `SET key value NX PX ttl`: true when this call created the key.
+    pub async fn set_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, RedisError> {
+        let (key, value, ttl) = (key.to_owned(), value.to_owned(), ttl.as_millis().max(1) as u64);
+        self.bounded(|mut c| async move {
+            let set: Option<String> =
+                redis::cmd("SET").arg(key).arg(value).arg("NX").arg("PX").arg(ttl).query_async(&mut c).await?;
+            Ok(set.is_some())
+        })
+        .await
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<String>, RedisError> {
+        let key = key.to_owned();
+        self.bounded(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await }).await
+    }
+
+    /// `SET key value PX ttl`.
+    pub async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), RedisError> {
+        let (key, value, ttl) = (key.to_owned(), value.to_owned(), ttl.as_millis().max(1) as u64);
+        self.bounded(|mut c| async move {
+            redis::cmd("SET").arg(key).arg(value).arg("PX").arg(ttl).query_async(&mut c).await
+        })
+        .await
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), RedisError> {
+        let key = key.to_owned();
+        self.bounded(|mut c| async move { redis::cmd("DEL").arg(key).query_async::<i64>(&mut c).await.map(drop) }).await
+    }
+
+    /// Spend caps, atomically: if no counter has reached its caps, adds one message to each (and refreshes
+    /// its expiry). `limits` holds (message cap, fee cap, ttl ms) per key, 0 meaning no cap. Returns the
+    /// index of the first key at a cap and whether it was the fee cap, or None when reserved.
+    pub async fn reserve_spend(
+        &self,
+        keys: &[String],
+        limits: &[(u64, u64, u64)],
+    ) -> Result<Option<(usize, bool)>, RedisError> {
+        let mut invocation = self.spend_script.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        for (messages, fee, ttl) in limits {
+            invocation.arg(*messages).arg(*fee).arg(*ttl);
+        }
+        let (index, fee): (usize, u8) =
+            self.bounded(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
+        Ok((index > 0).then(|| (index - 1, fee == 1)))
+    }
+
+    /// Adds `delta` to field `m` (messages) or `f` (fee) of each spend counter.
+    pub async fn adjust_spend(&self, keys: &[String], field: &'static str, delta: i64) -> Result<(), RedisError> {
+        let keys = keys.to_vec();
+        self.bounded(|mut c| async move {
+            let mut pipe = redis::pipe();
+            for key in keys {
+                pipe.cmd("HINCRBY").arg(key).arg(field).arg(delta).ignore();
+            }
+            pipe.query_async::<()>(&mut c).await
+        })
+        .await
     }
 
     /// Whether Redis answers PING within the time-out (the health probe after a failure).

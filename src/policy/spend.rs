@@ -1,10 +1,13 @@
 //! Spend caps: per tenant (and optionally per country), a cap on messages and on Tencent's reported `Fee`
 //! per day and per month. A send reserves one message before it is handed to Tencent, so concurrent sends
 //! cannot overshoot a message cap; the reservation is released when the send certainly went nowhere, and
-//! the fee is added when Tencent reports it. Counters live in this process (memory backend).
+//! the fee is added when Tencent reports it. Counters live in Redis when the redis limiter backend is
+//! configured and up (one script call checks and reserves atomically, so replicas share one cap), else in
+//! this process.
 
 use crate::config::{Caps, SpendCaps};
 use crate::error::GatewayError;
+use crate::policy::{RedisError, RedisStore};
 use chrono::{Datelike, TimeZone};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,7 +22,7 @@ enum Period {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Key {
+pub struct Key {
     tenant: Arc<str>,
     /// None: the tenant's own caps; Some: a country's.
     country: Option<String>,
@@ -40,8 +43,51 @@ pub struct SpendLedger {
 
 /// One message reserved against the caps; settle it with what happened.
 #[derive(Debug)]
-pub struct Reservation {
-    keys: Vec<Key>,
+pub enum Reservation {
+    Local(Vec<Key>),
+    /// Counter keys in Redis.
+    Shared(Vec<String>),
+}
+
+/// One cap scope and period a send counts against.
+struct Slot {
+    key: Key,
+    message_cap: Option<u64>,
+    fee_cap: Option<u64>,
+    wait: Duration,
+    /// `daily`, `US monthly`...: names the cap in logs.
+    name: String,
+}
+
+fn slots(tenant: &Arc<str>, caps: &SpendCaps, country: &str, now_unix: i64) -> Vec<Slot> {
+    let clocks = clocks(now_unix, caps.utc_offset_seconds);
+    let scopes: Vec<(Option<String>, &Caps)> = std::iter::once((None, &caps.tenant))
+        .chain(caps.countries.get(country).map(|c| (Some(country.to_owned()), c)))
+        .collect();
+    let mut slots = Vec::new();
+    for (country, cap) in scopes {
+        let scope = country.as_deref().map_or(String::new(), |c| format!("{c} "));
+        for (period, message_cap, fee_cap, wait, name) in [
+            (clocks.day, cap.daily, cap.daily_fee, clocks.until_tomorrow, "daily"),
+            (clocks.month, cap.monthly, cap.monthly_fee, clocks.until_next_month, "monthly"),
+        ] {
+            if message_cap.is_none() && fee_cap.is_none() {
+                continue;
+            }
+            let key = Key { tenant: tenant.clone(), country: country.clone(), period };
+            slots.push(Slot { key, message_cap, fee_cap, wait, name: format!("{scope}{name}") });
+        }
+    }
+    slots
+}
+
+fn redis_key(key: &Key) -> String {
+    let scope = key.country.as_deref().unwrap_or("all");
+    let period = match key.period {
+        Period::Day(d) => format!("d{d}"),
+        Period::Month(m) => format!("m{m}"),
+    };
+    format!("smsgate:{{{}}}:spend:{scope}:{period}", key.tenant)
 }
 
 struct Clocks {
@@ -71,7 +117,8 @@ fn clocks(now_unix: i64, offset_seconds: i32) -> Clocks {
 }
 
 impl SpendLedger {
-    /// Reserves one message for `tenant` to `country` at `now_unix`, or refuses when a cap is reached.
+    /// Reserves one message for `tenant` to `country` at `now_unix` in this process, or refuses when a cap
+    /// is reached.
     pub fn reserve(
         &self,
         tenant: &Arc<str>,
@@ -79,53 +126,94 @@ impl SpendLedger {
         country: &str,
         now_unix: i64,
     ) -> Result<Reservation, GatewayError> {
+        let slots = slots(tenant, caps, country, now_unix);
         let clocks = clocks(now_unix, caps.utc_offset_seconds);
-        let scopes: Vec<(Option<String>, &Caps)> = std::iter::once((None, &caps.tenant))
-            .chain(caps.countries.get(country).map(|c| (Some(country.to_owned()), c)))
-            .collect();
         let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
         // Periods other than the current ones are over: drop them so the ledger stays small.
         spent.retain(|key, _| key.period == clocks.day || key.period == clocks.month);
-        let mut keys = Vec::new();
-        for (country, cap) in &scopes {
-            for (period, message_cap, fee_cap, wait, name) in [
-                (clocks.day, cap.daily, cap.daily_fee, clocks.until_tomorrow, "daily"),
-                (clocks.month, cap.monthly, cap.monthly_fee, clocks.until_next_month, "monthly"),
-            ] {
-                let key = Key { tenant: tenant.clone(), country: country.clone(), period };
-                let so_far = spent.get(&key).copied().unwrap_or_default();
-                let scope = country.as_deref().map_or(String::new(), |c| format!("{c} "));
-                if message_cap.is_some_and(|cap| so_far.messages >= cap) {
-                    return Err(GatewayError::SpendCapReached { cap: format!("{scope}{name}"), retry_after: wait });
-                }
-                if fee_cap.is_some_and(|cap| so_far.fee >= cap) {
-                    return Err(GatewayError::SpendCapReached { cap: format!("{scope}{name}_fee"), retry_after: wait });
-                }
-                keys.push(key);
+        for slot in &slots {
+            let so_far = spent.get(&slot.key).copied().unwrap_or_default();
+            if slot.message_cap.is_some_and(|cap| so_far.messages >= cap) {
+                return Err(GatewayError::SpendCapReached { cap: slot.name.clone(), retry_after: slot.wait });
+            }
+            if slot.fee_cap.is_some_and(|cap| so_far.fee >= cap) {
+                return Err(GatewayError::SpendCapReached {
+                    cap: format!("{}_fee", slot.name),
+                    retry_after: slot.wait,
+                });
             }
         }
-        for key in &keys {
-            spent.entry(key.clone()).or_default().messages += 1;
+        for slot in &slots {
+            spent.entry(slot.key.clone()).or_default().messages += 1;
         }
-        Ok(Reservation { keys })
+        Ok(Reservation::Local(slots.into_iter().map(|s| s.key).collect()))
+    }
+
+    /// The same in Redis, shared by every replica. The outer error is Redis failing (the caller falls back to
+    /// [`SpendLedger::reserve`]).
+    pub async fn reserve_shared(
+        &self,
+        redis: &RedisStore,
+        tenant: &Arc<str>,
+        caps: &SpendCaps,
+        country: &str,
+        now_unix: i64,
+    ) -> Result<Result<Reservation, GatewayError>, RedisError> {
+        let slots = slots(tenant, caps, country, now_unix);
+        let keys: Vec<String> = slots.iter().map(|s| redis_key(&s.key)).collect();
+        // Counters outlive their period by an hour, then expire: Redis holds current periods only.
+        let limits: Vec<(u64, u64, u64)> = slots
+            .iter()
+            .map(|s| (s.message_cap.unwrap_or(0), s.fee_cap.unwrap_or(0), s.wait.as_millis() as u64 + 3_600_000))
+            .collect();
+        Ok(match redis.reserve_spend(&keys, &limits).await? {
+            None => Ok(Reservation::Shared(keys)),
+            Some((index, fee)) => {
+                let slot = &slots[index];
+                let cap = if fee { format!("{}_fee", slot.name) } else { slot.name.clone() };
+                Err(GatewayError::SpendCapReached { cap, retry_after: slot.wait })
+            }
+        })
     }
 
     /// The send went nowhere (refused before or by Tencent without sending): give the message back.
-    pub fn release(&self, reservation: Reservation) {
-        let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
-        for key in reservation.keys {
-            if let Some(s) = spent.get_mut(&key) {
-                s.messages = s.messages.saturating_sub(1);
+    pub async fn release(&self, reservation: Reservation, redis: Option<&RedisStore>) {
+        match reservation {
+            Reservation::Local(keys) => {
+                let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
+                for key in keys {
+                    if let Some(s) = spent.get_mut(&key) {
+                        s.messages = s.messages.saturating_sub(1);
+                    }
+                }
             }
+            Reservation::Shared(keys) => shared_adjust(redis, &keys, "m", -1).await,
         }
     }
 
     /// The send went out (or may have): keep the message and add Tencent's fee.
-    pub fn settle(&self, reservation: Reservation, fee: u32) {
-        let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
-        for key in reservation.keys {
-            spent.entry(key).or_default().fee += u64::from(fee);
+    pub async fn settle(&self, reservation: Reservation, fee: u32, redis: Option<&RedisStore>) {
+        match reservation {
+            Reservation::Local(keys) => {
+                let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
+                for key in keys {
+                    spent.entry(key).or_default().fee += u64::from(fee);
+                }
+            }
+            Reservation::Shared(keys) if fee > 0 => shared_adjust(redis, &keys, "f", i64::from(fee)).await,
+            Reservation::Shared(_) => {}
         }
+    }
+}
+
+async fn shared_adjust(redis: Option<&RedisStore>, keys: &[String], field: &'static str, delta: i64) {
+    let result = match redis {
+        Some(redis) => redis.adjust_spend(keys, field, delta).await,
+        None => return,
+    };
+    if let Err(e) = result {
+        // The counters stay conservative (a message kept, a fee lost); log it rather than fail the send.
+        tracing::warn!(error = %e, field, delta, "spend caps: could not update the shared counters");
     }
 }
 
@@ -144,8 +232,8 @@ mod tests {
     // 2024-01-31 15:00 UTC = 23:00 on the 31st in China: one hour to both boundaries.
     const LATE: i64 = 1706713200;
 
-    #[test]
-    fn refuses_at_exactly_the_cap_and_releases_unsent() {
+    #[tokio::test]
+    async fn refuses_at_exactly_the_cap_and_releases_unsent() {
         let ledger = SpendLedger::default();
         let t: Arc<str> = "acme".into();
         let c = caps(2);
@@ -154,8 +242,8 @@ mod tests {
         let refused = ledger.reserve(&t, &c, "CN", LATE).unwrap_err();
         assert_eq!(refused.code(), "spend_cap_reached");
         assert_eq!(refused.retry_after(), Some(3600));
-        ledger.release(second);
-        ledger.settle(first, 1);
+        ledger.release(second, None).await;
+        ledger.settle(first, 1, None).await;
         assert!(ledger.reserve(&t, &c, "CN", LATE).is_ok(), "a released message is available again");
         assert!(ledger.reserve(&t, &c, "CN", LATE).is_err());
         // The next day (China time) starts afresh.
@@ -174,8 +262,8 @@ mod tests {
         assert!(ledger.reserve(&t, &c, "CN", LATE).is_ok());
     }
 
-    #[test]
-    fn fee_caps_count_reported_fees() {
+    #[tokio::test]
+    async fn fee_caps_count_reported_fees() {
         let ledger = SpendLedger::default();
         let t: Arc<str> = "acme".into();
         let c = SpendCaps {
@@ -184,7 +272,7 @@ mod tests {
             countries: HashMap::new(),
         };
         let r = ledger.reserve(&t, &c, "CN", LATE).unwrap();
-        ledger.settle(r, 3);
+        ledger.settle(r, 3, None).await;
         assert!(ledger.reserve(&t, &c, "CN", LATE).is_err());
     }
 

@@ -69,7 +69,7 @@ impl PreparedRequest {
 }
 
 /// Tencent's acceptance of one number.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Receipt {
     pub serial_no: String,
     pub fee: u32,
