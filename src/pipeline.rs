@@ -8,6 +8,7 @@ use crate::error::GatewayError;
 use crate::ingress::{PhoneInput, SendRequest};
 use crate::phone::{InvalidPhone, Phone};
 use crate::policy::{Decision, Limiter, Subject};
+use crate::script::{Routed, ScriptReport};
 use crate::tencent::{OutboundSms, PreparedRequest, Receipt, TencentClient};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +30,10 @@ pub struct Trail {
     pub limits: Option<Decision>,
     pub upstream_code: Option<String>,
     pub upstream_latency: Option<Duration>,
+    /// What the tenant's Lua hook did, when it has one.
+    pub script: Option<ScriptReport>,
+    /// The request's id, for log lines written during the pipeline (the hook's `smsgate.log`).
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,14 +80,36 @@ impl Services {
         trail: &mut Trail,
     ) -> Result<Planned, GatewayError> {
         trail.usage = Some(request.usage.clone());
-        let phone = normalize(tenant, &request.phone)?;
+        let normalized = normalize(tenant, &request.phone);
+        trail.phone = normalized.as_ref().ok().cloned();
+        let routed = match &tenant.script {
+            Some(hook) => {
+                let (routed, report) =
+                    crate::script::stage(hook, tenant, &request, normalized, trail.request_id.as_deref());
+                trail.script = Some(report);
+                routed?
+            }
+            None => Routed {
+                phone: normalized?,
+                usage: request.usage.clone(),
+                params: request.params,
+                template_id: None,
+                sign_name: None,
+                region: None,
+            },
+        };
+        // Everything after the hook, limits included, keys on the final number and usage.
+        let Routed { phone, usage, params, template_id, sign_name, region } = routed;
+        trail.usage = Some(usage.clone());
         trail.phone = Some(phone.clone());
 
-        let template_id = template(tenant, &request.usage)?.to_owned();
+        let template_id = match template_id {
+            Some(id) => id,
+            None => template(tenant, &usage)?.to_owned(),
+        };
         trail.template_id = Some(template_id.clone());
 
-        let decision =
-            self.limiter.decide(tenant, &Subject { phone: &phone, usage: &request.usage, ip: request.ip }, commit);
+        let decision = self.limiter.decide(tenant, &Subject { phone: &phone, usage: &usage, ip: request.ip }, commit);
         let denied = (!decision.allowed).then(|| GatewayError::RateLimited {
             rule: decision.denied_by.clone().unwrap_or_default(),
             retry_after: decision.retry_after,
@@ -96,9 +123,9 @@ impl Services {
         let sms = OutboundSms {
             phone_e164: phone.e164().to_owned(),
             template_id,
-            sign_name: account.sign_name.clone(),
-            params: request.params,
-            region: account.region.clone(),
+            sign_name: sign_name.or_else(|| account.sign_name.clone()),
+            params,
+            region: region.unwrap_or_else(|| account.region.clone()),
         };
         let request = TencentClient::prepare(account, &sms, self.clock.unix_seconds());
         Ok(Planned { sms, request })

@@ -37,6 +37,8 @@ pub struct Tenant {
     pub tencent: TencentAccount,
     pub templates: Templates,
     pub limits: Vec<LimitRule>,
+    /// The tenant's Lua hook, compiled, with its pool of states.
+    pub script: Option<crate::script::ScriptHook>,
 }
 
 #[derive(Debug)]
@@ -81,6 +83,11 @@ impl Templates {
 
     pub fn contains_id(&self, template_id: &str) -> bool {
         self.by_usage.values().any(|id| id == template_id)
+    }
+
+    /// (usage type, TemplateId) pairs, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.by_usage.iter().map(|(u, id)| (u.as_str(), id.as_str()))
     }
 }
 

@@ -41,6 +41,16 @@ pub struct RawTenant {
     #[serde(default)]
     pub limits: Vec<RawLimit>,
     pub script: Option<Scalar>,
+    pub script_limits: Option<RawScriptLimits>,
+    pub on_script_error: Option<Scalar>,
+}
+
+/// `script_limits: { instructions: 200000, memory: 1MiB }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScriptLimits {
+    pub instructions: Option<u64>,
+    pub memory: Option<Scalar>,
 }
 
 /// The Logto Tencent SMS connector's JSON (camelCase, pasted as is) plus smsgate's own snake_case keys.

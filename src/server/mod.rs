@@ -153,7 +153,7 @@ impl Gateway {
         }
 
         let config = self.config();
-        let mut trail = Trail::default();
+        let mut trail = Trail { request_id: Some(id.clone()), ..Trail::default() };
         let result = self.send(&config, route, req, &mut trail).await;
         let response = match &result {
             Ok(accepted) => respond::accepted(accepted, &trail, &id),
@@ -255,7 +255,9 @@ impl Gateway {
         let country = trail.phone.as_ref().map(|p| p.country_code().to_owned());
         let upstream_ms = trail.upstream_latency.map(|d| d.as_secs_f64() * 1000.0);
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let detail = error.map(|e| e.to_string());
+        // Hook rejections carry the script's own text, which may hold a number.
+        let detail = error.map(|e| crate::phone::mask_numbers(&e.to_string()).into_owned());
+        let script = trail.script.as_ref().map(|s| s.summary());
         macro_rules! event {
             ($level:expr) => {
                 tracing::event!(
@@ -267,6 +269,7 @@ impl Gateway {
                     phone = phone.as_deref(),
                     country = country.as_deref(),
                     template_id = trail.template_id.as_deref(),
+                    script = script.as_deref(),
                     outcome,
                     upstream_code = trail.upstream_code.as_deref(),
                     upstream_ms,
