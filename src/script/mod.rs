@@ -164,7 +164,8 @@ impl ScriptHook {
             // More threads than cores call at once (a bench, explain beside serve): grow the pool once.
             None => Sandbox::new(&self.path, &self.source, &self.settings, self.limits, self.tenant.clone())?,
         };
-        let result = sandbox.call(input);
+        let result =
+            sandbox.call(input).map_err(|e| if e.starts_with(&self.path) { e } else { format!("{}: {e}", self.path) });
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         if pool.len() < self.max_pooled {
             pool.push(sandbox);

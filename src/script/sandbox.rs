@@ -34,7 +34,7 @@ pub(super) struct Sandbox {
     env_meta: Table,
     context: Arc<Mutex<CallContext>>,
     steps: u32,
-    memory_limit: usize,
+    memory_budget: usize,
 }
 
 fn lock(context: &Mutex<CallContext>) -> MutexGuard<'_, CallContext> {
@@ -123,7 +123,7 @@ impl Sandbox {
         // The per-call budget counts from what the loaded script holds.
         let memory_limit = lua.used_memory().saturating_add(limits.memory);
         lua.set_memory_limit(memory_limit).map_err(fail)?;
-        Ok(Sandbox { lua, on_send, dispatch_meta, env_meta, context, steps, memory_limit })
+        Ok(Sandbox { lua, on_send, dispatch_meta, env_meta, context, steps, memory_budget: limits.memory })
     }
 
     fn prelude(
@@ -202,7 +202,9 @@ impl Sandbox {
         let result = self.run(input);
         let result = match result {
             Err(e) => Err(Self::overrun(&self.context).unwrap_or_else(|| match e {
-                mlua::Error::MemoryError(_) => format!("memory limit exceeded ({} bytes)", self.memory_limit),
+                mlua::Error::MemoryError(_) => {
+                    format!("memory limit exceeded ({} KiB per call)", self.memory_budget >> 10)
+                }
                 e => describe(&e),
             })),
             Ok(Err(message)) => Err(message),
