@@ -13,13 +13,15 @@ local function mainland_national(raw)
     or s:match("^%+?86(" .. MOBILE .. ")$")
 end
 
+-- smsgate.parse_phone guards the rewrite: a well-formed number that only looks like a mainland mobile
+-- (a North American 1 + area code + number) is left as the caller wrote it.
 function on_send(req)
   local national = mainland_national(req.raw_phone)
   if national then
-    local e164 = smsgate.parse_phone("+86" .. national)
-    if e164 and e164 ~= req.phone then
-      smsgate.log("info", "read the number as a mainland mobile")
-      req.phone = e164
+    local candidate = "+86" .. national
+    if candidate ~= req.phone and smsgate.parse_phone(candidate) then
+      smsgate.log("debug", "read the number as a mainland mobile")
+      req.phone = candidate
     end
   end
 end

@@ -200,6 +200,8 @@ end
     for which in ["template", "phone", "usage", "region", "return"] {
         gw.post("/v1/sms/send", &with_params("+8613800138000", &[which])).await.assert_error(500, "script_error");
     }
+    // A failed repair of a number that was invalid to begin with stays the caller's fault.
+    gw.post("/v1/sms/send", &with_params("12", &["phone"])).await.assert_error(400, "invalid_phone");
     assert!(mock.seen().is_empty());
     let a = gw.post("/v1/sms/send", &with_params("+8613800138000", &["ok"])).await;
     assert_eq!(a.status, 200, "{:#}", a.json);

@@ -357,16 +357,20 @@ fn check(tenant: &Tenant, input: &HookInput<'_>, verdict: RawVerdict) -> Result<
     };
     let mut changes = Vec::new();
     let final_phone = match (phone, input.phone) {
-        (Some(text), before) => {
-            let parsed = Phone::from_native(&text, tenant.default_country)
-                .map_err(|_| "on_send set req.phone to a number that does not parse".to_owned())?;
-            changes.push(Change {
-                field: "phone",
-                from: before.map(|p| p.e164().to_owned()),
-                to: parsed.e164().into(),
-            });
-            parsed
-        }
+        (Some(text), before) => match Phone::from_native(&text, tenant.default_country) {
+            Ok(parsed) => {
+                changes.push(Change {
+                    field: "phone",
+                    from: before.map(|p| p.e164().to_owned()),
+                    to: parsed.e164().into(),
+                });
+                parsed
+            }
+            // A failed repair of a number that was already invalid stays the caller's fault; breaking a
+            // valid number is the hook's.
+            Err(_) if before.is_none() => return Ok(Checked::NoNumber),
+            Err(_) => return Err("on_send set req.phone to a number that does not parse".into()),
+        },
         (None, Some(before)) => before.clone(),
         (None, None) => return Ok(Checked::NoNumber),
     };

@@ -4,7 +4,12 @@
 
 use super::{HookInput, RawVerdict, ScriptLimits, Settings};
 use crate::phone::Phone;
-use mlua::{ChunkMode, Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
+use mlua::{ChunkMode, Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, Variadic, VmState};
+
+/// What the trampoline returns: status, then (message or phone), usage, template_id, sign_name, region,
+/// whether params changed, and the params.
+type Returned =
+    (u8, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, bool, Variadic<String>);
 use std::sync::{Arc, Mutex, MutexGuard};
 
 const PRELUDE: &str = include_str!("prelude.lua");
@@ -29,12 +34,35 @@ struct CallContext {
 
 pub(super) struct Sandbox {
     lua: Lua,
-    on_send: Function,
-    dispatch_meta: Table,
-    env_meta: Table,
+    /// The prelude's trampoline bound to this script's `on_send`: fills `req`, calls, reads it back.
+    invoke: Function,
     context: Arc<Mutex<CallContext>>,
     steps: u32,
     memory_budget: usize,
+    /// The state's heap limit while the script runs: what the loaded script holds plus the budget.
+    memory_limit: usize,
+}
+
+/// Lifts the heap limit while the host passes the request in and takes the answer out, and restores it
+/// when dropped. With a limit set, mlua protects every value it pushes against allocation failure with a
+/// `pcall` of its own, which cost more than the script itself; what the host allocates there is bounded by
+/// the already-validated request. The trampoline arms the limit around the script's own code.
+struct HostSteps<'a> {
+    lua: &'a Lua,
+    limit: usize,
+}
+
+impl<'a> HostSteps<'a> {
+    fn new(lua: &'a Lua, limit: usize) -> mlua::Result<HostSteps<'a>> {
+        lua.set_memory_limit(0)?;
+        Ok(HostSteps { lua, limit })
+    }
+}
+
+impl Drop for HostSteps<'_> {
+    fn drop(&mut self) {
+        let _ = self.lua.set_memory_limit(self.limit);
+    }
 }
 
 fn lock(context: &Mutex<CallContext>) -> MutexGuard<'_, CallContext> {
@@ -83,8 +111,8 @@ impl Sandbox {
                 format!("{path}: {message}")
             }
         };
-        let (d, dispatch_meta, env_meta) =
-            Self::prelude(&lua, &context, settings, tenant, path).map_err(|e| format!("{path}: setup: {e}"))?;
+        let (d, make_invoke) =
+            Self::prelude(&lua, &context, settings, tenant.clone(), path).map_err(|e| format!("{path}: setup: {e}"))?;
         let hook_context = context.clone();
         let budget = limits.instructions;
         lua.set_hook(HookTriggers::new().every_nth_instruction(STEP.min(budget)), move |_, debug| {
@@ -122,8 +150,11 @@ impl Sandbox {
         lua.gc_collect().map_err(fail)?;
         // The per-call budget counts from what the loaded script holds.
         let memory_limit = lua.used_memory().saturating_add(limits.memory);
+        let arm = lua.create_function(move |lua, ()| lua.set_memory_limit(memory_limit).map(drop)).map_err(fail)?;
+        let disarm = lua.create_function(|lua, ()| lua.set_memory_limit(0).map(drop)).map_err(fail)?;
+        let invoke = make_invoke.call::<Function>((on_send, &*tenant, arm, disarm)).map_err(fail)?;
         lua.set_memory_limit(memory_limit).map_err(fail)?;
-        Ok(Sandbox { lua, on_send, dispatch_meta, env_meta, context, steps, memory_budget: limits.memory })
+        Ok(Sandbox { lua, invoke, context, steps, memory_budget: limits.memory, memory_limit })
     }
 
     fn prelude(
@@ -132,7 +163,7 @@ impl Sandbox {
         settings: &Settings,
         tenant: Arc<str>,
         path: &str,
-    ) -> mlua::Result<(Table, Table, Table)> {
+    ) -> mlua::Result<(Table, Function)> {
         let cx = context.clone();
         let spent = lua.create_function(move |_, ()| Ok(lock(&cx).spent))?;
         let cx = context.clone();
@@ -218,44 +249,39 @@ impl Sandbox {
     }
 
     fn run(&self, input: &HookInput<'_>) -> mlua::Result<Result<RawVerdict, String>> {
-        let lua = &self.lua;
-        let env = lua.create_table()?;
-        env.set_metatable(Some(self.env_meta.clone()))?;
-        self.dispatch_meta.raw_set("__index", &env)?;
-        self.dispatch_meta.raw_set("__newindex", &env)?;
-
-        let req = lua.create_table_with_capacity(0, 12)?;
-        req.raw_set("tenant", input.tenant)?;
-        req.raw_set("phone", input.phone.map(Phone::e164))?;
-        req.raw_set("raw_phone", input.raw_phone)?;
-        req.raw_set("country", input.phone.map(Phone::country_code))?;
-        req.raw_set("usage", input.usage)?;
-        req.raw_set("code", input.code)?;
-        req.raw_set("params", lua.create_sequence_from(input.params.iter().map(String::as_str))?)?;
-        req.raw_set("ip", input.ip.as_deref())?;
-        req.raw_set("locale", input.locale)?;
-
-        let returned: Value = self.on_send.call(&req)?;
-        match returned {
-            Value::Nil => {}
-            Value::Table(t) if t == req => {}
-            Value::Table(t) => {
-                return Ok(match t.raw_get::<Value>("reject")? {
-                    Value::String(s) => Ok(RawVerdict::Reject(s.to_string_lossy())),
-                    _ => Err("on_send returned a table without a string `reject` (return nothing, req, or {reject = \"message\"})".into()),
-                });
-            }
-            other => {
-                let kind = match other {
-                    Value::Integer(_) | Value::Number(_) => "number",
-                    other => other.type_name(),
-                };
-                return Ok(Err(format!(
-                    "on_send returned a {kind} (return nothing, req, or {{reject = \"message\"}})"
-                )));
-            }
-        }
-        Ok(read_back(&req, input))
+        let _host = HostSteps::new(&self.lua, self.memory_limit)?;
+        let args = (
+            input.phone.map(Phone::e164),
+            input.raw_phone,
+            input.phone.map(Phone::country_code),
+            input.usage,
+            input.code,
+            input.ip.as_deref(),
+            input.locale,
+            Variadic::from_iter(input.params.iter().map(String::as_str)),
+        );
+        let (status, a, usage, template_id, sign_name, region, params_changed, params): Returned =
+            self.invoke.call(args)?;
+        Ok(match status {
+            0 => Ok(RawVerdict::Proceed {
+                phone: None,
+                usage: None,
+                params: None,
+                template_id: None,
+                sign_name: None,
+                region: None,
+            }),
+            1 => Ok(RawVerdict::Proceed {
+                phone: a,
+                usage,
+                params: params_changed.then(|| params.into_iter().collect()),
+                template_id,
+                sign_name,
+                region,
+            }),
+            2 => Ok(RawVerdict::Reject(a.unwrap_or_default())),
+            _ => Err(a.unwrap_or_else(|| "on_send failed".into())),
+        })
     }
 
     /// Bytes held by this state after a full collection (for the leak test and the bench).
@@ -271,91 +297,4 @@ fn truncate(s: &str, max: usize) -> &str {
         Some((cut, _)) => &s[..cut],
         None => s,
     }
-}
-
-const READ_ONLY: [&str; 6] = ["tenant", "raw_phone", "country", "code", "ip", "locale"];
-const WRITABLE: [&str; 6] = ["phone", "usage", "params", "template_id", "sign_name", "region"];
-
-/// An optional text field the hook may set: a string, or an integer written as digits.
-fn text(req: &Table, field: &str) -> Result<Option<String>, String> {
-    match req.raw_get::<Value>(field).map_err(|e| describe(&e))? {
-        Value::Nil => Ok(None),
-        Value::String(s) => Ok(Some(s.to_string_lossy())),
-        Value::Integer(i) => Ok(Some(i.to_string())),
-        other => Err(format!("req.{field} must be a string, not a {}", other.type_name())),
-    }
-}
-
-/// What the hook left in `req`: only the writable fields may differ from what it was given.
-fn read_back(req: &Table, input: &HookInput<'_>) -> Result<RawVerdict, String> {
-    let mut unknown = None;
-    req.for_each::<Value, Value>(|k, _| {
-        let known = match &k {
-            Value::String(s) => {
-                let s = s.to_string_lossy();
-                READ_ONLY.contains(&s.as_str()) || WRITABLE.contains(&s.as_str())
-            }
-            _ => false,
-        };
-        if !known && unknown.is_none() {
-            unknown = Some(match k {
-                Value::String(s) => format!("req.{}", truncate(&s.to_string_lossy(), 32)),
-                other => format!("a {} key", other.type_name()),
-            });
-        }
-        Ok(())
-    })
-    .map_err(|e| describe(&e))?;
-    if let Some(field) = unknown {
-        return Err(format!(
-            "on_send set {field}; the hook may set phone, usage, params, template_id, sign_name, region"
-        ));
-    }
-    let given: [(&str, Option<&str>); 6] = [
-        ("tenant", Some(input.tenant)),
-        ("raw_phone", Some(input.raw_phone)),
-        ("country", input.phone.map(Phone::country_code)),
-        ("code", input.code),
-        ("ip", input.ip.as_deref()),
-        ("locale", input.locale),
-    ];
-    for (field, value) in given {
-        if text(req, field)?.as_deref() != value {
-            return Err(format!("req.{field} is read-only"));
-        }
-    }
-    let phone = text(req, "phone")?;
-    let phone = match (phone, input.phone) {
-        (Some(p), Some(before)) if p == before.e164() => None,
-        (Some(p), _) => Some(p),
-        (None, Some(_)) => return Err("on_send cleared req.phone".into()),
-        (None, None) => None,
-    };
-    let usage = match text(req, "usage")? {
-        Some(u) if u == input.usage => None,
-        Some(u) => Some(u),
-        None => return Err("on_send cleared req.usage".into()),
-    };
-    let params = match req.raw_get::<Value>("params").map_err(|e| describe(&e))? {
-        Value::Table(t) => {
-            let mut values = Vec::new();
-            for i in 1..=t.raw_len().min(super::MAX_PARAMS + 1) {
-                match t.raw_get::<Value>(i).map_err(|e| describe(&e))? {
-                    Value::String(s) => values.push(s.to_string_lossy()),
-                    Value::Integer(n) => values.push(n.to_string()),
-                    other => return Err(format!("req.params[{i}] must be a string, not a {}", other.type_name())),
-                }
-            }
-            (values != input.params).then_some(values)
-        }
-        other => return Err(format!("req.params must be a list of strings, not a {}", other.type_name())),
-    };
-    Ok(RawVerdict::Proceed {
-        phone,
-        usage,
-        params,
-        template_id: text(req, "template_id")?,
-        sign_name: text(req, "sign_name")?,
-        region: text(req, "region")?,
-    })
 }
