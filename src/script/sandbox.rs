@@ -5,12 +5,12 @@
 use super::{HookInput, RawVerdict, ScriptLimits, Settings};
 use crate::phone::Phone;
 use mlua::{ChunkMode, Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, Variadic, VmState};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// What the trampoline returns: status, then (message or phone), usage, template_id, sign_name, region,
 /// whether params changed, and the params.
 type Returned =
     (u8, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, bool, Variadic<String>);
-use std::sync::{Arc, Mutex, MutexGuard};
 
 const PRELUDE: &str = include_str!("prelude.lua");
 /// How often the instruction hook runs; the budget is counted in these steps.
@@ -115,15 +115,18 @@ impl Sandbox {
             Self::prelude(&lua, &context, settings, tenant.clone(), path).map_err(|e| format!("{path}: setup: {e}"))?;
         let hook_context = context.clone();
         let budget = limits.instructions;
+        let script_path = path.to_owned();
         lua.set_hook(HookTriggers::new().every_nth_instruction(STEP.min(budget)), move |_, debug| {
             let mut cx = lock(&hook_context);
+            cx.steps_left = cx.steps_left.saturating_sub(1);
             if cx.steps_left > 0 {
-                cx.steps_left -= 1;
                 return Ok(VmState::Continue);
             }
+            // The line where the script was when the budget ran out; the host's own trampoline has no line
+            // worth showing.
             let at = match (debug.source().short_src, debug.current_line()) {
-                (Some(src), Some(line)) => format!("{src}:{line}: "),
-                _ => String::new(),
+                (Some(src), Some(line)) if src == script_path => format!("{src}:{line}: "),
+                _ => format!("{script_path}: "),
             };
             let message = format!("{at}instruction budget exhausted ({budget} per call)");
             cx.spent = true;
