@@ -309,3 +309,23 @@ fn script_limits_apply() {
     assert_eq!(hook.on_error, smsgate::script::OnScriptError::Skip);
     assert_eq!(hook.path(), "scripts/locale.lua");
 }
+
+#[tokio::test]
+async fn reload_compiles_the_new_script_and_keeps_the_old_one_on_a_syntax_error() {
+    let (mock, gw, dir) = inline("function on_send(req) end", "").await;
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, hooked_yaml(&mock.endpoint(), "scripts/test.lua", "")).unwrap();
+    let script = dir.path().join("scripts/test.lua");
+
+    std::fs::write(&script, "function on_send(req) return {reject = 'closed for maintenance'} end").unwrap();
+    assert!(smsgate::server::reload_from(&gw.gateway, &path, &env()));
+    let a = gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "123456")).await;
+    a.assert_error(403, "rejected");
+    assert_eq!(a.json["error"]["message"], "closed for maintenance");
+
+    std::fs::write(&script, "function on_send(req)\n  return {reject = }\nend").unwrap();
+    assert!(!smsgate::server::reload_from(&gw.gateway, &path, &env()), "a script that does not compile is refused");
+    let a = gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "123456")).await;
+    assert_eq!(a.json["error"]["message"], "closed for maintenance", "the old script keeps serving");
+    assert!(mock.seen().is_empty());
+}
