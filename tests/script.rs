@@ -329,3 +329,30 @@ async fn reload_compiles_the_new_script_and_keeps_the_old_one_on_a_syntax_error(
     assert_eq!(a.json["error"]["message"], "closed for maintenance", "the old script keeps serving");
     assert!(mock.seen().is_empty());
 }
+
+#[test]
+fn explain_shows_what_the_hook_changed() {
+    let yaml = hooked_yaml("http://127.0.0.1:9", "scripts/international.lua", "");
+    let config = load(&yaml, &crate_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let input = smsgate::explain::Input {
+        tenant: "hooked".into(),
+        phone: "+14155550100".into(),
+        usage: "SignIn".into(),
+        code: "123456".into(),
+        logto: false,
+    };
+    let report = smsgate::explain::explain(config, smsgate::clock::SystemClock::shared(), &input).unwrap();
+    let text = report.to_string();
+    for expected in [
+        "normalize  +14155550100 -> +14155550100 (country US)",
+        "script     scripts/international.lua: template_id -> 2110",
+        "script     scripts/international.lua: sign_name 腾讯云 -> Acme",
+        "template   SignIn -> 2110",
+        r#""SignName":"Acme""#,
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    let json = report.to_json();
+    assert_eq!(json["script"]["outcome"], "ran");
+    assert_eq!(json["script"]["changes"][0]["field"], "template_id");
+}
