@@ -424,3 +424,19 @@ fn compile_limits(c: &mut Compiler, tenant: &str, path: &str, raw: &[RawLimit]) 
     }
     rules
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_bytes("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("100B"), Ok(100));
+        for bad in ["1MB", "1 MiB", "MiB", "-1", "1.5MiB", "99999999999999999999MiB"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
+}
