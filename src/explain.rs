@@ -8,6 +8,7 @@ use crate::error::GatewayError;
 use crate::ingress::{PhoneInput, SendRequest};
 use crate::pipeline::{Planned, Services, Trail};
 use crate::policy::Limiter;
+use crate::script::ScriptOutcome;
 use crate::tencent::TencentClient;
 use serde_json::json;
 use std::fmt;
@@ -62,8 +63,29 @@ pub async fn explain(config: Config, clock: SharedClock, input: &Input) -> Resul
 }
 
 impl Report {
+    /// The number as the normalize stage left it, before any hook rewrite.
+    fn normalized(&self) -> Option<&crate::phone::Phone> {
+        match &self.trail.script {
+            Some(report) => report.before.as_ref(),
+            None => self.trail.phone.as_ref(),
+        }
+    }
+
+    fn script_json(&self) -> serde_json::Value {
+        let Some(report) = &self.trail.script else { return json!({"ran": false}) };
+        let (outcome, detail, changes) = match &report.outcome {
+            ScriptOutcome::Changed(changes) => ("ran", None, changes.as_slice()),
+            ScriptOutcome::Rejected(message) => ("rejected", Some(message), &[][..]),
+            ScriptOutcome::Failed(detail) => ("failed", Some(detail), &[][..]),
+            ScriptOutcome::Skipped(detail) => ("skipped", Some(detail), &[][..]),
+        };
+        let changes: Vec<_> = changes.iter().map(|c| json!({"field": c.field, "from": c.from, "to": c.to})).collect();
+        json!({"ran": true, "path": report.path, "outcome": outcome, "detail": detail, "changes": changes,
+               "phone": self.trail.phone.as_ref().map(|p| p.e164())})
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
-        let phone = self.trail.phone.as_ref();
+        let phone = self.normalized();
         let rules: Vec<_> = self
             .trail
             .limits
@@ -77,7 +99,7 @@ impl Report {
         let mut out = json!({
             "tenant": self.tenant,
             "normalize": {"input": self.input_phone, "e164": phone.map(|p| p.e164()), "country": phone.map(|p| p.country_code())},
-            "script": {"ran": false},
+            "script": self.script_json(),
             "template": {"usage": self.trail.usage, "template_id": self.trail.template_id, "generic_fallback": self.fallback},
             "policy": {"rules": rules, "allowed": self.trail.limits.as_ref().map(|d| d.allowed),
                        "test_number": self.trail.test_number},
@@ -102,11 +124,31 @@ impl Report {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "tenant     {}", self.tenant)?;
-        match &self.trail.phone {
+        match self.normalized() {
             Some(p) => writeln!(f, "normalize  {} -> {} (country {})", self.input_phone, p.e164(), p.country_code())?,
             None => writeln!(f, "normalize  {} -> invalid", self.input_phone)?,
         }
-        writeln!(f, "script     none configured")?;
+        match &self.trail.script {
+            None => writeln!(f, "script     none configured")?,
+            Some(report) => match &report.outcome {
+                ScriptOutcome::Changed(changes) if changes.is_empty() => {
+                    writeln!(f, "script     {}: no change", report.path)?
+                }
+                ScriptOutcome::Changed(changes) => {
+                    for c in changes {
+                        match &c.from {
+                            Some(from) => writeln!(f, "script     {}: {} {from} -> {}", report.path, c.field, c.to)?,
+                            None => writeln!(f, "script     {}: {} -> {}", report.path, c.field, c.to)?,
+                        }
+                    }
+                }
+                ScriptOutcome::Rejected(message) => writeln!(f, "script     {}: rejected: {message}", report.path)?,
+                ScriptOutcome::Failed(detail) => writeln!(f, "script     {}: failed: {detail}", report.path)?,
+                ScriptOutcome::Skipped(detail) => {
+                    writeln!(f, "script     {}: failed, skipped (on_script_error: skip): {detail}", report.path)?
+                }
+            },
+        }
         if let Some(usage) = &self.trail.usage {
             match &self.trail.template_id {
                 Some(id) if self.fallback => writeln!(f, "template   {usage} -> {id} (via Generic)")?,

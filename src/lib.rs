@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod phone;
 pub mod pipeline;
 pub mod policy;
+pub mod script;
 pub mod server;
 pub mod tencent;
 

@@ -143,6 +143,56 @@ impl fmt::Display for Masked<'_> {
     }
 }
 
+/// Masks every run of 7 or more digits in free text (log lines a script writes, error details), keeping
+/// the first three and last two digits: `call +86 138 0013 8000` -> `call +86****00`. A run may contain
+/// single spaces, dots and hyphens between digits, as people write numbers.
+pub fn mask_numbers(text: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let starts =
+            bytes[i].is_ascii_digit() || (bytes[i] == b'+' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit));
+        if !starts {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut end = i + 1;
+        let mut digits: Vec<u8> = Vec::new();
+        if bytes[i].is_ascii_digit() {
+            digits.push(bytes[i]);
+        }
+        while end < bytes.len() {
+            if bytes[end].is_ascii_digit() {
+                digits.push(bytes[end]);
+                end += 1;
+            } else if matches!(bytes[end], b' ' | b'-' | b'.') && bytes.get(end + 1).is_some_and(u8::is_ascii_digit) {
+                end += 1;
+            } else {
+                break;
+            }
+        }
+        if digits.len() >= 7 {
+            out.push_str(&text[copied..start]);
+            if bytes[start] == b'+' {
+                out.push('+');
+            }
+            out.push_str(std::str::from_utf8(&digits[..3]).unwrap_or_default());
+            out.push_str("****");
+            out.push_str(std::str::from_utf8(&digits[digits.len() - 2..]).unwrap_or_default());
+            copied = end;
+        }
+        i = end;
+    }
+    if copied == 0 {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +259,14 @@ mod tests {
         assert_eq!(p.masked().to_string(), "+86138****8000");
         assert_eq!(Phone::from_e164("+14155550100").unwrap().masked().to_string(), "+141****0100");
         assert_eq!(Masked("+4930123").to_string(), "+4****23");
+    }
+
+    #[test]
+    fn free_text_masks_long_digit_runs_only() {
+        assert_eq!(mask_numbers("call +8613800138000 now"), "call +861****00 now");
+        assert_eq!(mask_numbers("call +86 138-0013-8000."), "call +861****00.");
+        assert_eq!(mask_numbers("x.lua:12: code 123456 at 10:30"), "x.lua:12: code 123456 at 10:30");
+        assert_eq!(mask_numbers("13800138000"), "138****00");
+        assert_eq!(mask_numbers("no digits"), "no digits");
     }
 }

@@ -1,4 +1,4 @@
-//! The send pipeline: normalize -> script -> destination rules -> template -> de-duplication -> policy
+//! The send pipeline: normalize -> script (Lua hook) -> destination rules -> template -> de-duplication -> policy
 //! (limits, spend caps) -> upstream, each stage taking the request and returning it or a typed error.
 //! Every stage that consumes nothing runs first, so a request that cannot be sent (bad number, blocked
 //! country, `no_template`) consumes no quota. From the limits on, the request runs in its own task: a
@@ -13,6 +13,7 @@ use crate::ingress::{PhoneInput, SendRequest};
 use crate::phone::{InvalidPhone, Masked, Phone};
 use crate::policy::spend::{Reservation, SpendLedger};
 use crate::policy::{Decision, Limiter, Subject};
+use crate::script::{Routed, ScriptReport};
 use crate::tencent::classify::{self, Class};
 use crate::tencent::{OutboundSms, PreparedRequest, Receipt, TencentClient};
 use std::net::IpAddr;
@@ -43,6 +44,8 @@ pub struct Trail {
     pub upstream_latency: Option<Duration>,
     /// The answer is a repeat's: the first send's, replayed.
     pub replayed: bool,
+    /// What the tenant's Lua hook did, when it has one.
+    pub script: Option<ScriptReport>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -167,32 +170,51 @@ impl Services {
         })
     }
 
-    /// The stages that consume nothing: normalize, destination rules, template.
+    /// The stages that consume nothing: normalize, the Lua hook, destination rules, template. Everything
+    /// after the hook keys on the number and usage it chose.
     pub fn check(&self, tenant: &Tenant, request: SendRequest, trail: &mut Trail) -> Result<Checked, GatewayError> {
         trail.usage = Some(request.usage.clone());
-        let phone = normalize(tenant, &request.phone)?;
+        let normalized = normalize(tenant, &request.phone);
+        trail.phone = normalized.as_ref().ok().cloned();
+        let routed = match &tenant.script {
+            Some(hook) => {
+                let (routed, report) =
+                    crate::script::stage(hook, tenant, &request, normalized, Some(&trail.request_id));
+                trail.script = Some(report);
+                routed?
+            }
+            None => Routed {
+                phone: normalized?,
+                usage: request.usage.clone(),
+                params: request.params,
+                template_id: None,
+                sign_name: None,
+                region: None,
+            },
+        };
+        let Routed { phone, usage, params, template_id, sign_name, region } = routed;
+        trail.usage = Some(usage.clone());
         trail.phone = Some(phone.clone());
         destination(tenant, &phone)?;
-        let (template_id, sign_name) = template(tenant, &request.usage, &phone)?;
-        trail.template_id = Some(template_id.to_owned());
+        let (template_id, kind_sign_name) = match template_id {
+            Some(id) => (id, tenant.templates_for(phone.is_mainland_china()).1),
+            None => {
+                let (id, sign_name) = template(tenant, &usage, &phone)?;
+                (id.to_owned(), sign_name)
+            }
+        };
+        trail.template_id = Some(template_id.clone());
         // Test numbers (staging, app-store review logins) are never counted: they must keep working however
         // often a reviewer signs in.
         trail.test_number = tenant.test_numbers.contains_key(&phone.digits());
         let sms = OutboundSms {
             phone_e164: phone.e164().to_owned(),
-            template_id: template_id.to_owned(),
-            sign_name: sign_name.map(str::to_owned),
-            params: request.params,
-            region: tenant.tencent.region.clone(),
+            template_id,
+            sign_name: sign_name.or_else(|| kind_sign_name.map(str::to_owned)),
+            params,
+            region: region.unwrap_or_else(|| tenant.tencent.region.clone()),
         };
-        Ok(Checked {
-            phone,
-            usage: request.usage,
-            ip: request.ip,
-            code: request.code,
-            idempotency_key: request.idempotency_key,
-            sms,
-        })
+        Ok(Checked { phone, usage, ip: request.ip, code: request.code, idempotency_key: request.idempotency_key, sms })
     }
 
     /// For `explain`: every stage up to the network, with limits judged but not consumed.

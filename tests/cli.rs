@@ -144,3 +144,31 @@ fn serve_answers_on_the_shipped_config_logs_nothing_secret_and_stops_on_sigterm(
         assert!(!log.contains(secret), "{secret} leaked into the log:\n{log}");
     }
 }
+
+#[test]
+fn check_reports_a_script_syntax_error_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("scripts")).unwrap();
+    std::fs::write(dir.path().join("scripts/broken.lua"), "function on_send(req)\n  return {reject = }\nend\n")
+        .unwrap();
+    let path = dir.path().join("gw.yaml");
+    let text = std::fs::read_to_string(shipped()).unwrap().replace("scripts/premium_block.lua", "scripts/broken.lua");
+    std::fs::write(&path, text).unwrap();
+    let out = bin().arg("check").arg("--config").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(": tenants.demo.script: scripts/broken.lua:2: unexpected symbol near '}'"), "{stderr}");
+}
+
+#[test]
+fn explain_shows_what_the_script_decided() {
+    let out =
+        bin().args(["explain", "--tenant", "demo", "--phone", "+19005550123", "--usage", "SignIn"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("script     scripts/premium_block.lua: rejected: This number cannot receive"), "{text}");
+    assert!(text.contains("outcome    403 rejected"), "{text}");
+    let out =
+        bin().args(["explain", "--tenant", "demo", "--phone", "13800138000", "--usage", "SignIn"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("script     scripts/premium_block.lua: no change"));
+}

@@ -8,6 +8,7 @@ use super::model::*;
 use super::raw::*;
 use super::tokens::TokenTable;
 use super::Secret;
+use crate::script::{OnScriptError, ScriptHook, ScriptLimits, Settings};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -24,6 +25,8 @@ pub type Problem = (String, String);
 const MIN_TOKEN_LEN: usize = 16;
 const MAX_BODY_RANGE: (u64, u64) = (256, 1 << 20);
 const LIMIT_PERIOD_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30 * 86_400));
+const INSTRUCTION_RANGE: (u64, u64) = (1_000, 100_000_000);
+const MEMORY_RANGE: (usize, usize) = (64 << 10, 64 << 20);
 const TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(120));
 const REDIS_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(10));
 /// The limiter keeps TATs as whole milliseconds ahead of now, at most ~30 days (see policy/memory.rs).
@@ -104,6 +107,8 @@ fn is_digits(s: &str) -> bool {
 
 pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, Vec<Problem>> {
     let mut c = Compiler { env, problems: Vec::new() };
+    // Scripts resolve relative to the config file's folder.
+    let base_dir = source.parent().unwrap_or(Path::new(""));
     let server = compile_server(&mut c, &raw.server);
     let limits_backend = compile_backend(&mut c, &raw.limits_backend);
 
@@ -132,7 +137,7 @@ pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, V
             c.problem(format!("{path}.tokens"), "list at least one token");
         }
         // A tenant that fails leaves a None, keeping indexes aligned with the token table.
-        tenants.push(compile_tenant(&mut c, name, &path, raw_tenant).map(Arc::new));
+        tenants.push(compile_tenant(&mut c, name, &path, raw_tenant, base_dir).map(Arc::new));
     }
 
     match tenants.into_iter().collect::<Option<Vec<_>>>() {
@@ -245,7 +250,7 @@ fn compile_test_numbers(
     numbers
 }
 
-fn compile_tenant(c: &mut Compiler, name: &str, path: &str, raw: &RawTenant) -> Option<Tenant> {
+fn compile_tenant(c: &mut Compiler, name: &str, path: &str, raw: &RawTenant, base_dir: &Path) -> Option<Tenant> {
     let before = c.problems.len();
     let default_country = raw.default_country.as_ref().and_then(|s| {
         let p = format!("{path}.default_country");
@@ -267,9 +272,6 @@ fn compile_tenant(c: &mut Compiler, name: &str, path: &str, raw: &RawTenant) -> 
         .map(|t| compile_templates(c, &format!("{path}.tencent.international_templates"), t));
     let limits = compile_limits(c, name, &format!("{path}.limits"), &raw.limits);
     let test_numbers = compile_test_numbers(c, &format!("{path}.test_numbers"), &raw.test_numbers);
-    if raw.script.is_some() {
-        c.problem(format!("{path}.script"), "Lua hooks are not available in this version");
-    }
     let countries = raw.countries.as_ref().and_then(|rule| {
         let (list, make, key): (_, fn(Vec<String>) -> CountryRule, _) = match (&rule.allow, &rule.deny) {
             (Some(list), None) => (list, CountryRule::Allow, "allow"),
@@ -303,6 +305,15 @@ fn compile_tenant(c: &mut Compiler, name: &str, path: &str, raw: &RawTenant) -> 
         (Duration::ZERO, Duration::from_secs(86_400)),
     );
     let spend_caps = raw.spend_caps.as_ref().map(|caps| compile_spend_caps(c, &format!("{path}.spend_caps"), caps));
+    let settings = Settings {
+        name: name.to_owned(),
+        default_country: default_country.map(|c| c.as_ref().to_owned()),
+        sign_name: tencent.as_ref().and_then(|t| t.sign_name.clone()),
+        region: tencent.as_ref().map(|t| t.region.clone()),
+        sdk_app_id: tencent.as_ref().map(|t| t.sdk_app_id.clone()),
+        templates: templates.iter().map(|(u, id)| (u.to_owned(), id.to_owned())).collect(),
+    };
+    let script = compile_script(c, path, raw, base_dir, settings);
     if c.problems.len() != before {
         return None;
     }
@@ -318,6 +329,7 @@ fn compile_tenant(c: &mut Compiler, name: &str, path: &str, raw: &RawTenant) -> 
         dedupe_window,
         spend_caps,
         test_numbers,
+        script,
     })
 }
 
@@ -362,6 +374,83 @@ fn compile_spend_caps(c: &mut Compiler, path: &str, raw: &RawSpendCaps) -> Spend
         }
     }
     SpendCaps { utc_offset_seconds, tenant, countries }
+}
+
+fn compile_script(
+    c: &mut Compiler,
+    path: &str,
+    raw: &RawTenant,
+    base_dir: &Path,
+    settings: Settings,
+) -> Option<ScriptHook> {
+    let mut limits = ScriptLimits::default();
+    if let Some(l) = &raw.script_limits {
+        if let Some(n) = l.instructions {
+            if !(INSTRUCTION_RANGE.0..=INSTRUCTION_RANGE.1).contains(&n) {
+                c.problem(
+                    format!("{path}.script_limits.instructions"),
+                    format!("must be between {} and {}", INSTRUCTION_RANGE.0, INSTRUCTION_RANGE.1),
+                );
+            } else {
+                limits.instructions = n as u32;
+            }
+        }
+        if let Some(m) = &l.memory {
+            let p = format!("{path}.script_limits.memory");
+            if let Some(text) = c.text(&p, m) {
+                match parse_bytes(&text) {
+                    Ok(n) if (MEMORY_RANGE.0..=MEMORY_RANGE.1).contains(&n) => limits.memory = n,
+                    Ok(_) => c.problem(&p, "must be between 64KiB and 64MiB"),
+                    Err(message) => c.problem(&p, message),
+                }
+            }
+        }
+    }
+    let mut on_error = OnScriptError::Reject;
+    if let Some(s) = &raw.on_script_error {
+        let p = format!("{path}.on_script_error");
+        match c.text(&p, s).as_deref() {
+            Some("reject") => on_error = OnScriptError::Reject,
+            Some("skip") => on_error = OnScriptError::Skip,
+            Some(_) => c.problem(&p, "expected reject or skip"),
+            None => {}
+        }
+    }
+    let Some(script) = &raw.script else {
+        for (key, present) in
+            [("script_limits", raw.script_limits.is_some()), ("on_script_error", raw.on_script_error.is_some())]
+        {
+            if present {
+                c.problem(format!("{path}.{key}"), "applies only with a script");
+            }
+        }
+        return None;
+    };
+    let p = format!("{path}.script");
+    let written = c.required(&p, script)?;
+    match ScriptHook::load(&written, &base_dir.join(&written), settings, limits, on_error) {
+        Ok(hook) => Some(hook),
+        Err(message) => {
+            c.problem(&p, message);
+            None
+        }
+    }
+}
+
+/// Sizes: bytes as an integer, or with a unit `KiB` / `MiB`.
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let expected = || format!("expected a size like 1MiB, 512KiB or a number of bytes, found `{text}`");
+    let n: usize = digits.parse().map_err(|_| expected())?;
+    let unit: usize = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        _ => return Err(expected()),
+    };
+    n.checked_mul(unit).ok_or_else(expected)
 }
 
 fn compile_credentials(c: &mut Compiler, path: &str, id: &Scalar, key: &Scalar) -> Option<Credentials> {
@@ -521,4 +610,20 @@ fn compile_limits(c: &mut Compiler, tenant: &str, path: &str, raw: &[RawLimit]) 
         rules.push(LimitRule { id: h.finish(), name, key, limit, per, usages, shadow: r.shadow });
     }
     rules
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_bytes("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("100B"), Ok(100));
+        for bad in ["1MB", "1 MiB", "MiB", "-1", "1.5MiB", "99999999999999999999MiB"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -65,6 +65,8 @@ pub struct Tenant {
     /// With them, `templates` serve mainland numbers (+86) only and these serve every other number.
     pub international_templates: Option<Templates>,
     pub limits: Vec<LimitRule>,
+    /// The tenant's Lua hook, compiled, with its pool of states.
+    pub script: Option<crate::script::ScriptHook>,
     /// E.164 digits -> configured code. Requests for these numbers are answered as sent, never sent upstream
     /// and never counted.
     pub test_numbers: HashMap<u64, String>,
@@ -182,6 +184,11 @@ impl Templates {
 
     pub fn contains_id(&self, template_id: &str) -> bool {
         self.by_usage.values().any(|id| id == template_id)
+    }
+
+    /// (usage type, TemplateId) pairs, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.by_usage.iter().map(|(u, id)| (u.as_str(), id.as_str()))
     }
 }
 

@@ -45,6 +45,8 @@ pub struct RawTenant {
     #[serde(default)]
     pub test_numbers: BTreeMap<String, Scalar>,
     pub script: Option<Scalar>,
+    pub script_limits: Option<RawScriptLimits>,
+    pub on_script_error: Option<Scalar>,
     /// `{allow: [CN, HK]}` or `{deny: [KP]}`.
     pub countries: Option<RawCountries>,
     /// E.164 prefixes refused outright, such as premium-rate ranges.
@@ -83,6 +85,14 @@ pub struct RawSpendCaps {
     pub monthly_fee: Option<u64>,
     #[serde(default)]
     pub countries: std::collections::BTreeMap<String, RawCaps>,
+}
+
+/// `script_limits: { instructions: 200000, memory: 1MiB }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScriptLimits {
+    pub instructions: Option<u64>,
+    pub memory: Option<Scalar>,
 }
 
 /// The Logto Tencent SMS connector's JSON (camelCase, pasted as is) plus smsgate's own snake_case keys.

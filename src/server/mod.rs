@@ -299,7 +299,9 @@ impl Gateway {
         let country = trail.phone.as_ref().map(|p| p.country_code().to_owned());
         let upstream_ms = trail.upstream_latency.map(|d| d.as_secs_f64() * 1000.0);
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let detail = error.map(|e| e.to_string());
+        // Hook rejections carry the script's own text, which may hold a number.
+        let detail = error.map(|e| crate::phone::mask_numbers(&e.to_string()).into_owned());
+        let script = trail.script.as_ref().map(|s| s.summary());
         macro_rules! event {
             ($level:expr) => {
                 tracing::event!(
@@ -311,6 +313,7 @@ impl Gateway {
                     phone = phone.as_deref(),
                     country = country.as_deref(),
                     template_id = trail.template_id.as_deref(),
+                    script = script.as_deref(),
                     outcome,
                     upstream_code = trail.upstream_code.as_deref(),
                     upstream_ms,
