@@ -25,6 +25,7 @@ if ! need wrk || ! need nginx; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
 fi
 need oha || cargo install oha --locked --quiet
+need redis-server || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 cargo build --release --quiet --bin smsgate --example tencent_standin
 BIN=target/release/smsgate
 STANDIN=target/release/examples/tencent_standin
@@ -34,7 +35,7 @@ wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/n
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime, in clock ticks
 HZ=$(getconf CLK_TCK)
 
-P_STANDIN=$(port); P_NGINX=$(port); P_GATE=$(port)
+P_STANDIN=$(port); P_NGINX=$(port); P_GATE=$(port); P_GATE_REDIS=$(port); P_REDIS=$(port)
 taskset -c 1 "$STANDIN" "127.0.0.1:$P_STANDIN" 2>/dev/null & PIDS+=($!); STANDIN_PID=$!
 wait_port "$P_STANDIN"
 
@@ -58,8 +59,15 @@ nginx -c "$WORK/nginx.conf" -p "$WORK" & PIDS+=($!)
 wait_port "$P_NGINX"
 NGINX_WORKER=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
 
-cat > "$WORK/gateway.yaml" <<YAML
-server: { listen: "127.0.0.1:$P_GATE", max_body_bytes: 16384 }
+taskset -c 1 redis-server --port "$P_REDIS" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
+  --logfile "$WORK/redis.log" & PIDS+=($!)
+wait_port "$P_REDIS"
+
+# gateway CONFIG_FILE LISTEN_PORT BACKEND: the load tenants, with a 3-rule phone policy and a Lua hook.
+write_config() {
+  cat > "$1" <<YAML
+server: { listen: "127.0.0.1:$2", max_body_bytes: 16384 }
+limits_backend: $3
 tenants:
   load:
     tokens: ["load-token-0123456789"]
@@ -71,6 +79,7 @@ tenants:
       region: ap-guangzhou
       templates: [{ usageType: SignIn, templateCode: "1110" }, { usageType: Generic, templateCode: "1113" }]
       endpoint: http://127.0.0.1:$P_STANDIN
+    script: $PWD/scripts/premium_block.lua
     limits:
       - { name: burst, key: phone, limit: 1, per: 30s }
       - { name: hourly, key: phone, limit: 5, per: 1h }
@@ -80,10 +89,19 @@ tenants:
     tencent: *tencent
     limits:
       - { name: tenant, key: tenant, limit: 100, per: 1s }
+  latency:
+    tokens: ["latency-token-0123456789"]
+    tencent: *tencent
+    dedupe_window: 0s
 YAML
+}
+write_config "$WORK/gateway.yaml" "$P_GATE" "{ kind: memory }"
+write_config "$WORK/gateway-redis.yaml" "$P_GATE_REDIS" "{ kind: redis, url: \"redis://127.0.0.1:$P_REDIS\", timeout: 200ms }"
 TOKIO_WORKER_THREADS=1 taskset -c 0 "$BIN" serve --config "$WORK/gateway.yaml" 2>"$WORK/smsgate.log" & PIDS+=($!)
 GATE_PID=$!
-wait_port "$P_GATE"
+TOKIO_WORKER_THREADS=1 taskset -c 0 "$BIN" serve --config "$WORK/gateway-redis.yaml" 2>"$WORK/smsgate-redis.log" & PIDS+=($!)
+GATE_REDIS_PID=$!
+wait_port "$P_GATE"; wait_port "$P_GATE_REDIS"
 
 # wrk request generators: distinct numbers per request, or one number.
 cat > "$WORK/distinct.lua" <<'LUA'
@@ -112,6 +130,7 @@ run() {
   { echo "token = \"$token\""; cat "$script"; } > "$lua"
   local before; before=$(ticks "$pid")
   taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$lua" "$url" > "$WORK/wrk.out"
+  case "$name" in "(a)"*) cp "$WORK/wrk.out" "$WORK/wrk-a.out" ;; esac
   local after; after=$(ticks "$pid")
   awk -v name="$name" -v cpu=$((after - before)) -v hz="$HZ" '
     /Requests\/sec/ { rps = $2 }
@@ -129,7 +148,27 @@ echo "| --- | ---: | ---: | ---: | ---: | ---: |"
 run "direct: client -> stand-in" "http://127.0.0.1:$P_STANDIN/" "$WORK/one.lua" x "$STANDIN_PID"
 run "nginx -> stand-in" "http://127.0.0.1:$P_NGINX/" "$WORK/one.lua" x "$NGINX_WORKER"
 run "(a) smsgate accepted, distinct" "http://127.0.0.1:$P_GATE/v1/sms/send" "$WORK/distinct.lua" load-token-0123456789 "$GATE_PID"
+redis_calls_before=$(redis-cli -p "$P_REDIS" info commandstats | awk -F'[=,]' '/cmdstat_evalsha/ {print $2}')
+run "(b) smsgate accepted, redis backend" "http://127.0.0.1:$P_GATE_REDIS/v1/sms/send" "$WORK/distinct.lua" load-token-0123456789 "$GATE_REDIS_PID"
+redis_calls_after=$(redis-cli -p "$P_REDIS" info commandstats | awk -F'[=,]' '/cmdstat_evalsha/ {print $2}')
 run "(c) smsgate flood one number, 429" "http://127.0.0.1:$P_GATE/v1/sms/send" "$WORK/one.lua" load-token-0123456789 "$GATE_PID"
 run "(d) smsgate random numbers, tenant" "http://127.0.0.1:$P_GATE/v1/sms/send" "$WORK/distinct.lua" flood-token-0123456789 "$GATE_PID"
 echo
 echo "(c) and (d) are meant to be mostly 429s: their non-2xx column counts the denials."
+echo "(b) Redis EVALSHA calls during the run: $(( ${redis_calls_after:-0} - ${redis_calls_before:-0} )) (one per limiter decision; compare with the run's request count)"
+
+# Added latency at half of smsgate's saturation rate: constant-rate load (oha -q) on the direct path and on
+# smsgate (a tenant with no limits and no de-duplication, so every request is sent upstream).
+sat=$(awk '/Requests\/sec/ {print int($2)}' "$WORK/wrk-a.out" 2>/dev/null || echo 2000)
+rate=$(( sat / 2 ))
+latency() {
+  taskset -c 1 oha --no-tui -q "$rate" -z "${DURATION}s" -c "$CONNECTIONS" -m POST \
+    -H "Authorization: Bearer latency-token-0123456789" -T application/json \
+    -d '{"phone":"+8613800138000","usage":"SignIn","code":"123456"}' --output-format json "$1" 2>/dev/null \
+    | python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; print("%.3f %.3f" % (p["p50"]*1000, p["p99"]*1000))'
+}
+read -r d50 d99 < <(latency "http://127.0.0.1:$P_STANDIN/")
+read -r g50 g99 < <(latency "http://127.0.0.1:$P_GATE/v1/sms/send")
+echo
+echo "Constant rate $rate req/s (half of (a)): direct p50 ${d50} ms p99 ${d99} ms; smsgate p50 ${g50} ms p99 ${g99} ms;"
+echo "added p99: $(python3 -c "print('%.3f' % ($g99 - $d99))") ms"

@@ -53,7 +53,17 @@ fn parsing(c: &mut Criterion) {
             Phone::from_logto(to).unwrap()
         })
     });
-    c.bench_function("phone/from_e164", |b| b.iter(|| Phone::from_e164(black_box("+8613800138000")).unwrap()));
+    c.bench_function("phone/from_e164_repeated_number_cached", |b| {
+        b.iter(|| Phone::from_e164(black_box("+8613800138000")).unwrap())
+    });
+    // Distinct numbers: every parse misses the cache and runs the metadata parser.
+    let mut n = 0u64;
+    c.bench_function("phone/from_e164_distinct_numbers", |b| {
+        b.iter(|| {
+            n += 1;
+            Phone::from_e164(&format!("+86139{:08}", n % 100_000_000)).unwrap()
+        })
+    });
 }
 
 fn pipeline(c: &mut Criterion) {

@@ -41,6 +41,13 @@ pub struct ModeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScriptLabels {
+    pub tenant: String,
+    /// unchanged, changed, rejected, failed, skipped.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
 }
@@ -53,6 +60,8 @@ pub struct Metrics {
     pub upstream_latency: Family<TenantLabels, Histogram>,
     pub reloads: Family<ResultLabels, Counter>,
     pub tencent: crate::tencent::client::Telemetry,
+    pub script_results: Family<ScriptLabels, Counter>,
+    pub script_duration: Family<TenantLabels, Histogram>,
     pub limiter_mode: Family<ModeLabels, Gauge>,
 }
 
@@ -88,6 +97,16 @@ impl Default for Metrics {
             "1 for the limiter mode in force (memory, redis, local-fallback, unlimited, unavailable), else 0",
             limiter_mode.clone(),
         );
+        let script_results = Family::<ScriptLabels, Counter>::default();
+        registry.register(
+            "script_results",
+            "Lua hook calls by result (failed: error or over budget)",
+            script_results.clone(),
+        );
+        let script_duration = Family::<TenantLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_001, 4.0, 10))
+        });
+        registry.register("script_duration_seconds", "Lua hook call time", script_duration.clone());
         Metrics {
             registry,
             requests,
@@ -97,6 +116,8 @@ impl Default for Metrics {
             reloads,
             tencent,
             limiter_mode,
+            script_results,
+            script_duration,
         }
     }
 }

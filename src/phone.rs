@@ -68,6 +68,10 @@ impl Phone {
         if text.is_empty() || text.len() > MAX_INPUT {
             return Err(InvalidPhone);
         }
+        cache::get_or_parse(country, text, Phone::parse_uncached)
+    }
+
+    fn parse_uncached(country: Option<country::Id>, text: &str) -> Result<Phone, InvalidPhone> {
         let number = phonenumber::parse(country, text).map_err(|_| InvalidPhone)?;
         if !phonenumber::is_valid(&number) || number.extension().is_some() {
             return Err(InvalidPhone);
@@ -124,6 +128,44 @@ impl Phone {
 impl fmt::Debug for Phone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Phone({})", self.masked())
+    }
+}
+
+/// Recently parsed inputs. The metadata-driven parser costs several microseconds (regular expressions), the
+/// largest single cost of a denied request; floods and retries repeat the same few numbers. Bounded: it is
+/// emptied when full, so a spray of distinct numbers costs one parse each and no memory growth.
+mod cache {
+    use super::{InvalidPhone, Phone};
+    use phonenumber::country;
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+
+    const CAPACITY: usize = 16 * 1024;
+
+    type Key = (Option<country::Id>, Box<str>);
+    type Cache = Mutex<HashMap<Key, Result<Phone, InvalidPhone>, foldhash::fast::RandomState>>;
+
+    fn cache() -> &'static Cache {
+        static CACHE: OnceLock<Cache> = OnceLock::new();
+        CACHE.get_or_init(Default::default)
+    }
+
+    pub(super) fn get_or_parse(
+        country: Option<country::Id>,
+        text: &str,
+        parse: fn(Option<country::Id>, &str) -> Result<Phone, InvalidPhone>,
+    ) -> Result<Phone, InvalidPhone> {
+        let key: Key = (country, text.into());
+        if let Some(hit) = cache().lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return hit.clone();
+        }
+        let parsed = parse(country, text);
+        let mut cache = cache().lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CAPACITY {
+            cache.clear();
+        }
+        cache.insert(key, parsed.clone());
+        parsed
     }
 }
 

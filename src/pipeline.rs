@@ -44,8 +44,9 @@ pub struct Trail {
     pub upstream_latency: Option<Duration>,
     /// The answer is a repeat's: the first send's, replayed.
     pub replayed: bool,
-    /// What the tenant's Lua hook did, when it has one.
+    /// What the tenant's Lua hook did, when it has one, and how long it took.
     pub script: Option<ScriptReport>,
+    pub script_duration: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -178,8 +179,10 @@ impl Services {
         trail.phone = normalized.as_ref().ok().cloned();
         let routed = match &tenant.script {
             Some(hook) => {
+                let started = Instant::now();
                 let (routed, report) =
                     crate::script::stage(hook, tenant, &request, normalized, Some(&trail.request_id));
+                trail.script_duration = Some(started.elapsed());
                 trail.script = Some(report);
                 routed?
             }

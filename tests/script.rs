@@ -124,6 +124,14 @@ async fn premium_block_script_rejects_with_403_and_nothing_reaches_tencent() {
     assert!(mock.seen().is_empty(), "a rejected request sends nothing");
     assert_eq!(gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "123456")).await.status, 200);
     assert_eq!(mock.seen().len(), 1);
+    let metrics = gw.gateway.metrics().render();
+    for expected in [
+        r#"smsgate_script_results_total{tenant="hooked",result="rejected"} 1"#,
+        r#"smsgate_script_results_total{tenant="hooked",result="unchanged"} 1"#,
+        r#"smsgate_script_duration_seconds_count{tenant="hooked"} 2"#,
+    ] {
+        assert!(metrics.contains(expected), "missing {expected}\n{metrics}");
+    }
 }
 
 #[tokio::test]

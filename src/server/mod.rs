@@ -8,7 +8,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::ingress::{self, SendRequest};
-use crate::metrics::{Metrics, RequestLabels, RuleLabels};
+use crate::metrics::{Metrics, RequestLabels, RuleLabels, ScriptLabels, TenantLabels};
 use crate::pipeline::{Accepted, Delivery, Services, Trail};
 use crate::policy::{Limiter, LimiterMode};
 use crate::tencent::TencentClient;
@@ -285,6 +285,17 @@ impl Gateway {
                     tracing::info!(request_id = %id, tenant = tenant_name, rule = %rule.name, "shadow rule would deny");
                 }
             }
+        }
+        if let (Some(report), Some(took)) = (&trail.script, trail.script_duration) {
+            let result = match report.summary() {
+                word if word.starts_with("changed") => "changed".to_owned(),
+                word => word,
+            };
+            metrics.script_results.get_or_create(&ScriptLabels { tenant: tenant_name.into(), result }).inc();
+            metrics
+                .script_duration
+                .get_or_create(&TenantLabels { tenant: tenant_name.into() })
+                .observe(took.as_secs_f64());
         }
         if let Some(latency) = trail.upstream_latency {
             metrics.observe_upstream(tenant_name, trail.upstream_code.as_deref(), outcome, latency);
