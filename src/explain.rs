@@ -55,7 +55,7 @@ pub async fn explain(config: Config, clock: SharedClock, input: &Input) -> Resul
     Ok(Report {
         tenant: tenant.name.to_string(),
         input_phone: input.phone.clone(),
-        fallback: !tenant.templates.has_usage(&input.usage),
+        fallback: !tenant.names_usage(&input.usage),
         dry_run: tenant.tencent.dry_run,
         trail,
         outcome,

@@ -113,6 +113,11 @@ pub struct SpendCaps {
 }
 
 impl Tenant {
+    /// Whether the tenant names this usage type in either template set (not through the Generic fallback).
+    pub fn names_usage(&self, usage: &str) -> bool {
+        self.templates.has_usage(usage) || self.international_templates.as_ref().is_some_and(|t| t.has_usage(usage))
+    }
+
     /// The template set and sign name for a number: a number never gets a template of the wrong kind.
     pub fn templates_for(&self, mainland_china: bool) -> (&Templates, Option<&str>) {
         match &self.international_templates {

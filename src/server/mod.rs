@@ -262,7 +262,7 @@ impl Gateway {
         };
         let tenant_name = trail.tenant.as_deref().unwrap_or("");
         let usage_label = match (trail.usage.as_deref(), trail.tenant.as_deref().and_then(|t| config.tenant(t))) {
-            (Some(usage), Some(tenant)) if tenant.templates.has_usage(usage) => usage.to_owned(),
+            (Some(usage), Some(tenant)) if tenant.names_usage(usage) => usage.to_owned(),
             (Some(_), _) => "other".to_owned(),
             (None, _) => String::new(),
         };
