@@ -131,6 +131,18 @@ tenants:
     fn logged(&self, needle: &str) -> bool {
         self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
     }
+
+    /// Whether a line containing `needle` is logged within 10 s (logs are written by a writer thread).
+    async fn logs_within_deadline(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.logged(needle) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
 }
 
 impl Drop for Replica {
@@ -226,12 +238,12 @@ async fn outage(on_error: &str, during: [u16; 3], ready_during: (u16, &str)) {
     assert_eq!(seen, during, "on_error: {on_error}");
     let (status, body) = replica.ready(&http).await;
     assert_eq!((status, body["limiter"].as_str().unwrap()), ready_during, "{body}");
-    assert!(replica.logged("redis unavailable, switching mode"), "the switch is logged");
+    assert!(replica.logs_within_deadline("redis unavailable, switching mode").await, "the switch is logged");
     assert!(replica.alive());
 
     redis.restart();
     replica.wait_for_mode(&http, "redis").await;
-    assert!(replica.logged("redis reachable again, switching back"));
+    assert!(replica.logs_within_deadline("redis reachable again, switching back").await);
     let statuses = [
         replica.send(&http, "+8613800138002").await.0,
         replica.send(&http, "+8613800138002").await.0,
