@@ -234,10 +234,7 @@ impl Services {
         }
         let subject = Subject { phone: &checked.phone, usage: &checked.usage, ip: checked.ip };
         let decision = self.limiter.decide(tenant, &subject, false).await?;
-        let denied = (!decision.allowed).then(|| GatewayError::RateLimited {
-            rule: decision.denied_by.clone().unwrap_or_default(),
-            retry_after: decision.retry_after,
-        });
+        let denied = decision.denial();
         trail.limits = Some(decision);
         if let Some(denied) = denied {
             return Err(denied);
@@ -429,10 +426,7 @@ impl Services {
                 return Err(e);
             }
         };
-        let denied = (!decision.allowed).then(|| GatewayError::RateLimited {
-            rule: decision.denied_by.clone().unwrap_or_default(),
-            retry_after: decision.retry_after,
-        });
+        let denied = decision.denial();
         trail.limits = Some(decision);
         if let Some(denied) = denied {
             self.give_back(reservation).await;

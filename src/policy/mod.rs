@@ -54,6 +54,14 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The `rate_limited` error of a denied decision.
+    pub fn denial(&self) -> Option<GatewayError> {
+        (!self.allowed).then(|| GatewayError::RateLimited {
+            rule: self.denied_by.clone().unwrap_or_default(),
+            retry_after: self.retry_after,
+        })
+    }
+
     /// `RateLimit-Policy` and `RateLimit` header values (IETF httpapi ratelimit-headers draft), for the
     /// enforcing rules; None when no enforcing rule applied.
     pub fn headers(&self) -> Option<(String, String)> {
