@@ -35,6 +35,8 @@ pub struct Trail {
     pub request_id: String,
     pub tenant: Option<Arc<str>>,
     pub usage: Option<String>,
+    /// The tenant names the final usage type in a template set (else it is `other` in metrics).
+    pub usage_named: bool,
     pub phone: Option<Phone>,
     pub template_id: Option<String>,
     pub limits: Option<Decision>,
@@ -175,6 +177,7 @@ impl Services {
     /// after the hook keys on the number and usage it chose.
     pub fn check(&self, tenant: &Tenant, request: SendRequest, trail: &mut Trail) -> Result<Checked, GatewayError> {
         trail.usage = Some(request.usage.clone());
+        trail.usage_named = tenant.names_usage(&request.usage);
         let normalized = normalize(tenant, &request.phone);
         trail.phone = normalized.as_ref().ok().cloned();
         let routed = match &tenant.script {
@@ -197,6 +200,7 @@ impl Services {
         };
         let Routed { phone, usage, params, template_id, sign_name, region } = routed;
         trail.usage = Some(usage.clone());
+        trail.usage_named = tenant.names_usage(&usage);
         trail.phone = Some(phone.clone());
         destination(tenant, &phone)?;
         let (template_id, kind_sign_name) = match template_id {

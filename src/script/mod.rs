@@ -235,16 +235,24 @@ pub struct ScriptReport {
 }
 
 impl ScriptReport {
+    /// One word per outcome, for metric labels (bounded).
+    pub fn result(&self) -> &'static str {
+        match &self.outcome {
+            ScriptOutcome::Changed(c) if c.is_empty() => "unchanged",
+            ScriptOutcome::Changed(_) => "changed",
+            ScriptOutcome::Rejected(_) => "rejected",
+            ScriptOutcome::Failed(_) => "failed",
+            ScriptOutcome::Skipped(_) => "skipped",
+        }
+    }
+
     /// A short word or the changed field names for the request log, no values.
     pub fn summary(&self) -> String {
         match &self.outcome {
-            ScriptOutcome::Changed(c) if c.is_empty() => "unchanged".into(),
-            ScriptOutcome::Changed(c) => {
+            ScriptOutcome::Changed(c) if !c.is_empty() => {
                 format!("changed {}", c.iter().map(|c| c.field).collect::<Vec<_>>().join(","))
             }
-            ScriptOutcome::Rejected(_) => "rejected".into(),
-            ScriptOutcome::Failed(_) => "failed".into(),
-            ScriptOutcome::Skipped(_) => "skipped".into(),
+            _ => self.result().to_owned(),
         }
     }
 }

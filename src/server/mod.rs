@@ -187,7 +187,7 @@ impl Gateway {
         if trail.replayed {
             response.headers_mut().insert("idempotent-replayed", http::HeaderValue::from_static("true"));
         }
-        self.record(&config, route, &result, &trail, &id, started);
+        self.record(route, &result, &trail, &id, started);
         response
     }
 
@@ -246,25 +246,17 @@ impl Gateway {
     }
 
     /// The one log event and the metrics of a send request.
-    fn record(
-        &self,
-        config: &Config,
-        route: Route,
-        result: &Result<Accepted, GatewayError>,
-        trail: &Trail,
-        id: &str,
-        started: Instant,
-    ) {
+    fn record(&self, route: Route, result: &Result<Accepted, GatewayError>, trail: &Trail, id: &str, started: Instant) {
         let outcome = match result {
             Ok(accepted) if accepted.delivery == Delivery::TestNumber => "test_number",
             Ok(accepted) => respond::status_word(accepted.delivery),
             Err(e) => e.code(),
         };
         let tenant_name = trail.tenant.as_deref().unwrap_or("");
-        let usage_label = match (trail.usage.as_deref(), trail.tenant.as_deref().and_then(|t| config.tenant(t))) {
-            (Some(usage), Some(tenant)) if tenant.names_usage(usage) => usage.to_owned(),
-            (Some(_), _) => "other".to_owned(),
-            (None, _) => String::new(),
+        let usage_label = match trail.usage.as_deref() {
+            Some(usage) if trail.usage_named => usage.to_owned(),
+            Some(_) => "other".to_owned(),
+            None => String::new(),
         };
         let metrics = &self.shared.metrics;
         metrics
@@ -287,11 +279,8 @@ impl Gateway {
             }
         }
         if let (Some(report), Some(took)) = (&trail.script, trail.script_duration) {
-            let result = match report.summary() {
-                word if word.starts_with("changed") => "changed".to_owned(),
-                word => word,
-            };
-            metrics.script_results.get_or_create(&ScriptLabels { tenant: tenant_name.into(), result }).inc();
+            let labels = ScriptLabels { tenant: tenant_name.into(), result: report.result().into() };
+            metrics.script_results.get_or_create(&labels).inc();
             metrics
                 .script_duration
                 .get_or_create(&TenantLabels { tenant: tenant_name.into() })
