@@ -154,12 +154,6 @@ pub struct Credentials {
     pub secret_key: Secret,
 }
 
-impl TencentAccount {
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoints[0]
-    }
-}
-
 /// Where SendSms is posted, with the `Host` value the signature covers (host, and port when not default).
 #[derive(Debug, Clone)]
 pub struct Endpoint {

@@ -38,20 +38,8 @@ pub struct PreparedRequest {
 }
 
 impl PreparedRequest {
-    /// The request as text, for dry-run logs and `explain`: the phone number masked and the template
-    /// parameters (the code) hidden. The secret key never enters a prepared request, so nothing else needs
-    /// redacting.
-    pub fn redacted(&self) -> String {
-        let mut out = format!("POST {}\n", self.url);
-        for (name, value) in &self.headers {
-            out.push_str(&format!("{name}: {value}\n"));
-        }
-        out.push('\n');
-        out.push_str(&self.redacted_body());
-        out
-    }
-
-    /// The body with the phone number masked and the template parameters hidden.
+    /// The body for dry-run logs: the phone number masked and the template parameters (the code) hidden.
+    /// The secret key never enters a prepared request, so nothing else needs redacting.
     pub fn redacted_body(&self) -> String {
         let mut body: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
         if let Some(numbers) = body.get_mut("PhoneNumberSet").and_then(|v| v.as_array_mut()) {
@@ -428,12 +416,14 @@ mod tests {
             params: vec!["654321".into()],
             region: "ap-guangzhou".into(),
         };
-        let text = TencentClient::prepare(&account, &credentials, &endpoint, &sms, 1700000000).redacted();
-        assert!(text.contains("+86138****8000"), "{text}");
-        assert!(text.contains("X-TC-Region: ap-guangzhou"), "{text}");
-        assert!(text.contains("Credential=AKIDtest/2023-11-14/sms/tc3_request"), "{text}");
+        let request = TencentClient::prepare(&account, &credentials, &endpoint, &sms, 1700000000);
+        let body = request.redacted_body();
+        assert!(body.contains("+86138****8000"), "{body}");
+        let headers: String = request.headers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+        assert!(headers.contains("X-TC-Region: ap-guangzhou"), "{headers}");
+        assert!(headers.contains("Credential=AKIDtest/2023-11-14/sms/tc3_request"), "{headers}");
         for secret in ["654321", "very-secret-key", "13800138000"] {
-            assert!(!text.contains(secret), "{secret} leaked: {text}");
+            assert!(!body.contains(secret) && !headers.contains(secret), "{secret} leaked: {headers}{body}");
         }
     }
 
