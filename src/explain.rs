@@ -109,7 +109,7 @@ impl Report {
             Ok(planned) => {
                 let headers: serde_json::Map<_, _> =
                     planned.request.headers.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-                out["request"] = json!({"method": "POST", "url": planned.request.url.as_str(), "headers": headers,
+                out["request"] = json!({"method": "POST", "url": planned.request.url.to_string(), "headers": headers,
                     "body": String::from_utf8_lossy(&planned.request.body)});
                 out["outcome"] = json!("would send");
             }

@@ -61,6 +61,9 @@ impl Phone {
         if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(InvalidPhone);
         }
+        if let Some(phone) = fast::parse(digits) {
+            return Ok(phone);
+        }
         Phone::parse_in(None, &format!("+{digits}"))
     }
 
@@ -128,6 +131,141 @@ impl Phone {
 impl fmt::Debug for Phone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Phone({})", self.masked())
+    }
+}
+
+/// A direct check of E.164 digits against the metadata, for the common case where the `phonenumber` parser
+/// would only split off the country calling code: a calling code with one region, a national number the
+/// region's national-prefix rules leave untouched. It answers only "valid" (with the same E.164 form and
+/// region the parser gives) or "ask the parser", never "invalid", so every other number takes the full
+/// parser. The parser's cost is its regular expressions behind one global mutex and LRU cache (a SipHash
+/// of the pattern text per match); here each region's patterns are compiled once into a single anchored
+/// regex per descriptor, held without a lock. `tests::fast_path_agrees_with_the_parser` holds the two equal.
+mod fast {
+    use super::Phone;
+    use phonenumber::metadata::{Descriptor, Metadata, DATABASE};
+    use regex::{Regex, RegexBuilder};
+    use std::sync::OnceLock;
+
+    /// One region's checks: what `phonenumber::is_valid` asks of a national number, and when the parser
+    /// would rewrite it.
+    struct Region {
+        calling_code: u16,
+        country: phonenumber::country::Id,
+        national_prefix: Option<String>,
+        /// `national_prefix_for_parsing`, anchored: where it matches, the parser may strip or transform.
+        strips: Option<Regex>,
+        general: Check,
+        /// Every number type `is_valid` accepts (premium rate ... mobile): valid when one matches.
+        kinds: Vec<Check>,
+    }
+
+    /// A descriptor as `Descriptor::is_match` reads it: a possible length, and a match at the start.
+    struct Check {
+        lengths: Vec<u16>,
+        pattern: Regex,
+    }
+
+    impl Check {
+        fn new(descriptor: &Descriptor) -> Option<Check> {
+            Some(Check {
+                lengths: descriptor.possible_length().to_vec(),
+                pattern: anchored(descriptor.national_number().as_str())?,
+            })
+        }
+
+        fn matches(&self, national: &str) -> bool {
+            (self.lengths.is_empty() || self.lengths.contains(&(national.len() as u16)))
+                && self.pattern.is_match(national)
+        }
+    }
+
+    /// The metadata's patterns are written in verbose syntax and matched at the start (not the end).
+    fn anchored(pattern: &str) -> Option<Regex> {
+        RegexBuilder::new(&format!("^(?:{pattern}\n)")).ignore_whitespace(true).build().ok()
+    }
+
+    impl Region {
+        fn new(meta: &Metadata) -> Option<Region> {
+            let d = meta.descriptors();
+            let kinds = [
+                d.premium_rate(),
+                d.toll_free(),
+                d.shared_cost(),
+                d.voip(),
+                d.personal_number(),
+                d.pager(),
+                d.uan(),
+                d.voicemail(),
+                d.fixed_line(),
+                d.mobile(),
+            ];
+            Some(Region {
+                calling_code: meta.country_code(),
+                country: meta.id().parse().ok()?,
+                national_prefix: meta.national_prefix().map(str::to_owned),
+                strips: match meta.national_prefix_for_parsing() {
+                    Some(re) => Some(anchored(re.as_str())?),
+                    None => None,
+                },
+                general: Check::new(d.general())?,
+                kinds: kinds.into_iter().flatten().map(Check::new).collect::<Option<_>>()?,
+            })
+        }
+
+        /// Valid as the parser would find it, and left as is by the parser's national-prefix rules.
+        fn accepts(&self, national: &str) -> bool {
+            !national.starts_with('0')
+                && self.national_prefix.as_deref().is_none_or(|p| !national.starts_with(p))
+                && self.strips.as_ref().is_none_or(|re| !re.is_match(national))
+                && self.general.matches(national)
+                && self.kinds.iter().any(|k| k.matches(national))
+        }
+    }
+
+    /// What the metadata holds for one calling code.
+    enum Slot {
+        Unassigned,
+        /// Several regions share the code, or it is non-geographic (`001`): the parser decides.
+        Other,
+        Single(Region),
+    }
+
+    /// Calling codes are 1 to 3 digits: one slot per code, filled on first use.
+    fn slot(code: usize) -> &'static Slot {
+        static SLOTS: OnceLock<Vec<OnceLock<Slot>>> = OnceLock::new();
+        let slots = SLOTS.get_or_init(|| (0..1000).map(|_| OnceLock::new()).collect());
+        slots[code].get_or_init(|| match DATABASE.by_code(&(code as u16)).as_deref() {
+            None | Some([]) => Slot::Unassigned,
+            Some([meta]) if meta.id() != "001" => Region::new(meta).map_or(Slot::Other, Slot::Single),
+            Some(_) => Slot::Other,
+        })
+    }
+
+    /// `digits`: E.164 without the `+`, already checked to be 1 to 15 ASCII digits.
+    pub(super) fn parse(digits: &str) -> Option<Phone> {
+        if digits.starts_with('0') {
+            return None;
+        }
+        for split in 1..=3.min(digits.len() - 1) {
+            let code: usize = digits[..split].parse().ok()?;
+            let region = match slot(code) {
+                Slot::Unassigned => continue,
+                Slot::Other => return None,
+                Slot::Single(region) => region,
+            };
+            let national = &digits[split..];
+            if !region.accepts(national) {
+                return None;
+            }
+            return Some(Phone {
+                e164: format!("+{digits}"),
+                digits: digits.parse().ok()?,
+                calling_code: region.calling_code,
+                country: Some(region.country),
+            });
+        }
+        None
     }
 }
 
@@ -290,6 +428,57 @@ mod tests {
             assert_eq!(Phone::from_logto(to), Err(InvalidPhone), "{to}");
         }
         assert_eq!(Phone::from_native(&"1".repeat(500), Some(Id::CN)), Err(InvalidPhone));
+    }
+
+    /// The fast path must give exactly what the parser gives wherever it answers: every region's example
+    /// numbers for every number type, and random digit changes, truncations and extensions of them.
+    #[test]
+    fn fast_path_agrees_with_the_parser() {
+        use phonenumber::metadata::DATABASE;
+        let mut rng = fastrand::Rng::with_seed(7);
+        let (mut fast_answers, mut compared) = (0, 0);
+        for meta in DATABASE.iter() {
+            let d = meta.descriptors();
+            let examples = [d.general(), d.mobile().unwrap_or(d.general()), d.fixed_line().unwrap_or(d.general())]
+                .into_iter()
+                .chain(
+                    [d.premium_rate(), d.toll_free(), d.shared_cost(), d.voip(), d.personal_number()]
+                        .into_iter()
+                        .flatten(),
+                )
+                .filter_map(|desc| desc.example());
+            for example in examples {
+                let base = format!("{}{example}", meta.country_code());
+                let mut candidates =
+                    vec![base.clone(), format!("{base}{}", rng.u8(0..10)), base[..base.len() - 1].to_owned()];
+                for _ in 0..20 {
+                    let mut bytes = base.clone().into_bytes();
+                    for _ in 0..rng.usize(1..3) {
+                        let at = rng.usize(1..bytes.len());
+                        bytes[at] = b'0' + rng.u8(0..10);
+                    }
+                    candidates.push(String::from_utf8(bytes).unwrap());
+                }
+                for digits in candidates.iter().filter(|c| (2..=15).contains(&c.len())) {
+                    compared += 1;
+                    if let Some(fast) = fast::parse(digits) {
+                        fast_answers += 1;
+                        let slow = Phone::parse_uncached(None, &format!("+{digits}"));
+                        assert_eq!(slow.as_ref(), Ok(&fast), "+{digits}");
+                        assert_eq!(
+                            (slow.as_ref().unwrap().calling_code, slow.unwrap().e164),
+                            (fast.calling_code, fast.e164)
+                        );
+                    }
+                }
+            }
+        }
+        eprintln!("fast path answered {fast_answers} of {compared}");
+        // The comparison means something only if the fast path answers for a good share of numbers.
+        assert!(fast_answers * 4 > compared, "fast path answered {fast_answers} of {compared}");
+        assert_eq!(fast::parse("8613800138000").map(|p| p.e164), Some("+8613800138000".to_owned()));
+        // Shared calling codes and leading zeros are left to the parser.
+        assert!(fast::parse("14155550100").is_none() && fast::parse("390236618300").is_none());
     }
 
     #[test]

@@ -528,8 +528,7 @@ fn compile_tencent(c: &mut Compiler, path: &str, raw: &RawTencent) -> Option<Ten
 }
 
 pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
-    let url =
-        reqwest::Url::parse(text).map_err(|_| "expected a URL like https://sms.tencentcloudapi.com".to_owned())?;
+    let url = url::Url::parse(text).map_err(|_| "expected a URL like https://sms.tencentcloudapi.com".to_owned())?;
     if !matches!(url.scheme(), "https" | "http") {
         return Err("the endpoint must be an http or https URL".into());
     }
@@ -541,7 +540,8 @@ pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
         Some(port) => format!("{host}:{port}"),
         None => host.to_owned(),
     };
-    Ok(Endpoint { url, host })
+    let uri = url.as_str().parse().map_err(|_| "the endpoint is not a valid URI".to_owned())?;
+    Ok(Endpoint { url, uri, host })
 }
 
 fn compile_templates(c: &mut Compiler, path: &str, raw: &[RawTemplate]) -> Templates {

@@ -157,7 +157,9 @@ pub struct Credentials {
 /// Where SendSms is posted, with the `Host` value the signature covers (host, and port when not default).
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    pub url: reqwest::Url,
+    pub url: url::Url,
+    /// The same address as the HTTP client takes it, parsed once.
+    pub uri: http::Uri,
     pub host: String,
 }
 

@@ -1,5 +1,7 @@
 //! Sends one signed SendSms call. The body is serialized once, signed, and those exact bytes are sent. One
-//! pooled reqwest client (rustls, keep-alive) serves every tenant; the tenant's `timeout` bounds the send.
+//! pooled hyper client (rustls, keep-alive) serves every tenant; the tenant's `timeout` bounds the send.
+//! A plain hyper client rather than a general-purpose one: the request is fully built here (URI parsed
+//! once per endpoint, headers written in the order signed), so nothing is re-parsed per send.
 
 use super::api::{self, Envelope, SendSmsRequest};
 use super::breaker::Breakers;
@@ -10,6 +12,10 @@ use crate::config::{Credentials, Endpoint, TencentAccount};
 use crate::error::{GatewayError, UpstreamDetail};
 use crate::phone::Masked;
 use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -31,7 +37,7 @@ pub struct OutboundSms {
 /// A signed request, ready to send (or to show, redacted, in dry-run and `explain`).
 #[derive(Clone)]
 pub struct PreparedRequest {
-    pub url: reqwest::Url,
+    pub url: http::Uri,
     /// Headers in the order sent, `Authorization` included.
     pub headers: Vec<(&'static str, String)>,
     pub body: Bytes,
@@ -81,7 +87,7 @@ const CREDENTIAL_ERRORS: &[&str] = &[
 /// Cheap to clone: clones share one connection pool, the endpoint breakers and the clock-skew estimate.
 #[derive(Clone)]
 pub struct TencentClient {
-    http: reqwest::Client,
+    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     clock: SharedClock,
     breakers: Arc<Breakers>,
     /// Seconds to add to our clock to get Tencent's, learnt from `AuthFailure.SignatureExpire` answers.
@@ -118,16 +124,25 @@ struct Answer {
 
 impl TencentClient {
     pub fn new(clock: SharedClock, telemetry: Telemetry) -> Self {
-        let http = reqwest::Client::builder()
-            .use_rustls_tls()
-            .connect_timeout(Duration::from_secs(3))
+        let mut tcp = HttpConnector::new();
+        tcp.set_connect_timeout(Some(Duration::from_secs(3)));
+        tcp.set_nodelay(true);
+        tcp.enforce_http(false);
+        let tls = rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .with_root_certificates(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })
+            .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("smsgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the TLS backend initializes");
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector);
         TencentClient { http, clock, breakers: Arc::default(), skew: Arc::default(), telemetry }
     }
 
@@ -167,7 +182,7 @@ impl TencentClient {
             ("X-TC-Timestamp", timestamp.to_string()),
             ("Authorization", signature.authorization),
         ];
-        PreparedRequest { url: endpoint.url.clone(), headers, body: body.into() }
+        PreparedRequest { url: endpoint.uri.clone(), headers, body: body.into() }
     }
 
     /// The request the next attempt would send: preferred key pair, first healthy endpoint, our clock
@@ -277,14 +292,16 @@ impl TencentClient {
     }
 
     async fn exchange(&self, request: PreparedRequest) -> Result<Answer, Transport> {
-        let mut builder = self.http.post(request.url);
+        let mut builder = http::Request::post(request.url);
         for (name, value) in request.headers {
-            // reqwest derives Host from the URL, the same value the signature covers.
-            if name != "Host" {
-                builder = builder.header(name, value);
-            }
+            // `Host` is written as signed; the client adds one only when the request has none.
+            builder = builder.header(name, value);
         }
-        let mut response = builder.body(request.body).send().await.map_err(transport_error)?;
+        let request = builder
+            .header(http::header::USER_AGENT, concat!("smsgate/", env!("CARGO_PKG_VERSION")))
+            .body(Full::new(request.body))
+            .map_err(|e| Transport::Connect(format!("connect: request could not be built: {e}")))?;
+        let response = self.http.request(request).await.map_err(transport_error)?;
         let status = response.status();
         let date = response
             .headers()
@@ -292,29 +309,31 @@ impl TencentClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
             .map(|d| d.timestamp());
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(Transport::MaybeSent("answer too large".into()));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = match Limited::new(response.into_body(), MAX_ANSWER_BYTES).collect().await {
+            Ok(collected) => collected.to_bytes().to_vec(),
+            Err(e) if e.is::<LengthLimitError>() => return Err(Transport::MaybeSent("answer too large".into())),
+            Err(e) => return Err(Transport::MaybeSent(format!("transport: reading the answer: {}", chain(&*e)))),
+        };
         Ok(Answer { status, date, body })
     }
 }
 
-fn transport_error(e: reqwest::Error) -> Transport {
-    // The chain's text carries no secret: only addresses and protocol errors.
+/// An error and its sources, `: `-separated. The chain carries no secret: only addresses and protocol errors.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut reason = e.to_string();
-    let mut source = std::error::Error::source(&e);
+    let mut source = e.source();
     while let Some(s) = source {
         reason.push_str(&format!(": {s}"));
         source = s.source();
     }
+    reason
+}
+
+fn transport_error(e: hyper_util::client::legacy::Error) -> Transport {
     if e.is_connect() {
-        Transport::Connect(format!("connect: {reason}"))
+        Transport::Connect(format!("connect: {}", chain(&e)))
     } else {
-        Transport::MaybeSent(format!("transport: {reason}"))
+        Transport::MaybeSent(format!("transport: {}", chain(&e)))
     }
 }
 
