@@ -6,9 +6,10 @@
 #   bash bench/load.sh                 # all scenarios, 10 s each
 #   DURATION=5 bash bench/load.sh      # shorter
 #
-# Scenarios: (a) accepted sends to distinct numbers, 3-rule phone policy; (b) the same with the Redis
-# backend (when this build has it); (c) a flood to one number, denied with 429; (d) random numbers against
-# a tenant-wide limit. For each: requests/s, p50/p99 latency, and the server's CPU time per request (from
+# Scenarios: (a) accepted sends to distinct numbers, 3-rule phone policy and the premium_block.lua hook;
+# (b) the same with the Redis backend; (c) a flood to one number under the 3-rule policy, denied with 429,
+# without a hook (the shape of nginx's limit_req front) and again with it; (d) random numbers against a
+# tenant-wide limit. For each: requests/s, p50/p99 latency, and the server's CPU time per request (from
 # /proc/PID/stat before and after). Servers are pinned to CPU 0, load generator and stand-in to CPU 1, and
 # smsgate and nginx each get one worker, so the CPU-per-request ratios compare like with like.
 set -euo pipefail
@@ -80,10 +81,14 @@ tenants:
       templates: [{ usageType: SignIn, templateCode: "1110" }, { usageType: Generic, templateCode: "1113" }]
       endpoint: http://127.0.0.1:$P_STANDIN
     script: $PWD/scripts/premium_block.lua
-    limits:
+    limits: &phone_limits
       - { name: burst, key: phone, limit: 1, per: 30s }
       - { name: hourly, key: phone, limit: 5, per: 1h }
       - { name: daily, key: phone, limit: 10, per: 1d }
+  guard:
+    tokens: ["guard-token-0123456789"]
+    tencent: *tencent
+    limits: *phone_limits
   flood:
     tokens: ["flood-token-0123456789"]
     tencent: *tencent
@@ -151,10 +156,15 @@ run "(a) smsgate accepted, distinct" "http://127.0.0.1:$P_GATE/v1/sms/send" "$WO
 redis_calls_before=$(redis-cli -p "$P_REDIS" info commandstats | awk -F'[=,]' '/cmdstat_evalsha/ {print $2}')
 run "(b) smsgate accepted, redis backend" "http://127.0.0.1:$P_GATE_REDIS/v1/sms/send" "$WORK/distinct.lua" load-token-0123456789 "$GATE_REDIS_PID"
 redis_calls_after=$(redis-cli -p "$P_REDIS" info commandstats | awk -F'[=,]' '/cmdstat_evalsha/ {print $2}')
-run "(c) smsgate flood one number, 429" "http://127.0.0.1:$P_GATE/v1/sms/send" "$WORK/one.lua" load-token-0123456789 "$GATE_PID"
+upstream_calls() { python3 -c 'import sys,urllib.request; print(sum(float(l.split()[-1]) for l in urllib.request.urlopen(sys.argv[1]).read().decode().splitlines() if l.startswith("smsgate_upstream_results_total")))' "http://127.0.0.1:$P_GATE/metrics"; }
+upstream_before=$(upstream_calls)
+run "(c) smsgate flood one number, 429" "http://127.0.0.1:$P_GATE/v1/sms/send" "$WORK/one.lua" guard-token-0123456789 "$GATE_PID"
+run "(c+hook) the same with the Lua hook" "http://127.0.0.1:$P_GATE/v1/sms/send" "$WORK/one.lua" load-token-0123456789 "$GATE_PID"
+upstream_after=$(upstream_calls)
 run "(d) smsgate random numbers, tenant" "http://127.0.0.1:$P_GATE/v1/sms/send" "$WORK/distinct.lua" flood-token-0123456789 "$GATE_PID"
 echo
 echo "(c) and (d) are meant to be mostly 429s: their non-2xx column counts the denials."
+echo "(c) upstream calls during (c) and (c+hook): $(python3 -c "print(int($upstream_after - $upstream_before))") (the first request of each run is accepted)"
 echo "(b) Redis EVALSHA calls during the run: $(( ${redis_calls_after:-0} - ${redis_calls_before:-0} )) (one per limiter decision; compare with the run's request count)"
 
 # Added latency at half of smsgate's saturation rate: constant-rate load (oha -q) on the direct path and on
@@ -168,7 +178,9 @@ latency() {
     | python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; print("%.3f %.3f" % (p["p50"]*1000, p["p99"]*1000))'
 }
 read -r d50 d99 < <(latency "http://127.0.0.1:$P_STANDIN/")
+read -r n50 n99 < <(latency "http://127.0.0.1:$P_NGINX/")
 read -r g50 g99 < <(latency "http://127.0.0.1:$P_GATE/v1/sms/send")
 echo
-echo "Constant rate $rate req/s (half of (a)): direct p50 ${d50} ms p99 ${d99} ms; smsgate p50 ${g50} ms p99 ${g99} ms;"
-echo "added p99: $(python3 -c "print('%.3f' % ($g99 - $d99))") ms"
+echo "Constant rate $rate req/s (half of (a)), p50 / p99: direct ${d50} / ${d99} ms; nginx ${n50} / ${n99} ms;"
+echo "smsgate ${g50} / ${g99} ms. Added p99 over direct: smsgate $(python3 -c "print('%.3f' % ($g99 - $d99))") ms," \
+  "nginx $(python3 -c "print('%.3f' % ($n99 - $d99))") ms"

@@ -459,7 +459,9 @@ impl Services {
             phone: Masked(&sms.phone_e164).to_string(),
             finished: false,
         };
-        let result = self.tencent.deliver(account, &sms).await;
+        // Boxed: the client's future is large, and this task's is moved whole into its spawned cell, on
+        // denied requests too.
+        let result = Box::pin(self.tencent.deliver(account, &sms)).await;
         guard.finish();
         trail.upstream_latency = Some(started.elapsed());
         match result {

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
-const SHARDS: usize = 64;
+pub const SHARDS: usize = 64;
 /// A shard sweeps expired entries whenever it has grown to this many since the last sweep (or twice the
 /// live count then), so sweeping is amortized O(1) per insert.
 const MIN_SWEEP: usize = 1024;
@@ -142,7 +142,7 @@ impl Shard {
 /// (and their entries purged) by `retain_rules` on reload.
 #[derive(Default)]
 struct Slots {
-    by_rule: HashMap<u64, u16>,
+    by_rule: HashMap<u64, u16, foldhash::fast::RandomState>,
     free: Vec<u16>,
     next: usize,
 }
@@ -157,6 +157,8 @@ impl Default for MemoryStore {
         MemoryStore { shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(), slots: RwLock::default() }
     }
 }
+
+type Small<T> = smallvec::SmallVec<[T; 8]>;
 
 fn shard_of(check: &Check) -> usize {
     let mixed = if check.key < SPREAD_BELOW { check.key ^ check.rule_id } else { check.key };
@@ -199,13 +201,14 @@ impl MemoryStore {
     /// Judges every check at `now` (ms); when `commit` and all enforcing checks allow, records the request.
     /// Verdicts come back in the order of `checks`.
     pub fn decide(&self, checks: &[Check], now: u64, commit: bool) -> Vec<RuleVerdict> {
-        let places: Vec<(Where, usize)> = checks.iter().map(|c| (self.place(c), shard_of(c))).collect();
-        let mut order: Vec<usize> = places.iter().map(|(_, s)| *s).collect();
+        // On the stack for policies of up to 8 rules: a decision allocates only its verdicts.
+        let places: Small<(Where, usize)> = checks.iter().map(|c| (self.place(c), shard_of(c))).collect();
+        let mut order: Small<usize> = places.iter().map(|(_, s)| *s).collect();
         order.sort_unstable();
         order.dedup();
         // Locked in ascending shard order, so concurrent decisions cannot deadlock.
-        let mut guards: Vec<MutexGuard<'_, Shard>> = order.iter().map(|&i| lock(&self.shards[i])).collect();
-        let guard_of: Vec<usize> =
+        let mut guards: Small<MutexGuard<'_, Shard>> = order.iter().map(|&i| lock(&self.shards[i])).collect();
+        let guard_of: Small<usize> =
             places.iter().map(|(_, s)| order.binary_search(s).expect("every shard is locked")).collect();
 
         let verdicts: Vec<RuleVerdict> = checks
@@ -262,15 +265,21 @@ impl MemoryStore {
     /// Drops every expired entry now and gives memory back when the maps have become mostly empty (the
     /// store also drops expired entries by itself as it grows).
     pub fn sweep(&self, now: u64) {
-        for shard in self.shards.iter() {
-            let mut s = lock(shard);
-            s.drop_expired(now);
-            if s.packed.len() < s.packed.capacity() / 4 {
-                s.packed.shrink_to_fit();
-            }
-            if s.wide.len() < s.wide.capacity() / 4 {
-                s.wide.shrink_to_fit();
-            }
+        for shard in 0..SHARDS {
+            self.sweep_shard(shard, now);
+        }
+    }
+
+    /// Sweeps one of the `SHARDS` shards: callers on an async runtime yield between shards, so a sweep of
+    /// a million entries never holds a worker thread (or a shard's lock) for long.
+    pub fn sweep_shard(&self, shard: usize, now: u64) {
+        let mut s = lock(&self.shards[shard % SHARDS]);
+        s.drop_expired(now);
+        if s.packed.len() < s.packed.capacity() / 4 {
+            s.packed.shrink_to_fit();
+        }
+        if s.wide.len() < s.wide.capacity() / 4 {
+            s.wide.shrink_to_fit();
         }
     }
 

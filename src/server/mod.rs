@@ -2,6 +2,7 @@
 //! shutdown, and the config swap used by reload. The config in force is one `Arc` read at the start of each
 //! request, so a request finishes on the config it started with.
 
+mod denials;
 mod respond;
 
 use crate::clock::SharedClock;
@@ -39,6 +40,7 @@ struct Shared {
     services: Arc<Services>,
     metrics: Metrics,
     draining: AtomicBool,
+    denial_log: denials::DenialLog,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +63,7 @@ impl Gateway {
                 services,
                 metrics,
                 draining: AtomicBool::new(false),
+                denial_log: denials::DenialLog::default(),
             }),
         };
         gateway.spawn_sweeper();
@@ -79,7 +82,7 @@ impl Gateway {
             loop {
                 every.tick().await;
                 let Some(shared) = shared.upgrade() else { return };
-                shared.services.limiter.sweep();
+                shared.services.limiter.sweep().await;
             }
         });
     }
@@ -289,6 +292,16 @@ impl Gateway {
         if let Some(latency) = trail.upstream_latency {
             metrics.observe_upstream(tenant_name, trail.upstream_code.as_deref(), outcome, latency);
         }
+        // Under a flood, rate_limited lines are capped per tenant; the count of those left out rides on the
+        // next line written.
+        let mut suppressed = None;
+        if let (Err(GatewayError::RateLimited { .. }), Some(tenant)) = (result, &trail.tenant) {
+            match self.shared.denial_log.admit(tenant, self.shared.services.clock.monotonic()) {
+                None => return,
+                Some(0) => {}
+                Some(n) => suppressed = Some(n),
+            }
+        }
         let error = result.as_ref().err();
         let level_is_warn = error.is_some_and(|e| e.status().is_server_error());
         let route = match route {
@@ -319,6 +332,7 @@ impl Gateway {
                     upstream_ms,
                     latency_ms,
                     detail = detail.as_deref(),
+                    suppressed,
                     "send request"
                 )
             };
