@@ -282,10 +282,9 @@ impl Limiter {
         self.memory.retain_rules(&live);
     }
 
-    /// Drops expired in-process state now (a background task calls this, so memory returns to its baseline
-    /// even without traffic).
-    /// Drops expired in-process state, one shard at a time, yielding between shards: on a one-thread
-    /// runtime a whole sweep at once stalled every request behind it (a p99 spike every sweep period).
+    /// Drops expired in-process state (a background task calls this, so memory returns to its baseline even
+    /// without traffic), one shard at a time, yielding between shards: on a one-thread runtime a whole sweep
+    /// at once stalled every request behind it (a p99 spike every sweep period).
     pub async fn sweep(&self) {
         for shard in 0..memory::SHARDS {
             self.memory.sweep_shard(shard, self.clock.monotonic().as_millis() as u64);
