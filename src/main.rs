@@ -135,7 +135,7 @@ fn main() -> ExitCode {
 
 async fn serve(path: PathBuf, config: Config) -> std::io::Result<()> {
     let listen = config.server.listen;
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listener = smsgate::server::bind(listen)?;
     let gateway = Gateway::new(config, SystemClock::shared());
     let limiter = gateway.services().limiter.mode().as_str();
     tracing::info!(addr = %listener.local_addr()?, config = %path.display(), limiter, "smsgate listening");

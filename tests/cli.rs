@@ -50,6 +50,16 @@ fn check_reports_every_error_with_its_location_and_fails() {
 }
 
 #[test]
+fn regression_a_port_in_use_is_named_in_the_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let out = bin().arg("serve").env("SMSGATE_LISTEN", addr.to_string()).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+}
+
+#[test]
 fn config_comes_from_smsgate_config_by_default() {
     let out = bin().arg("check").env("SMSGATE_CONFIG", "/nonexistent/gw.yaml").output().unwrap();
     assert!(!out.status.success());
@@ -60,6 +70,7 @@ fn config_comes_from_smsgate_config_by_default() {
 fn explain_shows_each_stage_and_the_signed_request_without_the_secret() {
     let out = bin()
         .args(["explain", "--tenant", "demo", "--phone", "0086 138 0013 8000", "--usage", "MfaVerification"])
+        .args(["--code", "654321"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -71,10 +82,14 @@ fn explain_shows_each_stage_and_the_signed_request_without_the_secret() {
         "X-TC-Region: ap-guangzhou",
         "Authorization: TC3-HMAC-SHA256 Credential=AKIDdemo/",
         r#""TemplateId":"1113""#,
+        r#""TemplateParamSet":["***"]"#,
+        // The memory backend's counts live in the serving process: explain says it cannot see them.
+        "memory backend: the running gateway's counts live in its own process",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
-    assert!(!text.contains("demo-secret-not-a-real-key"));
+    // `--code` promises `***`: the code is never printed (regression: it was, inside TemplateParamSet).
+    assert!(!text.contains("demo-secret-not-a-real-key") && !text.contains("654321"), "{text}");
 
     // The shipped demo tenant lists a test number: explain says it is not counted.
     let out =

@@ -172,3 +172,40 @@ async fn a_send_cut_off_by_the_shutdown_grace_is_logged_as_unknown() {
     let line = log.lines().find(|l| l.contains("outcome unknown")).unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains("+86138****8000"), "{line}");
 }
+
+/// With one endpoint and it down: the breaker logs when it opens (once, not at every failure), and once open
+/// each send makes one attempt instead of `max_attempts` against an endpoint known to be down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_dead_single_endpoint_is_logged_once_and_tried_once_per_send() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut server = Server::spawn(&yaml(&format!("http://{dead}"), "1110"), &env_pairs());
+    let http = reqwest::Client::new();
+    for i in 0..5 {
+        send(&http, &server, &format!("+86138001380{i:02}"), "123456").await.assert_error(503, "upstream_unavailable");
+    }
+    let m = metrics(&http, &server).await;
+    // The first send's three attempts open the breaker (two retries); the next four try once each.
+    assert!(m.contains(r#"smsgate_upstream_retries_total{reason="connect"} 2"#), "{m}");
+    // The log is written in order by one thread: once the fifth request's line is there, so is every earlier one.
+    server.wait_for_nth_log("\"send request\"", 5);
+    let log = server.log_text();
+    assert_eq!(log.lines().filter(|l| l.contains("endpoint unreachable")).count(), 1, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_replayed_send_says_so_in_its_log_line() {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let mut server = Server::spawn(&yaml(&mock.endpoint(), "1110"), &env_pairs());
+    let http = reqwest::Client::new();
+    let first = send(&http, &server, "+8613800138000", "123456").await;
+    let again = send(&http, &server, "+8613800138000", "123456").await;
+    assert_eq!((first.status, again.status), (200, 200));
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(mock.seen().len(), 1);
+    server.wait_for_nth_log("\"send request\"", 2);
+    let log = server.log_text();
+    let events: Vec<serde_json::Value> =
+        log.lines().filter(|l| l.contains("\"send request\"")).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events[0].get("replayed"), None, "{log}");
+    assert_eq!(events[1]["replayed"], true, "{log}");
+}

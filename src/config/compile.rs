@@ -24,6 +24,7 @@ pub type Problem = (String, String);
 
 const MIN_TOKEN_LEN: usize = 16;
 const MAX_BODY_RANGE: (u64, u64) = (256, 1 << 20);
+const MAX_BODY_READERS: u64 = 100_000;
 const LIMIT_PERIOD_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30 * 86_400));
 const INSTRUCTION_RANGE: (u64, u64) = (1_000, 100_000_000);
 const MEMORY_RANGE: (usize, usize) = (64 << 10, 64 << 20);
@@ -137,7 +138,7 @@ pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, V
             c.problem(format!("{path}.tokens"), "list at least one token");
         }
         // A tenant that fails leaves a None, keeping indexes aligned with the token table.
-        tenants.push(compile_tenant(&mut c, name, &path, raw_tenant, base_dir).map(Arc::new));
+        tenants.push(compile_tenant(&mut c, name, &path, raw_tenant, base_dir, &server).map(Arc::new));
     }
 
     match tenants.into_iter().collect::<Option<Vec<_>>>() {
@@ -173,7 +174,27 @@ fn compile_server(c: &mut Compiler, raw: &RawServer) -> ServerSettings {
         Duration::from_secs(30),
         (Duration::ZERO, Duration::from_secs(3600)),
     );
-    ServerSettings { listen, max_body_bytes, shutdown_grace }
+    let header_timeout = c.duration(
+        "server.header_timeout",
+        raw.header_timeout.as_ref(),
+        Duration::from_secs(10),
+        (Duration::from_millis(100), Duration::from_secs(300)),
+    );
+    let body_timeout = c.duration(
+        "server.body_timeout",
+        raw.body_timeout.as_ref(),
+        Duration::from_secs(5),
+        (Duration::from_millis(100), Duration::from_secs(300)),
+    );
+    let mut max_body_readers = 256;
+    if let Some(n) = raw.max_body_readers {
+        if !(1..=MAX_BODY_READERS).contains(&n) {
+            c.problem("server.max_body_readers", format!("must be between 1 and {MAX_BODY_READERS}"));
+        } else {
+            max_body_readers = n as usize;
+        }
+    }
+    ServerSettings { listen, max_body_bytes, shutdown_grace, header_timeout, body_timeout, max_body_readers }
 }
 
 fn compile_backend(c: &mut Compiler, raw: &RawLimitsBackend) -> LimitsBackend {
@@ -250,7 +271,14 @@ fn compile_test_numbers(
     numbers
 }
 
-fn compile_tenant(c: &mut Compiler, name: &str, path: &str, raw: &RawTenant, base_dir: &Path) -> Option<Tenant> {
+fn compile_tenant(
+    c: &mut Compiler,
+    name: &str,
+    path: &str,
+    raw: &RawTenant,
+    base_dir: &Path,
+    server: &ServerSettings,
+) -> Option<Tenant> {
     let before = c.problems.len();
     let default_country = raw.default_country.as_ref().and_then(|s| {
         let p = format!("{path}.default_country");
@@ -330,6 +358,7 @@ fn compile_tenant(c: &mut Compiler, name: &str, path: &str, raw: &RawTenant, bas
         spend_caps,
         test_numbers,
         script,
+        body_readers: Arc::new(tokio::sync::Semaphore::new(server.max_body_readers)),
     })
 }
 

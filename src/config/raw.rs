@@ -22,6 +22,12 @@ pub struct RawServer {
     pub listen: Option<Scalar>,
     pub max_body_bytes: Option<u64>,
     pub shutdown_grace: Option<Scalar>,
+    /// The whole request head must arrive within this time.
+    pub header_timeout: Option<Scalar>,
+    /// The whole body must arrive within this time.
+    pub body_timeout: Option<Scalar>,
+    /// Bodies one tenant may have in reading at once.
+    pub max_body_readers: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
