@@ -169,7 +169,7 @@ pub enum RawLimitKey {
 
 const LIMIT_KEYS: &[&str] = &["phone", "tenant", "ip", "country", "phone_prefix"];
 
-// By hand: serde_yaml 0.9 reads externally tagged enums only from YAML tags (`!phone_prefix 5`), not from
+// By hand: serde_yaml 0.9 read externally tagged enums only from YAML tags (`!phone_prefix 5`), not from
 // the `{ phone_prefix: 5 }` map the config documents (regression_phone_prefix_map_form in tests/limits.rs).
 impl<'de> Deserialize<'de> for RawLimitKey {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
