@@ -356,8 +356,11 @@ pub fn reload_from(gateway: &Gateway, path: &std::path::Path, env: &dyn crate::c
     gateway.metrics().reloads.get_or_create(&crate::metrics::ResultLabels { result: word.into() }).inc();
     match result {
         Ok(config) => {
-            tracing::info!(config = %path.display(), tenants = config.tenants.len(), "config reloaded");
-            free_when_unused(gateway.reload(config));
+            let tenants = config.tenants.len();
+            let previous = gateway.reload(config);
+            // Logged once the new config is in force: a request that follows this line gets it.
+            tracing::info!(config = %path.display(), tenants, "config reloaded");
+            free_when_unused(previous);
             true
         }
         Err(errors) => {
