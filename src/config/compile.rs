@@ -1,9 +1,8 @@
-//! Raw config -> validated [`Config`]. Interpolates `${VAR}` references, checks every value, and collects
-//! every problem it finds (not just the first) as `(key path, message)` pairs. Messages never echo a value
-//! that could be a secret.
+//! Raw config -> validated [`Config`]. Checks every value and collects every problem it finds (not just the
+//! first) as `(key path, message)` pairs. `${VAR}` references were expanded when the raw config was read
+//! (`de.rs`); nothing here expands again. Messages never echo a value that could be a secret.
 
 use super::duration::parse_duration;
-use super::interp::{expand, Env};
 use super::model::*;
 use super::raw::*;
 use super::tokens::TokenTable;
@@ -33,28 +32,21 @@ const REDIS_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(1), Dur
 /// The limiter keeps TATs as whole milliseconds ahead of now, at most ~30 days (see policy/memory.rs).
 const MAX_LIMIT: u32 = 1_000_000;
 
-struct Compiler<'a> {
-    env: &'a dyn Env,
+struct Compiler {
     problems: Vec<Problem>,
 }
 
-impl Compiler<'_> {
+impl Compiler {
     fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push((path.into(), message.into()));
     }
 
-    /// Interpolates a scalar; on error records it and returns None.
-    fn text(&mut self, path: &str, scalar: &Scalar) -> Option<String> {
-        match expand(&scalar.0, self.env) {
-            Ok(text) => Some(text),
-            Err(message) => {
-                self.problem(path, message);
-                None
-            }
-        }
+    /// A scalar's text (already interpolated when it was read). Always Some; an Option so that checks chain.
+    fn text(&mut self, _path: &str, scalar: &Scalar) -> Option<String> {
+        Some(scalar.0.clone())
     }
 
-    /// Interpolates and requires a non-empty value.
+    /// Requires a non-empty value.
     fn required(&mut self, path: &str, scalar: &Scalar) -> Option<String> {
         let text = self.text(path, scalar)?;
         if text.trim().is_empty() {
@@ -106,8 +98,8 @@ fn is_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, Vec<Problem>> {
-    let mut c = Compiler { env, problems: Vec::new() };
+pub fn compile(raw: RawConfig, source: &Path) -> Result<Config, Vec<Problem>> {
+    let mut c = Compiler { problems: Vec::new() };
     // Scripts resolve relative to the config file's folder.
     let base_dir = source.parent().unwrap_or(Path::new(""));
     let server = compile_server(&mut c, &raw.server);

@@ -115,14 +115,15 @@ impl Gateway {
         &self.shared.metrics
     }
 
-    /// Puts a newly compiled config in force; requests already running keep the old one. Limiter state
-    /// lives outside the config, so rules whose name and definition did not change keep their counts.
-    pub fn reload(&self, config: Config) {
+    /// Puts a newly compiled config in force and returns the one it replaces; requests already running keep
+    /// the old one. Limiter state lives outside the config, so rules whose name and definition did not change
+    /// keep their counts.
+    pub fn reload(&self, config: Config) -> Arc<Config> {
         if config.limits_backend != self.config().limits_backend {
             tracing::warn!("limits_backend changed: the new backend takes effect on restart");
         }
         self.shared.services.limiter.retain_rules(config.tenants.iter().map(|t| &**t));
-        self.shared.config.store(Arc::new(config));
+        self.shared.config.swap(Arc::new(config))
     }
 
     /// Serves on `listener` until `shutdown` resolves, then stops accepting, answers `/readyz` with 503, and
@@ -369,14 +370,19 @@ impl Gateway {
 
 /// Reload: compiles the config at `path` off to the side and puts it in force only when it compiles;
 /// otherwise logs every error and keeps serving the old one. Returns whether the new config is in force.
+/// Compiling reads files and builds Lua states: call it on a blocking thread, never on an async worker.
 pub fn reload_from(gateway: &Gateway, path: &std::path::Path, env: &dyn crate::config::Env) -> bool {
+    tracing::info!(config = %path.display(), "config reload started");
     let result = Config::load(path, env);
     let word = if result.is_ok() { "ok" } else { "error" };
     gateway.metrics().reloads.get_or_create(&crate::metrics::ResultLabels { result: word.into() }).inc();
     match result {
         Ok(config) => {
-            tracing::info!(config = %path.display(), tenants = config.tenants.len(), "config reloaded");
-            gateway.reload(config);
+            let tenants = config.tenants.len();
+            let previous = gateway.reload(config);
+            // Logged once the new config is in force: a request that follows this line gets it.
+            tracing::info!(config = %path.display(), tenants, "config reloaded");
+            free_when_unused(previous);
             true
         }
         Err(errors) => {
@@ -385,5 +391,14 @@ pub fn reload_from(gateway: &Gateway, path: &std::path::Path, env: &dyn crate::c
             }
             false
         }
+    }
+}
+
+/// Frees a replaced config on the reloading thread once the requests still using it are done (waiting at
+/// most 30 s), so that dropping thousands of tenants' Lua states does not land on an async worker.
+fn free_when_unused(config: Arc<Config>) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while Arc::strong_count(&config) > 1 && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
