@@ -86,9 +86,9 @@ impl Gateway {
         gateway
     }
 
-    /// Drops expired in-process limiter state every few seconds, so memory returns to its baseline after a
-    /// burst of numbers even when no new traffic arrives to trigger the store's own sweeps. Holds the gateway
-    /// weakly: it ends when the gateway is dropped.
+    /// Drops expired in-process limiter and de-duplication state every few seconds, so memory returns to its
+    /// baseline after a burst of numbers even when no new traffic arrives to trigger the stores' own sweeps.
+    /// Holds the gateway weakly: it ends when the gateway is dropped.
     fn spawn_sweeper(&self) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let shared = Arc::downgrade(&self.shared);
@@ -99,6 +99,7 @@ impl Gateway {
                 every.tick().await;
                 let Some(shared) = shared.upgrade() else { return };
                 shared.services.limiter.sweep().await;
+                shared.services.dedupe.sweep().await;
             }
         });
     }
