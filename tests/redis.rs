@@ -145,6 +145,22 @@ tenants:
     }
 }
 
+/// The limiter's per-(rule, key) TAT keys: not the tenant's admission counter (`…:seq`), give-back ledgers
+/// (`…:g`), de-duplication or spend keys.
+fn limiter_keys(c: &mut redis::Connection) -> Vec<String> {
+    let keys: Vec<String> = redis::cmd("KEYS").arg("smsgate:*").query(c).unwrap();
+    let is_limiter = |k: &String| {
+        let parts: Vec<&str> = k.split(':').collect();
+        parts.len() == 4 && parts[2].len() == 16 && parts[2].bytes().all(|b| b.is_ascii_hexdigit())
+    };
+    let (limiter, other): (Vec<String>, Vec<String>) = keys.into_iter().partition(is_limiter);
+    for key in other.iter().filter(|k| k.ends_with(":seq")) {
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query(c).unwrap();
+        assert!(ttl > 0, "{key} expires");
+    }
+    limiter
+}
+
 impl Drop for Replica {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -180,7 +196,7 @@ async fn two_replicas_sharing_redis_enforce_one_quota_per_number() {
     let text = String::from_utf8_lossy(&explain.stdout);
     assert!(text.contains("policy     hourly: 3 per 3600s: deny"), "{text}");
     let mut c = redis.connection();
-    let keys: Vec<String> = redis::cmd("KEYS").arg("smsgate:*").query(&mut c).unwrap();
+    let keys = limiter_keys(&mut c);
     assert_eq!(keys.len(), 2, "one key per (rule, number): {keys:?}");
     for key in &keys {
         assert!(key.starts_with("smsgate:{demo}:"), "{key}");
@@ -217,9 +233,10 @@ async fn two_replicas_share_de_duplication_and_spend_caps() {
     assert!(keys.iter().all(|k| !k.contains("111111") && !k.contains("13800138000")), "{keys:?}");
 }
 
-/// Kills Redis mid-run and checks what `on_error` promises, then restarts it on the same port and checks the
-/// switch back.
-async fn outage(on_error: &str, during: [u16; 3], ready_during: (u16, &str)) {
+/// Kills Redis mid-run and checks what `on_error` promises, then restarts it (empty) on the same port and
+/// checks the switch back: the replica's own record (`keys_after` keys: the number sent before the outage, the
+/// one sent locally during it if any, and the new one) is in Redis again.
+async fn outage(on_error: &str, during: [u16; 3], ready_during: (u16, &str), keys_after: usize) {
     let Some(mut redis) = RedisServer::start() else { return };
     let mut replica = Replica::start(&redis.url(), on_error, "      - { name: hourly, key: phone, limit: 2, per: 1h }");
     let http = reqwest::Client::new();
@@ -251,25 +268,25 @@ async fn outage(on_error: &str, during: [u16; 3], ready_during: (u16, &str)) {
     ];
     assert_eq!(statuses, [200, 200, 429], "limits are enforced by Redis again");
     let mut c = redis.connection();
-    let keys: Vec<String> = redis::cmd("KEYS").arg("smsgate:*").query(&mut c).unwrap();
-    assert_eq!(keys.len(), 1, "the new state lives in Redis: {keys:?}");
+    let keys = limiter_keys(&mut c);
+    assert_eq!(keys.len(), keys_after, "the state lives in Redis: {keys:?}");
     assert!(replica.alive());
     assert!(!replica.logged("8613800138001"), "numbers are never logged unmasked");
 }
 
 #[tokio::test]
 async fn redis_down_with_on_error_local_falls_back_to_memory_and_recovers() {
-    outage("local", [200, 200, 429], (200, "local-fallback")).await;
+    outage("local", [200, 200, 429], (200, "local-fallback"), 3).await;
 }
 
 #[tokio::test]
 async fn redis_down_with_on_error_allow_sends_unlimited_and_recovers() {
-    outage("allow", [200, 200, 200], (200, "unlimited")).await;
+    outage("allow", [200, 200, 200], (200, "unlimited"), 2).await;
 }
 
 #[tokio::test]
 async fn redis_down_with_on_error_deny_refuses_with_503_and_recovers() {
-    outage("deny", [503, 503, 503], (503, "unavailable")).await;
+    outage("deny", [503, 503, 503], (503, "unavailable"), 2).await;
 }
 
 #[tokio::test]
@@ -279,13 +296,18 @@ async fn a_stalled_redis_times_out_into_the_fallback_and_recovers() {
     let http = reqwest::Client::new();
     assert_eq!(replica.send(&http, "+8613800138000").await.0, 200);
     redis.signal("-STOP");
-    // The call times out (200ms in this config) instead of hanging: answered by the local fallback.
+    // The call times out (200ms in this config) instead of hanging: answered by the local fallback, which
+    // remembers what this replica admitted through Redis.
     let (status, body) = replica.send(&http, "+8613800138000").await;
-    assert_eq!(status, 200, "the local store has not seen this number: {body}");
-    assert_eq!(replica.send(&http, "+8613800138000").await.0, 429);
+    assert_eq!(status, 429, "the replica's own record has this number: {body}");
     assert_eq!(replica.ready(&http).await.1["limiter"], "local-fallback");
+    assert_eq!(replica.send(&http, "+8613800138002").await.0, 200);
+    assert_eq!(replica.send(&http, "+8613800138002").await.0, 429);
     redis.signal("-CONT");
     replica.wait_for_mode(&http, "redis").await;
+    // The number sent during the stall was written into Redis before it was trusted again.
+    let keys = limiter_keys(&mut redis.connection());
+    assert!(keys.iter().any(|k| k.ends_with(&format!(":{:x}", 8_613_800_138_002u64))), "{keys:?}");
     // Redis kept its state through the stall: the number's first send still counts there.
     assert_eq!(replica.send(&http, "+8613800138000").await.0, 429);
     assert_eq!(replica.send(&http, "+8613800138001").await.0, 200);
