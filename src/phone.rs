@@ -171,15 +171,17 @@ impl Phone {
 
     fn parse_uncached(country: Option<country::Id>, text: &str) -> Result<Phone, InvalidPhone> {
         let number = phonenumber::parse(country, text).map_err(|_| InvalidPhone)?;
-        if !phonenumber::is_valid(&number) || number.extension().is_some() {
+        if number.extension().is_some() {
             return Err(InvalidPhone);
         }
+        // `phonenumber::is_valid` is exactly "the type is not Unknown": asking for the type validates too,
+        // with the same regular expressions, so knowing the type costs the parser nothing.
+        let region = number.country().id();
+        let kind =
+            NumberType::classify(number.number_type(&phonenumber::metadata::DATABASE), region).ok_or(InvalidPhone)?;
         let e164 = number.format().mode(Mode::E164).to_string();
         let digits = e164[1..].parse().map_err(|_| InvalidPhone)?;
-        let country = number.country().id();
-        let kind =
-            NumberType::classify(number.number_type(&phonenumber::metadata::DATABASE), country).ok_or(InvalidPhone)?;
-        Ok(Phone { digits, calling_code: number.code().value(), country, e164, kind })
+        Ok(Phone { digits, calling_code: number.code().value(), country: region, e164, kind })
     }
 
     /// Loads the number metadata now rather than on the first request.

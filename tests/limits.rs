@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::mock::MockTencent;
+use common::mock::{MockTencent, Reply};
 use common::*;
 use std::time::Duration;
 
@@ -305,4 +305,150 @@ fn rule_usages_must_name_a_usage_a_send_can_be_judged_under() {
     // Logto's spelling wins for its own usage types written another way in the templates.
     let config = compile(&base.replace("usageType: SignIn,", "usageType: SIGNIN,"));
     assert!(config.tenant("usages").unwrap().names_usage("SignIn"));
+}
+
+/// The acme tenant with one rule, `hourly` (3 per hour per number), pointed at `endpoint`; with `redis`, the
+/// redis limiter backend (`on_error: deny`, so every decision below is Redis's).
+fn hourly_yaml(endpoint: &str, redis: Option<&str>) -> String {
+    let yaml = config_yaml(endpoint, &without_dedupe("      - { name: hourly, key: phone, limit: 3, per: 1h }"), "");
+    match redis {
+        Some(url) => yaml.replacen(
+            "tenants:",
+            &format!("limits_backend: {{ kind: redis, url: \"{url}\", on_error: deny, timeout: 2s }}\ntenants:"),
+            1,
+        ),
+        None => yaml,
+    }
+}
+
+/// With Tencent unreachable, three sends used up a 3-per-hour rule and the fourth got `429 Retry-After: 1188`
+/// although no SMS went out. A send that certainly went nowhere now gives its quota back; one that may have
+/// gone out, or that Tencent refused for the number itself, keeps it.
+async fn sends_that_never_left_give_their_quota_back(redis: Option<&str>) {
+    // Nothing listens on the port yet: every connect is refused.
+    let port = common::redis_server::free_port();
+    let gw = TestGateway::start(compile(&hourly_yaml(&format!("http://127.0.0.1:{port}"), redis))).await;
+    for _ in 0..5 {
+        let a = gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "1")).await;
+        a.assert_error(503, "upstream_unavailable");
+    }
+    // Tencent is back: the whole quota is there.
+    let mock = MockTencent::start_on(port, SECRET_KEY).await;
+    let statuses = [
+        gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "1")).await.status,
+        gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "1")).await.status,
+        gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "1")).await.status,
+    ];
+    assert_eq!(statuses, [200, 200, 200], "redis: {redis:?}");
+    let a = gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "1")).await;
+    a.assert_error(429, "rate_limited");
+    assert_eq!(mock.seen().len(), 3);
+
+    // Refused before anything was sent (the operator's template): the quota comes back too.
+    for _ in 0..4 {
+        mock.reply(Reply::Envelope(200, "FailedOperation.TemplateIncorrectOrUnapproved"));
+        gw.post("/v1/sms/send", &native("+8613800138001", "SignIn", "1")).await.assert_error(502, "upstream_rejected");
+    }
+    assert_eq!(gw.post("/v1/sms/send", &native("+8613800138001", "SignIn", "1")).await.status, 200);
+
+    // The connection dropped after the request went out: the SMS may have been sent, the quota stays taken.
+    for _ in 0..3 {
+        mock.reply(Reply::Drop);
+        gw.post("/v1/sms/send", &native("+8613800138002", "SignIn", "1"))
+            .await
+            .assert_error(503, "upstream_unavailable");
+    }
+    gw.post("/v1/sms/send", &native("+8613800138002", "SignIn", "1")).await.assert_error(429, "rate_limited");
+    // Tencent refused the number itself: no SMS, but the quota stays taken, so a number Tencent refuses cannot
+    // buy unlimited calls to it.
+    for _ in 0..3 {
+        mock.reply(Reply::PerNumber("FailedOperation.PhoneNumberInBlacklist"));
+        gw.post("/v1/sms/send", &native("+8613800138003", "SignIn", "1")).await.assert_error(502, "upstream_rejected");
+    }
+    gw.post("/v1/sms/send", &native("+8613800138003", "SignIn", "1")).await.assert_error(429, "rate_limited");
+}
+
+#[tokio::test]
+async fn regression_a_send_that_never_left_gives_its_quota_back() {
+    sends_that_never_left_give_their_quota_back(None).await;
+}
+
+#[tokio::test]
+async fn regression_a_send_that_never_left_gives_its_quota_back_in_redis() {
+    let Some(redis) = common::redis_server::RedisServer::start() else { return };
+    sends_that_never_left_give_their_quota_back(Some(&redis.url())).await;
+}
+
+/// Give-backs racing other sends on one key never let more through than the rule allows, and every request
+/// that sent nothing is returned whatever the order: a tenant rule of 5 per hour, 24 concurrent sends of which
+/// Tencent refuses the first 12 without sending (their quota comes back), then sends until the rule denies.
+async fn racing_give_backs(redis: Option<&str>) {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let yaml = hourly_yaml(&mock.endpoint(), redis)
+        .replace("{ name: hourly, key: phone, limit: 3, per: 1h }", "{ name: tenant, key: tenant, limit: 5, per: 1h }");
+    let gw = std::sync::Arc::new(TestGateway::start(compile(&yaml)).await);
+    for _ in 0..12 {
+        mock.reply(Reply::Envelope(200, "LimitExceeded.AppDailyLimit"));
+    }
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                gw.post("/v1/sms/send", &native(&format!("+86138001380{i:02}"), "SignIn", "1")).await
+            })
+        })
+        .collect();
+    let mut sent = 0;
+    for task in tasks {
+        let a = task.await.unwrap();
+        match a.status {
+            200 => sent += 1,
+            502 => a.assert_error(502, "upstream_rejected"),
+            _ => a.assert_error(429, "rate_limited"),
+        }
+    }
+    assert!(sent <= 5, "{sent} sent on a rule of 5");
+    // Then one at a time (Tencent refuses what is left of the 12 first), until the rule denies.
+    let mut more = 0;
+    for i in 0..40 {
+        let a = gw.post("/v1/sms/send", &native(&format!("+86139001380{i:02}"), "SignIn", "1")).await;
+        match a.status {
+            200 => more += 1,
+            502 => continue,
+            _ => {
+                a.assert_error(429, "rate_limited");
+                break;
+            }
+        }
+        assert!(sent + more <= 5, "over the rule");
+    }
+    assert_eq!(sent + more, 5, "every refused send's quota came back (redis: {redis:?})");
+    let delivered = mock.seen().len() - 12;
+    assert_eq!(delivered, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn give_backs_racing_other_sends_never_exceed_the_rule() {
+    racing_give_backs(None).await;
+    if let Some(redis) = common::redis_server::RedisServer::start() {
+        racing_give_backs(Some(&redis.url())).await;
+    }
+}
+
+/// With `retry_maybe_sent`, the answer is the last attempt's: an earlier attempt that may have gone out must
+/// keep the quota (and the spend reservation) even when the last attempt was refused without sending.
+#[tokio::test]
+async fn regression_a_retried_maybe_sent_attempt_keeps_the_quota() {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let limits =
+        without_dedupe("      - { name: hourly, key: phone, limit: 1, per: 1h }\n    spend_caps: { daily: 2 }");
+    let gw = TestGateway::start(compile(&config_yaml(&mock.endpoint(), &limits, "      retry_maybe_sent: true"))).await;
+    mock.reply(Reply::Drop);
+    mock.reply(Reply::Envelope(200, "FailedOperation.TemplateIncorrectOrUnapproved"));
+    gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "1")).await.assert_error(502, "upstream_rejected");
+    assert_eq!(mock.seen().len(), 2, "retried after the dropped connection");
+    gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "1")).await.assert_error(429, "rate_limited");
+    // The daily cap of 2 has one message left: the first send kept its reservation.
+    assert_eq!(gw.post("/v1/sms/send", &native("+8613800138001", "SignIn", "1")).await.status, 200);
+    gw.post("/v1/sms/send", &native("+8613800138002", "SignIn", "1")).await.assert_error(429, "spend_cap_reached");
 }

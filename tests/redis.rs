@@ -313,3 +313,113 @@ async fn a_stalled_redis_times_out_into_the_fallback_and_recovers() {
     assert_eq!(replica.send(&http, "+8613800138001").await.0, 200);
     assert!(replica.alive());
 }
+
+/// Whether Redis answers PING within 100 ms (false while it sleeps in `DEBUG SLEEP`).
+fn answers_quickly(redis: &RedisServer) -> bool {
+    let client = redis::Client::open(redis.url()).unwrap();
+    client
+        .get_connection_with_timeout(Duration::from_millis(100))
+        .and_then(|mut c| {
+            c.set_read_timeout(Some(Duration::from_millis(100)))?;
+            redis::cmd("PING").query::<String>(&mut c)
+        })
+        .is_ok()
+}
+
+/// After Redis was restarted empty, slept (`DEBUG SLEEP`) or flushed, numbers judged locally during the
+/// outage got a full bucket again: up to 4 SMS per number per hour on a 1/h rule across 7 outage cycles. Each
+/// replica now keeps its own record of what it admitted, judges with it during an outage, and writes it into
+/// Redis before trusting Redis again. Two replicas, one 1-per-hour rule, three outage cycles and a FLUSHALL:
+/// the number is admitted once, plus once by the replica that had never seen it while Redis was down (the
+/// documented per-replica allowance during an outage), never once per cycle.
+#[tokio::test]
+async fn regression_redis_recovery_does_not_hand_out_fresh_quota() {
+    let debug = RedisServer::major_version() >= 7;
+    let args: &[&str] = if debug { &["--enable-debug-command", "local"] } else { &[] };
+    let Some(mut redis) = RedisServer::start_with(args) else { return };
+    let limits = "      - { name: hourly, key: phone, limit: 1, per: 1h }";
+    let a = Replica::start(&redis.url(), "local", limits);
+    let b = Replica::start(&redis.url(), "local", limits);
+    let http = reqwest::Client::new();
+    let x = "+8613800138000";
+    let mut admitted = 0;
+    let mut send = |status: u16| {
+        admitted += usize::from(status == 200);
+        status
+    };
+
+    assert_eq!(send(a.send(&http, x).await.0), 200, "the number's one send, through Redis");
+    assert_eq!(send(b.send(&http, x).await.0), 429);
+
+    // 1. Redis dies and comes back empty.
+    redis.kill();
+    assert_eq!(send(a.send(&http, x).await.0), 429, "A remembers what it admitted through Redis");
+    assert_eq!(send(b.send(&http, x).await.0), 200, "B never saw the number: its one send during an outage");
+    assert_eq!(send(b.send(&http, x).await.0), 429);
+    let y = "+8613800138001";
+    assert_eq!(send(a.send(&http, y).await.0), 200, "a new number, judged by A alone");
+    redis.restart();
+    a.wait_for_mode(&http, "redis").await;
+    b.wait_for_mode(&http, "redis").await;
+    for replica in [&a, &b] {
+        assert_eq!(send(replica.send(&http, x).await.0), 429, "the empty Redis got both replicas' records");
+    }
+    assert_eq!(send(b.send(&http, y).await.0), 429, "B learns of A's decision from Redis");
+    let mut c = redis.connection();
+    for key in limiter_keys(&mut c) {
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut c).unwrap();
+        assert!(ttl > 3_500_000 && ttl <= 3_600_000, "{key}: the TTL of the later TAT, {ttl} ms");
+    }
+
+    // 2. Redis stalls (DEBUG SLEEP): every call times out into the local fallback.
+    if debug {
+        let url = redis.url();
+        let sleeper = std::thread::spawn(move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            redis::cmd("DEBUG").arg("SLEEP").arg(4).query::<String>(&mut c).unwrap();
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while answers_quickly(&redis) {
+            assert!(Instant::now() < deadline, "DEBUG SLEEP did not start");
+        }
+        let z = "+8613800138002";
+        assert_eq!(send(a.send(&http, x).await.0), 429);
+        assert_eq!(send(b.send(&http, x).await.0), 429, "B's record now has the number too");
+        assert_eq!(send(a.send(&http, z).await.0), 200, "judged by A alone while Redis sleeps");
+        sleeper.join().unwrap();
+        a.wait_for_mode(&http, "redis").await;
+        b.wait_for_mode(&http, "redis").await;
+        assert_eq!(send(b.send(&http, z).await.0), 429, "A wrote its decision into Redis when it woke");
+        assert_eq!(send(a.send(&http, x).await.0), 429);
+    } else {
+        eprintln!("note: redis-server older than 7 (no --enable-debug-command): skipping the DEBUG SLEEP cycle");
+    }
+
+    // 3. Dies and comes back empty again.
+    redis.kill();
+    for replica in [&a, &b] {
+        assert_eq!(send(replica.send(&http, x).await.0), 429);
+    }
+    redis.restart();
+    a.wait_for_mode(&http, "redis").await;
+    b.wait_for_mode(&http, "redis").await;
+    for replica in [&a, &b] {
+        assert_eq!(send(replica.send(&http, x).await.0), 429);
+    }
+
+    // 4. FLUSHALL while the connections stay up: the gateway cannot see it. Each replica still judges a key
+    // Redis lost against its own record, so neither sends the number again...
+    let w = "+8613800138003";
+    assert_eq!(send(a.send(&http, w).await.0), 200, "a number only A has admitted");
+    redis::cmd("FLUSHALL").query::<String>(&mut redis.connection()).unwrap();
+    for replica in [&a, &b] {
+        assert_eq!(send(replica.send(&http, x).await.0), 429, "the replicas' own records stand in for Redis");
+    }
+    // ... but what only the other replica admitted is gone from Redis (the README's "what remains").
+    let extra = usize::from(b.send(&http, w).await.0 == 200);
+    assert_eq!(extra, 1, "after FLUSHALL, B does not know A's number");
+    assert_eq!(a.send(&http, w).await.0, 429);
+
+    let expected = if debug { 5 } else { 4 };
+    assert_eq!(admitted, expected, "x twice (once per replica), y once, z once (DEBUG SLEEP), w once");
+}

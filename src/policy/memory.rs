@@ -315,18 +315,16 @@ impl MemoryStore {
         }
     }
 
-    /// Forgets a request this replica recorded from a Redis decision that was then given back: each key's
-    /// own-record TAT goes back one interval where it is still the one that request stored (nothing this
-    /// replica admitted since), and is left as it is otherwise: the record may only err on the strict side.
-    pub fn forget(&self, taken: &[(Check, u64)], now: u64) {
-        for (check, taken_tat) in taken {
+    /// Lowers each check's TAT to at most the given one (None: drop it): this replica's own record follows a
+    /// give-back made in Redis.
+    pub fn lower_to(&self, entries: &[(Check, Option<u64>)]) {
+        for (check, tat) in entries {
             let at = self.place(check);
             let mut shard = lock(&self.shards[shard_of(check)]);
-            if shard.get(&at) == Some(*taken_tat) {
-                match check.gcra.give_back(*taken_tat, *taken_tat, 0, now).0 {
-                    Some(left) => shard.put(&at, left),
-                    None => shard.remove(&at),
-                }
+            match (shard.get(&at), tat) {
+                (Some(stored), Some(tat)) if stored > *tat => shard.put(&at, *tat),
+                (Some(_), None) => shard.remove(&at),
+                _ => {}
             }
         }
     }

@@ -365,13 +365,18 @@ impl Limiter {
         }
         match (taken.shared, &self.redis) {
             (true, Some(link)) => {
-                if let Err(e) = link.store.give_back(&taken.tenant, &taken.rules, taken.seq, now).await {
-                    tracing::warn!(tenant = %taken.tenant, error = %e, "limiter: could not give quota back in redis");
-                    link.failed(&e);
-                    return;
+                match link.store.give_back(&taken.tenant, &taken.rules, taken.seq, now).await {
+                    // This replica's own record follows: it never stands for more than Redis now holds.
+                    Ok(after) => {
+                        let own: Vec<(Check, Option<u64>)> =
+                            taken.rules.iter().zip(after).map(|(&(check, _), tat)| (check, tat)).collect();
+                        self.memory.lower_to(&own);
+                    }
+                    Err(e) => {
+                        tracing::warn!(tenant = %taken.tenant, error = %e, "limiter: could not give quota back in redis");
+                        link.failed(&e);
+                    }
                 }
-                // This replica's own record of the request goes too (where nothing was admitted after it).
-                self.memory.forget(&taken.rules, now);
             }
             _ => self.memory.give_back(&taken.rules, taken.seq, now),
         }

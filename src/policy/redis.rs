@@ -18,8 +18,8 @@ use redis::aio::MultiplexedConnection;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// KEYS: one per rule, then the tenant's admission counter (it lives as long as a request admitted under it
-/// may give back). ARGV: now_ms, commit (1/0), the give-back window (ms), then per rule: interval_ms,
+/// KEYS: one per rule, then the tenant's admission counter (a hash: `b`, where its numbers start, and `n`; it
+/// lives as long as a request numbered by it may give back). ARGV: now_ms, commit (1/0), the give-back window (ms), then per rule: interval_ms,
 /// horizon_ms, shadow (1/0), floor_ms. Returns each rule's stored TAT (0: none), then the
 /// request's admission number (0: not recorded); the gateway derives the verdicts from the TATs with
 /// `Gcra::check`. `floor` is the gateway's own record of the key (0: none), used only when Redis has no key
@@ -65,7 +65,9 @@ if commit then
     end
   end
   if all then
-    seq = redis.call('INCR', KEYS[n + 1])
+    -- A counter (re)born after Redis lost its state starts above every number handed out before.
+    redis.call('HSETNX', KEYS[n + 1], 'b', string.format('%d', now * 1000))
+    seq = tonumber(redis.call('HGET', KEYS[n + 1], 'b')) + redis.call('HINCRBY', KEYS[n + 1], 'n', 1)
     redis.call('PEXPIRE', KEYS[n + 1], ARGV[3])
   end
 end
@@ -76,18 +78,25 @@ return stored
 /// KEYS: one TAT key per rule, then each rule's give-back ledger (a list of `seq:at_seq:refund:until`, oldest
 /// first), then the tenant's admission counter. ARGV: now_ms, window_ms, the request's admission number, then
 /// per rule: the TAT it stored, interval_ms. Gives back the request's part of each key with the arithmetic
-/// of `Gcra::give_back` and `Ledger`, atomically.
+/// of `Gcra::give_back` and `Ledger`, atomically; returns each key's TAT afterwards (0: none).
 const GIVE_BACK_SCRIPT: &str = r#"
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local seq = tonumber(ARGV[3])
 local n = (#KEYS - 1) / 2
-local at_seq = tonumber(redis.call('GET', KEYS[2 * n + 1]) or '0')
+local counter = redis.call('HMGET', KEYS[2 * n + 1], 'b', 'n')
+local born = tonumber(counter[1] or '0')
+local at_seq = born + tonumber(counter[2] or '0')
+local after = {}
 for i = 1, n do
   local taken = tonumber(ARGV[2 * i + 2])
   local interval = tonumber(ARGV[2 * i + 3])
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if tat > 0 then
+  after[i] = 0
+  if tat > now then after[i] = tat end
+  -- A counter born after the request was numbered: Redis lost its state (and the ledgers) since, so how far
+  -- the request's interval moved is unknown; give nothing back.
+  if tat > 0 and seq >= born then
     local moved = 0
     local expired = 0
     for j, entry in ipairs(redis.call('LRANGE', KEYS[n + i], 0, -1)) do
@@ -105,15 +114,17 @@ for i = 1, n do
       local left = tat - refund
       if left > now then
         redis.call('SET', KEYS[i], string.format('%d', left), 'PX', string.format('%d', left - now))
+        after[i] = left
       else
         redis.call('DEL', KEYS[i])
+        after[i] = 0
       end
       redis.call('RPUSH', KEYS[n + i], string.format('%d:%d:%d:%d', seq, at_seq, refund, now + window))
       redis.call('PEXPIRE', KEYS[n + i], window)
     end
   end
 end
-return 0
+return after
 "#;
 
 /// KEYS: limiter keys. ARGV: now_ms, then one TAT per key. Each key keeps the later of its TAT and the given
@@ -274,13 +285,14 @@ impl RedisStore {
     }
 
     /// Gives back what committed request `seq` took (each check and the TAT it stored), in one script call.
+    /// Returns each key's TAT afterwards (None: no state left).
     pub async fn give_back(
         &self,
         tenant: &str,
         taken: &[(Check, u64)],
         seq: u64,
         now_ms: u64,
-    ) -> Result<(), RedisError> {
+    ) -> Result<Vec<Option<u64>>, RedisError> {
         let mut invocation = self.give_back_script.prepare_invoke();
         for (check, _) in taken {
             invocation.key(key_name(tenant, check));
@@ -293,7 +305,11 @@ impl RedisStore {
         for (check, tat) in taken {
             invocation.arg(*tat).arg(check.gcra.interval_ms());
         }
-        self.bounded(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await.map(drop) }).await
+        let after: Vec<u64> = self.bounded(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
+        if after.len() != taken.len() {
+            return Err(RedisError::Shape(after.len(), taken.len()));
+        }
+        Ok(after.into_iter().map(|tat| (tat > 0).then_some(tat)).collect())
     }
 
     /// Raises each (rule id, key) of `tenant` to at least the given TAT, with a TTL to match; returns how many
