@@ -314,16 +314,14 @@ async fn a_stalled_redis_times_out_into_the_fallback_and_recovers() {
     assert!(replica.alive());
 }
 
-/// Whether Redis answers PING within 100 ms (false while it sleeps in `DEBUG SLEEP`).
+/// Whether Redis answers PING within 100 ms (false while it sleeps in `DEBUG SLEEP`). A raw socket: a client
+/// library's connection handshake would itself wait for the sleeping server.
 fn answers_quickly(redis: &RedisServer) -> bool {
-    let client = redis::Client::open(redis.url()).unwrap();
-    client
-        .get_connection_with_timeout(Duration::from_millis(100))
-        .and_then(|mut c| {
-            c.set_read_timeout(Some(Duration::from_millis(100)))?;
-            redis::cmd("PING").query::<String>(&mut c)
-        })
-        .is_ok()
+    use std::io::{Read, Write};
+    let Ok(mut socket) = std::net::TcpStream::connect(("127.0.0.1", redis.port)) else { return false };
+    socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut pong = [0u8; 7];
+    socket.write_all(b"PING\r\n").is_ok() && socket.read_exact(&mut pong).is_ok() && &pong == b"+PONG\r\n"
 }
 
 /// After Redis was restarted empty, slept (`DEBUG SLEEP`) or flushed, numbers judged locally during the
@@ -373,20 +371,26 @@ async fn regression_redis_recovery_does_not_hand_out_fresh_quota() {
 
     // 2. Redis stalls (DEBUG SLEEP): every call times out into the local fallback.
     if debug {
-        let url = redis.url();
-        let sleeper = std::thread::spawn(move || {
-            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
-            redis::cmd("DEBUG").arg("SLEEP").arg(4).query::<String>(&mut c).unwrap();
-        });
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let switches = |r: &Replica| r.logs.lock().unwrap().iter().filter(|l| l.contains("switching mode")).count();
+        let (a_before, b_before) = (switches(&a), switches(&b));
+        let mut c = redis.connection();
+        let sleeper = std::thread::spawn(move || redis::cmd("DEBUG").arg("SLEEP").arg(6).query::<String>(&mut c));
+        let deadline = Instant::now() + Duration::from_secs(20);
         while answers_quickly(&redis) {
+            assert!(!sleeper.is_finished(), "DEBUG SLEEP failed: {:?}", sleeper.join());
             assert!(Instant::now() < deadline, "DEBUG SLEEP did not start");
         }
         let z = "+8613800138002";
         assert_eq!(send(a.send(&http, x).await.0), 429);
         assert_eq!(send(b.send(&http, x).await.0), 429, "B's record now has the number too");
         assert_eq!(send(a.send(&http, z).await.0), 200, "judged by A alone while Redis sleeps");
-        sleeper.join().unwrap();
+        // Logs reach us through the gateway's writer thread: wait for the lines, with a deadline.
+        let logged_by = Instant::now() + Duration::from_secs(10);
+        while switches(&a) == a_before || switches(&b) == b_before {
+            assert!(Instant::now() < logged_by, "both replicas fell back while Redis slept");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sleeper.join().unwrap().unwrap();
         a.wait_for_mode(&http, "redis").await;
         b.wait_for_mode(&http, "redis").await;
         assert_eq!(send(b.send(&http, z).await.0), 429, "A wrote its decision into Redis when it woke");
