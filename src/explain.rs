@@ -28,6 +28,8 @@ pub struct Report {
     outcome: Result<Planned, GatewayError>,
     dry_run: bool,
     number_types: Vec<crate::phone::NumberType>,
+    /// The limits were judged against the live shared counts (redis backend), not a fresh state.
+    live_counts: bool,
 }
 
 /// Explains one request. With the memory backend, limiter state lives in the serving process, so rules are
@@ -57,6 +59,7 @@ pub async fn explain(config: Config, clock: SharedClock, input: &Input) -> Resul
         input_phone: input.phone.clone(),
         dry_run: tenant.tencent.dry_run,
         number_types: tenant.number_types.clone(),
+        live_counts: !matches!(config.limits_backend, crate::config::LimitsBackend::Memory),
         trail,
         outcome,
     })
@@ -105,7 +108,7 @@ impl Report {
                          "generic_fallback": self.trail.usage_fallback_from.is_some(),
                          "requested_usage": self.trail.usage_fallback_from},
             "policy": {"rules": rules, "allowed": self.trail.limits.as_ref().map(|d| d.allowed),
-                       "test_number": self.trail.test_number},
+                       "test_number": self.trail.test_number, "live_counts": self.live_counts},
             "dry_run": self.dry_run,
         });
         match &self.outcome {
@@ -113,7 +116,7 @@ impl Report {
                 let headers: serde_json::Map<_, _> =
                     planned.request.headers.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
                 out["request"] = json!({"method": "POST", "url": planned.request.url.to_string(), "headers": headers,
-                    "body": String::from_utf8_lossy(&planned.request.body)});
+                    "body": shown_body(&planned.request.body)});
                 out["outcome"] = json!("would send");
             }
             Err(e) => {
@@ -122,6 +125,17 @@ impl Report {
         }
         out
     }
+}
+
+/// The signed body as explain prints it: TemplateParamSet (the code) as `***`, everything else as sent.
+fn shown_body(body: &[u8]) -> String {
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else { return "<unreadable body>".into() };
+    if let Some(params) = value.get_mut("TemplateParamSet").and_then(|v| v.as_array_mut()) {
+        for p in params {
+            *p = json!("***");
+        }
+    }
+    value.to_string()
 }
 
 impl fmt::Display for Report {
@@ -172,6 +186,12 @@ impl fmt::Display for Report {
         if let Some(decision) = &self.trail.limits {
             if decision.rules.is_empty() {
                 writeln!(f, "policy     no limit rule applies")?;
+            } else if !self.live_counts {
+                writeln!(
+                    f,
+                    "policy     (memory backend: the running gateway's counts live in its own process; these rules"
+                )?;
+                writeln!(f, "policy      are judged from a full bucket, as for a number it has not seen)")?;
             }
             for r in &decision.rules {
                 let verdict = if r.verdict.allowed { "allow" } else { "deny" };
@@ -194,7 +214,8 @@ impl fmt::Display for Report {
                 for (name, value) in &planned.request.headers {
                     writeln!(f, "{name}: {value}")?;
                 }
-                writeln!(f, "\n{}", String::from_utf8_lossy(&planned.request.body))
+                writeln!(f, "\n{}", shown_body(&planned.request.body))?;
+                writeln!(f, "\n(TemplateParamSet shown as ***; the signature covers the real values)")
             }
             Err(e) => writeln!(f, "outcome    {} {}: {}", e.status().as_u16(), e.code(), e.public_message()),
         }

@@ -1,9 +1,8 @@
-//! Raw config -> validated [`Config`]. Interpolates `${VAR}` references, checks every value, and collects
-//! every problem it finds (not just the first) as `(key path, message)` pairs. Messages never echo a value
-//! that could be a secret.
+//! Raw config -> validated [`Config`]. Checks every value and collects every problem it finds (not just the
+//! first) as `(key path, message)` pairs. `${VAR}` references were expanded when the raw config was read
+//! (`de.rs`); nothing here expands again. Messages never echo a value that could be a secret.
 
 use super::duration::parse_duration;
-use super::interp::{expand, Env};
 use super::model::*;
 use super::raw::*;
 use super::tokens::TokenTable;
@@ -24,6 +23,7 @@ pub type Problem = (String, String);
 
 const MIN_TOKEN_LEN: usize = 16;
 const MAX_BODY_RANGE: (u64, u64) = (256, 1 << 20);
+const MAX_BODY_READERS: u64 = 100_000;
 const LIMIT_PERIOD_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30 * 86_400));
 const INSTRUCTION_RANGE: (u64, u64) = (1_000, 100_000_000);
 const MEMORY_RANGE: (usize, usize) = (64 << 10, 64 << 20);
@@ -32,28 +32,21 @@ const REDIS_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(1), Dur
 /// The limiter keeps TATs as whole milliseconds ahead of now, at most ~30 days (see policy/memory.rs).
 const MAX_LIMIT: u32 = 1_000_000;
 
-struct Compiler<'a> {
-    env: &'a dyn Env,
+struct Compiler {
     problems: Vec<Problem>,
 }
 
-impl Compiler<'_> {
+impl Compiler {
     fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push((path.into(), message.into()));
     }
 
-    /// Interpolates a scalar; on error records it and returns None.
-    fn text(&mut self, path: &str, scalar: &Scalar) -> Option<String> {
-        match expand(&scalar.0, self.env) {
-            Ok(text) => Some(text),
-            Err(message) => {
-                self.problem(path, message);
-                None
-            }
-        }
+    /// A scalar's text (already interpolated when it was read). Always Some; an Option so that checks chain.
+    fn text(&mut self, _path: &str, scalar: &Scalar) -> Option<String> {
+        Some(scalar.0.clone())
     }
 
-    /// Interpolates and requires a non-empty value.
+    /// Requires a non-empty value.
     fn required(&mut self, path: &str, scalar: &Scalar) -> Option<String> {
         let text = self.text(path, scalar)?;
         if text.trim().is_empty() {
@@ -105,8 +98,8 @@ fn is_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, Vec<Problem>> {
-    let mut c = Compiler { env, problems: Vec::new() };
+pub fn compile(raw: RawConfig, source: &Path) -> Result<Config, Vec<Problem>> {
+    let mut c = Compiler { problems: Vec::new() };
     // Scripts resolve relative to the config file's folder.
     let base_dir = source.parent().unwrap_or(Path::new(""));
     let server = compile_server(&mut c, &raw.server);
@@ -137,7 +130,7 @@ pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, V
             c.problem(format!("{path}.tokens"), "list at least one token");
         }
         // A tenant that fails leaves a None, keeping indexes aligned with the token table.
-        tenants.push(compile_tenant(&mut c, name, &path, raw_tenant, base_dir).map(Arc::new));
+        tenants.push(compile_tenant(&mut c, name, &path, raw_tenant, base_dir, &server).map(Arc::new));
     }
 
     match tenants.into_iter().collect::<Option<Vec<_>>>() {
@@ -173,7 +166,27 @@ fn compile_server(c: &mut Compiler, raw: &RawServer) -> ServerSettings {
         Duration::from_secs(30),
         (Duration::ZERO, Duration::from_secs(3600)),
     );
-    ServerSettings { listen, max_body_bytes, shutdown_grace }
+    let header_timeout = c.duration(
+        "server.header_timeout",
+        raw.header_timeout.as_ref(),
+        Duration::from_secs(10),
+        (Duration::from_millis(100), Duration::from_secs(300)),
+    );
+    let body_timeout = c.duration(
+        "server.body_timeout",
+        raw.body_timeout.as_ref(),
+        Duration::from_secs(5),
+        (Duration::from_millis(100), Duration::from_secs(300)),
+    );
+    let mut max_body_readers = 256;
+    if let Some(n) = raw.max_body_readers {
+        if !(1..=MAX_BODY_READERS).contains(&n) {
+            c.problem("server.max_body_readers", format!("must be between 1 and {MAX_BODY_READERS}"));
+        } else {
+            max_body_readers = n as usize;
+        }
+    }
+    ServerSettings { listen, max_body_bytes, shutdown_grace, header_timeout, body_timeout, max_body_readers }
 }
 
 fn compile_backend(c: &mut Compiler, raw: &RawLimitsBackend) -> LimitsBackend {
@@ -256,7 +269,14 @@ fn compile_test_numbers(
     numbers
 }
 
-fn compile_tenant(c: &mut Compiler, name: &str, path: &str, raw: &RawTenant, base_dir: &Path) -> Option<Tenant> {
+fn compile_tenant(
+    c: &mut Compiler,
+    name: &str,
+    path: &str,
+    raw: &RawTenant,
+    base_dir: &Path,
+    server: &ServerSettings,
+) -> Option<Tenant> {
     let before = c.problems.len();
     let default_country = raw.default_country.as_ref().and_then(|s| {
         let p = format!("{path}.default_country");
@@ -339,6 +359,7 @@ fn compile_tenant(c: &mut Compiler, name: &str, path: &str, raw: &RawTenant, bas
         spend_caps,
         test_numbers,
         script,
+        body_readers: Arc::new(tokio::sync::Semaphore::new(server.max_body_readers)),
     })
 }
 

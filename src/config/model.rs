@@ -46,6 +46,12 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    /// The request head (line and headers) must arrive within this time.
+    pub header_timeout: Duration,
+    /// The whole body must arrive within this time (`408 request_timeout`, connection closed).
+    pub body_timeout: Duration,
+    /// Bodies one tenant may have in reading at once (`503 server_busy` beyond).
+    pub max_body_readers: usize,
 }
 
 /// Where limiter state lives. Read at start: a reload that changes it is logged and takes effect on restart.
@@ -95,6 +101,9 @@ pub struct Tenant {
     /// Duplicate sends inside this window are answered from the first; zero turns de-duplication off.
     pub dedupe_window: Duration,
     pub spend_caps: Option<SpendCaps>,
+    /// Slots for reading this tenant's request bodies (`server.max_body_readers`): a tenant whose callers
+    /// trickle bodies slowly holds at most these, never another tenant's. Runtime state; a reload starts afresh.
+    pub body_readers: Arc<tokio::sync::Semaphore>,
 }
 
 /// Which countries (ISO 3166 alpha-2, `ZZ` for numbers without one) a tenant may send to.

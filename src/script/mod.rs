@@ -119,11 +119,8 @@ impl ScriptHook {
         limits: ScriptLimits,
         on_error: OnScriptError,
     ) -> Result<ScriptHook, String> {
-        let size = std::fs::metadata(file).map_err(|e| format!("cannot read {path}: {}", io_reason(&e)))?.len();
-        if size > MAX_SCRIPT_BYTES {
-            return Err(format!("{path} is larger than {MAX_SCRIPT_BYTES} bytes"));
-        }
-        let source = std::fs::read_to_string(file).map_err(|e| format!("cannot read {path}: {}", io_reason(&e)))?;
+        // Regular files only, read with a bound: a FIFO or a device must not hang or exhaust the config load.
+        let source = crate::files::read_text(file, MAX_SCRIPT_BYTES).map_err(|e| format!("cannot read {path}: {e}"))?;
         ScriptHook::from_source(path, source, settings, limits, on_error)
     }
 
@@ -177,14 +174,6 @@ impl ScriptHook {
     /// Bytes held by the pooled states after a full collection.
     pub fn used_memory(&self) -> usize {
         self.pool.lock().unwrap_or_else(|p| p.into_inner()).iter().map(Sandbox::used_memory).sum()
-    }
-}
-
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
     }
 }
 
