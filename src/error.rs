@@ -23,6 +23,9 @@ pub enum GatewayError {
     Unauthorized,
     #[error("country blocked")]
     CountryBlocked,
+    /// The number is of a type the tenant does not send to (premium rate, toll free, satellite...).
+    #[error("number type {kind} blocked")]
+    NumberTypeBlocked { kind: crate::phone::NumberType },
     /// The Lua hook refused; its message is shown to the caller.
     #[error("rejected by policy: {0}")]
     Rejected(String),
@@ -72,7 +75,7 @@ impl GatewayError {
         match self {
             InvalidRequest(_) | InvalidPhone { .. } => StatusCode::BAD_REQUEST,
             Unauthorized => StatusCode::UNAUTHORIZED,
-            CountryBlocked | Rejected(_) => StatusCode::FORBIDDEN,
+            CountryBlocked | NumberTypeBlocked { .. } | Rejected(_) => StatusCode::FORBIDDEN,
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -95,6 +98,7 @@ impl GatewayError {
             InvalidPhone { .. } => "invalid_phone",
             Unauthorized => "unauthorized",
             CountryBlocked => "country_blocked",
+            NumberTypeBlocked { .. } => "number_type_blocked",
             Rejected(_) => "rejected",
             NotFound => "not_found",
             MethodNotAllowed { .. } => "method_not_allowed",
@@ -123,6 +127,7 @@ impl GatewayError {
             InvalidPhone { .. } => "This phone number is not valid.".into(),
             Unauthorized => "Missing or unknown access token.".into(),
             CountryBlocked => "SMS to this country or region is not available.".into(),
+            NumberTypeBlocked { .. } => "This number cannot receive verification codes.".into(),
             Rejected(message) => message.clone(),
             NotFound => "Not found.".into(),
             MethodNotAllowed { .. } => "Method not allowed.".into(),
@@ -151,6 +156,7 @@ impl GatewayError {
             InvalidRequest(_)
             | Unauthorized
             | CountryBlocked
+            | NumberTypeBlocked { .. }
             | Rejected(_)
             | NotFound
             | MethodNotAllowed { .. }
