@@ -58,7 +58,10 @@ const SHARDS: usize = 64;
 enum Slot {
     Pending(watch::Receiver<Option<Outcome>>),
     /// Boxed: a finished entry is a pointer in the table, not the whole answer.
-    Done { outcome: Box<Accepted>, until: Duration },
+    Done {
+        outcome: Box<Accepted>,
+        until: Duration,
+    },
 }
 
 /// The keys are already uniform hashes (keyed SipHash of the request), so the table needs no hashing of its own.
@@ -125,9 +128,7 @@ pub struct Ticket {
 
 impl Dedupe {
     pub fn new(clock: SharedClock) -> Arc<Dedupe> {
-        let shards = (0..SHARDS)
-            .map(|_| Mutex::new(Shard { map: KeyMap::default(), sweep_at: MIN_SWEEP }))
-            .collect();
+        let shards = (0..SHARDS).map(|_| Mutex::new(Shard { map: KeyMap::default(), sweep_at: MIN_SWEEP })).collect();
         Arc::new(Dedupe { shards, hasher: RandomState::new(), clock })
     }
 
