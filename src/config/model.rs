@@ -52,6 +52,9 @@ pub struct ServerSettings {
     pub body_timeout: Duration,
     /// Bodies one tenant may have in reading at once (`503 server_busy` beyond).
     pub max_body_readers: usize,
+    /// Threads serving requests: by default the CPUs this process may use (its affinity and cgroup quota).
+    /// One runs a single-threaded runtime: no work stealing, no cross-thread wake-ups. Read at start.
+    pub workers: usize,
 }
 
 /// Where limiter state lives. Read at start: a reload that changes it is logged and takes effect on restart.

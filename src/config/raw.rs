@@ -30,6 +30,8 @@ pub struct RawServer {
     pub body_timeout: Option<Scalar>,
     /// Bodies one tenant may have in reading at once.
     pub max_body_readers: Option<u64>,
+    /// Threads serving requests.
+    pub workers: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -123,6 +123,9 @@ impl Gateway {
         if config.limits_backend != self.config().limits_backend {
             tracing::warn!("limits_backend changed: the new backend takes effect on restart");
         }
+        if config.server.workers != self.config().server.workers {
+            tracing::warn!("server.workers changed: takes effect on restart");
+        }
         self.shared.services.limiter.retain_rules(config.tenants.iter().map(|t| &**t));
         self.shared.config.swap(Arc::new(config))
     }
