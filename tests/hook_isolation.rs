@@ -29,8 +29,10 @@ fn tenants() -> Vec<HookTenant<'static>> {
         HookTenant {
             name: "hooked",
             token: HOOKED_TOKEN,
-            script: Some(r#"function on_send(req) if req.phone:sub(1, 5) == "+1900" then return {reject = "no"} end end"#),
-            extra: "",
+            script: Some(
+                r#"function on_send(req) if req.phone:sub(1, 5) == "+1900" then return {reject = "no"} end end"#,
+            ),
+            extra: "    script_limits: { time: 1s }",
         },
         HookTenant { name: "plain", token: PLAIN_TOKEN, script: None, extra: "" },
     ]
@@ -70,7 +72,8 @@ fn regression_one_tenants_hook_cannot_starve_other_tenants() {
         hostile_calls_running(&gw).await;
 
         // While the hostile calls run: another tenant's hooked send, a plain send, and /healthz.
-        let hooked = gw.post_as("/v1/sms/send", &native("+8613800138001", "SignIn", "123456"), Some(HOOKED_TOKEN)).await;
+        let hooked =
+            gw.post_as("/v1/sms/send", &native("+8613800138001", "SignIn", "123456"), Some(HOOKED_TOKEN)).await;
         assert_eq!(hooked.status, 200, "{:#}", hooked.json);
         let plain = gw.post_as("/v1/sms/send", &native("+8613800138002", "SignIn", "123456"), Some(PLAIN_TOKEN)).await;
         assert_eq!(plain.status, 200, "{:#}", plain.json);
@@ -100,7 +103,8 @@ fn a_tenant_past_its_share_and_queue_gets_script_busy() {
             })
             .collect();
         hostile_calls_running(&gw).await;
-        let hooked = gw.post_as("/v1/sms/send", &native("+8613800138001", "SignIn", "123456"), Some(HOOKED_TOKEN)).await;
+        let hooked =
+            gw.post_as("/v1/sms/send", &native("+8613800138001", "SignIn", "123456"), Some(HOOKED_TOKEN)).await;
         assert_eq!(hooked.status, 200, "{:#}", hooked.json);
 
         let mut busy = 0;

@@ -325,7 +325,7 @@ function on_send(req)
   if which == "deadline" then corrupt() local s = ("x"):rep(1000) while true do local _ = s < s .. "y" end end
 end
 "#;
-    let extra = "    script_limits: { time: 20ms }";
+    let extra = "    script_limits: { time: 50ms }";
     let (mock, gw, _dir) = hooks::gateway(&tenants(source, extra)).await;
     let hook_of = || gw.gateway.config().tenant("hostile").unwrap().clone();
     for which in ["budget", "caught", "memory", "memory_caught", "deadline"] {

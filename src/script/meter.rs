@@ -1,9 +1,11 @@
 //! The budget of one hook call: instruction units (VM instructions, counted by the count hook every
-//! `STEP`, plus what the charged library functions pay for the work they do inside C or Rust), a
-//! wall-clock deadline checked at each count hook and each charge, and the memory the call may still
-//! allocate. Once the call is cut off (budget, deadline or memory), a hook that fails every instruction
-//! is installed, so no Lua code runs again in that call whatever catches the error: message handlers,
-//! `pcall`, `__close` and every other metamethod stop at their first instruction.
+//! `STEP`, plus what the charged library functions pay for the work they do inside C or Rust), a time
+//! limit checked at each count hook and each charge, and the memory the call may still allocate. The time
+//! limit is a deadline on the monotonic clock; when it passes, the thread's CPU clock says whether the call
+//! really ran that long or waited for a CPU on a busy machine (then it gets the rest of its time, up to
+//! `WALL_FACTOR` times the limit in wall-clock time). Once the call is cut off (budget, time or memory),
+//! a hook that fails every instruction is installed, so no Lua code runs again in that call whatever catches
+//! the error: message handlers, `pcall` and every metamethod stop at their first instruction.
 
 use mlua::{HookTriggers, Lua, VmState};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
@@ -19,6 +21,9 @@ pub const STEP: u32 = 100;
 /// instruction takes about 5 ns under the count hook; copying takes about 0.1 ns a byte and scanning
 /// less, so 32 bytes a unit charges such work at or above its time.
 pub const BYTES_PER_UNIT: u64 = 32;
+
+/// A call's wall-clock time is capped at this many times its time limit, however long it waited for a CPU.
+pub const WALL_FACTOR: u64 = 10;
 
 /// Why a call was cut off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,12 +61,25 @@ fn now_ns() -> u64 {
     epoch().elapsed().as_nanos() as u64
 }
 
+/// CPU time this thread has used (a system call: read at a call's start and when its deadline passes).
+fn thread_cpu_ns() -> Option<u64> {
+    cpu_time::ThreadTime::try_now().ok().map(|t| t.as_duration().as_nanos() as u64)
+}
+
 /// What one Lua state shares between its count hook and its charged functions. A state serves one call
 /// at a time; the atomics only make it `Sync` (they are never contended).
 pub struct Meter {
     /// Instruction units left in this call; at or below zero the budget is spent.
     left: AtomicI64,
+    /// When to look at the time again (monotonic clock).
     deadline_ns: AtomicU64,
+    /// The wall-clock cap: `WALL_FACTOR` times the limit.
+    hard_ns: AtomicU64,
+    /// The thread's CPU clock at the call's start (`u64::MAX`: none, the wall clock decides alone).
+    cpu_start_ns: AtomicU64,
+    /// Time the host's own functions took, which does not count.
+    credit_ns: AtomicU64,
+    time_ns: AtomicU64,
     cut: AtomicU8,
     /// The state's heap limit while the script runs (0: none, while the host works).
     memory_limit: AtomicUsize,
@@ -79,6 +97,10 @@ impl Meter {
         Arc::new(Meter {
             left: AtomicI64::new(0),
             deadline_ns: AtomicU64::new(0),
+            hard_ns: AtomicU64::new(0),
+            cpu_start_ns: AtomicU64::new(u64::MAX),
+            credit_ns: AtomicU64::new(0),
+            time_ns: AtomicU64::new(0),
             cut: AtomicU8::new(0),
             memory_limit: AtomicUsize::new(0),
             message: Mutex::new(None),
@@ -92,7 +114,12 @@ impl Meter {
     /// Starts a call (or the script's load): `instructions` units, `time` from now.
     pub fn start(&self, instructions: u64, time: Duration, memory: usize) {
         self.left.store(instructions.min(i64::MAX as u64) as i64, Relaxed);
-        self.deadline_ns.store(now_ns().saturating_add(time.as_nanos() as u64), Relaxed);
+        let (now, time_ns) = (now_ns(), time.as_nanos() as u64);
+        self.deadline_ns.store(now.saturating_add(time_ns), Relaxed);
+        self.hard_ns.store(now.saturating_add(time_ns.saturating_mul(WALL_FACTOR)), Relaxed);
+        self.cpu_start_ns.store(thread_cpu_ns().unwrap_or(u64::MAX), Relaxed);
+        self.credit_ns.store(0, Relaxed);
+        self.time_ns.store(time_ns, Relaxed);
         self.cut.store(0, Relaxed);
         self.instructions.store(instructions, Relaxed);
         self.memory.store(memory, Relaxed);
@@ -102,6 +129,27 @@ impl Meter {
 
     pub fn set_memory_limit(&self, limit: usize) {
         self.memory_limit.store(limit, Relaxed);
+    }
+
+    /// Whether the call has used up its time: past the deadline, it ran that long on a CPU (or passed the
+    /// wall-clock cap). A call that only waited for a CPU gets a later deadline instead.
+    fn time_up(&self) -> bool {
+        let now = now_ns();
+        if now <= self.deadline_ns.load(Relaxed) {
+            return false;
+        }
+        if now >= self.hard_ns.load(Relaxed) {
+            return true;
+        }
+        let start = self.cpu_start_ns.load(Relaxed);
+        let (Some(cpu), true) = (thread_cpu_ns(), start != u64::MAX) else { return true };
+        let used = cpu.saturating_sub(start).saturating_sub(self.credit_ns.load(Relaxed));
+        let time = self.time_ns.load(Relaxed);
+        if used >= time {
+            return true;
+        }
+        self.deadline_ns.store(now + (time - used), Relaxed);
+        false
     }
 
     /// Why the call was cut off, if it was.
@@ -114,12 +162,6 @@ impl Meter {
         self.message.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Units used so far in this call (for tests and benches).
-    pub fn used(&self) -> u64 {
-        let left = self.left.load(Relaxed);
-        self.instructions.load(Relaxed).saturating_sub(left.max(0) as u64)
-    }
-
     /// The count hook: `STEP` more instructions ran. `Some` when that ends the call (the hook then calls
     /// `cut_off` with the line it is at).
     pub fn tick(&self) -> Option<Cut> {
@@ -127,7 +169,7 @@ impl Meter {
         if left <= 0 {
             return Some(Cut::Instructions);
         }
-        if now_ns() > self.deadline_ns.load(Relaxed) {
+        if self.time_up() {
             return Some(Cut::Time);
         }
         None
@@ -143,7 +185,7 @@ impl Meter {
         if left < 0 {
             return Err(self.cut_off(lua, Cut::Instructions, caller(lua)));
         }
-        if now_ns() > self.deadline_ns.load(Relaxed) {
+        if self.time_up() {
             return Err(self.cut_off(lua, Cut::Time, caller(lua)));
         }
         Ok(())
@@ -160,7 +202,7 @@ impl Meter {
         if self.cut().is_some() {
             return Err(self.spent_error());
         }
-        if now_ns() > self.deadline_ns.load(Relaxed) {
+        if self.time_up() {
             return Err(self.cut_off(lua, Cut::Time, caller(lua)));
         }
         let left = self.left.load(Relaxed);
@@ -174,7 +216,10 @@ impl Meter {
 
     /// Moves the deadline by `by`: the time the host's own functions took, which their charge pays for.
     pub fn extend(&self, by: Duration) {
-        self.deadline_ns.fetch_add(by.as_nanos() as u64, Relaxed);
+        let by = by.as_nanos() as u64;
+        self.deadline_ns.fetch_add(by, Relaxed);
+        self.hard_ns.fetch_add(by, Relaxed);
+        self.credit_ns.fetch_add(by, Relaxed);
     }
 
     pub fn refund(&self, units: u64) {

@@ -233,14 +233,6 @@ impl ScriptHook {
     pub fn pooled(&self) -> usize {
         self.inner.states.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
-
-    /// Instruction units one direct call used (VM instructions in steps of 100, plus library charges),
-    /// measured on a fresh state; for tests and benches.
-    pub fn measure(&self, input: &HookInput<'_>) -> Result<(Result<RawVerdict, String>, u64), String> {
-        let sandbox = self.inner.new_state()?;
-        let (result, _) = sandbox.call(input);
-        Ok((result, sandbox.used_units()))
-    }
 }
 
 impl Inner {

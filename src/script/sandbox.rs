@@ -367,11 +367,6 @@ impl Sandbox {
         let _ = self.lua.gc_collect();
         self.lua.used_memory()
     }
-
-    /// Instruction units the last call used (VM instructions, counted in steps of `STEP`, and charges).
-    pub(super) fn used_units(&self) -> u64 {
-        self.meter.used()
-    }
 }
 
 fn truncate(s: &str, max: usize) -> &str {
