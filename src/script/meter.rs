@@ -3,7 +3,7 @@
 //! limit checked at each count hook and each charge, and the memory the call may still allocate. The time
 //! limit is a deadline on the monotonic clock; when it passes, the thread's CPU clock says whether the call
 //! really ran that long or waited for a CPU on a busy machine (then it gets the rest of its time, up to
-//! `WALL_FACTOR` times the limit in wall-clock time). Once the call is cut off (budget, time or memory),
+//! `WALL_SLACK` more in wall-clock time). Once the call is cut off (budget, time or memory),
 //! a hook that fails every instruction is installed, so no Lua code runs again in that call whatever catches
 //! the error: message handlers, `pcall` and every metamethod stop at their first instruction.
 
@@ -22,8 +22,9 @@ pub const STEP: u32 = 100;
 /// less, so 32 bytes a unit charges such work at or above its time.
 pub const BYTES_PER_UNIT: u64 = 32;
 
-/// A call's wall-clock time is capped at this many times its time limit, however long it waited for a CPU.
-pub const WALL_FACTOR: u64 = 10;
+/// A call's wall-clock time is capped at its time limit plus this, however long it waited for a CPU (a
+/// container whose CPU quota runs out stalls every thread for up to a quota period, 100 ms by default).
+pub const WALL_SLACK: Duration = Duration::from_secs(1);
 
 /// Why a call was cut off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +74,7 @@ pub struct Meter {
     left: AtomicI64,
     /// When to look at the time again (monotonic clock).
     deadline_ns: AtomicU64,
-    /// The wall-clock cap: `WALL_FACTOR` times the limit.
+    /// The wall-clock cap: the limit plus `WALL_SLACK`.
     hard_ns: AtomicU64,
     /// The thread's CPU clock at the call's start (`u64::MAX`: none, the wall clock decides alone).
     cpu_start_ns: AtomicU64,
@@ -116,7 +117,7 @@ impl Meter {
         self.left.store(instructions.min(i64::MAX as u64) as i64, Relaxed);
         let (now, time_ns) = (now_ns(), time.as_nanos() as u64);
         self.deadline_ns.store(now.saturating_add(time_ns), Relaxed);
-        self.hard_ns.store(now.saturating_add(time_ns.saturating_mul(WALL_FACTOR)), Relaxed);
+        self.hard_ns.store(now.saturating_add(time_ns).saturating_add(WALL_SLACK.as_nanos() as u64), Relaxed);
         self.cpu_start_ns.store(thread_cpu_ns().unwrap_or(u64::MAX), Relaxed);
         self.credit_ns.store(0, Relaxed);
         self.time_ns.store(time_ns, Relaxed);
