@@ -17,6 +17,8 @@ const PLAIN_TOKEN: &str = "plain-token-00000001";
 const DOORS: &str = r#"
 local function spin() while true do end end
 local function mt(event, f) return setmetatable({}, {[event] = f or spin}) end
+-- Set by a message handler that ran on past the budget; a state that served again would show it.
+local escaped = false
 
 local doors = {
   -- The issue's example, and other message handlers.
@@ -31,6 +33,10 @@ local doors = {
   handler_in_handler = function()
     xpcall(spin, function() xpcall(error, function() for i = 1, 3000000 do end end) return "done" end)
   end,
+  handler_then_mark = function()
+    xpcall(spin, function(e) for i = 1, 3000000 do end escaped = true return e end)
+  end,
+  check = function() if escaped then return { reject = "a message handler ran past the budget" } end end,
   handler_pcall = function() xpcall(error, function() pcall(spin) pcall(spin) return "x" end) end,
   pcall_loop = function() while true do pcall(spin) end end,
   xpcall_loop = function() while true do xpcall(spin, function(e) return e end) end end,
@@ -120,11 +126,16 @@ async fn regression_xpcall_handler_cannot_escape_the_budget() {
         answer.assert_error(500, "script_error");
     }
     healthy(&gw).await;
+    // The budget runs out in `spin`; Lua then calls the handler with hooks off. It must not run at all.
+    send(&gw, HOSTILE_TOKEN, "handler_then_mark").await.assert_error(500, "script_error");
+    let check = send(&gw, HOSTILE_TOKEN, "check").await;
+    assert_eq!(check.status, 200, "{:#}", check.json);
     all_cut_off(
         &gw,
         &[
             "issue",
             "finite_handler",
+            "handler_then_mark",
             "nested_handlers",
             "handler_in_handler",
             "handler_pcall",
