@@ -16,6 +16,7 @@ pub mod config;
 pub mod dedupe;
 pub mod error;
 pub mod explain;
+pub mod files;
 pub mod ingress;
 pub mod metrics;
 pub mod phone;

@@ -150,11 +150,8 @@ impl ScriptHook {
         limits: ScriptLimits,
         on_error: OnScriptError,
     ) -> Result<ScriptHook, String> {
-        let size = std::fs::metadata(file).map_err(|e| format!("cannot read {path}: {}", io_reason(&e)))?.len();
-        if size > MAX_SCRIPT_BYTES {
-            return Err(format!("{path} is larger than {MAX_SCRIPT_BYTES} bytes"));
-        }
-        let source = std::fs::read_to_string(file).map_err(|e| format!("cannot read {path}: {}", io_reason(&e)))?;
+        // Regular files only, read with a bound: a FIFO or a device must not hang or exhaust the config load.
+        let source = crate::files::read_text(file, MAX_SCRIPT_BYTES).map_err(|e| format!("cannot read {path}: {e}"))?;
         ScriptHook::from_source(path, source, settings, limits, on_error)
     }
 
@@ -336,14 +333,6 @@ impl Drop for HookJob {
     fn drop(&mut self) {
         let path = self.hook.path.clone();
         self.answer(Err(CallError::Failed(format!("{path}: the hook call was dropped"))));
-    }
-}
-
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
     }
 }
 
