@@ -464,6 +464,8 @@ fn compile_script(
                 }
             }
         }
+        let p = format!("{path}.script_limits.time");
+        limits.time = c.duration(&p, l.time.as_ref(), limits.time, crate::script::TIME_RANGE);
     }
     let mut on_error = OnScriptError::Reject;
     if let Some(s) = &raw.on_script_error {
