@@ -3,6 +3,7 @@
 
 mod compile;
 mod duration;
+mod feedback;
 mod interp;
 mod locate;
 mod model;
@@ -12,6 +13,7 @@ mod tokens;
 
 pub use compile::parse_endpoint;
 pub use duration::parse_duration;
+pub use feedback::MAX_PROTECTION_PREFIX;
 pub use interp::{Env, ProcessEnv};
 pub use model::*;
 pub use secret::Secret;
