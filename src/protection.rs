@@ -28,11 +28,12 @@ const MAX_STEM: usize = crate::config::MAX_PROTECTION_PREFIX as usize;
 
 const COUNTRY_TAG: u64 = 1 << 63;
 
-/// What protection keys are made of: a number's country and a stem of its leading digits (at most 12, and
-/// never closer than 3 digits to the whole number). Kept with a remembered send instead of the number.
+/// What protection keys are made of: a number's country and a stem of its leading digits, as many as the
+/// tenant's longest prefix rule needs (at most 12, and never closer than 3 digits to the whole number).
+/// Kept with a remembered send instead of the number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeySource {
-    #[serde(rename = "c")]
+    #[serde(rename = "c", with = "country_text")]
     pub country: [u8; 2],
     #[serde(rename = "k")]
     pub stem: u64,
@@ -40,11 +41,38 @@ pub struct KeySource {
     pub stem_len: u8,
 }
 
+/// The country as its two letters in JSON (Redis records), not as bytes.
+mod country_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(code: &[u8; 2], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(std::str::from_utf8(code).unwrap_or("ZZ"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 2], D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_bytes() {
+            [a, b] => Ok([*a, *b]),
+            _ => Err(serde::de::Error::custom("a country code has two letters")),
+        }
+    }
+}
+
 impl KeySource {
-    pub fn of(phone: &Phone) -> KeySource {
+    /// The key source of a number for these rules: the stem keeps only the digits the longest prefix rule
+    /// uses.
+    pub fn of(phone: &Phone, rules: &[ProtectionRule]) -> KeySource {
+        let needed = rules
+            .iter()
+            .filter_map(|r| match r.key {
+                ProtectionKey::PhonePrefix(n) => Some(usize::from(n)),
+                ProtectionKey::Country => None,
+            })
+            .max()
+            .unwrap_or(0);
         let code = phone.country_code().as_bytes();
         let digits = phone.e164().len() - 1;
-        let stem_len = digits.saturating_sub(HIDDEN_DIGITS).min(MAX_STEM);
+        let stem_len = digits.saturating_sub(HIDDEN_DIGITS).min(MAX_STEM).min(needed);
         KeySource { country: [code[0], code[1]], stem: phone.prefix(stem_len as u8), stem_len: stem_len as u8 }
     }
 
@@ -482,7 +510,8 @@ mod tests {
     }
 
     fn source(e164: &str) -> KeySource {
-        KeySource::of(&Phone::from_e164(e164).unwrap())
+        let longest = ProtectionRule { key: ProtectionKey::PhonePrefix(12), ..rule(1, 0.5) };
+        KeySource::of(&Phone::from_e164(e164).unwrap(), &[longest])
     }
 
     const MIN: u64 = 60_000;
@@ -498,6 +527,10 @@ mod tests {
         // Niue: 7 digits in all; the key keeps 4.
         let short = source("+6834002");
         assert_eq!(key_label(short.key(ProtectionKey::PhonePrefix(8))), "+6834");
+        // Only the digits the tenant's rules use are kept.
+        let kept = KeySource::of(&Phone::from_e164("+8613800138000").unwrap(), &[rule(1, 0.5)]);
+        assert_eq!((kept.stem, kept.stem_len), (861380, 6));
+        assert_eq!(KeySource::of(&Phone::from_e164("+8613800138000").unwrap(), &[]).stem_len, 0);
         assert_eq!(parse_key(ProtectionKey::PhonePrefix(6), "+861380"), Some(s.key(ProtectionKey::PhonePrefix(6))));
         assert_eq!(parse_key(ProtectionKey::PhonePrefix(6), "861380"), Some(s.key(ProtectionKey::PhonePrefix(6))));
         assert_eq!(parse_key(ProtectionKey::Country, "CN"), Some(s.key(ProtectionKey::Country)));

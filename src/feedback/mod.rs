@@ -201,7 +201,7 @@ impl Feedback {
     /// (logged once). Returns what [`Feedback::remember`] needs, or None when the tenant has no feedback loop.
     pub fn admit(&self, tenant: &Tenant, phone: &Phone) -> Result<Option<Memo>, GatewayError> {
         let Some(conversion) = &tenant.conversion else { return Ok(None) };
-        let source = KeySource::of(phone);
+        let source = KeySource::of(phone, &tenant.protection);
         if !tenant.protection.is_empty() {
             let now = self.clock.unix_millis();
             let admission = self.protection.admit(&tenant.protection, millis(conversion.window), &source, now);
@@ -222,7 +222,8 @@ impl Feedback {
 
     /// The protection state of a number's keys, judged but never changed (`explain`).
     pub fn report(&self, tenant: &Tenant, phone: &Phone) -> Vec<KeyReport> {
-        self.protection.report(&tenant.protection, &KeySource::of(phone), self.clock.unix_millis())
+        let source = KeySource::of(phone, &tenant.protection);
+        self.protection.report(&tenant.protection, &source, self.clock.unix_millis())
     }
 
     /// Remembers an accepted send in this process (the memory backend, or Redis unreachable).
@@ -279,6 +280,11 @@ impl Feedback {
     pub fn track(&self) -> Tracked {
         self.inflight.count.fetch_add(1, Ordering::SeqCst);
         Tracked(self.inflight.clone())
+    }
+
+    /// Background feedback work running now (records on their way to Redis).
+    pub fn pending(&self) -> usize {
+        self.inflight.count.load(Ordering::SeqCst)
     }
 
     /// Waits until no background feedback work is running (tests: a send's record has landed).

@@ -249,7 +249,7 @@ mod tests {
     use super::*;
 
     fn source() -> KeySource {
-        KeySource { country: *b"CN", stem: 8613800138, stem_len: 10 }
+        KeySource { country: *b"CN", stem: 861380, stem_len: 6 }
     }
 
     fn serial_key(serial: &str) -> u64 {
