@@ -25,6 +25,7 @@ use crate::protection::{self, Event, KeyReport, KeySource, ProtectionTable};
 use crate::relay::Relay;
 use crate::tencent::report::Reporter;
 use crate::tencent::TencentClient;
+use prometheus_client::metrics::counter::Counter;
 use sends::SendLog;
 use signals::StatusReport;
 use std::collections::HashMap;
@@ -90,9 +91,12 @@ impl Drop for Tracked {
     }
 }
 
+/// Tenant -> country -> counter.
+type SendCounters = HashMap<Arc<str>, HashMap<[u8; 2], Counter>>;
+
 pub struct Feedback {
     clock: SharedClock,
-    /// Keys the in-process hashes of numbers and SerialNos (random per process).
+    /// Keys the in-process hashes of numbers (random per process).
     hasher: std::hash::RandomState,
     sends: SendLog,
     protection: ProtectionTable,
@@ -100,6 +104,9 @@ pub struct Feedback {
     reporter: Reporter,
     relay: Relay,
     inflight: Arc<InFlight>,
+    /// `smsgate_feedback_sends_total` counters by tenant and country, found without building label strings
+    /// (the send path).
+    send_counters: std::sync::Mutex<SendCounters>,
 }
 
 fn millis(d: std::time::Duration) -> u64 {
@@ -115,6 +122,7 @@ impl Feedback {
             protection: ProtectionTable::default(),
             hasher: std::hash::RandomState::new(),
             inflight: Arc::default(),
+            send_counters: Default::default(),
             telemetry,
             clock,
         }
@@ -140,10 +148,6 @@ impl Feedback {
 
     fn number_key(&self, tenant: &str, digits: u64) -> u64 {
         self.hasher.hash_one((tenant, digits))
-    }
-
-    fn serial_key(&self, tenant: &str, serial: &str) -> u64 {
-        self.hasher.hash_one((tenant, "sid", serial))
     }
 
     fn log_event(&self, tenant: &Tenant, event: &Event) {
@@ -234,9 +238,8 @@ impl Feedback {
         let now = self.clock.unix_millis();
         self.protection.record(&tenant.protection, &memo.source, now);
         let number = self.number_key(&tenant.name, memo.digits);
-        let serial_key = (!serial.is_empty()).then(|| self.serial_key(&tenant.name, serial));
         let (dropped, len) =
-            self.sends.push(sends::NewSend { number, serial_key, at_ms: now, source: memo.source, serial, request_id });
+            self.sends.push(sends::NewSend { number, at_ms: now, source: memo.source, serial, request_id });
         self.count_send(tenant, &memo.source);
         self.telemetry.remembered.set(len as i64);
         if dropped > 0 {
@@ -245,10 +248,15 @@ impl Feedback {
     }
 
     fn count_send(&self, tenant: &Tenant, source: &KeySource) {
-        self.telemetry
-            .sends
-            .get_or_create(&CountryLabels { tenant: tenant.name.to_string(), country: source.country().to_owned() })
-            .inc();
+        let mut counters = self.send_counters.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(counter) = counters.get(&*tenant.name).and_then(|c| c.get(&source.country)) {
+            counter.inc();
+            return;
+        }
+        let labels = CountryLabels { tenant: tenant.name.to_string(), country: source.country().to_owned() };
+        let counter = self.telemetry.sends.get_or_create(&labels).clone();
+        counter.inc();
+        counters.entry(tenant.name.clone()).or_default().insert(source.country, counter);
     }
 
     /// Remembers an accepted send in Redis (run it off the request path), judging its keys there; a trip
@@ -369,8 +377,7 @@ impl Feedback {
             .iter()
             .map(|r| {
                 let digits = r.digits?;
-                let serial_key = self.serial_key(&tenant.name, &r.sid);
-                self.sends.by_serial(serial_key, self.number_key(&tenant.name, digits))
+                self.sends.by_serial(self.number_key(&tenant.name, digits), &r.sid)
             })
             .collect();
         let missing: Vec<usize> =
@@ -535,6 +542,16 @@ impl Feedback {
     /// Remembered sends in this process (tests, the memory example).
     pub fn remembered(&self) -> usize {
         self.sends.len()
+    }
+
+    /// Bytes the remembered sends hold (entries, id strings, index), and the protection keys tracked.
+    pub fn footprint(&self) -> (usize, usize) {
+        (self.sends.footprint(), self.protection.len())
+    }
+
+    /// Sends the cap pushed out so far.
+    pub fn dropped(&self) -> u64 {
+        self.sends.dropped()
     }
 }
 
