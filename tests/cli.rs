@@ -68,6 +68,7 @@ fn explain_shows_each_stage_and_the_signed_request_without_the_secret() {
         "normalize  0086 138 0013 8000 -> +8613800138000 (country CN)",
         "template   MfaVerification -> 1113 (via Generic)",
         "policy     burst: 1 per 30s: allow",
+        "protection prefix-conversion (shadow): key +861380: not blocked in this process",
         "X-TC-Region: ap-guangzhou",
         "Authorization: TC3-HMAC-SHA256 Credential=AKIDdemo/",
         r#""TemplateId":"1113""#,
