@@ -23,6 +23,9 @@ pub enum GatewayError {
     Unauthorized,
     #[error("country blocked")]
     CountryBlocked,
+    /// The number is of a type the tenant does not send to (premium rate, toll free, satellite...).
+    #[error("number type {kind} blocked")]
+    NumberTypeBlocked { kind: crate::phone::NumberType },
     /// The Lua hook refused; its message is shown to the caller.
     #[error("rejected by policy: {0}")]
     Rejected(String),
@@ -32,6 +35,12 @@ pub enum GatewayError {
     MethodNotAllowed { allow: &'static str },
     #[error("payload too large")]
     PayloadTooLarge,
+    /// The body did not arrive whole within `server.body_timeout`.
+    #[error("request body timed out")]
+    RequestTimeout,
+    /// Every body-reading slot of the tenant is taken (`server.max_body_readers`).
+    #[error("too many bodies in reading")]
+    ServerBusy,
     #[error("unsupported media type")]
     UnsupportedMediaType,
     #[error("no template for usage {usage}")]
@@ -46,6 +55,9 @@ pub enum GatewayError {
     /// The hook failed or ran over budget; the text is for the log only.
     #[error("script error: {0}")]
     ScriptError(String),
+    /// The tenant's share of the hook threads stayed taken: its hook call could not start in time.
+    #[error("script busy")]
+    ScriptBusy,
     /// A bug; the text is for the log only.
     #[error("internal error: {0}")]
     Internal(String),
@@ -76,16 +88,19 @@ impl GatewayError {
         match self {
             InvalidRequest(_) | InvalidPhone { .. } => StatusCode::BAD_REQUEST,
             Unauthorized | InvalidSignature => StatusCode::UNAUTHORIZED,
-            CountryBlocked | Rejected(_) | SuspectedPumping { .. } => StatusCode::FORBIDDEN,
+            CountryBlocked | NumberTypeBlocked { .. } | Rejected(_) | SuspectedPumping { .. } => StatusCode::FORBIDDEN,
             NotFound | NoRecentSend => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             NoTemplate { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             RateLimited { .. } | UpstreamRateLimited { .. } | SpendCapReached { .. } => StatusCode::TOO_MANY_REQUESTS,
             ScriptError(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             UpstreamRejected(_) => StatusCode::BAD_GATEWAY,
-            UpstreamUnavailable { .. } | LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamUnavailable { .. } | LimiterUnavailable | ServerBusy | ScriptBusy => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -98,16 +113,20 @@ impl GatewayError {
             InvalidPhone { .. } => "invalid_phone",
             Unauthorized => "unauthorized",
             CountryBlocked => "country_blocked",
+            NumberTypeBlocked { .. } => "number_type_blocked",
             Rejected(_) => "rejected",
             NotFound => "not_found",
             MethodNotAllowed { .. } => "method_not_allowed",
             PayloadTooLarge => "payload_too_large",
+            RequestTimeout => "request_timeout",
+            ServerBusy => "server_busy",
             UnsupportedMediaType => "unsupported_media_type",
             NoTemplate { .. } => "no_template",
             RateLimited { .. } => "rate_limited",
             UpstreamRateLimited { .. } => "upstream_rate_limited",
             SpendCapReached { .. } => "spend_cap_reached",
             ScriptError(_) => "script_error",
+            ScriptBusy => "script_busy",
             Internal(_) => "internal",
             UpstreamRejected(_) => "upstream_rejected",
             UpstreamUnavailable { .. } => "upstream_unavailable",
@@ -127,17 +146,21 @@ impl GatewayError {
             InvalidPhone { .. } => "This phone number is not valid.".into(),
             Unauthorized => "Missing or unknown access token.".into(),
             CountryBlocked => "SMS to this country or region is not available.".into(),
+            NumberTypeBlocked { .. } => "This number cannot receive verification codes.".into(),
             Rejected(message) => message.clone(),
             NotFound => "Not found.".into(),
             MethodNotAllowed { .. } => "Method not allowed.".into(),
             PayloadTooLarge => "Request body is too large.".into(),
+            RequestTimeout => "The request body did not arrive in time.".into(),
+            ServerBusy => "The service is busy. Try again shortly.".into(),
             UnsupportedMediaType => "Send the request as application/json.".into(),
             NoTemplate { .. } => "No SMS template is configured for this kind of message.".into(),
             RateLimited { retry_after, .. } | UpstreamRateLimited { retry_after, .. } => {
-                format!("Too many messages. Try again in {} seconds.", retry_after_seconds(*retry_after))
+                format!("Too many messages. Try again in {}.", human_wait(retry_after_seconds(*retry_after)))
             }
             SpendCapReached { .. } => "SMS sending is paused for now. Try again later.".into(),
             ScriptError(_) | Internal(_) => "Internal error. Try again later.".into(),
+            ScriptBusy => "The service is busy. Try again in a moment.".into(),
             UpstreamRejected(_) => "The SMS provider refused the message.".into(),
             UpstreamUnavailable { .. } => "The SMS provider is unavailable. Try again later.".into(),
             LimiterUnavailable => "The service is temporarily unavailable. Try again later.".into(),
@@ -156,15 +179,19 @@ impl GatewayError {
             InvalidRequest(_)
             | Unauthorized
             | CountryBlocked
+            | NumberTypeBlocked { .. }
             | Rejected(_)
             | NotFound
             | MethodNotAllowed { .. }
             | PayloadTooLarge
+            | RequestTimeout
+            | ServerBusy
             | UnsupportedMediaType
             | NoTemplate { .. }
             | RateLimited { .. }
             | SpendCapReached { .. }
             | ScriptError(_)
+            | ScriptBusy
             | Internal(_)
             | LimiterUnavailable
             | UpstreamTimeout
@@ -174,13 +201,49 @@ impl GatewayError {
         }
     }
 
-    /// `Retry-After` for 429s: whole seconds, rounded up, never 0.
+    /// `Retry-After` for 429s and `script_busy`: whole seconds, rounded up, never 0.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             GatewayError::RateLimited { retry_after, .. }
             | GatewayError::UpstreamRateLimited { retry_after, .. }
             | GatewayError::SpendCapReached { retry_after, .. } => Some(retry_after_seconds(*retry_after)),
+            GatewayError::ServerBusy | GatewayError::ScriptBusy => Some(1),
             _ => None,
+        }
+    }
+}
+
+/// A wait as a person reads it (Logto shows the message to the end user): `30 seconds`, `20 minutes`,
+/// `1 hour 24 minutes`, `1 day 6 hours`: at most two units, the smaller rounded up so the person never
+/// comes back too early.
+pub fn human_wait(seconds: u64) -> String {
+    fn unit(n: u64, name: &str) -> String {
+        if n == 1 {
+            format!("1 {name}")
+        } else {
+            format!("{n} {name}s")
+        }
+    }
+    fn pair(big: u64, big_name: &str, small: u64, small_name: &str) -> String {
+        if small == 0 {
+            unit(big, big_name)
+        } else {
+            format!("{} {}", unit(big, big_name), unit(small, small_name))
+        }
+    }
+    match seconds {
+        0..90 => unit(seconds.max(1), "second"),
+        90..3_600 => unit(seconds.div_ceil(60), "minute"),
+        3_600..86_400 => {
+            let minutes = seconds.div_ceil(60);
+            match (minutes / 60, minutes % 60) {
+                (24, _) => unit(1, "day"),
+                (hours, rest) => pair(hours, "hour", rest, "minute"),
+            }
+        }
+        _ => {
+            let hours = seconds.div_ceil(3_600);
+            pair(hours / 24, "day", hours % 24, "hour")
         }
     }
 }
@@ -200,6 +263,26 @@ mod tests {
         assert_eq!(retry_after_seconds(Duration::from_millis(1)), 1);
         assert_eq!(retry_after_seconds(Duration::from_millis(1001)), 2);
         assert_eq!(retry_after_seconds(Duration::from_secs(30)), 30);
+    }
+
+    #[test]
+    fn waits_read_as_a_person_would_say_them() {
+        assert_eq!(human_wait(1), "1 second");
+        assert_eq!(human_wait(30), "30 seconds");
+        assert_eq!(human_wait(89), "89 seconds");
+        assert_eq!(human_wait(90), "2 minutes");
+        assert_eq!(human_wait(1188), "20 minutes");
+        assert_eq!(human_wait(3599), "60 minutes");
+        assert_eq!(human_wait(3600), "1 hour");
+        assert_eq!(human_wait(5000), "1 hour 24 minutes");
+        assert_eq!(human_wait(7200), "2 hours");
+        assert_eq!(human_wait(86_399), "1 day");
+        assert_eq!(human_wait(86_400), "1 day");
+        assert_eq!(human_wait(30 * 3_600 + 1), "1 day 7 hours");
+        assert_eq!(human_wait(3 * 86_400), "3 days");
+        let e = GatewayError::RateLimited { rule: "hourly".into(), retry_after: Duration::from_secs(1188) };
+        assert_eq!(e.public_message(), "Too many messages. Try again in 20 minutes.");
+        assert_eq!(e.retry_after(), Some(1188));
     }
 
     #[test]

@@ -27,9 +27,11 @@ pub struct Report {
     trail: Trail,
     outcome: Result<Planned, GatewayError>,
     dry_run: bool,
-    fallback: bool,
     /// Protection state is read from Redis (redis backend) rather than this process's empty memory.
     shared_state: bool,
+    number_types: Vec<crate::phone::NumberType>,
+    /// The limits were judged against the live shared counts (redis backend), not a fresh state.
+    live_counts: bool,
 }
 
 /// Explains one request. With the memory backend, limiter state lives in the serving process, so rules are
@@ -60,8 +62,9 @@ pub async fn explain(config: Config, clock: SharedClock, input: &Input) -> Resul
     Ok(Report {
         tenant: tenant.name.to_string(),
         input_phone: input.phone.clone(),
-        fallback: !tenant.names_usage(&input.usage),
         dry_run: tenant.tencent.dry_run,
+        number_types: tenant.number_types.clone(),
+        live_counts: !matches!(config.limits_backend, crate::config::LimitsBackend::Memory),
         trail,
         outcome,
         shared_state,
@@ -104,11 +107,14 @@ impl Report {
             .collect();
         let mut out = json!({
             "tenant": self.tenant,
-            "normalize": {"input": self.input_phone, "e164": phone.map(|p| p.e164()), "country": phone.map(|p| p.country_code())},
+            "normalize": {"input": self.input_phone, "e164": phone.map(|p| p.e164()), "country": phone.map(|p| p.country_code()),
+                          "number_type": phone.map(|p| p.number_type().as_str())},
             "script": self.script_json(),
-            "template": {"usage": self.trail.usage, "template_id": self.trail.template_id, "generic_fallback": self.fallback},
+            "template": {"usage": self.trail.usage, "template_id": self.trail.template_id,
+                         "generic_fallback": self.trail.usage_fallback_from.is_some(),
+                         "requested_usage": self.trail.usage_fallback_from},
             "policy": {"rules": rules, "allowed": self.trail.limits.as_ref().map(|d| d.allowed),
-                       "test_number": self.trail.test_number},
+                       "test_number": self.trail.test_number, "live_counts": self.live_counts},
             "protection": {"keys": self.trail.protection, "live_state": self.shared_state},
             "dry_run": self.dry_run,
         });
@@ -117,7 +123,7 @@ impl Report {
                 let headers: serde_json::Map<_, _> =
                     planned.request.headers.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
                 out["request"] = json!({"method": "POST", "url": planned.request.url.to_string(), "headers": headers,
-                    "body": String::from_utf8_lossy(&planned.request.body)});
+                    "body": shown_body(&planned.request.body)});
                 out["outcome"] = json!("would send");
             }
             Err(e) => {
@@ -126,6 +132,17 @@ impl Report {
         }
         out
     }
+}
+
+/// The signed body as explain prints it: TemplateParamSet (the code) as `***`, everything else as sent.
+fn shown_body(body: &[u8]) -> String {
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else { return "<unreadable body>".into() };
+    if let Some(params) = value.get_mut("TemplateParamSet").and_then(|v| v.as_array_mut()) {
+        for p in params {
+            *p = json!("***");
+        }
+    }
+    value.to_string()
 }
 
 impl fmt::Display for Report {
@@ -156,12 +173,18 @@ impl fmt::Display for Report {
                 }
             },
         }
+        if let Some(p) = &self.trail.phone {
+            let verdict = if self.number_types.contains(&p.number_type()) { "allowed" } else { "refused" };
+            writeln!(f, "type       {}: {verdict} (number_types)", p.number_type())?;
+        }
         if let Some(usage) = &self.trail.usage {
-            match &self.trail.template_id {
-                Some(id) if self.fallback => writeln!(f, "template   {usage} -> {id} (via Generic)")?,
-                Some(id) => writeln!(f, "template   {usage} -> {id}")?,
-                None if self.trail.phone.is_some() => writeln!(f, "template   {usage} -> none")?,
-                None => {}
+            match (&self.trail.template_id, &self.trail.usage_fallback_from) {
+                (Some(id), Some(from)) => {
+                    writeln!(f, "template   {from} -> {id} (no template of its own: sent and limited as {usage})")?
+                }
+                (Some(id), None) => writeln!(f, "template   {usage} -> {id}")?,
+                (None, _) if self.trail.phone.is_some() => writeln!(f, "template   {usage} -> none")?,
+                (None, _) => {}
             }
         }
         if self.trail.test_number {
@@ -186,6 +209,12 @@ impl fmt::Display for Report {
         if let Some(decision) = &self.trail.limits {
             if decision.rules.is_empty() {
                 writeln!(f, "policy     no limit rule applies")?;
+            } else if !self.live_counts {
+                writeln!(
+                    f,
+                    "policy     (memory backend: the running gateway's counts live in its own process; these rules"
+                )?;
+                writeln!(f, "policy      are judged from a full bucket, as for a number it has not seen)")?;
             }
             for r in &decision.rules {
                 let verdict = if r.verdict.allowed { "allow" } else { "deny" };
@@ -208,7 +237,8 @@ impl fmt::Display for Report {
                 for (name, value) in &planned.request.headers {
                     writeln!(f, "{name}: {value}")?;
                 }
-                writeln!(f, "\n{}", String::from_utf8_lossy(&planned.request.body))
+                writeln!(f, "\n{}", shown_body(&planned.request.body))?;
+                writeln!(f, "\n(TemplateParamSet shown as ***; the signature covers the real values)")
             }
             Err(e) => writeln!(f, "outcome    {} {}: {}", e.status().as_u16(), e.code(), e.public_message()),
         }

@@ -17,6 +17,7 @@ pub mod dedupe;
 pub mod error;
 pub mod explain;
 pub mod feedback;
+pub mod files;
 pub mod ingress;
 pub mod metrics;
 pub mod phone;

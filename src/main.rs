@@ -135,7 +135,7 @@ fn main() -> ExitCode {
 
 async fn serve(path: PathBuf, config: Config) -> std::io::Result<()> {
     let listen = config.server.listen;
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listener = smsgate::server::bind(listen)?;
     let gateway = Gateway::new(config, SystemClock::shared());
     let limiter = gateway.services().limiter.mode().as_str();
     tracing::info!(addr = %listener.local_addr()?, config = %path.display(), limiter, "smsgate listening");
@@ -144,11 +144,27 @@ async fn serve(path: PathBuf, config: Config) -> std::io::Result<()> {
 }
 
 /// SIGHUP: compile the config off to the side; swap it in only when it compiles, else keep the old one.
+/// Compiling runs on a blocking thread, never on the async workers, one reload at a time: hangups that
+/// arrive during a reload leave one pending permit, so they coalesce into one more reload, which reads the
+/// file as it is then (the last one wins).
 async fn reload_on_sighup(gateway: Gateway, path: PathBuf) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
+    let pending = std::sync::Arc::new(tokio::sync::Notify::new());
+    let waiting = pending.clone();
+    tokio::spawn(async move {
+        loop {
+            waiting.notified().await;
+            let (gateway, path) = (gateway.clone(), path.clone());
+            let reload =
+                tokio::task::spawn_blocking(move || smsgate::server::reload_from(&gateway, &path, &ProcessEnv));
+            if let Err(e) = reload.await {
+                tracing::error!(error = %e, "config reload failed; keeping the config in force");
+            }
+        }
+    });
     while hangups.recv().await.is_some() {
-        smsgate::server::reload_from(&gateway, &path, &ProcessEnv);
+        pending.notify_one();
     }
 }
 

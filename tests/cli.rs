@@ -50,6 +50,16 @@ fn check_reports_every_error_with_its_location_and_fails() {
 }
 
 #[test]
+fn regression_a_port_in_use_is_named_in_the_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let out = bin().arg("serve").env("SMSGATE_LISTEN", addr.to_string()).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+}
+
+#[test]
 fn config_comes_from_smsgate_config_by_default() {
     let out = bin().arg("check").env("SMSGATE_CONFIG", "/nonexistent/gw.yaml").output().unwrap();
     assert!(!out.status.success());
@@ -60,22 +70,28 @@ fn config_comes_from_smsgate_config_by_default() {
 fn explain_shows_each_stage_and_the_signed_request_without_the_secret() {
     let out = bin()
         .args(["explain", "--tenant", "demo", "--phone", "0086 138 0013 8000", "--usage", "MfaVerification"])
+        .args(["--code", "654321"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     for expected in [
         "normalize  0086 138 0013 8000 -> +8613800138000 (country CN)",
-        "template   MfaVerification -> 1113 (via Generic)",
+        "type       mobile: allowed (number_types)",
+        "template   MfaVerification -> 1113 (no template of its own: sent and limited as Generic)",
         "policy     burst: 1 per 30s: allow",
         "protection prefix-conversion (shadow): key +861380: not blocked in this process",
         "X-TC-Region: ap-guangzhou",
         "Authorization: TC3-HMAC-SHA256 Credential=AKIDdemo/",
         r#""TemplateId":"1113""#,
+        r#""TemplateParamSet":["***"]"#,
+        // The memory backend's counts live in the serving process: explain says it cannot see them.
+        "memory backend: the running gateway's counts live in its own process",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
-    assert!(!text.contains("demo-secret-not-a-real-key"));
+    // `--code` promises `***`: the code is never printed (regression: it was, inside TemplateParamSet).
+    assert!(!text.contains("demo-secret-not-a-real-key") && !text.contains("654321"), "{text}");
 
     // The shipped demo tenant lists a test number: explain says it is not counted.
     let out =
@@ -172,4 +188,151 @@ fn explain_shows_what_the_script_decided() {
     let out =
         bin().args(["explain", "--tenant", "demo", "--phone", "13800138000", "--usage", "SignIn"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("script     scripts/premium_block.lua: no change"));
+}
+
+/// Runs `smsgate check` on `path`; a check that has not finished after 30 s is killed and fails the test
+/// (a FIFO used to block it forever).
+fn check(path: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = bin();
+    command.arg("check").arg("--config").arg(path).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("check on {} did not finish", path.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The shipped config, edited, written to `dir` beside a copy of its script.
+fn shipped_with(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let scripts = dir.join("scripts");
+    if !scripts.exists() {
+        std::fs::create_dir(&scripts).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/premium_block.lua");
+        std::fs::copy(script, scripts.join("premium_block.lua")).unwrap();
+    }
+    let path = dir.join("gw.yaml");
+    std::fs::write(&path, edit(std::fs::read_to_string(shipped()).unwrap())).unwrap();
+    path
+}
+
+#[test]
+fn regression_nested_default_is_not_a_literal_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = shipped_with(dir.path(), |text| {
+        text.replace("${DEMO_TOKEN:-demo-token-0123456789}", "${ACME_TOKEN:-${FALLBACK_TOKEN_VALUE}}")
+            .replace("${DEMO_SECRET_KEY:-demo-secret-not-a-real-key}", "${ACME_SECRET:-x-${FALLBACK_SECRET}}")
+    });
+    let out = check(&path, &[]);
+    assert_eq!(out.status.code(), Some(2), "check must fail: {}", String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(lines[0].contains(":25:14: tenants.demo.tokens[0]: environment variable FALLBACK_TOKEN_VALUE is not set"));
+    assert!(
+        lines[1].contains(": tenants.demo.tencent.accessKeySecret: environment variable FALLBACK_SECRET is not set")
+    );
+    assert!(lines[2].ends_with("gw.yaml: 2 error(s)"), "{stderr}");
+
+    // With the defaults' variables set, the config is fine (and explain signs with the nested secret).
+    let env = [("FALLBACK_TOKEN_VALUE", "fallback-token-0123456789"), ("FALLBACK_SECRET", "s3cr3t")];
+    let out = check(&path, &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn regression_check_reports_every_unknown_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = shipped_with(dir.path(), |text| {
+        text.replace("  shutdown_grace: 30s", "  shutdown_grace: 30s\n  read_timeout: 5s")
+            .replace("    default_country: CN", "    default_country: CN\n    default_countries: [CN]")
+            .replace("      dry_run: true", "      dry_run: true\n      dryrun: false")
+            .replace("script: scripts/premium_block.lua", "script: scripts/premium_block.lua\n    scripts: []")
+            + "logging: { level: debug }\n"
+    });
+    let out = check(&path, &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let expected = [
+        "server.read_timeout: unknown key `read_timeout`",
+        "tenants.demo.default_countries: unknown key `default_countries`",
+        "tenants.demo.tencent.dryrun: unknown key `dryrun`",
+        "tenants.demo.scripts: unknown key `scripts`",
+        "logging: unknown key `logging`",
+    ];
+    assert_eq!(lines.len(), expected.len() + 1, "{stderr}");
+    for (line, expected) in lines.iter().zip(expected) {
+        let rest = line.strip_prefix(&format!("{}:", path.display())).unwrap_or_else(|| panic!("{line}"));
+        let mut parts = rest.splitn(3, ':');
+        assert!(parts.next().unwrap().parse::<u32>().is_ok() && parts.next().unwrap().parse::<u32>().is_ok(), "{line}");
+        assert!(parts.next().unwrap().starts_with(&format!(" {expected}")), "{line}");
+    }
+    assert!(lines[expected.len()].ends_with("gw.yaml: 5 error(s)"), "{stderr}");
+}
+
+/// Peak resident memory of a finished child, from GNU time's report; None where /usr/bin/time is missing.
+fn peak_rss_kib(report: &str) -> Option<u64> {
+    report.lines().find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes): ")?.parse().ok())
+}
+
+/// A 1 MiB scalar referenced 3,000 times took `check` to 3.3 GB.
+#[test]
+fn regression_alias_bomb_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bomb.yaml");
+    let bomb = format!(
+        "tenants:\n  acme:\n    tokens: &blob [{}]\n    x: [{}]\n",
+        "b".repeat(1 << 20),
+        vec!["*blob"; 3000].join(", ")
+    );
+    std::fs::write(&path, bomb).unwrap();
+    let time = Path::new("/usr/bin/time");
+    let out = if time.exists() {
+        Command::new(time).arg("-v").arg(env!("CARGO_BIN_EXE_smsgate")).arg("check").arg("--config").arg(&path).output()
+    } else {
+        bin().arg("check").arg("--config").arg(&path).output()
+    }
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bomb.yaml:4:65: tenants.acme.x[8]: aliases expand to more than"), "{stderr}");
+    match peak_rss_kib(&stderr) {
+        // Without the cap this took gigabytes; the refusal reads the file once.
+        Some(kib) => assert!(kib < 200 << 10, "peak RSS {kib} KiB"),
+        None => eprintln!("note: /usr/bin/time is not installed; peak memory not measured"),
+    }
+}
+
+/// A config or script that is a FIFO blocked `check` until someone wrote to it; `/dev/zero` ran it out of
+/// memory.
+#[test]
+fn regression_check_refuses_fifos_devices_and_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    for (config, reason) in
+        [(fifo.as_path(), "a FIFO"), (Path::new("/dev/zero"), "a device"), (dir.path(), "a directory")]
+    {
+        let out = check(config, &[]);
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let expected = format!("{}: cannot read the config file: it is {reason}, not a regular file", config.display());
+        assert!(stderr.starts_with(&expected), "{stderr}");
+    }
+    for (script, reason) in [(fifo.to_str().unwrap(), "a FIFO"), ("/dev/zero", "a device"), ("/tmp", "a directory")] {
+        let path = shipped_with(dir.path(), |text| text.replace("scripts/premium_block.lua", script));
+        let out = check(&path, &[]);
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let expected = format!(": tenants.demo.script: cannot read {script}: it is {reason}, not a regular file");
+        assert!(stderr.lines().next().unwrap().ends_with(&expected), "{stderr}");
+    }
 }

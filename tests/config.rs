@@ -52,11 +52,11 @@ fn errors_name_file_line_column_and_key_path() {
         ("region: ap-guangzhou", "region: Guangzhou", "gw.yaml:10:15: tenants.acme.tencent.region: expected a Tencent Cloud region such as ap-guangzhou"),
         ("default_country: CN", "default_country: China", "gw.yaml:4:22: tenants.acme.default_country: expected an ISO 3166 country code such as CN or US"),
         ("templateCode: \"1110\"", "templateCode: \"T-1\"", "gw.yaml:12:46: tenants.acme.tencent.templates[0].templateCode: expected a numeric Tencent TemplateId"),
-        ("signName: Sig", "signName: Sig\n      sign_name: typo", "gw.yaml:9:7: tenants.acme.tencent.sign_name: unknown field `sign_name`, expected one of `accessKeyId`, `accessKeySecret`"),
+        ("signName: Sig", "signName: Sig\n      sign_name: typo", "gw.yaml:9:7: tenants.acme.tencent.sign_name: unknown key `sign_name`, expected one of `accessKeyId`, `accessKeySecret`"),
         ("${SECRET}", "${MISSING_SECRET}", "gw.yaml:7:24: tenants.acme.tencent.accessKeySecret: environment variable MISSING_SECRET is not set"),
         ("token-for-acme-00001", "short", "gw.yaml:3:14: tenants.acme.tokens[0]: tokens need at least 16 characters and no spaces"),
-        ("tenants:", "tenant:", "gw.yaml:1:1: tenant: unknown field `tenant`, expected one of `server`"),
-        ("    limits:", "    limits: 5\n    x:", "gw.yaml:13:13: tenants.acme.limits: invalid type: integer `5`, expected a sequence"),
+        ("tenants:", "tenant:", "gw.yaml:1:1: tenant: unknown key `tenant`, expected one of `server`"),
+        ("    limits:", "    limits: 5\n    x:", "gw.yaml:13:13: tenants.acme.limits: invalid type: integer, expected a sequence"),
     ];
     for (from, to, expected) in cases {
         assert!(GOOD.contains(from), "{from}");
@@ -253,4 +253,348 @@ fn feedback_keys_are_checked() {
         errs.iter().any(|e| e.contains("logto_webhook_secret: this signing key is already used by tenant")),
         "{errs:#?}"
     );
+}
+
+/// Every key the config has, one scalar per line, so that tests can put something hostile in each value.
+const RICH: &str = r#"server:
+  listen: 127.0.0.1:0
+  max_body_bytes: 2048
+  shutdown_grace: 5s
+limits_backend:
+  kind: memory
+tenants:
+  acme:
+    tokens:
+      - token-for-acme-00001
+    default_country: CN
+    tencent:
+      accessKeyId: AKIDx
+      accessKeySecret: s3cr3t-value-xyz
+      signName: Sig
+      sdkAppId: 1400006666
+      region: ap-guangzhou
+      templates:
+        - usageType: SignIn
+          templateCode: 1110
+      endpoint: https://sms.tencentcloudapi.com
+      timeout: 5s
+      dry_run: true
+      max_attempts: 3
+      retry_maybe_sent: false
+      fallback_endpoints:
+        - https://sms.ap-guangzhou.tencentcloudapi.com
+      next_credentials:
+        accessKeyId: AKIDy
+        accessKeySecret: other-secret-abc
+      international_templates:
+        - usageType: Generic
+          templateCode: 2110
+      international_sign_name: Intl
+    limits:
+      - name: burst
+        key: phone
+        limit: 1
+        per: 30s
+        usage:
+          - SignIn
+        shadow: false
+    test_numbers:
+      "+8613800000000": "123456"
+    countries:
+      deny:
+        - KP
+    blocked_prefixes:
+      - "+1900"
+    dedupe_window: 5m
+    spend_caps:
+      utc_offset: "+08:00"
+      daily: 10
+      countries:
+        US:
+          daily: 5
+"#;
+
+fn env_with(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn errors_in(yaml: &str, env: &HashMap<String, String>) -> Vec<String> {
+    match Config::from_yaml(yaml, Path::new("gw.yaml"), env) {
+        Ok(_) => panic!("config should fail:\n{yaml}"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// `tokens: ["${ACME_TOKEN:-${FALLBACK_TOKEN_VALUE}}"]` compiled to the literal token
+/// `${FALLBACK_TOKEN_VALUE}`: guessable, and the intended token was refused.
+#[test]
+fn regression_nested_default_is_not_a_literal_token() {
+    let nested = GOOD.replace("token-for-acme-00001", "${ACME_TOKEN:-${FALLBACK_TOKEN_VALUE}}");
+    let fallback = env_with(&[("SECRET", "s3cr3t-value-xyz"), ("FALLBACK_TOKEN_VALUE", "fallback-token-0123456789")]);
+    let config = Config::from_yaml(&nested, Path::new("gw.yaml"), &fallback).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.tenant_for_token("fallback-token-0123456789").is_some(), "the default's variable is used");
+    assert!(config.tenant_for_token("${FALLBACK_TOKEN_VALUE}").is_none());
+    assert!(config.tenant_for_token("${FALLBACK_TOKEN_VALUE}}").is_none());
+    // Set, the outer variable wins and the default is not even looked up.
+    let both = env_with(&[("SECRET", "s3cr3t-value-xyz"), ("ACME_TOKEN", "acme-token-from-env-0001")]);
+    let config = Config::from_yaml(&nested, Path::new("gw.yaml"), &both).unwrap();
+    assert!(config.tenant_for_token("acme-token-from-env-0001").is_some());
+
+    // Neither set: an error at the token's line that names the variable, never a literal token.
+    let errs = errors_in(&nested, &env_with(&[("SECRET", "s3cr3t-value-xyz")]));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0]
+            .starts_with("gw.yaml:3:14: tenants.acme.tokens[0]: environment variable FALLBACK_TOKEN_VALUE is not set"),
+        "{errs:#?}"
+    );
+
+    // Secrets, not just tokens: nested, mixed with text, and three levels deep.
+    for (written, expected) in [
+        ("${UNSET_A:-${SECRET}}", "s3cr3t-value-xyz"),
+        ("${UNSET_A:-pre-${SECRET}-post}", "pre-s3cr3t-value-xyz-post"),
+        ("${UNSET_A:-${UNSET_B:-${SECRET}}}", "s3cr3t-value-xyz"),
+        ("${UNSET_A:-${UNSET_B:-lit}}$${NOT_A_REF}", "lit${NOT_A_REF}"),
+    ] {
+        let yaml = GOOD.replace("${SECRET}", &format!("\"{written}\""));
+        let config =
+            Config::from_yaml(&yaml, Path::new("gw.yaml"), &env()).unwrap_or_else(|e| panic!("{written}: {e}"));
+        let secret = &config.tenant("acme").unwrap().tencent.credentials[0].secret_key;
+        assert_eq!(secret.expose(), expected, "{written}");
+    }
+    // A value from the environment is used verbatim: it cannot smuggle in a reference.
+    let injected = env_with(&[("SECRET", "${OTHER_SECRET}")]);
+    let config = Config::from_yaml(GOOD, Path::new("gw.yaml"), &injected).unwrap();
+    assert_eq!(config.tenant("acme").unwrap().tencent.credentials[0].secret_key.expose(), "${OTHER_SECRET}");
+
+    // Anything that is not a complete reference is an error naming the key and no value.
+    for bad in ["${UNSET_A:-${SECRET}", "${UNSET_A:-x", "${SECRET:?hunter2-message}", "${SECRET-hunter2}", "${ }"] {
+        let yaml = GOOD.replace("${SECRET}", &format!("\"{bad}\""));
+        let errs = errors_in(&yaml, &env());
+        assert_eq!(errs.len(), 1, "{bad}: {errs:#?}");
+        assert!(errs[0].starts_with("gw.yaml:7:24: tenants.acme.tencent.accessKeySecret: "), "{bad}: {errs:#?}");
+        assert!(!errs[0].contains("s3cr3t") && !errs[0].contains("hunter2"), "{bad}: {errs:#?}");
+    }
+}
+
+/// The mechanism, not the example: a nested reference to an unset variable in any value of any key is an
+/// error at that line, whatever the key's type; none compiles to a literal `${`.
+#[test]
+fn no_reference_survives_in_any_value() {
+    let env = env();
+    Config::from_yaml(RICH, Path::new("gw.yaml"), &env).unwrap_or_else(|e| panic!("RICH must compile: {e}"));
+    let lines: Vec<&str> = RICH.lines().collect();
+    let mut tried = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let value_at = match (trimmed.find(": "), trimmed.strip_prefix("- ")) {
+            (Some(at), _) => line.len() - trimmed.len() + at + 2,
+            (None, Some(_)) => line.len() - trimmed.len() + 2,
+            _ => continue,
+        };
+        let hostile = format!("{}\"${{UNSET_OUTER:-${{UNSET_INNER}}}}\"", &line[..value_at]);
+        let yaml = lines.iter().enumerate().map(|(j, l)| if j == i { hostile.as_str() } else { l }).collect::<Vec<_>>();
+        let errs = errors_in(&(yaml.join("\n") + "\n"), &env);
+        let at_line = format!("gw.yaml:{}:", i + 1);
+        assert!(
+            errs.iter().any(|e| e.starts_with(&at_line) && (e.contains("UNSET_INNER") || e.contains("`${…}`"))),
+            "line {}: {hostile}\n{errs:#?}",
+            i + 1
+        );
+        tried += 1;
+    }
+    assert!(tried >= 37, "every value line was tried: {tried}");
+    // Keys are names, never interpolated: a reference there is an error too.
+    for (from, to) in [("  acme:", "  \"${TENANT}\":"), ("\"+8613800000000\"", "\"${TEST_NUMBER}\"")] {
+        let errs = errors_in(&RICH.replace(from, to), &env);
+        assert!(errs.iter().any(|e| e.contains("`${…}` is not expanded in keys")), "{errs:#?}");
+    }
+}
+
+/// Two `acme:` tenants: check said "ok (1 tenant(s))" and the first tenant's tokens and limits vanished.
+#[test]
+fn regression_duplicate_tenant_is_an_error_with_both_locations() {
+    let two = format!("{GOOD}  acme:\n{}", GOOD.lines().skip(2).collect::<Vec<_>>().join("\n"));
+    let errs = errors(&two);
+    assert_eq!(errs, vec!["gw.yaml:15:3: tenants.acme: duplicate key `acme` (first at line 2, column 3)"]);
+
+    // Any mapping: test numbers (quoted or not), spend-cap countries, struct keys, flow mappings, the top.
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "test_numbers:\n      \"+8613800000000\": \"123456\"\n      +8613800000000: \"654321\"",
+            "tenants.acme.test_numbers.+8613800000000: duplicate key `+8613800000000`",
+            "first at line 16, column 7",
+        ),
+        (
+            "spend_caps:\n      countries:\n        US: { daily: 5 }\n        CN: { daily: 5 }\n        US: { daily: 500 }",
+            "tenants.acme.spend_caps.countries.US: duplicate key `US`",
+            "first at line 17, column 9",
+        ),
+        ("limits_again: 1\n    limits: []", "tenants.acme.limits: duplicate key `limits`", "first at line 13, column 5"),
+        ("dedupe_window: 1m\n    dedupe_window: 0s", "tenants.acme.dedupe_window: duplicate key", "first at line 15, column 5"),
+    ];
+    for (extra, expected, first) in cases {
+        let yaml = format!("{GOOD}    {extra}\n");
+        let errs = errors(&yaml);
+        assert!(errs.iter().any(|e| e.contains(expected) && e.ends_with(&format!("({first})"))), "{extra}\n{errs:#?}");
+    }
+    let errs = errors(&GOOD.replace("{ name: burst, key: phone,", "{ name: burst, key: phone, key: ip,"));
+    assert!(
+        errs.iter().any(|e| e.starts_with("gw.yaml:14:") && e.contains("limits[0].key: duplicate key `key`")),
+        "{errs:#?}"
+    );
+    let errs = errors(&format!("{GOOD}tenants: {{}}\n"));
+    assert!(
+        errs.iter().any(|e| e.contains("tenants: duplicate key `tenants` (first at line 1, column 1)")),
+        "{errs:#?}"
+    );
+}
+
+/// A 1 MiB scalar referenced 3,000 times took `check` to 3.3 GB.
+#[test]
+fn regression_alias_bomb_is_refused() {
+    let bomb = format!(
+        "x-blob: &blob {}\ntenants:\n  acme:\n    tokens: [{}]\n",
+        "b".repeat(1 << 20),
+        vec!["*blob"; 3000].join(", ")
+    );
+    let errs = errors(&bomb);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(errs[0].starts_with("gw.yaml:4:"), "refused at the first alias over the budget: {errs:#?}");
+    assert!(errs[0].contains("tenants.acme.tokens[8]: aliases expand to more than"), "{errs:#?}");
+
+    // Nested aliases multiply (a billion laughs in 12 lines), and mappings count like scalars.
+    let mut laughs = String::from("l0: &l0 {a: lol, b: lol, c: lol, d: lol, e: lol, f: lol, g: lol, h: lol}\n");
+    for i in 1..10 {
+        laughs.push_str(&format!("l{i}: &l{i} [{}]\n", vec![format!("*l{}", i - 1); 10].join(", ")));
+    }
+    let errs = errors(&format!("{laughs}{GOOD}"));
+    assert!(errs[0].contains("aliases expand to more than"), "{errs:#?}");
+
+    // Aliases the way a config uses them are fine: limits and templates defined by the first tenant and
+    // shared by 200 others.
+    let mut shared = String::from("tenants:\n");
+    for i in 0..200 {
+        let (limits, templates) = match i {
+            0 => (
+                "&limits [{ name: burst, key: phone, limit: 1, per: 30s }, { name: hourly, key: phone, limit: 5, per: 1h }]",
+                "&templates [{ usageType: SignIn, templateCode: \"1110\" }]",
+            ),
+            _ => ("*limits", "*templates"),
+        };
+        shared.push_str(&format!(
+            "  t{i}:\n    tokens: [\"token-for-tenant-{i:05}\"]\n    tencent: {{ accessKeyId: AKID, accessKeySecret: \"${{SECRET}}\", sdkAppId: 1400006666, region: ap-guangzhou, templates: {templates} }}\n    limits: {limits}\n"
+        ));
+    }
+    let config = Config::from_yaml(&shared, Path::new("gw.yaml"), &env()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.tenants.len(), 200);
+    assert_eq!(config.tenant("t199").unwrap().limits.len(), 2);
+}
+
+#[test]
+fn nesting_is_bounded() {
+    let deep = format!("{GOOD}    x: {}{}\n", "[".repeat(100), "]".repeat(100));
+    let errs = errors(&deep);
+    assert!(errs[0].contains("nodes nest more than 64 levels deep"), "{errs:#?}");
+}
+
+/// `check` stopped at the first unknown key although it promises every error.
+#[test]
+fn regression_check_reports_every_unknown_key() {
+    let yaml = RICH
+        .replace("  shutdown_grace: 5s", "  shutdown_grace: 5s\n  listen_backlog: 10")
+        .replace("    default_country: CN", "    default_country: CN\n    defualt_country: CN")
+        .replace("      signName: Sig", "      signName: Sig\n      sign_name: Sig")
+        .replace("        per: 30s", "        per: 30s\n        burst: 2")
+        .replace("          daily: 5", "          daily: 5\n          weekly: 9")
+        .replace("      accessKeySecret: other-secret-abc", "      accessKeySecret: other-secret-abc\n        token: x")
+        .replace("dedupe_window: 5m", "dedupe_window: 5 minutes")
+        + "extra_top: 1\n";
+    let errs = errors_in(&yaml, &env());
+    let expected = [
+        ("server.listen_backlog", "unknown key `listen_backlog`"),
+        ("tenants.acme.defualt_country", "unknown key `defualt_country`"),
+        ("tenants.acme.tencent.sign_name", "unknown key `sign_name`"),
+        ("tenants.acme.tencent.next_credentials.token", "unknown key `token`"),
+        ("tenants.acme.limits[0].burst", "unknown key `burst`"),
+        ("tenants.acme.dedupe_window", "expected a duration"),
+        ("tenants.acme.spend_caps.countries.US.weekly", "unknown key `weekly`"),
+        ("extra_top", "unknown key `extra_top`"),
+    ];
+    assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+    for ((path, message), e) in expected.iter().zip(&errs) {
+        assert!(e.contains(&format!(": {path}: {message}")), "{path}: {e}");
+        let mut parts = e.splitn(4, ':');
+        parts.next();
+        assert!(parts.next().unwrap().parse::<u32>().is_ok() && parts.next().unwrap().parse::<u32>().is_ok(), "{e}");
+    }
+    // Unknown keys and a duplicate and an unset variable, all at once, in file order.
+    let yaml = GOOD
+        .replace("signName: Sig", "signName: Sig\n      signName: Sig2\n      sign: x")
+        .replace("${SECRET}", "${NOPE}");
+    let errs = errors(&yaml);
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(errs[0].contains("accessKeySecret: environment variable NOPE is not set"), "{errs:#?}");
+    assert!(errs[1].contains("tencent.signName: duplicate key `signName` (first at line 8"), "{errs:#?}");
+    assert!(errs[2].contains("tencent.sign: unknown key `sign`"), "{errs:#?}");
+}
+
+fn load_errors(path: &Path) -> Vec<String> {
+    match Config::load(path, &env()) {
+        Ok(_) => panic!("{} should not load", path.display()),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// A script path of `/dev/zero` took `check` to 10 GB; a FIFO blocked until written.
+#[test]
+fn regression_config_and_script_reads_are_bounded_and_regular_files_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    std::fs::create_dir(dir.path().join("scripts")).unwrap();
+    let big_script = dir.path().join("scripts/big.lua");
+    std::fs::write(&big_script, format!("-- {}\nfunction on_send(req) end\n", "x".repeat(1 << 20))).unwrap();
+    let not_text = dir.path().join("scripts/bin.lua");
+    std::fs::write(&not_text, [0xff, 0xfe, 0x00]).unwrap();
+    for (script, reason) in [
+        ("/dev/zero", "it is a device, not a regular file"),
+        (fifo.to_str().unwrap(), "it is a FIFO, not a regular file"),
+        ("scripts", "it is a directory, not a regular file"),
+        ("scripts/big.lua", "it is larger than 1048576 bytes"),
+        ("scripts/bin.lua", "it is not UTF-8 text"),
+        ("scripts/missing.lua", "no such file"),
+    ] {
+        let yaml = format!("{GOOD}    script: {script}\n");
+        let errs = match Config::from_yaml(&yaml, &dir.path().join("gw.yaml"), &env()) {
+            Ok(_) => panic!("{script} loaded"),
+            Err(e) => e.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        };
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(errs[0].ends_with(&format!("tenants.acme.script: cannot read {script}: {reason}")), "{errs:#?}");
+    }
+
+    // The config file itself.
+    let large = dir.path().join("large.yaml");
+    let mut text = GOOD.to_owned();
+    text.push_str(&format!("# {}\n", "x".repeat(8 << 20)));
+    std::fs::write(&large, text).unwrap();
+    for (path, reason) in [
+        (fifo.as_path(), "it is a FIFO, not a regular file"),
+        (Path::new("/dev/zero"), "it is a device, not a regular file"),
+        (dir.path(), "it is a directory, not a regular file"),
+        (large.as_path(), "it is larger than 8388608 bytes"),
+    ] {
+        let errs = load_errors(path);
+        assert_eq!(errs, vec![format!("{}: cannot read the config file: {reason}", path.display())]);
+    }
+    // At the cap is fine.
+    let at_cap = dir.path().join("at_cap.yaml");
+    let mut text = GOOD.to_owned();
+    text.push_str("# ");
+    text.push_str(&"x".repeat((8 << 20) - text.len() - 1));
+    text.push('\n');
+    assert_eq!(text.len(), 8 << 20);
+    std::fs::write(&at_cap, text).unwrap();
+    Config::load(&at_cap, &env()).unwrap_or_else(|e| panic!("{e}"));
 }

@@ -1,9 +1,8 @@
-//! Raw config -> validated [`Config`]. Interpolates `${VAR}` references, checks every value, and collects
-//! every problem it finds (not just the first) as `(key path, message)` pairs. Messages never echo a value
-//! that could be a secret.
+//! Raw config -> validated [`Config`]. Checks every value and collects every problem it finds (not just the
+//! first) as `(key path, message)` pairs. `${VAR}` references were expanded when the raw config was read
+//! (`de.rs`); nothing here expands again. Messages never echo a value that could be a secret.
 
 use super::duration::parse_duration;
-use super::interp::{expand, Env};
 use super::model::*;
 use super::raw::*;
 use super::tokens::TokenTable;
@@ -24,6 +23,7 @@ pub type Problem = (String, String);
 
 pub(super) const MIN_TOKEN_LEN: usize = 16;
 const MAX_BODY_RANGE: (u64, u64) = (256, 1 << 20);
+const MAX_BODY_READERS: u64 = 100_000;
 const LIMIT_PERIOD_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30 * 86_400));
 const INSTRUCTION_RANGE: (u64, u64) = (1_000, 100_000_000);
 const MEMORY_RANGE: (usize, usize) = (64 << 10, 64 << 20);
@@ -32,28 +32,21 @@ const REDIS_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(1), Dur
 /// The limiter keeps TATs as whole milliseconds ahead of now, at most ~30 days (see policy/memory.rs).
 const MAX_LIMIT: u32 = 1_000_000;
 
-pub(super) struct Compiler<'a> {
-    env: &'a dyn Env,
+pub(super) struct Compiler {
     pub(super) problems: Vec<Problem>,
 }
 
-impl Compiler<'_> {
+impl Compiler {
     pub(super) fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push((path.into(), message.into()));
     }
 
-    /// Interpolates a scalar; on error records it and returns None.
-    pub(super) fn text(&mut self, path: &str, scalar: &Scalar) -> Option<String> {
-        match expand(&scalar.0, self.env) {
-            Ok(text) => Some(text),
-            Err(message) => {
-                self.problem(path, message);
-                None
-            }
-        }
+    /// A scalar's text (already interpolated when it was read). Always Some; an Option so that checks chain.
+    pub(super) fn text(&mut self, _path: &str, scalar: &Scalar) -> Option<String> {
+        Some(scalar.0.clone())
     }
 
-    /// Interpolates and requires a non-empty value.
+    /// Requires a non-empty value.
     pub(super) fn required(&mut self, path: &str, scalar: &Scalar) -> Option<String> {
         let text = self.text(path, scalar)?;
         if text.trim().is_empty() {
@@ -105,8 +98,8 @@ fn is_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, Vec<Problem>> {
-    let mut c = Compiler { env, problems: Vec::new() };
+pub fn compile(raw: RawConfig, source: &Path) -> Result<Config, Vec<Problem>> {
+    let mut c = Compiler { problems: Vec::new() };
     // Scripts resolve relative to the config file's folder.
     let base_dir = source.parent().unwrap_or(Path::new(""));
     let server = compile_server(&mut c, &raw.server);
@@ -137,7 +130,7 @@ pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, V
             c.problem(format!("{path}.tokens"), "list at least one token");
         }
         // A tenant that fails leaves a None, keeping indexes aligned with the token table.
-        tenants.push(compile_tenant(&mut c, name, &path, raw_tenant, base_dir).map(Arc::new));
+        tenants.push(compile_tenant(&mut c, name, &path, raw_tenant, base_dir, &server).map(Arc::new));
     }
 
     let admin_tokens = super::feedback::compile_admin_tokens(&mut c, &raw.server.admin_tokens, &tokens);
@@ -183,8 +176,36 @@ fn compile_server(c: &mut Compiler, raw: &RawServer) -> ServerSettings {
         Duration::from_secs(30),
         (Duration::ZERO, Duration::from_secs(3600)),
     );
+    let header_timeout = c.duration(
+        "server.header_timeout",
+        raw.header_timeout.as_ref(),
+        Duration::from_secs(10),
+        (Duration::from_millis(100), Duration::from_secs(300)),
+    );
+    let body_timeout = c.duration(
+        "server.body_timeout",
+        raw.body_timeout.as_ref(),
+        Duration::from_secs(5),
+        (Duration::from_millis(100), Duration::from_secs(300)),
+    );
+    let mut max_body_readers = 256;
+    if let Some(n) = raw.max_body_readers {
+        if !(1..=MAX_BODY_READERS).contains(&n) {
+            c.problem("server.max_body_readers", format!("must be between 1 and {MAX_BODY_READERS}"));
+        } else {
+            max_body_readers = n as usize;
+        }
+    }
     let max_remembered_sends = super::feedback::max_remembered_sends(c, raw.max_remembered_sends);
-    ServerSettings { listen, max_body_bytes, shutdown_grace, max_remembered_sends }
+    ServerSettings {
+        listen,
+        max_body_bytes,
+        shutdown_grace,
+        header_timeout,
+        body_timeout,
+        max_body_readers,
+        max_remembered_sends,
+    }
 }
 
 fn compile_backend(c: &mut Compiler, raw: &RawLimitsBackend) -> LimitsBackend {
@@ -240,6 +261,7 @@ fn compile_test_numbers(
     c: &mut Compiler,
     path: &str,
     raw: &std::collections::BTreeMap<String, Scalar>,
+    number_types: &[NumberType],
 ) -> HashMap<u64, String> {
     let mut numbers = HashMap::new();
     for (number, code) in raw {
@@ -251,6 +273,11 @@ fn compile_test_numbers(
                 continue;
             }
         };
+        // Test numbers pass the same destination rules as any number: one of a refused type would never work.
+        if !number_types.is_empty() && !number_types.contains(&phone.number_type()) {
+            c.problem(&p, format!("this is a {} number, which number_types refuses", phone.number_type()));
+            continue;
+        }
         let Some(code) = c.required(&p, code) else { continue };
         if code.len() > 12 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
             c.problem(&p, "a code is 1 to 12 letters or digits");
@@ -261,7 +288,14 @@ fn compile_test_numbers(
     numbers
 }
 
-fn compile_tenant(c: &mut Compiler, name: &str, path: &str, raw: &RawTenant, base_dir: &Path) -> Option<Tenant> {
+fn compile_tenant(
+    c: &mut Compiler,
+    name: &str,
+    path: &str,
+    raw: &RawTenant,
+    base_dir: &Path,
+    server: &ServerSettings,
+) -> Option<Tenant> {
     let before = c.problems.len();
     let default_country = raw.default_country.as_ref().and_then(|s| {
         let p = format!("{path}.default_country");
@@ -281,8 +315,10 @@ fn compile_tenant(c: &mut Compiler, name: &str, path: &str, raw: &RawTenant, bas
         .international_templates
         .as_ref()
         .map(|t| compile_templates(c, &format!("{path}.tencent.international_templates"), t));
-    let limits = compile_limits(c, name, &format!("{path}.limits"), &raw.limits);
-    let test_numbers = compile_test_numbers(c, &format!("{path}.test_numbers"), &raw.test_numbers);
+    let template_sets: Vec<&Templates> = std::iter::once(&templates).chain(&international_templates).collect();
+    let limits = compile_limits(c, name, &format!("{path}.limits"), &raw.limits, &template_sets);
+    let number_types = compile_number_types(c, &format!("{path}.number_types"), raw.number_types.as_deref());
+    let test_numbers = compile_test_numbers(c, &format!("{path}.test_numbers"), &raw.test_numbers, &number_types);
     let countries = raw.countries.as_ref().and_then(|rule| {
         let (list, make, key): (_, fn(Vec<String>) -> CountryRule, _) = match (&rule.allow, &rule.deny) {
             (Some(list), None) => (list, CountryRule::Allow, "allow"),
@@ -338,6 +374,7 @@ fn compile_tenant(c: &mut Compiler, name: &str, path: &str, raw: &RawTenant, bas
         limits,
         countries,
         blocked_prefixes,
+        number_types,
         dedupe_window,
         spend_caps,
         test_numbers,
@@ -345,7 +382,28 @@ fn compile_tenant(c: &mut Compiler, name: &str, path: &str, raw: &RawTenant, bas
         conversion: feedback.conversion,
         protection: feedback.protection,
         webhook: feedback.webhook,
+        body_readers: Arc::new(tokio::sync::Semaphore::new(server.max_body_readers)),
     })
+}
+
+/// `number_types: [mobile, fixed_line_or_mobile]`: names from [`NumberType`], at least one, none twice.
+fn compile_number_types(c: &mut Compiler, path: &str, raw: Option<&[Scalar]>) -> Vec<NumberType> {
+    let Some(raw) = raw else { return DEFAULT_NUMBER_TYPES.to_vec() };
+    if raw.is_empty() {
+        c.problem(path, "list at least one number type, such as mobile");
+    }
+    let mut types = Vec::new();
+    for (i, name) in raw.iter().enumerate() {
+        match NumberType::from_name(&name.0) {
+            Some(kind) if types.contains(&kind) => c.problem(format!("{path}[{i}]"), format!("{kind} is listed twice")),
+            Some(kind) => types.push(kind),
+            None => {
+                let known: Vec<&str> = NumberType::ALL.iter().map(|k| k.as_str()).collect();
+                c.problem(format!("{path}[{i}]"), format!("expected a number type: {}", known.join(", ")))
+            }
+        }
+    }
+    types
 }
 
 /// An ISO 3166 alpha-2 code as the phone metadata knows it (`ZZ` stands for numbers without a region).
@@ -420,6 +478,8 @@ fn compile_script(
                 }
             }
         }
+        let p = format!("{path}.script_limits.time");
+        limits.time = c.duration(&p, l.time.as_ref(), limits.time, crate::script::TIME_RANGE);
     }
     let mut on_error = OnScriptError::Reject;
     if let Some(s) = &raw.on_script_error {
@@ -565,20 +625,55 @@ fn compile_templates(c: &mut Compiler, path: &str, raw: &[RawTemplate]) -> Templ
         c.problem(path, "list at least one template (usageType and templateCode)");
     }
     for (i, t) in raw.iter().enumerate() {
-        let usage = &t.usage_type.0;
+        // Usage types match ignoring case: Logto's own types take Logto's spelling, and two names that differ
+        // only in case are one usage type.
+        let usage = logto_usage(&t.usage_type.0).unwrap_or(&t.usage_type.0);
         let code = &t.template_code.0;
         if !is_name(usage) {
             c.problem(format!("{path}[{i}].usageType"), "expected a usage type such as SignIn or Generic");
         } else if !is_digits(code) {
             c.problem(format!("{path}[{i}].templateCode"), "expected a numeric Tencent TemplateId");
-        } else if templates.insert(usage.clone(), code.clone()).is_some() {
-            c.problem(format!("{path}[{i}].usageType"), format!("usage type {usage} is listed twice"));
+        } else if templates.spelling(usage).is_some() {
+            c.problem(
+                format!("{path}[{i}].usageType"),
+                format!("usage type {usage} is listed twice (usage types match ignoring case)"),
+            );
+        } else {
+            templates.insert(usage.to_owned(), code.clone());
         }
     }
     templates
 }
 
-fn compile_limits(c: &mut Compiler, tenant: &str, path: &str, raw: &[RawLimit]) -> Vec<LimitRule> {
+/// A rule's `usage` entry in its canonical spelling. It must be a usage type a send can be judged under:
+/// one the tenant has a template for, or `Generic` (every usage type without a template of its own is judged
+/// as `Generic`). Anything else would leave the rule silently dead, so it is an error.
+fn rule_usage(name: &str, templates: &[&Templates]) -> Result<String, String> {
+    if !is_name(name) {
+        return Err("expected a usage type such as SignIn".into());
+    }
+    let canonical = templates.iter().find_map(|t| t.spelling(name)).or_else(|| logto_usage(name));
+    match canonical {
+        Some(usage) if usage == GENERIC_USAGE || templates.iter().any(|t| t.has_usage(usage)) => Ok(usage.to_owned()),
+        Some(usage) => Err(format!(
+            "the tenant has no template for usage type {usage}: such sends use the Generic template and are \
+             judged as Generic, so this rule would never apply (add a {usage} template or name Generic)"
+        )),
+        None => Err(format!(
+            "unknown usage type {name}: name one of the tenant's templates or one of Logto's usage types \
+             ({})",
+            LOGTO_USAGES.join(", ")
+        )),
+    }
+}
+
+fn compile_limits(
+    c: &mut Compiler,
+    tenant: &str,
+    path: &str,
+    raw: &[RawLimit],
+    templates: &[&Templates],
+) -> Vec<LimitRule> {
     let mut names = HashSet::new();
     let mut rules = Vec::new();
     for (i, r) in raw.iter().enumerate() {
@@ -611,10 +706,12 @@ fn compile_limits(c: &mut Compiler, tenant: &str, path: &str, raw: &[RawLimit]) 
         }
         let mut usages = Vec::new();
         for (j, u) in r.usage.iter().enumerate() {
-            if is_name(&u.0) {
-                usages.push(u.0.clone());
-            } else {
-                c.problem(format!("{p}.usage[{j}]"), "expected a usage type such as SignIn");
+            match rule_usage(&u.0, templates) {
+                Ok(usage) if usages.contains(&usage) => {
+                    c.problem(format!("{p}.usage[{j}]"), format!("usage type {usage} is listed twice"))
+                }
+                Ok(usage) => usages.push(usage),
+                Err(message) => c.problem(format!("{p}.usage[{j}]"), message),
             }
         }
         if c.problems.len() != before {

@@ -1,7 +1,9 @@
-//! Configuration: `gateway.yaml` is read into raw serde types (unknown keys are errors), then compiled into a
-//! validated [`Config`]. Every error is reported as `file:line:col: key.path: message`.
+//! Configuration: `gateway.yaml` is read (bounded) into a checked YAML tree, deserialized into raw serde types
+//! (every unknown key is an error, `${VAR}` expanded), then compiled into a validated [`Config`]. Every error
+//! is reported as `file:line:col: key.path: message`.
 
 mod compile;
+mod de;
 mod duration;
 mod feedback;
 mod interp;
@@ -10,6 +12,7 @@ mod model;
 mod raw;
 mod secret;
 mod tokens;
+mod yaml;
 
 pub use compile::parse_endpoint;
 pub use duration::parse_duration;
@@ -18,8 +21,12 @@ pub use interp::{Env, ProcessEnv};
 pub use model::*;
 pub use secret::Secret;
 
-use locate::{Location, Locator};
+use locate::Locator;
 use std::fmt;
+use yaml::Problem;
+
+/// The config file is read only up to this size (8 MiB).
+pub const MAX_CONFIG_BYTES: u64 = 8 << 20;
 use std::path::{Path, PathBuf};
 
 /// One config problem, pointing at the line to fix.
@@ -63,9 +70,10 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 impl Config {
-    /// Reads and compiles the config file, taking `${VAR}` values from `env`.
+    /// Reads and compiles the config file, taking `${VAR}` values from `env`. The file must be a regular file
+    /// of at most [`MAX_CONFIG_BYTES`].
     pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = crate::files::read_text(path, MAX_CONFIG_BYTES).map_err(|e| {
             ConfigErrors(vec![ConfigError {
                 file: path.to_path_buf(),
                 location: None,
@@ -77,67 +85,58 @@ impl Config {
     }
 
     /// Compiles config text; `path` names it in errors and anchors relative script paths.
+    ///
+    /// Three passes, each reporting every problem it finds: the YAML tree (syntax, duplicate keys, alias
+    /// budget, depth), deserialization (unknown keys, `${VAR}` references, types: a type error stops this
+    /// pass), and `compile` (values, scripts). A key with a problem from an earlier pass gets no follow-on
+    /// error from a later one.
     pub fn from_yaml(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigErrors> {
-        let error = |location: Option<Location>, key: String, message: String| ConfigError {
+        let error = |p: Problem| ConfigError {
             file: path.to_path_buf(),
-            location: location.map(|l| (l.line, l.column)),
-            path: key,
-            message,
+            location: p.mark.map(|m| (m.line, m.column)),
+            path: p.path,
+            message: p.message,
         };
-        let de = serde_yaml::Deserializer::from_str(text);
-        let raw: raw::RawConfig = match serde_path_to_error::deserialize(de) {
-            Ok(raw) => raw,
-            Err(e) => {
-                let key = e.path().to_string();
-                let key = if key == "." { String::new() } else { key };
-                let inner = e.into_inner();
-                let location = inner
-                    .location()
-                    .map(|l| Location { line: l.line(), column: l.column() })
-                    .or_else(|| Locator::new(text).find(&key));
-                let message = yaml_message(&inner, &key);
-                return Err(ConfigErrors(vec![error(location, key, message)]));
+        let doc = yaml::Document::parse(text).map_err(|p| ConfigErrors(vec![error(p)]))?;
+        let mut problems = doc.problems.clone();
+        let cx = de::Context::new(&doc, env);
+        let raw = cx.deserialize::<raw::RawConfig>();
+        problems.extend(cx.into_problems());
+        let config = match raw {
+            Ok(raw) => match compile::compile(raw, path) {
+                Ok(config) => Some(config),
+                Err(found) => {
+                    let locator = Locator::new(&doc);
+                    let reported: Vec<String> = problems.iter().map(|p| p.path.clone()).collect();
+                    let fresh = found.into_iter().filter(|(key, _)| !reported.iter().any(|r| covers(r, key)));
+                    problems.extend(fresh.map(|(key, message)| Problem {
+                        mark: locator.find(&key),
+                        path: key,
+                        message,
+                    }));
+                    None
+                }
+            },
+            Err(stopped) => {
+                problems.push(stopped);
+                None
             }
         };
-        compile::compile(raw, path, env).map_err(|problems| {
-            let locator = Locator::new(text);
-            let mut errors: Vec<_> =
-                problems.into_iter().map(|(key, message)| error(locator.find(&key), key, message)).collect();
-            errors.sort_by_key(|e| e.location);
-            ConfigErrors(errors)
-        })
-    }
-}
-
-/// serde_yaml's message without its own `path: ` prefix and ` at line L column C` suffix (both are printed
-/// in front already).
-fn yaml_message(e: &serde_yaml::Error, key: &str) -> String {
-    let message = e.to_string();
-    let message = match message.split_once(": ") {
-        Some((path, rest)) if !path.contains(' ') && key.starts_with(path) => rest,
-        _ => &message,
-    };
-    let message = match message.rfind(" at line ") {
-        Some(cut) => &message[..cut],
-        None => message,
-    };
-    without_quoted_values(message)
-}
-
-/// Drops the value from serde's `invalid type: string "…"` messages: the value could be a secret written in
-/// the wrong place (`tokens: my-token` instead of a list).
-fn without_quoted_values(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    while let Some(start) = rest.find(" \"") {
-        match rest[start + 2..].find("\", ").or_else(|| rest[start + 2..].rfind('"')) {
-            Some(len) => {
-                out.push_str(&rest[..start]);
-                rest = &rest[start + 2 + len + 1..];
+        match config {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => {
+                let mut errors: Vec<ConfigError> = problems.into_iter().map(error).collect();
+                errors.sort_by_key(|e| e.location);
+                Err(ConfigErrors(errors))
             }
-            None => break,
         }
     }
-    out.push_str(rest);
-    out
+}
+
+/// Whether a problem reported at `reported` covers `key` (the same key or one inside it).
+fn covers(reported: &str, key: &str) -> bool {
+    match key.strip_prefix(reported) {
+        Some(rest) => rest.is_empty() || (!reported.is_empty() && (rest.starts_with('.') || rest.starts_with('['))),
+        None => false,
+    }
 }

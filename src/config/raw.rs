@@ -1,5 +1,7 @@
-//! The config file exactly as written: serde types that reject unknown keys and hold raw strings.
-//! Nothing here is validated or interpolated; `compile` turns these into the runtime model.
+//! The config file as written: serde types that reject unknown keys and hold raw strings (with `${VAR}`
+//! already expanded by the deserializer, `de.rs`). Nothing here is validated; `compile` turns these into the
+//! runtime model. Keep `deny_unknown_fields` on new structs: `de.rs` reports unknown keys from the field list
+//! serde passes it, but content serde buffers (untagged enums, `flatten`) only the attribute can guard.
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -27,6 +29,12 @@ pub struct RawServer {
     pub admin_tokens: Vec<Scalar>,
     /// Cap on the sends remembered in this process for the feedback loop.
     pub max_remembered_sends: Option<u64>,
+    /// The whole request head must arrive within this time.
+    pub header_timeout: Option<Scalar>,
+    /// The whole body must arrive within this time.
+    pub body_timeout: Option<Scalar>,
+    /// Bodies one tenant may have in reading at once.
+    pub max_body_readers: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,6 +65,8 @@ pub struct RawTenant {
     /// E.164 prefixes refused outright, such as premium-rate ranges.
     #[serde(default)]
     pub blocked_prefixes: Vec<Scalar>,
+    /// Number types sent to (`mobile`, `fixed_line_or_mobile`, ...); others are refused.
+    pub number_types: Option<Vec<Scalar>>,
     /// Same (number, usage, code) within this window: answered from the first send. `0s` turns it off.
     pub dedupe_window: Option<Scalar>,
     pub spend_caps: Option<RawSpendCaps>,
@@ -130,12 +140,13 @@ pub struct RawSpendCaps {
     pub countries: std::collections::BTreeMap<String, RawCaps>,
 }
 
-/// `script_limits: { instructions: 200000, memory: 1MiB }`.
+/// `script_limits: { instructions: 200000, memory: 1MiB, time: 10ms }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawScriptLimits {
     pub instructions: Option<u64>,
     pub memory: Option<Scalar>,
+    pub time: Option<Scalar>,
 }
 
 /// The Logto Tencent SMS connector's JSON (camelCase, pasted as is) plus smsgate's own snake_case keys.
@@ -216,7 +227,7 @@ pub enum RawLimitKey {
 
 const LIMIT_KEYS: &[&str] = &["phone", "tenant", "ip", "country", "phone_prefix"];
 
-// By hand: serde_yaml 0.9 reads externally tagged enums only from YAML tags (`!phone_prefix 5`), not from
+// By hand: serde_yaml 0.9 read externally tagged enums only from YAML tags (`!phone_prefix 5`), not from
 // the `{ phone_prefix: 5 }` map the config documents (regression_phone_prefix_map_form in tests/limits.rs).
 impl<'de> Deserialize<'de> for RawLimitKey {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -3,6 +3,7 @@
 //! request, so a request finishes on the config it started with.
 
 pub mod admin;
+pub mod body;
 mod denials;
 mod respond;
 mod signals;
@@ -18,7 +19,7 @@ use crate::tencent::TencentClient;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Method, Request, Response};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::body::Body;
 use hyper_util::rt::TokioIo;
 use std::future::Future;
@@ -30,6 +31,21 @@ use tokio::net::TcpListener;
 pub use respond::request_id;
 
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// Connections the kernel may queue before `accept`, as nginx does (it uses 511); the kernel caps it at
+/// `net.core.somaxconn`. Linux's default of 128 made serial connects under a burst wait for SYN retries.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// The listener for `addr`, with a production backlog. The error names the address (`address already in
+/// use` alone does not say which).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let listen = || {
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
 
 /// A running gateway: the config in force and the services that outlive reloads.
 #[derive(Clone)]
@@ -43,6 +59,8 @@ struct Shared {
     metrics: Metrics,
     draining: AtomicBool,
     denial_log: denials::DenialLog,
+    /// Body-reading slots of requests whose tenant the body itself names (Logto's webhook, signed).
+    unattributed_readers: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +79,7 @@ impl Gateway {
         let tencent = TencentClient::new(clock.clone(), metrics.tencent.clone());
         let services = Services::observed(limiter, tencent, clock, metrics.feedback.clone());
         services.feedback.configure(&config);
+        let unattributed_readers = Arc::new(tokio::sync::Semaphore::new(config.server.max_body_readers));
         let gateway = Gateway {
             shared: Arc::new(Shared {
                 config: ArcSwap::from_pointee(config),
@@ -68,6 +87,7 @@ impl Gateway {
                 metrics,
                 draining: AtomicBool::new(false),
                 denial_log: denials::DenialLog::default(),
+                unattributed_readers,
             }),
         };
         gateway.spawn_sweeper();
@@ -97,9 +117,9 @@ impl Gateway {
         });
     }
 
-    /// Drops expired in-process limiter state every few seconds, so memory returns to its baseline after a
-    /// burst of numbers even when no new traffic arrives to trigger the store's own sweeps. Holds the gateway
-    /// weakly: it ends when the gateway is dropped.
+    /// Drops expired in-process limiter and de-duplication state every few seconds, so memory returns to its
+    /// baseline after a burst of numbers even when no new traffic arrives to trigger the stores' own sweeps.
+    /// Holds the gateway weakly: it ends when the gateway is dropped.
     fn spawn_sweeper(&self) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let shared = Arc::downgrade(&self.shared);
@@ -111,6 +131,7 @@ impl Gateway {
                 let Some(shared) = shared.upgrade() else { return };
                 shared.services.limiter.sweep().await;
                 shared.services.feedback.sweep(&shared.config.load());
+                shared.services.dedupe.sweep().await;
             }
         });
     }
@@ -127,15 +148,16 @@ impl Gateway {
         &self.shared.metrics
     }
 
-    /// Puts a newly compiled config in force; requests already running keep the old one. Limiter state
-    /// lives outside the config, so rules whose name and definition did not change keep their counts.
-    pub fn reload(&self, config: Config) {
+    /// Puts a newly compiled config in force and returns the one it replaces; requests already running keep
+    /// the old one. Limiter state lives outside the config, so rules whose name and definition did not change
+    /// keep their counts.
+    pub fn reload(&self, config: Config) -> Arc<Config> {
         if config.limits_backend != self.config().limits_backend {
             tracing::warn!("limits_backend changed: the new backend takes effect on restart");
         }
         self.shared.services.limiter.retain_rules(config.tenants.iter().map(|t| &**t));
         self.shared.services.feedback.configure(&config);
-        self.shared.config.store(Arc::new(config));
+        self.shared.config.swap(Arc::new(config))
     }
 
     /// Serves on `listener` until `shutdown` resolves, then stops accepting, answers `/readyz` with 503, and
@@ -164,7 +186,7 @@ impl Gateway {
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
+                .header_read_timeout(self.config().server.header_timeout)
                 .serve_connection(TokioIo::new(stream), service);
             let watched = graceful.watch(connection);
             tokio::spawn(async move {
@@ -224,6 +246,10 @@ impl Gateway {
             Ok(accepted) => respond::accepted(accepted, &trail, &id),
             Err(e) => respond::error(e, &id, trail.limits.as_ref()),
         };
+        if let Err(GatewayError::PayloadTooLarge | GatewayError::RequestTimeout | GatewayError::ServerBusy) = &result {
+            // The body was not read whole: the connection cannot carry another request.
+            response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
         if trail.replayed {
             response.headers_mut().insert("idempotent-replayed", http::HeaderValue::from_static("true"));
         }
@@ -247,7 +273,8 @@ impl Gateway {
         trail.tenant = Some(tenant.name.clone());
         ingress::require_json(req.headers())?;
         let idempotency_key = ingress::idempotency_key(req.headers())?;
-        let body = read_body(req, config.server.max_body_bytes).await?;
+        let limits = body::BodyLimits { max_bytes: config.server.max_body_bytes, timeout: config.server.body_timeout };
+        let body = body::read(req, limits, &tenant.body_readers).await?;
         let mut request: SendRequest = match route {
             Route::Native => ingress::parse_native(&body)?,
             Route::Logto => ingress::parse_logto(&body)?,
@@ -371,6 +398,7 @@ impl Gateway {
                     upstream_ms,
                     latency_ms,
                     detail = detail.as_deref(),
+                    replayed = trail.replayed.then_some(true),
                     suppressed,
                     "send request"
                 )
@@ -386,14 +414,19 @@ impl Gateway {
 
 /// Reload: compiles the config at `path` off to the side and puts it in force only when it compiles;
 /// otherwise logs every error and keeps serving the old one. Returns whether the new config is in force.
+/// Compiling reads files and builds Lua states: call it on a blocking thread, never on an async worker.
 pub fn reload_from(gateway: &Gateway, path: &std::path::Path, env: &dyn crate::config::Env) -> bool {
+    tracing::info!(config = %path.display(), "config reload started");
     let result = Config::load(path, env);
     let word = if result.is_ok() { "ok" } else { "error" };
     gateway.metrics().reloads.get_or_create(&crate::metrics::ResultLabels { result: word.into() }).inc();
     match result {
         Ok(config) => {
-            tracing::info!(config = %path.display(), tenants = config.tenants.len(), "config reloaded");
-            gateway.reload(config);
+            let tenants = config.tenants.len();
+            let previous = gateway.reload(config);
+            // Logged once the new config is in force: a request that follows this line gets it.
+            tracing::info!(config = %path.display(), tenants, "config reloaded");
+            free_when_unused(previous);
             true
         }
         Err(errors) => {
@@ -405,23 +438,11 @@ pub fn reload_from(gateway: &Gateway, path: &std::path::Path, env: &dyn crate::c
     }
 }
 
-/// Reads the body, refusing more than `max` bytes (a declared length over the limit is refused unread).
-async fn read_body<B>(req: Request<B>, max: usize) -> Result<Bytes, GatewayError>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let declared = req
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return Err(GatewayError::PayloadTooLarge);
-    }
-    match Limited::new(req.into_body(), max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(GatewayError::PayloadTooLarge),
-        Err(_) => Err(GatewayError::InvalidRequest("body could not be read".into())),
+/// Frees a replaced config on the reloading thread once the requests still using it are done (waiting at
+/// most 30 s), so that dropping thousands of tenants' Lua states does not land on an async worker.
+fn free_when_unused(config: Arc<Config>) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while Arc::strong_count(&config) > 1 && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }

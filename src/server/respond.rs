@@ -1,4 +1,4 @@
-//! Response bodies and headers, exactly as the HTTP contract in DESIGN.md writes them.
+//! Response bodies and headers, exactly as the README's HTTP API section writes them.
 
 use crate::error::GatewayError;
 use crate::pipeline::{Accepted, Delivery, Trail};

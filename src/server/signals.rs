@@ -1,10 +1,12 @@
 //! The feedback loop's inbound routes: `POST /v1/logto/webhook` (Logto's signed webhooks),
 //! `POST /v1/sms/verified` (a tenant's bearer token) and `POST /v1/tencent/status/<secret>` (Tencent's
 //! delivery-status callback, authenticated by its unguessable path). Bodies are read like a send's (the
-//! same limit). One log line and one metric per request; never the path of the status route (it holds the
-//! secret), never a number unmasked.
+//! same size limit and deadline, from the tenant's reading slots; Logto's webhook, whose body names its
+//! tenant, from a shared set of slots). One log line and one metric per request; never the path of the
+//! status route (it holds the secret), never a number unmasked.
 
-use super::{read_body, respond, Gateway};
+use super::body::{self, BodyLimits};
+use super::{respond, Gateway};
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::feedback::signals::{self, LogtoEvent};
@@ -101,7 +103,7 @@ where
 {
     crate::ingress::require_json(req.headers())?;
     let signature = req.headers().get(signals::LOGTO_SIGNATURE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let body = read_body(req, config.server.max_body_bytes).await?;
+    let body = body::read(req, limits(config), &gateway.shared.unattributed_readers).await?;
     let tenant = signals::logto_tenant(config, &body, signature.as_deref()).ok_or(GatewayError::InvalidSignature)?;
     *tenant_out = Some(tenant.name.clone());
     let handled = |outcome, detail: Option<String>| Handled {
@@ -122,6 +124,10 @@ where
     let result = services.feedback.verify(tenant, &phone, None, &services.limiter).await;
     let outcome = verdict(result.found, result.converted);
     Ok(handled(outcome, Some(format!("{event} {}", phone.masked()))))
+}
+
+fn limits(config: &Config) -> BodyLimits {
+    BodyLimits { max_bytes: config.server.max_body_bytes, timeout: config.server.body_timeout }
 }
 
 fn verdict(found: usize, converted: usize) -> &'static str {
@@ -147,7 +153,7 @@ where
     let tenant = config.tenant_for_token(token).ok_or(GatewayError::Unauthorized)?.clone();
     *tenant_out = Some(tenant.name.clone());
     crate::ingress::require_json(req.headers())?;
-    let body = read_body(req, config.server.max_body_bytes).await?;
+    let body = body::read(req, limits(config), &tenant.body_readers).await?;
     let report = signals::parse_verified(&body)?;
     let phone = Phone::from_native(&report.phone, tenant.default_country)
         .map_err(|_| GatewayError::InvalidPhone { upstream: None })?;
@@ -179,7 +185,7 @@ where
     // An unknown secret is an unknown route: the answer says nothing about which secrets exist.
     let tenant = config.tenant_for_status_secret(secret).ok_or(GatewayError::NotFound)?.clone();
     *tenant_out = Some(tenant.name.clone());
-    let body = read_body(req, config.server.max_body_bytes).await?;
+    let body = body::read(req, limits(config), &tenant.body_readers).await?;
     let reports = signals::parse_status(&body)?;
     let services = gateway.services();
     let summary = services.feedback.receipts(&tenant, &reports, &services.limiter).await;

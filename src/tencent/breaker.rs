@@ -1,6 +1,7 @@
 //! Per-endpoint circuit breakers: after a run of connect failures an endpoint is skipped for a cool-down,
 //! so a dead region does not cost every send a connect time-out. When every endpoint is open the primary is
-//! tried anyway: a send that might work beats one refused outright.
+//! tried anyway, once per send and without retries: a send that might work beats one refused outright. A
+//! breaker logs when it opens and when its endpoint answers again, not at every failure.
 
 use crate::config::{Endpoint, TencentAccount};
 use std::collections::HashMap;
@@ -32,8 +33,14 @@ impl Breakers {
 
     /// The first endpoint at or after `from` (wrapping) whose breaker is closed; the primary if all are open.
     pub fn pick(&self, account: &TencentAccount, from: usize, now: Duration) -> usize {
+        self.next_closed(account, from, now).unwrap_or(0)
+    }
+
+    /// The first endpoint at or after `from` (wrapping) whose breaker is closed; None when all are open (a
+    /// retry would only hit an endpoint known to be down).
+    pub fn next_closed(&self, account: &TencentAccount, from: usize, now: Duration) -> Option<usize> {
         let n = account.endpoints.len();
-        (0..n).map(|i| (from + i) % n).find(|&i| !self.is_open(&account.endpoints[i], now)).unwrap_or(0)
+        (0..n).map(|i| (from + i) % n).find(|&i| !self.is_open(&account.endpoints[i], now))
     }
 
     pub fn failure(&self, endpoint: &Endpoint, now: Duration) {
@@ -41,13 +48,21 @@ impl Breakers {
         let state = states.entry(endpoint.url.as_str().to_owned()).or_default();
         state.failures += 1;
         if state.failures >= FAILURES_TO_OPEN {
+            let was_open = state.open_until.is_some();
             state.open_until = Some(now + COOL_DOWN);
-            tracing::warn!(endpoint = %endpoint.url, failures = state.failures, "endpoint unreachable: skipping it for a while");
+            if !was_open {
+                tracing::warn!(endpoint = %endpoint.url, failures = state.failures, cool_down_s = COOL_DOWN.as_secs(),
+                    "endpoint unreachable: skipping it while other endpoints answer");
+            }
         }
     }
 
     pub fn success(&self, endpoint: &Endpoint) {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        states.remove(endpoint.url.as_str());
+        if let Some(state) = states.remove(endpoint.url.as_str()) {
+            if state.open_until.is_some() {
+                tracing::info!(endpoint = %endpoint.url, "endpoint answers again");
+            }
+        }
     }
 }

@@ -273,8 +273,13 @@ impl TencentClient {
             let (error, reason) = match outcome {
                 Err(Transport::Connect(reason)) => {
                     self.breakers.failure(target, self.clock.monotonic());
-                    endpoint = self.breakers.pick(account, endpoint + 1, self.clock.monotonic());
-                    (GatewayError::UpstreamUnavailable { reason, upstream: None }, "connect")
+                    let error = GatewayError::UpstreamUnavailable { reason, upstream: None };
+                    match self.breakers.next_closed(account, endpoint + 1, self.clock.monotonic()) {
+                        Some(next) => endpoint = next,
+                        // Every endpoint is known to be down: this send made its one attempt.
+                        None => return Err(error),
+                    }
+                    (error, "connect")
                 }
                 Err(Transport::MaybeSent(reason)) => {
                     self.breakers.success(target);

@@ -67,7 +67,12 @@ pub struct MockTencent {
 impl MockTencent {
     /// Starts a mock that checks signatures made with `secret_key`. With no reply queued it answers Ok.
     pub async fn start(secret_key: &str) -> MockTencent {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        MockTencent::start_on(0, secret_key).await
+    }
+
+    /// The same on a given loopback port (0: any), such as one that refused connections until now.
+    pub async fn start_on(port: u16, secret_key: &str) -> MockTencent {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let mock = MockTencent {
             addr: listener.local_addr().unwrap(),
             secret_key: secret_key.to_owned(),
