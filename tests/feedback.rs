@@ -356,6 +356,9 @@ async fn protection_blocks_a_low_converting_prefix_and_a_blocked_send_consumes_n
     send(&gw, "+8613800138004", "100004").await.assert_error(403, "suspected_pumping");
     // A repeat of an accepted send would be replayed by de-duplication: the block comes first.
     send(&gw, "+8613800138002", "100001").await.assert_error(403, "suspected_pumping");
+    // Logto's route is the same pipeline: no way around the block there.
+    let logto = r#"{"to":"8613800138005","type":"SignIn","payload":{"code":"100005"}}"#;
+    gw.post("/v1/logto/sms", logto).await.assert_error(403, "suspected_pumping");
     assert_eq!(mock.seen_action("SendSms").len(), 3);
     // Other prefixes send; the tenant limit (6) saw only the accepted sends.
     let other = send(&gw, "+8613900139000", "200000").await;
@@ -363,14 +366,14 @@ async fn protection_blocks_a_low_converting_prefix_and_a_blocked_send_consumes_n
     assert!(other.header("ratelimit").unwrap().starts_with(r#""tenant";r=2;"#), "{:?}", other.headers);
     let m = metrics(&gw).await;
     assert_eq!(sample(&m, r#"smsgate_protection_trips_total{tenant="acme",rule="prefix",shadow="false"}"#), 1.0, "{m}");
-    assert_eq!(sample(&m, r#"smsgate_protection_blocked_total{tenant="acme",rule="prefix",shadow="false"}"#), 2.0);
+    assert_eq!(sample(&m, r#"smsgate_protection_blocked_total{tenant="acme",rule="prefix",shadow="false"}"#), 3.0);
     // Whatever usage label the send is counted under.
     let refused: f64 = m
         .lines()
         .filter(|l| l.starts_with("smsgate_requests_total{") && l.contains(r#"code="suspected_pumping""#))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum();
-    assert_eq!(refused, 2.0, "{m}");
+    assert_eq!(refused, 3.0, "{m}");
 }
 
 #[tokio::test]
