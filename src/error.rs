@@ -70,6 +70,16 @@ pub enum GatewayError {
     LimiterUnavailable,
     #[error("upstream timeout")]
     UpstreamTimeout,
+    /// A protection rule blocked the number's country or prefix: its sends convert too rarely. `rule`
+    /// names it for the log.
+    #[error("suspected SMS pumping (protection rule {rule})")]
+    SuspectedPumping { rule: String },
+    /// A signed callback (Logto's webhook) whose signature is missing or verifies under no tenant's key.
+    #[error("invalid or missing signature")]
+    InvalidSignature,
+    /// A verification report for a number with no send within the conversion window.
+    #[error("no send to this number within the conversion window")]
+    NoRecentSend,
 }
 
 impl GatewayError {
@@ -77,9 +87,9 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             InvalidRequest(_) | InvalidPhone { .. } => StatusCode::BAD_REQUEST,
-            Unauthorized => StatusCode::UNAUTHORIZED,
-            CountryBlocked | NumberTypeBlocked { .. } | Rejected(_) => StatusCode::FORBIDDEN,
-            NotFound => StatusCode::NOT_FOUND,
+            Unauthorized | InvalidSignature => StatusCode::UNAUTHORIZED,
+            CountryBlocked | NumberTypeBlocked { .. } | Rejected(_) | SuspectedPumping { .. } => StatusCode::FORBIDDEN,
+            NotFound | NoRecentSend => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -122,6 +132,9 @@ impl GatewayError {
             UpstreamUnavailable { .. } => "upstream_unavailable",
             LimiterUnavailable => "limiter_unavailable",
             UpstreamTimeout => "upstream_timeout",
+            SuspectedPumping { .. } => "suspected_pumping",
+            InvalidSignature => "invalid_signature",
+            NoRecentSend => "no_recent_send",
         }
     }
 
@@ -152,6 +165,9 @@ impl GatewayError {
             UpstreamUnavailable { .. } => "The SMS provider is unavailable. Try again later.".into(),
             LimiterUnavailable => "The service is temporarily unavailable. Try again later.".into(),
             UpstreamTimeout => "The SMS provider did not answer in time.".into(),
+            SuspectedPumping { .. } => "SMS to this number is not available right now. Try again later.".into(),
+            InvalidSignature => "Missing or invalid signature.".into(),
+            NoRecentSend => "No code was sent to this number recently.".into(),
         }
     }
 
@@ -178,7 +194,10 @@ impl GatewayError {
             | ScriptBusy
             | Internal(_)
             | LimiterUnavailable
-            | UpstreamTimeout => None,
+            | UpstreamTimeout
+            | SuspectedPumping { .. }
+            | InvalidSignature
+            | NoRecentSend => None,
         }
     }
 

@@ -27,6 +27,8 @@ pub struct Report {
     trail: Trail,
     outcome: Result<Planned, GatewayError>,
     dry_run: bool,
+    /// Protection state is read from Redis (redis backend) rather than this process's empty memory.
+    shared_state: bool,
     number_types: Vec<crate::phone::NumberType>,
     /// The limits were judged against the live shared counts (redis backend), not a fresh state.
     live_counts: bool,
@@ -53,6 +55,9 @@ pub async fn explain(config: Config, clock: SharedClock, input: &Input) -> Resul
         idempotency_key: None,
     };
     let mut trail = Trail { tenant: Some(tenant.name.clone()), ..Trail::default() };
+    // With the redis backend, the live blocks are read (never written).
+    services.feedback.load_blocks(&tenant, &services.limiter).await;
+    let shared_state = services.limiter.shared().is_some();
     let outcome = services.plan(&tenant, request, &mut trail).await;
     Ok(Report {
         tenant: tenant.name.to_string(),
@@ -62,6 +67,7 @@ pub async fn explain(config: Config, clock: SharedClock, input: &Input) -> Resul
         live_counts: !matches!(config.limits_backend, crate::config::LimitsBackend::Memory),
         trail,
         outcome,
+        shared_state,
     })
 }
 
@@ -109,6 +115,7 @@ impl Report {
                          "requested_usage": self.trail.usage_fallback_from},
             "policy": {"rules": rules, "allowed": self.trail.limits.as_ref().map(|d| d.allowed),
                        "test_number": self.trail.test_number, "live_counts": self.live_counts},
+            "protection": {"keys": self.trail.protection, "live_state": self.shared_state},
             "dry_run": self.dry_run,
         });
         match &self.outcome {
@@ -182,6 +189,22 @@ impl fmt::Display for Report {
         }
         if self.trail.test_number {
             writeln!(f, "policy     test number: not counted, answered as sent without calling Tencent")?;
+        }
+        for key in &self.trail.protection {
+            let shadow = if key.shadow { " (shadow)" } else { "" };
+            let state = match key.blocked_until_ms {
+                Some(until) => format!(
+                    "BLOCKED until {}",
+                    chrono::DateTime::from_timestamp_millis(until as i64)
+                        .unwrap_or_default()
+                        .format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+                None if self.shared_state => "not blocked (blocks read from Redis)".to_owned(),
+                None => "not blocked in this process (memory backend: the serving process holds the live state; \
+                         GET /admin/v1/tenants/<tenant>/protection shows it)"
+                    .to_owned(),
+            };
+            writeln!(f, "protection {}{shadow}: key {}: {state}", key.rule, key.key)?;
         }
         if let Some(decision) = &self.trail.limits {
             if decision.rules.is_empty() {

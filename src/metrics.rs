@@ -64,6 +64,8 @@ pub struct Metrics {
     pub script_results: Family<ScriptLabels, Counter>,
     pub script_duration: Family<TenantLabels, Histogram>,
     pub limiter_mode: Family<ModeLabels, Gauge>,
+    /// The feedback loop's metrics (conversions, receipts, protection, ReportConversion, webhooks).
+    pub feedback: crate::feedback::Telemetry,
 }
 
 impl Default for Metrics {
@@ -108,6 +110,8 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.000_001, 4.0, 10))
         });
         registry.register("script_duration_seconds", "Lua hook call time", script_duration.clone());
+        let feedback = crate::feedback::Telemetry::default();
+        feedback.register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -119,6 +123,7 @@ impl Default for Metrics {
             limiter_mode,
             script_results,
             script_duration,
+            feedback,
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::config::Tenant;
 use crate::config::TencentAccount;
 use crate::dedupe::{self, Claim, Dedupe, Outcome};
 use crate::error::GatewayError;
+use crate::feedback::{Feedback, Memo};
 use crate::ingress::{PhoneInput, SendRequest};
 use crate::phone::{InvalidPhone, Masked, Phone};
 use crate::policy::spend::{Reservation, SpendLedger};
@@ -30,6 +31,8 @@ pub struct Services {
     pub clock: SharedClock,
     pub dedupe: Arc<Dedupe>,
     pub spend: SpendLedger,
+    /// Remembered sends, verification and delivery signals, the SMS-pumping defense.
+    pub feedback: Arc<Feedback>,
 }
 
 /// What each stage decided, for the response headers and the one log event per request.
@@ -57,6 +60,8 @@ pub struct Trail {
     /// What the tenant's Lua hook did, when it has one, and how long it took.
     pub script: Option<ScriptReport>,
     pub script_duration: Option<Duration>,
+    /// The protection state of the number's keys (`explain`).
+    pub protection: Vec<crate::protection::KeyReport>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -193,7 +198,18 @@ fn quota_comes_back(error: &GatewayError, account: &TencentAccount) -> bool {
 
 impl Services {
     pub fn new(limiter: Limiter, tencent: TencentClient, clock: SharedClock) -> Arc<Services> {
+        Services::observed(limiter, tencent, clock, crate::feedback::Telemetry::default())
+    }
+
+    /// With the feedback loop's metrics registered by the caller.
+    pub fn observed(
+        limiter: Limiter,
+        tencent: TencentClient,
+        clock: SharedClock,
+        feedback: crate::feedback::Telemetry,
+    ) -> Arc<Services> {
         Arc::new(Services {
+            feedback: Arc::new(Feedback::new(clock.clone(), tencent.clone(), feedback)),
             limiter,
             tencent,
             dedupe: Dedupe::new(clock.clone()),
@@ -282,6 +298,10 @@ impl Services {
             let request = self.tencent.prepare_next(&tenant.tencent, &checked.sms);
             return Ok(Planned { sms: checked.sms, request });
         }
+        trail.protection = self.feedback.report(tenant, &checked.phone);
+        if let Some(blocked) = trail.protection.iter().find(|k| !k.shadow && k.blocked_until_ms.is_some()) {
+            return Err(GatewayError::SuspectedPumping { rule: blocked.rule.clone() });
+        }
         let subject = Subject { phone: &checked.phone, usage: &checked.usage, ip: checked.ip };
         let decision = self.limiter.decide(tenant, &subject, false).await?;
         let denied = decision.denial();
@@ -309,6 +329,8 @@ impl Services {
                 receipt: None,
             });
         }
+        // Before de-duplication, spend caps and limits: a blocked key consumes nothing.
+        let memo = self.feedback.admit(tenant, &checked.phone)?;
         let ticket = match self.claim(tenant, &checked) {
             Some(Claim::Replay(outcome)) => {
                 trail.replayed = true;
@@ -340,6 +362,9 @@ impl Services {
         let mut owned = std::mem::take(trail);
         let task = tokio::spawn(async move {
             let outcome = services.commit_and_send(&tenant, checked, &mut owned).await;
+            if let (Some(memo), Ok(accepted)) = (memo, &outcome) {
+                services.remember(&tenant, memo, &owned.request_id, accepted);
+            }
             if let Some(key) = shared_key {
                 services.share_outcome(&tenant, &key, &outcome).await;
             }
@@ -355,6 +380,31 @@ impl Services {
             }
             Err(e) => Err(GatewayError::Internal(format!("send task failed: {e}"))),
         }
+    }
+
+    /// Remembers an accepted send for the feedback loop: in memory at once, or with the redis backend in a
+    /// task of its own, so the answer never waits on Redis for it.
+    fn remember(self: &Arc<Self>, tenant: &Arc<Tenant>, memo: Memo, request_id: &str, accepted: &Accepted) {
+        let serial = accepted.receipt.as_ref().map_or("", |r| r.serial_no.as_str());
+        if self.limiter.shared().is_none() {
+            self.feedback.remember(tenant, &memo, request_id, serial);
+            return;
+        }
+        let (services, tenant, tracked) = (self.clone(), tenant.clone(), self.feedback.track());
+        let (request_id, serial) = (request_id.to_owned(), serial.to_owned());
+        tokio::spawn(async move {
+            let _tracked = tracked;
+            let stored = match services.limiter.shared() {
+                Some(redis) => services.feedback.remember_shared(redis, &tenant, &memo, &request_id, &serial).await,
+                None => Err(None),
+            };
+            if let Err(error) = stored {
+                if let Some(e) = error {
+                    services.limiter.shared_failed(&e);
+                }
+                services.feedback.remember(&tenant, &memo, &request_id, &serial);
+            }
+        });
     }
 
     fn claim(&self, tenant: &Tenant, checked: &Checked) -> Option<Claim> {

@@ -80,6 +80,7 @@ fn explain_shows_each_stage_and_the_signed_request_without_the_secret() {
         "type       mobile: allowed (number_types)",
         "template   MfaVerification -> 1113 (no template of its own: sent and limited as Generic)",
         "policy     burst: 1 per 30s: allow",
+        "protection prefix-conversion (shadow): key +861380: not blocked in this process",
         "X-TC-Region: ap-guangzhou",
         "Authorization: TC3-HMAC-SHA256 Credential=AKIDdemo/",
         r#""TemplateId":"1113""#,
@@ -234,7 +235,7 @@ fn regression_nested_default_is_not_a_literal_token() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 3, "{stderr}");
-    assert!(lines[0].contains(":23:14: tenants.demo.tokens[0]: environment variable FALLBACK_TOKEN_VALUE is not set"));
+    assert!(lines[0].contains(":25:14: tenants.demo.tokens[0]: environment variable FALLBACK_TOKEN_VALUE is not set"));
     assert!(
         lines[1].contains(": tenants.demo.tencent.accessKeySecret: environment variable FALLBACK_SECRET is not set")
     );

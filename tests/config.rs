@@ -187,11 +187,72 @@ fn the_commented_production_tenant_compiles_once_uncommented() {
     let uncommented: String = text[..start].to_owned()
         + &text[start..].lines().map(|l| l.replacen("  # ", "  ", 1) + "\n").collect::<String>();
     let env = HashMap::from(
-        ["ACME_TOKEN", "TENCENT_SECRET_ID", "TENCENT_SECRET_KEY"]
+        ["ACME_TOKEN", "TENCENT_SECRET_ID", "TENCENT_SECRET_KEY", "LOGTO_WEBHOOK_SIGNING_KEY", "TENCENT_STATUS_SECRET"]
             .map(|k| (k.to_owned(), format!("{k}-value-0123456789"))),
     );
     let config = Config::from_yaml(&uncommented, Path::new("gateway.yaml"), &env).unwrap_or_else(|e| panic!("{e}"));
-    assert!(!config.tenant("acme").unwrap().tencent.dry_run);
+    let acme = config.tenant("acme").unwrap();
+    assert!(!acme.tencent.dry_run);
+    assert!(acme.conversion.as_ref().is_some_and(|c| c.report_to_tencent && c.logto_webhook_secret.is_some()));
+    assert_eq!(acme.protection.len(), 2);
+    assert!(config.tenant_for_status_secret("TENCENT_STATUS_SECRET-value-0123456789").is_some());
+}
+
+/// The feedback loop's keys: what each refuses, at its key path, never echoing a secret.
+#[test]
+fn feedback_keys_are_checked() {
+    let with = |extra: &str| format!("{GOOD}{extra}");
+    let conversion = "    conversion: { window: 10m, logto_webhook_secret: logto-key-0123456789 }\n";
+    let rule = |fields: &str| format!("{conversion}    protection:\n      - {{ {fields} }}\n");
+    let ok = "name: p, key: { phone_prefix: 6 }, window: 1h, min_sends: 30, min_conversion: 0.2, block_for: 1h";
+    let config = Config::from_yaml(&with(&rule(ok)), Path::new("gw.yaml"), &env()).unwrap();
+    let acme = config.tenant("acme").unwrap();
+    assert_eq!(
+        (acme.protection[0].min_conversion_ppm, acme.conversion.as_ref().unwrap().remember_for.as_secs()),
+        (200_000, 3600)
+    );
+    let cases: Vec<(String, &str)> = vec![
+        (with("    protection:\n      - { name: p, key: country, window: 1h, min_sends: 1, min_conversion: 0.2, block_for: 1h }\n"),
+         "tenants.acme.protection: needs a `conversion:` block"),
+        (with(&rule(&ok.replace("window: 1h", "window: 10m"))), "tenants.acme.protection[0].window: must be longer than conversion.window (10m)"),
+        (with(&rule(&ok.replace("{ phone_prefix: 6 }", "phone"))), "tenants.acme.protection[0].key: protection keys are country or { phone_prefix: N }"),
+        (with(&rule(&ok.replace("phone_prefix: 6", "phone_prefix: 13"))), "tenants.acme.protection[0].key.phone_prefix: a prefix has 1 to 12 digits"),
+        (with(&rule(&ok.replace("min_conversion: 0.2", "min_conversion: 0"))), "tenants.acme.protection[0].min_conversion: a share of verified sends"),
+        (with(&rule(&ok.replace("min_sends: 30", "min_sends: 0"))), "tenants.acme.protection[0].min_sends: must be between 1 and 1000000"),
+        (with(&rule(&ok.replace("block_for: 1h", "block_for: 1y"))), "tenants.acme.protection[0].block_for: expected a duration"),
+        (with("    conversion: { window: 0s }\n"), "tenants.acme.conversion.window: must be between 1s and 1d"),
+        (with("    conversion: { window: 2h, remember_for: 1h }\n"), "tenants.acme.conversion.remember_for: must be at least conversion.window"),
+        (with("    conversion: { logto_webhook_secret: short }\n"), "tenants.acme.conversion.logto_webhook_secret: needs at least 16 characters"),
+        (GOOD.replace("      region: ap-guangzhou", "      region: ap-guangzhou\n      status_secret: status-secret-0123456789"),
+         "tenants.acme.tencent.status_secret: delivery receipts need a `conversion:` block"),
+        (with(conversion).replace("      region: ap-guangzhou", "      region: ap-guangzhou\n      status_secret: status/secret/0123456789"),
+         "tenants.acme.tencent.status_secret: a path secret uses letters, digits"),
+        (GOOD.replace("      region: ap-guangzhou", "      region: ap-guangzhou\n      report_conversion: true"),
+         "tenants.acme.tencent.report_conversion: needs a `conversion:` block"),
+        (with(&format!("{conversion}    webhook: {{ url: \"https://hooks.example.com/x\", secret: not-whsec-0123456789 }}\n")),
+         "tenants.acme.webhook.secret: expected whsec_ and the base64 of 24 to 64 random bytes"),
+        (with(&format!("{conversion}    webhook: {{ url: \"ftp://hooks.example.com/x\", secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw }}\n")),
+         "tenants.acme.webhook.url: expected an http(s) URL"),
+        (format!("server: {{ admin_tokens: [\"token-for-acme-00001\"] }}\n{GOOD}"), "server.admin_tokens[0]: an admin token must differ from every tenant token"),
+        (format!("server: {{ max_remembered_sends: 10 }}\n{GOOD}"), "server.max_remembered_sends: must be between 1000 and 100000000"),
+    ];
+    for (yaml, expected) in cases {
+        let errs = errors(&yaml);
+        assert!(errs.iter().any(|e| e.contains(expected)), "{expected:?} not in {errs:#?}");
+        for secret in
+            ["logto-key-0123456789", "status/secret/0123456789", "not-whsec-0123456789", "token-for-acme-00001"]
+        {
+            assert!(errs.iter().all(|e| !e.contains(secret)), "{secret} echoed in {errs:#?}");
+        }
+    }
+    // One Logto signing key names one tenant.
+    let beta = GOOD.replace("  acme:", "  beta:").replace("token-for-acme-00001", "token-for-beta-00001");
+    let two = format!("{}{}", with(conversion), beta.trim_start_matches("tenants:\n").to_owned() + conversion);
+    let errs = errors(&two);
+    assert!(
+        errs.iter().any(|e| e.contains("logto_webhook_secret: this signing key is already used by tenant")),
+        "{errs:#?}"
+    );
 }
 
 /// Every key the config has, one scalar per line, so that tests can put something hostile in each value.

@@ -21,7 +21,7 @@ use std::time::Duration;
 /// One problem, at a key path such as `tenants.acme.limits[2].per`.
 pub type Problem = (String, String);
 
-const MIN_TOKEN_LEN: usize = 16;
+pub(super) const MIN_TOKEN_LEN: usize = 16;
 const MAX_BODY_RANGE: (u64, u64) = (256, 1 << 20);
 const MAX_BODY_READERS: u64 = 100_000;
 const MAX_WORKERS: u64 = 1024;
@@ -33,22 +33,22 @@ const REDIS_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(1), Dur
 /// The limiter keeps TATs as whole milliseconds ahead of now, at most ~30 days (see policy/memory.rs).
 const MAX_LIMIT: u32 = 1_000_000;
 
-struct Compiler {
-    problems: Vec<Problem>,
+pub(super) struct Compiler {
+    pub(super) problems: Vec<Problem>,
 }
 
 impl Compiler {
-    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push((path.into(), message.into()));
     }
 
     /// A scalar's text (already interpolated when it was read). Always Some; an Option so that checks chain.
-    fn text(&mut self, _path: &str, scalar: &Scalar) -> Option<String> {
+    pub(super) fn text(&mut self, _path: &str, scalar: &Scalar) -> Option<String> {
         Some(scalar.0.clone())
     }
 
     /// Requires a non-empty value.
-    fn required(&mut self, path: &str, scalar: &Scalar) -> Option<String> {
+    pub(super) fn required(&mut self, path: &str, scalar: &Scalar) -> Option<String> {
         let text = self.text(path, scalar)?;
         if text.trim().is_empty() {
             self.problem(path, "must not be empty");
@@ -57,7 +57,7 @@ impl Compiler {
         Some(text)
     }
 
-    fn duration(
+    pub(super) fn duration(
         &mut self,
         path: &str,
         scalar: Option<&Scalar>,
@@ -80,7 +80,7 @@ impl Compiler {
     }
 }
 
-fn show(d: Duration) -> String {
+pub(super) fn show(d: Duration) -> String {
     let ms = d.as_millis();
     match ms {
         ms if ms % 86_400_000 == 0 => format!("{}d", ms / 86_400_000),
@@ -91,7 +91,7 @@ fn show(d: Duration) -> String {
     }
 }
 
-fn is_name(s: &str) -> bool {
+pub(super) fn is_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
@@ -134,10 +134,20 @@ pub fn compile(raw: RawConfig, source: &Path) -> Result<Config, Vec<Problem>> {
         tenants.push(compile_tenant(&mut c, name, &path, raw_tenant, base_dir, &server).map(Arc::new));
     }
 
+    let admin_tokens = super::feedback::compile_admin_tokens(&mut c, &raw.server.admin_tokens, &tokens);
+    let status_secrets = super::feedback::compile_status_secrets(&mut c, &raw.tenants);
+    super::feedback::check_logto_secrets_distinct(&mut c, &tenants);
+
     match tenants.into_iter().collect::<Option<Vec<_>>>() {
-        Some(tenants) if c.problems.is_empty() => {
-            Ok(Config { source: source.to_path_buf(), server, limits_backend, tenants, tokens })
-        }
+        Some(tenants) if c.problems.is_empty() => Ok(Config {
+            source: source.to_path_buf(),
+            server,
+            limits_backend,
+            tenants,
+            tokens,
+            admin_tokens,
+            status_secrets,
+        }),
         _ => Err(c.problems),
     }
 }
@@ -195,7 +205,17 @@ fn compile_server(c: &mut Compiler, raw: &RawServer) -> ServerSettings {
             workers = n as usize;
         }
     }
-    ServerSettings { listen, max_body_bytes, shutdown_grace, header_timeout, body_timeout, max_body_readers, workers }
+    let max_remembered_sends = super::feedback::max_remembered_sends(c, raw.max_remembered_sends);
+    ServerSettings {
+        listen,
+        max_body_bytes,
+        shutdown_grace,
+        header_timeout,
+        body_timeout,
+        max_body_readers,
+        workers,
+        max_remembered_sends,
+    }
 }
 
 fn compile_backend(c: &mut Compiler, raw: &RawLimitsBackend) -> LimitsBackend {
@@ -351,6 +371,7 @@ fn compile_tenant(
         templates: templates.iter().map(|(u, id)| (u.to_owned(), id.to_owned())).collect(),
     };
     let script = compile_script(c, path, raw, base_dir, settings);
+    let feedback = super::feedback::compile_tenant_feedback(c, name, path, raw);
     if c.problems.len() != before {
         return None;
     }
@@ -368,6 +389,9 @@ fn compile_tenant(
         spend_caps,
         test_numbers,
         script,
+        conversion: feedback.conversion,
+        protection: feedback.protection,
+        webhook: feedback.webhook,
         body_readers: Arc::new(tokio::sync::Semaphore::new(server.max_body_readers)),
     })
 }

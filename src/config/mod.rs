@@ -5,6 +5,7 @@
 mod compile;
 mod de;
 mod duration;
+mod feedback;
 mod interp;
 mod locate;
 mod model;
@@ -15,6 +16,7 @@ mod yaml;
 
 pub use compile::parse_endpoint;
 pub use duration::parse_duration;
+pub use feedback::MAX_PROTECTION_PREFIX;
 pub use interp::{Env, ProcessEnv};
 pub use model::*;
 pub use secret::Secret;

@@ -39,6 +39,10 @@ pub struct Config {
     pub limits_backend: LimitsBackend,
     pub tenants: Vec<Arc<Tenant>>,
     pub(crate) tokens: super::tokens::TokenTable,
+    /// Admin API bearer tokens, as digests (the index is unused).
+    pub(crate) admin_tokens: super::tokens::TokenTable,
+    /// `tencent.status_secret` digests -> tenant index.
+    pub(crate) status_secrets: super::tokens::TokenTable,
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +50,8 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    /// Cap on the sends this process remembers for the feedback loop; the oldest are dropped beyond it.
+    pub max_remembered_sends: usize,
     /// The request head (line and headers) must arrive within this time.
     pub header_timeout: Duration,
     /// The whole body must arrive within this time (`408 request_timeout`, connection closed).
@@ -104,9 +110,69 @@ pub struct Tenant {
     /// Duplicate sends inside this window are answered from the first; zero turns de-duplication off.
     pub dedupe_window: Duration,
     pub spend_caps: Option<SpendCaps>,
+    /// The feedback loop; None: sends are not remembered and no signal is taken or given.
+    pub conversion: Option<ConversionSettings>,
+    /// Adaptive SMS-pumping defense (requires `conversion`).
+    pub protection: Vec<ProtectionRule>,
+    /// Relay of delivery receipts and conversions (requires `conversion`).
+    pub webhook: Option<WebhookTarget>,
     /// Slots for reading this tenant's request bodies (`server.max_body_readers`): a tenant whose callers
     /// trickle bodies slowly holds at most these, never another tenant's. Runtime state; a reload starts afresh.
     pub body_readers: Arc<tokio::sync::Semaphore>,
+}
+
+/// When a verification counts as a conversion of a send, and what is done with conversions.
+#[derive(Debug, Clone)]
+pub struct ConversionSettings {
+    /// A verification within this time after a send converts it.
+    pub window: Duration,
+    /// How long a send is remembered (delivery receipts are matched within it); at least `window`.
+    pub remember_for: Duration,
+    /// Signing key of the tenant's Logto webhook.
+    pub logto_webhook_secret: Option<Secret>,
+    /// `tencent.report_conversion`: forward conversions to Tencent's `ReportConversion`.
+    pub report_to_tencent: bool,
+}
+
+/// What a protection rule keys on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProtectionKey {
+    Country,
+    /// The first N digits of the E.164 number (see `protection::KeyOf`).
+    PhonePrefix(u8),
+}
+
+/// One `protection:` rule: a key whose matured sends convert below `min_conversion` is blocked.
+#[derive(Debug, Clone)]
+pub struct ProtectionRule {
+    /// Stable across reloads for an unchanged rule (tenant, name, definition, conversion window).
+    pub id: u64,
+    pub name: String,
+    pub key: ProtectionKey,
+    pub window: Duration,
+    pub min_sends: u32,
+    pub min_conversion: f64,
+    /// `min_conversion` in parts per million: judged in integers, the same way in memory and in Redis.
+    pub min_conversion_ppm: u32,
+    pub block_for: Duration,
+    pub shadow: bool,
+}
+
+/// A Standard Webhooks receiver: URL and the signing key decoded from `whsec_<base64>`.
+#[derive(Debug, Clone)]
+pub struct WebhookTarget {
+    pub url: http::Uri,
+    pub key: SigningKey,
+}
+
+/// Key bytes that never reach a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey(pub Vec<u8>);
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("**REDACTED**")
+    }
 }
 
 /// Which countries (ISO 3166 alpha-2, `ZZ` for numbers without one) a tenant may send to.
@@ -306,5 +372,15 @@ impl Config {
 
     pub fn tenant(&self, name: &str) -> Option<&Arc<Tenant>> {
         self.tenants.iter().find(|t| &*t.name == name)
+    }
+
+    /// Whether `token` is one of `server.admin_tokens` (digest lookup, constant-time compare).
+    pub fn is_admin_token(&self, token: &str) -> bool {
+        self.admin_tokens.lookup(token).is_some()
+    }
+
+    /// The tenant whose `tencent.status_secret` this is.
+    pub fn tenant_for_status_secret(&self, secret: &str) -> Option<&Arc<Tenant>> {
+        self.status_secrets.lookup(secret).map(|index| &self.tenants[index])
     }
 }

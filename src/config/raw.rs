@@ -24,6 +24,11 @@ pub struct RawServer {
     pub listen: Option<Scalar>,
     pub max_body_bytes: Option<u64>,
     pub shutdown_grace: Option<Scalar>,
+    /// Bearer tokens of the admin API (`/admin/v1/...`).
+    #[serde(default)]
+    pub admin_tokens: Vec<Scalar>,
+    /// Cap on the sends remembered in this process for the feedback loop.
+    pub max_remembered_sends: Option<u64>,
     /// The whole request head must arrive within this time.
     pub header_timeout: Option<Scalar>,
     /// The whole body must arrive within this time.
@@ -67,6 +72,44 @@ pub struct RawTenant {
     /// Same (number, usage, code) within this window: answered from the first send. `0s` turns it off.
     pub dedupe_window: Option<Scalar>,
     pub spend_caps: Option<RawSpendCaps>,
+    /// The feedback loop: when a verification counts as a conversion of a send.
+    pub conversion: Option<RawConversion>,
+    /// Adaptive SMS-pumping defense rules.
+    #[serde(default)]
+    pub protection: Vec<RawProtection>,
+    /// Where delivery receipts and conversions are relayed (Standard Webhooks).
+    pub webhook: Option<RawWebhook>,
+}
+
+/// `conversion: { window: 10m, remember_for: 1h, logto_webhook_secret: ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConversion {
+    pub window: Option<Scalar>,
+    pub remember_for: Option<Scalar>,
+    pub logto_webhook_secret: Option<Scalar>,
+}
+
+/// One `protection:` rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProtection {
+    pub name: Scalar,
+    pub key: RawLimitKey,
+    pub window: Scalar,
+    pub min_sends: u32,
+    pub min_conversion: f64,
+    pub block_for: Scalar,
+    #[serde(default)]
+    pub shadow: bool,
+}
+
+/// `webhook: { url: https://..., secret: whsec_... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub url: Scalar,
+    pub secret: Scalar,
 }
 
 /// `{allow: [..]}` or `{deny: [..]}`; exactly one (checked by `compile`).
@@ -137,6 +180,10 @@ pub struct RawTencent {
     /// Templates for numbers outside mainland China; with them, `templates` serve +86 numbers only.
     pub international_templates: Option<Vec<RawTemplate>>,
     pub international_sign_name: Option<Scalar>,
+    /// Path secret of the delivery-receipt callback, `/v1/tencent/status/<secret>`.
+    pub status_secret: Option<Scalar>,
+    /// Report converted sends to Tencent's `ReportConversion`.
+    pub report_conversion: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

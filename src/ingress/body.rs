@@ -48,7 +48,7 @@ fn invalid(message: impl Into<String>) -> GatewayError {
 }
 
 /// Deserializes with a message that names the field at fault and never echoes a value.
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
+pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
     // serde would read a JSON array positionally into a struct; only objects are accepted.
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {}

@@ -4,6 +4,7 @@
 
 mod body;
 
+pub(crate) use body::decode;
 pub use body::{parse_logto, parse_native};
 
 use crate::error::GatewayError;

@@ -389,6 +389,20 @@ impl RedisStore {
         .await
     }
 
+    /// Runs a prepared script invocation (another module's script) on the shared connection, bounded like
+    /// every call.
+    pub async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<T, RedisError> {
+        self.bounded(|mut c| async move { invocation.invoke_async(&mut c).await }).await
+    }
+
+    /// Runs a pipeline of plain commands on the shared connection, bounded like every call.
+    pub async fn run_pipeline<T: redis::FromRedisValue>(&self, pipe: redis::Pipeline) -> Result<T, RedisError> {
+        self.bounded(|mut c| async move { pipe.query_async(&mut c).await }).await
+    }
+
     /// Whether Redis answers PING within the time-out (the health probe after a failure).
     pub async fn ping(&self) -> Result<(), RedisError> {
         self.bounded(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await.map(drop) }).await

@@ -2,9 +2,11 @@
 //! shutdown, and the config swap used by reload. The config in force is one `Arc` read at the start of each
 //! request, so a request finishes on the config it started with.
 
+pub mod admin;
 pub mod body;
 mod denials;
 mod respond;
+mod signals;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -57,6 +59,8 @@ struct Shared {
     metrics: Metrics,
     draining: AtomicBool,
     denial_log: denials::DenialLog,
+    /// Body-reading slots of requests whose tenant the body itself names (Logto's webhook, signed).
+    unattributed_readers: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +76,10 @@ impl Gateway {
         // `compile` has opened the same URL already, so this cannot fail on a compiled config.
         let limiter = Limiter::from_backend(&config.limits_backend, clock.clone())
             .expect("limits_backend.url was validated by compile");
-        let services = Services::new(limiter, TencentClient::new(clock.clone(), metrics.tencent.clone()), clock);
+        let tencent = TencentClient::new(clock.clone(), metrics.tencent.clone());
+        let services = Services::observed(limiter, tencent, clock, metrics.feedback.clone());
+        services.feedback.configure(&config);
+        let unattributed_readers = Arc::new(tokio::sync::Semaphore::new(config.server.max_body_readers));
         let gateway = Gateway {
             shared: Arc::new(Shared {
                 config: ArcSwap::from_pointee(config),
@@ -80,10 +87,34 @@ impl Gateway {
                 metrics,
                 draining: AtomicBool::new(false),
                 denial_log: denials::DenialLog::default(),
+                unattributed_readers,
             }),
         };
         gateway.spawn_sweeper();
+        gateway.spawn_feedback();
         gateway
+    }
+
+    /// Starts the ReportConversion and webhook workers and, with the redis backend, the task that pulls
+    /// protection blocks from Redis every second (how a block reaches every replica). Ends with the gateway.
+    fn spawn_feedback(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let _entered = runtime.enter();
+        self.shared.services.feedback.start();
+        if self.shared.services.limiter.mode() == LimiterMode::Memory {
+            return;
+        }
+        let shared = Arc::downgrade(&self.shared);
+        runtime.spawn(async move {
+            let mut every = tokio::time::interval(crate::feedback::REFRESH_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(shared) = shared.upgrade() else { return };
+                let config = shared.config.load_full();
+                shared.services.feedback.refresh(&config, &shared.services.limiter).await;
+            }
+        });
     }
 
     /// Drops expired in-process limiter and de-duplication state every few seconds, so memory returns to its
@@ -99,6 +130,7 @@ impl Gateway {
                 every.tick().await;
                 let Some(shared) = shared.upgrade() else { return };
                 shared.services.limiter.sweep().await;
+                shared.services.feedback.sweep(&shared.config.load());
                 shared.services.dedupe.sweep().await;
             }
         });
@@ -127,6 +159,7 @@ impl Gateway {
             tracing::warn!("server.workers changed: takes effect on restart");
         }
         self.shared.services.limiter.retain_rules(config.tenants.iter().map(|t| &**t));
+        self.shared.services.feedback.configure(&config);
         self.shared.config.swap(Arc::new(config))
     }
 
@@ -195,7 +228,15 @@ impl Gateway {
             "/healthz" | "/readyz" | "/metrics" => {
                 return respond::error(&GatewayError::MethodNotAllowed { allow: "GET, HEAD" }, &id, None);
             }
-            _ => return respond::error(&GatewayError::NotFound, &id, None),
+            _ => {
+                if let Some(route) = signals::route_of(path) {
+                    return signals::serve(self, route, req, &id).await;
+                }
+                if let Some(route) = admin::route_of(path) {
+                    return admin::serve(self, route, req, &id).await;
+                }
+                return respond::error(&GatewayError::NotFound, &id, None);
+            }
         };
         if req.method() != Method::POST {
             return respond::error(&GatewayError::MethodNotAllowed { allow: "POST" }, &id, None);
@@ -321,7 +362,9 @@ impl Gateway {
         // Under a flood, rate_limited lines are capped per tenant; the count of those left out rides on the
         // next line written.
         let mut suppressed = None;
-        if let (Err(GatewayError::RateLimited { .. }), Some(tenant)) = (result, &trail.tenant) {
+        if let (Err(GatewayError::RateLimited { .. } | GatewayError::SuspectedPumping { .. }), Some(tenant)) =
+            (result, &trail.tenant)
+        {
             match self.shared.denial_log.admit(tenant, self.shared.services.clock.monotonic()) {
                 None => return,
                 Some(0) => {}

@@ -41,6 +41,16 @@ pub fn text(status: StatusCode, id: &str, content_type: &'static str, body: Stri
     response
 }
 
+/// An answer without a body (`204 No Content`).
+pub fn empty(status: StatusCode, id: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    if let Ok(id) = HeaderValue::from_str(id) {
+        response.headers_mut().insert(REQUEST_ID, id);
+    }
+    response
+}
+
 pub fn json(status: StatusCode, id: &str, body: String) -> Response<Full<Bytes>> {
     text(status, id, "application/json", body)
 }

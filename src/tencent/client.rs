@@ -84,10 +84,36 @@ const CREDENTIAL_ERRORS: &[&str] = &[
     "AuthFailure.InvalidAuthorization",
 ];
 
+/// The pooled HTTP/1 client (rustls with the webpki roots, keep-alive) for outgoing calls: SendSms and the
+/// other Tencent actions, and the webhook relay.
+pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+pub fn https_client() -> HttpsClient {
+    let mut tcp = HttpConnector::new();
+    tcp.set_connect_timeout(Some(Duration::from_secs(3)));
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    let tls = rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(64)
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(connector)
+}
+
 /// Cheap to clone: clones share one connection pool, the endpoint breakers and the clock-skew estimate.
 #[derive(Clone)]
 pub struct TencentClient {
-    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    http: HttpsClient,
     clock: SharedClock,
     breakers: Arc<Breakers>,
     /// Seconds to add to our clock to get Tencent's, learnt from `AuthFailure.SignatureExpire` answers.
@@ -124,26 +150,7 @@ struct Answer {
 
 impl TencentClient {
     pub fn new(clock: SharedClock, telemetry: Telemetry) -> Self {
-        let mut tcp = HttpConnector::new();
-        tcp.set_connect_timeout(Some(Duration::from_secs(3)));
-        tcp.set_nodelay(true);
-        tcp.enforce_http(false);
-        let tls = rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default TLS versions")
-            .with_root_certificates(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })
-            .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(connector);
-        TencentClient { http, clock, breakers: Arc::default(), skew: Arc::default(), telemetry }
+        TencentClient { http: https_client(), clock, breakers: Arc::default(), skew: Arc::default(), telemetry }
     }
 
     /// Serializes and signs `sms` for one endpoint with one key pair at `timestamp`. Pure: no I/O, no clock.
@@ -162,6 +169,19 @@ impl TencentClient {
             template_param_set: &sms.params,
         })
         .expect("the request serializes");
+        TencentClient::prepare_call(credentials, endpoint, api::ACTION, &sms.region, body, timestamp)
+    }
+
+    /// Signs one call of any SMS action (`SendSms`, `ReportConversion`) whose body is already serialized:
+    /// those exact bytes are signed and sent. Pure: no I/O, no clock.
+    pub fn prepare_call(
+        credentials: &Credentials,
+        endpoint: &Endpoint,
+        action: &'static str,
+        region: &str,
+        body: Vec<u8>,
+        timestamp: i64,
+    ) -> PreparedRequest {
         let signature = sign::sign(
             &credentials.secret_id,
             credentials.secret_key.expose(),
@@ -176,13 +196,47 @@ impl TencentClient {
         let headers = vec![
             ("Host", endpoint.host.clone()),
             ("Content-Type", api::CONTENT_TYPE.to_owned()),
-            ("X-TC-Action", api::ACTION.to_owned()),
+            ("X-TC-Action", action.to_owned()),
             ("X-TC-Version", api::VERSION.to_owned()),
-            ("X-TC-Region", sms.region.clone()),
+            ("X-TC-Region", region.to_owned()),
             ("X-TC-Timestamp", timestamp.to_string()),
             ("Authorization", signature.authorization),
         ];
         PreparedRequest { url: endpoint.uri.clone(), headers, body: body.into() }
+    }
+
+    /// One signed call of `action` (not SendSms: no retry, no failover here) with the account's preferred key
+    /// pair to its first healthy endpoint, within the account's `timeout`: Tencent's HTTP status and body, or
+    /// why there was none.
+    pub async fn call(
+        &self,
+        account: &TencentAccount,
+        action: &'static str,
+        body: Vec<u8>,
+    ) -> Result<(http::StatusCode, Vec<u8>), String> {
+        let key = account.preferred_credentials.load(Ordering::Relaxed) % account.credentials.len();
+        let index = self.breakers.pick(account, 0, self.clock.monotonic());
+        let endpoint = &account.endpoints[index];
+        let request = TencentClient::prepare_call(
+            &account.credentials[key],
+            endpoint,
+            action,
+            &account.region,
+            body,
+            self.timestamp(),
+        );
+        match tokio::time::timeout(account.timeout, self.exchange(request)).await {
+            Err(_) => Err("no answer within the timeout".into()),
+            Ok(Err(Transport::Connect(reason))) => {
+                self.breakers.failure(endpoint, self.clock.monotonic());
+                Err(reason)
+            }
+            Ok(Err(Transport::MaybeSent(reason))) => Err(reason),
+            Ok(Ok(answer)) => {
+                self.breakers.success(endpoint);
+                Ok((answer.status, answer.body))
+            }
+        }
     }
 
     /// The request the next attempt would send: preferred key pair, first healthy endpoint, our clock

@@ -1,6 +1,7 @@
-//! A mock Tencent SendSms endpoint on 127.0.0.1:0. It speaks just enough HTTP/1.1 (keep-alive,
-//! Content-Length bodies) to answer, stall, or drop a connection on cue, verifies each request's TC3
-//! signature with an implementation of its own (not smsgate's), and records what it received.
+//! A mock Tencent SMS endpoint on 127.0.0.1:0 (SendSms and ReportConversion). It speaks just enough HTTP/1.1
+//! (keep-alive, Content-Length bodies) to answer, stall, or drop a connection on cue, verifies each
+//! request's TC3 signature with an implementation of its own (not smsgate's), and records what it received.
+//! Every accepted number gets its own SerialNo (`2019:0`, `2019:1`, ...).
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -50,6 +51,10 @@ struct State {
     clock: Option<i64>,
     /// Refuse requests whose signature does not verify, as Tencent does.
     strict: bool,
+    /// SerialNos issued so far.
+    serials: usize,
+    /// Error codes for the next ReportConversion calls (none queued: answered OK).
+    report_replies: VecDeque<&'static str>,
 }
 
 #[derive(Clone)]
@@ -104,6 +109,16 @@ impl MockTencent {
         self.state.lock().unwrap().seen.clone()
     }
 
+    /// The requests of one action (`SendSms`, `ReportConversion`).
+    pub fn seen_action(&self, action: &str) -> Vec<Seen> {
+        self.seen().into_iter().filter(|s| s.header("x-tc-action") == action).collect()
+    }
+
+    /// Answers the next ReportConversion call with this error code.
+    pub fn reply_report(&self, code: &'static str) {
+        self.state.lock().unwrap().report_replies.push_back(code);
+    }
+
     async fn connection(self, stream: TcpStream) {
         let mut stream = BufReader::new(stream);
         loop {
@@ -132,6 +147,31 @@ impl MockTencent {
             }
             let signature_valid = verify(&headers, &body, &self.secret_key);
             let timestamp: i64 = headers.get("x-tc-timestamp").and_then(|t| t.parse().ok()).unwrap_or(0);
+            if headers.get("x-tc-action").map(String::as_str) == Some("ReportConversion") {
+                let text = {
+                    let mut state = self.state.lock().unwrap();
+                    state.seen.push(Seen {
+                        headers: headers.clone(),
+                        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                        signature_valid,
+                    });
+                    match state.report_replies.pop_front() {
+                        _ if !signature_valid => error_envelope("AuthFailure.SignatureFailure"),
+                        Some(code) => error_envelope(code),
+                        None => r#"{"Response":{"ReportConversionStatus":{"Code":"OK","Message":"success"},"RequestId":"mock-req"}}"#.to_owned(),
+                    }
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    text.len()
+                );
+                let stream = stream.get_mut();
+                if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(text.as_bytes()).await.is_err()
+                {
+                    return;
+                }
+                continue;
+            }
             let (reply, now) = {
                 let mut state = self.state.lock().unwrap();
                 state.seen.push(Seen {
@@ -156,14 +196,22 @@ impl MockTencent {
                 .iter()
                 .filter_map(|n| n.as_str().map(str::to_owned))
                 .collect();
+            let first_serial = {
+                let mut state = self.state.lock().unwrap();
+                let first = state.serials;
+                if matches!(reply, Reply::Ok | Reply::Slow(_)) {
+                    state.serials += numbers.len();
+                }
+                first
+            };
             let (status, content_type, text) = match reply {
                 Reply::Drop => return,
                 Reply::Slow(delay) => {
                     tokio::time::sleep(delay).await;
-                    (200, "application/json", statuses(&numbers, "Ok"))
+                    (200, "application/json", statuses(&numbers, "Ok", first_serial))
                 }
-                Reply::Ok => (200, "application/json", statuses(&numbers, "Ok")),
-                Reply::PerNumber(code) => (200, "application/json", statuses(&numbers, code)),
+                Reply::Ok => (200, "application/json", statuses(&numbers, "Ok", first_serial)),
+                Reply::PerNumber(code) => (200, "application/json", statuses(&numbers, code, first_serial)),
                 Reply::Envelope(status, code) => (
                     status,
                     "text/plain",
@@ -186,13 +234,18 @@ impl MockTencent {
     }
 }
 
-fn statuses(numbers: &[String], code: &str) -> String {
+fn error_envelope(code: &str) -> String {
+    format!(r#"{{"Response":{{"Error":{{"Code":"{code}","Message":"mock says {code}"}},"RequestId":"mock-req"}}}}"#)
+}
+
+fn statuses(numbers: &[String], code: &str, first_serial: usize) -> String {
     let set: Vec<serde_json::Value> = numbers
         .iter()
         .enumerate()
         .map(|(i, n)| {
             let ok = code == "Ok";
-            serde_json::json!({"SerialNo": if ok { format!("2019:{i}") } else { String::new() }, "PhoneNumber": n,
+            let serial = if ok { format!("2019:{}", first_serial + i) } else { String::new() };
+            serde_json::json!({"SerialNo": serial, "PhoneNumber": n,
                 "Fee": u32::from(ok), "SessionContext": "", "Code": code, "Message": "mock", "IsoCode": "CN"})
         })
         .collect();

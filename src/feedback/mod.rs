@@ -1,0 +1,562 @@
+//! The feedback loop: smsgate remembers each accepted send of a tenant with a `conversion:` block, takes in
+//! verified codes (Logto's webhook, `/v1/sms/verified`) and Tencent's delivery receipts, and gives out
+//! metrics, Tencent's `ReportConversion` and a relayed webhook, and feeds the adaptive SMS-pumping defense
+//! (`crate::protection`).
+//!
+//! On a send's request path it costs an in-memory check of the number's protection keys before the send
+//! ([`Feedback::admit`], checked before de-duplication, spend caps and limits, so a blocked key consumes
+//! nothing) and, after Tencent's answer, remembering the send: in memory, or with the redis backend in a
+//! background task (no Redis round trip on the request path). Signals, reports and webhooks run off it.
+
+mod redis;
+pub mod sends;
+pub mod signals;
+pub mod telemetry;
+
+pub use sends::SendInfo;
+pub use telemetry::Telemetry;
+
+use crate::clock::SharedClock;
+use crate::config::{Config, ConversionSettings, ProtectionRule, Tenant};
+use crate::error::GatewayError;
+use crate::phone::{Masked, Phone};
+use crate::policy::{Limiter, RedisStore};
+use crate::protection::{self, Event, KeyReport, KeySource, ProtectionTable};
+use crate::relay::Relay;
+use crate::tencent::report::Reporter;
+use crate::tencent::TencentClient;
+use prometheus_client::metrics::counter::Counter;
+use sends::SendLog;
+use signals::StatusReport;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use telemetry::{CountryLabels, DeliveryLabels, ProtectionLabels, TenantLabels};
+
+/// With the redis backend, how often a replica pulls the shared protection blocks (the longest a block
+/// tripped on another replica takes to reach this one).
+pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a send that passed [`Feedback::admit`] carries to [`Feedback::remember`]: the parts of the number
+/// the feedback loop needs, not the number.
+#[derive(Debug, Clone, Copy)]
+pub struct Memo {
+    source: KeySource,
+    /// E.164 digits: hashed (memory) or HMAC'd (Redis) when remembered, never stored.
+    digits: u64,
+}
+
+/// What a verification report found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Verification {
+    /// Sends to the number within the conversion window.
+    pub found: usize,
+    /// Those this report converted (the rest had been converted before).
+    pub converted: usize,
+}
+
+/// What a delivery-status callback matched.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Receipts {
+    pub matched: usize,
+    /// Reports whose `sid` names no send smsgate remembers for this tenant and number: counted, dropped.
+    pub unknown: usize,
+}
+
+/// One block, for the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BlockView {
+    pub rule: String,
+    pub key: String,
+    pub shadow: bool,
+    pub until_unix_ms: u64,
+}
+
+/// Background work started for the request path, for tests to wait on.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Held by background feedback work; the last one dropped wakes [`Feedback::settled`].
+pub struct Tracked(Arc<InFlight>);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Tenant -> country -> counter.
+type SendCounters = HashMap<Arc<str>, HashMap<[u8; 2], Counter>>;
+
+pub struct Feedback {
+    clock: SharedClock,
+    /// Keys the in-process hashes of numbers (random per process).
+    hasher: std::hash::RandomState,
+    sends: SendLog,
+    protection: ProtectionTable,
+    telemetry: Telemetry,
+    reporter: Reporter,
+    relay: Relay,
+    inflight: Arc<InFlight>,
+    /// `smsgate_feedback_sends_total` counters by tenant and country, found without building label strings
+    /// (the send path).
+    send_counters: std::sync::Mutex<SendCounters>,
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+impl Feedback {
+    pub fn new(clock: SharedClock, tencent: TencentClient, telemetry: Telemetry) -> Feedback {
+        Feedback {
+            reporter: Reporter::new(tencent, crate::tencent::report::QUEUE, telemetry.reports.clone()),
+            relay: Relay::new(clock.clone(), crate::relay::QUEUE, telemetry.webhooks.clone()),
+            sends: SendLog::new(1_000_000),
+            protection: ProtectionTable::default(),
+            hasher: std::hash::RandomState::new(),
+            inflight: Arc::default(),
+            send_counters: Default::default(),
+            telemetry,
+            clock,
+        }
+    }
+
+    /// Applies a (re)loaded config: the cap and age of remembered sends, the live protection rules, and
+    /// ReportConversion back on for every tenant.
+    pub fn configure(&self, config: &Config) {
+        let keep = config.tenants.iter().filter_map(|t| t.conversion.as_ref()).map(|c| millis(c.remember_for)).max();
+        self.sends.set_limits(config.server.max_remembered_sends, keep.unwrap_or(0));
+        self.reporter.reset();
+    }
+
+    /// Starts the ReportConversion and webhook workers (needs a runtime; without them, queues fill and drop).
+    pub fn start(&self) {
+        self.reporter.start();
+        self.relay.start();
+    }
+
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    fn number_key(&self, tenant: &str, digits: u64) -> u64 {
+        self.hasher.hash_one((tenant, digits))
+    }
+
+    fn log_event(&self, tenant: &Tenant, event: &Event) {
+        match *event {
+            Event::Tripped { rule, key, sends, converted, until_ms } => {
+                let rule = &tenant.protection[rule];
+                self.telemetry
+                    .trips
+                    .get_or_create(&ProtectionLabels {
+                        tenant: tenant.name.to_string(),
+                        rule: rule.name.clone(),
+                        shadow: rule.shadow,
+                    })
+                    .inc();
+                tracing::warn!(
+                    tenant = %tenant.name,
+                    rule = %rule.name,
+                    key = %protection::key_label(key),
+                    judged_sends = sends,
+                    converted,
+                    min_conversion = rule.min_conversion,
+                    block_seconds = rule.block_for.as_secs(),
+                    until_unix_ms = until_ms,
+                    shadow = rule.shadow,
+                    "protection: key tripped, suspected SMS pumping{}",
+                    if rule.shadow { " (shadow: not blocked)" } else { ": sends to it are refused" }
+                );
+            }
+            Event::Lifted { rule, key } => {
+                let rule = &tenant.protection[rule];
+                tracing::info!(
+                    tenant = %tenant.name,
+                    rule = %rule.name,
+                    key = %protection::key_label(key),
+                    shadow = rule.shadow,
+                    "protection: block lifted (its time is up)"
+                );
+            }
+        }
+    }
+
+    fn count_blocked(&self, tenant: &Tenant, rule: &ProtectionRule) {
+        self.telemetry
+            .blocked
+            .get_or_create(&ProtectionLabels {
+                tenant: tenant.name.to_string(),
+                rule: rule.name.clone(),
+                shadow: rule.shadow,
+            })
+            .inc();
+    }
+
+    /// Before a send consumes anything: `403 suspected_pumping` when one of the number's protection keys is
+    /// blocked by an enforcing rule (shadow rules count and let it through). Trips and lifts happen here
+    /// (logged once). Returns what [`Feedback::remember`] needs, or None when the tenant has no feedback loop.
+    pub fn admit(&self, tenant: &Tenant, phone: &Phone) -> Result<Option<Memo>, GatewayError> {
+        let Some(conversion) = &tenant.conversion else { return Ok(None) };
+        let source = KeySource::of(phone, &tenant.protection);
+        if !tenant.protection.is_empty() {
+            let now = self.clock.unix_millis();
+            let admission = self.protection.admit(&tenant.protection, millis(conversion.window), &source, now);
+            for event in &admission.events {
+                self.log_event(tenant, event);
+            }
+            for &rule in &admission.shadow_hits {
+                self.count_blocked(tenant, &tenant.protection[rule]);
+            }
+            if let Some(rule) = admission.blocked_by {
+                let rule = &tenant.protection[rule];
+                self.count_blocked(tenant, rule);
+                return Err(GatewayError::SuspectedPumping { rule: rule.name.clone() });
+            }
+        }
+        Ok(Some(Memo { source, digits: phone.digits() }))
+    }
+
+    /// The protection state of a number's keys, judged but never changed (`explain`).
+    pub fn report(&self, tenant: &Tenant, phone: &Phone) -> Vec<KeyReport> {
+        let source = KeySource::of(phone, &tenant.protection);
+        self.protection.report(&tenant.protection, &source, self.clock.unix_millis())
+    }
+
+    /// Remembers an accepted send in this process (the memory backend, or Redis unreachable).
+    pub fn remember(&self, tenant: &Tenant, memo: &Memo, request_id: &str, serial: &str) {
+        if tenant.conversion.is_none() {
+            return;
+        }
+        let now = self.clock.unix_millis();
+        self.protection.record(&tenant.protection, &memo.source, now);
+        let number = self.number_key(&tenant.name, memo.digits);
+        let (dropped, len) =
+            self.sends.push(sends::NewSend { number, at_ms: now, source: memo.source, serial, request_id });
+        self.count_send(tenant, &memo.source);
+        self.telemetry.remembered.set(len as i64);
+        if dropped > 0 {
+            self.telemetry.dropped.inc_by(dropped);
+        }
+    }
+
+    fn count_send(&self, tenant: &Tenant, source: &KeySource) {
+        let mut counters = self.send_counters.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(counter) = counters.get(&*tenant.name).and_then(|c| c.get(&source.country)) {
+            counter.inc();
+            return;
+        }
+        let labels = CountryLabels { tenant: tenant.name.to_string(), country: source.country().to_owned() };
+        let counter = self.telemetry.sends.get_or_create(&labels).clone();
+        counter.inc();
+        counters.entry(tenant.name.clone()).or_default().insert(source.country, counter);
+    }
+
+    /// Remembers an accepted send in Redis (run it off the request path), judging its keys there; a trip
+    /// is logged here and takes effect on this replica at once. On a Redis failure (`Err(Some(e))`) the caller
+    /// reports it and falls back to [`Feedback::remember`].
+    pub async fn remember_shared(
+        &self,
+        redis: &RedisStore,
+        tenant: &Tenant,
+        memo: &Memo,
+        request_id: &str,
+        serial: &str,
+    ) -> Result<(), Option<crate::policy::RedisError>> {
+        let Some(conversion) = &tenant.conversion else { return Ok(()) };
+        let now = self.clock.unix_millis();
+        let events =
+            redis::record(redis, tenant, conversion, &memo.source, memo.digits, request_id, serial, now).await?;
+        for event in &events {
+            if let Event::Tripped { rule, key, until_ms, .. } = *event {
+                self.protection.share(tenant.protection[rule].id, key, until_ms);
+            }
+            self.log_event(tenant, event);
+        }
+        self.count_send(tenant, &memo.source);
+        Ok(())
+    }
+
+    /// Marks background work the request path started; [`Feedback::settled`] waits for it.
+    pub fn track(&self) -> Tracked {
+        self.inflight.count.fetch_add(1, Ordering::SeqCst);
+        Tracked(self.inflight.clone())
+    }
+
+    /// Background feedback work running now (records on their way to Redis).
+    pub fn pending(&self) -> usize {
+        self.inflight.count.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no background feedback work is running (tests: a send's record has landed).
+    pub async fn settled(&self) {
+        loop {
+            let idle = self.inflight.idle.notified();
+            if self.inflight.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// A verification of `phone` (Logto's webhook, `/v1/sms/verified`): converts the tenant's sends to it
+    /// made within `conversion.window`, or only the one answered with `request_id`.
+    pub async fn verify(
+        &self,
+        tenant: &Arc<Tenant>,
+        phone: &Phone,
+        request_id: Option<&str>,
+        limiter: &Limiter,
+    ) -> Verification {
+        let Some(conversion) = &tenant.conversion else { return Verification::default() };
+        let now = self.clock.unix_millis();
+        let window = millis(conversion.window);
+        let local = self.sends.convert(self.number_key(&tenant.name, phone.digits()), now, window, request_id);
+        for send in &local.newly {
+            self.protection.convert(&tenant.protection, &send.source, send.at_ms);
+        }
+        let mut result = Verification { found: local.found, converted: local.newly.len() };
+        let mut converted = local.newly;
+        if let Some(redis) = limiter.shared() {
+            match redis::convert(redis, tenant, conversion, phone.digits(), request_id, now).await {
+                Ok((found, shared)) => {
+                    result.found += found;
+                    result.converted += shared.len();
+                    converted.extend(shared);
+                }
+                Err(e) => limiter.shared_failed(&e),
+            }
+        }
+        for send in &converted {
+            self.on_conversion(tenant, conversion, send, phone, now);
+        }
+        result
+    }
+
+    fn on_conversion(
+        &self,
+        tenant: &Arc<Tenant>,
+        conversion: &ConversionSettings,
+        send: &SendInfo,
+        phone: &Phone,
+        now: u64,
+    ) {
+        let labels = CountryLabels { tenant: tenant.name.to_string(), country: send.source.country().to_owned() };
+        self.telemetry.conversions.get_or_create(&labels).inc();
+        let seconds = now.saturating_sub(send.at_ms) as f64 / 1000.0;
+        self.telemetry.verify_latency.get_or_create(&TenantLabels { tenant: tenant.name.to_string() }).observe(seconds);
+        if conversion.report_to_tencent && !send.serial.is_empty() {
+            self.reporter.enqueue(tenant, &send.serial, (now / 1000) as i64);
+        }
+        if let Some(target) = &tenant.webhook {
+            let data = serde_json::json!({
+                "tenant": &*tenant.name,
+                "request_id": send.request_id,
+                "serial_no": send.serial,
+                "phone": Masked(phone.e164()).to_string(),
+                "country": send.source.country(),
+                "sent_at": rfc3339(send.at_ms),
+                "converted_at": rfc3339(now),
+            });
+            self.relay.enqueue(&tenant.name, target, "sms.converted", data);
+        }
+    }
+
+    /// Tencent's delivery-status callback for `tenant`: each report whose `sid` and number name a remembered
+    /// send is counted (metrics, the relayed webhook); the others are counted as `unknown_sid` and dropped.
+    pub async fn receipts(&self, tenant: &Arc<Tenant>, reports: &[StatusReport], limiter: &Limiter) -> Receipts {
+        let now = self.clock.unix_millis();
+        let mut found: Vec<Option<SendInfo>> = reports
+            .iter()
+            .map(|r| {
+                let digits = r.digits?;
+                self.sends.by_serial(self.number_key(&tenant.name, digits), &r.sid)
+            })
+            .collect();
+        let missing: Vec<usize> =
+            (0..reports.len()).filter(|&i| found[i].is_none() && reports[i].digits.is_some()).collect();
+        if let (Some(redis), false) = (limiter.shared(), missing.is_empty()) {
+            let wanted: Vec<(&str, u64)> =
+                missing.iter().map(|&i| (reports[i].sid.as_str(), reports[i].digits.unwrap_or(0))).collect();
+            match redis::receipts(redis, tenant, &wanted).await {
+                Ok(shared) => {
+                    for (i, send) in missing.into_iter().zip(shared) {
+                        found[i] = send;
+                    }
+                }
+                Err(e) => limiter.shared_failed(&e),
+            }
+        }
+        let mut summary = Receipts::default();
+        for (report, send) in reports.iter().zip(found) {
+            let Some(send) = send else {
+                summary.unknown += 1;
+                self.count_delivery(tenant, "", "unknown_sid");
+                continue;
+            };
+            summary.matched += 1;
+            self.count_delivery(tenant, send.source.country(), report.status_label());
+            let seconds = now.saturating_sub(send.at_ms) as f64 / 1000.0;
+            self.telemetry
+                .receipt_latency
+                .get_or_create(&TenantLabels { tenant: tenant.name.to_string() })
+                .observe(seconds);
+            if let Some(target) = &tenant.webhook {
+                let kind = if report.status == "SUCCESS" { "sms.delivered" } else { "sms.delivery_failed" };
+                let phone = report.digits.map(|d| Masked(&format!("+{d}")).to_string());
+                let data = serde_json::json!({
+                    "tenant": &*tenant.name,
+                    "request_id": send.request_id,
+                    "serial_no": send.serial,
+                    "phone": phone,
+                    "country": send.source.country(),
+                    "status": report.status,
+                    "errmsg": report.errmsg,
+                    "description": report.description,
+                    "user_receive_time": report.user_receive_time,
+                    "sent_at": rfc3339(send.at_ms),
+                });
+                self.relay.enqueue(&tenant.name, target, kind, data);
+            }
+        }
+        summary
+    }
+
+    fn count_delivery(&self, tenant: &Tenant, country: &str, status: &str) {
+        let labels = DeliveryLabels { tenant: tenant.name.to_string(), country: country.into(), status: status.into() };
+        self.telemetry.deliveries.get_or_create(&labels).inc();
+    }
+
+    /// Reads the tenant's shared blocks from Redis into this replica (read only: `explain`, the admin API).
+    pub async fn load_blocks(&self, tenant: &Tenant, limiter: &Limiter) {
+        let Some(redis) = limiter.shared() else { return };
+        if tenant.protection.is_empty() {
+            return;
+        }
+        match redis::blocks(redis, tenant, self.clock.unix_millis(), false).await {
+            Ok((live, _)) => self.share_blocks(tenant, &live),
+            Err(e) => limiter.shared_failed(&e),
+        }
+    }
+
+    fn share_blocks(&self, tenant: &Tenant, live: &[(u64, u64, u64)]) {
+        let ids: Vec<u64> = tenant.protection.iter().map(|r| r.id).collect();
+        let live: Vec<_> = live.iter().filter(|(rule, _, _)| ids.contains(rule)).copied().collect();
+        self.protection.replace_shared(&ids, &live);
+    }
+
+    /// Redis backend: pulls every tenant's blocks into this replica and deletes the ended ones, logging
+    /// each lift once across replicas. Run every second in the background.
+    pub async fn refresh(&self, config: &Config, limiter: &Limiter) {
+        let Some(redis) = limiter.shared() else { return };
+        for tenant in config.tenants.iter().filter(|t| !t.protection.is_empty()) {
+            match redis::blocks(redis, tenant, self.clock.unix_millis(), true).await {
+                Ok((live, lifted)) => {
+                    self.share_blocks(tenant, &live);
+                    for (rule_id, key) in lifted {
+                        if let Some(rule) = tenant.protection.iter().position(|r| r.id == rule_id) {
+                            self.log_event(tenant, &Event::Lifted { rule, key });
+                        }
+                    }
+                }
+                Err(e) => {
+                    limiter.shared_failed(&e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Every live block of the tenant's rules (local and, with the redis backend, shared).
+    pub async fn blocks(&self, tenant: &Tenant, limiter: &Limiter) -> Vec<BlockView> {
+        self.load_blocks(tenant, limiter).await;
+        self.protection
+            .blocks(&tenant.protection, self.clock.unix_millis())
+            .into_iter()
+            .map(|(i, key, until)| BlockView {
+                rule: tenant.protection[i].name.clone(),
+                key: protection::key_label(key),
+                shadow: tenant.protection[i].shadow,
+                until_unix_ms: until,
+            })
+            .collect()
+    }
+
+    /// Lifts a block early (the admin API): `Ok(false)` when the key is not blocked, `NotFound` for an
+    /// unknown rule, `InvalidRequest` for a key that cannot be one of the rule's.
+    pub async fn lift(&self, tenant: &Tenant, rule: &str, key: &str, limiter: &Limiter) -> Result<bool, GatewayError> {
+        let rule = tenant.protection.iter().find(|r| r.name == rule).ok_or(GatewayError::NotFound)?;
+        let key = protection::parse_key(rule.key, key).ok_or_else(|| {
+            GatewayError::InvalidRequest("the key is a country code such as CN or a prefix such as +861380".into())
+        })?;
+        let mut lifted = self.protection.lift(rule.id, key, self.clock.unix_millis());
+        if let Some(redis) = limiter.shared() {
+            match redis::lift(redis, tenant, rule.id, key).await {
+                Ok(shared) => lifted |= shared,
+                Err(e) => {
+                    limiter.shared_failed(&e);
+                    return Err(GatewayError::LimiterUnavailable);
+                }
+            }
+        }
+        if lifted {
+            tracing::warn!(
+                tenant = %tenant.name,
+                rule = %rule.name,
+                key = %protection::key_label(key),
+                "protection: block lifted by an operator"
+            );
+        }
+        Ok(lifted)
+    }
+
+    /// Memory housekeeping (every few seconds): old sends leave, ended blocks lift (logged once), idle keys
+    /// and keys of removed rules are dropped.
+    pub fn sweep(&self, config: &Config) {
+        let now = self.clock.unix_millis();
+        let mut rules: HashMap<u64, (&ProtectionRule, u64)> = HashMap::new();
+        let mut owner: HashMap<u64, (&Tenant, usize)> = HashMap::new();
+        for tenant in &config.tenants {
+            let window = tenant.conversion.as_ref().map_or(0, |c| millis(c.window));
+            for (i, rule) in tenant.protection.iter().enumerate() {
+                rules.insert(rule.id, (rule, window));
+                owner.insert(rule.id, (tenant, i));
+            }
+        }
+        for (rule_id, event) in self.protection.sweep(&rules, now) {
+            if let (Some(&(tenant, index)), Event::Lifted { key, .. }) = (owner.get(&rule_id), &event) {
+                self.log_event(tenant, &Event::Lifted { rule: index, key: *key });
+            }
+        }
+        self.sends.sweep(now);
+        self.telemetry.remembered.set(self.sends.len() as i64);
+    }
+
+    /// Remembered sends in this process (tests, the memory example).
+    pub fn remembered(&self) -> usize {
+        self.sends.len()
+    }
+
+    /// Bytes the remembered sends hold (entries, id strings, index), and the protection keys tracked.
+    pub fn footprint(&self) -> (usize, usize) {
+        (self.sends.footprint(), self.protection.len())
+    }
+
+    /// Sends the cap pushed out so far.
+    pub fn dropped(&self) -> u64 {
+        self.sends.dropped()
+    }
+}
+
+fn rfc3339(unix_ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(unix_ms as i64)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -1,0 +1,673 @@
+//! Adaptive SMS-pumping defense, in this process: per (rule, key) counts of sends and of their conversions,
+//! judged only on sends old enough to have converted (older than the tenant's `conversion.window`), and the
+//! blocks a low conversion rate trips. A key is a country or a number prefix, never a number: the parts of a
+//! number the keys need are kept as a [`KeySource`].
+//!
+//! A send waits in its key's `pending` queue (time, converted) until its conversion window has passed, then
+//! moves into per-step buckets that leave the judged window as it slides. So the judgement counts exactly the
+//! sends whose window has closed, and a burst of fresh sends is never judged before its users could verify.
+//! A trip blocks the key for `block_for` and starts its count afresh (the sends that tripped it are spent),
+//! so an early lift by an operator is not undone by the same evidence. With the redis backend, blocks other
+//! replicas tripped sit in a shared map refreshed in the background (see `feedback::redis`).
+
+use crate::config::{ProtectionKey, ProtectionRule};
+use crate::phone::Phone;
+use arc_swap::ArcSwap;
+use smallvec::SmallVec;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+const SHARDS: usize = 16;
+/// Matured sends are bucketed in steps of `window / STEPS_PER_WINDOW` (at least a second): the judged window
+/// slides by whole steps.
+const STEPS_PER_WINDOW: u64 = 64;
+/// A prefix key never holds the last digits of a number: at least this many are left out.
+const HIDDEN_DIGITS: usize = 3;
+/// Longest stem kept for prefix keys (the longest configurable protection prefix).
+const MAX_STEM: usize = crate::config::MAX_PROTECTION_PREFIX as usize;
+
+const COUNTRY_TAG: u64 = 1 << 63;
+
+/// What protection keys are made of: a number's country and a stem of its leading digits, as many as the
+/// tenant's longest prefix rule needs (at most 12, and never closer than 3 digits to the whole number).
+/// Kept with a remembered send instead of the number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeySource {
+    #[serde(rename = "c", with = "country_text")]
+    pub country: [u8; 2],
+    #[serde(rename = "k")]
+    pub stem: u64,
+    #[serde(rename = "l")]
+    pub stem_len: u8,
+}
+
+/// The country as its two letters in JSON (Redis records), not as bytes.
+mod country_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(code: &[u8; 2], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(std::str::from_utf8(code).unwrap_or("ZZ"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 2], D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_bytes() {
+            [a, b] => Ok([*a, *b]),
+            _ => Err(serde::de::Error::custom("a country code has two letters")),
+        }
+    }
+}
+
+impl KeySource {
+    /// The key source of a number for these rules: the stem keeps only the digits the longest prefix rule
+    /// uses.
+    pub fn of(phone: &Phone, rules: &[ProtectionRule]) -> KeySource {
+        let needed = rules
+            .iter()
+            .filter_map(|r| match r.key {
+                ProtectionKey::PhonePrefix(n) => Some(usize::from(n)),
+                ProtectionKey::Country => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let code = phone.country_code().as_bytes();
+        let digits = phone.e164().len() - 1;
+        let stem_len = digits.saturating_sub(HIDDEN_DIGITS).min(MAX_STEM).min(needed);
+        KeySource { country: [code[0], code[1]], stem: phone.prefix(stem_len as u8), stem_len: stem_len as u8 }
+    }
+
+    pub fn country(&self) -> &str {
+        std::str::from_utf8(&self.country).unwrap_or("ZZ")
+    }
+
+    /// The key of a rule: the country, or the first N digits (fewer for short numbers: see above), tagged
+    /// with their count so `+1234` and `+12340` differ.
+    pub fn key(&self, kind: ProtectionKey) -> u64 {
+        match kind {
+            ProtectionKey::Country => COUNTRY_TAG | u64::from(u16::from_be_bytes(self.country)),
+            ProtectionKey::PhonePrefix(n) => {
+                let len = n.min(self.stem_len);
+                let value = self.stem / 10u64.pow(u32::from(self.stem_len - len));
+                (u64::from(len) << 48) | value
+            }
+        }
+    }
+}
+
+/// A key as operators write and read it: `CN`, or `+861380` for a prefix.
+pub fn key_label(key: u64) -> String {
+    if key & COUNTRY_TAG != 0 {
+        let [a, b] = (key as u16).to_be_bytes();
+        format!("{}{}", a as char, b as char)
+    } else {
+        let len = (key >> 48) as usize;
+        format!("+{:0len$}", key & ((1 << 48) - 1))
+    }
+}
+
+/// The key an operator named (`CN`, `+861380` or `861380`) for a rule of this kind.
+pub fn parse_key(kind: ProtectionKey, text: &str) -> Option<u64> {
+    match kind {
+        ProtectionKey::Country => {
+            let ok = text.len() == 2 && text.bytes().all(|b| b.is_ascii_uppercase());
+            ok.then(|| COUNTRY_TAG | u64::from(u16::from_be_bytes([text.as_bytes()[0], text.as_bytes()[1]])))
+        }
+        ProtectionKey::PhonePrefix(n) => {
+            let digits = text.strip_prefix('+').unwrap_or(text);
+            let ok = !digits.is_empty()
+                && digits.len() <= usize::from(n)
+                && !digits.starts_with('0')
+                && digits.bytes().all(|b| b.is_ascii_digit());
+            ok.then(|| (digits.len() as u64) << 48 | digits.parse::<u64>().unwrap_or(0))
+        }
+    }
+}
+
+/// Something that happened to a key; the caller logs it and counts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The rule (index into the tenant's rules) blocked the key until `until_ms` (unix ms).
+    Tripped { rule: usize, key: u64, sends: u32, converted: u32, until_ms: u64 },
+    /// The key's block ended (its time was up).
+    Lifted { rule: usize, key: u64 },
+}
+
+/// The verdict for one send.
+#[derive(Debug, Default)]
+pub struct Admission {
+    /// The first enforcing rule whose key is blocked (index into the tenant's rules).
+    pub blocked_by: Option<usize>,
+    /// Shadow rules whose key is blocked: counted and logged, never refused.
+    pub shadow_hits: SmallVec<[usize; 2]>,
+    pub events: SmallVec<[Event; 2]>,
+}
+
+/// One key's state, for `explain` and the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyReport {
+    pub rule: String,
+    pub key: String,
+    pub shadow: bool,
+    /// Unix ms the block ends, when blocked.
+    pub blocked_until_ms: Option<u64>,
+    /// Judged sends (conversion window passed) in the rule's window, and how many of them converted.
+    pub judged_sends: u32,
+    pub judged_converted: u32,
+    /// Sends still inside their conversion window.
+    pub pending: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    step: u32,
+    sends: u32,
+    converted: u32,
+}
+
+#[derive(Debug, Default)]
+struct KeyState {
+    /// Sends still inside their conversion window, oldest first: unix ms << 1 | converted.
+    pending: VecDeque<u64>,
+    /// Matured sends by step, oldest first.
+    buckets: VecDeque<Bucket>,
+    /// Sums over `buckets`.
+    sends: u32,
+    converted: u32,
+    /// Unix ms; 0 when not blocked.
+    blocked_until: u64,
+}
+
+fn step_ms(rule: &ProtectionRule) -> u64 {
+    (rule.window.as_millis() as u64 / STEPS_PER_WINDOW).max(1000)
+}
+
+impl KeyState {
+    /// Moves sends whose conversion window has passed into the buckets, and drops buckets that left the
+    /// rule's window.
+    fn mature(&mut self, rule: &ProtectionRule, conversion_ms: u64, now: u64) {
+        let step = step_ms(rule);
+        while let Some(&entry) = self.pending.front() {
+            let at = entry >> 1;
+            if at + conversion_ms > now {
+                break;
+            }
+            self.pending.pop_front();
+            let converted = (entry & 1) as u32;
+            let index = (at / step) as u32;
+            match self.buckets.back_mut() {
+                Some(b) if b.step == index => {
+                    b.sends += 1;
+                    b.converted += converted;
+                }
+                _ => self.buckets.push_back(Bucket { step: index, sends: 1, converted }),
+            }
+            self.sends += 1;
+            self.converted += converted;
+        }
+        let horizon = now.saturating_sub(rule.window.as_millis() as u64);
+        while let Some(b) = self.buckets.front() {
+            if (u64::from(b.step) + 1) * step > horizon {
+                break;
+            }
+            self.sends -= b.sends;
+            self.converted -= b.converted;
+            self.buckets.pop_front();
+        }
+    }
+
+    fn reset(&mut self) {
+        self.pending.clear();
+        self.buckets.clear();
+        self.sends = 0;
+        self.converted = 0;
+    }
+
+    /// Whether the key is blocked now, tripping or lifting it as its counts say.
+    fn judge(
+        &mut self,
+        index: usize,
+        key: u64,
+        rule: &ProtectionRule,
+        conversion_ms: u64,
+        now: u64,
+        events: &mut SmallVec<[Event; 2]>,
+    ) -> bool {
+        self.mature(rule, conversion_ms, now);
+        if self.blocked_until > now {
+            return true;
+        }
+        if self.blocked_until != 0 {
+            self.blocked_until = 0;
+            events.push(Event::Lifted { rule: index, key });
+        }
+        let below = u64::from(self.converted) * 1_000_000 < u64::from(rule.min_conversion_ppm) * u64::from(self.sends);
+        if self.sends >= rule.min_sends && below {
+            let until_ms = now + rule.block_for.as_millis() as u64;
+            events.push(Event::Tripped { rule: index, key, sends: self.sends, converted: self.converted, until_ms });
+            self.blocked_until = until_ms;
+            self.reset();
+            return true;
+        }
+        false
+    }
+
+    fn record(&mut self, at: u64) {
+        let entry = at << 1;
+        match self.pending.back() {
+            Some(&last) if last > entry => {
+                let at = self.pending.partition_point(|&p| p <= entry);
+                self.pending.insert(at, entry);
+            }
+            _ => self.pending.push_back(entry),
+        }
+    }
+
+    fn convert(&mut self, rule: &ProtectionRule, sent_at: u64) {
+        let start = self.pending.partition_point(|&p| p >> 1 < sent_at);
+        for entry in self.pending.range_mut(start..) {
+            if *entry >> 1 != sent_at {
+                break;
+            }
+            if *entry & 1 == 0 {
+                *entry |= 1;
+                return;
+            }
+        }
+        // Already matured (a conversion at the very end of its window).
+        let step = (sent_at / step_ms(rule)) as u32;
+        if let Some(b) = self.buckets.iter_mut().find(|b| b.step == step && b.converted < b.sends) {
+            b.converted += 1;
+            self.converted += 1;
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.pending.is_empty() && self.buckets.is_empty() && self.blocked_until == 0
+    }
+
+    fn report(&self, rule: &ProtectionRule, key: u64, now: u64) -> KeyReport {
+        KeyReport {
+            rule: rule.name.clone(),
+            key: key_label(key),
+            shadow: rule.shadow,
+            blocked_until_ms: (self.blocked_until > now).then_some(self.blocked_until),
+            judged_sends: self.sends,
+            judged_converted: self.converted,
+            pending: self.pending.len() as u32,
+        }
+    }
+}
+
+type Shard = Mutex<HashMap<(u64, u64), KeyState, foldhash::fast::RandomState>>;
+
+/// Every tenant's protection state in this process, sharded by (rule, key).
+pub struct ProtectionTable {
+    shards: Box<[Shard]>,
+    /// Blocks shared through Redis: (rule id, key) -> unix ms the block ends. Empty with the memory backend,
+    /// so the send path pays one atomic load for it.
+    shared: ArcSwap<HashMap<(u64, u64), u64>>,
+}
+
+impl Default for ProtectionTable {
+    fn default() -> Self {
+        ProtectionTable {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            shared: ArcSwap::from_pointee(HashMap::new()),
+        }
+    }
+}
+
+impl ProtectionTable {
+    fn shard(
+        &self,
+        rule: u64,
+        key: u64,
+    ) -> std::sync::MutexGuard<'_, HashMap<(u64, u64), KeyState, foldhash::fast::RandomState>> {
+        let index = (rule ^ key.rotate_left(17)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60;
+        self.shards[index as usize % SHARDS].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Judges a send to `source` against every rule: blocked keys, trips, lifts. Consumes nothing.
+    pub fn admit(&self, rules: &[ProtectionRule], conversion_ms: u64, source: &KeySource, now: u64) -> Admission {
+        let mut admission = Admission::default();
+        let shared = self.shared.load();
+        for (index, rule) in rules.iter().enumerate() {
+            let key = source.key(rule.key);
+            let mut blocked = match self.shard(rule.id, key).get_mut(&(rule.id, key)) {
+                Some(state) => state.judge(index, key, rule, conversion_ms, now, &mut admission.events),
+                None => false,
+            };
+            if !blocked && !shared.is_empty() {
+                blocked = shared.get(&(rule.id, key)).is_some_and(|&until| until > now);
+            }
+            if blocked {
+                if rule.shadow {
+                    admission.shadow_hits.push(index);
+                } else if admission.blocked_by.is_none() {
+                    admission.blocked_by = Some(index);
+                }
+            }
+        }
+        admission
+    }
+
+    /// Counts an accepted send at `at` (unix ms) for every rule.
+    pub fn record(&self, rules: &[ProtectionRule], source: &KeySource, at: u64) {
+        for rule in rules {
+            let key = source.key(rule.key);
+            self.shard(rule.id, key).entry((rule.id, key)).or_default().record(at);
+        }
+    }
+
+    /// Marks a send made at `sent_at` to `source` as converted, for every rule.
+    pub fn convert(&self, rules: &[ProtectionRule], source: &KeySource, sent_at: u64) {
+        for rule in rules {
+            let key = source.key(rule.key);
+            if let Some(state) = self.shard(rule.id, key).get_mut(&(rule.id, key)) {
+                state.convert(rule, sent_at);
+            }
+        }
+    }
+
+    /// The state of every rule's key for a number.
+    pub fn report(&self, rules: &[ProtectionRule], source: &KeySource, now: u64) -> Vec<KeyReport> {
+        let shared = self.shared.load();
+        rules
+            .iter()
+            .map(|rule| {
+                let key = source.key(rule.key);
+                let mut report = match self.shard(rule.id, key).get(&(rule.id, key)) {
+                    Some(state) => state.report(rule, key, now),
+                    None => KeyState::default().report(rule, key, now),
+                };
+                if report.blocked_until_ms.is_none() {
+                    report.blocked_until_ms = shared.get(&(rule.id, key)).copied().filter(|&until| until > now);
+                }
+                report
+            })
+            .collect()
+    }
+
+    /// Every live block of these rules: (rule index, key, until ms), local and shared.
+    pub fn blocks(&self, rules: &[ProtectionRule], now: u64) -> Vec<(usize, u64, u64)> {
+        let index_of: HashMap<u64, usize> = rules.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
+        let mut found: HashMap<(usize, u64), u64> = HashMap::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for ((rule, key), state) in shard.iter() {
+                if let (Some(&i), true) = (index_of.get(rule), state.blocked_until > now) {
+                    found.insert((i, *key), state.blocked_until);
+                }
+            }
+        }
+        for ((rule, key), &until) in self.shared.load().iter() {
+            if let (Some(&i), true) = (index_of.get(rule), until > now) {
+                let held = found.entry((i, *key)).or_insert(until);
+                *held = (*held).max(until);
+            }
+        }
+        let mut blocks: Vec<_> = found.into_iter().map(|((i, key), until)| (i, key, until)).collect();
+        blocks.sort_unstable();
+        blocks
+    }
+
+    /// Lifts a block early (an operator's call): the key starts afresh. Whether it was blocked here.
+    pub fn lift(&self, rule: u64, key: u64, now: u64) -> bool {
+        let mut lifted = false;
+        if let Some(state) = self.shard(rule, key).get_mut(&(rule, key)) {
+            lifted = state.blocked_until > now;
+            state.blocked_until = 0;
+            state.reset();
+        }
+        let shared = self.shared.load();
+        if shared.contains_key(&(rule, key)) {
+            lifted |= shared[&(rule, key)] > now;
+            self.shared.rcu(|map| {
+                let mut map = HashMap::clone(map);
+                map.remove(&(rule, key));
+                map
+            });
+        }
+        lifted
+    }
+
+    /// Adds one shared block (this replica tripped it in Redis).
+    pub fn share(&self, rule: u64, key: u64, until: u64) {
+        self.shared.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.insert((rule, key), until);
+            map
+        });
+    }
+
+    /// Replaces the shared blocks of `rules` with `blocks` (rule id, key, until ms), as read from Redis.
+    pub fn replace_shared(&self, rules: &[u64], blocks: &[(u64, u64, u64)]) {
+        self.shared.rcu(|map| {
+            let mut map: HashMap<(u64, u64), u64> =
+                map.iter().filter(|((rule, _), _)| !rules.contains(rule)).map(|(k, v)| (*k, *v)).collect();
+            map.extend(blocks.iter().map(|&(rule, key, until)| ((rule, key), until)));
+            map
+        });
+    }
+
+    /// Matures every key, lifts blocks whose time is up and drops idle keys and keys of rules no longer
+    /// configured. `rules` maps a live rule id to the rule and its tenant's conversion window; the events
+    /// come with the rule id.
+    pub fn sweep(&self, rules: &HashMap<u64, (&ProtectionRule, u64)>, now: u64) -> Vec<(u64, Event)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            shard.retain(|(rule_id, key), state| {
+                let Some((rule, conversion_ms)) = rules.get(rule_id) else { return false };
+                let mut events = SmallVec::new();
+                state.judge(0, *key, rule, *conversion_ms, now, &mut events);
+                out.extend(events.into_iter().map(|e| (*rule_id, e)));
+                !state.idle()
+            });
+            if shard.capacity() > 64 && shard.len() * 4 < shard.capacity() {
+                shard.shrink_to_fit();
+            }
+        }
+        let live = self.shared.load();
+        if live.iter().any(|((rule, _), &until)| until <= now || !rules.contains_key(rule)) {
+            self.shared.rcu(|map| {
+                map.iter()
+                    .filter(|((rule, _), &until)| until > now && rules.contains_key(rule))
+                    .map(|(k, v)| (*k, *v))
+                    .collect::<HashMap<_, _>>()
+            });
+        }
+        out
+    }
+
+    /// Keys tracked (for tests and the memory example).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn rule(min_sends: u32, min_conversion: f64) -> ProtectionRule {
+        ProtectionRule {
+            id: 7,
+            name: "prefix".into(),
+            key: ProtectionKey::PhonePrefix(6),
+            window: Duration::from_secs(3600),
+            min_sends,
+            min_conversion,
+            min_conversion_ppm: (min_conversion * 1e6) as u32,
+            block_for: Duration::from_secs(3600),
+            shadow: false,
+        }
+    }
+
+    fn source(e164: &str) -> KeySource {
+        let longest = ProtectionRule { key: ProtectionKey::PhonePrefix(12), ..rule(1, 0.5) };
+        KeySource::of(&Phone::from_e164(e164).unwrap(), &[longest])
+    }
+
+    const MIN: u64 = 60_000;
+
+    #[test]
+    fn keys_are_countries_or_prefixes_never_whole_numbers() {
+        let s = source("+8613800138000");
+        assert_eq!(s.country(), "CN");
+        assert_eq!(key_label(s.key(ProtectionKey::PhonePrefix(6))), "+861380");
+        assert_eq!(key_label(s.key(ProtectionKey::Country)), "CN");
+        // 13 digits: a prefix keeps at most 10 of them.
+        assert_eq!(key_label(s.key(ProtectionKey::PhonePrefix(12))), "+8613800138");
+        // Niue: 7 digits in all; the key keeps 4.
+        let short = source("+6834002");
+        assert_eq!(key_label(short.key(ProtectionKey::PhonePrefix(8))), "+6834");
+        // Only the digits the tenant's rules use are kept.
+        let kept = KeySource::of(&Phone::from_e164("+8613800138000").unwrap(), &[rule(1, 0.5)]);
+        assert_eq!((kept.stem, kept.stem_len), (861380, 6));
+        assert_eq!(KeySource::of(&Phone::from_e164("+8613800138000").unwrap(), &[]).stem_len, 0);
+        assert_eq!(parse_key(ProtectionKey::PhonePrefix(6), "+861380"), Some(s.key(ProtectionKey::PhonePrefix(6))));
+        assert_eq!(parse_key(ProtectionKey::PhonePrefix(6), "861380"), Some(s.key(ProtectionKey::PhonePrefix(6))));
+        assert_eq!(parse_key(ProtectionKey::Country, "CN"), Some(s.key(ProtectionKey::Country)));
+        for bad in ["", "+", "8613801", "+0861", "86a"] {
+            assert_eq!(parse_key(ProtectionKey::PhonePrefix(6), bad), None, "{bad}");
+        }
+        assert_eq!(parse_key(ProtectionKey::Country, "cn"), None);
+        // A shorter prefix of the same digits is another key.
+        assert_ne!(
+            parse_key(ProtectionKey::PhonePrefix(6), "86138"),
+            parse_key(ProtectionKey::PhonePrefix(6), "861380")
+        );
+    }
+
+    #[test]
+    fn fresh_sends_are_not_judged_until_their_conversion_window_passes() {
+        let table = ProtectionTable::default();
+        let rules = [rule(3, 0.5)];
+        let s = source("+8613800138000");
+        let conv = 10 * MIN;
+        let t0 = 1_700_000_000_000;
+        for i in 0..10 {
+            assert!(table.admit(&rules, conv, &s, t0 + i).blocked_by.is_none());
+            table.record(&rules, &s, t0 + i);
+        }
+        // Ten unconverted sends, all still inside their window: not failures yet.
+        assert!(table.admit(&rules, conv, &s, t0 + conv - 1).blocked_by.is_none());
+        // Their window has passed: the key trips, once.
+        let a = table.admit(&rules, conv, &s, t0 + conv + 10);
+        assert_eq!(a.blocked_by, Some(0));
+        assert!(matches!(a.events[..], [Event::Tripped { sends: 10, converted: 0, .. }]), "{:?}", a.events);
+        let again = table.admit(&rules, conv, &s, t0 + conv + 11);
+        assert_eq!((again.blocked_by, again.events.len()), (Some(0), 0), "logged once, not per request");
+        // Another prefix is untouched.
+        assert!(table.admit(&rules, conv, &source("+8613900139000"), t0 + conv + 12).blocked_by.is_none());
+        // The block ends by itself, once, and the key starts afresh.
+        let after = table.admit(&rules, conv, &s, t0 + conv + 10 + 3600 * 1000);
+        assert_eq!(after.blocked_by, None);
+        assert!(matches!(after.events[..], [Event::Lifted { .. }]));
+    }
+
+    #[test]
+    fn conversions_keep_a_key_open_and_only_judged_sends_count() {
+        let table = ProtectionTable::default();
+        let rules = [rule(4, 0.5)];
+        let s = source("+8613800138000");
+        let conv = 10 * MIN;
+        let t0 = 1_700_000_000_000;
+        for i in 0..4 {
+            table.record(&rules, &s, t0 + i * 1000);
+        }
+        // Two of the four verify within their window: 50 % is not below 50 %.
+        table.convert(&rules, &s, t0);
+        table.convert(&rules, &s, t0 + 2000);
+        // A conversion for a send the key never saw changes nothing.
+        table.convert(&rules, &s, t0 + 500);
+        let a = table.admit(&rules, conv, &s, t0 + conv + 5000);
+        assert_eq!(a.blocked_by, None);
+        let r = &table.report(&rules, &s, t0 + conv + 5000)[0];
+        assert_eq!((r.judged_sends, r.judged_converted, r.pending), (4, 2, 0));
+        // One more unconverted send matures: 2 of 5 is below half.
+        table.record(&rules, &s, t0 + 6000);
+        assert_eq!(table.admit(&rules, conv, &s, t0 + conv + 6000).blocked_by, Some(0));
+    }
+
+    #[test]
+    fn judged_sends_leave_with_the_window() {
+        let table = ProtectionTable::default();
+        let rules = [rule(5, 0.5)];
+        let s = source("+8613800138000");
+        let conv = 10 * MIN;
+        let t0 = 1_700_000_000_000;
+        for i in 0..4 {
+            table.record(&rules, &s, t0 + i);
+        }
+        // Over an hour later, four old failures are out of the window: a fifth does not trip the key.
+        let later = t0 + 3600 * 1000 + 2 * 60 * 1000;
+        table.record(&rules, &s, later);
+        assert_eq!(table.admit(&rules, conv, &s, later + conv).blocked_by, None);
+        assert_eq!(table.report(&rules, &s, later + conv)[0].judged_sends, 1);
+    }
+
+    #[test]
+    fn shadow_rules_count_and_never_block() {
+        let table = ProtectionTable::default();
+        let mut shadow = rule(1, 0.5);
+        shadow.shadow = true;
+        let rules = [shadow];
+        let s = source("+8613800138000");
+        table.record(&rules, &s, 0);
+        let a = table.admit(&rules, 1000, &s, 2000);
+        assert_eq!((a.blocked_by, &a.shadow_hits[..]), (None, &[0][..]));
+        assert!(matches!(a.events[..], [Event::Tripped { .. }]));
+    }
+
+    #[test]
+    fn an_early_lift_starts_the_key_afresh() {
+        let table = ProtectionTable::default();
+        let rules = [rule(1, 0.5)];
+        let s = source("+8613800138000");
+        table.record(&rules, &s, 0);
+        assert_eq!(table.admit(&rules, 1000, &s, 2000).blocked_by, Some(0));
+        let key = s.key(ProtectionKey::PhonePrefix(6));
+        assert_eq!(table.blocks(&rules, 2000), vec![(0, key, 2000 + 3600 * 1000)]);
+        assert!(table.lift(7, key, 3000));
+        assert!(!table.lift(7, key, 3000), "nothing left to lift");
+        assert_eq!(table.admit(&rules, 1000, &s, 4000).blocked_by, None);
+    }
+
+    #[test]
+    fn shared_blocks_refuse_until_they_end() {
+        let table = ProtectionTable::default();
+        let rules = [rule(1, 0.5)];
+        let s = source("+8613800138000");
+        let key = s.key(ProtectionKey::PhonePrefix(6));
+        table.replace_shared(&[7], &[(7, key, 10_000)]);
+        assert_eq!(table.admit(&rules, 1000, &s, 9_999).blocked_by, Some(0));
+        assert_eq!(table.admit(&rules, 1000, &s, 10_000).blocked_by, None);
+        table.replace_shared(&[7], &[]);
+        assert_eq!(table.admit(&rules, 1000, &s, 5_000).blocked_by, None);
+    }
+
+    #[test]
+    fn sweeps_drop_idle_keys_and_removed_rules() {
+        let table = ProtectionTable::default();
+        let rules = [rule(100, 0.5)];
+        let conv = 1000;
+        // Five prefixes (+861380 to +861384), ten numbers each.
+        for i in 0..50u64 {
+            table.record(&rules, &source(&format!("+86138{:08}", i * 1_000_000)), 0);
+        }
+        assert_eq!(table.len(), 5);
+        let live: HashMap<u64, (&ProtectionRule, u64)> = HashMap::from([(7, (&rules[0], conv))]);
+        table.sweep(&live, 3600 * 1000 + 120_000);
+        assert_eq!(table.len(), 0, "every send left the window");
+        table.record(&rules, &source("+8613800138000"), 0);
+        table.sweep(&HashMap::new(), 1);
+        assert!(table.is_empty(), "a removed rule's state is dropped");
+    }
+}

@@ -1,0 +1,198 @@
+//! The feedback loop's inbound routes: `POST /v1/logto/webhook` (Logto's signed webhooks),
+//! `POST /v1/sms/verified` (a tenant's bearer token) and `POST /v1/tencent/status/<secret>` (Tencent's
+//! delivery-status callback, authenticated by its unguessable path). Bodies are read like a send's (the
+//! same size limit and deadline, from the tenant's reading slots; Logto's webhook, whose body names its
+//! tenant, from a shared set of slots). One log line and one metric per request; never the path of the
+//! status route (it holds the secret), never a number unmasked.
+
+use super::body::{self, BodyLimits};
+use super::{respond, Gateway};
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::feedback::signals::{self, LogtoEvent};
+use crate::feedback::telemetry::SignalLabels;
+use crate::phone::Phone;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Body;
+use std::sync::Arc;
+
+const STATUS_PREFIX: &str = "/v1/tencent/status/";
+
+pub(super) enum SignalRoute {
+    LogtoWebhook,
+    Verified,
+    /// The path secret.
+    TencentStatus(String),
+}
+
+impl SignalRoute {
+    fn name(&self) -> &'static str {
+        match self {
+            SignalRoute::LogtoWebhook => "logto_webhook",
+            SignalRoute::Verified => "verified",
+            SignalRoute::TencentStatus(_) => "tencent_status",
+        }
+    }
+}
+
+pub(super) fn route_of(path: &str) -> Option<SignalRoute> {
+    match path {
+        "/v1/logto/webhook" => Some(SignalRoute::LogtoWebhook),
+        "/v1/sms/verified" => Some(SignalRoute::Verified),
+        _ => path.strip_prefix(STATUS_PREFIX).map(|secret| SignalRoute::TencentStatus(secret.to_owned())),
+    }
+}
+
+/// How a signal request ended: its answer, the tenant (when known) and the outcome word for logs/metrics.
+struct Handled {
+    response: Response<Full<Bytes>>,
+    tenant: Option<Arc<str>>,
+    outcome: &'static str,
+    detail: Option<String>,
+}
+
+pub(super) async fn serve<B>(gateway: &Gateway, route: SignalRoute, req: Request<B>, id: &str) -> Response<Full<Bytes>>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let name = route.name();
+    let mut tenant = None;
+    let handled = if req.method() != Method::POST {
+        Err(GatewayError::MethodNotAllowed { allow: "POST" })
+    } else {
+        let config = gateway.config();
+        match route {
+            SignalRoute::LogtoWebhook => logto_webhook(gateway, &config, req, id, &mut tenant).await,
+            SignalRoute::Verified => verified(gateway, &config, req, id, &mut tenant).await,
+            SignalRoute::TencentStatus(secret) => tencent_status(gateway, &config, &secret, req, id, &mut tenant).await,
+        }
+    };
+    let handled = handled.unwrap_or_else(|e| Handled {
+        response: respond::error(&e, id, None),
+        tenant: tenant.clone(),
+        outcome: e.code(),
+        detail: None,
+    });
+    let tenant_name = handled.tenant.as_deref().unwrap_or("");
+    let labels = SignalLabels { route: name.into(), tenant: tenant_name.into(), outcome: handled.outcome.into() };
+    gateway.metrics().feedback.signals.get_or_create(&labels).inc();
+    tracing::info!(
+        request_id = %id,
+        route = name,
+        tenant = tenant_name,
+        outcome = handled.outcome,
+        detail = handled.detail.as_deref(),
+        "feedback signal"
+    );
+    handled.response
+}
+
+async fn logto_webhook<B>(
+    gateway: &Gateway,
+    config: &Config,
+    req: Request<B>,
+    id: &str,
+    tenant_out: &mut Option<Arc<str>>,
+) -> Result<Handled, GatewayError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    crate::ingress::require_json(req.headers())?;
+    let signature = req.headers().get(signals::LOGTO_SIGNATURE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = body::read(req, limits(config), &gateway.shared.unattributed_readers).await?;
+    let tenant = signals::logto_tenant(config, &body, signature.as_deref()).ok_or(GatewayError::InvalidSignature)?;
+    *tenant_out = Some(tenant.name.clone());
+    let handled = |outcome, detail: Option<String>| Handled {
+        response: respond::empty(StatusCode::NO_CONTENT, id),
+        tenant: Some(tenant.name.clone()),
+        outcome,
+        detail,
+    };
+    // Logto retries any non-2xx answer: events smsgate cannot use are accepted and ignored.
+    let (event, phone) = match signals::parse_logto(&body)? {
+        LogtoEvent::Ignored(why) => return Ok(handled("ignored", Some(why.into()))),
+        LogtoEvent::Verified { event, phone } => (event, phone),
+    };
+    let Ok(phone) = Phone::from_logto(&phone) else {
+        return Ok(handled("ignored", Some(format!("{event}: primaryPhone is not a valid number"))));
+    };
+    let services = gateway.services();
+    let result = services.feedback.verify(tenant, &phone, None, &services.limiter).await;
+    let outcome = verdict(result.found, result.converted);
+    Ok(handled(outcome, Some(format!("{event} {}", phone.masked()))))
+}
+
+fn limits(config: &Config) -> BodyLimits {
+    BodyLimits { max_bytes: config.server.max_body_bytes, timeout: config.server.body_timeout }
+}
+
+fn verdict(found: usize, converted: usize) -> &'static str {
+    match (found, converted) {
+        (0, _) => "no_recent_send",
+        (_, 0) => "already_converted",
+        _ => "converted",
+    }
+}
+
+async fn verified<B>(
+    gateway: &Gateway,
+    config: &Config,
+    req: Request<B>,
+    id: &str,
+    tenant_out: &mut Option<Arc<str>>,
+) -> Result<Handled, GatewayError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let token = crate::ingress::bearer_token(req.headers())?;
+    let tenant = config.tenant_for_token(token).ok_or(GatewayError::Unauthorized)?.clone();
+    *tenant_out = Some(tenant.name.clone());
+    crate::ingress::require_json(req.headers())?;
+    let body = body::read(req, limits(config), &tenant.body_readers).await?;
+    let report = signals::parse_verified(&body)?;
+    let phone = Phone::from_native(&report.phone, tenant.default_country)
+        .map_err(|_| GatewayError::InvalidPhone { upstream: None })?;
+    let services = gateway.services();
+    let result = services.feedback.verify(&tenant, &phone, report.request_id.as_deref(), &services.limiter).await;
+    if result.found == 0 {
+        return Err(GatewayError::NoRecentSend);
+    }
+    Ok(Handled {
+        response: respond::empty(StatusCode::NO_CONTENT, id),
+        tenant: Some(tenant.name.clone()),
+        outcome: verdict(result.found, result.converted),
+        detail: Some(phone.masked().to_string()),
+    })
+}
+
+async fn tencent_status<B>(
+    gateway: &Gateway,
+    config: &Config,
+    secret: &str,
+    req: Request<B>,
+    id: &str,
+    tenant_out: &mut Option<Arc<str>>,
+) -> Result<Handled, GatewayError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // An unknown secret is an unknown route: the answer says nothing about which secrets exist.
+    let tenant = config.tenant_for_status_secret(secret).ok_or(GatewayError::NotFound)?.clone();
+    *tenant_out = Some(tenant.name.clone());
+    let body = body::read(req, limits(config), &tenant.body_readers).await?;
+    let reports = signals::parse_status(&body)?;
+    let services = gateway.services();
+    let summary = services.feedback.receipts(&tenant, &reports, &services.limiter).await;
+    Ok(Handled {
+        response: respond::json(StatusCode::OK, id, r#"{"result":0,"errmsg":"OK"}"#.into()),
+        tenant: Some(tenant.name.clone()),
+        outcome: if summary.unknown == 0 { "accepted" } else { "accepted_with_unknown_sid" },
+        detail: Some(format!("{} matched, {} unknown sid", summary.matched, summary.unknown)),
+    })
+}

@@ -1,0 +1,252 @@
+//! `ReportConversion` (API 2021-01-11): tells Tencent which sent codes were used, off the request path. A
+//! bounded queue feeds one worker; a full queue drops the report and counts it, so a send never waits on
+//! it. Transient failures are retried with back-off. Tencent accepts this action only from allow-listed
+//! accounts: an `UnauthorizedOperation`-class answer turns reporting off for that tenant (one error line)
+//! until the config is reloaded.
+
+use super::TencentClient;
+use crate::config::Tenant;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+pub const ACTION: &str = "ReportConversion";
+/// Conversions waiting to be reported, per process.
+pub const QUEUE: usize = 4096;
+/// Attempts per report, the first included, and the pause before each retry.
+const BACKOFF: [Duration; 3] = [Duration::from_millis(500), Duration::from_secs(4), Duration::from_secs(30)];
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReportConversionRequest<'a> {
+    pub sms_sdk_app_id: &'a str,
+    pub serial_no: &'a str,
+    pub conversion_time: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    #[serde(rename = "Response")]
+    response: Body,
+}
+
+#[derive(Debug, Deserialize)]
+struct Body {
+    #[serde(rename = "Error")]
+    error: Option<Status>,
+    #[serde(rename = "ReportConversionStatus")]
+    status: Option<Status>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Status {
+    #[serde(rename = "Code", default)]
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReportLabels {
+    pub tenant: String,
+    /// ok, failed, dropped (queue full), off (the tenant's reporting was turned off).
+    pub result: String,
+}
+
+/// What one answer means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Reported,
+    /// Worth another try (no answer, throttled, Tencent's internal error).
+    Retry(String),
+    /// The account may not use this action: stop reporting for the tenant.
+    Unauthorized(String),
+    /// Refused for another reason (logged, not retried).
+    Failed(String),
+}
+
+/// Reads a ReportConversion answer.
+pub fn judge(status: http::StatusCode, body: &[u8]) -> Verdict {
+    let Ok(envelope) = serde_json::from_slice::<Envelope>(body) else {
+        return Verdict::Retry(format!("unreadable answer with HTTP status {status}"));
+    };
+    if let Some(error) = envelope.response.error {
+        let code = error.code;
+        return if code.starts_with("UnauthorizedOperation") || code == "AuthFailure.UnauthorizedOperation" {
+            Verdict::Unauthorized(code)
+        } else if code.starts_with("RequestLimitExceeded") || code.starts_with("InternalError") {
+            Verdict::Retry(code)
+        } else {
+            Verdict::Failed(code)
+        };
+    }
+    match envelope.response.status {
+        Some(s) if s.code.eq_ignore_ascii_case("ok") => Verdict::Reported,
+        Some(s) => Verdict::Failed(s.code),
+        None => Verdict::Failed("answer without ReportConversionStatus".into()),
+    }
+}
+
+struct Job {
+    tenant: Arc<Tenant>,
+    serial_no: String,
+    conversion_time: i64,
+}
+
+/// The queue and the worker that drains it.
+pub struct Reporter {
+    queue: mpsc::Sender<Job>,
+    receiver: Mutex<Option<mpsc::Receiver<Job>>>,
+    client: TencentClient,
+    off: Arc<Mutex<HashSet<Arc<str>>>>,
+    results: Family<ReportLabels, Counter>,
+}
+
+impl Reporter {
+    pub fn new(client: TencentClient, capacity: usize, results: Family<ReportLabels, Counter>) -> Reporter {
+        let (queue, receiver) = mpsc::channel(capacity.max(1));
+        Reporter { queue, receiver: Mutex::new(Some(receiver)), client, off: Arc::default(), results }
+    }
+
+    fn count(results: &Family<ReportLabels, Counter>, tenant: &str, result: &str) {
+        results.get_or_create(&ReportLabels { tenant: tenant.into(), result: result.into() }).inc();
+    }
+
+    /// Queues one converted send; never waits.
+    pub fn enqueue(&self, tenant: &Arc<Tenant>, serial_no: &str, conversion_time: i64) {
+        if self.off.lock().unwrap_or_else(|p| p.into_inner()).contains(&tenant.name) {
+            Reporter::count(&self.results, &tenant.name, "off");
+            return;
+        }
+        let job = Job { tenant: tenant.clone(), serial_no: serial_no.to_owned(), conversion_time };
+        if self.queue.try_send(job).is_err() {
+            Reporter::count(&self.results, &tenant.name, "dropped");
+        }
+    }
+
+    /// Reporting comes back on for every tenant (after a reload: the account may have been allow-listed).
+    pub fn reset(&self) {
+        self.off.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Starts the worker on the current runtime (once; later calls do nothing).
+    pub fn start(&self) {
+        let Some(mut receiver) = self.receiver.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        let (client, off, results) = (self.client.clone(), self.off.clone(), self.results.clone());
+        tokio::spawn(async move {
+            while let Some(job) = receiver.recv().await {
+                let result = report(&client, &off, &job).await;
+                Reporter::count(&results, &job.tenant.name, result);
+            }
+        });
+    }
+}
+
+/// Reports one conversion, retrying what may succeed later; the result label.
+async fn report(client: &TencentClient, off: &Mutex<HashSet<Arc<str>>>, job: &Job) -> &'static str {
+    let account = &job.tenant.tencent;
+    let body = serde_json::to_vec(&ReportConversionRequest {
+        sms_sdk_app_id: &account.sdk_app_id,
+        serial_no: &job.serial_no,
+        conversion_time: job.conversion_time,
+    })
+    .expect("the request serializes");
+    let mut pauses = BACKOFF.iter();
+    loop {
+        if off.lock().unwrap_or_else(|p| p.into_inner()).contains(&job.tenant.name) {
+            return "off";
+        }
+        let verdict = match client.call(account, ACTION, body.clone()).await {
+            Ok((status, answer)) => judge(status, &answer),
+            Err(reason) => Verdict::Retry(reason),
+        };
+        match verdict {
+            Verdict::Reported => return "ok",
+            Verdict::Unauthorized(code) => {
+                if off.lock().unwrap_or_else(|p| p.into_inner()).insert(job.tenant.name.clone()) {
+                    tracing::error!(
+                        tenant = %job.tenant.name,
+                        code = %code,
+                        "ReportConversion refused: reporting conversions to Tencent is off for this tenant until a \
+                         reload (Tencent opens this API to allow-listed accounts only)"
+                    );
+                }
+                return "off";
+            }
+            Verdict::Failed(code) => {
+                tracing::warn!(tenant = %job.tenant.name, code = %code, "ReportConversion refused");
+                return "failed";
+            }
+            Verdict::Retry(reason) => match pauses.next() {
+                Some(pause) => {
+                    let jitter = pause.mul_f64(0.5 + fastrand::f64() / 2.0);
+                    tokio::time::sleep(jitter).await;
+                }
+                None => {
+                    tracing::warn!(tenant = %job.tenant.name, reason = %reason, "ReportConversion failed, giving up");
+                    return "failed";
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    #[test]
+    fn request_field_names_match_tencent() {
+        let body = serde_json::to_string(&ReportConversionRequest {
+            sms_sdk_app_id: "1400006666",
+            serial_no: "2019:0",
+            conversion_time: 1704164645,
+        })
+        .unwrap();
+        assert_eq!(body, r#"{"SmsSdkAppId":"1400006666","SerialNo":"2019:0","ConversionTime":1704164645}"#);
+    }
+
+    #[test]
+    fn answers() {
+        let ok = br#"{"Response":{"ReportConversionStatus":{"Code":"OK","Message":"success"},"RequestId":"r"}}"#;
+        assert_eq!(judge(StatusCode::OK, ok), Verdict::Reported);
+        let denied = br#"{"Response":{"Error":{"Code":"UnauthorizedOperation.SmsSdkAppIdVerifyFail","Message":"x"},"RequestId":"r"}}"#;
+        assert!(matches!(judge(StatusCode::OK, denied), Verdict::Unauthorized(_)));
+        let throttled = br#"{"Response":{"Error":{"Code":"RequestLimitExceeded","Message":"x"},"RequestId":"r"}}"#;
+        assert!(matches!(judge(StatusCode::OK, throttled), Verdict::Retry(_)));
+        let bad = br#"{"Response":{"Error":{"Code":"InvalidParameterValue.SerialNo","Message":"x"},"RequestId":"r"}}"#;
+        assert!(matches!(judge(StatusCode::OK, bad), Verdict::Failed(_)));
+        assert!(matches!(judge(StatusCode::BAD_GATEWAY, b"<html>"), Verdict::Retry(_)));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts() {
+        let results = Family::<ReportLabels, Counter>::default();
+        let reporter = Reporter::new(
+            TencentClient::new(crate::clock::SystemClock::shared(), Default::default()),
+            1,
+            results.clone(),
+        );
+        let yaml = r#"
+tenants:
+  acme:
+    tokens: ["token-for-acme-00001"]
+    conversion: {}
+    tencent: { accessKeyId: a, accessKeySecret: b, sdkAppId: "1", region: ap-guangzhou, report_conversion: true,
+               templates: [{ usageType: Generic, templateCode: "1" }] }
+"#;
+        let config =
+            crate::Config::from_yaml(yaml, std::path::Path::new("t.yaml"), &std::collections::HashMap::new()).unwrap();
+        let tenant = config.tenant("acme").unwrap();
+        // No worker started: the first waits in the queue, the next ones find it full.
+        for _ in 0..3 {
+            reporter.enqueue(tenant, "2019:0", 0);
+        }
+        let dropped = results.get_or_create(&ReportLabels { tenant: "acme".into(), result: "dropped".into() }).get();
+        assert_eq!(dropped, 2);
+    }
+}
