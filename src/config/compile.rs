@@ -3,6 +3,7 @@
 //! (`de.rs`); nothing here expands again. Messages never echo a value that could be a secret.
 
 use super::duration::parse_duration;
+use super::interp::Env;
 use super::model::*;
 use super::raw::*;
 use super::tokens::TokenTable;
@@ -98,7 +99,9 @@ fn is_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-pub fn compile(raw: RawConfig, source: &Path) -> Result<Config, Vec<Problem>> {
+/// `env` is read for the proxy variables (`HTTPS_PROXY`, `NO_PROXY`...); `${VAR}` references were expanded
+/// before.
+pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, Vec<Problem>> {
     let mut c = Compiler { problems: Vec::new() };
     // Scripts resolve relative to the config file's folder.
     let base_dir = source.parent().unwrap_or(Path::new(""));
@@ -130,7 +133,7 @@ pub fn compile(raw: RawConfig, source: &Path) -> Result<Config, Vec<Problem>> {
             c.problem(format!("{path}.tokens"), "list at least one token");
         }
         // A tenant that fails leaves a None, keeping indexes aligned with the token table.
-        tenants.push(compile_tenant(&mut c, name, &path, raw_tenant, base_dir, &server).map(Arc::new));
+        tenants.push(compile_tenant(&mut c, name, &path, raw_tenant, base_dir, &server, env).map(Arc::new));
     }
 
     match tenants.into_iter().collect::<Option<Vec<_>>>() {
@@ -270,6 +273,7 @@ fn compile_tenant(
     raw: &RawTenant,
     base_dir: &Path,
     server: &ServerSettings,
+    env: &dyn Env,
 ) -> Option<Tenant> {
     let before = c.problems.len();
     let default_country = raw.default_country.as_ref().and_then(|s| {
@@ -283,7 +287,7 @@ fn compile_tenant(
             }
         }
     });
-    let tencent = compile_tencent(c, &format!("{path}.tencent"), &raw.tencent);
+    let tencent = compile_tencent(c, &format!("{path}.tencent"), &raw.tencent, base_dir, env);
     let templates = compile_templates(c, &format!("{path}.tencent.templates"), &raw.tencent.templates);
     let international_templates = raw
         .tencent
@@ -480,7 +484,13 @@ fn compile_credentials(c: &mut Compiler, path: &str, id: &Scalar, key: &Scalar) 
     Some(Credentials { secret_id: secret_id?, secret_key: secret_key? })
 }
 
-fn compile_tencent(c: &mut Compiler, path: &str, raw: &RawTencent) -> Option<TencentAccount> {
+fn compile_tencent(
+    c: &mut Compiler,
+    path: &str,
+    raw: &RawTencent,
+    base_dir: &Path,
+    env: &dyn Env,
+) -> Option<TencentAccount> {
     let current = compile_credentials(c, path, &raw.access_key_id, &raw.access_key_secret);
     let next = raw
         .next_credentials
@@ -528,6 +538,27 @@ fn compile_tencent(c: &mut Compiler, path: &str, raw: &RawTencent) -> Option<Ten
     if international_sign_name.is_some() && raw.international_templates.is_none() {
         c.problem(format!("{path}.international_sign_name"), "applies only with international_templates");
     }
+    let explicit_proxy = raw.proxy.as_ref().and_then(|p| c.required(&format!("{path}.proxy"), p));
+    for endpoint in &mut endpoints {
+        match super::egress::proxy_for(explicit_proxy.as_deref(), env, &endpoint.uri) {
+            Ok(proxy) => endpoint.proxy = proxy,
+            Err(message) => {
+                c.problem(format!("{path}.proxy"), message);
+                break;
+            }
+        }
+    }
+    let roots = raw.ca_file.as_ref().and_then(|f| {
+        let p = format!("{path}.ca_file");
+        let written = c.required(&p, f)?;
+        match super::egress::read_roots(&written, base_dir) {
+            Ok(roots) => Some(Arc::new(roots)),
+            Err(message) => {
+                c.problem(&p, message);
+                None
+            }
+        }
+    });
     let mut credentials = vec![current?];
     credentials.extend(next.flatten());
     if endpoints.len() != 1 + raw.fallback_endpoints.len() {
@@ -544,6 +575,7 @@ fn compile_tencent(c: &mut Compiler, path: &str, raw: &RawTencent) -> Option<Ten
         max_attempts: max_attempts.clamp(1, 10),
         retry_maybe_sent: raw.retry_maybe_sent.unwrap_or(false),
         international_sign_name,
+        roots,
         preferred_credentials: Default::default(),
     })
 }
@@ -562,7 +594,7 @@ pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
         None => host.to_owned(),
     };
     let uri = url.as_str().parse().map_err(|_| "the endpoint is not a valid URI".to_owned())?;
-    Ok(Endpoint { url, uri, host })
+    Ok(Endpoint { url, uri, host, proxy: None })
 }
 
 fn compile_templates(c: &mut Compiler, path: &str, raw: &[RawTemplate]) -> Templates {

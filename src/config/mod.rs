@@ -5,6 +5,7 @@
 mod compile;
 mod de;
 mod duration;
+mod egress;
 mod interp;
 mod locate;
 mod model;
@@ -101,7 +102,7 @@ impl Config {
         let raw = cx.deserialize::<raw::RawConfig>();
         problems.extend(cx.into_problems());
         let config = match raw {
-            Ok(raw) => match compile::compile(raw, path) {
+            Ok(raw) => match compile::compile(raw, path, env) {
                 Ok(config) => Some(config),
                 Err(found) => {
                     let locator = Locator::new(&doc);

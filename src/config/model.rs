@@ -152,6 +152,8 @@ pub struct TencentAccount {
     pub max_attempts: u32,
     pub retry_maybe_sent: bool,
     pub international_sign_name: Option<String>,
+    /// Certificates trusted besides the built-in roots (`tencent.ca_file`), for every endpoint.
+    pub roots: Option<Arc<TrustRoots>>,
     /// Which key pair to sign with first. Runtime state (the client switches it when Tencent refuses one
     /// pair and accepts the other); a reload starts again from the current pair.
     pub preferred_credentials: AtomicUsize,
@@ -170,6 +172,47 @@ pub struct Endpoint {
     /// The same address as the HTTP client takes it, parsed once.
     pub uri: http::Uri,
     pub host: String,
+    /// The HTTP proxy the endpoint is reached through (`tencent.proxy`, or the proxy environment variables
+    /// as they were when the config compiled); None: directly.
+    pub proxy: Option<Proxy>,
+}
+
+/// An HTTP proxy in front of Tencent: a CONNECT tunnel for https endpoints, absolute-form requests for http.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Proxy {
+    /// `http://host:port/`, without credentials.
+    pub uri: http::Uri,
+    /// `Basic …`, from the user and password of the proxy URL.
+    pub authorization: Option<Secret>,
+    /// Where it was configured, for logs and `explain`: `tencent.proxy` or a variable's name.
+    pub source: &'static str,
+}
+
+impl std::fmt::Debug for Proxy {
+    // By hand: the address and where it came from, never the credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("uri", &self.uri)
+            .field("authorization", &self.authorization)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// Certificates the Tencent client trusts besides the built-in roots (`tencent.ca_file`): a private CA of a
+/// test or staging endpoint. Read and parsed when the config compiles.
+pub struct TrustRoots {
+    /// The file as the config names it.
+    pub path: String,
+    pub certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// SHA-256 of the file: two configs naming the same roots share one connection pool.
+    pub fingerprint: [u8; 32],
+}
+
+impl std::fmt::Debug for TrustRoots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustRoots").field("path", &self.path).field("certificates", &self.certificates.len()).finish()
+    }
 }
 
 /// Usage type -> Tencent TemplateId. Unknown usage types resolve to `Generic` when the tenant has one.

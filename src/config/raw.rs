@@ -132,6 +132,11 @@ pub struct RawTencent {
     /// Templates for numbers outside mainland China; with them, `templates` serve +86 numbers only.
     pub international_templates: Option<Vec<RawTemplate>>,
     pub international_sign_name: Option<Scalar>,
+    /// `http://[user:password@]host:port` of an HTTP proxy for every endpoint, or `direct`; without it, the
+    /// proxy environment variables decide.
+    pub proxy: Option<Scalar>,
+    /// A PEM file of certificates trusted besides the built-in roots.
+    pub ca_file: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]

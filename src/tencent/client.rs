@@ -6,6 +6,7 @@
 use super::api::{self, Envelope, SendSmsRequest};
 use super::breaker::Breakers;
 use super::classify;
+use super::proxy::{self, HttpsClient};
 use super::sign::{self, Tc3Input};
 use crate::clock::SharedClock;
 use crate::config::{Credentials, Endpoint, TencentAccount};
@@ -13,9 +14,6 @@ use crate::error::{GatewayError, UpstreamDetail};
 use crate::phone::Masked;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -84,10 +82,13 @@ const CREDENTIAL_ERRORS: &[&str] = &[
     "AuthFailure.InvalidAuthorization",
 ];
 
-/// Cheap to clone: clones share one connection pool, the endpoint breakers and the clock-skew estimate.
+/// Cheap to clone: clones share the connection pools, the endpoint breakers and the clock-skew estimate.
 #[derive(Clone)]
 pub struct TencentClient {
-    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Direct, built-in roots: the common case.
+    http: HttpsClient,
+    /// Through a proxy or with extra roots: one client per distinct egress.
+    routes: Arc<proxy::Routes>,
     clock: SharedClock,
     breakers: Arc<Breakers>,
     /// Seconds to add to our clock to get Tencent's, learnt from `AuthFailure.SignatureExpire` answers.
@@ -124,26 +125,14 @@ struct Answer {
 
 impl TencentClient {
     pub fn new(clock: SharedClock, telemetry: Telemetry) -> Self {
-        let mut tcp = HttpConnector::new();
-        tcp.set_connect_timeout(Some(Duration::from_secs(3)));
-        tcp.set_nodelay(true);
-        tcp.enforce_http(false);
-        let tls = rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default TLS versions")
-            .with_root_certificates(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })
-            .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(connector);
-        TencentClient { http, clock, breakers: Arc::default(), skew: Arc::default(), telemetry }
+        TencentClient {
+            http: proxy::https_client(None, None),
+            routes: Arc::default(),
+            clock,
+            breakers: Arc::default(),
+            skew: Arc::default(),
+            telemetry,
+        }
     }
 
     /// Serializes and signs `sms` for one endpoint with one key pair at `timestamp`. Pure: no I/O, no clock.
@@ -212,7 +201,7 @@ impl TencentClient {
             attempts += 1;
             let target = &account.endpoints[endpoint];
             let request = TencentClient::prepare(account, &account.credentials[key], target, sms, self.timestamp());
-            let outcome = match tokio::time::timeout_at(deadline, self.exchange(request)).await {
+            let outcome = match tokio::time::timeout_at(deadline, self.exchange(account, target, request)).await {
                 Err(_) => return Err(GatewayError::UpstreamTimeout),
                 Ok(outcome) => outcome,
             };
@@ -296,17 +285,39 @@ impl TencentClient {
         );
     }
 
-    async fn exchange(&self, request: PreparedRequest) -> Result<Answer, Transport> {
+    /// The client that reaches `endpoint`: the shared direct one, or the one of its proxy and roots.
+    fn client_for(&self, account: &TencentAccount, endpoint: &Endpoint) -> Option<HttpsClient> {
+        if endpoint.proxy.is_none() && account.roots.is_none() {
+            return None;
+        }
+        Some(self.routes.client(endpoint.proxy.as_ref(), account.roots.as_ref()))
+    }
+
+    async fn exchange(
+        &self,
+        account: &TencentAccount,
+        endpoint: &Endpoint,
+        request: PreparedRequest,
+    ) -> Result<Answer, Transport> {
+        let routed = self.client_for(account, endpoint);
+        let http = routed.as_ref().unwrap_or(&self.http);
         let mut builder = http::Request::post(request.url);
         for (name, value) in request.headers {
             // `Host` is written as signed; the client adds one only when the request has none.
             builder = builder.header(name, value);
         }
+        if let Some(proxy) = endpoint.proxy.as_ref().filter(|_| endpoint.url.scheme() == "http") {
+            // Plain http goes to the proxy itself: the request carries the proxy's credentials (through a
+            // CONNECT tunnel, only the CONNECT does).
+            if let Some(authorization) = &proxy.authorization {
+                builder = builder.header(http::header::PROXY_AUTHORIZATION, authorization.expose());
+            }
+        }
         let request = builder
             .header(http::header::USER_AGENT, concat!("smsgate/", env!("CARGO_PKG_VERSION")))
             .body(Full::new(request.body))
             .map_err(|e| Transport::Connect(format!("connect: request could not be built: {e}")))?;
-        let response = self.http.request(request).await.map_err(transport_error)?;
+        let response = http.request(request).await.map_err(transport_error)?;
         let status = response.status();
         let date = response
             .headers()
@@ -431,6 +442,7 @@ mod tests {
             max_attempts: 1,
             retry_maybe_sent: false,
             international_sign_name: None,
+            roots: None,
             preferred_credentials: Default::default(),
         };
         let sms = OutboundSms {

@@ -4,7 +4,9 @@
 
 pub mod mock;
 pub mod process;
+pub mod proxy;
 pub mod redis_server;
+pub mod tls;
 
 use smsgate::clock::{ManualClock, SharedClock};
 use smsgate::config::Config;
