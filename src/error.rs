@@ -21,6 +21,10 @@ pub enum GatewayError {
     InvalidPhone { upstream: Option<UpstreamDetail> },
     #[error("missing or unknown token")]
     Unauthorized,
+    /// A signed request (the Supabase hook, the Tencent-compatible API) whose signature is missing, does not
+    /// verify or is too old; the text says which, for the log.
+    #[error("bad signature: {0}")]
+    BadSignature(&'static str),
     #[error("country blocked")]
     CountryBlocked,
     /// The Lua hook refused; its message is shown to the caller.
@@ -71,7 +75,7 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             InvalidRequest(_) | InvalidPhone { .. } => StatusCode::BAD_REQUEST,
-            Unauthorized => StatusCode::UNAUTHORIZED,
+            Unauthorized | BadSignature(_) => StatusCode::UNAUTHORIZED,
             CountryBlocked | Rejected(_) => StatusCode::FORBIDDEN,
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -94,6 +98,7 @@ impl GatewayError {
             InvalidRequest(_) => "invalid_request",
             InvalidPhone { .. } => "invalid_phone",
             Unauthorized => "unauthorized",
+            BadSignature(_) => "bad_signature",
             CountryBlocked => "country_blocked",
             Rejected(_) => "rejected",
             NotFound => "not_found",
@@ -122,6 +127,7 @@ impl GatewayError {
             InvalidRequest(detail) => format!("Invalid request: {detail}."),
             InvalidPhone { .. } => "This phone number is not valid.".into(),
             Unauthorized => "Missing or unknown access token.".into(),
+            BadSignature(_) => "The request signature is missing, invalid or expired.".into(),
             CountryBlocked => "SMS to this country or region is not available.".into(),
             Rejected(message) => message.clone(),
             NotFound => "Not found.".into(),
@@ -150,6 +156,7 @@ impl GatewayError {
             UpstreamRateLimited { upstream, .. } | UpstreamRejected(upstream) => Some(upstream),
             InvalidRequest(_)
             | Unauthorized
+            | BadSignature(_)
             | CountryBlocked
             | Rejected(_)
             | NotFound

@@ -91,7 +91,7 @@ fn show(d: Duration) -> String {
     }
 }
 
-fn is_name(s: &str) -> bool {
+pub(super) fn is_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
@@ -113,6 +113,7 @@ pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, V
     }
     let mut tenants = Vec::new();
     let mut tokens = TokenTable::default();
+    let mut sdk_clients: HashMap<String, (usize, usize)> = HashMap::new();
     for (name, raw_tenant) in &raw.tenants {
         let path = format!("tenants.{name}");
         if !is_name(name) {
@@ -133,12 +134,19 @@ pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, V
             c.problem(format!("{path}.tokens"), "list at least one token");
         }
         // A tenant that fails leaves a None, keeping indexes aligned with the token table.
-        tenants.push(compile_tenant(&mut c, name, &path, raw_tenant, base_dir, &server, env).map(Arc::new));
+        let tenant = compile_tenant(&mut c, name, &path, raw_tenant, base_dir, &server, env);
+        for (i, client) in tenant.iter().flat_map(|t| t.sdk_clients.iter().enumerate()) {
+            if let Some((other, _)) = sdk_clients.insert(client.secret_id.clone(), (index, i)) {
+                let other_name = raw.tenants.keys().nth(other).map(String::as_str).unwrap_or("?");
+                c.problem(format!("{path}.sdk_clients[{i}].secretId"), format!("already used by tenant {other_name}"));
+            }
+        }
+        tenants.push(tenant.map(Arc::new));
     }
 
     match tenants.into_iter().collect::<Option<Vec<_>>>() {
         Some(tenants) if c.problems.is_empty() => {
-            Ok(Config { source: source.to_path_buf(), server, limits_backend, tenants, tokens })
+            Ok(Config { source: source.to_path_buf(), server, limits_backend, tenants, tokens, sdk_clients })
         }
         _ => Err(c.problems),
     }
@@ -181,6 +189,16 @@ fn compile_server(c: &mut Compiler, raw: &RawServer) -> ServerSettings {
         Duration::from_secs(5),
         (Duration::from_millis(100), Duration::from_secs(300)),
     );
+    let mut tencent_listen = None;
+    if let Some(text) = raw.tencent_listen.as_ref().and_then(|s| c.text("server.tencent_listen", s)) {
+        match text.parse::<SocketAddr>() {
+            Ok(addr) if addr == listen && addr.port() != 0 => {
+                c.problem("server.tencent_listen", "must differ from server.listen")
+            }
+            Ok(addr) => tencent_listen = Some(addr),
+            Err(_) => c.problem("server.tencent_listen", "expected an address like 127.0.0.1:8081"),
+        }
+    }
     let mut max_body_readers = 256;
     if let Some(n) = raw.max_body_readers {
         if !(1..=MAX_BODY_READERS).contains(&n) {
@@ -189,7 +207,15 @@ fn compile_server(c: &mut Compiler, raw: &RawServer) -> ServerSettings {
             max_body_readers = n as usize;
         }
     }
-    ServerSettings { listen, max_body_bytes, shutdown_grace, header_timeout, body_timeout, max_body_readers }
+    ServerSettings {
+        listen,
+        max_body_bytes,
+        shutdown_grace,
+        header_timeout,
+        body_timeout,
+        max_body_readers,
+        tencent_listen,
+    }
 }
 
 fn compile_backend(c: &mut Compiler, raw: &RawLimitsBackend) -> LimitsBackend {
@@ -338,6 +364,13 @@ fn compile_tenant(
         templates: templates.iter().map(|(u, id)| (u.to_owned(), id.to_owned())).collect(),
     };
     let script = compile_script(c, path, raw, base_dir, settings);
+    let supabase =
+        raw.supabase.as_ref().and_then(|s| super::doors::supabase(&format!("{path}.supabase"), s, &mut c.problems));
+    let real = tencent.as_ref().map_or(&[][..], |t| &t.credentials[..]);
+    let sdk_clients =
+        super::doors::sdk_clients(&format!("{path}.sdk_clients"), &raw.sdk_clients, real, &mut c.problems);
+    let sdk_passthrough =
+        super::doors::passthrough(&format!("{path}.sdk_passthrough"), &raw.sdk_passthrough, &mut c.problems);
     if c.problems.len() != before {
         return None;
     }
@@ -355,6 +388,9 @@ fn compile_tenant(
         test_numbers,
         script,
         body_readers: Arc::new(tokio::sync::Semaphore::new(server.max_body_readers)),
+        supabase,
+        sdk_clients,
+        sdk_passthrough,
     })
 }
 

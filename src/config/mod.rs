@@ -4,6 +4,7 @@
 
 mod compile;
 mod de;
+mod doors;
 mod duration;
 mod egress;
 mod interp;

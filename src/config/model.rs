@@ -22,6 +22,8 @@ pub struct Config {
     pub limits_backend: LimitsBackend,
     pub tenants: Vec<Arc<Tenant>>,
     pub(crate) tokens: super::tokens::TokenTable,
+    /// SecretId of an SDK client -> (tenant index, client index).
+    pub(crate) sdk_clients: HashMap<String, (usize, usize)>,
 }
 
 #[derive(Debug, Clone)]
@@ -35,6 +37,8 @@ pub struct ServerSettings {
     pub body_timeout: Duration,
     /// Bodies one tenant may have in reading at once (`503 server_busy` beyond).
     pub max_body_readers: usize,
+    /// The Tencent-compatible API's listener, when enabled.
+    pub tencent_listen: Option<SocketAddr>,
 }
 
 /// Where limiter state lives. Read at start: a reload that changes it is logged and takes effect on restart.
@@ -85,6 +89,38 @@ pub struct Tenant {
     /// Slots for reading this tenant's request bodies (`server.max_body_readers`): a tenant whose callers
     /// trickle bodies slowly holds at most these, never another tenant's. Runtime state; a reload starts afresh.
     pub body_readers: Arc<tokio::sync::Semaphore>,
+    /// The Supabase Auth Send SMS hook, when the tenant takes it.
+    pub supabase: Option<SupabaseHook>,
+    /// Credentials of the tenant's callers of the Tencent-compatible API (never the real Tencent keys).
+    pub sdk_clients: Vec<Credentials>,
+    /// Actions other than SendSms those callers may use, forwarded re-signed with the real keys.
+    pub sdk_passthrough: Vec<String>,
+}
+
+/// The Supabase Auth Send SMS hook of a tenant.
+#[derive(Debug)]
+pub struct SupabaseHook {
+    /// Standard Webhooks signing keys (several during a rotation); a request signed by any of them passes.
+    pub keys: Vec<WebhookKey>,
+    /// The usage type of every hook send (the hook does not say why a code is sent).
+    pub usage: String,
+}
+
+/// The bytes of a Standard Webhooks secret (`whsec_<base64>`, decoded).
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookKey(pub(crate) Vec<u8>);
+
+impl WebhookKey {
+    /// The key's bytes. Callers must not format, log or echo them.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for WebhookKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("**REDACTED**")
+    }
 }
 
 /// Which countries (ISO 3166 alpha-2, `ZZ` for numbers without one) a tenant may send to.
@@ -284,5 +320,12 @@ impl Config {
 
     pub fn tenant(&self, name: &str) -> Option<&Arc<Tenant>> {
         self.tenants.iter().find(|t| &*t.name == name)
+    }
+
+    /// The tenant and credentials of a Tencent-compatible API caller, by its SecretId.
+    pub fn sdk_client(&self, secret_id: &str) -> Option<(&Arc<Tenant>, &Credentials)> {
+        let &(tenant, client) = self.sdk_clients.get(secret_id)?;
+        let tenant = &self.tenants[tenant];
+        Some((tenant, &tenant.sdk_clients[client]))
     }
 }

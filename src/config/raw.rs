@@ -30,6 +30,8 @@ pub struct RawServer {
     pub body_timeout: Option<Scalar>,
     /// Bodies one tenant may have in reading at once.
     pub max_body_readers: Option<u64>,
+    /// Address of the Tencent-compatible API (the official SDKs' `SendSms`); off when absent.
+    pub tencent_listen: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,6 +65,30 @@ pub struct RawTenant {
     /// Same (number, usage, code) within this window: answered from the first send. `0s` turns it off.
     pub dedupe_window: Option<Scalar>,
     pub spend_caps: Option<RawSpendCaps>,
+    /// The Supabase Auth Send SMS hook: `{secret: "v1,whsec_…", usage: Generic}`.
+    pub supabase: Option<RawSupabase>,
+    /// Credentials the tenant issues to callers of the Tencent-compatible API: `[{secretId, secretKey}]`.
+    #[serde(default)]
+    pub sdk_clients: Vec<RawSdkClient>,
+    /// Tencent SMS actions other than SendSms that SDK callers may use, forwarded re-signed.
+    #[serde(default)]
+    pub sdk_passthrough: Vec<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSupabase {
+    pub secret: Scalar,
+    pub usage: Option<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSdkClient {
+    #[serde(rename = "secretId")]
+    pub secret_id: Scalar,
+    #[serde(rename = "secretKey")]
+    pub secret_key: Scalar,
 }
 
 /// `{allow: [..]}` or `{deny: [..]}`; exactly one (checked by `compile`).

@@ -48,7 +48,7 @@ fn invalid(message: impl Into<String>) -> GatewayError {
 }
 
 /// Deserializes with a message that names the field at fault and never echoes a value.
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
+pub(super) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
     // serde would read a JSON array positionally into a struct; only objects are accepted.
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {}
@@ -97,7 +97,7 @@ fn check_usage(usage: String, field: &str) -> Result<String, GatewayError> {
     ok.then_some(usage).ok_or_else(|| invalid(format!("`{field}` must be a usage type such as SignIn")))
 }
 
-fn check_code(code: String, field: &str) -> Result<String, GatewayError> {
+pub(super) fn check_code(code: String, field: &str) -> Result<String, GatewayError> {
     let ok = !code.is_empty() && code.len() <= MAX_CODE && code.bytes().all(|b| b.is_ascii_alphanumeric());
     ok.then_some(code).ok_or_else(|| invalid(format!("`{field}` must be 1 to {MAX_CODE} letters or digits")))
 }

@@ -1,8 +1,9 @@
-//! Ingress: the two request shapes (native and Logto's HTTP SMS connector) -> one [`SendRequest`], plus the
-//! checks that happen before a body is read (bearer token, content type). Errors name the field at fault,
+//! Ingress: the request shapes (native, Logto's HTTP SMS connector, the Supabase hook) -> one [`SendRequest`],
+//! plus the checks that happen before a body is read (bearer token, content type). Errors name the field at fault,
 //! never its value.
 
 mod body;
+pub mod supabase;
 
 pub use body::{parse_logto, parse_native};
 

@@ -5,6 +5,7 @@
 pub mod body;
 mod denials;
 mod respond;
+mod supabase;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -63,6 +64,8 @@ struct Shared {
 enum Route {
     Native,
     Logto,
+    /// The Supabase Auth Send SMS hook.
+    Supabase,
 }
 
 impl Gateway {
@@ -185,6 +188,7 @@ impl Gateway {
         let route = match path {
             "/v1/sms/send" => Route::Native,
             "/v1/logto/sms" => Route::Logto,
+            p if p.starts_with(supabase::PATH) => Route::Supabase,
             "/healthz" | "/readyz" | "/metrics" if req.method() == Method::GET || req.method() == Method::HEAD => {
                 return self.operational(path, &id).await;
             }
@@ -195,6 +199,9 @@ impl Gateway {
         };
         if req.method() != Method::POST {
             return respond::error(&GatewayError::MethodNotAllowed { allow: "POST" }, &id, None);
+        }
+        if route == Route::Supabase {
+            return self.supabase(req, &id, started).await;
         }
 
         let config = self.config();
@@ -236,6 +243,7 @@ impl Gateway {
         let mut request: SendRequest = match route {
             Route::Native => ingress::parse_native(&body)?,
             Route::Logto => ingress::parse_logto(&body)?,
+            Route::Supabase => return Err(GatewayError::Internal("the Supabase hook has a handler of its own".into())),
         };
         request.idempotency_key = idempotency_key;
         self.shared.services.send(&tenant, request, trail).await
@@ -329,6 +337,7 @@ impl Gateway {
         let route = match route {
             Route::Native => "native",
             Route::Logto => "logto",
+            Route::Supabase => "supabase",
         };
         let phone = trail.phone.as_ref().map(|p| p.masked().to_string());
         let country = trail.phone.as_ref().map(|p| p.country_code().to_owned());

@@ -5,6 +5,7 @@
 pub mod mock;
 pub mod process;
 pub mod proxy;
+pub mod python;
 pub mod redis_server;
 pub mod tls;
 
@@ -89,7 +90,12 @@ pub struct TestGateway {
 
 impl TestGateway {
     pub async fn start(config: Config) -> TestGateway {
-        let clock = ManualClock::new(START_UNIX);
+        TestGateway::start_at(config, START_UNIX).await
+    }
+
+    /// With the injected clock starting at `unix` seconds (tests whose peers check wall-clock timestamps).
+    pub async fn start_at(config: Config, unix: i64) -> TestGateway {
+        let clock = ManualClock::new(unix);
         let shared: SharedClock = clock.clone();
         let gateway = Gateway::new(config, shared);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
