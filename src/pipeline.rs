@@ -9,13 +9,17 @@ use crate::clock::SharedClock;
 use crate::config::Tenant;
 use crate::dedupe::{self, Claim, Dedupe, Outcome};
 use crate::error::GatewayError;
-use crate::ingress::{PhoneInput, SendRequest};
+use crate::ingress::{CallerMessage, PhoneInput, SendRequest};
 use crate::phone::{InvalidPhone, Masked, Phone};
 use crate::policy::spend::{Reservation, SpendLedger};
 use crate::policy::{Decision, Limiter, Subject};
 use crate::script::{Routed, ScriptReport};
 use crate::tencent::classify::{self, Class};
 use crate::tencent::{OutboundSms, PreparedRequest, Receipt, TencentClient};
+mod batch;
+
+pub use batch::NumberResult;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,6 +79,13 @@ pub struct Checked {
     pub code: Option<String>,
     pub idempotency_key: Option<String>,
     pub sms: OutboundSms,
+}
+
+/// A send that passed the stages that consume something: the spend it reserved (the limits it consumed are
+/// in its trail) and its message.
+struct Admitted {
+    checked: Checked,
+    reservation: Option<Reservation>,
 }
 
 /// The cross-replica de-duplication outcome of a request.
@@ -176,6 +187,20 @@ impl Services {
     /// The stages that consume nothing: normalize, the Lua hook, destination rules, template. Everything
     /// after the hook keys on the number and usage it chose.
     pub fn check(&self, tenant: &Tenant, request: SendRequest, trail: &mut Trail) -> Result<Checked, GatewayError> {
+        self.check_with(tenant, request, None, trail)
+    }
+
+    /// [`Services::check`] for a caller that chose the message (the Tencent-compatible API): its TemplateId
+    /// is sent unless the hook sets one or changes the usage type, its sign name unless the hook sets one,
+    /// and its extra fields as they are.
+    pub fn check_with(
+        &self,
+        tenant: &Tenant,
+        request: SendRequest,
+        caller: Option<&CallerMessage>,
+        trail: &mut Trail,
+    ) -> Result<Checked, GatewayError> {
+        let asked_usage = caller.map(|_| request.usage.clone());
         trail.usage = Some(request.usage.clone());
         trail.usage_named = tenant.names_usage(&request.usage);
         let normalized = normalize(tenant, &request.phone);
@@ -203,9 +228,12 @@ impl Services {
         trail.usage_named = tenant.names_usage(&usage);
         trail.phone = Some(phone.clone());
         destination(tenant, &phone)?;
-        let (template_id, kind_sign_name) = match template_id {
-            Some(id) => (id, tenant.templates_for(phone.is_mainland_china()).1),
-            None => {
+        let (template_id, kind_sign_name) = match (template_id, caller) {
+            (Some(id), _) => (id, tenant.templates_for(phone.is_mainland_china()).1),
+            (None, Some(caller)) if asked_usage.as_deref() == Some(usage.as_str()) => {
+                (caller.template_id.clone(), tenant.templates_for(phone.is_mainland_china()).1)
+            }
+            (None, _) => {
                 let (id, sign_name) = template(tenant, &usage, &phone)?;
                 (id.to_owned(), sign_name)
             }
@@ -217,9 +245,12 @@ impl Services {
         let sms = OutboundSms {
             phone_e164: phone.e164().to_owned(),
             template_id,
-            sign_name: sign_name.or_else(|| kind_sign_name.map(str::to_owned)),
+            sign_name: sign_name
+                .or_else(|| caller.and_then(|c| c.sign_name.clone()))
+                .or_else(|| kind_sign_name.map(str::to_owned)),
             params,
             region: region.unwrap_or_else(|| tenant.tencent.region.clone()),
+            extras: caller.map(|c| c.extras.clone()).unwrap_or_default(),
         };
         Ok(Checked { phone, usage, ip: request.ip, code: request.code, idempotency_key: request.idempotency_key, sms })
     }
@@ -419,8 +450,9 @@ impl Services {
         }
     }
 
-    /// Limits, spend caps and the upstream send: the stages that consume something.
-    async fn commit_and_send(&self, tenant: &Tenant, checked: Checked, trail: &mut Trail) -> Outcome {
+    /// Admit phase: spend caps, then the limits (consumed). A denial gives back what was reserved; the
+    /// limiter's decision stays in the trail for the answer's headers.
+    async fn admit(&self, tenant: &Tenant, checked: Checked, trail: &mut Trail) -> Result<Admitted, GatewayError> {
         let subject = Subject { phone: &checked.phone, usage: &checked.usage, ip: checked.ip };
         let reservation = self.reserve_spend(tenant, checked.phone.country_code()).await?;
         let decision = match self.limiter.decide(tenant, &subject, true).await {
@@ -436,22 +468,61 @@ impl Services {
             self.give_back(reservation).await;
             return Err(denied);
         }
+        Ok(Admitted { checked, reservation })
+    }
 
-        let account = &tenant.tencent;
-        let sms = checked.sms;
-        if account.dry_run {
-            let request = self.tencent.prepare_next(account, &sms);
-            tracing::info!(
-                tenant = %tenant.name,
-                endpoint = %request.url,
-                region = %sms.region,
-                body = %request.redacted_body(),
-                "dry run: signed, not sent"
-            );
-            self.keep(reservation, 0).await;
-            return Ok(Accepted { delivery: Delivery::DryRun, template_id: sms.template_id, receipt: None });
+    /// Dry run: signed and logged, never transmitted; the reservation is kept (it counts as a send).
+    async fn dry_run(&self, tenant: &Tenant, admitted: Admitted) -> Outcome {
+        let sms = admitted.checked.sms;
+        let request = self.tencent.prepare_next(&tenant.tencent, &sms);
+        tracing::info!(
+            tenant = %tenant.name,
+            endpoint = %request.url,
+            region = %sms.region,
+            body = %request.redacted_body(),
+            "dry run: signed, not sent"
+        );
+        self.keep(admitted.reservation, 0).await;
+        Ok(Accepted { delivery: Delivery::DryRun, template_id: sms.template_id, receipt: None })
+    }
+
+    /// Settle phase, for one admitted number once its upstream result is known: the fee is kept, or the
+    /// reservation given back when the send certainly went nowhere, and Tencent's code goes to the trail.
+    /// (The feedback loop's record of an accepted send belongs here, with the receipt.)
+    async fn settle(
+        &self,
+        reservation: Option<Reservation>,
+        template_id: String,
+        result: Result<Receipt, GatewayError>,
+        trail: &mut Trail,
+    ) -> Outcome {
+        match result {
+            Ok(receipt) => {
+                trail.upstream_code = Some("Ok".into());
+                self.keep(reservation, receipt.fee).await;
+                Ok(Accepted { delivery: Delivery::Sent, template_id, receipt: Some(receipt) })
+            }
+            Err(e) => {
+                trail.upstream_code = e.upstream().map(|u| u.code.clone());
+                if certainly_unsent(&e) {
+                    self.give_back(reservation).await;
+                } else {
+                    self.keep(reservation, 0).await;
+                }
+                Err(e)
+            }
         }
+    }
 
+    /// Admit, deliver, settle: the stages that consume something, for one number.
+    async fn commit_and_send(&self, tenant: &Tenant, checked: Checked, trail: &mut Trail) -> Outcome {
+        let admitted = self.admit(tenant, checked, trail).await?;
+        let account = &tenant.tencent;
+        if account.dry_run {
+            return self.dry_run(tenant, admitted).await;
+        }
+        let Admitted { checked, reservation } = admitted;
+        let sms = checked.sms;
         let started = Instant::now();
         let guard = HandedOver {
             request_id: trail.request_id.clone(),
@@ -464,21 +535,6 @@ impl Services {
         let result = Box::pin(self.tencent.deliver(account, &sms)).await;
         guard.finish();
         trail.upstream_latency = Some(started.elapsed());
-        match result {
-            Ok(receipt) => {
-                trail.upstream_code = Some("Ok".into());
-                self.keep(reservation, receipt.fee).await;
-                Ok(Accepted { delivery: Delivery::Sent, template_id: sms.template_id, receipt: Some(receipt) })
-            }
-            Err(e) => {
-                trail.upstream_code = e.upstream().map(|u| u.code.clone());
-                if certainly_unsent(&e) {
-                    self.give_back(reservation).await;
-                } else {
-                    self.keep(reservation, 0).await;
-                }
-                Err(e)
-            }
-        }
+        self.settle(reservation, sms.template_id, result, trail).await
     }
 }

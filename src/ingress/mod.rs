@@ -4,6 +4,7 @@
 
 mod body;
 pub mod supabase;
+pub mod tencent_api;
 
 pub use body::{parse_logto, parse_native};
 
@@ -46,6 +47,16 @@ impl std::fmt::Debug for SendRequest {
             .field("locale", &self.locale)
             .finish_non_exhaustive()
     }
+}
+
+/// The message a caller of the Tencent-compatible API chose for every number of one SendSms: its TemplateId
+/// (each number's `usage` is the usage type the tenant maps it to), sign name, and the fields passed to
+/// Tencent as sent.
+#[derive(Debug, Clone)]
+pub struct CallerMessage {
+    pub template_id: String,
+    pub sign_name: Option<String>,
+    pub extras: crate::tencent::client::CallExtras,
 }
 
 /// The token of an `Authorization: Bearer <token>` header.

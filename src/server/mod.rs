@@ -6,6 +6,7 @@ pub mod body;
 mod denials;
 mod respond;
 mod supabase;
+mod tencent_api;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -66,6 +67,15 @@ enum Route {
     Logto,
     /// The Supabase Auth Send SMS hook.
     Supabase,
+    /// The Tencent-compatible API (its own listener).
+    TencentApi,
+}
+
+/// What a listener serves: the gateway's routes, or the Tencent-compatible API (`server.tencent_listen`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    Main,
+    Tencent,
 }
 
 impl Gateway {
@@ -132,12 +142,31 @@ impl Gateway {
     /// Serves on `listener` until `shutdown` resolves, then stops accepting, answers `/readyz` with 503, and
     /// waits up to `shutdown_grace` for open requests to finish.
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        self.serve_doors(vec![(Door::Main, listener)], shutdown).await
+    }
+
+    /// [`Gateway::serve`] on several listeners, each serving its door; one shutdown and one grace for all.
+    pub async fn serve_doors(
+        &self,
+        listeners: Vec<(Door, TcpListener)>,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        let accept = || {
+            std::future::poll_fn(|cx| {
+                for (door, listener) in &listeners {
+                    if let std::task::Poll::Ready(accepted) = listener.poll_accept(cx) {
+                        return std::task::Poll::Ready((*door, accepted));
+                    }
+                }
+                std::task::Poll::Pending
+            })
+        };
         loop {
-            let (stream, _) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
+            let (door, stream) = tokio::select! {
+                (door, accepted) = accept() => match accepted {
+                    Ok((stream, _)) => (door, stream),
                     Err(e) => {
                         // Out of file descriptors and the like: back off briefly instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
@@ -151,7 +180,12 @@ impl Gateway {
             let gateway = self.clone();
             let service = hyper::service::service_fn(move |req| {
                 let gateway = gateway.clone();
-                async move { Ok::<_, std::convert::Infallible>(gateway.handle(req).await) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(match door {
+                        Door::Main => gateway.handle(req).await,
+                        Door::Tencent => gateway.handle_tencent(req).await,
+                    })
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -162,7 +196,7 @@ impl Gateway {
                 let _ = watched.await;
             });
         }
-        drop(listener);
+        drop(listeners);
         self.shared.draining.store(true, Ordering::SeqCst);
         let grace = self.config().server.shutdown_grace;
         tracing::info!(
@@ -243,7 +277,9 @@ impl Gateway {
         let mut request: SendRequest = match route {
             Route::Native => ingress::parse_native(&body)?,
             Route::Logto => ingress::parse_logto(&body)?,
-            Route::Supabase => return Err(GatewayError::Internal("the Supabase hook has a handler of its own".into())),
+            Route::Supabase | Route::TencentApi => {
+                return Err(GatewayError::Internal("this route has a handler of its own".into()))
+            }
         };
         request.idempotency_key = idempotency_key;
         self.shared.services.send(&tenant, request, trail).await
@@ -338,6 +374,7 @@ impl Gateway {
             Route::Native => "native",
             Route::Logto => "logto",
             Route::Supabase => "supabase",
+            Route::TencentApi => "tencent_api",
         };
         let phone = trail.phone.as_ref().map(|p| p.masked().to_string());
         let country = trail.phone.as_ref().map(|p| p.country_code().to_owned());

@@ -30,6 +30,15 @@ pub struct OutboundSms {
     pub sign_name: Option<String>,
     pub params: Vec<String>,
     pub region: String,
+    pub extras: CallExtras,
+}
+
+/// `SendSms` fields only a caller of the SDK front door sets, passed to Tencent as sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct CallExtras {
+    pub extend_code: Option<String>,
+    pub session_context: Option<String>,
+    pub sender_id: Option<String>,
 }
 
 /// A signed request, ready to send (or to show, redacted, in dry-run and `explain`).
@@ -143,14 +152,43 @@ impl TencentClient {
         sms: &OutboundSms,
         timestamp: i64,
     ) -> PreparedRequest {
+        TencentClient::prepare_many(account, credentials, endpoint, sms, &[&sms.phone_e164], timestamp)
+    }
+
+    /// `sms`'s message to every number of `numbers` in one call (its own `phone_e164` is not used).
+    pub fn prepare_many(
+        account: &TencentAccount,
+        credentials: &Credentials,
+        endpoint: &Endpoint,
+        sms: &OutboundSms,
+        numbers: &[&str],
+        timestamp: i64,
+    ) -> PreparedRequest {
         let body = serde_json::to_vec(&SendSmsRequest {
-            phone_number_set: [&sms.phone_e164],
+            phone_number_set: numbers,
             sms_sdk_app_id: &account.sdk_app_id,
             template_id: &sms.template_id,
             sign_name: sms.sign_name.as_deref(),
             template_param_set: &sms.params,
+            extend_code: sms.extras.extend_code.as_deref(),
+            session_context: sms.extras.session_context.as_deref(),
+            sender_id: sms.extras.sender_id.as_deref(),
         })
         .expect("the request serializes");
+        TencentClient::prepare_action(credentials, endpoint, api::ACTION, api::VERSION, &sms.region, body, timestamp)
+    }
+
+    /// Signs one call of any SMS action whose body is already serialized: those exact bytes are signed and
+    /// sent. Pure: no I/O, no clock.
+    pub fn prepare_action(
+        credentials: &Credentials,
+        endpoint: &Endpoint,
+        action: &str,
+        version: &str,
+        region: &str,
+        body: Vec<u8>,
+        timestamp: i64,
+    ) -> PreparedRequest {
         let signature = sign::sign(
             &credentials.secret_id,
             credentials.secret_key.expose(),
@@ -165,13 +203,49 @@ impl TencentClient {
         let headers = vec![
             ("Host", endpoint.host.clone()),
             ("Content-Type", api::CONTENT_TYPE.to_owned()),
-            ("X-TC-Action", api::ACTION.to_owned()),
-            ("X-TC-Version", api::VERSION.to_owned()),
-            ("X-TC-Region", sms.region.clone()),
+            ("X-TC-Action", action.to_owned()),
+            ("X-TC-Version", version.to_owned()),
+            ("X-TC-Region", region.to_owned()),
             ("X-TC-Timestamp", timestamp.to_string()),
             ("Authorization", signature.authorization),
         ];
         PreparedRequest { url: endpoint.uri.clone(), headers, body: body.into() }
+    }
+
+    /// One call of another action (the SDK front door's passthrough), signed with the account's preferred key
+    /// pair, to its first healthy endpoint, within the account's `timeout`; no retry (the action may not be
+    /// idempotent). Tencent's status and body, as they came.
+    pub async fn forward(
+        &self,
+        account: &TencentAccount,
+        action: &str,
+        version: &str,
+        body: Vec<u8>,
+    ) -> Result<(http::StatusCode, Vec<u8>), GatewayError> {
+        let key = account.preferred_credentials.load(Ordering::Relaxed) % account.credentials.len();
+        let endpoint = &account.endpoints[self.breakers.pick(account, 0, self.clock.monotonic())];
+        let credentials = &account.credentials[key];
+        let request = TencentClient::prepare_action(
+            credentials,
+            endpoint,
+            action,
+            version,
+            &account.region,
+            body,
+            self.timestamp(),
+        );
+        match tokio::time::timeout(account.timeout, self.exchange(account, endpoint, request)).await {
+            Err(_) => Err(GatewayError::UpstreamTimeout),
+            Ok(Err(Transport::Connect(reason))) => {
+                self.breakers.failure(endpoint, self.clock.monotonic());
+                Err(GatewayError::UpstreamUnavailable { reason, upstream: None })
+            }
+            Ok(Err(Transport::MaybeSent(reason))) => Err(GatewayError::UpstreamUnavailable { reason, upstream: None }),
+            Ok(Ok(answer)) => {
+                self.breakers.success(endpoint);
+                Ok((answer.status, answer.body))
+            }
+        }
     }
 
     /// The request the next attempt would send: preferred key pair, first healthy endpoint, our clock
@@ -191,6 +265,25 @@ impl TencentClient {
     /// across endpoints on connect failures, re-signs once on a clock error, and tries the next key pair once
     /// on a credential error. The result is always the last attempt's: never a stale error after a success.
     pub async fn deliver(&self, account: &TencentAccount, sms: &OutboundSms) -> Result<Receipt, GatewayError> {
+        let mut entries = self.deliver_many(account, sms, &[&sms.phone_e164]).await?;
+        let entry = entries.pop().filter(|_| entries.is_empty());
+        let entry = entry.ok_or_else(|| GatewayError::UpstreamUnavailable {
+            reason: "answer without exactly one SendStatusSet entry".into(),
+            upstream: None,
+        })?;
+        entry.judge(self.timestamp())
+    }
+
+    /// One SendSms call for every number of `numbers` (`sms`'s message; its own number is not used), with the
+    /// retries, failover and re-signing of [`TencentClient::deliver`]. The answer is Tencent's entry per
+    /// number, each with the call's RequestId, not yet judged; a call whose every entry failed with one code
+    /// is that code's error (retried as such: an API throttle on every number sent nothing).
+    pub async fn deliver_many(
+        &self,
+        account: &TencentAccount,
+        sms: &OutboundSms,
+        numbers: &[&str],
+    ) -> Result<Vec<Entry>, GatewayError> {
         let deadline = tokio::time::Instant::now() + account.timeout;
         let mut key = account.preferred_credentials.load(Ordering::Relaxed) % account.credentials.len();
         let mut rotated = false;
@@ -200,7 +293,8 @@ impl TencentClient {
         loop {
             attempts += 1;
             let target = &account.endpoints[endpoint];
-            let request = TencentClient::prepare(account, &account.credentials[key], target, sms, self.timestamp());
+            let request =
+                TencentClient::prepare_many(account, &account.credentials[key], target, sms, numbers, self.timestamp());
             let outcome = match tokio::time::timeout_at(deadline, self.exchange(account, target, request)).await {
                 Err(_) => return Err(GatewayError::UpstreamTimeout),
                 Ok(outcome) => outcome,
@@ -226,13 +320,13 @@ impl TencentClient {
                 }
                 Ok(answer) => {
                     self.breakers.success(target);
-                    let error = match judge(answer.status, &answer.body, self.timestamp()) {
-                        Ok(receipt) => {
+                    let error = match judge_many(answer.status, &answer.body, self.timestamp()) {
+                        Ok(entries) => {
                             if rotated {
                                 // The other key pair works: use it first from now on.
                                 account.preferred_credentials.store(key, Ordering::Relaxed);
                             }
-                            return Ok(receipt);
+                            return Ok(entries);
                         }
                         Err(error) => error,
                     };
@@ -353,8 +447,47 @@ fn transport_error(e: hyper_util::client::legacy::Error) -> Transport {
     }
 }
 
-/// Tencent's answer -> receipt or error. The error envelope is read whatever the status and Content-Type.
-pub fn judge(status: http::StatusCode, body: &[u8], now_unix: i64) -> Result<Receipt, GatewayError> {
+/// One number's entry of an answer, with the call's RequestId.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub status: super::api::SendStatus,
+    pub request_id: String,
+}
+
+impl Entry {
+    pub fn serial_no(&self) -> &str {
+        &self.status.serial_no
+    }
+
+    /// Tencent accepted this number (`Code: Ok`): its receipt; else the error its code stands for.
+    pub fn judge(&self, now_unix: i64) -> Result<Receipt, GatewayError> {
+        if classify::classify(&self.status.code) == classify::Class::Sent {
+            return Ok(Receipt {
+                serial_no: self.status.serial_no.clone(),
+                fee: self.status.fee,
+                request_id: self.request_id.clone(),
+            });
+        }
+        let detail = UpstreamDetail {
+            code: self.status.code.clone(),
+            message: self.status.message.clone(),
+            request_id: self.request_id.clone(),
+        };
+        Err(classify::to_error(detail, now_unix))
+    }
+}
+
+impl std::ops::Deref for Entry {
+    type Target = super::api::SendStatus;
+    fn deref(&self) -> &Self::Target {
+        &self.status
+    }
+}
+
+/// Tencent's answer to a call -> its entries, not judged one by one, or the call's error: the error envelope
+/// (read whatever the status and Content-Type), a non-Tencent answer, no entries, or every entry failed with
+/// the same code.
+pub fn judge_many(status: http::StatusCode, body: &[u8], now_unix: i64) -> Result<Vec<Entry>, GatewayError> {
     let envelope: Envelope = match serde_json::from_slice(body) {
         Ok(envelope) => envelope,
         Err(_) => {
@@ -375,27 +508,31 @@ pub fn judge(status: http::StatusCode, body: &[u8], now_unix: i64) -> Result<Rec
             upstream: None,
         });
     }
-    // One number per request; still judge every entry so a partial answer can never read as success.
-    let mut receipt = None;
-    for entry in &response.send_status_set {
-        if classify::classify(&entry.code) != classify::Class::Sent {
-            let detail = UpstreamDetail {
-                code: entry.code.clone(),
-                message: entry.message.clone(),
-                request_id: response.request_id,
-            };
-            return Err(classify::to_error(detail, now_unix));
-        }
-        receipt.get_or_insert(Receipt {
-            serial_no: entry.serial_no.clone(),
-            fee: entry.fee,
-            request_id: response.request_id.clone(),
+    let request_id = response.request_id;
+    let entries: Vec<Entry> =
+        response.send_status_set.into_iter().map(|status| Entry { status, request_id: request_id.clone() }).collect();
+    let Some(first) = entries.first() else {
+        return Err(GatewayError::UpstreamUnavailable {
+            reason: "answer without SendStatusSet".into(),
+            upstream: None,
         });
+    };
+    let failed_alike =
+        classify::classify(&first.code) != classify::Class::Sent && entries.iter().all(|e| e.code == first.code);
+    if failed_alike {
+        return Err(first.judge(now_unix).expect_err("a failed entry"));
     }
-    receipt.ok_or_else(|| GatewayError::UpstreamUnavailable {
-        reason: "answer without SendStatusSet".into(),
-        upstream: None,
-    })
+    Ok(entries)
+}
+
+/// Tencent's answer for one number -> receipt or error. Every entry is judged, so a partial answer can never
+/// read as success.
+pub fn judge(status: http::StatusCode, body: &[u8], now_unix: i64) -> Result<Receipt, GatewayError> {
+    let entries = judge_many(status, body, now_unix)?;
+    let mut receipts = entries.iter().map(|e| e.judge(now_unix));
+    let first = receipts.next().expect("judge_many answers at least one entry");
+    receipts.try_for_each(|r| r.map(drop))?;
+    first
 }
 
 #[cfg(test)]
@@ -451,6 +588,7 @@ mod tests {
             sign_name: Some("Demo".into()),
             params: vec!["654321".into()],
             region: "ap-guangzhou".into(),
+            extras: Default::default(),
         };
         let request = TencentClient::prepare(&account, &credentials, &endpoint, &sms, 1700000000);
         let body = request.redacted_body();
