@@ -1,6 +1,7 @@
-//! Limiter decisions per second: the memory store and the whole `Limiter::decide` for a 3-rule phone
-//! policy, and the Redis store on loopback (a private `redis-server` on a free port; skipped with a note when
-//! the binary is missing). Run: `cargo bench --bench limiter`. Figures are in BENCHMARKS.md.
+//! Limiter decisions per second: the memory store (decisions, and decisions given back) and the whole
+//! `Limiter::decide` for a 3-rule phone policy, and the Redis store on loopback (a private `redis-server` on
+//! a free port; skipped with a note when the binary is missing). Run: `cargo bench --bench limiter`. Figures
+//! are in BENCHMARKS.md.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use smsgate::clock::{ManualClock, SharedClock};
@@ -42,6 +43,20 @@ fn memory(c: &mut Criterion) {
             i = (i + 1) % phones.len();
             now += 1; // a millisecond per decision
             store.decide(&phone_checks(phones[i]), now, true)
+        })
+    });
+    // A send that certainly went nowhere: the decision, then its give-back (the failure path's extra cost).
+    let given = MemoryStore::default();
+    group.bench_function("store_decide_and_give_back_3_phone_rules", |b| {
+        b.iter(|| {
+            i = (i + 1) % phones.len();
+            now += 1;
+            let checks = phone_checks(phones[i]);
+            let (verdicts, seq) = given.decide_taking(&checks, now, true);
+            if let Some(seq) = seq {
+                let taken: Vec<(Check, u64)> = checks.iter().zip(&verdicts).map(|(c, v)| (*c, v.new_tat)).collect();
+                given.give_back(&taken, seq, now);
+            }
         })
     });
 

@@ -27,6 +27,9 @@ pub enum GatewayError {
     BadSignature(&'static str),
     #[error("country blocked")]
     CountryBlocked,
+    /// The number is of a type the tenant does not send to (premium rate, toll free, satellite...).
+    #[error("number type {kind} blocked")]
+    NumberTypeBlocked { kind: crate::phone::NumberType },
     /// The Lua hook refused; its message is shown to the caller.
     #[error("rejected by policy: {0}")]
     Rejected(String),
@@ -76,7 +79,7 @@ impl GatewayError {
         match self {
             InvalidRequest(_) | InvalidPhone { .. } => StatusCode::BAD_REQUEST,
             Unauthorized | BadSignature(_) => StatusCode::UNAUTHORIZED,
-            CountryBlocked | Rejected(_) => StatusCode::FORBIDDEN,
+            CountryBlocked | NumberTypeBlocked { .. } | Rejected(_) => StatusCode::FORBIDDEN,
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -100,6 +103,7 @@ impl GatewayError {
             Unauthorized => "unauthorized",
             BadSignature(_) => "bad_signature",
             CountryBlocked => "country_blocked",
+            NumberTypeBlocked { .. } => "number_type_blocked",
             Rejected(_) => "rejected",
             NotFound => "not_found",
             MethodNotAllowed { .. } => "method_not_allowed",
@@ -129,6 +133,7 @@ impl GatewayError {
             Unauthorized => "Missing or unknown access token.".into(),
             BadSignature(_) => "The request signature is missing, invalid or expired.".into(),
             CountryBlocked => "SMS to this country or region is not available.".into(),
+            NumberTypeBlocked { .. } => "This number cannot receive verification codes.".into(),
             Rejected(message) => message.clone(),
             NotFound => "Not found.".into(),
             MethodNotAllowed { .. } => "Method not allowed.".into(),
@@ -158,6 +163,7 @@ impl GatewayError {
             | Unauthorized
             | BadSignature(_)
             | CountryBlocked
+            | NumberTypeBlocked { .. }
             | Rejected(_)
             | NotFound
             | MethodNotAllowed { .. }

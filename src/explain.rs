@@ -27,7 +27,7 @@ pub struct Report {
     trail: Trail,
     outcome: Result<Planned, GatewayError>,
     dry_run: bool,
-    fallback: bool,
+    number_types: Vec<crate::phone::NumberType>,
     /// The limits were judged against the live shared counts (redis backend), not a fresh state.
     live_counts: bool,
 }
@@ -57,8 +57,8 @@ pub async fn explain(config: Config, clock: SharedClock, input: &Input) -> Resul
     Ok(Report {
         tenant: tenant.name.to_string(),
         input_phone: input.phone.clone(),
-        fallback: !tenant.names_usage(&input.usage),
         dry_run: tenant.tencent.dry_run,
+        number_types: tenant.number_types.clone(),
         live_counts: !matches!(config.limits_backend, crate::config::LimitsBackend::Memory),
         trail,
         outcome,
@@ -101,9 +101,12 @@ impl Report {
             .collect();
         let mut out = json!({
             "tenant": self.tenant,
-            "normalize": {"input": self.input_phone, "e164": phone.map(|p| p.e164()), "country": phone.map(|p| p.country_code())},
+            "normalize": {"input": self.input_phone, "e164": phone.map(|p| p.e164()), "country": phone.map(|p| p.country_code()),
+                          "number_type": phone.map(|p| p.number_type().as_str())},
             "script": self.script_json(),
-            "template": {"usage": self.trail.usage, "template_id": self.trail.template_id, "generic_fallback": self.fallback},
+            "template": {"usage": self.trail.usage, "template_id": self.trail.template_id,
+                         "generic_fallback": self.trail.usage_fallback_from.is_some(),
+                         "requested_usage": self.trail.usage_fallback_from},
             "policy": {"rules": rules, "allowed": self.trail.limits.as_ref().map(|d| d.allowed),
                        "test_number": self.trail.test_number, "live_counts": self.live_counts},
             "dry_run": self.dry_run,
@@ -163,12 +166,18 @@ impl fmt::Display for Report {
                 }
             },
         }
+        if let Some(p) = &self.trail.phone {
+            let verdict = if self.number_types.contains(&p.number_type()) { "allowed" } else { "refused" };
+            writeln!(f, "type       {}: {verdict} (number_types)", p.number_type())?;
+        }
         if let Some(usage) = &self.trail.usage {
-            match &self.trail.template_id {
-                Some(id) if self.fallback => writeln!(f, "template   {usage} -> {id} (via Generic)")?,
-                Some(id) => writeln!(f, "template   {usage} -> {id}")?,
-                None if self.trail.phone.is_some() => writeln!(f, "template   {usage} -> none")?,
-                None => {}
+            match (&self.trail.template_id, &self.trail.usage_fallback_from) {
+                (Some(id), Some(from)) => {
+                    writeln!(f, "template   {from} -> {id} (no template of its own: sent and limited as {usage})")?
+                }
+                (Some(id), None) => writeln!(f, "template   {usage} -> {id}")?,
+                (None, _) if self.trail.phone.is_some() => writeln!(f, "template   {usage} -> none")?,
+                (None, _) => {}
             }
         }
         if self.trail.test_number {

@@ -1,6 +1,7 @@
-//! Prometheus metrics. Every label value is bounded: tenants and rules come from the config, usage types
-//! outside the tenant's templates read `other`, and Tencent codes outside the known table read `unknown`.
-//! Never a phone number or any other caller-chosen string.
+//! Prometheus metrics. Every label value is bounded: tenants and rules come from the config, usage types are
+//! the ones sends are judged as (a template name of the tenant, or one of Logto's types, in one spelling;
+//! anything else reads `other`), and Tencent codes outside the known table read `unknown`. Never a phone
+//! number or any other caller-chosen string.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

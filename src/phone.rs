@@ -1,5 +1,6 @@
-//! Normalize stage: any accepted spelling of a number -> E.164 and its country, with the `phonenumber`
-//! crate's metadata deciding what is valid. Also the one place that masks numbers for logs.
+//! Normalize stage: any accepted spelling of a number -> E.164, its country and its type (mobile, fixed
+//! line, premium rate...), with the `phonenumber` crate's metadata deciding what is valid. Also the one place
+//! that masks numbers for logs.
 
 use phonenumber::{country, Mode};
 use std::fmt;
@@ -12,6 +13,100 @@ pub struct Phone {
     digits: u64,
     calling_code: u16,
     country: Option<country::Id>,
+    kind: NumberType,
+}
+
+/// What kind of line a valid number is, as the metadata says (`phonenumber::Type`), plus `Satellite`: a
+/// number the metadata calls mobile but that belongs to no country (the global calling codes +870, +881,
+/// +882, +883: Inmarsat, Iridium, Thuraya, maritime and in-flight networks). A valid number always has one
+/// of these; the metadata's other types (short codes, emergency) never validate as E.164 numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NumberType {
+    Mobile,
+    /// Regions such as the US, where the number itself does not tell fixed lines from mobiles.
+    FixedLineOrMobile,
+    FixedLine,
+    TollFree,
+    PremiumRate,
+    SharedCost,
+    Voip,
+    PersonalNumber,
+    Pager,
+    /// Universal access ("company") numbers.
+    Uan,
+    Voicemail,
+    Satellite,
+}
+
+impl NumberType {
+    pub const ALL: [NumberType; 12] = [
+        NumberType::Mobile,
+        NumberType::FixedLineOrMobile,
+        NumberType::FixedLine,
+        NumberType::TollFree,
+        NumberType::PremiumRate,
+        NumberType::SharedCost,
+        NumberType::Voip,
+        NumberType::PersonalNumber,
+        NumberType::Pager,
+        NumberType::Uan,
+        NumberType::Voicemail,
+        NumberType::Satellite,
+    ];
+
+    /// The name the config, logs and `explain` use (`premium_rate`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NumberType::Mobile => "mobile",
+            NumberType::FixedLineOrMobile => "fixed_line_or_mobile",
+            NumberType::FixedLine => "fixed_line",
+            NumberType::TollFree => "toll_free",
+            NumberType::PremiumRate => "premium_rate",
+            NumberType::SharedCost => "shared_cost",
+            NumberType::Voip => "voip",
+            NumberType::PersonalNumber => "personal_number",
+            NumberType::Pager => "pager",
+            NumberType::Uan => "uan",
+            NumberType::Voicemail => "voicemail",
+            NumberType::Satellite => "satellite",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<NumberType> {
+        NumberType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
+    /// The metadata's type for a number of `country` (None: a global calling code). None for the types a
+    /// valid number cannot have.
+    fn classify(kind: phonenumber::Type, country: Option<country::Id>) -> Option<NumberType> {
+        use phonenumber::Type;
+        Some(match kind {
+            Type::Mobile if country.is_none() => NumberType::Satellite,
+            Type::Mobile => NumberType::Mobile,
+            Type::FixedLineOrMobile => NumberType::FixedLineOrMobile,
+            Type::FixedLine => NumberType::FixedLine,
+            Type::TollFree => NumberType::TollFree,
+            Type::PremiumRate => NumberType::PremiumRate,
+            Type::SharedCost => NumberType::SharedCost,
+            Type::Voip => NumberType::Voip,
+            Type::PersonalNumber => NumberType::PersonalNumber,
+            Type::Pager => NumberType::Pager,
+            Type::Uan => NumberType::Uan,
+            Type::Voicemail => NumberType::Voicemail,
+            Type::Emergency
+            | Type::ShortCode
+            | Type::StandardRate
+            | Type::Carrier
+            | Type::NoInternational
+            | Type::Unknown => return None,
+        })
+    }
+}
+
+impl fmt::Display for NumberType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The number could not be read as a valid phone number.
@@ -76,12 +171,17 @@ impl Phone {
 
     fn parse_uncached(country: Option<country::Id>, text: &str) -> Result<Phone, InvalidPhone> {
         let number = phonenumber::parse(country, text).map_err(|_| InvalidPhone)?;
-        if !phonenumber::is_valid(&number) || number.extension().is_some() {
+        if number.extension().is_some() {
             return Err(InvalidPhone);
         }
+        // `phonenumber::is_valid` is exactly "the type is not Unknown": asking for the type validates too,
+        // with the same regular expressions, so knowing the type costs the parser nothing.
+        let region = number.country().id();
+        let kind =
+            NumberType::classify(number.number_type(&phonenumber::metadata::DATABASE), region).ok_or(InvalidPhone)?;
         let e164 = number.format().mode(Mode::E164).to_string();
         let digits = e164[1..].parse().map_err(|_| InvalidPhone)?;
-        Ok(Phone { digits, calling_code: number.code().value(), country: number.country().id(), e164 })
+        Ok(Phone { digits, calling_code: number.code().value(), country: region, e164, kind })
     }
 
     /// Loads the number metadata now rather than on the first request.
@@ -108,6 +208,11 @@ impl Phone {
     /// ISO 3166 alpha-2 code of the number's region, or `ZZ` when the metadata names none.
     pub fn country_code(&self) -> &str {
         self.country.as_ref().map(|c| c.as_ref()).unwrap_or("ZZ")
+    }
+
+    /// Mobile, fixed line, premium rate...: what the tenant's `number_types` allow or refuse.
+    pub fn number_type(&self) -> NumberType {
+        self.kind
     }
 
     /// Mainland China numbers (+86) take Tencent's domestic templates.
@@ -140,9 +245,10 @@ impl fmt::Debug for Phone {
 /// region the parser gives) or "ask the parser", never "invalid", so every other number takes the full
 /// parser. The parser's cost is its regular expressions behind one global mutex and LRU cache (a SipHash
 /// of the pattern text per match); here each region's patterns are compiled once into a single anchored
-/// regex per descriptor, held without a lock. `tests::fast_path_agrees_with_the_parser` holds the two equal.
+/// regex per descriptor, held without a lock. It also gives the number's type by the parser's own rules
+/// (`phonenumber::validator::number_type`). `tests::fast_path_agrees_with_the_parser` holds the two equal.
 mod fast {
-    use super::Phone;
+    use super::{NumberType, Phone};
     use phonenumber::metadata::{Descriptor, Metadata, DATABASE};
     use regex::{Regex, RegexBuilder};
     use std::sync::OnceLock;
@@ -156,8 +262,14 @@ mod fast {
         /// `national_prefix_for_parsing`, anchored: where it matches, the parser may strip or transform.
         strips: Option<Regex>,
         general: Check,
-        /// Every number type `is_valid` accepts (premium rate ... mobile): valid when one matches.
-        kinds: Vec<Check>,
+        /// Every number type `is_valid` accepts, in the order `number_type` tries them (premium rate first,
+        /// fixed line and mobile last): valid when one matches, and the first match is the type.
+        kinds: Vec<(NumberType, Check)>,
+        /// The mobile descriptor, to tell a fixed-line match from a fixed-line-or-mobile one.
+        mobile: Option<Check>,
+        /// The metadata writes the same pattern for fixed lines and mobiles: every fixed-line match is
+        /// fixed-line-or-mobile.
+        fixed_is_mobile: bool,
     }
 
     /// A descriptor as `Descriptor::is_match` reads it: a possible length, and a match at the start.
@@ -189,17 +301,18 @@ mod fast {
         fn new(meta: &Metadata) -> Option<Region> {
             let d = meta.descriptors();
             let kinds = [
-                d.premium_rate(),
-                d.toll_free(),
-                d.shared_cost(),
-                d.voip(),
-                d.personal_number(),
-                d.pager(),
-                d.uan(),
-                d.voicemail(),
-                d.fixed_line(),
-                d.mobile(),
+                (NumberType::PremiumRate, d.premium_rate()),
+                (NumberType::TollFree, d.toll_free()),
+                (NumberType::SharedCost, d.shared_cost()),
+                (NumberType::Voip, d.voip()),
+                (NumberType::PersonalNumber, d.personal_number()),
+                (NumberType::Pager, d.pager()),
+                (NumberType::Uan, d.uan()),
+                (NumberType::Voicemail, d.voicemail()),
+                (NumberType::FixedLine, d.fixed_line()),
+                (NumberType::Mobile, d.mobile()),
             ];
+            let pattern = |desc: Option<&Descriptor>| desc.map(|d| d.national_number().as_str().to_owned());
             Some(Region {
                 calling_code: meta.country_code(),
                 country: meta.id().parse().ok()?,
@@ -209,17 +322,38 @@ mod fast {
                     None => None,
                 },
                 general: Check::new(d.general())?,
-                kinds: kinds.into_iter().flatten().map(Check::new).collect::<Option<_>>()?,
+                kinds: kinds
+                    .into_iter()
+                    .filter_map(|(kind, desc)| desc.map(|desc| Check::new(desc).map(|check| (kind, check))))
+                    .collect::<Option<_>>()?,
+                mobile: match d.mobile() {
+                    Some(desc) => Some(Check::new(desc)?),
+                    None => None,
+                },
+                fixed_is_mobile: pattern(d.fixed_line()) == pattern(d.mobile()),
             })
         }
 
-        /// Valid as the parser would find it, and left as is by the parser's national-prefix rules.
-        fn accepts(&self, national: &str) -> bool {
-            !national.starts_with('0')
+        /// The number's type when it is valid as the parser would find it and left as is by the parser's
+        /// national-prefix rules; None sends it to the parser.
+        fn accepts(&self, national: &str) -> Option<NumberType> {
+            let plain = !national.starts_with('0')
                 && self.national_prefix.as_deref().is_none_or(|p| !national.starts_with(p))
                 && self.strips.as_ref().is_none_or(|re| !re.is_match(national))
-                && self.general.matches(national)
-                && self.kinds.iter().any(|k| k.matches(national))
+                && self.general.matches(national);
+            if !plain {
+                return None;
+            }
+            let (kind, _) = self.kinds.iter().find(|(_, check)| check.matches(national))?;
+            Some(match kind {
+                NumberType::FixedLine
+                    if self.fixed_is_mobile || self.mobile.as_ref().is_some_and(|m| m.matches(national)) =>
+                {
+                    NumberType::FixedLineOrMobile
+                }
+                // A single-region calling code always names a country, so a mobile here is never `Satellite`.
+                kind => *kind,
+            })
         }
     }
 
@@ -254,15 +388,13 @@ mod fast {
                 Slot::Other => return None,
                 Slot::Single(region) => region,
             };
-            let national = &digits[split..];
-            if !region.accepts(national) {
-                return None;
-            }
+            let kind = region.accepts(&digits[split..])?;
             return Some(Phone {
                 e164: format!("+{digits}"),
                 digits: digits.parse().ok()?,
                 calling_code: region.calling_code,
                 country: Some(region.country),
+                kind,
             });
         }
         None
@@ -430,21 +562,32 @@ mod tests {
         assert_eq!(Phone::from_native(&"1".repeat(500), Some(Id::CN)), Err(InvalidPhone));
     }
 
-    /// The fast path must give exactly what the parser gives wherever it answers: every region's example
-    /// numbers for every number type, and random digit changes, truncations and extensions of them.
+    /// The fast path must give exactly what the parser gives wherever it answers, number type included:
+    /// every region's example numbers for every number type, and random digit changes, truncations and
+    /// extensions of them.
     #[test]
     fn fast_path_agrees_with_the_parser() {
         use phonenumber::metadata::DATABASE;
         let mut rng = fastrand::Rng::with_seed(7);
         let (mut fast_answers, mut compared) = (0, 0);
+        let mut types_seen = std::collections::HashSet::new();
         for meta in DATABASE.iter() {
             let d = meta.descriptors();
             let examples = [d.general(), d.mobile().unwrap_or(d.general()), d.fixed_line().unwrap_or(d.general())]
                 .into_iter()
                 .chain(
-                    [d.premium_rate(), d.toll_free(), d.shared_cost(), d.voip(), d.personal_number()]
-                        .into_iter()
-                        .flatten(),
+                    [
+                        d.premium_rate(),
+                        d.toll_free(),
+                        d.shared_cost(),
+                        d.voip(),
+                        d.personal_number(),
+                        d.pager(),
+                        d.uan(),
+                        d.voicemail(),
+                    ]
+                    .into_iter()
+                    .flatten(),
                 )
                 .filter_map(|desc| desc.example());
             for example in examples {
@@ -465,20 +608,55 @@ mod tests {
                         fast_answers += 1;
                         let slow = Phone::parse_uncached(None, &format!("+{digits}"));
                         assert_eq!(slow.as_ref(), Ok(&fast), "+{digits}");
+                        let slow = slow.unwrap();
                         assert_eq!(
-                            (slow.as_ref().unwrap().calling_code, slow.unwrap().e164),
-                            (fast.calling_code, fast.e164)
+                            (slow.calling_code, slow.number_type(), slow.e164),
+                            (fast.calling_code, fast.number_type(), fast.e164.clone()),
+                            "+{digits}"
                         );
+                        types_seen.insert(fast.number_type());
                     }
                 }
             }
         }
-        eprintln!("fast path answered {fast_answers} of {compared}");
-        // The comparison means something only if the fast path answers for a good share of numbers.
+        eprintln!("fast path answered {fast_answers} of {compared}; types {types_seen:?}");
+        // The comparison means something only if the fast path answers for a good share of numbers, of
+        // every type a single-region calling code can have (satellite numbers have no region).
         assert!(fast_answers * 4 > compared, "fast path answered {fast_answers} of {compared}");
+        for kind in NumberType::ALL.into_iter().filter(|k| *k != NumberType::Satellite) {
+            assert!(types_seen.contains(&kind), "no {kind} number took the fast path");
+        }
         assert_eq!(fast::parse("8613800138000").map(|p| p.e164), Some("+8613800138000".to_owned()));
         // Shared calling codes and leading zeros are left to the parser.
         assert!(fast::parse("14155550100").is_none() && fast::parse("390236618300").is_none());
+    }
+
+    /// The kinds SMS pumping targets are told apart from mobiles, by the fast path and the parser alike.
+    #[test]
+    fn number_types_of_well_known_ranges() {
+        for (number, kind) in [
+            ("+8613800138000", NumberType::Mobile),
+            ("+14155550100", NumberType::FixedLineOrMobile),
+            ("+447400123456", NumberType::Mobile),
+            ("+442079460000", NumberType::FixedLine),
+            ("+19005550100", NumberType::PremiumRate),
+            ("+18005550100", NumberType::TollFree),
+            ("+8816123456789", NumberType::Satellite),
+            ("+870773111632", NumberType::Satellite),
+            ("+441134960000", NumberType::FixedLine),
+            ("+443003030000", NumberType::Uan),
+            ("+448081570000", NumberType::TollFree),
+            ("+449098790000", NumberType::PremiumRate),
+            ("+861082123456", NumberType::FixedLine),
+        ] {
+            let phone = Phone::from_e164(number).unwrap_or_else(|_| panic!("{number}"));
+            assert_eq!(phone.number_type(), kind, "{number}");
+            let parsed = Phone::parse_uncached(None, number).unwrap();
+            assert_eq!(parsed.number_type(), kind, "{number} by the parser");
+        }
+        for kind in NumberType::ALL {
+            assert_eq!(NumberType::from_name(kind.as_str()), Some(kind));
+        }
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! The send pipeline: normalize -> script (Lua hook) -> destination rules -> template -> de-duplication -> policy
 //! (limits, spend caps) -> upstream, each stage taking the request and returning it or a typed error.
 //! Every stage that consumes nothing runs first, so a request that cannot be sent (bad number, blocked
-//! country, `no_template`) consumes no quota. From the limits on, the request runs in its own task: a
-//! caller that hangs up cannot cancel a send Tencent may already be delivering, nor its accounting. A
-//! tenant's test numbers stop after the template: they are answered as sent, never sent, never counted.
+//! country or number type, `no_template`) consumes no quota, and a send that certainly went nowhere gives
+//! back what it took. From the limits on, the request runs in its own task: a caller that hangs up cannot
+//! cancel a send Tencent may already be delivering, nor its accounting. A tenant's test numbers stop after
+//! the template: they are answered as sent, never sent, never counted. The usage type is read in one
+//! spelling, and every stage after the template judges the usage the send is actually made under.
 
 use crate::clock::SharedClock;
 use crate::config::Tenant;
+use crate::config::TencentAccount;
 use crate::dedupe::{self, Claim, Dedupe, Outcome};
 use crate::error::GatewayError;
 use crate::ingress::{CallerMessage, PhoneInput, SendRequest};
@@ -38,8 +41,13 @@ pub struct Services {
 pub struct Trail {
     pub request_id: String,
     pub tenant: Option<Arc<str>>,
+    /// The usage type in its canonical spelling; from the template stage on, the one the send is made and
+    /// judged under (`Generic` for a usage type without a template of its own).
     pub usage: Option<String>,
-    /// The tenant names the final usage type in a template set (else it is `other` in metrics).
+    /// The usage type as the caller (or the hook) named it, canonically spelled, when it had no template of
+    /// its own and the send was judged as `Generic`.
+    pub usage_fallback_from: Option<String>,
+    /// The tenant or Logto knows the usage type (else it is `other` in metrics).
     pub usage_named: bool,
     pub phone: Option<Phone>,
     pub template_id: Option<String>,
@@ -141,15 +149,18 @@ pub fn normalize(tenant: &Tenant, input: &PhoneInput) -> Result<Phone, GatewayEr
     parsed.map_err(|InvalidPhone| GatewayError::InvalidPhone { upstream: None })
 }
 
-/// Destination rules: the tenant's country allow/deny list and blocked prefixes.
+/// Destination rules: the tenant's country allow/deny list, blocked prefixes and allowed number types.
 pub fn destination(tenant: &Tenant, phone: &Phone) -> Result<(), GatewayError> {
     let country_ok = tenant.countries.as_ref().is_none_or(|rule| rule.permits(phone.country_code()));
     let prefix_ok = !tenant.blocked_prefixes.iter().any(|p| phone.e164().starts_with(p.as_str()));
-    if country_ok && prefix_ok {
-        Ok(())
-    } else {
-        Err(GatewayError::CountryBlocked)
+    if !(country_ok && prefix_ok) {
+        return Err(GatewayError::CountryBlocked);
     }
+    let kind = phone.number_type();
+    if !tenant.number_types.contains(&kind) {
+        return Err(GatewayError::NumberTypeBlocked { kind });
+    }
+    Ok(())
 }
 
 /// Template stage: the TemplateId and sign name for the usage type and the kind of number (mainland China
@@ -164,13 +175,31 @@ pub fn template<'t>(
     Ok((id, sign_name))
 }
 
-/// Whether a failed send certainly sent nothing (its spend reservation can be given back).
-fn certainly_unsent(error: &GatewayError) -> bool {
+/// Whether a failed send certainly sent nothing (its spend reservation can be given back). The error is the
+/// last attempt's: with `retry_maybe_sent` an earlier attempt may have gone out, whatever the last one says.
+fn certainly_unsent(error: &GatewayError, account: &TencentAccount) -> bool {
+    if account.retry_maybe_sent {
+        return false;
+    }
     match error {
         GatewayError::UpstreamTimeout => false,
         GatewayError::UpstreamUnavailable { upstream: None, reason } => reason.starts_with("connect"),
         other => other.upstream().is_some_and(|u| classify::classify(&u.code) != Class::TransientMaybeSent),
     }
+}
+
+/// Whether the rate-limit quota a failed send took comes back: it certainly sent nothing, and not because of
+/// the number or content the caller chose. Tencent unreachable, throttling its API, or refusing the operator's
+/// account, template or quota is no reason to lock the user out; a number or text Tencent refuses (or its own
+/// per-number limits) keeps the quota taken, so refused numbers cannot buy unlimited calls to Tencent.
+fn quota_comes_back(error: &GatewayError, account: &TencentAccount) -> bool {
+    certainly_unsent(error, account)
+        && error.upstream().is_none_or(|u| {
+            matches!(
+                classify::classify(&u.code),
+                Class::TransientNotSent | Class::Clock | Class::OperatorConfig | Class::AccountQuota
+            )
+        })
 }
 
 impl Services {
@@ -196,13 +225,17 @@ impl Services {
     pub fn check_with(
         &self,
         tenant: &Tenant,
-        request: SendRequest,
+        mut request: SendRequest,
         caller: Option<&CallerMessage>,
         trail: &mut Trail,
     ) -> Result<Checked, GatewayError> {
+        // One spelling from here on (the hook sees it too): `register` and `REGISTER` are `Register`.
+        if let Some(canonical) = Some(tenant.canonical_usage(&request.usage)).filter(|c| *c != request.usage) {
+            request.usage = canonical.to_owned();
+        }
         let asked_usage = caller.map(|_| request.usage.clone());
         trail.usage = Some(request.usage.clone());
-        trail.usage_named = tenant.names_usage(&request.usage);
+        trail.usage_named = tenant.knows_usage(&request.usage);
         let normalized = normalize(tenant, &request.phone);
         trail.phone = normalized.as_ref().ok().cloned();
         let routed = match &tenant.script {
@@ -224,13 +257,20 @@ impl Services {
             },
         };
         let Routed { phone, usage, params, template_id, sign_name, region } = routed;
-        trail.usage = Some(usage.clone());
-        trail.usage_named = tenant.names_usage(&usage);
         trail.phone = Some(phone.clone());
+        // The usage the send is made under: a usage type without a template of its own (for this kind of
+        // number) goes out with the Generic template, so it is limited, de-duplicated and counted as Generic.
+        let canonical = tenant.canonical_usage(&usage);
+        let judged = tenant.judged_usage(canonical, phone.is_mainland_china());
+        trail.usage_fallback_from = (judged != canonical).then(|| canonical.to_owned());
+        trail.usage = Some(judged.to_owned());
+        trail.usage_named = tenant.knows_usage(judged);
+        let usage = judged.to_owned();
         destination(tenant, &phone)?;
         let (template_id, kind_sign_name) = match (template_id, caller) {
             (Some(id), _) => (id, tenant.templates_for(phone.is_mainland_china()).1),
-            (None, Some(caller)) if asked_usage.as_deref() == Some(usage.as_str()) => {
+            // The caller's TemplateId, unless the hook moved the send to another usage type.
+            (None, Some(caller)) if asked_usage.as_deref() == Some(canonical) => {
                 (caller.template_id.clone(), tenant.templates_for(phone.is_mainland_china()).1)
             }
             (None, _) => {
@@ -468,6 +508,8 @@ impl Services {
             self.give_back(reservation).await;
             return Err(denied);
         }
+        // The decision stays in the trail until the send's outcome is known: its quota comes back if nothing
+        // went out (settle).
         Ok(Admitted { checked, reservation })
     }
 
@@ -487,10 +529,12 @@ impl Services {
     }
 
     /// Settle phase, for one admitted number once its upstream result is known: the fee is kept, or the
-    /// reservation given back when the send certainly went nowhere, and Tencent's code goes to the trail.
-    /// (The feedback loop's record of an accepted send belongs here, with the receipt.)
+    /// reservation given back when the send certainly went nowhere, with the rate-limit quota when nothing
+    /// went out for a reason that is not the caller's; Tencent's code goes to the trail. (The feedback loop's
+    /// record of an accepted send belongs here, with the receipt.)
     async fn settle(
         &self,
+        account: &TencentAccount,
         reservation: Option<Reservation>,
         template_id: String,
         result: Result<Receipt, GatewayError>,
@@ -503,12 +547,17 @@ impl Services {
                 Ok(Accepted { delivery: Delivery::Sent, template_id, receipt: Some(receipt) })
             }
             Err(e) => {
-                trail.upstream_code = e.upstream().map(|u| u.code.clone());
-                if certainly_unsent(&e) {
+                if quota_comes_back(&e, account) {
+                    if let Some(decision) = trail.limits.as_mut() {
+                        self.limiter.give_back(decision).await;
+                    }
+                }
+                if certainly_unsent(&e, account) {
                     self.give_back(reservation).await;
                 } else {
                     self.keep(reservation, 0).await;
                 }
+                trail.upstream_code = e.upstream().map(|u| u.code.clone());
                 Err(e)
             }
         }
@@ -535,6 +584,6 @@ impl Services {
         let result = Box::pin(self.tencent.deliver(account, &sms)).await;
         guard.finish();
         trail.upstream_latency = Some(started.elapsed());
-        self.settle(reservation, sms.template_id, result, trail).await
+        self.settle(account, reservation, sms.template_id, result, trail).await
     }
 }

@@ -153,3 +153,81 @@ async fn spend_caps_refuse_at_exactly_the_configured_count() {
     gw.post("/v1/sms/send", &native("+14155550101", "SignIn", "1")).await.assert_error(429, "spend_cap_reached");
     assert_eq!(gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "1")).await.status, 200);
 }
+
+/// Premium-rate (`+1900…`), toll-free, satellite (`+8816…`) and fixed-line numbers all went upstream. A tenant
+/// sends to the number types it allows (by default mobiles, and numbers that may be mobiles such as US ones);
+/// the others get `403 number_type_blocked` before anything is consumed, by both routes.
+#[tokio::test]
+async fn regression_numbers_that_are_not_mobiles_are_not_sent() {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    // One send per hour for the whole tenant: a refusal that consumed quota would show as a 429 below.
+    let gw = gateway(&mock, "      - { name: all, key: tenant, limit: 1, per: 1h }", "    dedupe_window: 0s").await;
+    for (number, kind) in [
+        ("+19005550100", "premium_rate"),
+        ("+18005550100", "toll_free"),
+        ("+8816123456789", "satellite"),
+        ("+870773111632", "satellite"),
+        ("+861082123456", "fixed_line"),
+        ("+442079460000", "fixed_line"),
+        ("+449098790000", "premium_rate"),
+        ("+443003030000", "uan"),
+        ("+88216123456", "voip"),
+    ] {
+        let native_answer = gw.post("/v1/sms/send", &native(number, "SignIn", "1")).await;
+        native_answer.assert_error(403, "number_type_blocked");
+        assert_eq!(native_answer.json["error"]["message"], "This number cannot receive verification codes.");
+        let body = serde_json::json!({"to": &number[1..], "type": "SignIn", "payload": {"code": "1"}});
+        gw.post("/v1/logto/sms", &body.to_string()).await.assert_error(403, "number_type_blocked");
+        let phone = smsgate::phone::Phone::from_e164(number).unwrap();
+        assert_eq!(phone.number_type().as_str(), kind, "{number}");
+    }
+    assert!(mock.seen().is_empty(), "none of them reached Tencent");
+    // The shipped examples' numbers: a mainland mobile, and a US number (fixed line or mobile).
+    assert_eq!(gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "1")).await.status, 200);
+    let gw2 = gateway(&mock, "      []", "").await;
+    let us = gw2.post("/v1/logto/sms", r#"{"to":"14155550100","type":"Register","payload":{"code":"123456"}}"#).await;
+    assert_eq!(us.status, 200, "{:#}", us.json);
+    assert_eq!(mock.seen().len(), 2);
+    let metrics = gw.gateway.metrics().render();
+    assert!(
+        metrics.contains(r#"smsgate_requests_total{tenant="acme",usage="SignIn",code="number_type_blocked"} 18"#),
+        "{metrics}"
+    );
+
+    // A tenant that also sends to fixed lines (a voice-capable SMS route) says so.
+    let gw = gateway(&mock, "      []", "    number_types: [mobile, fixed_line_or_mobile, fixed_line]").await;
+    assert_eq!(gw.post("/v1/sms/send", &native("+861082123456", "SignIn", "1")).await.status, 200);
+    gw.post("/v1/sms/send", &native("+19005550100", "SignIn", "1")).await.assert_error(403, "number_type_blocked");
+}
+
+/// The type is judged on the number the send goes to: a hook that rewrites a mobile into a premium-rate number
+/// is refused like a caller who sent that number.
+#[tokio::test]
+async fn a_hook_cannot_route_a_send_to_a_premium_rate_number() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hook.lua"), r#"function on_send(req) req.phone = "+19005550100" end"#).unwrap();
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let yaml = config_yaml(&mock.endpoint(), &format!("{PHONE_LIMITS}\n    script: hook.lua"), "");
+    let config = smsgate::Config::from_yaml(&yaml, &dir.path().join("gateway.yaml"), &env()).unwrap();
+    let gw = TestGateway::start(config).await;
+    gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "1")).await.assert_error(403, "number_type_blocked");
+    assert!(mock.seen().is_empty());
+}
+
+/// Config: the key's values are the metadata's type names; a test number of a refused type could never work.
+#[test]
+fn number_types_are_checked_with_the_config() {
+    let errors = |tenant_extra: &str| {
+        let yaml = config_yaml("http://127.0.0.1:9", &format!("      []\n{tenant_extra}"), "");
+        smsgate::Config::from_yaml(&yaml, std::path::Path::new("t.yaml"), &env()).err().map(|e| e.to_string())
+    };
+    let unknown = errors("    number_types: [mobile, landline]").unwrap();
+    assert!(
+        unknown.contains("tenants.acme.number_types[1]: expected a number type: mobile, fixed_line_or_mobile"),
+        "{unknown}"
+    );
+    assert!(errors("    number_types: []").unwrap().contains("list at least one number type"));
+    let test_number = errors("    test_numbers: { \"+861082123456\": \"123456\" }").unwrap();
+    assert!(test_number.contains("this is a fixed_line number, which number_types refuses"), "{test_number}");
+    assert_eq!(errors("    number_types: [fixed_line, mobile]\n    test_numbers: { \"+861082123456\": \"1\" }"), None);
+}

@@ -77,7 +77,8 @@ fn explain_shows_each_stage_and_the_signed_request_without_the_secret() {
     let text = String::from_utf8_lossy(&out.stdout);
     for expected in [
         "normalize  0086 138 0013 8000 -> +8613800138000 (country CN)",
-        "template   MfaVerification -> 1113 (via Generic)",
+        "type       mobile: allowed (number_types)",
+        "template   MfaVerification -> 1113 (no template of its own: sent and limited as Generic)",
         "policy     burst: 1 per 30s: allow",
         "X-TC-Region: ap-guangzhou",
         "Authorization: TC3-HMAC-SHA256 Credential=AKIDdemo/",

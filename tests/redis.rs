@@ -145,6 +145,22 @@ tenants:
     }
 }
 
+/// The limiter's per-(rule, key) TAT keys: not the tenant's admission counter (`…:seq`), give-back ledgers
+/// (`…:g`), de-duplication or spend keys.
+fn limiter_keys(c: &mut redis::Connection) -> Vec<String> {
+    let keys: Vec<String> = redis::cmd("KEYS").arg("smsgate:*").query(c).unwrap();
+    let is_limiter = |k: &String| {
+        let parts: Vec<&str> = k.split(':').collect();
+        parts.len() == 4 && parts[2].len() == 16 && parts[2].bytes().all(|b| b.is_ascii_hexdigit())
+    };
+    let (limiter, other): (Vec<String>, Vec<String>) = keys.into_iter().partition(is_limiter);
+    for key in other.iter().filter(|k| k.ends_with(":seq")) {
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query(c).unwrap();
+        assert!(ttl > 0, "{key} expires");
+    }
+    limiter
+}
+
 impl Drop for Replica {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -180,7 +196,7 @@ async fn two_replicas_sharing_redis_enforce_one_quota_per_number() {
     let text = String::from_utf8_lossy(&explain.stdout);
     assert!(text.contains("policy     hourly: 3 per 3600s: deny"), "{text}");
     let mut c = redis.connection();
-    let keys: Vec<String> = redis::cmd("KEYS").arg("smsgate:*").query(&mut c).unwrap();
+    let keys = limiter_keys(&mut c);
     assert_eq!(keys.len(), 2, "one key per (rule, number): {keys:?}");
     for key in &keys {
         assert!(key.starts_with("smsgate:{demo}:"), "{key}");
@@ -217,9 +233,10 @@ async fn two_replicas_share_de_duplication_and_spend_caps() {
     assert!(keys.iter().all(|k| !k.contains("111111") && !k.contains("13800138000")), "{keys:?}");
 }
 
-/// Kills Redis mid-run and checks what `on_error` promises, then restarts it on the same port and checks the
-/// switch back.
-async fn outage(on_error: &str, during: [u16; 3], ready_during: (u16, &str)) {
+/// Kills Redis mid-run and checks what `on_error` promises, then restarts it (empty) on the same port and
+/// checks the switch back: the replica's own record (`keys_after` keys: the number sent before the outage, the
+/// one sent locally during it if any, and the new one) is in Redis again.
+async fn outage(on_error: &str, during: [u16; 3], ready_during: (u16, &str), keys_after: usize) {
     let Some(mut redis) = RedisServer::start() else { return };
     let mut replica = Replica::start(&redis.url(), on_error, "      - { name: hourly, key: phone, limit: 2, per: 1h }");
     let http = reqwest::Client::new();
@@ -251,25 +268,25 @@ async fn outage(on_error: &str, during: [u16; 3], ready_during: (u16, &str)) {
     ];
     assert_eq!(statuses, [200, 200, 429], "limits are enforced by Redis again");
     let mut c = redis.connection();
-    let keys: Vec<String> = redis::cmd("KEYS").arg("smsgate:*").query(&mut c).unwrap();
-    assert_eq!(keys.len(), 1, "the new state lives in Redis: {keys:?}");
+    let keys = limiter_keys(&mut c);
+    assert_eq!(keys.len(), keys_after, "the state lives in Redis: {keys:?}");
     assert!(replica.alive());
     assert!(!replica.logged("8613800138001"), "numbers are never logged unmasked");
 }
 
 #[tokio::test]
 async fn redis_down_with_on_error_local_falls_back_to_memory_and_recovers() {
-    outage("local", [200, 200, 429], (200, "local-fallback")).await;
+    outage("local", [200, 200, 429], (200, "local-fallback"), 3).await;
 }
 
 #[tokio::test]
 async fn redis_down_with_on_error_allow_sends_unlimited_and_recovers() {
-    outage("allow", [200, 200, 200], (200, "unlimited")).await;
+    outage("allow", [200, 200, 200], (200, "unlimited"), 2).await;
 }
 
 #[tokio::test]
 async fn redis_down_with_on_error_deny_refuses_with_503_and_recovers() {
-    outage("deny", [503, 503, 503], (503, "unavailable")).await;
+    outage("deny", [503, 503, 503], (503, "unavailable"), 2).await;
 }
 
 #[tokio::test]
@@ -279,15 +296,134 @@ async fn a_stalled_redis_times_out_into_the_fallback_and_recovers() {
     let http = reqwest::Client::new();
     assert_eq!(replica.send(&http, "+8613800138000").await.0, 200);
     redis.signal("-STOP");
-    // The call times out (200ms in this config) instead of hanging: answered by the local fallback.
+    // The call times out (200ms in this config) instead of hanging: answered by the local fallback, which
+    // remembers what this replica admitted through Redis.
     let (status, body) = replica.send(&http, "+8613800138000").await;
-    assert_eq!(status, 200, "the local store has not seen this number: {body}");
-    assert_eq!(replica.send(&http, "+8613800138000").await.0, 429);
+    assert_eq!(status, 429, "the replica's own record has this number: {body}");
     assert_eq!(replica.ready(&http).await.1["limiter"], "local-fallback");
+    assert_eq!(replica.send(&http, "+8613800138002").await.0, 200);
+    assert_eq!(replica.send(&http, "+8613800138002").await.0, 429);
     redis.signal("-CONT");
     replica.wait_for_mode(&http, "redis").await;
+    // The number sent during the stall was written into Redis before it was trusted again.
+    let keys = limiter_keys(&mut redis.connection());
+    assert!(keys.iter().any(|k| k.ends_with(&format!(":{:x}", 8_613_800_138_002u64))), "{keys:?}");
     // Redis kept its state through the stall: the number's first send still counts there.
     assert_eq!(replica.send(&http, "+8613800138000").await.0, 429);
     assert_eq!(replica.send(&http, "+8613800138001").await.0, 200);
     assert!(replica.alive());
+}
+
+/// Whether Redis answers PING within 100 ms (false while it sleeps in `DEBUG SLEEP`). A raw socket: a client
+/// library's connection handshake would itself wait for the sleeping server.
+fn answers_quickly(redis: &RedisServer) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut socket) = std::net::TcpStream::connect(("127.0.0.1", redis.port)) else { return false };
+    socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut pong = [0u8; 7];
+    socket.write_all(b"PING\r\n").is_ok() && socket.read_exact(&mut pong).is_ok() && &pong == b"+PONG\r\n"
+}
+
+/// After Redis was restarted empty, slept (`DEBUG SLEEP`) or flushed, numbers judged locally during the
+/// outage got a full bucket again: up to 4 SMS per number per hour on a 1/h rule across 7 outage cycles. Each
+/// replica now keeps its own record of what it admitted, judges with it during an outage, and writes it into
+/// Redis before trusting Redis again. Two replicas, one 1-per-hour rule, three outage cycles and a FLUSHALL:
+/// the number is admitted once, plus once by the replica that had never seen it while Redis was down (the
+/// documented per-replica allowance during an outage), never once per cycle.
+#[tokio::test]
+async fn regression_redis_recovery_does_not_hand_out_fresh_quota() {
+    let debug = RedisServer::major_version() >= 7;
+    let args: &[&str] = if debug { &["--enable-debug-command", "local"] } else { &[] };
+    let Some(mut redis) = RedisServer::start_with(args) else { return };
+    let limits = "      - { name: hourly, key: phone, limit: 1, per: 1h }";
+    let a = Replica::start(&redis.url(), "local", limits);
+    let b = Replica::start(&redis.url(), "local", limits);
+    let http = reqwest::Client::new();
+    let x = "+8613800138000";
+    let mut admitted = 0;
+    let mut send = |status: u16| {
+        admitted += usize::from(status == 200);
+        status
+    };
+
+    assert_eq!(send(a.send(&http, x).await.0), 200, "the number's one send, through Redis");
+    assert_eq!(send(b.send(&http, x).await.0), 429);
+
+    // 1. Redis dies and comes back empty.
+    redis.kill();
+    assert_eq!(send(a.send(&http, x).await.0), 429, "A remembers what it admitted through Redis");
+    assert_eq!(send(b.send(&http, x).await.0), 200, "B never saw the number: its one send during an outage");
+    assert_eq!(send(b.send(&http, x).await.0), 429);
+    let y = "+8613800138001";
+    assert_eq!(send(a.send(&http, y).await.0), 200, "a new number, judged by A alone");
+    redis.restart();
+    a.wait_for_mode(&http, "redis").await;
+    b.wait_for_mode(&http, "redis").await;
+    for replica in [&a, &b] {
+        assert_eq!(send(replica.send(&http, x).await.0), 429, "the empty Redis got both replicas' records");
+    }
+    assert_eq!(send(b.send(&http, y).await.0), 429, "B learns of A's decision from Redis");
+    let mut c = redis.connection();
+    for key in limiter_keys(&mut c) {
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut c).unwrap();
+        assert!(ttl > 3_500_000 && ttl <= 3_600_000, "{key}: the TTL of the later TAT, {ttl} ms");
+    }
+
+    // 2. Redis stalls (DEBUG SLEEP): every call times out into the local fallback.
+    if debug {
+        let switches = |r: &Replica| r.logs.lock().unwrap().iter().filter(|l| l.contains("switching mode")).count();
+        let (a_before, b_before) = (switches(&a), switches(&b));
+        let mut c = redis.connection();
+        let sleeper = std::thread::spawn(move || redis::cmd("DEBUG").arg("SLEEP").arg(6).query::<String>(&mut c));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while answers_quickly(&redis) {
+            assert!(!sleeper.is_finished(), "DEBUG SLEEP failed: {:?}", sleeper.join());
+            assert!(Instant::now() < deadline, "DEBUG SLEEP did not start");
+        }
+        let z = "+8613800138002";
+        assert_eq!(send(a.send(&http, x).await.0), 429);
+        assert_eq!(send(b.send(&http, x).await.0), 429, "B's record now has the number too");
+        assert_eq!(send(a.send(&http, z).await.0), 200, "judged by A alone while Redis sleeps");
+        // Logs reach us through the gateway's writer thread: wait for the lines, with a deadline.
+        let logged_by = Instant::now() + Duration::from_secs(10);
+        while switches(&a) == a_before || switches(&b) == b_before {
+            assert!(Instant::now() < logged_by, "both replicas fell back while Redis slept");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sleeper.join().unwrap().unwrap();
+        a.wait_for_mode(&http, "redis").await;
+        b.wait_for_mode(&http, "redis").await;
+        assert_eq!(send(b.send(&http, z).await.0), 429, "A wrote its decision into Redis when it woke");
+        assert_eq!(send(a.send(&http, x).await.0), 429);
+    } else {
+        eprintln!("note: redis-server older than 7 (no --enable-debug-command): skipping the DEBUG SLEEP cycle");
+    }
+
+    // 3. Dies and comes back empty again.
+    redis.kill();
+    for replica in [&a, &b] {
+        assert_eq!(send(replica.send(&http, x).await.0), 429);
+    }
+    redis.restart();
+    a.wait_for_mode(&http, "redis").await;
+    b.wait_for_mode(&http, "redis").await;
+    for replica in [&a, &b] {
+        assert_eq!(send(replica.send(&http, x).await.0), 429);
+    }
+
+    // 4. FLUSHALL while the connections stay up: the gateway cannot see it. Each replica still judges a key
+    // Redis lost against its own record, so neither sends the number again...
+    let w = "+8613800138003";
+    assert_eq!(send(a.send(&http, w).await.0), 200, "a number only A has admitted");
+    redis::cmd("FLUSHALL").query::<String>(&mut redis.connection()).unwrap();
+    for replica in [&a, &b] {
+        assert_eq!(send(replica.send(&http, x).await.0), 429, "the replicas' own records stand in for Redis");
+    }
+    // ... but what only the other replica admitted is gone from Redis (the README's "what remains").
+    let extra = usize::from(b.send(&http, w).await.0 == 200);
+    assert_eq!(extra, 1, "after FLUSHALL, B does not know A's number");
+    assert_eq!(a.send(&http, w).await.0, 429);
+
+    let expected = if debug { 5 } else { 4 };
+    assert_eq!(admitted, expected, "x twice (once per replica), y once, z once (DEBUG SLEEP), w once");
 }

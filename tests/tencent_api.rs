@@ -265,6 +265,11 @@ fn the_readme_refusal_table_matches_the_code() {
         ),
         ("`country_blocked` (countries, blocked prefixes)", GatewayError::CountryBlocked, None),
         ("`rejected` (the Lua hook; its message)", GatewayError::Rejected("no".into()), None),
+        (
+            "`number_type_blocked` (premium rate, satellite…)",
+            GatewayError::NumberTypeBlocked { kind: smsgate::phone::NumberType::PremiumRate },
+            None,
+        ),
         ("`invalid_phone`", GatewayError::InvalidPhone { upstream: None }, None),
         ("`no_template` (the hook changed the usage)", GatewayError::NoTemplate { usage: "X".into() }, None),
         (

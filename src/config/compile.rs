@@ -271,6 +271,7 @@ fn compile_test_numbers(
     c: &mut Compiler,
     path: &str,
     raw: &std::collections::BTreeMap<String, Scalar>,
+    number_types: &[NumberType],
 ) -> HashMap<u64, String> {
     let mut numbers = HashMap::new();
     for (number, code) in raw {
@@ -282,6 +283,11 @@ fn compile_test_numbers(
                 continue;
             }
         };
+        // Test numbers pass the same destination rules as any number: one of a refused type would never work.
+        if !number_types.is_empty() && !number_types.contains(&phone.number_type()) {
+            c.problem(&p, format!("this is a {} number, which number_types refuses", phone.number_type()));
+            continue;
+        }
         let Some(code) = c.required(&p, code) else { continue };
         if code.len() > 12 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
             c.problem(&p, "a code is 1 to 12 letters or digits");
@@ -320,8 +326,10 @@ fn compile_tenant(
         .international_templates
         .as_ref()
         .map(|t| compile_templates(c, &format!("{path}.tencent.international_templates"), t));
-    let limits = compile_limits(c, name, &format!("{path}.limits"), &raw.limits);
-    let test_numbers = compile_test_numbers(c, &format!("{path}.test_numbers"), &raw.test_numbers);
+    let template_sets: Vec<&Templates> = std::iter::once(&templates).chain(&international_templates).collect();
+    let limits = compile_limits(c, name, &format!("{path}.limits"), &raw.limits, &template_sets);
+    let number_types = compile_number_types(c, &format!("{path}.number_types"), raw.number_types.as_deref());
+    let test_numbers = compile_test_numbers(c, &format!("{path}.test_numbers"), &raw.test_numbers, &number_types);
     let countries = raw.countries.as_ref().and_then(|rule| {
         let (list, make, key): (_, fn(Vec<String>) -> CountryRule, _) = match (&rule.allow, &rule.deny) {
             (Some(list), None) => (list, CountryRule::Allow, "allow"),
@@ -383,6 +391,7 @@ fn compile_tenant(
         limits,
         countries,
         blocked_prefixes,
+        number_types,
         dedupe_window,
         spend_caps,
         test_numbers,
@@ -392,6 +401,26 @@ fn compile_tenant(
         sdk_clients,
         sdk_passthrough,
     })
+}
+
+/// `number_types: [mobile, fixed_line_or_mobile]`: names from [`NumberType`], at least one, none twice.
+fn compile_number_types(c: &mut Compiler, path: &str, raw: Option<&[Scalar]>) -> Vec<NumberType> {
+    let Some(raw) = raw else { return DEFAULT_NUMBER_TYPES.to_vec() };
+    if raw.is_empty() {
+        c.problem(path, "list at least one number type, such as mobile");
+    }
+    let mut types = Vec::new();
+    for (i, name) in raw.iter().enumerate() {
+        match NumberType::from_name(&name.0) {
+            Some(kind) if types.contains(&kind) => c.problem(format!("{path}[{i}]"), format!("{kind} is listed twice")),
+            Some(kind) => types.push(kind),
+            None => {
+                let known: Vec<&str> = NumberType::ALL.iter().map(|k| k.as_str()).collect();
+                c.problem(format!("{path}[{i}]"), format!("expected a number type: {}", known.join(", ")))
+            }
+        }
+    }
+    types
 }
 
 /// An ISO 3166 alpha-2 code as the phone metadata knows it (`ZZ` stands for numbers without a region).
@@ -639,20 +668,55 @@ fn compile_templates(c: &mut Compiler, path: &str, raw: &[RawTemplate]) -> Templ
         c.problem(path, "list at least one template (usageType and templateCode)");
     }
     for (i, t) in raw.iter().enumerate() {
-        let usage = &t.usage_type.0;
+        // Usage types match ignoring case: Logto's own types take Logto's spelling, and two names that differ
+        // only in case are one usage type.
+        let usage = logto_usage(&t.usage_type.0).unwrap_or(&t.usage_type.0);
         let code = &t.template_code.0;
         if !is_name(usage) {
             c.problem(format!("{path}[{i}].usageType"), "expected a usage type such as SignIn or Generic");
         } else if !is_digits(code) {
             c.problem(format!("{path}[{i}].templateCode"), "expected a numeric Tencent TemplateId");
-        } else if templates.insert(usage.clone(), code.clone()).is_some() {
-            c.problem(format!("{path}[{i}].usageType"), format!("usage type {usage} is listed twice"));
+        } else if templates.spelling(usage).is_some() {
+            c.problem(
+                format!("{path}[{i}].usageType"),
+                format!("usage type {usage} is listed twice (usage types match ignoring case)"),
+            );
+        } else {
+            templates.insert(usage.to_owned(), code.clone());
         }
     }
     templates
 }
 
-fn compile_limits(c: &mut Compiler, tenant: &str, path: &str, raw: &[RawLimit]) -> Vec<LimitRule> {
+/// A rule's `usage` entry in its canonical spelling. It must be a usage type a send can be judged under:
+/// one the tenant has a template for, or `Generic` (every usage type without a template of its own is judged
+/// as `Generic`). Anything else would leave the rule silently dead, so it is an error.
+fn rule_usage(name: &str, templates: &[&Templates]) -> Result<String, String> {
+    if !is_name(name) {
+        return Err("expected a usage type such as SignIn".into());
+    }
+    let canonical = templates.iter().find_map(|t| t.spelling(name)).or_else(|| logto_usage(name));
+    match canonical {
+        Some(usage) if usage == GENERIC_USAGE || templates.iter().any(|t| t.has_usage(usage)) => Ok(usage.to_owned()),
+        Some(usage) => Err(format!(
+            "the tenant has no template for usage type {usage}: such sends use the Generic template and are \
+             judged as Generic, so this rule would never apply (add a {usage} template or name Generic)"
+        )),
+        None => Err(format!(
+            "unknown usage type {name}: name one of the tenant's templates or one of Logto's usage types \
+             ({})",
+            LOGTO_USAGES.join(", ")
+        )),
+    }
+}
+
+fn compile_limits(
+    c: &mut Compiler,
+    tenant: &str,
+    path: &str,
+    raw: &[RawLimit],
+    templates: &[&Templates],
+) -> Vec<LimitRule> {
     let mut names = HashSet::new();
     let mut rules = Vec::new();
     for (i, r) in raw.iter().enumerate() {
@@ -685,10 +749,12 @@ fn compile_limits(c: &mut Compiler, tenant: &str, path: &str, raw: &[RawLimit]) 
         }
         let mut usages = Vec::new();
         for (j, u) in r.usage.iter().enumerate() {
-            if is_name(&u.0) {
-                usages.push(u.0.clone());
-            } else {
-                c.problem(format!("{p}.usage[{j}]"), "expected a usage type such as SignIn");
+            match rule_usage(&u.0, templates) {
+                Ok(usage) if usages.contains(&usage) => {
+                    c.problem(format!("{p}.usage[{j}]"), format!("usage type {usage} is listed twice"))
+                }
+                Ok(usage) => usages.push(usage),
+                Err(message) => c.problem(format!("{p}.usage[{j}]"), message),
             }
         }
         if c.problems.len() != before {

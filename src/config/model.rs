@@ -2,6 +2,7 @@
 //! every pipeline stage, swapped whole on reload.
 
 use super::Secret;
+pub use crate::phone::NumberType;
 use phonenumber::country;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,6 +14,22 @@ use std::time::Duration;
 
 pub const DEFAULT_ENDPOINT: &str = "https://sms.tencentcloudapi.com";
 pub const GENERIC_USAGE: &str = "Generic";
+/// The usage types Logto's HTTP SMS connector sends (`type`), spelled as Logto spells them. Usage types
+/// match case-insensitively and are rewritten to this spelling (or to the tenant's template spelling).
+pub const LOGTO_USAGES: [&str; 9] = [
+    "SignIn",
+    "Register",
+    "ForgotPassword",
+    "Generic",
+    "OrganizationInvitation",
+    "UserPermissionValidation",
+    "BindNewIdentifier",
+    "MfaVerification",
+    "BindMfa",
+];
+/// Sent to when a tenant does not say: the numbers that can be personal mobiles. Premium-rate, toll-free,
+/// shared-cost, satellite and the like are what SMS pumping targets.
+pub const DEFAULT_NUMBER_TYPES: [NumberType; 2] = [NumberType::Mobile, NumberType::FixedLineOrMobile];
 
 #[derive(Debug)]
 pub struct Config {
@@ -83,6 +100,8 @@ pub struct Tenant {
     pub countries: Option<CountryRule>,
     /// E.164 prefixes (with `+`) refused outright.
     pub blocked_prefixes: Vec<String>,
+    /// The number types the tenant sends to; any other is refused with `number_type_blocked`.
+    pub number_types: Vec<NumberType>,
     /// Duplicate sends inside this window are answered from the first; zero turns de-duplication off.
     pub dedupe_window: Duration,
     pub spend_caps: Option<SpendCaps>,
@@ -157,10 +176,47 @@ pub struct SpendCaps {
     pub countries: HashMap<String, Caps>,
 }
 
+/// Logto's spelling of one of its usage types, matched ignoring ASCII case.
+pub fn logto_usage(usage: &str) -> Option<&'static str> {
+    LOGTO_USAGES.iter().copied().find(|known| known.eq_ignore_ascii_case(usage))
+}
+
 impl Tenant {
     /// Whether the tenant names this usage type in either template set (not through the Generic fallback).
     pub fn names_usage(&self, usage: &str) -> bool {
         self.templates.has_usage(usage) || self.international_templates.as_ref().is_some_and(|t| t.has_usage(usage))
+    }
+
+    /// A usage type in its one spelling: the tenant's template name or Logto's name it matches ignoring ASCII
+    /// case (`register`, `REGISTER` -> `Register`), else as written. Requests, hooks and rules are all read
+    /// through this, so a respelling is the same usage everywhere.
+    pub fn canonical_usage<'a>(&'a self, usage: &'a str) -> &'a str {
+        if self.names_usage(usage) || LOGTO_USAGES.contains(&usage) {
+            return usage;
+        }
+        self.templates
+            .spelling(usage)
+            .or_else(|| self.international_templates.as_ref().and_then(|t| t.spelling(usage)))
+            .or_else(|| logto_usage(usage))
+            .unwrap_or(usage)
+    }
+
+    /// Whether the usage type is one the tenant or Logto knows (in its canonical spelling).
+    pub fn knows_usage(&self, usage: &str) -> bool {
+        self.names_usage(usage) || LOGTO_USAGES.contains(&usage)
+    }
+
+    /// The usage type a send is made and judged under (template, limits, de-duplication, metrics): the
+    /// canonical usage when the template set for this kind of number names it, else `Generic`, whose template
+    /// the send then uses. A usage type the tenant has no template for cannot escape a rule written for
+    /// `Generic`, nor be counted apart from it.
+    pub fn judged_usage<'a>(&'a self, usage: &'a str, mainland_china: bool) -> &'a str {
+        let usage = self.canonical_usage(usage);
+        if self.templates_for(mainland_china).0.has_usage(usage) {
+            usage
+        } else {
+            GENERIC_USAGE
+        }
     }
 
     /// The template set and sign name for a number: a number never gets a template of the wrong kind.
@@ -271,6 +327,11 @@ impl Templates {
         self.by_usage.contains_key(usage)
     }
 
+    /// The template's own spelling of a usage type matched ignoring ASCII case.
+    pub fn spelling(&self, usage: &str) -> Option<&str> {
+        self.by_usage.keys().find(|name| name.eq_ignore_ascii_case(usage)).map(String::as_str)
+    }
+
     pub fn contains_id(&self, template_id: &str) -> bool {
         self.by_usage.values().any(|id| id == template_id)
     }
@@ -300,7 +361,8 @@ pub struct LimitRule {
     pub key: LimitKey,
     pub limit: NonZeroU32,
     pub per: Duration,
-    /// Usage types the rule applies to; empty means all.
+    /// Usage types the rule applies to, in their canonical spelling (see [`Tenant::judged_usage`]); empty
+    /// means all.
     pub usages: Vec<String>,
     /// Count and report, never deny.
     pub shadow: bool,

@@ -62,6 +62,8 @@ pub struct RawTenant {
     /// E.164 prefixes refused outright, such as premium-rate ranges.
     #[serde(default)]
     pub blocked_prefixes: Vec<Scalar>,
+    /// Number types sent to (`mobile`, `fixed_line_or_mobile`, ...); others are refused.
+    pub number_types: Option<Vec<Scalar>>,
     /// Same (number, usage, code) within this window: answered from the first send. `0s` turns it off.
     pub dedupe_window: Option<Scalar>,
     pub spend_caps: Option<RawSpendCaps>,

@@ -62,6 +62,7 @@ impl ApiError {
             UpstreamTimeout => "InternalError.Timeout",
             UpstreamUnavailable { .. } => "InternalError.SendAndRecvFail",
             CountryBlocked
+            | NumberTypeBlocked { .. }
             | Rejected(_)
             | NoTemplate { .. }
             | RateLimited { .. }
@@ -387,7 +388,7 @@ pub fn status_code(e: &GatewayError, rule_window: Option<Duration>) -> &str {
             61..=3600 => "LimitExceeded.PhoneNumberOneHourLimit",
             _ => "LimitExceeded.PhoneNumberDailyLimit",
         },
-        CountryBlocked | Rejected(_) => "FailedOperation.PhoneNumberInBlacklist",
+        CountryBlocked | NumberTypeBlocked { .. } | Rejected(_) => "FailedOperation.PhoneNumberInBlacklist",
         InvalidPhone { upstream: None } => "InvalidParameterValue.IncorrectPhoneNumber",
         NoTemplate { .. } => "FailedOperation.TemplateIncorrectOrUnapproved",
         SpendCapReached { cap, .. } if cap.contains(' ') => "LimitExceeded.AppCountryOrRegionDailyLimit",

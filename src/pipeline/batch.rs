@@ -244,7 +244,7 @@ impl Services {
             };
             let trail = &mut trails[index];
             trail.upstream_latency = Some(took);
-            let outcome = self.settle(reservation, checked.sms.template_id, number_result, trail).await;
+            let outcome = self.settle(account, reservation, checked.sms.template_id, number_result, trail).await;
             self.finish(tenant, ticket, shared_key, &outcome).await;
             settled.push((index, NumberResult { outcome, entry }));
         }

@@ -10,10 +10,15 @@
 //! - a TAT is a u32 of milliseconds after the shard's epoch; the epoch moves forward every 2^30 ms (12 days),
 //!   dropping what expired and shifting the rest, so TATs (at most about 30 days ahead) always fit;
 //! - keys that do not fit 50 bits (IPv6 /64 blocks) and rules beyond the slot space use a second, wider map.
+//!
+//! Give-backs (a send that certainly went nowhere returns its quota) keep a `Ledger` beside the TATs, only for
+//! keys that had one in the last `GIVE_BACK_WINDOW_MS`, and every admitted request takes a number from one
+//! counter, so a give-back knows which others were admitted before it (see `Gcra::give_back`).
 
-use super::gcra::{Gcra, RuleVerdict};
+use super::gcra::{Gcra, Ledger, RuleVerdict};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
 pub const SHARDS: usize = 64;
@@ -76,11 +81,19 @@ struct Shard {
     /// Milliseconds; stored TATs are relative to it.
     epoch: u64,
     sweep_at: usize,
+    /// (rule id, key) -> the give-backs of keys with a recent one.
+    given: FastMap<(u64, u64), Ledger>,
 }
 
 impl Shard {
     fn new() -> Shard {
-        Shard { packed: FastMap::default(), wide: FastMap::default(), epoch: 0, sweep_at: MIN_SWEEP }
+        Shard {
+            packed: FastMap::default(),
+            wide: FastMap::default(),
+            epoch: 0,
+            sweep_at: MIN_SWEEP,
+            given: FastMap::default(),
+        }
     }
 
     fn len(&self) -> usize {
@@ -104,11 +117,19 @@ impl Shard {
         };
     }
 
+    fn remove(&mut self, at: &Where) {
+        match at {
+            Where::Packed(k) => self.packed.remove(k),
+            Where::Wide(k) => self.wide.remove(k),
+        };
+    }
+
     /// Drops entries whose TAT is not after `now` (they mean a full bucket, the same as no entry).
     fn drop_expired(&mut self, now: u64) {
         let live_after = now.saturating_sub(self.epoch);
         self.packed.retain(|_, rel| u64::from(*rel) > live_after);
         self.wide.retain(|_, rel| u64::from(*rel) > live_after);
+        self.prune_given(now);
         self.sweep_at = (self.len() * 2).max(MIN_SWEEP);
     }
 
@@ -125,8 +146,16 @@ impl Shard {
         };
         self.packed.retain(|_, rel| keep(rel));
         self.wide.retain(|_, rel| keep(rel));
+        self.prune_given(now);
         self.epoch = now;
         self.sweep_at = (self.len() * 2).max(MIN_SWEEP);
+    }
+
+    fn prune_given(&mut self, now: u64) {
+        self.given.retain(|_, ledger| {
+            ledger.prune(now);
+            !ledger.entries.is_empty()
+        });
     }
 
     fn maintain(&mut self, now: u64) {
@@ -150,11 +179,17 @@ struct Slots {
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
     slots: RwLock<Slots>,
+    /// The last admission's sequence number: admitted requests are numbered in the order they took quota.
+    seq: AtomicU64,
 }
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        MemoryStore { shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(), slots: RwLock::default() }
+        MemoryStore {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
+            slots: RwLock::default(),
+            seq: AtomicU64::new(0),
+        }
     }
 }
 
@@ -201,6 +236,12 @@ impl MemoryStore {
     /// Judges every check at `now` (ms); when `commit` and all enforcing checks allow, records the request.
     /// Verdicts come back in the order of `checks`.
     pub fn decide(&self, checks: &[Check], now: u64, commit: bool) -> Vec<RuleVerdict> {
+        self.decide_taking(checks, now, commit).0
+    }
+
+    /// [`MemoryStore::decide`], also returning the request's sequence number when it was recorded (what a
+    /// later [`MemoryStore::give_back`] of it needs).
+    pub fn decide_taking(&self, checks: &[Check], now: u64, commit: bool) -> (Vec<RuleVerdict>, Option<u64>) {
         // On the stack for policies of up to 8 rules: a decision allocates only its verdicts.
         let places: Small<(Where, usize)> = checks.iter().map(|c| (self.place(c), shard_of(c))).collect();
         let mut order: Small<usize> = places.iter().map(|(_, s)| *s).collect();
@@ -218,6 +259,7 @@ impl MemoryStore {
             .map(|((check, (at, _)), &g)| check.gcra.check(guards[g].get(at), now))
             .collect();
         let allowed = checks.iter().zip(&verdicts).all(|(c, v)| c.shadow || v.allowed);
+        let mut seq = None;
         if commit && allowed {
             for guard in guards.iter_mut() {
                 guard.maintain(now);
@@ -227,8 +269,93 @@ impl MemoryStore {
                     guards[g].put(at, verdict.new_tat);
                 }
             }
+            // Taken under the locks: on each key, numbers follow the order requests took quota.
+            seq = Some(self.seq.fetch_add(1, Ordering::SeqCst) + 1);
         }
-        verdicts
+        (verdicts, seq)
+    }
+
+    /// Each check's stored TAT, live or not (None: no entry). Changes nothing.
+    pub fn peek(&self, checks: &[Check]) -> Vec<Option<u64>> {
+        checks.iter().map(|c| lock(&self.shards[shard_of(c)]).get(&self.place(c))).collect()
+    }
+
+    /// Records TATs decided elsewhere (the redis backend's decisions, kept here as this replica's own record):
+    /// each key keeps the later of its TAT and the given one. TATs not after `now` are skipped.
+    pub fn absorb(&self, entries: &[(Check, u64)], now: u64) {
+        for (check, tat) in entries.iter().filter(|(_, tat)| *tat > now) {
+            let at = self.place(check);
+            let mut shard = lock(&self.shards[shard_of(check)]);
+            shard.maintain(now);
+            if shard.get(&at).is_none_or(|stored| stored < *tat) {
+                shard.put(&at, *tat);
+            }
+        }
+    }
+
+    /// Gives back what committed request `seq` took, when its send certainly went nowhere: for each check, the
+    /// TAT that request stored (see [`Gcra::give_back`]). Each key is adjusted under its shard's lock, so a
+    /// give-back racing other decisions never returns what they consumed.
+    pub fn give_back(&self, taken: &[(Check, u64)], seq: u64, now: u64) {
+        for (check, taken_tat) in taken {
+            let at = self.place(check);
+            let mut shard = lock(&self.shards[shard_of(check)]);
+            let Some(stored) = shard.get(&at) else { continue };
+            let id = (check.rule_id, check.key);
+            let moved = shard.given.get(&id).map_or(0, |ledger| ledger.moved(seq, now));
+            let (left, refund) = check.gcra.give_back(stored, *taken_tat, moved, now);
+            match left {
+                Some(left) => shard.put(&at, left),
+                None => shard.remove(&at),
+            }
+            if refund > 0 {
+                let at_seq = self.seq.load(Ordering::SeqCst);
+                shard.given.entry(id).or_default().record(seq, at_seq, refund, now);
+            }
+        }
+    }
+
+    /// Lowers each check's TAT to at most the given one (None: drop it): this replica's own record follows a
+    /// give-back made in Redis.
+    pub fn lower_to(&self, entries: &[(Check, Option<u64>)]) {
+        for (check, tat) in entries {
+            let at = self.place(check);
+            let mut shard = lock(&self.shards[shard_of(check)]);
+            match (shard.get(&at), tat) {
+                (Some(stored), Some(tat)) if stored > *tat => shard.put(&at, *tat),
+                (Some(_), None) => shard.remove(&at),
+                _ => {}
+            }
+        }
+    }
+
+    /// The live entries of one of the `SHARDS` shards as (rule id, key, TAT): what the redis backend writes
+    /// back into Redis when it returns after an outage.
+    pub fn live_entries(&self, shard: usize, now: u64) -> Vec<(u64, u64, u64)> {
+        let rules: HashMap<u16, u64> = self
+            .slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_rule
+            .iter()
+            .map(|(&id, &slot)| (slot, id))
+            .collect();
+        let s = lock(&self.shards[shard % SHARDS]);
+        let mut out = Vec::new();
+        for (key, &rel) in &s.packed {
+            let tat = s.epoch + u64::from(rel);
+            if let (true, Some(&rule_id)) = (tat > now, rules.get(&key.slot())) {
+                let packed = (u64::from(key.0[0]) << 32) | u64::from(key.0[1]);
+                out.push((rule_id, packed & ((1 << KEY_BITS) - 1), tat));
+            }
+        }
+        for (&(rule_id, key), &rel) in &s.wide {
+            let tat = s.epoch + u64::from(rel);
+            if tat > now {
+                out.push((rule_id, key, tat));
+            }
+        }
+        out
     }
 
     /// Entries currently held (live or not yet swept).
@@ -301,6 +428,7 @@ impl MemoryStore {
             let mut s = lock(shard);
             s.packed.retain(|k, _| !dead[usize::from(k.slot())]);
             s.wide.retain(|(id, _), _| live.contains(id));
+            s.given.retain(|(id, _), _| live.contains(id));
         }
         slots.free.extend(gone.iter().map(|&(_, slot)| slot));
     }

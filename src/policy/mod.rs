@@ -1,29 +1,35 @@
 //! Policy stage: the tenant's limit rules, judged as one decision. A request is allowed only if every
 //! enforcing rule allows it; a denied request consumes no quota of any rule; shadow rules count and report
-//! but never deny. State lives in a backend (in-process memory, or Redis shared by every replica, with a
-//! fallback when Redis is down). Also renders the IETF `RateLimit` / `RateLimit-Policy` headers.
+//! but never deny; what a request took is given back when its send certainly went nowhere. State lives in a
+//! backend (in-process memory, or Redis shared by every replica, with a fallback when Redis is down whose
+//! decisions are written into Redis when it returns). Also renders the IETF `RateLimit` / `RateLimit-Policy`
+//! headers.
 
 mod gcra;
 mod memory;
 mod redis;
 pub mod spend;
 
-pub use self::redis::{key_name, RedisError, RedisStore};
-pub use gcra::{Gcra, RuleVerdict};
+pub use self::redis::{key_name, RedisError, RedisStore, Stored};
+pub use gcra::{Gcra, RuleVerdict, GIVE_BACK_WINDOW_MS};
 pub use memory::{Check, MemoryStore};
 
 use crate::clock::SharedClock;
 use crate::config::{LimitKey, LimitRule, LimitsBackend, OnError, Tenant};
 use crate::error::GatewayError;
 use crate::phone::Phone;
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// While Redis is down, how often the background probe tries it again.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// Keys per script call when local decisions are written back into Redis: small enough for one call to stay
+/// well inside `limits_backend.timeout`.
+const WRITE_BACK_BATCH: usize = 256;
 
 /// What the rules key on, after normalization and the script.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +57,21 @@ pub struct Decision {
     /// The enforcing rule that denied with the longest wait.
     pub denied_by: Option<String>,
     pub rules: Vec<RuleReport>,
+    /// What a committed, allowed decision took, for [`Limiter::give_back`].
+    taken: Option<Taken>,
+}
+
+/// The quota one committed decision took: each rule it moved and the TAT it stored there.
+#[derive(Debug, Clone)]
+struct Taken {
+    tenant: Arc<str>,
+    /// Recorded in Redis (and in this replica's own record), or only in the in-process store.
+    shared: bool,
+    /// When, in the time of the store that recorded it.
+    at: u64,
+    /// Its admission number in the store that recorded it.
+    seq: u64,
+    rules: Vec<(Check, u64)>,
 }
 
 impl Decision {
@@ -123,6 +144,13 @@ struct RedisLink {
     on_error: OnError,
     healthy: AtomicBool,
     probing: AtomicBool,
+    /// This replica's own record of what it admitted (through Redis, or alone during an outage), in unix
+    /// milliseconds: the fallback judges with it, a key Redis lost is judged against it, and it is written
+    /// into Redis when Redis returns. Shared with the `Limiter`.
+    local: Arc<MemoryStore>,
+    clock: SharedClock,
+    /// Rule id -> tenant, for the Redis key names of the local record.
+    tenants: RwLock<HashMap<u64, Arc<str>>>,
 }
 
 impl RedisLink {
@@ -146,14 +174,64 @@ impl RedisLink {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(PROBE_EVERY).await;
-                if link.store.ping().await.is_ok() {
-                    link.healthy.store(true, Ordering::SeqCst);
-                    link.probing.store(false, Ordering::SeqCst);
-                    tracing::warn!(mode = "redis", "limiter: redis reachable again, switching back");
-                    return;
+                if link.store.ping().await.is_err() {
+                    continue;
+                }
+                // Redis may have come back empty (restarted) or without the decisions made here meanwhile:
+                // write them in before trusting it again, or it would hand out fresh quota.
+                match link.write_back().await {
+                    Ok(raised) => {
+                        link.healthy.store(true, Ordering::SeqCst);
+                        link.probing.store(false, Ordering::SeqCst);
+                        tracing::warn!(
+                            mode = "redis",
+                            keys_raised = raised,
+                            "limiter: redis reachable again, switching back"
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "limiter: redis answers but the local record could not be written back yet")
+                    }
                 }
             }
         });
+    }
+
+    /// Notes which tenant each rule belongs to (the local record holds rule ids only).
+    fn note_rules(&self, tenant: &Arc<str>, checks: &[Check]) {
+        let known = self.tenants.read().unwrap_or_else(|p| p.into_inner());
+        if checks.iter().all(|c| known.contains_key(&c.rule_id)) {
+            return;
+        }
+        drop(known);
+        let mut tenants = self.tenants.write().unwrap_or_else(|p| p.into_inner());
+        for check in checks {
+            tenants.entry(check.rule_id).or_insert_with(|| tenant.clone());
+        }
+    }
+
+    /// Writes every live key of the local record into Redis, each key keeping the later of the two TATs
+    /// (and that TAT's expiry). Returns how many keys Redis lacked or held earlier TATs for.
+    async fn write_back(&self) -> Result<usize, RedisError> {
+        let tenants = self.tenants.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut raised = 0;
+        for shard in 0..memory::SHARDS {
+            let now = self.clock.unix_millis();
+            let mut by_tenant: HashMap<&Arc<str>, Vec<(u64, u64, u64)>> = HashMap::new();
+            for entry in self.local.live_entries(shard, now) {
+                if let Some(tenant) = tenants.get(&entry.0) {
+                    by_tenant.entry(tenant).or_default().push(entry);
+                }
+            }
+            for (tenant, entries) in by_tenant {
+                for batch in entries.chunks(WRITE_BACK_BATCH) {
+                    raised += self.store.merge(tenant, batch, now).await?;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        Ok(raised)
     }
 }
 
@@ -184,6 +262,9 @@ impl Limiter {
                     on_error: *on_error,
                     healthy: AtomicBool::new(true),
                     probing: AtomicBool::new(false),
+                    local: memory.clone(),
+                    clock: clock.clone(),
+                    tenants: RwLock::default(),
                 };
                 Ok(Limiter { memory, redis: Some(Arc::new(link)), clock })
             }
@@ -233,13 +314,23 @@ impl Limiter {
             .collect();
 
         if let Some(link) = &self.redis {
+            if commit {
+                link.note_rules(&tenant.name, &checks);
+            }
             if link.healthy.load(Ordering::SeqCst) {
                 let now = self.clock.unix_millis();
-                match link.store.decide(&tenant.name, &checks, now, commit).await {
+                let floors = self.memory.peek(&checks);
+                match link.store.decide_with_floors(&tenant.name, &checks, &floors, now, commit).await {
                     Ok(stored) => {
                         let verdicts =
-                            checks.iter().zip(stored).map(|(check, tat)| check.gcra.check(tat, now)).collect();
-                        return Ok(Decision::from_verdicts(&applicable, verdicts));
+                            checks.iter().zip(stored.tats).map(|(check, tat)| check.gcra.check(tat, now)).collect();
+                        let mut decision = Decision::from_verdicts(&applicable, verdicts);
+                        if let (true, Some(seq)) = (decision.allowed, stored.seq) {
+                            let taken = decision.taken_from(&tenant.name, true, now, seq, &checks);
+                            self.memory.absorb(&taken.rules, now);
+                            decision.taken = Some(taken);
+                        }
+                        return Ok(decision);
                     }
                     Err(e) => link.failed(&e),
                 }
@@ -253,9 +344,51 @@ impl Limiter {
                 OnError::Deny => return Err(GatewayError::LimiterUnavailable),
             }
         }
-        let now = self.clock.monotonic().as_millis() as u64;
-        let verdicts = self.memory.decide(&checks, now, commit);
-        Ok(Decision::from_verdicts(&applicable, verdicts))
+        let now = self.local_now();
+        let (verdicts, seq) = self.memory.decide_taking(&checks, now, commit);
+        let mut decision = Decision::from_verdicts(&applicable, verdicts);
+        if let Some(seq) = seq {
+            decision.taken = Some(decision.taken_from(&tenant.name, false, now, seq, &checks));
+        }
+        Ok(decision)
+    }
+
+    /// Gives back what `decision` took, once, when its send certainly went nowhere: in the store that
+    /// recorded it (one atomic script call in Redis, followed by this replica's own record). A give-back that
+    /// cannot reach Redis leaves the quota taken there (the failure switches the limiter to `on_error`); one
+    /// later than `GIVE_BACK_WINDOW_MS` after the decision gives nothing.
+    pub async fn give_back(&self, decision: &mut Decision) {
+        let Some(taken) = decision.taken.take() else { return };
+        let now = self.local_now();
+        if now.saturating_sub(taken.at) > GIVE_BACK_WINDOW_MS {
+            return;
+        }
+        match (taken.shared, &self.redis) {
+            (true, Some(link)) => {
+                match link.store.give_back(&taken.tenant, &taken.rules, taken.seq, now).await {
+                    // This replica's own record follows: it never stands for more than Redis now holds.
+                    Ok(after) => {
+                        let own: Vec<(Check, Option<u64>)> =
+                            taken.rules.iter().zip(after).map(|(&(check, _), tat)| (check, tat)).collect();
+                        self.memory.lower_to(&own);
+                    }
+                    Err(e) => {
+                        tracing::warn!(tenant = %taken.tenant, error = %e, "limiter: could not give quota back in redis");
+                        link.failed(&e);
+                    }
+                }
+            }
+            _ => self.memory.give_back(&taken.rules, taken.seq, now),
+        }
+    }
+
+    /// The in-process store's time: monotonic for the memory backend; for the redis backend, the unix
+    /// milliseconds Redis is judged in, so the local record and Redis compare directly.
+    fn local_now(&self) -> u64 {
+        match self.redis {
+            Some(_) => self.clock.unix_millis(),
+            None => self.clock.monotonic().as_millis() as u64,
+        }
     }
 
     /// Redis, for the other state replicas share (de-duplication, spend caps): Some when the redis backend is
@@ -280,6 +413,9 @@ impl Limiter {
     pub fn retain_rules<'a>(&self, tenants: impl IntoIterator<Item = &'a Tenant>) {
         let live: Vec<u64> = tenants.into_iter().flat_map(|t| t.limits.iter().map(|r| r.id)).collect();
         self.memory.retain_rules(&live);
+        if let Some(link) = &self.redis {
+            link.tenants.write().unwrap_or_else(|p| p.into_inner()).retain(|id, _| live.contains(id));
+        }
     }
 
     /// Drops expired in-process state (a background task calls this, so memory returns to its baseline even
@@ -287,7 +423,7 @@ impl Limiter {
     /// at once stalled every request behind it (a p99 spike every sweep period).
     pub async fn sweep(&self) {
         for shard in 0..memory::SHARDS {
-            self.memory.sweep_shard(shard, self.clock.monotonic().as_millis() as u64);
+            self.memory.sweep_shard(shard, self.local_now());
             tokio::task::yield_now().await;
         }
     }
@@ -313,7 +449,19 @@ impl Decision {
             retry_after: worst.map_or(Duration::ZERO, |r| r.verdict.retry_after),
             denied_by: worst.map(|r| r.name.clone()),
             rules,
+            taken: None,
         }
+    }
+
+    /// The rules an allowed decision moved (shadow rules included: they count) and the TATs it stored.
+    fn taken_from(&self, tenant: &Arc<str>, shared: bool, at: u64, seq: u64, checks: &[Check]) -> Taken {
+        let rules = checks
+            .iter()
+            .zip(&self.rules)
+            .filter(|(_, report)| report.verdict.allowed)
+            .map(|(check, report)| (*check, report.verdict.new_tat))
+            .collect();
+        Taken { tenant: tenant.clone(), shared, at, seq, rules }
     }
 }
 

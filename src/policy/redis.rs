@@ -12,25 +12,38 @@
 //! tests deterministic and the two backends comparable. Replicas therefore need synchronized clocks (NTP);
 //! a skew of δ lets a key admit at most about δ / interval early requests when replicas alternate.
 
+use super::gcra::GIVE_BACK_WINDOW_MS;
 use super::memory::Check;
 use redis::aio::MultiplexedConnection;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// KEYS: one per rule. ARGV: now_ms, commit (1/0), then per rule: interval_ms, horizon_ms, shadow (1/0).
-/// Returns each rule's stored TAT (0: none); the gateway derives the verdicts from them with `Gcra::check`.
+/// KEYS: one per rule, then the tenant's admission counter (a hash: `b`, where its numbers start, and `n`; it
+/// lives as long as a request numbered by it may give back). ARGV: now_ms, commit (1/0), the give-back window (ms), then per rule: interval_ms,
+/// horizon_ms, shadow (1/0), floor_ms. Returns each rule's stored TAT (0: none), then the
+/// request's admission number (0: not recorded); the gateway derives the verdicts from the TATs with
+/// `Gcra::check`. `floor` is the gateway's own record of the key (0: none), used only when Redis has no key
+/// at all (Redis restarted empty or flushed): what this replica admitted is not handed out again, and a
+/// committing call writes it back.
 const SCRIPT: &str = r#"
 local now = tonumber(ARGV[1])
 local commit = ARGV[2] == '1'
-local n = #KEYS
+local n = #KEYS - 1
 local stored = {}
 local fresh = {}
+local restore = {}
 local all = true
 for i = 1, n do
-  local interval = tonumber(ARGV[3 * i])
-  local horizon = tonumber(ARGV[3 * i + 1])
-  local shadow = ARGV[3 * i + 2] == '1'
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  local interval = tonumber(ARGV[4 * i])
+  local horizon = tonumber(ARGV[4 * i + 1])
+  local shadow = ARGV[4 * i + 2] == '1'
+  local tat = redis.call('GET', KEYS[i])
+  if tat then
+    tat = tonumber(tat)
+  else
+    tat = tonumber(ARGV[4 * i + 3])
+    restore[i] = tat > now
+  end
   stored[i] = tat
   local base = tat
   if base < now then base = now end
@@ -42,14 +55,93 @@ for i = 1, n do
     if not shadow then all = false end
   end
 end
-if commit and all then
+local seq = 0
+if commit then
   for i = 1, n do
-    if fresh[i] then
-      redis.call('SET', KEYS[i], string.format('%d', fresh[i]), 'PX', string.format('%d', fresh[i] - now))
+    local tat = false
+    if all and fresh[i] then tat = fresh[i] elseif restore[i] then tat = stored[i] end
+    if tat then
+      redis.call('SET', KEYS[i], string.format('%d', tat), 'PX', string.format('%d', tat - now))
+    end
+  end
+  if all then
+    -- A counter (re)born after Redis lost its state starts above every number handed out before.
+    redis.call('HSETNX', KEYS[n + 1], 'b', string.format('%d', now * 1000))
+    seq = tonumber(redis.call('HGET', KEYS[n + 1], 'b')) + redis.call('HINCRBY', KEYS[n + 1], 'n', 1)
+    redis.call('PEXPIRE', KEYS[n + 1], ARGV[3])
+  end
+end
+stored[n + 1] = seq
+return stored
+"#;
+
+/// KEYS: one TAT key per rule, then each rule's give-back ledger (a list of `seq:at_seq:refund:until`, oldest
+/// first), then the tenant's admission counter. ARGV: now_ms, window_ms, the request's admission number, then
+/// per rule: the TAT it stored, interval_ms. Gives back the request's part of each key with the arithmetic
+/// of `Gcra::give_back` and `Ledger`, atomically; returns each key's TAT afterwards (0: none).
+const GIVE_BACK_SCRIPT: &str = r#"
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local seq = tonumber(ARGV[3])
+local n = (#KEYS - 1) / 2
+local counter = redis.call('HMGET', KEYS[2 * n + 1], 'b', 'n')
+local born = tonumber(counter[1] or '0')
+local at_seq = born + tonumber(counter[2] or '0')
+local after = {}
+for i = 1, n do
+  local taken = tonumber(ARGV[2 * i + 2])
+  local interval = tonumber(ARGV[2 * i + 3])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  after[i] = 0
+  if tat > now then after[i] = tat end
+  -- A counter born after the request was numbered: Redis lost its state (and the ledgers) since, so how far
+  -- the request's interval moved is unknown; give nothing back.
+  if tat > 0 and seq >= born then
+    local moved = 0
+    local expired = 0
+    for j, entry in ipairs(redis.call('LRANGE', KEYS[n + i], 0, -1)) do
+      local s, a, r, u = string.match(entry, '^(%d+):(%d+):(%d+):(%d+)$')
+      s, a, r, u = tonumber(s), tonumber(a), tonumber(r), tonumber(u)
+      if u <= now then
+        if expired == j - 1 then expired = j end
+      elseif a >= seq and s < seq then
+        moved = moved + r
+      end
+    end
+    if expired > 0 then redis.call('LTRIM', KEYS[n + i], expired, -1) end
+    local refund = math.min(interval, math.max(0, taken - moved - now), tat)
+    if refund > 0 then
+      local left = tat - refund
+      if left > now then
+        redis.call('SET', KEYS[i], string.format('%d', left), 'PX', string.format('%d', left - now))
+        after[i] = left
+      else
+        redis.call('DEL', KEYS[i])
+        after[i] = 0
+      end
+      redis.call('RPUSH', KEYS[n + i], string.format('%d:%d:%d:%d', seq, at_seq, refund, now + window))
+      redis.call('PEXPIRE', KEYS[n + i], window)
     end
   end
 end
-return stored
+return after
+"#;
+
+/// KEYS: limiter keys. ARGV: now_ms, then one TAT per key. Each key keeps the later of its TAT and the given
+/// one, with the TTL of the later one: how decisions made locally during an outage reach Redis. Returns how
+/// many keys were raised.
+const MERGE_SCRIPT: &str = r#"
+local now = tonumber(ARGV[1])
+local raised = 0
+for i = 1, #KEYS do
+  local tat = tonumber(ARGV[i + 1])
+  local stored = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat > now and tat > stored then
+    redis.call('SET', KEYS[i], string.format('%d', tat), 'PX', string.format('%d', tat - now))
+    raised = raised + 1
+  end
+end
+return raised
 "#;
 
 #[derive(Debug, thiserror::Error)]
@@ -79,9 +171,19 @@ end
 return {0, 0}
 "#;
 
+/// What the limiter script read: each rule's TAT (None: no state), and the request's admission number when
+/// it was recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub tats: Vec<Option<u64>>,
+    pub seq: Option<u64>,
+}
+
 pub struct RedisStore {
     client: redis::Client,
     script: redis::Script,
+    give_back_script: redis::Script,
+    merge_script: redis::Script,
     spend_script: redis::Script,
     /// Bound on one whole call, connecting included.
     timeout: Duration,
@@ -94,6 +196,8 @@ impl RedisStore {
         Ok(RedisStore {
             client: redis::Client::open(url)?,
             script: redis::Script::new(SCRIPT),
+            give_back_script: redis::Script::new(GIVE_BACK_SCRIPT),
+            merge_script: redis::Script::new(MERGE_SCRIPT),
             spend_script: redis::Script::new(SPEND_SCRIPT),
             timeout,
             connection: Mutex::new(None),
@@ -144,19 +248,82 @@ impl RedisStore {
         now_ms: u64,
         commit: bool,
     ) -> Result<Vec<Option<u64>>, RedisError> {
+        Ok(self.decide_with_floors(tenant, checks, &[], now_ms, commit).await?.tats)
+    }
+
+    /// [`RedisStore::decide`], with this replica's own record of each key (`floors`, in the order of `checks`;
+    /// missing or None: no record) standing in for keys Redis does not hold; also returns the request's
+    /// admission number when it was recorded.
+    pub async fn decide_with_floors(
+        &self,
+        tenant: &str,
+        checks: &[Check],
+        floors: &[Option<u64>],
+        now_ms: u64,
+        commit: bool,
+    ) -> Result<Stored, RedisError> {
         let mut invocation = self.script.prepare_invoke();
         for check in checks {
             invocation.key(key_name(tenant, check));
         }
-        invocation.arg(now_ms).arg(u8::from(commit));
-        for check in checks {
-            invocation.arg(check.gcra.interval_ms()).arg(check.gcra.horizon_ms()).arg(u8::from(check.shadow));
+        invocation.key(sequence_key(tenant));
+        invocation.arg(now_ms).arg(u8::from(commit)).arg(GIVE_BACK_WINDOW_MS);
+        for (i, check) in checks.iter().enumerate() {
+            let floor = floors.get(i).copied().flatten().unwrap_or(0);
+            invocation
+                .arg(check.gcra.interval_ms())
+                .arg(check.gcra.horizon_ms())
+                .arg(u8::from(check.shadow))
+                .arg(floor);
         }
-        let stored: Vec<u64> = self.bounded(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
-        if stored.len() != checks.len() {
-            return Err(RedisError::Shape(stored.len(), checks.len()));
+        let mut values: Vec<u64> = self.bounded(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
+        if values.len() != checks.len() + 1 {
+            return Err(RedisError::Shape(values.len(), checks.len()));
         }
-        Ok(stored.into_iter().map(|tat| (tat > 0).then_some(tat)).collect())
+        let seq = values.pop().filter(|&seq| seq > 0);
+        Ok(Stored { tats: values.into_iter().map(|tat| (tat > 0).then_some(tat)).collect(), seq })
+    }
+
+    /// Gives back what committed request `seq` took (each check and the TAT it stored), in one script call.
+    /// Returns each key's TAT afterwards (None: no state left).
+    pub async fn give_back(
+        &self,
+        tenant: &str,
+        taken: &[(Check, u64)],
+        seq: u64,
+        now_ms: u64,
+    ) -> Result<Vec<Option<u64>>, RedisError> {
+        let mut invocation = self.give_back_script.prepare_invoke();
+        for (check, _) in taken {
+            invocation.key(key_name(tenant, check));
+        }
+        for (check, _) in taken {
+            invocation.key(ledger_key(tenant, check));
+        }
+        invocation.key(sequence_key(tenant));
+        invocation.arg(now_ms).arg(GIVE_BACK_WINDOW_MS).arg(seq);
+        for (check, tat) in taken {
+            invocation.arg(*tat).arg(check.gcra.interval_ms());
+        }
+        let after: Vec<u64> = self.bounded(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
+        if after.len() != taken.len() {
+            return Err(RedisError::Shape(after.len(), taken.len()));
+        }
+        Ok(after.into_iter().map(|tat| (tat > 0).then_some(tat)).collect())
+    }
+
+    /// Raises each (rule id, key) of `tenant` to at least the given TAT, with a TTL to match; returns how many
+    /// keys were raised. One script call: keep batches small enough for the time-out.
+    pub async fn merge(&self, tenant: &str, entries: &[(u64, u64, u64)], now_ms: u64) -> Result<usize, RedisError> {
+        let mut invocation = self.merge_script.prepare_invoke();
+        for &(rule_id, key, _) in entries {
+            invocation.key(limiter_key(tenant, rule_id, key));
+        }
+        invocation.arg(now_ms);
+        for &(_, _, tat) in entries {
+            invocation.arg(tat);
+        }
+        self.bounded(|mut c| async move { invocation.invoke_async::<usize>(&mut c).await }).await
     }
 
     /// `SET key value NX PX ttl`: true when this call created the key.
@@ -230,7 +397,21 @@ impl RedisStore {
 
 /// `smsgate:{tenant}:<rule id>:<key>`, all in hex but the tenant (config names are `[A-Za-z0-9_-]`).
 pub fn key_name(tenant: &str, check: &Check) -> String {
-    format!("smsgate:{{{tenant}}}:{:016x}:{:x}", check.rule_id, check.key)
+    limiter_key(tenant, check.rule_id, check.key)
+}
+
+fn limiter_key(tenant: &str, rule_id: u64, key: u64) -> String {
+    format!("smsgate:{{{tenant}}}:{rule_id:016x}:{key:x}")
+}
+
+/// The give-back ledger beside a limiter key: `smsgate:{tenant}:<rule id>:<key>:g`.
+fn ledger_key(tenant: &str, check: &Check) -> String {
+    format!("{}:g", key_name(tenant, check))
+}
+
+/// The tenant's admission counter.
+fn sequence_key(tenant: &str) -> String {
+    format!("smsgate:{{{tenant}}}:seq")
 }
 
 #[cfg(test)]

@@ -64,16 +64,21 @@ pub struct MockTencent {
 impl MockTencent {
     /// Starts a mock that checks signatures made with `secret_key`. With no reply queued it answers Ok.
     pub async fn start(secret_key: &str) -> MockTencent {
-        MockTencent::serve(secret_key, None).await
+        MockTencent::serve(0, secret_key, None).await
+    }
+
+    /// The same on a given loopback port (0: any), such as one that refused connections until now.
+    pub async fn start_on(port: u16, secret_key: &str) -> MockTencent {
+        MockTencent::serve(port, secret_key, None).await
     }
 
     /// The same mock over TLS, with a server certificate for 127.0.0.1 signed by `ca`.
     pub async fn start_tls(secret_key: &str, ca: &super::tls::TestCa) -> MockTencent {
-        MockTencent::serve(secret_key, Some(ca.acceptor())).await
+        MockTencent::serve(0, secret_key, Some(ca.acceptor())).await
     }
 
-    async fn serve(secret_key: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> MockTencent {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    async fn serve(port: u16, secret_key: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> MockTencent {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let mock = MockTencent {
             addr: listener.local_addr().unwrap(),
             secret_key: secret_key.to_owned(),

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     pub port: u16,
     binary: PathBuf,
+    /// Extra command-line arguments, kept for restarts.
+    args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -29,6 +31,11 @@ pub fn free_port() -> u16 {
 impl RedisServer {
     /// Starts a server, or returns None (after printing why) when Redis is not installed and not required.
     pub fn start() -> Option<RedisServer> {
+        RedisServer::start_with(&[])
+    }
+
+    /// The same with extra `redis-server` arguments, such as `--enable-debug-command local`.
+    pub fn start_with(args: &[&str]) -> Option<RedisServer> {
         let Some(binary) = find_binary() else {
             if std::env::var("SMSGATE_REQUIRE_REDIS").as_deref() == Ok("1") {
                 panic!("redis-server is not installed and SMSGATE_REQUIRE_REDIS=1");
@@ -36,7 +43,8 @@ impl RedisServer {
             eprintln!("note: redis-server not found on PATH; skipping this Redis test");
             return None;
         };
-        let mut server = RedisServer { port: free_port(), binary, child: None };
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let mut server = RedisServer { port: free_port(), binary, args, child: None };
         server.restart();
         Some(server)
     }
@@ -50,6 +58,7 @@ impl RedisServer {
         self.kill();
         let child = Command::new(&self.binary)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -83,6 +92,14 @@ impl RedisServer {
         let pid = self.child.as_ref().expect("running").id().to_string();
         let status = Command::new("kill").args([signal, &pid]).status().expect("kill runs");
         assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    /// The installed server's major version (`redis-server --version`), 0 when it cannot be read.
+    pub fn major_version() -> u32 {
+        let Some(binary) = find_binary() else { return 0 };
+        let out = Command::new(binary).arg("--version").output().map(|o| o.stdout).unwrap_or_default();
+        let text = String::from_utf8_lossy(&out);
+        text.split("v=").nth(1).and_then(|v| v.split('.').next()).and_then(|m| m.parse().ok()).unwrap_or(0)
     }
 
     /// A synchronous connection for assertions on keys.
