@@ -114,7 +114,7 @@ async fn https_proxy_from_the_environment_and_no_proxy() {
 }
 
 #[tokio::test]
-async fn regression_proxy_down_is_upstream_unavailable_and_gives_the_spend_back() {
+async fn regression_proxy_down_is_upstream_unavailable_and_gives_the_quota_back() {
     let mock = MockTencent::start(SECRET_KEY).await;
     // A port that was just closed: connection refused.
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
@@ -129,11 +129,12 @@ async fn regression_proxy_down_is_upstream_unavailable_and_gives_the_spend_back(
     let metrics = gw.gateway.metrics().render();
     assert!(metrics.contains(r#"smsgate_upstream_retries_total{reason="connect"}"#), "retried as a connect failure");
 
-    // The day's one message was given back: once the proxy is fixed, the send goes out.
+    // The day's one message and the number's one send per 30 s were given back: once the proxy is fixed,
+    // the same send goes out.
     let proxy = TestProxy::start(Mode::Relay, None).await;
     let fixed = tencent_keys(&[("proxy", proxy.url())]);
     gw.gateway.reload(compile(&config_yaml(&mock.endpoint(), &limits, &fixed)));
-    let answer = gw.post("/v1/sms/send", &native("+8613800138001", "SignIn", "123456")).await;
+    let answer = gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "123456")).await;
     assert_eq!(answer.status, 200, "{:#}", answer.json);
     assert_eq!(mock.seen().len(), 1);
 }
