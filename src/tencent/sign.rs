@@ -66,16 +66,24 @@ pub fn signing_key(secret_key: &str, date: &str, service: &str) -> [u8; 32] {
 /// values lower-cased and trimmed, names in ascending order), the signed header names `;`-joined, and the
 /// payload hash. Returns the canonical request and the `SignedHeaders` list it covers.
 pub fn canonical_request(headers: &[(&str, &str)], payload_hash: &str) -> (String, String) {
-    let mut sorted: Vec<(String, String)> =
-        headers.iter().map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase())).collect();
-    sorted.sort();
+    let mut sorted: Vec<(String, &str)> =
+        headers.iter().map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim())).collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut canonical = String::with_capacity(200);
     canonical.push_str("POST\n/\n\n");
     for (name, value) in &sorted {
-        let _ = writeln!(canonical, "{name}:{value}");
+        canonical.push_str(name);
+        canonical.push(':');
+        canonical.extend(value.chars().map(|c| c.to_ascii_lowercase()));
+        canonical.push('\n');
     }
-    let signed: Vec<&str> = sorted.iter().map(|(n, _)| n.as_str()).collect();
-    let signed = signed.join(";");
+    let mut signed = String::with_capacity(32);
+    for (i, (name, _)) in sorted.iter().enumerate() {
+        if i > 0 {
+            signed.push(';');
+        }
+        signed.push_str(name);
+    }
     let _ = write!(canonical, "\n{signed}\n{payload_hash}");
     (canonical, signed)
 }
