@@ -22,43 +22,112 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk || ! need nginx; then
+if ! need wrk || ! need nginx || [ ! -f /usr/share/nginx/modules/ngx_http_lua_module.so ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
+  # The nginx + Lua baseline row; the run goes on without it where the package is missing.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnginx-mod-http-lua >/dev/null || true
+  nginx -s stop 2>/dev/null || true   # the package starts a system nginx; the runs use their own
 fi
 need oha || cargo install oha --locked --quiet
 need redis-server || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
-cargo build --release --quiet --bin smsgate --example tencent_standin
-BIN=target/release/smsgate
-STANDIN=target/release/examples/tencent_standin
+cargo build --release --quiet --bin smsgate
+BIN=${SMSGATE_BIN:-target/release/smsgate}
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime, in clock ticks
 HZ=$(getconf CLK_TCK)
 
-P_STANDIN=$(port); P_NGINX=$(port); P_GATE=$(port); P_GATE_REDIS=$(port); P_REDIS=$(port)
-taskset -c 1 "$STANDIN" "127.0.0.1:$P_STANDIN" 2>/dev/null & PIDS+=($!); STANDIN_PID=$!
-wait_port "$P_STANDIN"
+P_STANDIN=$(port); P_NGINX=$(port); P_NGINX_LUA=$(port); P_GATE=$(port); P_GATE_REDIS=$(port); P_REDIS=$(port)
 
-cat > "$WORK/nginx.conf" <<NGINX
+# Tencent stand-in: nginx answering a fixed SendSms success, on the load generator's core (CPU 1).
+ANSWER='{"Response":{"SendStatusSet":[{"SerialNo":"2433:3283298393123","PhoneNumber":"+8613800138000","Fee":1,"SessionContext":"","Code":"Ok","Message":"send success","IsoCode":"CN"}],"RequestId":"a0aabda6-cf91-4f3e-a81f-9198114a2279"}}'
+mkdir -p "$WORK/standin" "$WORK/proxy"
+cat > "$WORK/standin/nginx.conf" <<NGINX
 worker_processes 1;
-worker_cpu_affinity 01;
+worker_cpu_affinity 10;
 daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log;
+pid $WORK/standin/nginx.pid;
+error_log $WORK/standin/error.log;
 events { worker_connections 4096; }
 http {
   access_log off;
-  upstream standin { server 127.0.0.1:$P_STANDIN; keepalive 64; }
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  server {
+    listen 127.0.0.1:$P_STANDIN;
+    location / { default_type application/json; client_body_buffer_size 16k; return 200 '$ANSWER'; }
+  }
+}
+NGINX
+nginx -c "$WORK/standin/nginx.conf" -p "$WORK/standin" & PIDS+=($!)
+wait_port "$P_STANDIN"
+STANDIN_PID=$(pgrep -P "$(cat "$WORK/standin/nginx.pid")" | head -1)
+
+# The baselines smsgate is compared with, on CPU 0 with one worker like smsgate: nginx as a plain keep-alive
+# reverse proxy (does no work), and nginx + Lua judging the same 3 phone rules as smsgate's (GCRA in a shared
+# dict, keyed on the phone read from the JSON body) before proxying, 429 otherwise. keepalive_requests is
+# raised on both sides: nginx's default (1000) closes and reopens keep-alive connections every 1000 requests.
+LUA_MODULE=""
+if [ -f /usr/share/nginx/modules/ngx_http_lua_module.so ]; then
+  LUA_MODULE="load_module /usr/share/nginx/modules/ndk_http_module.so; load_module /usr/share/nginx/modules/ngx_http_lua_module.so;"
+fi
+cat > "$WORK/proxy/nginx.conf" <<NGINX
+$LUA_MODULE
+worker_processes 1;
+worker_cpu_affinity 01;
+daemon off;
+pid $WORK/proxy/nginx.pid;
+error_log $WORK/proxy/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  upstream standin { server 127.0.0.1:$P_STANDIN; keepalive 64; keepalive_requests 1000000; }
   server {
     listen 127.0.0.1:$P_NGINX;
     location / { proxy_pass http://standin; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
+$( [ -n "$LUA_MODULE" ] && cat <<LUA
+  lua_shared_dict limits 64m;
+  server {
+    listen 127.0.0.1:$P_NGINX_LUA;
+    location / {
+      client_body_buffer_size 16k;
+      access_by_lua_block {
+        ngx.req.read_body()
+        local body = ngx.req.get_body_data() or ""
+        local phone = body:match('"phone":"([^"]+)"')
+        if not phone then return ngx.exit(400) end
+        local dict, now = ngx.shared.limits, ngx.now() * 1000
+        -- burst 1/30s, hourly 5/1h, daily 10/1d: GCRA, allowed only if every rule allows
+        local rules = { { "b", 30000, 30000 }, { "h", 720000, 3600000 }, { "d", 8640000, 86400000 } }
+        local tats = {}
+        for i, r in ipairs(rules) do
+          local tat = dict:get(r[1] .. phone) or now
+          if tat < now then tat = now end
+          if tat + r[2] - now > r[3] then
+            ngx.status = 429
+            ngx.header["Content-Type"] = "application/json"
+            ngx.header["Retry-After"] = math.ceil((tat + r[2] - now - r[3]) / 1000)
+            ngx.say('{"error":{"code":"rate_limited"}}')
+            return ngx.exit(429)
+          end
+          tats[i] = tat + r[2]
+        end
+        for i, r in ipairs(rules) do dict:set(r[1] .. phone, tats[i], (tats[i] - now) / 1000) end
+      }
+      proxy_pass http://standin; proxy_http_version 1.1; proxy_set_header Connection "";
+    }
+  }
+LUA
+)
 }
 NGINX
-nginx -c "$WORK/nginx.conf" -p "$WORK" & PIDS+=($!)
+nginx -c "$WORK/proxy/nginx.conf" -p "$WORK/proxy" & PIDS+=($!)
 wait_port "$P_NGINX"
-NGINX_WORKER=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
+NGINX_WORKER=$(pgrep -P "$(cat "$WORK/proxy/nginx.pid")" | head -1)
 
 taskset -c 1 redis-server --port "$P_REDIS" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
   --logfile "$WORK/redis.log" & PIDS+=($!)
@@ -152,6 +221,10 @@ echo "| run | req/s | p50 | p99 | server CPU µs/req | non-2xx |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: |"
 run "direct: client -> stand-in" "http://127.0.0.1:$P_STANDIN/" "$WORK/one.lua" x "$STANDIN_PID"
 run "nginx -> stand-in" "http://127.0.0.1:$P_NGINX/" "$WORK/one.lua" x "$NGINX_WORKER"
+if [ -n "$LUA_MODULE" ]; then
+  run "nginx + Lua 3 rules, accepted, distinct" "http://127.0.0.1:$P_NGINX_LUA/" "$WORK/distinct.lua" x "$NGINX_WORKER"
+  run "nginx + Lua 3 rules, flood one number" "http://127.0.0.1:$P_NGINX_LUA/" "$WORK/one.lua" x "$NGINX_WORKER"
+fi
 run "(a) smsgate accepted, distinct" "http://127.0.0.1:$P_GATE/v1/sms/send" "$WORK/distinct.lua" load-token-0123456789 "$GATE_PID"
 redis_calls_before=$(redis-cli -p "$P_REDIS" info commandstats | awk -F'[=,]' '/cmdstat_evalsha/ {print $2}')
 run "(b) smsgate accepted, redis backend" "http://127.0.0.1:$P_GATE_REDIS/v1/sms/send" "$WORK/distinct.lua" load-token-0123456789 "$GATE_REDIS_PID"

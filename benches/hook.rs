@@ -1,6 +1,8 @@
 //! Cost of the Lua hook: one `on_send` call for each shipped example script (and an empty hook, the fixed
-//! cost of a call), and the in-process pipeline (`Services::plan`: normalize, script, template, policy,
-//! signing) with and without a hook. Run: `cargo bench --bench hook -- --warm-up-time 1 --measurement-time 3`.
+//! cost of a call), made on the calling thread and handed to the hook threads as the gateway does (the
+//! dispatch cost is the difference), and the in-process pipeline (`Services::plan`: normalize, script,
+//! template, policy, signing) with and without a hook.
+//! Run: `cargo bench --bench hook -- --warm-up-time 1 --measurement-time 3`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use smsgate::clock::SystemClock;
@@ -15,6 +17,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -86,7 +89,7 @@ fn hook_calls(c: &mut Criterion) {
         }
         group.bench_function(*name, |b| b.iter(|| black_box(hook.call(black_box(input)).unwrap())));
     }
-    // The worst case a runaway script costs a worker thread: a call that exhausts the default budget.
+    // The worst case a runaway script costs a hook thread: a call that exhausts the default budget.
     let runaway = ScriptHook::from_source(
         "runaway.lua",
         "function on_send(req) while true do end end".into(),
@@ -95,11 +98,42 @@ fn hook_calls(c: &mut Criterion) {
         OnScriptError::Reject,
     )
     .unwrap();
-    let input = input(Some(&cn), "+8613800138000", None);
-    group.bench_function("runaway (exhausts 200000 instructions)", |b| {
-        b.iter(|| black_box(runaway.call(black_box(&input)).unwrap_err()))
+    let runaway_input = input(Some(&cn), "+8613800138000", None);
+    group.bench_function("runaway (exhausts 200000 instructions, the state is rebuilt)", |b| {
+        b.iter(|| black_box(runaway.call(black_box(&runaway_input)).unwrap_err()))
     });
     group.finish();
+
+    // The same calls handed to a hook thread and awaited, as the gateway makes them (a current-thread
+    // runtime here: the awaiting thread parks until the hook thread answers).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut dispatched = c.benchmark_group("hook_dispatch");
+    dispatched.throughput(Throughput::Elements(1));
+    for (name, hook, input) in &cases {
+        let mut request = Some(SendRequest {
+            phone: PhoneInput::Native(input.raw_phone.to_owned()),
+            usage: input.usage.to_owned(),
+            params: input.params.to_vec(),
+            code: input.code.map(str::to_owned),
+            ip: None,
+            locale: input.locale.map(str::to_owned),
+            idempotency_key: None,
+        });
+        let phone = input.phone.cloned();
+        dispatched.bench_function(*name, |b| {
+            b.iter_custom(|iters| {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let sent = request.take().unwrap();
+                    let (verdict, back) = runtime.block_on(hook.dispatch(sent, phone.clone(), "bench")).unwrap();
+                    black_box(verdict.unwrap());
+                    request = Some(back);
+                }
+                started.elapsed()
+            })
+        });
+    }
+    dispatched.finish();
 }
 
 const YAML: &str = r#"

@@ -59,6 +59,9 @@ pub enum GatewayError {
     /// The hook failed or ran over budget; the text is for the log only.
     #[error("script error: {0}")]
     ScriptError(String),
+    /// The tenant's share of the hook threads stayed taken: its hook call could not start in time.
+    #[error("script busy")]
+    ScriptBusy,
     /// A bug; the text is for the log only.
     #[error("internal error: {0}")]
     Internal(String),
@@ -89,7 +92,9 @@ impl GatewayError {
             RateLimited { .. } | UpstreamRateLimited { .. } | SpendCapReached { .. } => StatusCode::TOO_MANY_REQUESTS,
             ScriptError(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             UpstreamRejected(_) => StatusCode::BAD_GATEWAY,
-            UpstreamUnavailable { .. } | LimiterUnavailable | ServerBusy => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamUnavailable { .. } | LimiterUnavailable | ServerBusy | ScriptBusy => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -116,6 +121,7 @@ impl GatewayError {
             UpstreamRateLimited { .. } => "upstream_rate_limited",
             SpendCapReached { .. } => "spend_cap_reached",
             ScriptError(_) => "script_error",
+            ScriptBusy => "script_busy",
             Internal(_) => "internal",
             UpstreamRejected(_) => "upstream_rejected",
             UpstreamUnavailable { .. } => "upstream_unavailable",
@@ -147,6 +153,7 @@ impl GatewayError {
             }
             SpendCapReached { .. } => "SMS sending is paused for now. Try again later.".into(),
             ScriptError(_) | Internal(_) => "Internal error. Try again later.".into(),
+            ScriptBusy => "The service is busy. Try again in a moment.".into(),
             UpstreamRejected(_) => "The SMS provider refused the message.".into(),
             UpstreamUnavailable { .. } => "The SMS provider is unavailable. Try again later.".into(),
             LimiterUnavailable => "The service is temporarily unavailable. Try again later.".into(),
@@ -175,19 +182,20 @@ impl GatewayError {
             | RateLimited { .. }
             | SpendCapReached { .. }
             | ScriptError(_)
+            | ScriptBusy
             | Internal(_)
             | LimiterUnavailable
             | UpstreamTimeout => None,
         }
     }
 
-    /// `Retry-After` for 429s: whole seconds, rounded up, never 0.
+    /// `Retry-After` for 429s and `script_busy`: whole seconds, rounded up, never 0.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             GatewayError::RateLimited { retry_after, .. }
             | GatewayError::UpstreamRateLimited { retry_after, .. }
             | GatewayError::SpendCapReached { retry_after, .. } => Some(retry_after_seconds(*retry_after)),
-            GatewayError::ServerBusy => Some(1),
+            GatewayError::ServerBusy | GatewayError::ScriptBusy => Some(1),
             _ => None,
         }
     }

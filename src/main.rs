@@ -122,7 +122,16 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(code) => return code,
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            // One worker: a single-threaded runtime, with no work stealing or cross-thread wake-ups.
+            let mut builder = match config.server.workers {
+                1 => tokio::runtime::Builder::new_current_thread(),
+                n => {
+                    let mut b = tokio::runtime::Builder::new_multi_thread();
+                    b.worker_threads(n);
+                    b
+                }
+            };
+            let runtime = builder.enable_all().build().expect("tokio runtime");
             match runtime.block_on(serve(cli.config, config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

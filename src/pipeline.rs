@@ -214,15 +214,21 @@ impl Services {
     }
 
     /// The stages that consume nothing: normalize, the Lua hook, destination rules, template. Everything
-    /// after the hook keys on the number and usage it chose.
-    pub fn check(&self, tenant: &Tenant, request: SendRequest, trail: &mut Trail) -> Result<Checked, GatewayError> {
-        self.check_with(tenant, request, None, trail)
+    /// after the hook keys on the number and usage it chose. The hook runs on the hook threads (its
+    /// duration includes the wait for one); the request travels there and back without a copy.
+    pub async fn check(
+        &self,
+        tenant: &Tenant,
+        request: SendRequest,
+        trail: &mut Trail,
+    ) -> Result<Checked, GatewayError> {
+        self.check_with(tenant, request, None, trail).await
     }
 
     /// [`Services::check`] for a caller that chose the message (the Tencent-compatible API): its TemplateId
     /// is sent unless the hook sets one or changes the usage type, its sign name unless the hook sets one,
     /// and its extra fields as they are.
-    pub fn check_with(
+    pub async fn check_with(
         &self,
         tenant: &Tenant,
         mut request: SendRequest,
@@ -238,18 +244,19 @@ impl Services {
         trail.usage_named = tenant.knows_usage(&request.usage);
         let normalized = normalize(tenant, &request.phone);
         trail.phone = normalized.as_ref().ok().cloned();
+        let (ip, idempotency_key) = (request.ip, request.idempotency_key.take());
+        let code = request.code.clone();
         let routed = match &tenant.script {
             Some(hook) => {
                 let started = Instant::now();
-                let (routed, report) =
-                    crate::script::stage(hook, tenant, &request, normalized, Some(&trail.request_id));
-                trail.script_duration = Some(started.elapsed());
-                trail.script = Some(report);
+                let (routed, report) = crate::script::stage(hook, tenant, request, normalized, &trail.request_id).await;
+                trail.script_duration = report.is_some().then(|| started.elapsed());
+                trail.script = report;
                 routed?
             }
             None => Routed {
                 phone: normalized?,
-                usage: request.usage.clone(),
+                usage: request.usage,
                 params: request.params,
                 template_id: None,
                 sign_name: None,
@@ -292,7 +299,7 @@ impl Services {
             region: region.unwrap_or_else(|| tenant.tencent.region.clone()),
             extras: caller.map(|c| c.extras.clone()).unwrap_or_default(),
         };
-        Ok(Checked { phone, usage, ip: request.ip, code: request.code, idempotency_key: request.idempotency_key, sms })
+        Ok(Checked { phone, usage, ip, code, idempotency_key, sms })
     }
 
     /// For `explain`: every stage up to the network, with limits judged but not consumed.
@@ -302,7 +309,7 @@ impl Services {
         request: SendRequest,
         trail: &mut Trail,
     ) -> Result<Planned, GatewayError> {
-        let checked = self.check(tenant, request, trail)?;
+        let checked = self.check(tenant, request, trail).await?;
         if trail.test_number {
             let request = self.tencent.prepare_next(&tenant.tencent, &checked.sms);
             return Ok(Planned { sms: checked.sms, request });
@@ -320,7 +327,7 @@ impl Services {
 
     /// The whole pipeline for one request.
     pub async fn send(self: &Arc<Self>, tenant: &Arc<Tenant>, request: SendRequest, trail: &mut Trail) -> Outcome {
-        let checked = self.check(tenant, request, trail)?;
+        let checked = self.check(tenant, request, trail).await?;
         if trail.test_number {
             // The auth server generates its own code; whether it matches the configured one is logged (never
             // the codes themselves) so a misconfigured review account is visible, but it does not change the

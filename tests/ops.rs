@@ -392,3 +392,22 @@ async fn regression_duplicate_tenant_is_refused_by_serve_and_reload() {
     );
     assert_eq!(send(&http, &server, "+8613800138000", "111111").await.json["template_id"], "1110");
 }
+
+/// `server.workers: 1` runs a single-threaded runtime: sends, a reload (compiled on a blocking thread) and
+/// a graceful stop all still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_worker_serves_reloads_and_stops() {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let one = |template: &str| {
+        yaml(&mock.endpoint(), template).replace("max_body_bytes: 1024", "max_body_bytes: 1024\n  workers: 1")
+    };
+    let mut server = Server::spawn(&one("1110"), &env_pairs());
+    let http = reqwest::Client::new();
+    assert_eq!(send(&http, &server, "+8613800138001", "111111").await.json["template_id"], "1110");
+    server.write_config(&one("4444"));
+    server.signal("HUP");
+    server.wait_for_log("config reloaded");
+    assert_eq!(send(&http, &server, "+8613800138002", "222222").await.json["template_id"], "4444");
+    server.signal("TERM");
+    assert!(server.wait_exit().success());
+}

@@ -14,7 +14,14 @@ use std::path::{Path, PathBuf};
 
 /// A tenant `hooked` running `script` (relative to the config file in `dir`), plus anything in `extra`
 /// at tenant level. Templates: SignIn 1110, Generic 1113, SignIn_intl 2110, Generic_intl 2113, SignIn_en 3110.
+/// Unless `extra` sets `script_limits`, calls get a 1 s deadline: these tests are not about time, and a
+/// debug build on a busy machine can take a hook call past the 10 ms default.
 fn hooked_yaml(endpoint: &str, script: &str, extra: &str) -> String {
+    let extra = if extra.contains("script_limits") {
+        extra.to_owned()
+    } else {
+        format!("{extra}\n    script_limits: {{ time: 1s }}")
+    };
     format!(
         r#"
 tenants:

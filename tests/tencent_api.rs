@@ -288,7 +288,7 @@ fn the_readme_refusal_table_matches_the_code() {
             GatewayError::UpstreamUnavailable { reason: "connect".into(), upstream: None },
             None,
         ),
-        ("`limiter_unavailable`, `script_error`, `internal`", GatewayError::LimiterUnavailable, None),
+        ("`limiter_unavailable`, `script_busy`, `script_error`, `internal`", GatewayError::ScriptBusy, None),
     ];
     for (cause, error, window) in rows {
         let row = format!("| {cause} | `{}` |", status_code(&error, window));

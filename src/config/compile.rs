@@ -25,6 +25,7 @@ pub type Problem = (String, String);
 const MIN_TOKEN_LEN: usize = 16;
 const MAX_BODY_RANGE: (u64, u64) = (256, 1 << 20);
 const MAX_BODY_READERS: u64 = 100_000;
+const MAX_WORKERS: u64 = 1024;
 const LIMIT_PERIOD_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30 * 86_400));
 const INSTRUCTION_RANGE: (u64, u64) = (1_000, 100_000_000);
 const MEMORY_RANGE: (usize, usize) = (64 << 10, 64 << 20);
@@ -207,6 +208,14 @@ fn compile_server(c: &mut Compiler, raw: &RawServer) -> ServerSettings {
             max_body_readers = n as usize;
         }
     }
+    let mut workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(n) = raw.workers {
+        if !(1..=MAX_WORKERS).contains(&n) {
+            c.problem("server.workers", format!("must be between 1 and {MAX_WORKERS}"));
+        } else {
+            workers = n as usize;
+        }
+    }
     ServerSettings {
         listen,
         max_body_bytes,
@@ -215,6 +224,7 @@ fn compile_server(c: &mut Compiler, raw: &RawServer) -> ServerSettings {
         body_timeout,
         max_body_readers,
         tencent_listen,
+        workers,
     }
 }
 
@@ -495,6 +505,8 @@ fn compile_script(
                 }
             }
         }
+        let p = format!("{path}.script_limits.time");
+        limits.time = c.duration(&p, l.time.as_ref(), limits.time, crate::script::TIME_RANGE);
     }
     let mut on_error = OnScriptError::Reject;
     if let Some(s) = &raw.on_script_error {

@@ -56,6 +56,9 @@ pub struct ServerSettings {
     pub max_body_readers: usize,
     /// The Tencent-compatible API's listener, when enabled.
     pub tencent_listen: Option<SocketAddr>,
+    /// Threads serving requests: by default the CPUs this process may use (its affinity and cgroup quota).
+    /// One runs a single-threaded runtime: no work stealing, no cross-thread wake-ups. Read at start.
+    pub workers: usize,
 }
 
 /// Where limiter state lives. Read at start: a reload that changes it is logged and takes effect on restart.

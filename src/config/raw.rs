@@ -32,6 +32,8 @@ pub struct RawServer {
     pub max_body_readers: Option<u64>,
     /// Address of the Tencent-compatible API (the official SDKs' `SendSms`); off when absent.
     pub tencent_listen: Option<Scalar>,
+    /// Threads serving requests.
+    pub workers: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -123,12 +125,13 @@ pub struct RawSpendCaps {
     pub countries: std::collections::BTreeMap<String, RawCaps>,
 }
 
-/// `script_limits: { instructions: 200000, memory: 1MiB }`.
+/// `script_limits: { instructions: 200000, memory: 1MiB, time: 10ms }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawScriptLimits {
     pub instructions: Option<u64>,
     pub memory: Option<Scalar>,
+    pub time: Option<Scalar>,
 }
 
 /// The Logto Tencent SMS connector's JSON (camelCase, pasted as is) plus smsgate's own snake_case keys.

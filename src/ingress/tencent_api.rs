@@ -69,6 +69,7 @@ impl ApiError {
             | SpendCapReached { .. }
             | UpstreamRateLimited { .. }
             | ScriptError(_)
+            | ScriptBusy
             | Internal(_)
             | UpstreamRejected(_)
             | LimiterUnavailable => "InternalError",
@@ -399,7 +400,7 @@ pub fn status_code(e: &GatewayError, rule_window: Option<Duration>) -> &str {
         | UpstreamUnavailable { upstream: Some(u), .. } => &u.code,
         UpstreamUnavailable { upstream: None, .. } => "InternalError.SendAndRecvFail",
         UpstreamTimeout => "InternalError.Timeout",
-        LimiterUnavailable | ScriptError(_) | Internal(_) => "InternalError",
+        LimiterUnavailable | ScriptBusy | ScriptError(_) | Internal(_) => "InternalError",
         InvalidRequest(_) => "InvalidParameter",
         // Refusals of a whole request; never a single number's.
         Unauthorized | BadSignature(_) => "AuthFailure.SignatureFailure",

@@ -72,7 +72,7 @@ impl Services {
         let mut firsts = Vec::new();
         for (index, request) in requests.into_iter().enumerate() {
             let trail = &mut trails[index];
-            let checked = match self.check_with(tenant, request, Some(message), trail) {
+            let checked = match self.check_with(tenant, request, Some(message), trail).await {
                 Ok(checked) => checked,
                 Err(e) => {
                     results[index] = Some(Err(e).into());

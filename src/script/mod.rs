@@ -1,21 +1,33 @@
 //! Script stage: a tenant's Lua hook (`on_send(req)`) may rewrite the number, usage, params, template, sign
 //! name or region, or refuse the request. Whatever it changes is checked again here, as strictly as ingress
 //! and config values are. Scripts compile with the config; a pool of ready Lua states per script serves the
-//! calls, so no request compiles anything. The hook never reaches files, the network, the environment or
-//! the process (see `sandbox.rs` and `prelude.lua`).
+//! calls, so no request compiles anything. Calls run on the hook threads (`pool.rs`), never on the async
+//! workers, within an instruction budget, a deadline and a memory limit (`meter.rs`) that every way Lua code
+//! can run and every costly library function (`strlib.rs`, `pattern.rs`) pays into. The hook never reaches
+//! files, the network, the environment or the process (see `sandbox.rs` and `prelude.lua`).
 
+mod meter;
+mod pattern;
+mod pool;
 mod sandbox;
+mod strlib;
 
 use crate::config::Tenant;
 use crate::error::GatewayError;
 use crate::ingress::SendRequest;
 use crate::phone::{mask_numbers, Phone};
+pub use pool::Load;
 use sandbox::Sandbox;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
 
 pub const DEFAULT_INSTRUCTIONS: u32 = 200_000;
 pub const DEFAULT_MEMORY: usize = 1 << 20;
+pub const DEFAULT_TIME: Duration = Duration::from_millis(10);
+/// The range of `script_limits.time`.
+pub const TIME_RANGE: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(1));
 const MAX_SCRIPT_BYTES: u64 = 1 << 20;
 const MAX_REJECT_CHARS: usize = 100;
 const MAX_PARAMS: usize = 16;
@@ -25,15 +37,19 @@ const MAX_SHORT: usize = 64;
 /// Per-call budgets of a hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScriptLimits {
-    /// Lua VM instructions one call may run (counted in steps of 1,000).
+    /// Lua VM instructions one call may run (counted in steps of 100), library work included at its
+    /// instruction price.
     pub instructions: u32,
-    /// Bytes one call may allocate beyond what the loaded script holds.
+    /// Bytes one call may allocate beyond what the loaded script holds; also the most the loaded script
+    /// may hold.
     pub memory: usize,
+    /// Wall-clock time one call may run, from the moment a hook thread starts it.
+    pub time: Duration,
 }
 
 impl Default for ScriptLimits {
     fn default() -> Self {
-        ScriptLimits { instructions: DEFAULT_INSTRUCTIONS, memory: DEFAULT_MEMORY }
+        ScriptLimits { instructions: DEFAULT_INSTRUCTIONS, memory: DEFAULT_MEMORY, time: DEFAULT_TIME }
     }
 }
 
@@ -87,31 +103,46 @@ pub enum RawVerdict {
     },
 }
 
-/// A tenant's compiled hook and its pool of Lua states.
+/// A tenant's compiled hook, its pool of Lua states and its lane on the hook threads.
 pub struct ScriptHook {
+    inner: Arc<Inner>,
+    pub limits: ScriptLimits,
+    pub on_error: OnScriptError,
+}
+
+struct Inner {
     path: String,
     source: String,
     settings: Settings,
     tenant: Arc<str>,
-    pub limits: ScriptLimits,
-    pub on_error: OnScriptError,
-    pool: Mutex<Vec<Sandbox>>,
+    limits: ScriptLimits,
+    states: Mutex<Vec<Sandbox>>,
     max_pooled: usize,
+    lane: Arc<pool::Lane>,
 }
 
 impl std::fmt::Debug for ScriptHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ScriptHook")
-            .field("path", &self.path)
+            .field("path", &self.inner.path)
             .field("limits", &self.limits)
             .field("on_error", &self.on_error)
             .finish_non_exhaustive()
     }
 }
 
+/// Why a hook call gave no verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The script failed, ran over a budget or returned something invalid: the message, for the log.
+    Failed(String),
+    /// The tenant's share of the hook threads stayed taken: the call never started.
+    Busy,
+}
+
 impl ScriptHook {
     /// Reads and compiles `file` (named `path` as the config writes it, in errors and Lua line numbers) and
-    /// fills the pool: one state per core, since calls run inline on the runtime's worker threads.
+    /// fills the pool: one state per call the hook may run at once.
     pub fn load(
         path: &str,
         file: &Path,
@@ -133,47 +164,175 @@ impl ScriptHook {
         on_error: OnScriptError,
     ) -> Result<ScriptHook, String> {
         let tenant: Arc<str> = settings.name.as_str().into();
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let mut states = Vec::with_capacity(cores);
-        for _ in 0..cores {
+        // The number metadata loads on first use (milliseconds): not inside a hook call's deadline.
+        let _ = Phone::from_e164("+8613800138000");
+        let share = pool::share();
+        let mut states = Vec::with_capacity(share);
+        for _ in 0..share {
             states.push(Sandbox::new(path, &source, &settings, limits, tenant.clone())?);
         }
-        Ok(ScriptHook {
+        let inner = Inner {
             path: path.to_owned(),
             source,
             settings,
             tenant,
             limits,
-            on_error,
-            pool: Mutex::new(states),
-            max_pooled: cores * 4,
-        })
+            states: Mutex::new(states),
+            // Calls made on other threads (a bench, `explain` beside `serve`) may grow the pool this far.
+            max_pooled: share * 4,
+            lane: Arc::default(),
+        };
+        Ok(ScriptHook { inner: Arc::new(inner), limits, on_error })
     }
 
     pub fn path(&self) -> &str {
-        &self.path
+        &self.inner.path
     }
 
-    /// Calls `on_send` on a pooled state. The error is for the log (file and line, numbers unmasked).
+    /// Calls `on_send` here, on the calling thread, on a pooled state. The error is for the log (file and
+    /// line, numbers unmasked). The gateway goes through [`ScriptHook::dispatch`] instead.
     pub fn call(&self, input: &HookInput<'_>) -> Result<RawVerdict, String> {
-        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let sandbox = match pooled {
-            Some(s) => s,
-            // More threads than cores call at once (a bench, explain beside serve): grow the pool once.
-            None => Sandbox::new(&self.path, &self.source, &self.settings, self.limits, self.tenant.clone())?,
-        };
-        let result =
-            sandbox.call(input).map_err(|e| if e.starts_with(&self.path) { e } else { format!("{}: {e}", self.path) });
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < self.max_pooled {
-            pool.push(sandbox);
+        self.inner.call(input).0
+    }
+
+    /// Calls `on_send` on a hook thread, within the tenant's share of them, and hands the request back.
+    pub async fn dispatch(
+        &self,
+        request: SendRequest,
+        phone: Option<Phone>,
+        request_id: &str,
+    ) -> Option<(Result<RawVerdict, CallError>, SendRequest)> {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(HookJob {
+            hook: self.inner.clone(),
+            request: Some(request),
+            phone,
+            request_id: request_id.to_owned(),
+            reply: Some(reply),
+        });
+        if let Err(job) = self.inner.lane.submit(job) {
+            job.refuse();
         }
-        result
+        answer.await.ok()
+    }
+
+    /// Calls of this hook running on the hook threads and waiting for one.
+    pub fn load_now(&self) -> Load {
+        self.inner.lane.load()
     }
 
     /// Bytes held by the pooled states after a full collection.
     pub fn used_memory(&self) -> usize {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner()).iter().map(Sandbox::used_memory).sum()
+        self.inner.states.lock().unwrap_or_else(|p| p.into_inner()).iter().map(Sandbox::used_memory).sum()
+    }
+
+    /// Lua states pooled, ready for a call.
+    pub fn pooled(&self) -> usize {
+        self.inner.states.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl Inner {
+    fn new_state(&self) -> Result<Sandbox, String> {
+        Sandbox::new(&self.path, &self.source, &self.settings, self.limits, self.tenant.clone())
+    }
+
+    /// One call on a pooled state (or a new one); whether the state was discarded (the call was cut off).
+    fn call(&self, input: &HookInput<'_>) -> (Result<RawVerdict, String>, bool) {
+        let pooled = self.states.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let sandbox = match pooled {
+            Some(s) => s,
+            None => match self.new_state() {
+                Ok(s) => s,
+                Err(e) => return (Err(e), false),
+            },
+        };
+        let (result, reusable) = sandbox.call(input);
+        let result = result.map_err(|e| if e.starts_with(&self.path) { e } else { format!("{}: {e}", self.path) });
+        if reusable {
+            let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+            if states.len() < self.max_pooled {
+                states.push(sandbox);
+            }
+        }
+        (result, !reusable)
+    }
+
+    /// Replaces a discarded state, so that the next call finds one ready.
+    fn refill(&self) {
+        if self.states.lock().unwrap_or_else(|p| p.into_inner()).len() >= pool::share() {
+            return;
+        }
+        if let Ok(sandbox) = self.new_state() {
+            let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+            if states.len() < self.max_pooled {
+                states.push(sandbox);
+            }
+        }
+    }
+}
+
+/// One call handed to the hook threads; it always answers (dropped unanswered, it answers that the call
+/// failed), so the caller gets its request back.
+struct HookJob {
+    hook: Arc<Inner>,
+    request: Option<SendRequest>,
+    phone: Option<Phone>,
+    request_id: String,
+    reply: Option<oneshot::Sender<(Result<RawVerdict, CallError>, SendRequest)>>,
+}
+
+impl HookJob {
+    fn answer(&mut self, result: Result<RawVerdict, CallError>) {
+        if let (Some(reply), Some(request)) = (self.reply.take(), self.request.take()) {
+            let _ = reply.send((result, request));
+        }
+    }
+}
+
+impl pool::Job for HookJob {
+    fn run(mut self: Box<Self>) {
+        let Some(request) = self.request.as_ref() else { return };
+        let raw_phone = match &request.phone {
+            crate::ingress::PhoneInput::Logto(s) | crate::ingress::PhoneInput::Native(s) => s.as_str(),
+        };
+        let input = HookInput {
+            tenant: &self.hook.tenant,
+            phone: self.phone.as_ref(),
+            raw_phone,
+            usage: &request.usage,
+            code: request.code.as_deref(),
+            params: &request.params,
+            ip: request.ip.map(|ip| ip.to_string()),
+            locale: request.locale.as_deref(),
+            request_id: Some(&self.request_id),
+        };
+        let hook = self.hook.clone();
+        let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook.call(&input)));
+        let (result, discarded) = match called {
+            Ok((result, discarded)) => (result.map_err(CallError::Failed), discarded),
+            Err(_) => (Err(CallError::Failed(format!("{}: the hook call panicked", hook.path))), true),
+        };
+        self.answer(result);
+        if discarded {
+            // After the answer: the caller does not wait for the replacement state to load.
+            hook.refill();
+        }
+    }
+
+    fn refuse(mut self: Box<Self>) {
+        self.answer(Err(CallError::Busy));
+    }
+
+    fn abandoned(&self) -> bool {
+        self.reply.as_ref().is_none_or(|r| r.is_closed())
+    }
+}
+
+impl Drop for HookJob {
+    fn drop(&mut self) {
+        let path = self.hook.path.clone();
+        self.answer(Err(CallError::Failed(format!("{path}: the hook call was dropped"))));
     }
 }
 
@@ -258,15 +417,27 @@ pub struct Routed {
 }
 
 /// The script stage. `normalized` is the normalize stage's result: a hook may repair a number that did not
-/// parse; without a repair such a request stays `invalid_phone`.
-pub fn stage(
+/// parse; without a repair such a request stays `invalid_phone`. The hook runs on the hook threads; the
+/// report is `None` when it never ran because the tenant's share of them stayed taken (`script_busy`,
+/// whatever `on_script_error` says: skipping the hook under load would let a flood bypass its policy).
+pub async fn stage(
     hook: &ScriptHook,
     tenant: &Tenant,
-    request: &SendRequest,
+    request: SendRequest,
     normalized: Result<Phone, GatewayError>,
-    request_id: Option<&str>,
-) -> (Result<Routed, GatewayError>, ScriptReport) {
+    request_id: &str,
+) -> (Result<Routed, GatewayError>, Option<ScriptReport>) {
     let before = normalized.as_ref().ok().cloned();
+    let report = |outcome| Some(ScriptReport { path: hook.inner.path.clone(), before: before.clone(), outcome });
+    let Some((called, request)) = hook.dispatch(request, before.clone(), request_id).await else {
+        let detail = format!("{}: the hook call was lost", hook.path());
+        return (Err(GatewayError::Internal(detail.clone())), report(ScriptOutcome::Failed(detail)));
+    };
+    let verdict = match called {
+        Ok(verdict) => Ok(verdict),
+        Err(CallError::Busy) => return (Err(GatewayError::ScriptBusy), None),
+        Err(CallError::Failed(detail)) => Err(detail),
+    };
     let raw_phone = match &request.phone {
         crate::ingress::PhoneInput::Logto(s) | crate::ingress::PhoneInput::Native(s) => s.as_str(),
     };
@@ -277,12 +448,11 @@ pub fn stage(
         usage: &request.usage,
         code: request.code.as_deref(),
         params: &request.params,
-        ip: request.ip.map(|ip| ip.to_string()),
+        ip: None,
         locale: request.locale.as_deref(),
-        request_id,
+        request_id: Some(request_id),
     };
-    let report = |outcome| ScriptReport { path: hook.path.clone(), before: before.clone(), outcome };
-    let checked = hook.call(&input).and_then(|verdict| check(tenant, &input, verdict));
+    let checked = verdict.and_then(|verdict| check(tenant, &input, verdict));
     let code = request.code.as_deref();
     match checked {
         Ok(Checked::Routed(routed, changes)) => (Ok(routed), report(ScriptOutcome::Changed(changes))),
@@ -300,7 +470,7 @@ pub fn stage(
                     (Err(GatewayError::ScriptError(detail.clone())), report(ScriptOutcome::Failed(detail)))
                 }
                 OnScriptError::Skip => {
-                    tracing::warn!(tenant = %tenant.name, request_id = request_id.unwrap_or(""), script = %hook.path,
+                    tracing::warn!(tenant = %tenant.name, request_id, script = %hook.inner.path,
                         detail = %detail, "script failed; on_script_error: skip, going on without it");
                     let unhooked = normalized.map(|phone| Routed {
                         phone,
@@ -428,8 +598,10 @@ fn check(tenant: &Tenant, input: &HookInput<'_>, verdict: RawVerdict) -> Result<
 mod tests {
     use super::*;
 
+    /// A hook with the default budgets but a deadline far off: only the tests about time may depend on
+    /// how fast this (debug, shared) machine runs.
     fn hook(source: &str) -> ScriptHook {
-        hook_with(source, ScriptLimits::default())
+        hook_with(source, ScriptLimits { time: Duration::from_secs(1), ..ScriptLimits::default() })
     }
 
     fn hook_with(source: &str, limits: ScriptLimits) -> ScriptHook {
@@ -538,7 +710,8 @@ mod tests {
               if which == "memory" then local t = {} for i = 1, 1e9 do t[i] = string.rep("x", 4096) end end
               if which == "rep" then return {reject = string.rep("x", 1 << 30)} end
             end"#,
-            ScriptLimits { instructions: 100_000, memory: 256 << 10 },
+            // A deadline far off: this test is about the instruction and memory budgets.
+            ScriptLimits { instructions: 100_000, memory: 256 << 10, time: Duration::from_secs(1) },
         );
         for which in ["loop", "pcall"] {
             let e = call(&h, &[which]).unwrap_err();
@@ -549,8 +722,98 @@ mod tests {
             let e = call(&h, &[which]).unwrap_err();
             assert!(e.contains("memory limit exceeded"), "{which}: {e}");
         }
-        // The state serves again after each failure.
+        // The hook serves again after each failure (on a fresh state: a cut-off one is dropped).
         assert_eq!(call(&h, &["fine"]), Ok(unchanged()));
+    }
+
+    #[test]
+    fn no_script_code_runs_once_a_call_is_cut_off() {
+        let h = hook_with(
+            r#"
+            local function after() smsgate.log("error", "script code ran after the cut-off: " .. W) end
+            function on_send(req)
+              local which = req.params[1]
+              W = which
+              if which == "handler" then xpcall(function() while true do end end, after) end
+              if which == "handler_of_error" then xpcall(function() error("x") end, function() while true do end end) after() end
+              if which == "pcall" then pcall(function() while true do end end) after() end
+              if which == "gsub" then string.gsub("abcdef", "%w", function() after() while true do end end) end
+              if which == "sort" then table.sort({3, 1, 2, 5, 4}, function(a, b) after() while true do end end) end
+              if which == "memory" then
+                pcall(function() local t = {} for i = 1, 1e9 do t[i] = {} end end)
+                after()
+              end
+              if which == "memory_rep" then pcall(string.rep, "x", 1 << 20) after() end
+              if which == "deadline" then pcall(function() local s = ("x"):rep(1000) while true do local _ = s < s end end) after() end
+            end"#,
+            ScriptLimits { instructions: 100_000, memory: 256 << 10, time: Duration::from_millis(50) },
+        );
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+        tracing::subscriber::with_default(subscriber, || {
+            for which in ["handler", "handler_of_error", "pcall", "gsub", "sort", "memory", "memory_rep", "deadline"] {
+                let e = call(&h, &[which]).unwrap_err();
+                let cut = ["instruction budget exhausted", "time limit exceeded", "memory limit exceeded"];
+                assert!(cut.iter().any(|c| e.contains(c)), "{which}: {e}");
+            }
+        });
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let ran: Vec<_> = log.lines().filter(|l| l.contains("after the cut-off")).collect();
+        // `gsub` and `sort` log once each before they spin: that is before the cut-off.
+        assert_eq!(ran.len(), 2, "{log}");
+    }
+
+    #[test]
+    fn regression_no_value_can_become_closable() {
+        // Lua runs the __close handlers of the frame the count hook stops while the hook's error unwinds,
+        // with hooks off: a `local x <close>` next to an endless loop escaped every budget.
+        let h = hook(
+            r#"
+            function on_send(req)
+              local which = req.params[1]
+              local spin = function() while true do end end
+              if which == "set" then local x <close> = setmetatable({}, {__close = spin}) while true do end end
+              if which == "later" then
+                local mt = {}
+                local o = setmetatable({}, mt)
+                mt.__close = spin
+                local x <close> = o
+                while true do end
+              end
+              if which == "for" then
+                local mt = {}
+                local o = setmetatable({}, mt)
+                mt.__close = spin
+                for _ in next, {1}, nil, o do while true do end end
+              end
+              if which == "gc" then setmetatable({}, {__gc = spin}) end
+              if which == "identity" then
+                local mt = {__index = {x = 1}}
+                local o = setmetatable({}, mt)
+                if getmetatable(o) ~= mt or o.x ~= 1 then return {reject = "identity"} end
+                mt.__index = {x = 2}
+                if o.x ~= 1 then return {reject = "a later change applied"} end
+                setmetatable(o, {__index = {x = 3}})
+                if o.x ~= 3 then return {reject = "could not replace it"} end
+                setmetatable(o, nil)
+                if getmetatable(o) ~= nil then return {reject = "could not remove it"} end
+                local p = setmetatable({}, {__metatable = "locked"})
+                if getmetatable(p) ~= "locked" then return {reject = "__metatable"} end
+                if pcall(setmetatable, p, {}) then return {reject = "a protected metatable changed"} end
+                local ok, e = pcall(setmetatable, smsgate, {})
+                if ok then return {reject = "the API's metatable changed"} end
+              end
+            end"#,
+        );
+        let e = call(&h, &["set"]).unwrap_err();
+        assert!(e.contains("t.lua:5: __close metamethods are not available in hooks"), "{e}");
+        for which in ["later", "for"] {
+            let e = call(&h, &[which]).unwrap_err();
+            assert!(e.contains("non-closable value"), "{which}: {e}");
+        }
+        assert!(call(&h, &["gc"]).unwrap_err().contains("__gc metamethods are not available in hooks"));
+        assert_eq!(call(&h, &["identity"]), Ok(unchanged()));
     }
 
     #[test]

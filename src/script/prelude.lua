@@ -1,7 +1,8 @@
 -- Trusted setup, run once per Lua state before the tenant's script. It builds the only environment the
--- script ever sees: safe base functions, read-only views of string/table/math/utf8, and the smsgate API.
--- The real globals table (with the functions removed below) is never reachable from the script.
-local spent, emit, parse_phone, settings = ...
+-- script ever sees: safe base functions, read-only views of string/table/math/utf8 (their costly functions
+-- already replaced by charged ones, see strlib.rs), and the smsgate API. The real globals table (with the
+-- functions removed below) is never reachable from the script.
+local spent, plain, emit, parse_phone, settings = ...
 local G = _G
 local error, next, pairs, ipairs, rawget, rawequal, rawlen, select, setmetatable, type, tostring, pcall, xpcall =
   error, next, pairs, ipairs, rawget, rawequal, rawlen, select, setmetatable, type, tostring, pcall, xpcall
@@ -34,22 +35,80 @@ for _, name in ipairs({ "assert", "error", "getmetatable", "ipairs", "next", "pa
 end
 B.string, B.table, B.math, B.utf8 = readonly(string), readonly(table), readonly(math), readonly(utf8)
 
--- An exhausted instruction budget must end the call: pcall may not swallow it.
-local function rethrow_overrun(ok, ...)
-  if not ok and spent() then error((...), 0) end
-  return ok, ...
-end
-B.pcall = function(f, ...) return rethrow_overrun(pcall(f, ...)) end
-B.xpcall = function(f, handler, ...) return rethrow_overrun(xpcall(f, handler, ...)) end
-
--- Finalizers would run at GC time, outside any call's budget and context.
-B.setmetatable = function(t, mt)
-  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
-    error("__gc metamethods are not available in hooks", 2)
+-- table.sort compares in C, where a comparison costs no instruction: every comparison goes through a Lua
+-- function, so the count hook charges it (and a C function given as the comparator cannot escape that).
+do
+  local sort = table.sort
+  local function lt(a, b) return a < b end
+  table.sort = function(t, comp)
+    if comp == nil then return sort(t, lt) end
+    if type(comp) ~= "function" then return sort(t, comp) end
+    return sort(t, function(a, b) return comp(a, b) end)
   end
-  -- Through pcall so that an error (a protected metatable) points at the script's line, not this one.
-  local ok, result = pcall(setmetatable, t, mt)
-  if not ok then error(result, 2) end
+end
+
+-- A spent budget, a passed deadline or exhausted memory must end the call: pcall and xpcall may not
+-- swallow it, and an xpcall message handler does not run for it. (Once the call is cut off, the count
+-- hook fails before every instruction anyway; the handler check matters because Lua runs a message handler
+-- with hooks off when the error came from the hook itself.) Errors of the host's library functions reach
+-- the script as plain strings, like those of Lua's own C functions.
+local function settle(ok, ...)
+  if ok then return true, ... end
+  local e = ...
+  if spent(e) then error(e, 0) end
+  if type(e) == "userdata" then e = plain(e) end
+  return false, e
+end
+B.pcall = function(f, ...) return settle(pcall(f, ...)) end
+B.xpcall = function(f, handler, ...)
+  if type(handler) ~= "function" then
+    error("bad argument #2 to 'xpcall' (function expected, got " .. type(handler) .. ")", 2)
+  end
+  return settle(xpcall(f, function(e)
+    if spent(e) then return e end
+    if type(e) == "userdata" then e = plain(e) end
+    return handler(e)
+  end, ...))
+end
+
+-- Two metamethods run where no budget reaches: __gc (at collection time, with hooks off) and __close
+-- (while an error raised by the count hook unwinds, Lua closes the variables of the frame it stopped in
+-- with hooks off). Both are refused, and a metatable is copied when it is set, so neither can be added to
+-- it later: a value can never become closable, so `local x <close>` and the generic for's closing value
+-- only ever hold nil or false. getmetatable still answers the table passed in; changes made to that table
+-- afterwards do not apply.
+local rawset = rawset
+local weak = { __mode = "k" }
+local copy_of = setmetatable({}, weak) -- table -> the copy set as its metatable
+local protected = setmetatable({}, weak) -- copies of metatables that had their own __metatable field
+B.setmetatable = function(t, mt)
+  if type(t) ~= "table" or (mt ~= nil and type(mt) ~= "table") then
+    -- Through pcall so that the argument error points at the script's line, not this one.
+    local ok, result = pcall(setmetatable, t, mt)
+    if not ok then error(result, 2) end
+    return result
+  end
+  local copy = nil
+  if mt ~= nil then
+    if rawget(mt, "__gc") ~= nil then error("__gc metamethods are not available in hooks", 2) end
+    if rawget(mt, "__close") ~= nil then error("__close metamethods are not available in hooks", 2) end
+    copy = {}
+    for k, v in next, mt do copy[k] = v end
+    if rawget(mt, "__metatable") == nil then copy.__metatable = mt else protected[copy] = true end
+  end
+  local current, saved = copy_of[t], nil
+  if current then
+    -- Its metatable is one of these copies: replaceable unless the script protected it.
+    if protected[current] then error("cannot change a protected metatable", 2) end
+    saved = rawget(current, "__metatable")
+    rawset(current, "__metatable", nil)
+  end
+  local ok, result = pcall(setmetatable, t, copy)
+  if not ok then
+    if current then rawset(current, "__metatable", saved) end
+    error(result, 2)
+  end
+  copy_of[t] = copy
   return result
 end
 
@@ -113,8 +172,17 @@ local function make_invoke(on_send, tenant, arm, disarm)
     local req = { tenant = tenant, phone = phone, raw_phone = raw_phone, country = country, usage = usage,
       code = code, params = { ... }, ip = ip, locale = locale }
     arm()
-    local r = on_send(req)
+    local ok, r = pcall(on_send, req)
     disarm()
+    if not ok then
+      -- A string is the script's message (file and line included); an error of a host function goes to the
+      -- host as it is; any other value is named by its type, never converted by its own metamethods.
+      if spent(r) then error(r, 0) end
+      if type(r) == "string" then return 3, r end
+      if type(r) == "userdata" then error(r, 0) end
+      if mtype(r) then return 3, tostring(r) end
+      return 3, "(error object is a " .. type(r) .. " value)"
+    end
     if r ~= nil and not rawequal(r, req) then
       if type(r) == "table" then
         local reject = rawget(r, "reject")

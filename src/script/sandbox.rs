@@ -1,7 +1,9 @@
-//! One Lua state of a tenant's hook: the sandbox it runs in (safe libraries only, see `prelude.lua`), its
-//! instruction and memory budgets, the `smsgate` API, and one call of `on_send`. A state is built once (the
-//! script compiled then) and reused for many calls; it never touches files, the network or the process.
+//! One Lua state of a tenant's hook: the sandbox it runs in (safe libraries only, see `prelude.lua`, their
+//! costly functions charged, see `strlib.rs`), the budgets of a call (`meter.rs`), the `smsgate` API, and
+//! one call of `on_send`. A state is built once (the script compiled then) and reused for many calls,
+//! unless a call was cut off; it never touches files, the network or the process.
 
+use super::meter::{caller, Cut, Meter, STEP};
 use super::{HookInput, RawVerdict, ScriptLimits, Settings};
 use crate::phone::Phone;
 use mlua::{ChunkMode, Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, Variadic, VmState};
@@ -13,20 +15,20 @@ type Returned =
     (u8, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, bool, Variadic<String>);
 
 const PRELUDE: &str = include_str!("prelude.lua");
-/// How often the instruction hook runs; the budget is counted in these steps.
-const STEP: u32 = 1_000;
 /// Log lines one call may write; more are dropped so a looping script cannot flood the log.
 const MAX_LOG_LINES: u32 = 20;
 const MAX_LOG_CHARS: usize = 512;
-/// Loading the script (its top level: constants, tables) may take this many times a call's budget.
-const LOAD_FACTOR: u32 = 10;
+/// What `smsgate.parse_phone` charges, in instructions: about the time one parse takes (6 µs, see
+/// BENCHMARKS.md), at 5 ns an instruction.
+const PARSE_PHONE_UNITS: usize = 1_500;
+/// Longer text is no phone number: `smsgate.parse_phone` answers nil without parsing it.
+const MAX_PHONE_TEXT: usize = 64;
+/// Loading the script (its top level: constants, tables) may take this many times a call's
+/// instructions, time and transient memory.
+pub(super) const LOAD_FACTOR: u32 = 10;
 
-/// What the host shares with the hook and the API functions during one call.
+/// What the host shares with the `smsgate` API functions during one call.
 struct CallContext {
-    steps_left: u32,
-    /// The instruction budget ran out; `pcall` must not swallow that.
-    spent: bool,
-    overrun_at: Option<String>,
     logs: u32,
     request_id: Option<String>,
     code: Option<String>,
@@ -37,8 +39,8 @@ pub(super) struct Sandbox {
     /// The prelude's trampoline bound to this script's `on_send`: fills `req`, calls, reads it back.
     invoke: Function,
     context: Arc<Mutex<CallContext>>,
-    steps: u32,
-    memory_budget: usize,
+    meter: Arc<Meter>,
+    limits: ScriptLimits,
     /// The state's heap limit while the script runs: what the loaded script holds plus the budget.
     memory_limit: usize,
 }
@@ -49,19 +51,22 @@ pub(super) struct Sandbox {
 /// the already-validated request. The trampoline arms the limit around the script's own code.
 struct HostSteps<'a> {
     lua: &'a Lua,
+    meter: &'a Meter,
     limit: usize,
 }
 
 impl<'a> HostSteps<'a> {
-    fn new(lua: &'a Lua, limit: usize) -> mlua::Result<HostSteps<'a>> {
+    fn new(lua: &'a Lua, meter: &'a Meter, limit: usize) -> mlua::Result<HostSteps<'a>> {
         lua.set_memory_limit(0)?;
-        Ok(HostSteps { lua, limit })
+        meter.set_memory_limit(0);
+        Ok(HostSteps { lua, meter, limit })
     }
 }
 
 impl Drop for HostSteps<'_> {
     fn drop(&mut self) {
         let _ = self.lua.set_memory_limit(self.limit);
+        self.meter.set_memory_limit(self.limit);
     }
 }
 
@@ -70,9 +75,10 @@ fn lock(context: &Mutex<CallContext>) -> MutexGuard<'_, CallContext> {
     context.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The innermost, one-line message of a Lua error (mlua wraps callback errors and adds tracebacks).
+/// The innermost, one-line message of a Lua error (mlua wraps callback errors and adds tracebacks). A
+/// position inside the sandbox's own prelude is dropped: it says nothing to the script's author.
 pub(super) fn describe(e: &mlua::Error) -> String {
-    match e {
+    let message = match e {
         // Lua appends a traceback to runtime errors; the first part carries file, line and message.
         mlua::Error::RuntimeError(m) => m.split("\nstack traceback:").next().unwrap_or_default().to_owned(),
         mlua::Error::SyntaxError { message, .. } => message.clone(),
@@ -80,6 +86,19 @@ pub(super) fn describe(e: &mlua::Error) -> String {
         mlua::Error::CallbackError { cause, .. } => describe(cause),
         mlua::Error::WithContext { cause, .. } => describe(cause),
         other => other.to_string().lines().next().unwrap_or_default().to_owned(),
+    };
+    match message.strip_prefix("smsgate prelude:").and_then(|rest| rest.split_once(": ")) {
+        Some((line, rest)) if line.bytes().all(|b| b.is_ascii_digit()) => rest.to_owned(),
+        _ => message,
+    }
+}
+
+/// Whether an error value caught in Lua is an out-of-memory error (Lua's own message, or mlua's).
+fn is_memory_error(e: &Value) -> bool {
+    match e {
+        Value::String(s) => s.as_bytes().as_ref() == b"not enough memory",
+        Value::Error(e) => matches!(**e, mlua::Error::MemoryError(_)),
+        _ => false,
     }
 }
 
@@ -94,15 +113,8 @@ impl Sandbox {
     ) -> Result<Sandbox, String> {
         let lua = Lua::new_with(StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8, LuaOptions::default())
             .map_err(|e| format!("{path}: cannot create a Lua state: {}", describe(&e)))?;
-        let steps = limits.instructions.div_ceil(STEP).max(1);
-        let context = Arc::new(Mutex::new(CallContext {
-            steps_left: steps * LOAD_FACTOR,
-            spent: false,
-            overrun_at: None,
-            logs: 0,
-            request_id: None,
-            code: None,
-        }));
+        let meter = Meter::new(path.into());
+        let context = Arc::new(Mutex::new(CallContext { logs: 0, request_id: None, code: None }));
         let fail = |e: mlua::Error| {
             let message = describe(&e);
             if message.starts_with(path) {
@@ -111,32 +123,22 @@ impl Sandbox {
                 format!("{path}: {message}")
             }
         };
-        let (d, make_invoke) =
-            Self::prelude(&lua, &context, settings, tenant.clone(), path).map_err(|e| format!("{path}: setup: {e}"))?;
-        let hook_context = context.clone();
-        let budget = limits.instructions;
-        let script_path = path.to_owned();
-        lua.set_hook(HookTriggers::new().every_nth_instruction(STEP.min(budget)), move |_, debug| {
-            let mut cx = lock(&hook_context);
-            cx.steps_left = cx.steps_left.saturating_sub(1);
-            if cx.steps_left > 0 {
-                return Ok(VmState::Continue);
-            }
-            // The line where the script was when the budget ran out; the host's own trampoline has no line
-            // worth showing.
-            let at = match (debug.source().short_src, debug.current_line()) {
-                (Some(src), Some(line)) if src == script_path => format!("{src}:{line}: "),
-                _ => format!("{script_path}: "),
-            };
-            let message = format!("{at}instruction budget exhausted ({budget} per call)");
-            cx.spent = true;
-            cx.overrun_at.get_or_insert_with(|| message.clone());
-            Err(mlua::Error::runtime(message))
-        })
-        .map_err(|e| format!("{path}: {}", describe(&e)))?;
-        lua.set_memory_limit(limits.memory.saturating_mul(LOAD_FACTOR as usize).saturating_add(lua.used_memory()))
-            .map_err(|e| format!("{path}: {}", describe(&e)))?;
+        super::strlib::install(&lua, &meter).map_err(|e| format!("{path}: setup: {e}"))?;
+        let (d, make_invoke) = Self::prelude(&lua, &context, &meter, settings, tenant.clone(), path)
+            .map_err(|e| format!("{path}: setup: {e}"))?;
+        Self::set_hook(&lua, &meter, path).map_err(fail)?;
+        lua.gc_collect().map_err(fail)?;
+        let baseline = lua.used_memory();
 
+        // The top level runs within ten times a call's budgets.
+        meter.start(
+            u64::from(limits.instructions) * u64::from(LOAD_FACTOR),
+            limits.time * LOAD_FACTOR,
+            limits.memory.saturating_mul(LOAD_FACTOR as usize),
+        );
+        let load_limit = limits.memory.saturating_mul(LOAD_FACTOR as usize).saturating_add(baseline);
+        lua.set_memory_limit(load_limit).map_err(fail)?;
+        meter.set_memory_limit(load_limit);
         let chunk = lua
             .load(source)
             .set_name(format!("@{path}"))
@@ -144,31 +146,92 @@ impl Sandbox {
             .set_environment(d.clone())
             .into_function()
             .map_err(fail)?;
-        chunk.call::<()>(()).map_err(|e| Self::overrun(&context).unwrap_or_else(|| fail(e)))?;
+        chunk.call::<()>(()).map_err(|e| meter.message().unwrap_or_else(|| fail(e)))?;
+        if meter.cut().is_some() {
+            // The top level caught the cut-off error and went on: it still failed.
+            return Err(meter.spent_error().to_string());
+        }
         let on_send = match d.get::<Value>("on_send").map_err(fail)? {
             Value::Function(f) => f,
             _ => return Err(format!("{path}: the script must define function on_send(req)")),
         };
+        lua.set_memory_limit(0).map_err(fail)?;
+        meter.set_memory_limit(0);
         lua.gc_collect().map_err(fail)?;
         lua.gc_collect().map_err(fail)?;
+        // What the loaded script keeps is bounded like what a call allocates, so that every string a call
+        // can touch (and so every single instruction) stays within the memory budget.
+        let held = lua.used_memory().saturating_sub(baseline);
+        if held > limits.memory {
+            return Err(format!(
+                "{path}: the loaded script holds {} KiB, more than script_limits.memory ({} KiB)",
+                held.div_ceil(1024),
+                limits.memory >> 10
+            ));
+        }
         // The per-call budget counts from what the loaded script holds.
         let memory_limit = lua.used_memory().saturating_add(limits.memory);
-        let arm = lua.create_function(move |lua, ()| lua.set_memory_limit(memory_limit).map(drop)).map_err(fail)?;
-        let disarm = lua.create_function(|lua, ()| lua.set_memory_limit(0).map(drop)).map_err(fail)?;
+        let arm_meter = meter.clone();
+        let arm = lua
+            .create_function(move |lua, ()| {
+                arm_meter.set_memory_limit(memory_limit);
+                lua.set_memory_limit(memory_limit).map(drop)
+            })
+            .map_err(fail)?;
+        let disarm_meter = meter.clone();
+        let disarm = lua
+            .create_function(move |lua, ()| {
+                disarm_meter.set_memory_limit(0);
+                lua.set_memory_limit(0).map(drop)
+            })
+            .map_err(fail)?;
         let invoke = make_invoke.call::<Function>((on_send, &*tenant, arm, disarm)).map_err(fail)?;
         lua.set_memory_limit(memory_limit).map_err(fail)?;
-        Ok(Sandbox { lua, invoke, context, steps, memory_budget: limits.memory, memory_limit })
+        meter.set_memory_limit(memory_limit);
+        Ok(Sandbox { lua, invoke, context, meter, limits, memory_limit })
+    }
+
+    /// The count hook: every `STEP` instructions, charge them and check the deadline.
+    fn set_hook(lua: &Lua, meter: &Arc<Meter>, path: &str) -> mlua::Result<()> {
+        let meter = meter.clone();
+        let script: Arc<str> = path.into();
+        lua.set_global_hook(HookTriggers::new().every_nth_instruction(STEP), move |lua, debug| {
+            let Some(why) = meter.tick() else { return Ok(VmState::Continue) };
+            // The line where the script was when the budget ran out; the prelude has no line worth showing.
+            let at = match (debug.source().short_src, debug.current_line()) {
+                (Some(src), Some(line)) if *src == *script => Some((src.into_owned(), line)),
+                _ => None,
+            };
+            Err(meter.cut_off(lua, why, at))
+        })
     }
 
     fn prelude(
         lua: &Lua,
         context: &Arc<Mutex<CallContext>>,
+        meter: &Arc<Meter>,
         settings: &Settings,
         tenant: Arc<str>,
         path: &str,
     ) -> mlua::Result<(Table, Function)> {
-        let cx = context.clone();
-        let spent = lua.create_function(move |_, ()| Ok(lock(&cx).spent))?;
+        let m = meter.clone();
+        // Whether a caught error must end the call: the budget or the deadline is spent, or memory ran out
+        // (Lua's own error for it, which `pcall` would otherwise swallow).
+        let spent = lua.create_function(move |lua, e: Value| {
+            if m.cut().is_some() {
+                return Ok(true);
+            }
+            if is_memory_error(&e) {
+                m.memory_spent(lua);
+                return Ok(true);
+            }
+            Ok(false)
+        })?;
+        // A library function's error, as the plain message Lua's own functions raise.
+        let plain = lua.create_function(|lua, e: Value| match e {
+            Value::Error(e) => lua.create_string(describe(&e)).map(Value::String),
+            other => Ok(other),
+        })?;
         let cx = context.clone();
         let script: Arc<str> = path.into();
         let emit = lua.create_function(move |_, (level, message): (String, mlua::String)| {
@@ -197,12 +260,24 @@ impl Sandbox {
             }
             Ok(())
         })?;
-        let parse_phone = lua.create_function(|_, (text, country): (String, Option<String>)| {
+        let m = meter.clone();
+        let parse_phone = lua.create_function(move |lua, (text, country): (mlua::String, Option<String>)| {
+            // A parse costs what a few thousand instructions do (the phonenumber crate's regular
+            // expressions); its time does not count against the deadline, which is for the script's own
+            // work (the first parse of a region also compiles that region's expressions).
+            let started = std::time::Instant::now();
+            m.charge_work(lua, text.as_bytes().len(), PARSE_PHONE_UNITS)?;
+            if text.as_bytes().len() > MAX_PHONE_TEXT {
+                return Ok((None, None));
+            }
+            let text = text.to_string_lossy();
             let country = country.and_then(|c| c.parse::<phonenumber::country::Id>().ok());
-            Ok(match Phone::from_native(&text, country) {
+            let parsed = match Phone::from_native(&text, country) {
                 Ok(p) => (Some(p.e164().to_owned()), Some(p.country_code().to_owned())),
                 Err(_) => (None, None),
-            })
+            };
+            m.extend(started.elapsed());
+            Ok(parsed)
         })?;
         let s = lua.create_table()?;
         s.raw_set("name", settings.name.as_str())?;
@@ -215,44 +290,43 @@ impl Sandbox {
             templates.raw_set(usage.as_str(), id.as_str())?;
         }
         s.raw_set("templates", templates)?;
-        lua.load(PRELUDE).set_name("=smsgate prelude").call((spent, emit, parse_phone, s))
+        lua.load(PRELUDE).set_name("=smsgate prelude").call((spent, plain, emit, parse_phone, s))
     }
 
-    fn overrun(context: &Mutex<CallContext>) -> Option<String> {
-        lock(context).overrun_at.clone()
-    }
-
-    /// Runs `on_send(req)` once within the budgets. The error is the script's fault, as one line.
-    pub(super) fn call(&self, input: &HookInput<'_>) -> Result<RawVerdict, String> {
+    /// Runs `on_send(req)` once within the budgets. The error is the script's fault, as one line. The
+    /// flag says whether the state may serve again: not after a call that was cut off (budget, deadline,
+    /// memory), which may have left it anywhere.
+    pub(super) fn call(&self, input: &HookInput<'_>) -> (Result<RawVerdict, String>, bool) {
         {
             let mut cx = lock(&self.context);
-            cx.steps_left = self.steps;
-            cx.spent = false;
-            cx.overrun_at = None;
             cx.logs = 0;
             cx.request_id = input.request_id.map(str::to_owned);
             cx.code = input.code.map(str::to_owned);
         }
+        self.meter.start(u64::from(self.limits.instructions), self.limits.time, self.limits.memory);
         let result = self.run(input);
+        if let Err(mlua::Error::MemoryError(_)) = &result {
+            if self.meter.cut().is_none() {
+                self.meter.cut_off(&self.lua, Cut::Memory, caller(&self.lua));
+            }
+        }
+        if let Some(message) = self.meter.message() {
+            return (Err(message), false);
+        }
         let result = match result {
-            Err(e) => Err(Self::overrun(&self.context).unwrap_or_else(|| match e {
-                mlua::Error::MemoryError(_) => {
-                    format!("memory limit exceeded ({} KiB per call)", self.memory_budget >> 10)
-                }
-                e => describe(&e),
-            })),
+            Err(e) => Err(describe(&e)),
             Ok(Err(message)) => Err(message),
             Ok(Ok(verdict)) => Ok(verdict),
         };
         if result.is_err() {
-            // A failed call may leave much garbage (a memory bomb); free it before the next call counts.
+            // A failed call may leave much garbage; free it before the next call counts.
             let _ = self.lua.gc_collect();
         }
-        result
+        (result, true)
     }
 
     fn run(&self, input: &HookInput<'_>) -> mlua::Result<Result<RawVerdict, String>> {
-        let _host = HostSteps::new(&self.lua, self.memory_limit)?;
+        let _host = HostSteps::new(&self.lua, &self.meter, self.memory_limit)?;
         let args = (
             input.phone.map(Phone::e164),
             input.raw_phone,

@@ -99,9 +99,9 @@ impl Gateway {
         gateway
     }
 
-    /// Drops expired in-process limiter state every few seconds, so memory returns to its baseline after a
-    /// burst of numbers even when no new traffic arrives to trigger the store's own sweeps. Holds the gateway
-    /// weakly: it ends when the gateway is dropped.
+    /// Drops expired in-process limiter and de-duplication state every few seconds, so memory returns to its
+    /// baseline after a burst of numbers even when no new traffic arrives to trigger the stores' own sweeps.
+    /// Holds the gateway weakly: it ends when the gateway is dropped.
     fn spawn_sweeper(&self) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let shared = Arc::downgrade(&self.shared);
@@ -112,6 +112,7 @@ impl Gateway {
                 every.tick().await;
                 let Some(shared) = shared.upgrade() else { return };
                 shared.services.limiter.sweep().await;
+                shared.services.dedupe.sweep().await;
             }
         });
     }
@@ -134,6 +135,9 @@ impl Gateway {
     pub fn reload(&self, config: Config) -> Arc<Config> {
         if config.limits_backend != self.config().limits_backend {
             tracing::warn!("limits_backend changed: the new backend takes effect on restart");
+        }
+        if config.server.workers != self.config().server.workers {
+            tracing::warn!("server.workers changed: takes effect on restart");
         }
         self.shared.services.limiter.retain_rules(config.tenants.iter().map(|t| &**t));
         self.shared.config.swap(Arc::new(config))

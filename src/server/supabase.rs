@@ -102,7 +102,7 @@ fn hook_tenant<'c>(config: &'c Config, path: &str) -> Result<&'c Arc<Tenant>, Ga
 /// `retry_maybe_sent`, an earlier attempt may have gone out, so never).
 fn retryable(e: &GatewayError, retry_safe: bool) -> bool {
     match e {
-        GatewayError::LimiterUnavailable | GatewayError::ServerBusy => true,
+        GatewayError::LimiterUnavailable | GatewayError::ServerBusy | GatewayError::ScriptBusy => true,
         GatewayError::UpstreamUnavailable { upstream: None, reason } => retry_safe && reason.starts_with("connect"),
         GatewayError::UpstreamUnavailable { upstream: Some(u), .. } => {
             retry_safe && classify::classify(&u.code) == Class::TransientNotSent

@@ -1,0 +1,128 @@
+//! One tenant's hostile hook against everyone else, through the real path: its calls hold at most its share
+//! of the hook threads, so another tenant's plain send, hooked send and `/healthz` complete while its
+//! calls still run (proved by order, not by time); past its share and queue it gets `503 script_busy`.
+//! The hook threads are one pool per process: these tests run one at a time, in their own binary.
+
+mod common;
+
+use common::hooks::{self, HookTenant};
+use common::*;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const HOSTILE_TOKEN: &str = "hostile-token-0000001";
+const HOOKED_TOKEN: &str = "hooked-token-00000001";
+const PLAIN_TOKEN: &str = "plain-token-00000001";
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Calls that spin until their deadline (1 s; the budget is far larger), a tenant with an ordinary hook,
+/// a tenant without one.
+fn tenants() -> Vec<HookTenant<'static>> {
+    vec![
+        HookTenant {
+            name: "hostile",
+            token: HOSTILE_TOKEN,
+            script: Some("function on_send(req) while true do end end"),
+            extra: "    script_limits: { instructions: 100000000, time: 1s }",
+        },
+        HookTenant {
+            name: "hooked",
+            token: HOOKED_TOKEN,
+            script: Some(
+                r#"function on_send(req) if req.phone:sub(1, 5) == "+1900" then return {reject = "no"} end end"#,
+            ),
+            extra: "    script_limits: { time: 1s }",
+        },
+        HookTenant { name: "plain", token: PLAIN_TOKEN, script: None, extra: "" },
+    ]
+}
+
+fn run(test: impl std::future::Future<Output = ()>) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(test);
+}
+
+/// Waits until the hostile tenant's calls hold their share of the hook threads and more wait behind.
+async fn hostile_calls_running(gw: &TestGateway) {
+    let tenant = gw.gateway.config().tenant("hostile").unwrap().clone();
+    let hook = tenant.script.as_ref().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let load = hook.load_now();
+        if load.running >= 1 && load.waiting >= 1 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the hostile calls never started: {load:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[test]
+fn regression_one_tenants_hook_cannot_starve_other_tenants() {
+    run(async {
+        let (mock, gw, _dir) = hooks::gateway(&tenants()).await;
+        let gw = Arc::new(gw);
+        let hostile: Vec<_> = (0..8)
+            .map(|_| {
+                let gw = gw.clone();
+                tokio::spawn(async move { hooks::send(&gw, HOSTILE_TOKEN, "x").await })
+            })
+            .collect();
+        hostile_calls_running(&gw).await;
+
+        // While the hostile calls run: another tenant's hooked send, a plain send, and /healthz.
+        let hooked =
+            gw.post_as("/v1/sms/send", &native("+8613800138001", "SignIn", "123456"), Some(HOOKED_TOKEN)).await;
+        assert_eq!(hooked.status, 200, "{:#}", hooked.json);
+        let plain = gw.post_as("/v1/sms/send", &native("+8613800138002", "SignIn", "123456"), Some(PLAIN_TOKEN)).await;
+        assert_eq!(plain.status, 200, "{:#}", plain.json);
+        let health = gw.http.get(gw.url("/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), 200);
+        assert!(hostile.iter().all(|h| !h.is_finished()), "every hostile call was still running or waiting");
+        assert_eq!(mock.seen().len(), 2);
+
+        for answer in hostile {
+            let answer = answer.await.unwrap();
+            assert!(matches!(answer.error_code(), "script_error" | "script_busy"), "{:#}", answer.json);
+        }
+        assert_eq!(mock.seen().len(), 2, "no hostile request was sent");
+    });
+}
+
+#[test]
+fn a_tenant_past_its_share_and_queue_gets_script_busy() {
+    run(async {
+        let (_mock, gw, _dir) = hooks::gateway(&tenants()).await;
+        let gw = Arc::new(gw);
+        // More calls than the lane holds (256 waiting, plus those running).
+        let hostile: Vec<_> = (0..300)
+            .map(|_| {
+                let gw = gw.clone();
+                tokio::spawn(async move { hooks::send(&gw, HOSTILE_TOKEN, "x").await })
+            })
+            .collect();
+        hostile_calls_running(&gw).await;
+        let hooked =
+            gw.post_as("/v1/sms/send", &native("+8613800138001", "SignIn", "123456"), Some(HOOKED_TOKEN)).await;
+        assert_eq!(hooked.status, 200, "{:#}", hooked.json);
+
+        let mut busy = 0;
+        for answer in hostile {
+            let answer = answer.await.unwrap();
+            match answer.error_code() {
+                "script_error" => answer.assert_error(500, "script_error"),
+                "script_busy" => {
+                    answer.assert_error(503, "script_busy");
+                    assert_eq!(answer.header("retry-after"), Some("1"));
+                    busy += 1;
+                }
+                other => panic!("{other}: {:#}", answer.json),
+            }
+        }
+        assert!(busy >= 1, "a full lane refuses");
+        let metrics = gw.gateway.metrics().render();
+        let line = format!(r#"smsgate_requests_total{{tenant="hostile",usage="SignIn",code="script_busy"}} {busy}"#);
+        assert!(metrics.contains(&line), "missing {line}\n{metrics}");
+    });
+}
