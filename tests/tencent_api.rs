@@ -295,3 +295,26 @@ fn the_readme_refusal_table_matches_the_code() {
         assert!(readme.contains(&row), "README lacks the row {row}");
     }
 }
+
+#[test]
+fn the_real_binary_serves_the_sdk_listener() {
+    let Some(python) = python::interpreter() else { return };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mock = runtime.block_on(MockTencent::start(SECRET_KEY));
+    mock.strict_signatures();
+    let config = sdk_config(&mock.endpoint(), PHONE_LIMITS)
+        .replace("  listen: 127.0.0.1:0\n", "  listen: 127.0.0.1:0\n  tencent_listen: 127.0.0.1:0\n");
+    let mut server = common::process::Server::spawn(&config, &[("ACME_SECRET", SECRET_KEY)]);
+    let line = server.wait_for_log("Tencent-compatible API listening");
+    let event: Value = serde_json::from_str(&line).unwrap();
+    let endpoint = event["addr"].as_str().unwrap().to_owned();
+    let calls = Value::Array(vec![send_sms(&["+8613800138000"])]).to_string();
+    let answer = PythonProcess::spawn(&python, "tencent_sdk.py", &[&endpoint, &calls]).next_json();
+    assert_eq!(codes(&answer), ["Ok"], "{}", server.log_text());
+    assert!(mock.seen()[0].signature_valid);
+    let log = server.log_text();
+    assert!(log.contains(r#""route":"tencent_api""#), "{log}");
+    for secret in [SDK_KEY, SECRET_KEY, "13800138000", "123456"] {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+}
