@@ -21,6 +21,10 @@ pub enum GatewayError {
     InvalidPhone { upstream: Option<UpstreamDetail> },
     #[error("missing or unknown token")]
     Unauthorized,
+    /// A signed request (Logto webhook, Supabase hook, the Tencent-compatible API) whose signature is missing, does not
+    /// verify or is too old; the text says which, for the log.
+    #[error("bad signature: {0}")]
+    BadSignature(&'static str),
     #[error("country blocked")]
     CountryBlocked,
     /// The number is of a type the tenant does not send to (premium rate, toll free, satellite...).
@@ -74,9 +78,6 @@ pub enum GatewayError {
     /// names it for the log.
     #[error("suspected SMS pumping (protection rule {rule})")]
     SuspectedPumping { rule: String },
-    /// A signed callback (Logto's webhook) whose signature is missing or verifies under no tenant's key.
-    #[error("invalid or missing signature")]
-    InvalidSignature,
     /// A verification report for a number with no send within the conversion window.
     #[error("no send to this number within the conversion window")]
     NoRecentSend,
@@ -87,7 +88,7 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             InvalidRequest(_) | InvalidPhone { .. } => StatusCode::BAD_REQUEST,
-            Unauthorized | InvalidSignature => StatusCode::UNAUTHORIZED,
+            Unauthorized | BadSignature(_) => StatusCode::UNAUTHORIZED,
             CountryBlocked | NumberTypeBlocked { .. } | Rejected(_) | SuspectedPumping { .. } => StatusCode::FORBIDDEN,
             NotFound | NoRecentSend => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -112,6 +113,7 @@ impl GatewayError {
             InvalidRequest(_) => "invalid_request",
             InvalidPhone { .. } => "invalid_phone",
             Unauthorized => "unauthorized",
+            BadSignature(_) => "invalid_signature",
             CountryBlocked => "country_blocked",
             NumberTypeBlocked { .. } => "number_type_blocked",
             Rejected(_) => "rejected",
@@ -133,7 +135,6 @@ impl GatewayError {
             LimiterUnavailable => "limiter_unavailable",
             UpstreamTimeout => "upstream_timeout",
             SuspectedPumping { .. } => "suspected_pumping",
-            InvalidSignature => "invalid_signature",
             NoRecentSend => "no_recent_send",
         }
     }
@@ -145,6 +146,7 @@ impl GatewayError {
             InvalidRequest(detail) => format!("Invalid request: {detail}."),
             InvalidPhone { .. } => "This phone number is not valid.".into(),
             Unauthorized => "Missing or unknown access token.".into(),
+            BadSignature(_) => "The request signature is missing, invalid or expired.".into(),
             CountryBlocked => "SMS to this country or region is not available.".into(),
             NumberTypeBlocked { .. } => "This number cannot receive verification codes.".into(),
             Rejected(message) => message.clone(),
@@ -166,7 +168,6 @@ impl GatewayError {
             LimiterUnavailable => "The service is temporarily unavailable. Try again later.".into(),
             UpstreamTimeout => "The SMS provider did not answer in time.".into(),
             SuspectedPumping { .. } => "SMS to this number is not available right now. Try again later.".into(),
-            InvalidSignature => "Missing or invalid signature.".into(),
             NoRecentSend => "No code was sent to this number recently.".into(),
         }
     }
@@ -178,6 +179,7 @@ impl GatewayError {
             UpstreamRateLimited { upstream, .. } | UpstreamRejected(upstream) => Some(upstream),
             InvalidRequest(_)
             | Unauthorized
+            | BadSignature(_)
             | CountryBlocked
             | NumberTypeBlocked { .. }
             | Rejected(_)
@@ -196,7 +198,6 @@ impl GatewayError {
             | LimiterUnavailable
             | UpstreamTimeout
             | SuspectedPumping { .. }
-            | InvalidSignature
             | NoRecentSend => None,
         }
     }

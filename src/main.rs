@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use smsgate::clock::SystemClock;
 use smsgate::config::{Config, ProcessEnv};
+use smsgate::server::Door;
 use smsgate::Gateway;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -145,11 +146,17 @@ fn main() -> ExitCode {
 async fn serve(path: PathBuf, config: Config) -> std::io::Result<()> {
     let listen = config.server.listen;
     let listener = smsgate::server::bind(listen)?;
+    let tencent = config.server.tencent_listen.map(smsgate::server::bind).transpose()?;
     let gateway = Gateway::new(config, SystemClock::shared());
     let limiter = gateway.services().limiter.mode().as_str();
     tracing::info!(addr = %listener.local_addr()?, config = %path.display(), limiter, "smsgate listening");
+    let mut doors = vec![(Door::Main, listener)];
+    if let Some(tencent) = tencent {
+        tracing::info!(addr = %tencent.local_addr()?, "Tencent-compatible API listening");
+        doors.push((Door::Tencent, tencent));
+    }
     tokio::spawn(reload_on_sighup(gateway.clone(), path));
-    gateway.serve(listener, shutdown_signal()).await
+    gateway.serve_doors(doors, shutdown_signal()).await
 }
 
 /// SIGHUP: compile the config off to the side; swap it in only when it compiles, else keep the old one.

@@ -13,13 +13,17 @@ use crate::config::TencentAccount;
 use crate::dedupe::{self, Claim, Dedupe, Outcome};
 use crate::error::GatewayError;
 use crate::feedback::{Feedback, Memo};
-use crate::ingress::{PhoneInput, SendRequest};
+use crate::ingress::{CallerMessage, PhoneInput, SendRequest};
 use crate::phone::{InvalidPhone, Masked, Phone};
 use crate::policy::spend::{Reservation, SpendLedger};
 use crate::policy::{Decision, Limiter, Subject};
 use crate::script::{Routed, ScriptReport};
 use crate::tencent::classify::{self, Class};
 use crate::tencent::{OutboundSms, PreparedRequest, Receipt, TencentClient};
+mod batch;
+
+pub use batch::NumberResult;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,6 +92,13 @@ pub struct Checked {
     pub code: Option<String>,
     pub idempotency_key: Option<String>,
     pub sms: OutboundSms,
+}
+
+/// A send that passed the stages that consume something: the spend it reserved (the limits it consumed are
+/// in its trail) and its message.
+struct Admitted {
+    checked: Checked,
+    reservation: Option<Reservation>,
 }
 
 /// The cross-replica de-duplication outcome of a request.
@@ -224,13 +235,27 @@ impl Services {
     pub async fn check(
         &self,
         tenant: &Tenant,
+        request: SendRequest,
+        trail: &mut Trail,
+    ) -> Result<Checked, GatewayError> {
+        self.check_with(tenant, request, None, trail).await
+    }
+
+    /// [`Services::check`] for a caller that chose the message (the Tencent-compatible API): its TemplateId
+    /// is sent unless the hook sets one or changes the usage type, its sign name unless the hook sets one,
+    /// and its extra fields as they are.
+    pub async fn check_with(
+        &self,
+        tenant: &Tenant,
         mut request: SendRequest,
+        caller: Option<&CallerMessage>,
         trail: &mut Trail,
     ) -> Result<Checked, GatewayError> {
         // One spelling from here on (the hook sees it too): `register` and `REGISTER` are `Register`.
         if let Some(canonical) = Some(tenant.canonical_usage(&request.usage)).filter(|c| *c != request.usage) {
             request.usage = canonical.to_owned();
         }
+        let asked_usage = caller.map(|_| request.usage.clone());
         trail.usage = Some(request.usage.clone());
         trail.usage_named = tenant.knows_usage(&request.usage);
         let normalized = normalize(tenant, &request.phone);
@@ -265,9 +290,13 @@ impl Services {
         trail.usage_named = tenant.knows_usage(judged);
         let usage = judged.to_owned();
         destination(tenant, &phone)?;
-        let (template_id, kind_sign_name) = match template_id {
-            Some(id) => (id, tenant.templates_for(phone.is_mainland_china()).1),
-            None => {
+        let (template_id, kind_sign_name) = match (template_id, caller) {
+            (Some(id), _) => (id, tenant.templates_for(phone.is_mainland_china()).1),
+            // The caller's TemplateId, unless the hook moved the send to another usage type.
+            (None, Some(caller)) if asked_usage.as_deref() == Some(canonical) => {
+                (caller.template_id.clone(), tenant.templates_for(phone.is_mainland_china()).1)
+            }
+            (None, _) => {
                 let (id, sign_name) = template(tenant, &usage, &phone)?;
                 (id.to_owned(), sign_name)
             }
@@ -279,9 +308,12 @@ impl Services {
         let sms = OutboundSms {
             phone_e164: phone.e164().to_owned(),
             template_id,
-            sign_name: sign_name.or_else(|| kind_sign_name.map(str::to_owned)),
+            sign_name: sign_name
+                .or_else(|| caller.and_then(|c| c.sign_name.clone()))
+                .or_else(|| kind_sign_name.map(str::to_owned)),
             params,
             region: region.unwrap_or_else(|| tenant.tencent.region.clone()),
+            extras: caller.map(|c| c.extras.clone()).unwrap_or_default(),
         };
         Ok(Checked { phone, usage, ip, code, idempotency_key, sms })
     }
@@ -362,9 +394,7 @@ impl Services {
         let mut owned = std::mem::take(trail);
         let task = tokio::spawn(async move {
             let outcome = services.commit_and_send(&tenant, checked, &mut owned).await;
-            if let (Some(memo), Ok(accepted)) = (memo, &outcome) {
-                services.remember(&tenant, memo, &owned.request_id, accepted);
-            }
+            services.remember_accepted(&tenant, memo, &owned.request_id, &outcome);
             if let Some(key) = shared_key {
                 services.share_outcome(&tenant, &key, &outcome).await;
             }
@@ -379,6 +409,20 @@ impl Services {
                 outcome
             }
             Err(e) => Err(GatewayError::Internal(format!("send task failed: {e}"))),
+        }
+    }
+
+    /// The feedback loop's record of a send that was accepted (nothing for other outcomes, or without a
+    /// `conversion:` block).
+    fn remember_accepted(
+        self: &Arc<Self>,
+        tenant: &Arc<Tenant>,
+        memo: Option<Memo>,
+        request_id: &str,
+        outcome: &Outcome,
+    ) {
+        if let (Some(memo), Ok(accepted)) = (memo, outcome) {
+            self.remember(tenant, memo, request_id, accepted);
         }
     }
 
@@ -515,8 +559,9 @@ impl Services {
         }
     }
 
-    /// Limits, spend caps and the upstream send: the stages that consume something.
-    async fn commit_and_send(&self, tenant: &Tenant, checked: Checked, trail: &mut Trail) -> Outcome {
+    /// Admit phase: spend caps, then the limits (consumed). A denial gives back what was reserved; the
+    /// limiter's decision stays in the trail for the answer's headers.
+    async fn admit(&self, tenant: &Tenant, checked: Checked, trail: &mut Trail) -> Result<Admitted, GatewayError> {
         let subject = Subject { phone: &checked.phone, usage: &checked.usage, ip: checked.ip };
         let reservation = self.reserve_spend(tenant, checked.phone.country_code()).await?;
         let decision = match self.limiter.decide(tenant, &subject, true).await {
@@ -532,24 +577,70 @@ impl Services {
             self.give_back(reservation).await;
             return Err(denied);
         }
-        // Holds the decision until the send's outcome is known: its quota comes back if nothing went out.
-        let decision = trail.limits.as_mut().expect("just recorded");
+        // The decision stays in the trail until the send's outcome is known: its quota comes back if nothing
+        // went out (settle).
+        Ok(Admitted { checked, reservation })
+    }
 
-        let account = &tenant.tencent;
-        let sms = checked.sms;
-        if account.dry_run {
-            let request = self.tencent.prepare_next(account, &sms);
-            tracing::info!(
-                tenant = %tenant.name,
-                endpoint = %request.url,
-                region = %sms.region,
-                body = %request.redacted_body(),
-                "dry run: signed, not sent"
-            );
-            self.keep(reservation, 0).await;
-            return Ok(Accepted { delivery: Delivery::DryRun, template_id: sms.template_id, receipt: None });
+    /// Dry run: signed and logged, never transmitted; the reservation is kept (it counts as a send).
+    async fn dry_run(&self, tenant: &Tenant, admitted: Admitted) -> Outcome {
+        let sms = admitted.checked.sms;
+        let request = self.tencent.prepare_next(&tenant.tencent, &sms);
+        tracing::info!(
+            tenant = %tenant.name,
+            endpoint = %request.url,
+            region = %sms.region,
+            body = %request.redacted_body(),
+            "dry run: signed, not sent"
+        );
+        self.keep(admitted.reservation, 0).await;
+        Ok(Accepted { delivery: Delivery::DryRun, template_id: sms.template_id, receipt: None })
+    }
+
+    /// Settle phase, for one admitted number once its upstream result is known: the fee is kept, or the
+    /// reservation given back when the send certainly went nowhere, with the rate-limit quota when nothing
+    /// went out for a reason that is not the caller's; Tencent's code goes to the trail. The caller records an
+    /// accepted send for the feedback loop (`remember_accepted`).
+    async fn settle(
+        &self,
+        account: &TencentAccount,
+        reservation: Option<Reservation>,
+        template_id: String,
+        result: Result<Receipt, GatewayError>,
+        trail: &mut Trail,
+    ) -> Outcome {
+        match result {
+            Ok(receipt) => {
+                trail.upstream_code = Some("Ok".into());
+                self.keep(reservation, receipt.fee).await;
+                Ok(Accepted { delivery: Delivery::Sent, template_id, receipt: Some(receipt) })
+            }
+            Err(e) => {
+                if quota_comes_back(&e, account) {
+                    if let Some(decision) = trail.limits.as_mut() {
+                        self.limiter.give_back(decision).await;
+                    }
+                }
+                if certainly_unsent(&e, account) {
+                    self.give_back(reservation).await;
+                } else {
+                    self.keep(reservation, 0).await;
+                }
+                trail.upstream_code = e.upstream().map(|u| u.code.clone());
+                Err(e)
+            }
         }
+    }
 
+    /// Admit, deliver, settle: the stages that consume something, for one number.
+    async fn commit_and_send(&self, tenant: &Tenant, checked: Checked, trail: &mut Trail) -> Outcome {
+        let admitted = self.admit(tenant, checked, trail).await?;
+        let account = &tenant.tencent;
+        if account.dry_run {
+            return self.dry_run(tenant, admitted).await;
+        }
+        let Admitted { checked, reservation } = admitted;
+        let sms = checked.sms;
         let started = Instant::now();
         let guard = HandedOver {
             request_id: trail.request_id.clone(),
@@ -562,24 +653,6 @@ impl Services {
         let result = Box::pin(self.tencent.deliver(account, &sms)).await;
         guard.finish();
         trail.upstream_latency = Some(started.elapsed());
-        match result {
-            Ok(receipt) => {
-                trail.upstream_code = Some("Ok".into());
-                self.keep(reservation, receipt.fee).await;
-                Ok(Accepted { delivery: Delivery::Sent, template_id: sms.template_id, receipt: Some(receipt) })
-            }
-            Err(e) => {
-                if quota_comes_back(&e, account) {
-                    self.limiter.give_back(decision).await;
-                }
-                if certainly_unsent(&e, account) {
-                    self.give_back(reservation).await;
-                } else {
-                    self.keep(reservation, 0).await;
-                }
-                trail.upstream_code = e.upstream().map(|u| u.code.clone());
-                Err(e)
-            }
-        }
+        self.settle(account, reservation, sms.template_id, result, trail).await
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::clock::SharedClock;
 use crate::config::WebhookTarget;
-use crate::tencent::client::{https_client, HttpsClient};
+use crate::tencent::proxy::{https_client, HttpsClient};
 use base64::Engine;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
@@ -92,7 +92,7 @@ impl Relay {
         let Some(mut receiver) = self.receiver.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
         let (clock, results) = (self.clock.clone(), self.results.clone());
         tokio::spawn(async move {
-            let http = https_client();
+            let http = https_client(None, None);
             let slots = Arc::new(Semaphore::new(CONCURRENCY));
             while let Some(event) = receiver.recv().await {
                 let Ok(slot) = slots.clone().acquire_owned().await else { return };

@@ -3,6 +3,7 @@
 //! (`de.rs`); nothing here expands again. Messages never echo a value that could be a secret.
 
 use super::duration::parse_duration;
+use super::interp::Env;
 use super::model::*;
 use super::raw::*;
 use super::tokens::TokenTable;
@@ -99,7 +100,9 @@ fn is_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-pub fn compile(raw: RawConfig, source: &Path) -> Result<Config, Vec<Problem>> {
+/// `env` is read for the proxy variables (`HTTPS_PROXY`, `NO_PROXY`...); `${VAR}` references were expanded
+/// before.
+pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, Vec<Problem>> {
     let mut c = Compiler { problems: Vec::new() };
     // Scripts resolve relative to the config file's folder.
     let base_dir = source.parent().unwrap_or(Path::new(""));
@@ -111,6 +114,7 @@ pub fn compile(raw: RawConfig, source: &Path) -> Result<Config, Vec<Problem>> {
     }
     let mut tenants = Vec::new();
     let mut tokens = TokenTable::default();
+    let mut sdk_clients: HashMap<String, (usize, usize)> = HashMap::new();
     for (name, raw_tenant) in &raw.tenants {
         let path = format!("tenants.{name}");
         if !is_name(name) {
@@ -131,7 +135,14 @@ pub fn compile(raw: RawConfig, source: &Path) -> Result<Config, Vec<Problem>> {
             c.problem(format!("{path}.tokens"), "list at least one token");
         }
         // A tenant that fails leaves a None, keeping indexes aligned with the token table.
-        tenants.push(compile_tenant(&mut c, name, &path, raw_tenant, base_dir, &server).map(Arc::new));
+        let tenant = compile_tenant(&mut c, name, &path, raw_tenant, base_dir, &server, env);
+        for (i, client) in tenant.iter().flat_map(|t| t.sdk_clients.iter().enumerate()) {
+            if let Some((other, _)) = sdk_clients.insert(client.secret_id.clone(), (index, i)) {
+                let other_name = raw.tenants.keys().nth(other).map(String::as_str).unwrap_or("?");
+                c.problem(format!("{path}.sdk_clients[{i}].secretId"), format!("already used by tenant {other_name}"));
+            }
+        }
+        tenants.push(tenant.map(Arc::new));
     }
 
     let admin_tokens = super::feedback::compile_admin_tokens(&mut c, &raw.server.admin_tokens, &tokens);
@@ -147,6 +158,7 @@ pub fn compile(raw: RawConfig, source: &Path) -> Result<Config, Vec<Problem>> {
             tokens,
             admin_tokens,
             status_secrets,
+            sdk_clients,
         }),
         _ => Err(c.problems),
     }
@@ -189,6 +201,16 @@ fn compile_server(c: &mut Compiler, raw: &RawServer) -> ServerSettings {
         Duration::from_secs(5),
         (Duration::from_millis(100), Duration::from_secs(300)),
     );
+    let mut tencent_listen = None;
+    if let Some(text) = raw.tencent_listen.as_ref().and_then(|s| c.text("server.tencent_listen", s)) {
+        match text.parse::<SocketAddr>() {
+            Ok(addr) if addr == listen && addr.port() != 0 => {
+                c.problem("server.tencent_listen", "must differ from server.listen")
+            }
+            Ok(addr) => tencent_listen = Some(addr),
+            Err(_) => c.problem("server.tencent_listen", "expected an address like 127.0.0.1:8081"),
+        }
+    }
     let mut max_body_readers = 256;
     if let Some(n) = raw.max_body_readers {
         if !(1..=MAX_BODY_READERS).contains(&n) {
@@ -213,6 +235,7 @@ fn compile_server(c: &mut Compiler, raw: &RawServer) -> ServerSettings {
         header_timeout,
         body_timeout,
         max_body_readers,
+        tencent_listen,
         workers,
         max_remembered_sends,
     }
@@ -305,6 +328,7 @@ fn compile_tenant(
     raw: &RawTenant,
     base_dir: &Path,
     server: &ServerSettings,
+    env: &dyn Env,
 ) -> Option<Tenant> {
     let before = c.problems.len();
     let default_country = raw.default_country.as_ref().and_then(|s| {
@@ -318,7 +342,7 @@ fn compile_tenant(
             }
         }
     });
-    let tencent = compile_tencent(c, &format!("{path}.tencent"), &raw.tencent);
+    let tencent = compile_tencent(c, &format!("{path}.tencent"), &raw.tencent, base_dir, env);
     let templates = compile_templates(c, &format!("{path}.tencent.templates"), &raw.tencent.templates);
     let international_templates = raw
         .tencent
@@ -372,6 +396,13 @@ fn compile_tenant(
     };
     let script = compile_script(c, path, raw, base_dir, settings);
     let feedback = super::feedback::compile_tenant_feedback(c, name, path, raw);
+    let supabase =
+        raw.supabase.as_ref().and_then(|s| super::doors::supabase(&format!("{path}.supabase"), s, &mut c.problems));
+    let real = tencent.as_ref().map_or(&[][..], |t| &t.credentials[..]);
+    let sdk_clients =
+        super::doors::sdk_clients(&format!("{path}.sdk_clients"), &raw.sdk_clients, real, &mut c.problems);
+    let sdk_passthrough =
+        super::doors::passthrough(&format!("{path}.sdk_passthrough"), &raw.sdk_passthrough, &mut c.problems);
     if c.problems.len() != before {
         return None;
     }
@@ -393,6 +424,9 @@ fn compile_tenant(
         protection: feedback.protection,
         webhook: feedback.webhook,
         body_readers: Arc::new(tokio::sync::Semaphore::new(server.max_body_readers)),
+        supabase,
+        sdk_clients,
+        sdk_passthrough,
     })
 }
 
@@ -544,7 +578,13 @@ fn compile_credentials(c: &mut Compiler, path: &str, id: &Scalar, key: &Scalar) 
     Some(Credentials { secret_id: secret_id?, secret_key: secret_key? })
 }
 
-fn compile_tencent(c: &mut Compiler, path: &str, raw: &RawTencent) -> Option<TencentAccount> {
+fn compile_tencent(
+    c: &mut Compiler,
+    path: &str,
+    raw: &RawTencent,
+    base_dir: &Path,
+    env: &dyn Env,
+) -> Option<TencentAccount> {
     let current = compile_credentials(c, path, &raw.access_key_id, &raw.access_key_secret);
     let next = raw
         .next_credentials
@@ -592,6 +632,27 @@ fn compile_tencent(c: &mut Compiler, path: &str, raw: &RawTencent) -> Option<Ten
     if international_sign_name.is_some() && raw.international_templates.is_none() {
         c.problem(format!("{path}.international_sign_name"), "applies only with international_templates");
     }
+    let explicit_proxy = raw.proxy.as_ref().and_then(|p| c.required(&format!("{path}.proxy"), p));
+    for endpoint in &mut endpoints {
+        match super::egress::proxy_for(explicit_proxy.as_deref(), env, &endpoint.uri) {
+            Ok(proxy) => endpoint.proxy = proxy,
+            Err(message) => {
+                c.problem(format!("{path}.proxy"), message);
+                break;
+            }
+        }
+    }
+    let roots = raw.ca_file.as_ref().and_then(|f| {
+        let p = format!("{path}.ca_file");
+        let written = c.required(&p, f)?;
+        match super::egress::read_roots(&written, base_dir) {
+            Ok(roots) => Some(Arc::new(roots)),
+            Err(message) => {
+                c.problem(&p, message);
+                None
+            }
+        }
+    });
     let mut credentials = vec![current?];
     credentials.extend(next.flatten());
     if endpoints.len() != 1 + raw.fallback_endpoints.len() {
@@ -608,6 +669,7 @@ fn compile_tencent(c: &mut Compiler, path: &str, raw: &RawTencent) -> Option<Ten
         max_attempts: max_attempts.clamp(1, 10),
         retry_maybe_sent: raw.retry_maybe_sent.unwrap_or(false),
         international_sign_name,
+        roots,
         preferred_credentials: Default::default(),
     })
 }
@@ -626,7 +688,7 @@ pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
         None => host.to_owned(),
     };
     let uri = url.as_str().parse().map_err(|_| "the endpoint is not a valid URI".to_owned())?;
-    Ok(Endpoint { url, uri, host })
+    Ok(Endpoint { url, uri, host, proxy: None })
 }
 
 fn compile_templates(c: &mut Compiler, path: &str, raw: &[RawTemplate]) -> Templates {

@@ -4,7 +4,9 @@
 
 mod compile;
 mod de;
+mod doors;
 mod duration;
+mod egress;
 mod feedback;
 mod interp;
 mod locate;
@@ -103,7 +105,7 @@ impl Config {
         let raw = cx.deserialize::<raw::RawConfig>();
         problems.extend(cx.into_problems());
         let config = match raw {
-            Ok(raw) => match compile::compile(raw, path) {
+            Ok(raw) => match compile::compile(raw, path, env) {
                 Ok(config) => Some(config),
                 Err(found) => {
                     let locator = Locator::new(&doc);

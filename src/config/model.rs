@@ -43,6 +43,8 @@ pub struct Config {
     pub(crate) admin_tokens: super::tokens::TokenTable,
     /// `tencent.status_secret` digests -> tenant index.
     pub(crate) status_secrets: super::tokens::TokenTable,
+    /// SecretId of an SDK client -> (tenant index, client index).
+    pub(crate) sdk_clients: HashMap<String, (usize, usize)>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +60,8 @@ pub struct ServerSettings {
     pub body_timeout: Duration,
     /// Bodies one tenant may have in reading at once (`503 server_busy` beyond).
     pub max_body_readers: usize,
+    /// The Tencent-compatible API's listener, when enabled.
+    pub tencent_listen: Option<SocketAddr>,
     /// Threads serving requests: by default the CPUs this process may use (its affinity and cgroup quota).
     /// One runs a single-threaded runtime: no work stealing, no cross-thread wake-ups. Read at start.
     pub workers: usize,
@@ -119,6 +123,38 @@ pub struct Tenant {
     /// Slots for reading this tenant's request bodies (`server.max_body_readers`): a tenant whose callers
     /// trickle bodies slowly holds at most these, never another tenant's. Runtime state; a reload starts afresh.
     pub body_readers: Arc<tokio::sync::Semaphore>,
+    /// The Supabase Auth Send SMS hook, when the tenant takes it.
+    pub supabase: Option<SupabaseHook>,
+    /// Credentials of the tenant's callers of the Tencent-compatible API (never the real Tencent keys).
+    pub sdk_clients: Vec<Credentials>,
+    /// Actions other than SendSms those callers may use, forwarded re-signed with the real keys.
+    pub sdk_passthrough: Vec<String>,
+}
+
+/// The Supabase Auth Send SMS hook of a tenant.
+#[derive(Debug)]
+pub struct SupabaseHook {
+    /// Standard Webhooks signing keys (several during a rotation); a request signed by any of them passes.
+    pub keys: Vec<WebhookKey>,
+    /// The usage type of every hook send (the hook does not say why a code is sent).
+    pub usage: String,
+}
+
+/// The bytes of a Standard Webhooks secret (`whsec_<base64>`, decoded).
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookKey(pub(crate) Vec<u8>);
+
+impl WebhookKey {
+    /// The key's bytes. Callers must not format, log or echo them.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for WebhookKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("**REDACTED**")
+    }
 }
 
 /// When a verification counts as a conversion of a send, and what is done with conversions.
@@ -277,6 +313,8 @@ pub struct TencentAccount {
     pub max_attempts: u32,
     pub retry_maybe_sent: bool,
     pub international_sign_name: Option<String>,
+    /// Certificates trusted besides the built-in roots (`tencent.ca_file`), for every endpoint.
+    pub roots: Option<Arc<TrustRoots>>,
     /// Which key pair to sign with first. Runtime state (the client switches it when Tencent refuses one
     /// pair and accepts the other); a reload starts again from the current pair.
     pub preferred_credentials: AtomicUsize,
@@ -295,6 +333,47 @@ pub struct Endpoint {
     /// The same address as the HTTP client takes it, parsed once.
     pub uri: http::Uri,
     pub host: String,
+    /// The HTTP proxy the endpoint is reached through (`tencent.proxy`, or the proxy environment variables
+    /// as they were when the config compiled); None: directly.
+    pub proxy: Option<Proxy>,
+}
+
+/// An HTTP proxy in front of Tencent: a CONNECT tunnel for https endpoints, absolute-form requests for http.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Proxy {
+    /// `http://host:port/`, without credentials.
+    pub uri: http::Uri,
+    /// `Basic …`, from the user and password of the proxy URL.
+    pub authorization: Option<Secret>,
+    /// Where it was configured, for logs and `explain`: `tencent.proxy` or a variable's name.
+    pub source: &'static str,
+}
+
+impl std::fmt::Debug for Proxy {
+    // By hand: the address and where it came from, never the credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("uri", &self.uri)
+            .field("authorization", &self.authorization)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// Certificates the Tencent client trusts besides the built-in roots (`tencent.ca_file`): a private CA of a
+/// test or staging endpoint. Read and parsed when the config compiles.
+pub struct TrustRoots {
+    /// The file as the config names it.
+    pub path: String,
+    pub certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// SHA-256 of the file: two configs naming the same roots share one connection pool.
+    pub fingerprint: [u8; 32],
+}
+
+impl std::fmt::Debug for TrustRoots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustRoots").field("path", &self.path).field("certificates", &self.certificates.len()).finish()
+    }
 }
 
 /// Usage type -> Tencent TemplateId. Unknown usage types resolve to `Generic` when the tenant has one.
@@ -382,5 +461,12 @@ impl Config {
     /// The tenant whose `tencent.status_secret` this is.
     pub fn tenant_for_status_secret(&self, secret: &str) -> Option<&Arc<Tenant>> {
         self.status_secrets.lookup(secret).map(|index| &self.tenants[index])
+    }
+
+    /// The tenant and credentials of a Tencent-compatible API caller, by its SecretId.
+    pub fn sdk_client(&self, secret_id: &str) -> Option<(&Arc<Tenant>, &Credentials)> {
+        let &(tenant, client) = self.sdk_clients.get(secret_id)?;
+        let tenant = &self.tenants[tenant];
+        Some((tenant, &tenant.sdk_clients[client]))
     }
 }

@@ -35,6 +35,8 @@ pub struct RawServer {
     pub body_timeout: Option<Scalar>,
     /// Bodies one tenant may have in reading at once.
     pub max_body_readers: Option<u64>,
+    /// Address of the Tencent-compatible API (the official SDKs' `SendSms`); off when absent.
+    pub tencent_listen: Option<Scalar>,
     /// Threads serving requests.
     pub workers: Option<u64>,
 }
@@ -79,6 +81,14 @@ pub struct RawTenant {
     pub protection: Vec<RawProtection>,
     /// Where delivery receipts and conversions are relayed (Standard Webhooks).
     pub webhook: Option<RawWebhook>,
+    /// The Supabase Auth Send SMS hook: `{secret: "v1,whsec_…", usage: Generic}`.
+    pub supabase: Option<RawSupabase>,
+    /// Credentials the tenant issues to callers of the Tencent-compatible API: `[{secretId, secretKey}]`.
+    #[serde(default)]
+    pub sdk_clients: Vec<RawSdkClient>,
+    /// Tencent SMS actions other than SendSms that SDK callers may use, forwarded re-signed.
+    #[serde(default)]
+    pub sdk_passthrough: Vec<Scalar>,
 }
 
 /// `conversion: { window: 10m, remember_for: 1h, logto_webhook_secret: ... }`.
@@ -110,6 +120,22 @@ pub struct RawProtection {
 pub struct RawWebhook {
     pub url: Scalar,
     pub secret: Scalar,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSupabase {
+    pub secret: Scalar,
+    pub usage: Option<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSdkClient {
+    #[serde(rename = "secretId")]
+    pub secret_id: Scalar,
+    #[serde(rename = "secretKey")]
+    pub secret_key: Scalar,
 }
 
 /// `{allow: [..]}` or `{deny: [..]}`; exactly one (checked by `compile`).
@@ -184,6 +210,11 @@ pub struct RawTencent {
     pub status_secret: Option<Scalar>,
     /// Report converted sends to Tencent's `ReportConversion`.
     pub report_conversion: Option<bool>,
+    /// `http://[user:password@]host:port` of an HTTP proxy for every endpoint, or `direct`; without it, the
+    /// proxy environment variables decide.
+    pub proxy: Option<Scalar>,
+    /// A PEM file of certificates trusted besides the built-in roots.
+    pub ca_file: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]

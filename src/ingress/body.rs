@@ -97,7 +97,7 @@ fn check_usage(usage: String, field: &str) -> Result<String, GatewayError> {
     ok.then_some(usage).ok_or_else(|| invalid(format!("`{field}` must be a usage type such as SignIn")))
 }
 
-fn check_code(code: String, field: &str) -> Result<String, GatewayError> {
+pub(super) fn check_code(code: String, field: &str) -> Result<String, GatewayError> {
     let ok = !code.is_empty() && code.len() <= MAX_CODE && code.bytes().all(|b| b.is_ascii_alphanumeric());
     ok.then_some(code).ok_or_else(|| invalid(format!("`{field}` must be 1 to {MAX_CODE} letters or digits")))
 }

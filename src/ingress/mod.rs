@@ -1,8 +1,10 @@
-//! Ingress: the two request shapes (native and Logto's HTTP SMS connector) -> one [`SendRequest`], plus the
-//! checks that happen before a body is read (bearer token, content type). Errors name the field at fault,
+//! Ingress: the request shapes (native, Logto's HTTP SMS connector, the Supabase hook) -> one [`SendRequest`],
+//! plus the checks that happen before a body is read (bearer token, content type). Errors name the field at fault,
 //! never its value.
 
 mod body;
+pub mod supabase;
+pub mod tencent_api;
 
 pub(crate) use body::decode;
 pub use body::{parse_logto, parse_native};
@@ -46,6 +48,16 @@ impl std::fmt::Debug for SendRequest {
             .field("locale", &self.locale)
             .finish_non_exhaustive()
     }
+}
+
+/// The message a caller of the Tencent-compatible API chose for every number of one SendSms: its TemplateId
+/// (each number's `usage` is the usage type the tenant maps it to), sign name, and the fields passed to
+/// Tencent as sent.
+#[derive(Debug, Clone)]
+pub struct CallerMessage {
+    pub template_id: String,
+    pub sign_name: Option<String>,
+    pub extras: crate::tencent::client::CallExtras,
 }
 
 /// The token of an `Authorization: Bearer <token>` header.

@@ -7,6 +7,8 @@ pub mod body;
 mod denials;
 mod respond;
 mod signals;
+mod supabase;
+mod tencent_api;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -67,6 +69,17 @@ struct Shared {
 enum Route {
     Native,
     Logto,
+    /// The Supabase Auth Send SMS hook.
+    Supabase,
+    /// The Tencent-compatible API (its own listener).
+    TencentApi,
+}
+
+/// What a listener serves: the gateway's routes, or the Tencent-compatible API (`server.tencent_listen`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    Main,
+    Tencent,
 }
 
 impl Gateway {
@@ -166,12 +179,31 @@ impl Gateway {
     /// Serves on `listener` until `shutdown` resolves, then stops accepting, answers `/readyz` with 503, and
     /// waits up to `shutdown_grace` for open requests to finish.
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        self.serve_doors(vec![(Door::Main, listener)], shutdown).await
+    }
+
+    /// [`Gateway::serve`] on several listeners, each serving its door; one shutdown and one grace for all.
+    pub async fn serve_doors(
+        &self,
+        listeners: Vec<(Door, TcpListener)>,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        let accept = || {
+            std::future::poll_fn(|cx| {
+                for (door, listener) in &listeners {
+                    if let std::task::Poll::Ready(accepted) = listener.poll_accept(cx) {
+                        return std::task::Poll::Ready((*door, accepted));
+                    }
+                }
+                std::task::Poll::Pending
+            })
+        };
         loop {
-            let (stream, _) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
+            let (door, stream) = tokio::select! {
+                (door, accepted) = accept() => match accepted {
+                    Ok((stream, _)) => (door, stream),
                     Err(e) => {
                         // Out of file descriptors and the like: back off briefly instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
@@ -185,7 +217,12 @@ impl Gateway {
             let gateway = self.clone();
             let service = hyper::service::service_fn(move |req| {
                 let gateway = gateway.clone();
-                async move { Ok::<_, std::convert::Infallible>(gateway.handle(req).await) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(match door {
+                        Door::Main => gateway.handle(req).await,
+                        Door::Tencent => gateway.handle_tencent(req).await,
+                    })
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -196,7 +233,7 @@ impl Gateway {
                 let _ = watched.await;
             });
         }
-        drop(listener);
+        drop(listeners);
         self.shared.draining.store(true, Ordering::SeqCst);
         let grace = self.config().server.shutdown_grace;
         tracing::info!(
@@ -222,6 +259,7 @@ impl Gateway {
         let route = match path {
             "/v1/sms/send" => Route::Native,
             "/v1/logto/sms" => Route::Logto,
+            p if p.starts_with(supabase::PATH) => Route::Supabase,
             "/healthz" | "/readyz" | "/metrics" if req.method() == Method::GET || req.method() == Method::HEAD => {
                 return self.operational(path, &id).await;
             }
@@ -240,6 +278,9 @@ impl Gateway {
         };
         if req.method() != Method::POST {
             return respond::error(&GatewayError::MethodNotAllowed { allow: "POST" }, &id, None);
+        }
+        if route == Route::Supabase {
+            return self.supabase(req, &id, started).await;
         }
 
         let config = self.config();
@@ -281,6 +322,9 @@ impl Gateway {
         let mut request: SendRequest = match route {
             Route::Native => ingress::parse_native(&body)?,
             Route::Logto => ingress::parse_logto(&body)?,
+            Route::Supabase | Route::TencentApi => {
+                return Err(GatewayError::Internal("this route has a handler of its own".into()))
+            }
         };
         request.idempotency_key = idempotency_key;
         self.shared.services.send(&tenant, request, trail).await
@@ -376,6 +420,8 @@ impl Gateway {
         let route = match route {
             Route::Native => "native",
             Route::Logto => "logto",
+            Route::Supabase => "supabase",
+            Route::TencentApi => "tencent_api",
         };
         let phone = trail.phone.as_ref().map(|p| p.masked().to_string());
         let country = trail.phone.as_ref().map(|p| p.country_code().to_owned());

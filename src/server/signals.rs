@@ -104,7 +104,8 @@ where
     crate::ingress::require_json(req.headers())?;
     let signature = req.headers().get(signals::LOGTO_SIGNATURE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body = body::read(req, limits(config), &gateway.shared.unattributed_readers).await?;
-    let tenant = signals::logto_tenant(config, &body, signature.as_deref()).ok_or(GatewayError::InvalidSignature)?;
+    let tenant = signals::logto_tenant(config, &body, signature.as_deref())
+        .ok_or(GatewayError::BadSignature("no tenant's webhook key verifies the logto-signature-sha-256 header"))?;
     *tenant_out = Some(tenant.name.clone());
     let handled = |outcome, detail: Option<String>| Handled {
         response: respond::empty(StatusCode::NO_CONTENT, id),

@@ -11,12 +11,19 @@ pub const CONTENT_TYPE: &str = "application/json; charset=utf-8";
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct SendSmsRequest<'a> {
-    pub phone_number_set: [&'a str; 1],
+    pub phone_number_set: &'a [&'a str],
     pub sms_sdk_app_id: &'a str,
     pub template_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sign_name: Option<&'a str>,
     pub template_param_set: &'a [String],
+    /// The SDK front door passes these three as its caller sent them; the other routes never set them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extend_code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_context: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sender_id: Option<&'a str>,
 }
 
 /// Both answer shapes: `{"Response":{"SendStatusSet":[...],"RequestId"}}` and
@@ -45,7 +52,9 @@ pub struct ApiError {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// One number's entry of `SendStatusSet`, read from Tencent and written, in the same shape, by the SDK front
+/// door.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct SendStatus {
     #[serde(rename = "SerialNo", default)]
     pub serial_no: String,
@@ -53,6 +62,8 @@ pub struct SendStatus {
     pub phone_number: String,
     #[serde(rename = "Fee", default)]
     pub fee: u32,
+    #[serde(rename = "SessionContext", default)]
+    pub session_context: String,
     #[serde(rename = "Code")]
     pub code: String,
     #[serde(rename = "Message", default)]
@@ -69,11 +80,14 @@ mod tests {
     fn request_field_names_match_tencent() {
         let params = vec!["123456".to_owned()];
         let body = serde_json::to_string(&SendSmsRequest {
-            phone_number_set: ["+8613800138000"],
+            phone_number_set: &["+8613800138000"],
             sms_sdk_app_id: "1400006666",
             template_id: "1110",
             sign_name: Some("腾讯云"),
             template_param_set: &params,
+            extend_code: None,
+            session_context: None,
+            sender_id: None,
         })
         .unwrap();
         assert_eq!(

@@ -6,6 +6,7 @@
 use super::api::{self, Envelope, SendSmsRequest};
 use super::breaker::Breakers;
 use super::classify;
+use super::proxy::{self, HttpsClient};
 use super::sign::{self, Tc3Input};
 use crate::clock::SharedClock;
 use crate::config::{Credentials, Endpoint, TencentAccount};
@@ -13,9 +14,6 @@ use crate::error::{GatewayError, UpstreamDetail};
 use crate::phone::Masked;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -32,6 +30,15 @@ pub struct OutboundSms {
     pub sign_name: Option<String>,
     pub params: Vec<String>,
     pub region: String,
+    pub extras: CallExtras,
+}
+
+/// `SendSms` fields only a caller of the SDK front door sets, passed to Tencent as sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct CallExtras {
+    pub extend_code: Option<String>,
+    pub session_context: Option<String>,
+    pub sender_id: Option<String>,
 }
 
 /// A signed request, ready to send (or to show, redacted, in dry-run and `explain`).
@@ -84,36 +91,13 @@ const CREDENTIAL_ERRORS: &[&str] = &[
     "AuthFailure.InvalidAuthorization",
 ];
 
-/// The pooled HTTP/1 client (rustls with the webpki roots, keep-alive) for outgoing calls: SendSms and the
-/// other Tencent actions, and the webhook relay.
-pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-pub fn https_client() -> HttpsClient {
-    let mut tcp = HttpConnector::new();
-    tcp.set_connect_timeout(Some(Duration::from_secs(3)));
-    tcp.set_nodelay(true);
-    tcp.enforce_http(false);
-    let tls = rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default TLS versions")
-        .with_root_certificates(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })
-        .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(tcp);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(64)
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .build(connector)
-}
-
-/// Cheap to clone: clones share one connection pool, the endpoint breakers and the clock-skew estimate.
+/// Cheap to clone: clones share the connection pools, the endpoint breakers and the clock-skew estimate.
 #[derive(Clone)]
 pub struct TencentClient {
+    /// Direct, built-in roots: the common case.
     http: HttpsClient,
+    /// Through a proxy or with extra roots: one client per distinct egress.
+    routes: Arc<proxy::Routes>,
     clock: SharedClock,
     breakers: Arc<Breakers>,
     /// Seconds to add to our clock to get Tencent's, learnt from `AuthFailure.SignatureExpire` answers.
@@ -150,7 +134,14 @@ struct Answer {
 
 impl TencentClient {
     pub fn new(clock: SharedClock, telemetry: Telemetry) -> Self {
-        TencentClient { http: https_client(), clock, breakers: Arc::default(), skew: Arc::default(), telemetry }
+        TencentClient {
+            http: proxy::https_client(None, None),
+            routes: Arc::default(),
+            clock,
+            breakers: Arc::default(),
+            skew: Arc::default(),
+            telemetry,
+        }
     }
 
     /// Serializes and signs `sms` for one endpoint with one key pair at `timestamp`. Pure: no I/O, no clock.
@@ -161,23 +152,39 @@ impl TencentClient {
         sms: &OutboundSms,
         timestamp: i64,
     ) -> PreparedRequest {
+        TencentClient::prepare_many(account, credentials, endpoint, sms, &[&sms.phone_e164], timestamp)
+    }
+
+    /// `sms`'s message to every number of `numbers` in one call (its own `phone_e164` is not used).
+    pub fn prepare_many(
+        account: &TencentAccount,
+        credentials: &Credentials,
+        endpoint: &Endpoint,
+        sms: &OutboundSms,
+        numbers: &[&str],
+        timestamp: i64,
+    ) -> PreparedRequest {
         let body = serde_json::to_vec(&SendSmsRequest {
-            phone_number_set: [&sms.phone_e164],
+            phone_number_set: numbers,
             sms_sdk_app_id: &account.sdk_app_id,
             template_id: &sms.template_id,
             sign_name: sms.sign_name.as_deref(),
             template_param_set: &sms.params,
+            extend_code: sms.extras.extend_code.as_deref(),
+            session_context: sms.extras.session_context.as_deref(),
+            sender_id: sms.extras.sender_id.as_deref(),
         })
         .expect("the request serializes");
-        TencentClient::prepare_call(credentials, endpoint, api::ACTION, &sms.region, body, timestamp)
+        TencentClient::prepare_action(credentials, endpoint, api::ACTION, api::VERSION, &sms.region, body, timestamp)
     }
 
-    /// Signs one call of any SMS action (`SendSms`, `ReportConversion`) whose body is already serialized:
-    /// those exact bytes are signed and sent. Pure: no I/O, no clock.
-    pub fn prepare_call(
+    /// Signs one call of any SMS action whose body is already serialized: those exact bytes are signed and
+    /// sent. Pure: no I/O, no clock.
+    pub fn prepare_action(
         credentials: &Credentials,
         endpoint: &Endpoint,
-        action: &'static str,
+        action: &str,
+        version: &str,
         region: &str,
         body: Vec<u8>,
         timestamp: i64,
@@ -197,7 +204,7 @@ impl TencentClient {
             ("Host", endpoint.host.clone()),
             ("Content-Type", api::CONTENT_TYPE.to_owned()),
             ("X-TC-Action", action.to_owned()),
-            ("X-TC-Version", api::VERSION.to_owned()),
+            ("X-TC-Version", version.to_owned()),
             ("X-TC-Region", region.to_owned()),
             ("X-TC-Timestamp", timestamp.to_string()),
             ("Authorization", signature.authorization),
@@ -205,33 +212,35 @@ impl TencentClient {
         PreparedRequest { url: endpoint.uri.clone(), headers, body: body.into() }
     }
 
-    /// One signed call of `action` (not SendSms: no retry, no failover here) with the account's preferred key
-    /// pair to its first healthy endpoint, within the account's `timeout`: Tencent's HTTP status and body, or
-    /// why there was none.
-    pub async fn call(
+    /// One call of another action (the SDK front door's passthrough), signed with the account's preferred key
+    /// pair, to its first healthy endpoint, within the account's `timeout`; no retry (the action may not be
+    /// idempotent). Tencent's status and body, as they came.
+    pub async fn forward(
         &self,
         account: &TencentAccount,
-        action: &'static str,
+        action: &str,
+        version: &str,
         body: Vec<u8>,
-    ) -> Result<(http::StatusCode, Vec<u8>), String> {
+    ) -> Result<(http::StatusCode, Vec<u8>), GatewayError> {
         let key = account.preferred_credentials.load(Ordering::Relaxed) % account.credentials.len();
-        let index = self.breakers.pick(account, 0, self.clock.monotonic());
-        let endpoint = &account.endpoints[index];
-        let request = TencentClient::prepare_call(
-            &account.credentials[key],
+        let endpoint = &account.endpoints[self.breakers.pick(account, 0, self.clock.monotonic())];
+        let credentials = &account.credentials[key];
+        let request = TencentClient::prepare_action(
+            credentials,
             endpoint,
             action,
+            version,
             &account.region,
             body,
             self.timestamp(),
         );
-        match tokio::time::timeout(account.timeout, self.exchange(request)).await {
-            Err(_) => Err("no answer within the timeout".into()),
+        match tokio::time::timeout(account.timeout, self.exchange(account, endpoint, request)).await {
+            Err(_) => Err(GatewayError::UpstreamTimeout),
             Ok(Err(Transport::Connect(reason))) => {
                 self.breakers.failure(endpoint, self.clock.monotonic());
-                Err(reason)
+                Err(GatewayError::UpstreamUnavailable { reason, upstream: None })
             }
-            Ok(Err(Transport::MaybeSent(reason))) => Err(reason),
+            Ok(Err(Transport::MaybeSent(reason))) => Err(GatewayError::UpstreamUnavailable { reason, upstream: None }),
             Ok(Ok(answer)) => {
                 self.breakers.success(endpoint);
                 Ok((answer.status, answer.body))
@@ -256,6 +265,25 @@ impl TencentClient {
     /// across endpoints on connect failures, re-signs once on a clock error, and tries the next key pair once
     /// on a credential error. The result is always the last attempt's: never a stale error after a success.
     pub async fn deliver(&self, account: &TencentAccount, sms: &OutboundSms) -> Result<Receipt, GatewayError> {
+        let mut entries = self.deliver_many(account, sms, &[&sms.phone_e164]).await?;
+        let entry = entries.pop().filter(|_| entries.is_empty());
+        let entry = entry.ok_or_else(|| GatewayError::UpstreamUnavailable {
+            reason: "answer without exactly one SendStatusSet entry".into(),
+            upstream: None,
+        })?;
+        entry.judge(self.timestamp())
+    }
+
+    /// One SendSms call for every number of `numbers` (`sms`'s message; its own number is not used), with the
+    /// retries, failover and re-signing of [`TencentClient::deliver`]. The answer is Tencent's entry per
+    /// number, each with the call's RequestId, not yet judged; a call whose every entry failed with one code
+    /// is that code's error (retried as such: an API throttle on every number sent nothing).
+    pub async fn deliver_many(
+        &self,
+        account: &TencentAccount,
+        sms: &OutboundSms,
+        numbers: &[&str],
+    ) -> Result<Vec<Entry>, GatewayError> {
         let deadline = tokio::time::Instant::now() + account.timeout;
         let mut key = account.preferred_credentials.load(Ordering::Relaxed) % account.credentials.len();
         let mut rotated = false;
@@ -265,8 +293,9 @@ impl TencentClient {
         loop {
             attempts += 1;
             let target = &account.endpoints[endpoint];
-            let request = TencentClient::prepare(account, &account.credentials[key], target, sms, self.timestamp());
-            let outcome = match tokio::time::timeout_at(deadline, self.exchange(request)).await {
+            let request =
+                TencentClient::prepare_many(account, &account.credentials[key], target, sms, numbers, self.timestamp());
+            let outcome = match tokio::time::timeout_at(deadline, self.exchange(account, target, request)).await {
                 Err(_) => return Err(GatewayError::UpstreamTimeout),
                 Ok(outcome) => outcome,
             };
@@ -291,13 +320,13 @@ impl TencentClient {
                 }
                 Ok(answer) => {
                     self.breakers.success(target);
-                    let error = match judge(answer.status, &answer.body, self.timestamp()) {
-                        Ok(receipt) => {
+                    let error = match judge_many(answer.status, &answer.body, self.timestamp()) {
+                        Ok(entries) => {
                             if rotated {
                                 // The other key pair works: use it first from now on.
                                 account.preferred_credentials.store(key, Ordering::Relaxed);
                             }
-                            return Ok(receipt);
+                            return Ok(entries);
                         }
                         Err(error) => error,
                     };
@@ -350,17 +379,39 @@ impl TencentClient {
         );
     }
 
-    async fn exchange(&self, request: PreparedRequest) -> Result<Answer, Transport> {
+    /// The client that reaches `endpoint`: the shared direct one, or the one of its proxy and roots.
+    fn client_for(&self, account: &TencentAccount, endpoint: &Endpoint) -> Option<HttpsClient> {
+        if endpoint.proxy.is_none() && account.roots.is_none() {
+            return None;
+        }
+        Some(self.routes.client(endpoint.proxy.as_ref(), account.roots.as_ref()))
+    }
+
+    async fn exchange(
+        &self,
+        account: &TencentAccount,
+        endpoint: &Endpoint,
+        request: PreparedRequest,
+    ) -> Result<Answer, Transport> {
+        let routed = self.client_for(account, endpoint);
+        let http = routed.as_ref().unwrap_or(&self.http);
         let mut builder = http::Request::post(request.url);
         for (name, value) in request.headers {
             // `Host` is written as signed; the client adds one only when the request has none.
             builder = builder.header(name, value);
         }
+        if let Some(proxy) = endpoint.proxy.as_ref().filter(|_| endpoint.url.scheme() == "http") {
+            // Plain http goes to the proxy itself: the request carries the proxy's credentials (through a
+            // CONNECT tunnel, only the CONNECT does).
+            if let Some(authorization) = &proxy.authorization {
+                builder = builder.header(http::header::PROXY_AUTHORIZATION, authorization.expose());
+            }
+        }
         let request = builder
             .header(http::header::USER_AGENT, concat!("smsgate/", env!("CARGO_PKG_VERSION")))
             .body(Full::new(request.body))
             .map_err(|e| Transport::Connect(format!("connect: request could not be built: {e}")))?;
-        let response = self.http.request(request).await.map_err(transport_error)?;
+        let response = http.request(request).await.map_err(transport_error)?;
         let status = response.status();
         let date = response
             .headers()
@@ -396,8 +447,47 @@ fn transport_error(e: hyper_util::client::legacy::Error) -> Transport {
     }
 }
 
-/// Tencent's answer -> receipt or error. The error envelope is read whatever the status and Content-Type.
-pub fn judge(status: http::StatusCode, body: &[u8], now_unix: i64) -> Result<Receipt, GatewayError> {
+/// One number's entry of an answer, with the call's RequestId.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub status: super::api::SendStatus,
+    pub request_id: String,
+}
+
+impl Entry {
+    pub fn serial_no(&self) -> &str {
+        &self.status.serial_no
+    }
+
+    /// Tencent accepted this number (`Code: Ok`): its receipt; else the error its code stands for.
+    pub fn judge(&self, now_unix: i64) -> Result<Receipt, GatewayError> {
+        if classify::classify(&self.status.code) == classify::Class::Sent {
+            return Ok(Receipt {
+                serial_no: self.status.serial_no.clone(),
+                fee: self.status.fee,
+                request_id: self.request_id.clone(),
+            });
+        }
+        let detail = UpstreamDetail {
+            code: self.status.code.clone(),
+            message: self.status.message.clone(),
+            request_id: self.request_id.clone(),
+        };
+        Err(classify::to_error(detail, now_unix))
+    }
+}
+
+impl std::ops::Deref for Entry {
+    type Target = super::api::SendStatus;
+    fn deref(&self) -> &Self::Target {
+        &self.status
+    }
+}
+
+/// Tencent's answer to a call -> its entries, not judged one by one, or the call's error: the error envelope
+/// (read whatever the status and Content-Type), a non-Tencent answer, no entries, or every entry failed with
+/// the same code.
+pub fn judge_many(status: http::StatusCode, body: &[u8], now_unix: i64) -> Result<Vec<Entry>, GatewayError> {
     let envelope: Envelope = match serde_json::from_slice(body) {
         Ok(envelope) => envelope,
         Err(_) => {
@@ -418,27 +508,31 @@ pub fn judge(status: http::StatusCode, body: &[u8], now_unix: i64) -> Result<Rec
             upstream: None,
         });
     }
-    // One number per request; still judge every entry so a partial answer can never read as success.
-    let mut receipt = None;
-    for entry in &response.send_status_set {
-        if classify::classify(&entry.code) != classify::Class::Sent {
-            let detail = UpstreamDetail {
-                code: entry.code.clone(),
-                message: entry.message.clone(),
-                request_id: response.request_id,
-            };
-            return Err(classify::to_error(detail, now_unix));
-        }
-        receipt.get_or_insert(Receipt {
-            serial_no: entry.serial_no.clone(),
-            fee: entry.fee,
-            request_id: response.request_id.clone(),
+    let request_id = response.request_id;
+    let entries: Vec<Entry> =
+        response.send_status_set.into_iter().map(|status| Entry { status, request_id: request_id.clone() }).collect();
+    let Some(first) = entries.first() else {
+        return Err(GatewayError::UpstreamUnavailable {
+            reason: "answer without SendStatusSet".into(),
+            upstream: None,
         });
+    };
+    let failed_alike =
+        classify::classify(&first.code) != classify::Class::Sent && entries.iter().all(|e| e.code == first.code);
+    if failed_alike {
+        return Err(first.judge(now_unix).expect_err("a failed entry"));
     }
-    receipt.ok_or_else(|| GatewayError::UpstreamUnavailable {
-        reason: "answer without SendStatusSet".into(),
-        upstream: None,
-    })
+    Ok(entries)
+}
+
+/// Tencent's answer for one number -> receipt or error. Every entry is judged, so a partial answer can never
+/// read as success.
+pub fn judge(status: http::StatusCode, body: &[u8], now_unix: i64) -> Result<Receipt, GatewayError> {
+    let entries = judge_many(status, body, now_unix)?;
+    let mut receipts = entries.iter().map(|e| e.judge(now_unix));
+    let first = receipts.next().expect("judge_many answers at least one entry");
+    receipts.try_for_each(|r| r.map(drop))?;
+    first
 }
 
 #[cfg(test)]
@@ -485,6 +579,7 @@ mod tests {
             max_attempts: 1,
             retry_maybe_sent: false,
             international_sign_name: None,
+            roots: None,
             preferred_credentials: Default::default(),
         };
         let sms = OutboundSms {
@@ -493,6 +588,7 @@ mod tests {
             sign_name: Some("Demo".into()),
             params: vec!["654321".into()],
             region: "ap-guangzhou".into(),
+            extras: Default::default(),
         };
         let request = TencentClient::prepare(&account, &credentials, &endpoint, &sms, 1700000000);
         let body = request.redacted_body();

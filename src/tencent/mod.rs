@@ -5,6 +5,7 @@ pub mod api;
 pub mod breaker;
 pub mod classify;
 pub mod client;
+pub mod proxy;
 pub mod report;
 pub mod sign;
 

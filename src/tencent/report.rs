@@ -159,9 +159,9 @@ async fn report(client: &TencentClient, off: &Mutex<HashSet<Arc<str>>>, job: &Jo
         if off.lock().unwrap_or_else(|p| p.into_inner()).contains(&job.tenant.name) {
             return "off";
         }
-        let verdict = match client.call(account, ACTION, body.clone()).await {
+        let verdict = match client.forward(account, ACTION, super::api::VERSION, body.clone()).await {
             Ok((status, answer)) => judge(status, &answer),
-            Err(reason) => Verdict::Retry(reason),
+            Err(e) => Verdict::Retry(e.to_string()),
         };
         match verdict {
             Verdict::Reported => return "ok",

@@ -1,5 +1,7 @@
 //! TC3-HMAC-SHA256, as a pure function of (credentials, timestamp, host, content type, body bytes).
-//! It hashes exactly the bytes that are sent; callers must never re-serialize after signing.
+//! It hashes exactly the bytes that are sent; callers must never re-serialize after signing. The pieces
+//! (canonical request, signature) are public so that the verifier of the Tencent-compatible API computes a
+//! caller's signature with this same code.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -60,23 +62,59 @@ pub fn signing_key(secret_key: &str, date: &str, service: &str) -> [u8; 32] {
     hmac(&k_service, b"tc3_request")
 }
 
+/// The canonical request of a `POST /` with an empty query: each signed header as `name:value` (names and
+/// values lower-cased and trimmed, names in ascending order), the signed header names `;`-joined, and the
+/// payload hash. Returns the canonical request and the `SignedHeaders` list it covers.
+pub fn canonical_request(headers: &[(&str, &str)], payload_hash: &str) -> (String, String) {
+    let mut sorted: Vec<(String, &str)> =
+        headers.iter().map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim())).collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut canonical = String::with_capacity(200);
+    canonical.push_str("POST\n/\n\n");
+    for (name, value) in &sorted {
+        canonical.push_str(name);
+        canonical.push(':');
+        canonical.extend(value.chars().map(|c| c.to_ascii_lowercase()));
+        canonical.push('\n');
+    }
+    let mut signed = String::with_capacity(32);
+    for (i, (name, _)) in sorted.iter().enumerate() {
+        if i > 0 {
+            signed.push(';');
+        }
+        signed.push_str(name);
+    }
+    let _ = write!(canonical, "\n{signed}\n{payload_hash}");
+    (canonical, signed)
+}
+
+/// The hex signature of a canonical request (given by its hash) at `timestamp` for `service`.
+pub fn signature(secret_key: &str, service: &str, timestamp: i64, canonical_request_hash: &str) -> String {
+    let date = utc_date(timestamp);
+    signature_with(&signing_key(secret_key, &date, service), &date, service, timestamp, canonical_request_hash)
+}
+
+fn signature_with(key: &[u8; 32], date: &str, service: &str, timestamp: i64, canonical_request_hash: &str) -> String {
+    let string_to_sign = format!("{ALGORITHM}\n{timestamp}\n{date}/{service}/tc3_request\n{canonical_request_hash}");
+    hex::encode(hmac(key, string_to_sign.as_bytes()))
+}
+
+/// SHA-256 of `data`, lower-case hex (the payload and canonical request hashes).
+pub fn hash_hex(data: &[u8]) -> String {
+    sha256_hex(data)
+}
+
 /// Signs one `POST /` request.
 pub fn sign(secret_id: &str, secret_key: &str, input: &Tc3Input<'_>) -> Tc3Signature {
     let payload_hash = sha256_hex(input.body);
-    let mut canonical = String::with_capacity(200);
-    // Header names are fixed lower-case; values are lower-cased and trimmed as the spec says.
-    let _ = write!(
-        canonical,
-        "POST\n/\n\ncontent-type:{}\nhost:{}\n\n{SIGNED_HEADERS}\n{payload_hash}",
-        input.content_type.trim().to_ascii_lowercase(),
-        input.host.trim().to_ascii_lowercase(),
-    );
+    let (canonical, signed) =
+        canonical_request(&[("content-type", input.content_type), ("host", input.host)], &payload_hash);
+    debug_assert_eq!(signed, SIGNED_HEADERS);
     let canonical_request_hash = sha256_hex(canonical.as_bytes());
     let date = utc_date(input.timestamp);
     let scope = format!("{date}/{}/tc3_request", input.service);
-    let string_to_sign = format!("{ALGORITHM}\n{}\n{scope}\n{canonical_request_hash}", input.timestamp);
     let signing_key = signing_key(secret_key, &date, input.service);
-    let signature = hex::encode(hmac(&signing_key, string_to_sign.as_bytes()));
+    let signature = signature_with(&signing_key, &date, input.service, input.timestamp, &canonical_request_hash);
     let authorization =
         format!("{ALGORITHM} Credential={secret_id}/{scope}, SignedHeaders={SIGNED_HEADERS}, Signature={signature}");
     Tc3Signature { payload_hash, canonical_request_hash, date, signing_key, signature, authorization }

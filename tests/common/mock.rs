@@ -9,8 +9,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 
 /// How the mock answers the next request.
 #[derive(Debug, Clone)]
@@ -62,33 +62,57 @@ pub struct MockTencent {
     pub addr: SocketAddr,
     secret_key: String,
     state: Arc<Mutex<State>>,
+    /// Serves https (with a certificate of the test CA) instead of http.
+    tls: bool,
 }
 
 impl MockTencent {
     /// Starts a mock that checks signatures made with `secret_key`. With no reply queued it answers Ok.
     pub async fn start(secret_key: &str) -> MockTencent {
-        MockTencent::start_on(0, secret_key).await
+        MockTencent::serve(0, secret_key, None).await
     }
 
     /// The same on a given loopback port (0: any), such as one that refused connections until now.
     pub async fn start_on(port: u16, secret_key: &str) -> MockTencent {
+        MockTencent::serve(port, secret_key, None).await
+    }
+
+    /// The same mock over TLS, with a server certificate for 127.0.0.1 signed by `ca`.
+    pub async fn start_tls(secret_key: &str, ca: &super::tls::TestCa) -> MockTencent {
+        MockTencent::serve(0, secret_key, Some(ca.acceptor())).await
+    }
+
+    async fn serve(port: u16, secret_key: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> MockTencent {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let mock = MockTencent {
             addr: listener.local_addr().unwrap(),
             secret_key: secret_key.to_owned(),
             state: Arc::default(),
+            tls: tls.is_some(),
         };
         let server = mock.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(server.clone().connection(stream));
+                let server = server.clone();
+                match &tls {
+                    None => drop(tokio::spawn(server.connection(stream))),
+                    Some(acceptor) => {
+                        let accepting = acceptor.accept(stream);
+                        tokio::spawn(async move {
+                            if let Ok(stream) = accepting.await {
+                                server.connection(stream).await;
+                            }
+                        });
+                    }
+                }
             }
         });
         mock
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn reply(&self, reply: Reply) {
@@ -119,7 +143,7 @@ impl MockTencent {
         self.state.lock().unwrap().report_replies.push_back(code);
     }
 
-    async fn connection(self, stream: TcpStream) {
+    async fn connection<S: AsyncRead + AsyncWrite + Unpin>(self, stream: S) {
         let mut stream = BufReader::new(stream);
         loop {
             let mut headers = HashMap::new();
@@ -227,7 +251,10 @@ impl MockTencent {
                 text.len()
             );
             let stream = stream.get_mut();
-            if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(text.as_bytes()).await.is_err() {
+            if stream.write_all(head.as_bytes()).await.is_err()
+                || stream.write_all(text.as_bytes()).await.is_err()
+                || stream.flush().await.is_err()
+            {
                 return;
             }
         }

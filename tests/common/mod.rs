@@ -5,8 +5,10 @@
 pub mod hooks;
 pub mod mock;
 pub mod process;
+pub mod proxy;
 pub mod python;
 pub mod redis_server;
+pub mod tls;
 
 use smsgate::clock::{ManualClock, SharedClock};
 use smsgate::config::Config;
@@ -80,6 +82,8 @@ pub fn compile(yaml: &str) -> Config {
 /// A gateway serving on an ephemeral port; shut down when dropped.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The Tencent-compatible API's listener, when started with [`TestGateway::start_doors`].
+    pub tencent_addr: Option<SocketAddr>,
     pub gateway: Gateway,
     pub clock: Arc<ManualClock>,
     pub http: reqwest::Client,
@@ -94,21 +98,45 @@ impl TestGateway {
 
     /// With the injected clock starting at `unix` seconds (tests whose peers check wall-clock timestamps).
     pub async fn start_at(config: Config, unix: i64) -> TestGateway {
+        TestGateway::serve(config, unix, false).await
+    }
+
+    /// Also serving the Tencent-compatible API on a second ephemeral port.
+    pub async fn start_doors(config: Config, unix: i64) -> TestGateway {
+        TestGateway::serve(config, unix, true).await
+    }
+
+    async fn serve(config: Config, unix: i64, tencent: bool) -> TestGateway {
         let clock = ManualClock::new(unix);
         let shared: SharedClock = clock.clone();
         let gateway = Gateway::new(config, shared);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let mut doors = vec![(smsgate::server::Door::Main, listener)];
+        let mut tencent_addr = None;
+        if tencent {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tencent_addr = Some(listener.local_addr().unwrap());
+            doors.push((smsgate::server::Door::Tencent, listener));
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = gateway.clone();
         let task = tokio::spawn(async move {
             serving
-                .serve(listener, async move {
+                .serve_doors(doors, async move {
                     let _ = stopped.await;
                 })
                 .await
         });
-        TestGateway { addr, gateway, clock, http: reqwest::Client::new(), stop: Some(stop), task: Some(task) }
+        TestGateway {
+            addr,
+            tencent_addr,
+            gateway,
+            clock,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

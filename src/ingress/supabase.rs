@@ -1,0 +1,202 @@
+//! The Supabase Auth Send SMS hook: Standard Webhooks verification (`webhook-id`, `webhook-timestamp`,
+//! `webhook-signature`: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, one or several) and the hook's body
+//! -> one [`SendRequest`]. Nothing here trusts the body before the signature over it has been checked.
+
+use super::body::{check_code, decode};
+use super::{PhoneInput, SendRequest};
+use crate::config::{SupabaseHook, WebhookKey};
+use crate::error::GatewayError;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use http::HeaderMap;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+/// How far `webhook-timestamp` may be from our clock, either way (as the Standard Webhooks libraries).
+pub const TOLERANCE_SECONDS: i64 = 5 * 60;
+const MAX_ID: usize = 256;
+/// More signatures than this in one header are not looked at (Supabase sends one per configured secret).
+const MAX_SIGNATURES: usize = 8;
+
+/// Why a hook request was refused before its body was trusted (`401`, nothing sent). The text is for the
+/// log and the answer; it never holds a signature or the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unverified(pub &'static str);
+
+/// The headers that must be checked before the body is read: present, well formed, and a timestamp within
+/// the tolerance of `now` (a stale request is refused unread).
+pub struct Envelope {
+    id: String,
+    timestamp: String,
+    signatures: String,
+}
+
+impl Envelope {
+    pub fn read(headers: &HeaderMap, now: i64) -> Result<Envelope, Unverified> {
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        let id = get("webhook-id").filter(|id| !id.is_empty() && id.len() <= MAX_ID);
+        let (Some(id), Some(timestamp), Some(signatures)) = (id, get("webhook-timestamp"), get("webhook-signature"))
+        else {
+            return Err(Unverified("missing or malformed webhook-id, webhook-timestamp or webhook-signature"));
+        };
+        let Ok(sent) = timestamp.parse::<i64>() else {
+            return Err(Unverified("webhook-timestamp is not a unix time"));
+        };
+        if (sent - now).abs() > TOLERANCE_SECONDS {
+            return Err(Unverified("webhook-timestamp is more than 5 minutes from the gateway's clock"));
+        }
+        Ok(Envelope { id: id.to_owned(), timestamp: timestamp.to_owned(), signatures: signatures.to_owned() })
+    }
+
+    /// Whether one of the header's `v1,` signatures is the HMAC of `id.timestamp.body` under one of `keys`.
+    pub fn verify(&self, keys: &[WebhookKey], body: &[u8]) -> Result<(), Unverified> {
+        let engine = base64::engine::general_purpose::STANDARD;
+        // Space-separated per the spec; Supabase joins its signatures with ", ", so a trailing comma goes.
+        let offered: Vec<Vec<u8>> = self
+            .signatures
+            .split_ascii_whitespace()
+            .take(MAX_SIGNATURES)
+            .filter_map(|s| s.trim_end_matches(',').strip_prefix("v1,"))
+            .filter_map(|b64| engine.decode(b64).ok())
+            .collect();
+        for key in keys {
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.expose()).expect("HMAC takes any key");
+            mac.update(self.id.as_bytes());
+            mac.update(b".");
+            mac.update(self.timestamp.as_bytes());
+            mac.update(b".");
+            mac.update(body);
+            let expected = mac.finalize().into_bytes();
+            if offered.iter().any(|sig| bool::from(sig.as_slice().ct_eq(expected.as_slice()))) {
+                return Ok(());
+            }
+        }
+        Err(Unverified("no webhook-signature matches the tenant's secret"))
+    }
+}
+
+/// The hook's body: `{"user": {"phone", ...}, "sms": {"otp", "phone"?, "sms_type"?}, "metadata": {...}}`.
+/// Unknown keys are tolerated (the user object is large and grows).
+#[derive(Deserialize)]
+struct HookBody {
+    user: Option<HookUser>,
+    sms: HookSms,
+    metadata: Option<HookMetadata>,
+}
+
+#[derive(Deserialize)]
+struct HookUser {
+    phone: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct HookSms {
+    otp: String,
+    /// The destination, set by recent Supabase versions (for a phone change, the new number; for MFA, the
+    /// factor's); older ones send only `user.phone`.
+    phone: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct HookMetadata {
+    ip_address: Option<String>,
+}
+
+/// A verified hook body -> the send: the number (E.164 digits with or without `+`), `[otp]` as parameters,
+/// the tenant's configured usage type, and the end user's IP when Supabase passed it.
+pub fn parse(body: &[u8], hook: &SupabaseHook) -> Result<SendRequest, GatewayError> {
+    let b: HookBody = decode(body)?;
+    let phone = b
+        .sms
+        .phone
+        .filter(|p| !p.trim().is_empty())
+        .or_else(|| b.user.and_then(|u| u.phone))
+        .filter(|p| !p.trim().is_empty())
+        .ok_or_else(|| GatewayError::InvalidRequest("missing field `user.phone`".into()))?;
+    let code = check_code(b.sms.otp, "sms.otp")?;
+    let ip = b.metadata.and_then(|m| m.ip_address).and_then(|ip| ip.trim().parse().ok());
+    Ok(SendRequest {
+        phone: PhoneInput::Logto(phone),
+        usage: hook.usage.clone(),
+        params: vec![code.clone()],
+        code: Some(code),
+        ip,
+        locale: None,
+        idempotency_key: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    const NOW: i64 = 1_704_164_645;
+
+    fn key() -> WebhookKey {
+        WebhookKey(b"0123456789abcdef-supabase".to_vec())
+    }
+
+    fn sign(key: &WebhookKey, id: &str, ts: i64, body: &[u8]) -> String {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.expose()).unwrap();
+        mac.update(format!("{id}.{ts}.").as_bytes());
+        mac.update(body);
+        format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+    }
+
+    fn headers(id: &str, ts: i64, signature: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("webhook-id", HeaderValue::from_str(id).unwrap());
+        h.insert("webhook-timestamp", HeaderValue::from_str(&ts.to_string()).unwrap());
+        h.insert("webhook-signature", HeaderValue::from_str(signature).unwrap());
+        h
+    }
+
+    #[test]
+    fn signatures_in_either_list_form_verify() {
+        let body = br#"{"sms":{"otp":"123456"}}"#;
+        let good = sign(&key(), "msg_1", NOW, body);
+        let other = sign(&WebhookKey(b"another-key-of-16-bytes".to_vec()), "msg_1", NOW, body);
+        for header in [good.clone(), format!("{other} {good}"), format!("{other}, {good}"), format!("{good}, {other}")]
+        {
+            let h = headers("msg_1", NOW, &header);
+            Envelope::read(&h, NOW).unwrap().verify(&[key()], body).unwrap_or_else(|e| panic!("{header}: {e:?}"));
+        }
+        let h = headers("msg_1", NOW, &other);
+        assert!(Envelope::read(&h, NOW).unwrap().verify(&[key()], body).is_err());
+        // The id and timestamp are signed: a copy under another id fails.
+        let h = headers("msg_2", NOW, &good);
+        assert!(Envelope::read(&h, NOW).unwrap().verify(&[key()], body).is_err());
+        let tampered = br#"{"sms":{"otp":"999999"}}"#;
+        let h = headers("msg_1", NOW, &good);
+        assert!(Envelope::read(&h, NOW).unwrap().verify(&[key()], tampered).is_err());
+    }
+
+    #[test]
+    fn stale_and_future_timestamps_are_refused_unread() {
+        let sig = sign(&key(), "m", NOW - 301, b"{}");
+        assert!(Envelope::read(&headers("m", NOW - 301, &sig), NOW).is_err());
+        assert!(Envelope::read(&headers("m", NOW + 301, &sig), NOW).is_err());
+        assert!(Envelope::read(&headers("m", NOW - 300, &sig), NOW).is_ok());
+        assert!(Envelope::read(&HeaderMap::new(), NOW).is_err());
+    }
+
+    #[test]
+    fn body_reads_sms_phone_before_user_phone() {
+        let hook = SupabaseHook { keys: vec![key()], usage: "Generic".into() };
+        let r = parse(br#"{"user":{"id":"u","phone":"8613800138000"},"sms":{"otp":"123456"}}"#, &hook).unwrap();
+        assert_eq!(
+            (r.phone, r.code.as_deref(), r.usage.as_str()),
+            (PhoneInput::Logto("8613800138000".into()), Some("123456"), "Generic")
+        );
+        let r = parse(
+            br#"{"user":{"phone":"8613800138000"},"sms":{"otp":"1","phone":"+14155550100"},"metadata":{"ip_address":"203.0.113.7"}}"#,
+            &hook,
+        )
+        .unwrap();
+        assert_eq!(r.phone, PhoneInput::Logto("+14155550100".into()));
+        assert_eq!(r.ip, Some("203.0.113.7".parse().unwrap()));
+        assert!(parse(br#"{"user":{"phone":""},"sms":{"otp":"1"}}"#, &hook).is_err());
+        assert!(parse(br#"{"user":{"phone":"1"},"sms":{"otp":"http://x"}}"#, &hook).is_err());
+    }
+}

@@ -1,0 +1,535 @@
+//! The Tencent-compatible API, as the official SDKs call it (`POST /`, `X-TC-*` headers, TC3-HMAC-SHA256):
+//! the request head read and its signature verified exactly as Tencent does, with the signing code of
+//! `tencent/sign.rs`, against the credentials a tenant issues to its callers; a `SendSms` body turned into
+//! the caller's message and one [`SendRequest`] per number; and the Tencent error codes of every refusal
+//! (whole requests in Tencent's error envelope, single numbers in `SendStatusSet`).
+
+use super::{CallerMessage, PhoneInput, SendRequest};
+use crate::config::{Credentials, Tenant, GENERIC_USAGE};
+use crate::error::GatewayError;
+use crate::tencent::client::CallExtras;
+use crate::tencent::sign;
+use http::HeaderMap;
+use serde::Deserialize;
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+
+/// The service of every credential scope this API accepts.
+pub const SERVICE: &str = "sms";
+/// How far `X-TC-Timestamp` may be from the gateway's clock, either way (Tencent's window).
+pub const TOLERANCE_SECONDS: i64 = 300;
+/// Numbers per SendSms, as Tencent allows.
+pub const MAX_NUMBERS: usize = 200;
+const MAX_PARAMS: usize = 16;
+const MAX_PARAM_CHARS: usize = 64;
+const MAX_FIELD: usize = 512;
+
+/// A refusal of the whole request: Tencent's code and message in its error envelope (HTTP 200, as Tencent),
+/// and the gateway error it stands for in metrics and logs.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: &'static str,
+    pub message: String,
+    pub cause: Box<GatewayError>,
+}
+
+impl ApiError {
+    fn new(code: &'static str, message: impl Into<String>, cause: GatewayError) -> ApiError {
+        ApiError { code, message: message.into(), cause: Box::new(cause) }
+    }
+
+    fn auth(code: &'static str, message: &'static str) -> ApiError {
+        ApiError::new(code, message, GatewayError::BadSignature(message))
+    }
+
+    fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
+        let message = message.into();
+        ApiError { code, cause: Box::new(GatewayError::InvalidRequest(message.clone())), message }
+    }
+
+    /// The envelope for a gateway error that stops the whole request before any number is looked at (body
+    /// bounds, reading slots).
+    pub fn from_gateway(e: GatewayError) -> ApiError {
+        use GatewayError::*;
+        let code = match &e {
+            PayloadTooLarge => "RequestSizeLimitExceeded",
+            RequestTimeout => "InvalidRequest",
+            ServerBusy => "RequestLimitExceeded",
+            UnsupportedMediaType => "InvalidParameter",
+            NotFound | MethodNotAllowed { .. } => "UnsupportedProtocol",
+            Unauthorized | BadSignature(_) => "AuthFailure.SignatureFailure",
+            InvalidRequest(_) | InvalidPhone { .. } => "InvalidParameter",
+            UpstreamTimeout => "InternalError.Timeout",
+            UpstreamUnavailable { .. } => "InternalError.SendAndRecvFail",
+            CountryBlocked
+            | NumberTypeBlocked { .. }
+            | SuspectedPumping { .. }
+            | NoRecentSend
+            | Rejected(_)
+            | NoTemplate { .. }
+            | RateLimited { .. }
+            | SpendCapReached { .. }
+            | UpstreamRateLimited { .. }
+            | ScriptError(_)
+            | ScriptBusy
+            | Internal(_)
+            | UpstreamRejected(_)
+            | LimiterUnavailable => "InternalError",
+        };
+        ApiError { code, message: e.public_message(), cause: Box::new(e) }
+    }
+}
+
+/// The signed head of a request, read before its body.
+pub struct Head {
+    pub action: String,
+    pub version: String,
+    pub region: String,
+    pub timestamp: i64,
+    pub secret_id: String,
+    date: String,
+    signed_headers: Vec<(String, String)>,
+    signature: String,
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+impl Head {
+    /// The `X-TC-*` headers and the `Authorization` header, parsed; nothing verified yet.
+    pub fn read(headers: &HeaderMap) -> Result<Head, ApiError> {
+        let required = |name: &'static str| {
+            header(headers, name).map(str::to_owned).ok_or_else(|| {
+                ApiError::invalid("MissingParameter", format!("The request is missing the `{name}` header."))
+            })
+        };
+        let action = required("x-tc-action")?;
+        let version = required("x-tc-version")?;
+        let timestamp = required("x-tc-timestamp")?;
+        let region = required("x-tc-region")?;
+        let timestamp: i64 = timestamp
+            .parse()
+            .map_err(|_| ApiError::invalid("InvalidParameter", "`X-TC-Timestamp` must be unix seconds."))?;
+        let malformed = || {
+            ApiError::auth(
+                "AuthFailure.InvalidAuthorization",
+                "Authorization must be TC3-HMAC-SHA256 Credential=<SecretId>/<date>/sms/tc3_request, \
+                 SignedHeaders=<names>, Signature=<hex>",
+            )
+        };
+        let authorization = header(headers, "authorization").ok_or_else(malformed)?;
+        let rest =
+            authorization.strip_prefix(sign::ALGORITHM).and_then(|r| r.strip_prefix(' ')).ok_or_else(malformed)?;
+        let (mut credential, mut signed_names, mut signature) = (None, None, None);
+        for part in rest.split(',') {
+            let (key, value) = part.trim().split_once('=').ok_or_else(malformed)?;
+            match key {
+                "Credential" => credential = Some(value),
+                "SignedHeaders" => signed_names = Some(value),
+                "Signature" => signature = Some(value),
+                _ => return Err(malformed()),
+            }
+        }
+        let (credential, signed_names, signature) =
+            (credential.ok_or_else(malformed)?, signed_names.ok_or_else(malformed)?, signature.ok_or_else(malformed)?);
+        let mut scope = credential.split('/');
+        let (Some(secret_id), Some(date), Some(service), Some("tc3_request"), None) =
+            (scope.next(), scope.next(), scope.next(), scope.next(), scope.next())
+        else {
+            return Err(malformed());
+        };
+        if service != SERVICE {
+            return Err(ApiError::auth(
+                "AuthFailure.InvalidAuthorization",
+                "the credential scope's service must be sms",
+            ));
+        }
+        if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(malformed());
+        }
+        let names: Vec<String> = signed_names.split(';').map(|n| n.trim().to_ascii_lowercase()).collect();
+        if !names.iter().any(|n| n == "content-type") || !names.iter().any(|n| n == "host") {
+            return Err(ApiError::auth(
+                "AuthFailure.InvalidAuthorization",
+                "SignedHeaders must include content-type and host",
+            ));
+        }
+        if header(headers, "x-tc-content-sha256").is_some_and(|v| v.eq_ignore_ascii_case("UNSIGNED-PAYLOAD")) {
+            return Err(ApiError::auth(
+                "AuthFailure.InvalidAuthorization",
+                "unsigned payloads are refused: the signature must cover the body",
+            ));
+        }
+        let mut signed_headers = Vec::with_capacity(names.len());
+        for name in names {
+            let value = headers.get(name.as_str()).and_then(|v| v.to_str().ok()).ok_or_else(|| {
+                ApiError::auth("AuthFailure.InvalidAuthorization", "a header named in SignedHeaders is missing")
+            })?;
+            signed_headers.push((name, value.to_owned()));
+        }
+        Ok(Head {
+            action,
+            version,
+            region,
+            timestamp,
+            secret_id: secret_id.to_owned(),
+            date: date.to_owned(),
+            signed_headers,
+            signature: signature.to_ascii_lowercase(),
+        })
+    }
+
+    /// `X-TC-Timestamp` within 5 minutes of `now`, and the scope's date its UTC date.
+    pub fn check_time(&self, now: i64) -> Result<(), ApiError> {
+        if (self.timestamp - now).abs() > TOLERANCE_SECONDS {
+            return Err(ApiError::auth(
+                "AuthFailure.SignatureExpire",
+                "X-TC-Timestamp is more than 5 minutes from the server's clock",
+            ));
+        }
+        if self.date != sign::utc_date(self.timestamp) {
+            return Err(ApiError::auth(
+                "AuthFailure.SignatureFailure",
+                "the credential scope's date is not the UTC date of X-TC-Timestamp",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The signature over the signed headers and these exact body bytes, under the caller's key.
+    pub fn verify(&self, client: &Credentials, body: &[u8]) -> Result<(), ApiError> {
+        let pairs: Vec<(&str, &str)> = self.signed_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let (canonical, _) = sign::canonical_request(&pairs, &sign::hash_hex(body));
+        let expected =
+            sign::signature(client.secret_key.expose(), SERVICE, self.timestamp, &sign::hash_hex(canonical.as_bytes()));
+        if bool::from(expected.as_bytes().ct_eq(self.signature.as_bytes())) {
+            Ok(())
+        } else {
+            Err(ApiError::auth("AuthFailure.SignatureFailure", "the signature does not match"))
+        }
+    }
+
+    /// The signed `Content-Type` is JSON.
+    pub fn is_json(&self) -> bool {
+        self.signed_headers.iter().any(|(n, v)| {
+            n == "content-type"
+                && v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        })
+    }
+}
+
+/// `SendSms` (2021-01-11) as the SDKs serialize it; fields they leave unset are absent.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendSmsBody {
+    #[serde(rename = "PhoneNumberSet")]
+    phone_number_set: Vec<String>,
+    #[serde(rename = "SmsSdkAppId")]
+    sms_sdk_app_id: String,
+    #[serde(rename = "TemplateId")]
+    template_id: String,
+    #[serde(rename = "SignName")]
+    sign_name: Option<String>,
+    #[serde(rename = "TemplateParamSet", default)]
+    template_param_set: Vec<String>,
+    #[serde(rename = "ExtendCode")]
+    extend_code: Option<String>,
+    #[serde(rename = "SessionContext")]
+    session_context: Option<String>,
+    #[serde(rename = "SenderId")]
+    sender_id: Option<String>,
+}
+
+/// A verified SendSms: the caller's message and one request per number, in the caller's order, with the
+/// numbers as written (for the answer's refused entries).
+pub struct SendSms {
+    pub message: CallerMessage,
+    pub requests: Vec<SendRequest>,
+    pub numbers: Vec<String>,
+}
+
+fn decode_body(body: &[u8]) -> Result<SendSmsBody, ApiError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid("InvalidParameter", "The body must be a JSON object."));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let text = inner.to_string();
+        if inner.classify() != serde_json::error::Category::Data {
+            ApiError::invalid("InvalidParameter", "The body is not valid JSON.")
+        } else if let Some(field) = text.strip_prefix("missing field `").and_then(|t| t.split('`').next()) {
+            ApiError::invalid("MissingParameter", format!("The request is missing a required parameter `{field}`."))
+        } else if text.starts_with("unknown field") {
+            ApiError::invalid("UnknownParameter", format!("The parameter `{}` is not recognized.", truncate(&path)))
+        } else {
+            ApiError::invalid("InvalidParameter", format!("The parameter `{}` has the wrong type.", truncate(&path)))
+        }
+    })?;
+    de.end().map_err(|_| ApiError::invalid("InvalidParameter", "The body is not valid JSON."))?;
+    Ok(parsed)
+}
+
+fn truncate(s: &str) -> &str {
+    s.char_indices().nth(64).map_or(s, |(cut, _)| &s[..cut])
+}
+
+fn printable(s: &str, max: usize) -> bool {
+    s.len() <= max && !s.chars().any(char::is_control)
+}
+
+/// The usage type the tenant maps a TemplateId to: a named usage before `Generic`, then by name, mainland
+/// templates before international ones; None when the TemplateId is none of the tenant's.
+pub fn usage_for_template(tenant: &Tenant, template_id: &str) -> Option<String> {
+    let sets = std::iter::once(&tenant.templates).chain(tenant.international_templates.as_ref());
+    sets.filter_map(|set| {
+        set.iter()
+            .filter(|(_, id)| *id == template_id)
+            .map(|(usage, _)| usage)
+            .min_by_key(|u| (*u == GENERIC_USAGE, *u))
+    })
+    .next()
+    .map(str::to_owned)
+}
+
+/// A Tencent-style number -> the reading the pipeline takes: `+…` as E.164, 11 bare digits starting with 1
+/// as a mainland mobile, other digits as country code and number.
+fn phone_input(number: &str) -> PhoneInput {
+    let number = number.trim();
+    let bare_mainland = number.len() == 11 && number.starts_with('1') && number.bytes().all(|b| b.is_ascii_digit());
+    PhoneInput::Logto(if bare_mainland { format!("86{number}") } else { number.to_owned() })
+}
+
+/// A SendSms body -> the caller's message and one request per number, after the checks that refuse the
+/// whole request: number count, the tenant's SmsSdkAppId and templates, parameter and field bounds.
+pub fn parse_send_sms(body: &[u8], tenant: &Tenant) -> Result<SendSms, ApiError> {
+    let b = decode_body(body)?;
+    if b.phone_number_set.is_empty() {
+        return Err(ApiError::invalid("MissingParameter.EmptyPhoneNumberSet", "PhoneNumberSet is empty."));
+    }
+    if b.phone_number_set.len() > MAX_NUMBERS {
+        return Err(ApiError::invalid(
+            "LimitExceeded.PhoneNumberCountLimit",
+            format!("PhoneNumberSet holds more than {MAX_NUMBERS} numbers."),
+        ));
+    }
+    if b.sms_sdk_app_id != tenant.tencent.sdk_app_id {
+        return Err(ApiError::invalid("InvalidParameterValue.SdkAppIdNotExist", "SmsSdkAppId is not this account's."));
+    }
+    let usage = usage_for_template(tenant, &b.template_id).ok_or_else(|| {
+        ApiError::invalid(
+            "FailedOperation.TemplateIncorrectOrUnapproved",
+            "TemplateId is not one of this account's templates.",
+        )
+    })?;
+    if b.template_param_set.len() > MAX_PARAMS {
+        return Err(ApiError::invalid(
+            "FailedOperation.TemplateParamSetNotMatchApprovedTemplate",
+            format!("TemplateParamSet holds more than {MAX_PARAMS} values."),
+        ));
+    }
+    if b.template_param_set.iter().any(|p| p.chars().count() > MAX_PARAM_CHARS) {
+        return Err(ApiError::invalid(
+            "InvalidParameterValue.TemplateParameterLengthLimit",
+            format!("Each TemplateParamSet value has at most {MAX_PARAM_CHARS} characters."),
+        ));
+    }
+    if b.template_param_set.iter().any(|p| p.is_empty() || p.chars().any(char::is_control)) {
+        return Err(ApiError::invalid(
+            "InvalidParameterValue.TemplateParameterFormatError",
+            "TemplateParamSet values must be printable and not empty.",
+        ));
+    }
+    for (name, value, max) in [
+        ("SignName", &b.sign_name, 64),
+        ("SessionContext", &b.session_context, MAX_FIELD),
+        ("ExtendCode", &b.extend_code, 32),
+        ("SenderId", &b.sender_id, 64),
+    ] {
+        if value.as_deref().is_some_and(|v| !printable(v, max)) {
+            return Err(ApiError::invalid("InvalidParameter", format!("`{name}` is too long or not printable.")));
+        }
+    }
+    if b.phone_number_set.iter().any(|n| !printable(n, 32)) {
+        return Err(ApiError::invalid("InvalidParameterValue.IncorrectPhoneNumber", "A phone number is malformed."));
+    }
+    // A single parameter that looks like a verification code is one (for the hook and de-duplication).
+    let code = match b.template_param_set.as_slice() {
+        [only] if only.len() <= 12 && only.bytes().all(|c| c.is_ascii_alphanumeric()) => Some(only.clone()),
+        _ => None,
+    };
+    let requests = b
+        .phone_number_set
+        .iter()
+        .map(|number| SendRequest {
+            phone: phone_input(number),
+            usage: usage.clone(),
+            params: b.template_param_set.clone(),
+            code: code.clone(),
+            ip: None,
+            locale: None,
+            idempotency_key: None,
+        })
+        .collect();
+    let message = CallerMessage {
+        template_id: b.template_id,
+        sign_name: b.sign_name.filter(|s| !s.is_empty()),
+        extras: CallExtras { extend_code: b.extend_code, session_context: b.session_context, sender_id: b.sender_id },
+    };
+    Ok(SendSms { message, requests, numbers: b.phone_number_set })
+}
+
+/// The Tencent code of a number the gateway refused or could not send, given the window of the limit rule
+/// that denied it (rate limits only). Tencent's own code when Tencent answered.
+pub fn status_code(e: &GatewayError, rule_window: Option<Duration>) -> &str {
+    use GatewayError::*;
+    match e {
+        RateLimited { .. } => match rule_window.unwrap_or_default().as_secs() {
+            0..=60 => "LimitExceeded.PhoneNumberThirtySecondLimit",
+            61..=3600 => "LimitExceeded.PhoneNumberOneHourLimit",
+            _ => "LimitExceeded.PhoneNumberDailyLimit",
+        },
+        CountryBlocked | NumberTypeBlocked { .. } | SuspectedPumping { .. } | Rejected(_) => {
+            "FailedOperation.PhoneNumberInBlacklist"
+        }
+        InvalidPhone { upstream: None } => "InvalidParameterValue.IncorrectPhoneNumber",
+        NoTemplate { .. } => "FailedOperation.TemplateIncorrectOrUnapproved",
+        SpendCapReached { cap, .. } if cap.contains(' ') => "LimitExceeded.AppCountryOrRegionDailyLimit",
+        SpendCapReached { .. } => "LimitExceeded.AppDailyLimit",
+        InvalidPhone { upstream: Some(u) }
+        | UpstreamRejected(u)
+        | UpstreamRateLimited { upstream: u, .. }
+        | UpstreamUnavailable { upstream: Some(u), .. } => &u.code,
+        UpstreamUnavailable { upstream: None, .. } => "InternalError.SendAndRecvFail",
+        UpstreamTimeout => "InternalError.Timeout",
+        LimiterUnavailable | ScriptBusy | ScriptError(_) | Internal(_) | NoRecentSend => "InternalError",
+        InvalidRequest(_) => "InvalidParameter",
+        // Refusals of a whole request; never a single number's.
+        Unauthorized | BadSignature(_) => "AuthFailure.SignatureFailure",
+        NotFound | MethodNotAllowed { .. } => "UnsupportedProtocol",
+        PayloadTooLarge => "RequestSizeLimitExceeded",
+        RequestTimeout => "InvalidRequest",
+        ServerBusy => "RequestLimitExceeded",
+        UnsupportedMediaType => "InvalidParameter",
+    }
+}
+
+/// The message of a refused number: Tencent's own when it answered, else the gateway's public message.
+pub fn status_message(e: &GatewayError) -> String {
+    match e.upstream() {
+        Some(u) => u.message.clone(),
+        None => crate::phone::mask_numbers(&e.public_message()).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn tc(authorization: &str, host: &str, content_type: &str, ts: &str) -> HeaderMap {
+        headers(&[
+            ("authorization", authorization),
+            ("host", host),
+            ("content-type", content_type),
+            ("x-tc-action", "SendSms"),
+            ("x-tc-version", "2021-01-11"),
+            ("x-tc-region", "ap-guangzhou"),
+            ("x-tc-timestamp", ts),
+        ])
+    }
+
+    fn client(id: &str, key: &str) -> Credentials {
+        Credentials { secret_id: id.into(), secret_key: crate::config::Secret::new(key) }
+    }
+
+    #[test]
+    fn published_vectors_verify_through_the_verifier() {
+        // V2 of REFERENCE.md: the SMS vector.
+        let body = r#"{"PhoneNumberSet":["+8613800000000"],"SmsSdkAppId":"1400006666","SignName":"腾讯云","TemplateId":"1110","TemplateParamSet":["4370"]}"#;
+        let auth = "TC3-HMAC-SHA256 Credential=AKIDtest/2023-11-14/sms/tc3_request, SignedHeaders=content-type;host, \
+                    Signature=e4d8c980e383e91faeff0785ac2048134658bdd0c3743ce9c9fdc9b9f50ab69b";
+        let h = tc(auth, "sms.tencentcloudapi.com", "application/json", "1700000000");
+        let head = Head::read(&h).unwrap();
+        assert_eq!(head.secret_id, "AKIDtest");
+        head.check_time(1_700_000_100).unwrap();
+        head.verify(&client("AKIDtest", "testkey"), body.as_bytes()).unwrap();
+        assert_eq!(
+            head.verify(&client("AKIDtest", "otherkey"), body.as_bytes()).unwrap_err().code,
+            "AuthFailure.SignatureFailure"
+        );
+        let tampered = body.replace("4370", "4371");
+        assert!(head.verify(&client("AKIDtest", "testkey"), tampered.as_bytes()).is_err());
+
+        // V3: as Logto's connector signs (charset in the Content-Type, signed byte for byte).
+        let body = r#"{"SmsSdkAppId":"1400006666","SignName":"腾讯云","TemplateId":"1110","TemplateParamSet":["123456"],"PhoneNumberSet":["8613800138000"]}"#;
+        let auth =
+            "TC3-HMAC-SHA256 Credential=AKIDEXAMPLE/2024-01-02/sms/tc3_request, SignedHeaders=content-type;host, \
+                    Signature=8f52bd77b6b354623d3f380e911bee44f3414e56b79e1ee5033ed2e13ac284e5";
+        let h = tc(auth, "sms.tencentcloudapi.com", "application/json; charset=utf-8", "1704164645");
+        Head::read(&h).unwrap().verify(&client("AKIDEXAMPLE", "SECRETEXAMPLE"), body.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn extra_signed_headers_are_verified_in_canonical_order() {
+        // The current signature docs sign x-tc-action too; the verifier takes any list with content-type and host.
+        let body = br#"{"a":1}"#;
+        let pairs = [("content-type", "application/json"), ("host", "127.0.0.1:8081"), ("x-tc-action", "sendsms")];
+        let (canonical, signed) = sign::canonical_request(&pairs, &sign::hash_hex(body));
+        assert_eq!(signed, "content-type;host;x-tc-action");
+        let signature =
+            sign::signature("k3y-k3y-k3y-k3y-k3y", "sms", 1_704_164_645, &sign::hash_hex(canonical.as_bytes()));
+        let auth = format!(
+            "TC3-HMAC-SHA256 Credential=id/2024-01-02/sms/tc3_request, SignedHeaders=x-tc-action;content-type;host, Signature={signature}"
+        );
+        let mut h = tc(&auth, "127.0.0.1:8081", "application/json", "1704164645");
+        h.insert("x-tc-action", HeaderValue::from_static("SendSms"));
+        Head::read(&h).unwrap().verify(&client("id", "k3y-k3y-k3y-k3y-k3y"), body).unwrap();
+    }
+
+    #[test]
+    fn malformed_heads_get_tencent_codes() {
+        let sig = "0".repeat(64);
+        let good = format!("TC3-HMAC-SHA256 Credential=id/2024-01-02/sms/tc3_request, SignedHeaders=content-type;host, Signature={sig}");
+        let code = |h: HeaderMap| Head::read(&h).err().map(|e| e.code);
+        assert_eq!(code(tc(&good, "h", "application/json", "1704164645")), None);
+        assert_eq!(code(tc("Bearer x", "h", "application/json", "1")), Some("AuthFailure.InvalidAuthorization"));
+        assert_eq!(
+            code(tc(&good.replace("/sms/", "/cvm/"), "h", "application/json", "1")),
+            Some("AuthFailure.InvalidAuthorization")
+        );
+        assert_eq!(
+            code(tc(&good.replace("content-type;host", "host"), "h", "application/json", "1")),
+            Some("AuthFailure.InvalidAuthorization")
+        );
+        let mut h = tc(&good, "h", "application/json", "1");
+        h.remove("x-tc-action");
+        assert_eq!(code(h), Some("MissingParameter"));
+        let mut h = tc(&good, "h", "application/json", "1");
+        h.insert("x-tc-content-sha256", HeaderValue::from_static("UNSIGNED-PAYLOAD"));
+        assert_eq!(code(h), Some("AuthFailure.InvalidAuthorization"));
+        let head = Head::read(&tc(&good, "h", "application/json", "1704164645")).unwrap();
+        assert_eq!(head.check_time(1_704_164_645 + 301).unwrap_err().code, "AuthFailure.SignatureExpire");
+        assert_eq!(head.check_time(1_704_164_645 - 301).unwrap_err().code, "AuthFailure.SignatureExpire");
+        let wrong_date =
+            Head::read(&tc(&good.replace("2024-01-02", "2024-01-03"), "h", "application/json", "1704164645")).unwrap();
+        assert_eq!(wrong_date.check_time(1_704_164_645).unwrap_err().code, "AuthFailure.SignatureFailure");
+    }
+
+    #[test]
+    fn bare_mainland_numbers_read_as_plus_86() {
+        assert_eq!(phone_input("13800138000"), PhoneInput::Logto("8613800138000".into()));
+        assert_eq!(phone_input("+14155550100"), PhoneInput::Logto("+14155550100".into()));
+        assert_eq!(phone_input("8613800138000"), PhoneInput::Logto("8613800138000".into()));
+    }
+}

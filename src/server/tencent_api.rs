@@ -1,0 +1,181 @@
+//! The Tencent-compatible API listener (`server.tencent_listen`): every request is `POST /` as the official
+//! SDKs send it. The head is checked before the body is read (headers, SecretId, timestamp), the signature
+//! over the body after; `SendSms` runs the batch pipeline (each number through the tenant's policy, the
+//! allowed ones in as few upstream calls as Tencent allows, re-signed with the tenant's real keys) and answers
+//! `SendStatusSet` in the caller's order; another action is forwarded re-signed when the tenant lists it in
+//! `sdk_passthrough`. Every answer is HTTP 200 with a `RequestId`, errors in Tencent's envelope, so the SDKs
+//! raise their usual exceptions.
+
+use super::{body, respond, Gateway, Route};
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::ingress::tencent_api::{self, ApiError, Head};
+use crate::pipeline::{Delivery, NumberResult, Trail};
+use crate::tencent::api::{self, SendStatus};
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Body;
+use serde_json::json;
+use std::time::Instant;
+
+impl Gateway {
+    /// Answers one request of the Tencent-compatible listener.
+    pub async fn handle_tencent<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let id = respond::request_id(req.headers());
+        let config = self.config();
+        let mut trail = Trail { request_id: id.clone(), ..Trail::default() };
+        match self.tencent_call(&config, req, &id, started, &mut trail).await {
+            Ok(response) => response,
+            Err(e) => {
+                // One log event and one metrics update for a request refused whole.
+                self.record(Route::TencentApi, &Err((*e.cause).clone()), &trail, &id, started);
+                let mut response = envelope(&id, json!({"Error": {"Code": e.code, "Message": e.message}}));
+                if matches!(
+                    *e.cause,
+                    GatewayError::PayloadTooLarge | GatewayError::RequestTimeout | GatewayError::ServerBusy
+                ) {
+                    response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
+            }
+        }
+    }
+
+    async fn tencent_call<B>(
+        &self,
+        config: &Config,
+        req: Request<B>,
+        id: &str,
+        started: Instant,
+        trail: &mut Trail,
+    ) -> Result<Response<Full<Bytes>>, ApiError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if req.method() != Method::POST || req.uri().path() != "/" {
+            return Err(ApiError::from_gateway(GatewayError::NotFound));
+        }
+        let head = Head::read(req.headers())?;
+        let Some((tenant, client)) = config.sdk_client(&head.secret_id) else {
+            let message = "The SecretId is not known.";
+            return Err(ApiError {
+                code: "AuthFailure.SecretIdNotFound",
+                message: message.into(),
+                cause: Box::new(GatewayError::BadSignature(message)),
+            });
+        };
+        let (tenant, client) = (tenant.clone(), client.clone());
+        trail.tenant = Some(tenant.name.clone());
+        head.check_time(self.shared.services.clock.unix_seconds())?;
+        if !head.is_json() {
+            return Err(ApiError::from_gateway(GatewayError::UnsupportedMediaType));
+        }
+        let limits = body::BodyLimits { max_bytes: config.server.max_body_bytes, timeout: config.server.body_timeout };
+        let bytes = body::read(req, limits, &tenant.body_readers).await.map_err(ApiError::from_gateway)?;
+        head.verify(&client, &bytes)?;
+
+        if head.action != api::ACTION {
+            if !tenant.sdk_passthrough.contains(&head.action) {
+                return Err(ApiError {
+                    code: "UnsupportedOperation",
+                    message: format!("The action {} is not available through this gateway.", truncate(&head.action)),
+                    cause: Box::new(GatewayError::InvalidRequest("action not in sdk_passthrough".into())),
+                });
+            }
+            let forwarded = self
+                .shared
+                .services
+                .tencent
+                .forward(&tenant.tencent, &head.action, &head.version, bytes.to_vec())
+                .await;
+            tracing::info!(request_id = %id, tenant = %tenant.name, action = %head.action,
+                outcome = forwarded.as_ref().map_or_else(|e| e.code(), |_| "forwarded"), "tencent api passthrough");
+            return match forwarded {
+                Ok((_, answer)) => Ok(respond::json(StatusCode::OK, id, String::from_utf8_lossy(&answer).into_owned())),
+                Err(e) => Err(ApiError::from_gateway(e)),
+            };
+        }
+        if head.version != api::VERSION {
+            return Err(ApiError {
+                code: "NoSuchVersion",
+                message: format!("SendSms is served in version {} only.", api::VERSION),
+                cause: Box::new(GatewayError::InvalidRequest("unsupported SendSms version".into())),
+            });
+        }
+        let send = tencent_api::parse_send_sms(&bytes, &tenant)?;
+        let session_context = send.message.extras.session_context.clone().unwrap_or_default();
+        let mut trails: Vec<Trail> = (0..send.requests.len())
+            .map(|_| Trail { request_id: id.to_owned(), tenant: Some(tenant.name.clone()), ..Trail::default() })
+            .collect();
+        let results = self.shared.services.send_batch(&tenant, send.requests, &send.message, &mut trails).await;
+        let mut set = Vec::with_capacity(results.len());
+        for ((result, trail), written) in results.iter().zip(&trails).zip(&send.numbers) {
+            self.record(Route::TencentApi, &result.outcome, trail, id, started);
+            set.push(entry(result, trail, written, &session_context));
+        }
+        Ok(envelope(id, json!({ "SendStatusSet": set })))
+    }
+}
+
+fn truncate(s: &str) -> &str {
+    s.char_indices().nth(64).map_or(s, |(cut, _)| &s[..cut])
+}
+
+/// `{"Response": {…, "RequestId"}}` with HTTP 200.
+fn envelope(id: &str, mut response: serde_json::Value) -> Response<Full<Bytes>> {
+    response["RequestId"] = json!(id);
+    respond::json(StatusCode::OK, id, json!({ "Response": response }).to_string())
+}
+
+/// One number's `SendStatusSet` entry: Tencent's own when Tencent judged the number in this request, else
+/// one in its shape.
+fn entry(result: &NumberResult, trail: &Trail, written: &str, session_context: &str) -> SendStatus {
+    if let Some(entry) = &result.entry {
+        return entry.status.clone();
+    }
+    let phone_number = trail.phone.as_ref().map_or_else(|| written.to_owned(), |p| p.e164().to_owned());
+    let iso_code = trail.phone.as_ref().map(|p| p.country_code().to_owned()).unwrap_or_default();
+    match &result.outcome {
+        Ok(accepted) => {
+            let receipt = accepted.receipt.as_ref();
+            SendStatus {
+                serial_no: receipt.map(|r| r.serial_no.clone()).unwrap_or_default(),
+                phone_number,
+                fee: receipt.map_or(0, |r| r.fee),
+                session_context: session_context.to_owned(),
+                code: "Ok".into(),
+                message: match accepted.delivery {
+                    Delivery::Sent => "send success",
+                    Delivery::DryRun => "dry run: signed, not sent",
+                    Delivery::TestNumber => "test number: not sent",
+                }
+                .into(),
+                iso_code,
+            }
+        }
+        Err(e) => {
+            let window = match e {
+                GatewayError::RateLimited { rule, .. } => {
+                    trail.limits.as_ref().and_then(|d| d.rules.iter().find(|r| &r.name == rule)).map(|r| r.window)
+                }
+                _ => None,
+            };
+            SendStatus {
+                serial_no: String::new(),
+                phone_number,
+                fee: 0,
+                session_context: session_context.to_owned(),
+                code: tencent_api::status_code(e, window).to_owned(),
+                message: tencent_api::status_message(e),
+                iso_code,
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Egress: how the Tencent client reaches an endpoint. Directly, or through an HTTP proxy: a CONNECT tunnel
+//! for https endpoints (TLS runs end to end to Tencent, through the tunnel; the proxy sees only the host),
+//! absolute-form requests for plain http ones. Which proxy (`tencent.proxy`, `HTTPS_PROXY`, `NO_PROXY`...) is
+//! decided when the config compiles (`config::Proxy`); this module only dials. A proxy that cannot be
+//! reached, refuses the tunnel or does not open it within [`CONNECT_TIMEOUT`] fails the connect, so the send
+//! is a connect failure (nothing sent: retried, failed over, quota given back), never a hang.
+
+use crate::config::{Proxy, TrustRoots};
+use bytes::Bytes;
+use http::Uri;
+use http_body_util::Full;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tower_service::Service;
+
+/// The TCP connect to an endpoint, or to the proxy and the CONNECT handshake after it, must finish within
+/// this time; past it the attempt is a connect failure.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The pooled HTTP/1 client for one egress (rustls, keep-alive).
+pub type HttpsClient = Client<hyper_rustls::HttpsConnector<EgressConnector>, Full<Bytes>>;
+
+/// A client for `proxy` (None: direct) trusting the built-in roots plus `roots`.
+pub fn https_client(proxy: Option<&Proxy>, roots: Option<&TrustRoots>) -> HttpsClient {
+    let mut tcp = HttpConnector::new();
+    tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    let mut store = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(roots) = roots {
+        // Checked when the config compiled: every certificate parses.
+        let (_added, _ignored) = store.add_parsable_certificates(roots.certificates.iter().cloned());
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    let connector = EgressConnector {
+        tcp,
+        proxy: proxy.map(|p| ProxyTarget {
+            uri: p.uri.clone(),
+            authorization: p.authorization.as_ref().and_then(|a| {
+                let mut value = http::HeaderValue::from_str(a.expose()).ok()?;
+                value.set_sensitive(true);
+                Some(value)
+            }),
+        }),
+    };
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(64)
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(https)
+}
+
+/// One client per distinct egress (proxy and extra roots), kept across reloads so their pools survive: a
+/// pooled connection never crosses from one route to another.
+#[derive(Default)]
+pub struct Routes {
+    clients: Mutex<HashMap<RouteKey, HttpsClient>>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct RouteKey {
+    proxy: Option<(String, Option<String>)>,
+    roots: Option<[u8; 32]>,
+}
+
+impl Routes {
+    /// The client for this egress, made on first use.
+    pub fn client(&self, proxy: Option<&Proxy>, roots: Option<&Arc<TrustRoots>>) -> HttpsClient {
+        let key = RouteKey {
+            proxy: proxy.map(|p| (p.uri.to_string(), p.authorization.as_ref().map(|a| a.expose().to_owned()))),
+            roots: roots.map(|r| r.fingerprint),
+        };
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients.entry(key).or_insert_with(|| https_client(proxy, roots.map(|r| &**r))).clone()
+    }
+}
+
+#[derive(Clone)]
+struct ProxyTarget {
+    uri: Uri,
+    /// `Proxy-Authorization` for the CONNECT request (a plain-http request carries it itself).
+    authorization: Option<http::HeaderValue>,
+}
+
+/// Dials an endpoint directly or through the proxy; TLS, when the endpoint is https, is layered on top by
+/// hyper-rustls, inside the tunnel.
+#[derive(Clone)]
+pub struct EgressConnector {
+    tcp: HttpConnector,
+    proxy: Option<ProxyTarget>,
+}
+
+impl Service<Uri> for EgressConnector {
+    type Response = EgressStream;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<EgressStream, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.tcp.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let Some(proxy) = &self.proxy else {
+            let connecting = self.tcp.call(dst);
+            return Box::pin(async move { Ok(EgressStream { io: connecting.await?, forwarded: false }) });
+        };
+        if dst.scheme() == Some(&http::uri::Scheme::HTTPS) {
+            let mut tunnel = Tunnel::new(proxy.uri.clone(), self.tcp.clone());
+            if let Some(authorization) = &proxy.authorization {
+                tunnel = tunnel.with_auth(authorization.clone());
+            }
+            Box::pin(async move {
+                match tokio::time::timeout(CONNECT_TIMEOUT, tunnel.call(dst)).await {
+                    Ok(Ok(io)) => Ok(EgressStream { io, forwarded: false }),
+                    Ok(Err(e)) => Err(format!("proxy: {e}").into()),
+                    Err(_) => Err("proxy: no tunnel within the connect timeout".into()),
+                }
+            })
+        } else {
+            // Plain http through a proxy: connect to the proxy and send the request in absolute form.
+            let connecting = self.tcp.call(proxy.uri.clone());
+            Box::pin(async move {
+                let io = connecting.await.map_err(|e| format!("proxy: {e}"))?;
+                Ok(EgressStream { io, forwarded: true })
+            })
+        }
+    }
+}
+
+/// A connection to an endpoint or to the proxy in front of it.
+pub struct EgressStream {
+    io: TokioIo<TcpStream>,
+    /// Plain http through a proxy: requests go in absolute form (`POST http://host/`).
+    forwarded: bool,
+}
+
+impl Connection for EgressStream {
+    fn connected(&self) -> Connected {
+        self.io.connected().proxy(self.forwarded)
+    }
+}
+
+impl Read for EgressStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl Write for EgressStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+}

@@ -1,0 +1,227 @@
+//! Egress through an HTTP proxy, with a real proxy on loopback (tests/common/proxy.rs) in front of the mock
+//! Tencent: CONNECT tunnels to an https mock (a test CA trusted through `tencent.ca_file`, TLS end to end),
+//! absolute-form requests to an http one, `HTTPS_PROXY` / `NO_PROXY` from the environment, and proxies that
+//! are down, refuse or say nothing: a connect failure (`upstream_unavailable`, nothing sent), never a hang.
+
+mod common;
+
+use common::mock::MockTencent;
+use common::proxy::{Mode, TestProxy};
+use common::tls::TestCa;
+use common::*;
+use std::collections::HashMap;
+use std::path::Path;
+
+const AUTH: &str = "Basic dXNlcjpwdw=="; // user:pw
+
+fn compile_with(yaml: &str, extra_env: &[(&str, &str)]) -> smsgate::Config {
+    let mut env = env();
+    env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    smsgate::Config::from_yaml(yaml, Path::new("test.yaml"), &env).unwrap_or_else(|e| panic!("config: {e}"))
+}
+
+fn tencent_keys(keys: &[(&str, String)]) -> String {
+    keys.iter().map(|(k, v)| format!("      {k}: \"{v}\"\n")).collect()
+}
+
+#[tokio::test]
+async fn send_goes_through_a_connect_tunnel_with_tls_end_to_end() {
+    let ca = TestCa::new();
+    let mock = MockTencent::start_tls(SECRET_KEY, &ca).await;
+    let proxy = TestProxy::start(Mode::Relay, Some(AUTH)).await;
+    let extra = tencent_keys(&[
+        ("proxy", format!("http://user:pw@{}", proxy.addr)),
+        ("ca_file", ca.pem_path.display().to_string()),
+    ]);
+    let gw = TestGateway::start(compile(&config_yaml(&mock.endpoint(), PHONE_LIMITS, &extra))).await;
+
+    let answer = gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "123456")).await;
+    assert_eq!((answer.status, answer.json["status"].as_str()), (200, Some("sent")), "{:#}", answer.json);
+
+    let seen = mock.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].signature_valid, "signed for the endpoint's own host, through the tunnel");
+    assert_eq!(seen[0].header("host"), mock.addr.to_string());
+    let asked = proxy.asked();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].request_line, format!("CONNECT {} HTTP/1.1", mock.addr));
+    assert_eq!(asked[0].proxy_authorization.as_deref(), Some(AUTH));
+    // The proxy carried the TLS session, never the request in clear.
+    let carried = proxy.carried();
+    assert!(carried.len() > 100, "the request went through the tunnel");
+    for clear in [&b"SendSms"[..], b"13800138000", b"123456", SECRET_ID.as_bytes()] {
+        assert!(
+            !carried.windows(clear.len()).any(|w| w == clear),
+            "{} crossed the proxy in clear",
+            String::from_utf8_lossy(clear)
+        );
+    }
+}
+
+#[tokio::test]
+async fn https_endpoint_without_the_test_ca_is_refused_by_tls() {
+    // The test CA is trusted only through ca_file: without it the handshake fails, and nothing is sent.
+    let ca = TestCa::new();
+    let mock = MockTencent::start_tls(SECRET_KEY, &ca).await;
+    let gw = TestGateway::start(compile(&config_yaml(&mock.endpoint(), PHONE_LIMITS, ""))).await;
+    let answer = gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "123456")).await;
+    answer.assert_error(503, "upstream_unavailable");
+    assert!(mock.seen().is_empty());
+}
+
+#[tokio::test]
+async fn plain_http_endpoint_goes_in_absolute_form_with_the_proxy_credentials() {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let proxy = TestProxy::start(Mode::Relay, Some(AUTH)).await;
+    let extra = tencent_keys(&[("proxy", format!("http://user:pw@{}", proxy.addr))]);
+    let gw = TestGateway::start(compile(&config_yaml(&mock.endpoint(), PHONE_LIMITS, &extra))).await;
+    let answer = gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "123456")).await;
+    assert_eq!(answer.status, 200, "{:#}", answer.json);
+    let asked = proxy.asked();
+    assert_eq!(asked[0].request_line, format!("POST http://{}/ HTTP/1.1", mock.addr));
+    assert_eq!(asked[0].proxy_authorization.as_deref(), Some(AUTH));
+    assert!(mock.seen()[0].signature_valid);
+    assert_eq!(mock.seen()[0].header("proxy-authorization"), AUTH, "a plain-http request carries it itself");
+}
+
+#[tokio::test]
+async fn https_proxy_from_the_environment_and_no_proxy() {
+    let ca = TestCa::new();
+    let mock = MockTencent::start_tls(SECRET_KEY, &ca).await;
+    let proxy = TestProxy::start(Mode::Relay, None).await;
+    let extra = tencent_keys(&[("ca_file", ca.pem_path.display().to_string())]);
+    let yaml = config_yaml(&mock.endpoint(), PHONE_LIMITS, &extra);
+
+    let via_env = compile_with(&yaml, &[("https_proxy", &proxy.url())]);
+    let acme = via_env.tenant("acme").unwrap();
+    assert_eq!(acme.tencent.endpoints[0].proxy.as_ref().unwrap().source, "https_proxy");
+    let gw = TestGateway::start(via_env).await;
+    assert_eq!(gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "123456")).await.status, 200);
+    assert_eq!(proxy.asked().len(), 1);
+    assert_eq!(mock.seen().len(), 1);
+
+    // NO_PROXY lists the endpoint's host: straight to it, the proxy is not asked.
+    let bypass = compile_with(&yaml, &[("HTTPS_PROXY", &proxy.url()), ("NO_PROXY", "example.org, 127.0.0.1")]);
+    let gw = TestGateway::start(bypass).await;
+    assert_eq!(gw.post("/v1/sms/send", &native("+8613800138001", "SignIn", "123456")).await.status, 200);
+    assert_eq!(proxy.asked().len(), 1, "NO_PROXY bypasses the proxy");
+    assert_eq!(mock.seen().len(), 2);
+
+    // An explicit `direct` ignores the environment.
+    let direct = tencent_keys(&[("ca_file", ca.pem_path.display().to_string()), ("proxy", "direct".into())]);
+    let config = compile_with(&config_yaml(&mock.endpoint(), PHONE_LIMITS, &direct), &[("HTTPS_PROXY", &proxy.url())]);
+    assert!(config.tenant("acme").unwrap().tencent.endpoints[0].proxy.is_none());
+}
+
+#[tokio::test]
+async fn regression_proxy_down_is_upstream_unavailable_and_gives_the_quota_back() {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    // A port that was just closed: connection refused.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let caps = "    spend_caps: { daily: 1 }\n";
+    let limits = format!("{PHONE_LIMITS}\n{caps}");
+    let extra = tencent_keys(&[("proxy", format!("http://{dead}"))]);
+    let gw = TestGateway::start(compile(&config_yaml(&mock.endpoint(), &limits, &extra))).await;
+
+    let answer = gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "123456")).await;
+    answer.assert_error(503, "upstream_unavailable");
+    assert!(mock.seen().is_empty());
+    let metrics = gw.gateway.metrics().render();
+    assert!(metrics.contains(r#"smsgate_upstream_retries_total{reason="connect"}"#), "retried as a connect failure");
+
+    // The day's one message and the number's one send per 30 s were given back: once the proxy is fixed,
+    // the same send goes out.
+    let proxy = TestProxy::start(Mode::Relay, None).await;
+    let fixed = tencent_keys(&[("proxy", proxy.url())]);
+    gw.gateway.reload(compile(&config_yaml(&mock.endpoint(), &limits, &fixed)));
+    let answer = gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "123456")).await;
+    assert_eq!(answer.status, 200, "{:#}", answer.json);
+    assert_eq!(mock.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn proxy_refusing_the_tunnel_is_a_connect_failure() {
+    for status in [403, 407, 502] {
+        let ca = TestCa::new();
+        let mock = MockTencent::start_tls(SECRET_KEY, &ca).await;
+        let proxy = TestProxy::start(Mode::Refuse(status), None).await;
+        let extra = tencent_keys(&[("proxy", proxy.url()), ("ca_file", ca.pem_path.display().to_string())]);
+        let gw = TestGateway::start(compile(&config_yaml(&mock.endpoint(), PHONE_LIMITS, &extra))).await;
+        let answer = gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "123456")).await;
+        answer.assert_error(503, "upstream_unavailable");
+        assert!(mock.seen().is_empty(), "{status}: nothing reached Tencent");
+        assert!(!proxy.asked().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn silent_proxy_ends_as_a_connect_failure_not_a_hang() {
+    let ca = TestCa::new();
+    let mock = MockTencent::start_tls(SECRET_KEY, &ca).await;
+    let proxy = TestProxy::start(Mode::Silent, None).await;
+    // The tenant's deadline is above the 3 s connect timeout, so the CONNECT's own bound decides.
+    let extra = format!(
+        "{}      max_attempts: 1\n",
+        tencent_keys(&[("proxy", proxy.url()), ("ca_file", ca.pem_path.display().to_string())])
+    );
+    let yaml = config_yaml(&mock.endpoint(), PHONE_LIMITS, &extra).replace("timeout: 1s", "timeout: 10s");
+    let gw = TestGateway::start(compile(&yaml)).await;
+    let answer = gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "123456")).await;
+    answer.assert_error(503, "upstream_unavailable");
+    assert!(mock.seen().is_empty());
+}
+
+#[test]
+fn proxy_keys_are_checked_and_never_echoed() {
+    let yaml = config_yaml(
+        "http://127.0.0.1:9",
+        PHONE_LIMITS,
+        "      proxy: \"socks5://u:hunter2@p:1\"\n      ca_file: /nonexistent/ca.pem\n",
+    );
+    let errors = smsgate::Config::from_yaml(&yaml, Path::new("t.yaml"), &env()).unwrap_err().to_string();
+    assert!(errors.contains("tenants.acme.tencent.proxy: expected an http:// proxy URL"), "{errors}");
+    assert!(errors.contains("tenants.acme.tencent.ca_file: cannot read the CA file: no such file"), "{errors}");
+    assert!(!errors.contains("hunter2"), "{errors}");
+
+    let env: HashMap<String, String> =
+        env().into_iter().chain([("HTTPS_PROXY".into(), "ftp://u:hunter2@p:1".into())]).collect();
+    let yaml = config_yaml("https://sms.tencentcloudapi.com", PHONE_LIMITS, "");
+    let errors = smsgate::Config::from_yaml(&yaml, Path::new("t.yaml"), &env).unwrap_err().to_string();
+    assert!(errors.contains("HTTPS_PROXY"), "{errors}");
+    assert!(!errors.contains("hunter2"), "{errors}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let yaml = config_yaml("http://127.0.0.1:9", PHONE_LIMITS, &format!("      ca_file: {}\n", not_pem.display()));
+    let errors = smsgate::Config::from_yaml(&yaml, Path::new("t.yaml"), &common::env()).unwrap_err().to_string();
+    assert!(errors.contains("tenants.acme.tencent.ca_file: the CA file holds no certificate"), "{errors}");
+}
+
+#[test]
+fn the_real_binary_reads_https_proxy_from_its_environment() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ca = TestCa::new();
+    let (mock, proxy) = runtime.block_on(async {
+        (MockTencent::start_tls(SECRET_KEY, &ca).await, TestProxy::start(Mode::Relay, Some(AUTH)).await)
+    });
+    let extra = tencent_keys(&[("ca_file", ca.pem_path.display().to_string())]);
+    let config = config_yaml(&mock.endpoint(), PHONE_LIMITS, &extra);
+    let proxy_url = format!("http://user:pw@{}", proxy.addr);
+    let server = common::process::Server::spawn(&config, &[("ACME_SECRET", SECRET_KEY), ("HTTPS_PROXY", &proxy_url)]);
+    let status = runtime.block_on(async {
+        reqwest::Client::new()
+            .post(server.url("/v1/sms/send"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(native("+8613800138000", "SignIn", "123456"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200, "{}", server.log_text());
+    assert_eq!(proxy.asked()[0].proxy_authorization.as_deref(), Some(AUTH));
+    assert!(mock.seen()[0].signature_valid);
+    assert!(!server.log_text().contains("dXNlcjpwdw"), "proxy credentials never reach the log");
+}
