@@ -8,7 +8,7 @@
 //! the error: message handlers, `pcall` and every metamethod stop at their first instruction.
 
 use mlua::{HookTriggers, Lua, VmState};
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -58,7 +58,8 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-fn now_ns() -> u64 {
+/// Nanoseconds on the monotonic clock since the first call (the process's hook epoch).
+pub(super) fn now_ns() -> u64 {
     epoch().elapsed().as_nanos() as u64
 }
 
@@ -80,6 +81,9 @@ pub struct Meter {
     cpu_start_ns: AtomicU64,
     /// Time the host's own functions took, which does not count.
     credit_ns: AtomicU64,
+    /// Whether the host's own functions get their time back (`extend`): not in a slice, whose clock
+    /// bounds how long the thread is held, whatever runs.
+    credit_host: AtomicBool,
     time_ns: AtomicU64,
     cut: AtomicU8,
     /// The state's heap limit while the script runs (0: none, while the host works).
@@ -101,6 +105,7 @@ impl Meter {
             hard_ns: AtomicU64::new(0),
             cpu_start_ns: AtomicU64::new(u64::MAX),
             credit_ns: AtomicU64::new(0),
+            credit_host: AtomicBool::new(true),
             time_ns: AtomicU64::new(0),
             cut: AtomicU8::new(0),
             memory_limit: AtomicUsize::new(0),
@@ -112,14 +117,16 @@ impl Meter {
         })
     }
 
-    /// Starts a call (or the script's load): `instructions` units, `time` from now.
-    pub fn start(&self, instructions: u64, time: Duration, memory: usize) {
+    /// Starts a call (or the script's load): `instructions` units, `time` from now. `credit_host`: whether
+    /// the time the host's own functions take is given back (see [`Meter::extend`]).
+    pub fn start(&self, instructions: u64, time: Duration, memory: usize, credit_host: bool) {
         self.left.store(instructions.min(i64::MAX as u64) as i64, Relaxed);
         let (now, time_ns) = (now_ns(), time.as_nanos() as u64);
         self.deadline_ns.store(now.saturating_add(time_ns), Relaxed);
         self.hard_ns.store(now.saturating_add(time_ns).saturating_add(WALL_SLACK.as_nanos() as u64), Relaxed);
         self.cpu_start_ns.store(thread_cpu_ns().unwrap_or(u64::MAX), Relaxed);
         self.credit_ns.store(0, Relaxed);
+        self.credit_host.store(credit_host, Relaxed);
         self.time_ns.store(time_ns, Relaxed);
         self.cut.store(0, Relaxed);
         self.instructions.store(instructions, Relaxed);
@@ -216,7 +223,11 @@ impl Meter {
     }
 
     /// Moves the deadline by `by`: the time the host's own functions took, which their charge pays for.
+    /// Nothing in a slice started without that credit.
     pub fn extend(&self, by: Duration) {
+        if !self.credit_host.load(Relaxed) {
+            return;
+        }
         let by = by.as_nanos() as u64;
         self.deadline_ns.fetch_add(by, Relaxed);
         self.hard_ns.fetch_add(by, Relaxed);

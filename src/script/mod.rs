@@ -1,11 +1,15 @@
 //! Script stage: a tenant's Lua hook (`on_send(req)`) may rewrite the number, usage, params, template, sign
 //! name or region, or refuse the request. Whatever it changes is checked again here, as strictly as ingress
 //! and config values are. Scripts compile with the config; a pool of ready Lua states per script serves the
-//! calls, so no request compiles anything. Calls run on the hook threads (`pool.rs`), never on the async
-//! workers, within an instruction budget, a deadline and a memory limit (`meter.rs`) that every way Lua code
-//! can run and every costly library function (`strlib.rs`, `pattern.rs`) pays into. The hook never reaches
-//! files, the network, the environment or the process (see `sandbox.rs` and `prelude.lua`).
+//! calls, so no request compiles anything. A call is first tried inline, on the async worker, within a
+//! small slice of its budget (`inline.rs`); one that overruns the slice, finds no ready state or finds the
+//! hook's lane busy runs on the hook threads (`pool.rs`) with the whole budget: an instruction budget, a
+//! deadline and a memory limit (`meter.rs`) that every way Lua code can run and every costly library
+//! function (`strlib.rs`, `pattern.rs`) pays into. States are built only at load and on the hook threads.
+//! The hook never reaches files, the network, the environment or the process (see `sandbox.rs` and
+//! `prelude.lua`).
 
+mod inline;
 mod meter;
 mod pattern;
 mod pool;
@@ -16,8 +20,9 @@ use crate::config::Tenant;
 use crate::error::GatewayError;
 use crate::ingress::SendRequest;
 use crate::phone::{mask_numbers, Phone};
+pub use inline::{CallPaths, COOLDOWN, SLICE_INSTRUCTIONS, SLICE_MEMORY, SLICE_TIME};
 pub use pool::Load;
-use sandbox::Sandbox;
+use sandbox::{Attempt, Sandbox};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -119,6 +124,7 @@ struct Inner {
     states: Mutex<Vec<Sandbox>>,
     max_pooled: usize,
     lane: Arc<pool::Lane>,
+    gate: inline::Gate,
 }
 
 impl std::fmt::Debug for ScriptHook {
@@ -171,6 +177,7 @@ impl ScriptHook {
         for _ in 0..share {
             states.push(Sandbox::new(path, &source, &settings, limits, tenant.clone())?);
         }
+        let gate = inline::Gate::new(states.iter().map(Sandbox::held).max().unwrap_or(0));
         let inner = Inner {
             path: path.to_owned(),
             source,
@@ -181,6 +188,7 @@ impl ScriptHook {
             // Calls made on other threads (a bench, `explain` beside `serve`) may grow the pool this far.
             max_pooled: share * 4,
             lane: Arc::default(),
+            gate,
         };
         Ok(ScriptHook { inner: Arc::new(inner), limits, on_error })
     }
@@ -189,19 +197,28 @@ impl ScriptHook {
         &self.inner.path
     }
 
-    /// Calls `on_send` here, on the calling thread, on a pooled state. The error is for the log (file and
-    /// line, numbers unmasked). The gateway goes through [`ScriptHook::dispatch`] instead.
+    /// Calls `on_send` here, on the calling thread, on a pooled state, with the whole budget. The error is
+    /// for the log (file and line, numbers unmasked). The gateway goes through [`ScriptHook::dispatch`]
+    /// instead.
     pub fn call(&self, input: &HookInput<'_>) -> Result<RawVerdict, String> {
         self.inner.call(input).0
     }
 
-    /// Calls `on_send` on a hook thread, within the tenant's share of them, and hands the request back.
+    /// Calls `on_send` and hands the request back: inline, on this thread, within a slice of the budget
+    /// when the gate is open, the lane quiet and a state ready; otherwise (or when the slice was cut off,
+    /// and then from scratch) on a hook thread, within the tenant's share of them, with the whole budget.
     pub async fn dispatch(
         &self,
         request: SendRequest,
         phone: Option<Phone>,
         request_id: &str,
     ) -> Option<(Result<RawVerdict, CallError>, SendRequest)> {
+        let cut_off = match self.inner.try_inline(&request, phone.as_ref(), request_id) {
+            Inline::Answered(result) => return Some((result.map_err(CallError::Failed), request)),
+            Inline::NotTried => None,
+            Inline::CutOff(state) => Some(state),
+        };
+        self.inner.gate.pooled();
         let (reply, answer) = oneshot::channel();
         let job = Box::new(HookJob {
             hook: self.inner.clone(),
@@ -209,6 +226,7 @@ impl ScriptHook {
             phone,
             request_id: request_id.to_owned(),
             reply: Some(reply),
+            cut_off,
         });
         if let Err(job) = self.inner.lane.submit(job) {
             job.refuse();
@@ -219,6 +237,11 @@ impl ScriptHook {
     /// Calls of this hook running on the hook threads and waiting for one.
     pub fn load_now(&self) -> Load {
         self.inner.lane.load()
+    }
+
+    /// How many of this hook's calls were answered inline, went to the hook threads, overran their slice.
+    pub fn call_paths(&self) -> CallPaths {
+        self.inner.gate.paths()
     }
 
     /// Bytes held by the pooled states after a full collection.
@@ -232,30 +255,110 @@ impl ScriptHook {
     }
 }
 
+/// What the inline attempt came to.
+enum Inline {
+    /// The call completed within its slice: the answer (a script error too).
+    Answered(Result<RawVerdict, String>),
+    /// The gate was closed, the lane busy or no state ready.
+    NotTried,
+    /// The slice was cut off (or the call panicked): the state it left, to be dropped off this thread.
+    CutOff(Sandbox),
+}
+
+/// The request as the hook sees it.
+fn hook_input<'a>(
+    tenant: &'a str,
+    request: &'a SendRequest,
+    phone: Option<&'a Phone>,
+    request_id: &'a str,
+) -> HookInput<'a> {
+    let raw_phone = match &request.phone {
+        crate::ingress::PhoneInput::Logto(s) | crate::ingress::PhoneInput::Native(s) => s.as_str(),
+    };
+    HookInput {
+        tenant,
+        phone,
+        raw_phone,
+        usage: &request.usage,
+        code: request.code.as_deref(),
+        params: &request.params,
+        ip: request.ip.map(|ip| ip.to_string()),
+        locale: request.locale.as_deref(),
+        request_id: Some(request_id),
+    }
+}
+
+/// Bytes of the request's strings the hook sees.
+fn request_bytes(request: &SendRequest) -> usize {
+    let phone = match &request.phone {
+        crate::ingress::PhoneInput::Logto(s) | crate::ingress::PhoneInput::Native(s) => s.len(),
+    };
+    let optional = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    phone
+        + request.usage.len()
+        + optional(&request.code)
+        + optional(&request.locale)
+        + request.params.iter().map(String::len).sum::<usize>()
+}
+
 impl Inner {
     fn new_state(&self) -> Result<Sandbox, String> {
         Sandbox::new(&self.path, &self.source, &self.settings, self.limits, self.tenant.clone())
     }
 
+    fn pop_state(&self) -> Option<Sandbox> {
+        self.states.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn put_back(&self, sandbox: Sandbox) {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        if states.len() < self.max_pooled {
+            states.push(sandbox);
+        }
+    }
+
+    /// Names the script in an error that does not already.
+    fn located(&self, result: Result<RawVerdict, String>) -> Result<RawVerdict, String> {
+        result.map_err(|e| if e.starts_with(&self.path) { e } else { format!("{}: {e}", self.path) })
+    }
+
+    /// The inline attempt, on the calling thread: only on a state already built, only while no call of
+    /// this hook waits for a hook thread and none overran lately.
+    fn try_inline(&self, request: &SendRequest, phone: Option<&Phone>, request_id: &str) -> Inline {
+        if !self.gate.open(request_bytes(request)) || !self.lane.quiet() {
+            return Inline::NotTried;
+        }
+        let Some(sandbox) = self.pop_state() else { return Inline::NotTried };
+        let input = hook_input(&self.tenant, request, phone, request_id);
+        let slice = Attempt::Slice { instructions: SLICE_INSTRUCTIONS, time: SLICE_TIME, memory: SLICE_MEMORY };
+        let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sandbox.call(&input, slice)));
+        match called {
+            Ok((result, true)) => {
+                self.put_back(sandbox);
+                self.gate.answered_inline();
+                Inline::Answered(self.located(result))
+            }
+            Ok((_, false)) | Err(_) => {
+                self.gate.overran();
+                Inline::CutOff(sandbox)
+            }
+        }
+    }
+
     /// One call on a pooled state (or a new one); whether the state was discarded (the call was cut off).
     fn call(&self, input: &HookInput<'_>) -> (Result<RawVerdict, String>, bool) {
-        let pooled = self.states.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let sandbox = match pooled {
+        let sandbox = match self.pop_state() {
             Some(s) => s,
             None => match self.new_state() {
                 Ok(s) => s,
                 Err(e) => return (Err(e), false),
             },
         };
-        let (result, reusable) = sandbox.call(input);
-        let result = result.map_err(|e| if e.starts_with(&self.path) { e } else { format!("{}: {e}", self.path) });
+        let (result, reusable) = sandbox.call(input, Attempt::Whole);
         if reusable {
-            let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-            if states.len() < self.max_pooled {
-                states.push(sandbox);
-            }
+            self.put_back(sandbox);
         }
-        (result, !reusable)
+        (self.located(result), !reusable)
     }
 
     /// Replaces a discarded state, so that the next call finds one ready.
@@ -264,10 +367,7 @@ impl Inner {
             return;
         }
         if let Ok(sandbox) = self.new_state() {
-            let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-            if states.len() < self.max_pooled {
-                states.push(sandbox);
-            }
+            self.put_back(sandbox);
         }
     }
 }
@@ -280,6 +380,9 @@ struct HookJob {
     phone: Option<Phone>,
     request_id: String,
     reply: Option<oneshot::Sender<(Result<RawVerdict, CallError>, SendRequest)>>,
+    /// The call's inline attempt was cut off: the state it left, dropped here (freeing a state's heap
+    /// is work for a hook thread too) and replaced after the answer.
+    cut_off: Option<Sandbox>,
 }
 
 impl HookJob {
@@ -293,20 +396,7 @@ impl HookJob {
 impl pool::Job for HookJob {
     fn run(mut self: Box<Self>) {
         let Some(request) = self.request.as_ref() else { return };
-        let raw_phone = match &request.phone {
-            crate::ingress::PhoneInput::Logto(s) | crate::ingress::PhoneInput::Native(s) => s.as_str(),
-        };
-        let input = HookInput {
-            tenant: &self.hook.tenant,
-            phone: self.phone.as_ref(),
-            raw_phone,
-            usage: &request.usage,
-            code: request.code.as_deref(),
-            params: &request.params,
-            ip: request.ip.map(|ip| ip.to_string()),
-            locale: request.locale.as_deref(),
-            request_id: Some(&self.request_id),
-        };
+        let input = hook_input(&self.hook.tenant, request, self.phone.as_ref(), &self.request_id);
         let hook = self.hook.clone();
         let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook.call(&input)));
         let (result, discarded) = match called {
@@ -314,7 +404,10 @@ impl pool::Job for HookJob {
             Err(_) => (Err(CallError::Failed(format!("{}: the hook call panicked", hook.path))), true),
         };
         self.answer(result);
-        if discarded {
+        let cut_off = self.cut_off.take();
+        let replace = discarded || cut_off.is_some();
+        drop(cut_off);
+        if replace {
             // After the answer: the caller does not wait for the replacement state to load.
             hook.refill();
         }
@@ -417,8 +510,9 @@ pub struct Routed {
 }
 
 /// The script stage. `normalized` is the normalize stage's result: a hook may repair a number that did not
-/// parse; without a repair such a request stays `invalid_phone`. The hook runs on the hook threads; the
-/// report is `None` when it never ran because the tenant's share of them stayed taken (`script_busy`,
+/// parse; without a repair such a request stays `invalid_phone`. The hook runs inline or on the hook
+/// threads (see [`ScriptHook::dispatch`]); the report is `None` when it never ran because the tenant's share
+/// of the hook threads stayed taken (`script_busy`,
 /// whatever `on_script_error` says: skipping the hook under load would let a flood bypass its policy).
 pub async fn stage(
     hook: &ScriptHook,

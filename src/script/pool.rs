@@ -1,5 +1,8 @@
-//! The threads that run hook calls, so that no hook ever runs on an async worker: a slow hook holds one of
-//! these threads, never the runtime that answers `/healthz` and every other tenant. One pool serves the
+//! The threads that run the hook calls that may be slow, so that a slow hook holds one of these threads,
+//! never the runtime that answers `/healthz` and every other tenant. An async worker runs a call itself
+//! only within a small slice of its budget (`inline.rs`); what comes here is every call that overran that
+//! slice (made again from scratch with the whole budget), every call of a hook that overran lately, and
+//! calls that found no ready state or their lane busy. Lua states are rebuilt here too. One pool serves the
 //! process (threads: the available parallelism, at least 2). Each hook (a tenant's script) has a lane: at
 //! most `share` of its calls run at once (half the threads, at least one), so one tenant can never hold
 //! them all; its other calls wait in its lane, and lanes take turns (round robin) when a thread frees. A
@@ -62,9 +65,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Threads of the pool: the available parallelism, at least two (so that a hook's share leaves room).
+/// Threads of the pool: the available parallelism, at least two (so that a hook's share leaves room). Read
+/// once: finding it reads the cgroup's files, too slow for every call.
 pub fn threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get()).max(2))
 }
 
 /// Calls of one hook that may run at once.
@@ -165,6 +170,13 @@ impl Lane {
             pool.list(self.clone());
         }
         Ok(())
+    }
+
+    /// Whether a new call may skip the queue and run inline: none of this hook's calls waits for a
+    /// thread, and fewer than its share run on them.
+    pub fn quiet(&self) -> bool {
+        let st = lock(&self.state);
+        st.waiting.is_empty() && st.running < share()
     }
 
     pub fn load(&self) -> Load {

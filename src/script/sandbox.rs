@@ -7,7 +7,10 @@ use super::meter::{caller, Cut, Meter, STEP};
 use super::{HookInput, RawVerdict, ScriptLimits, Settings};
 use crate::phone::Phone;
 use mlua::{ChunkMode, Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, Variadic, VmState};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tracing::Level;
 
 /// What the trampoline returns: status, then (message or phone), usage, template_id, sign_name, region,
 /// whether params changed, and the params.
@@ -27,11 +30,46 @@ const MAX_PHONE_TEXT: usize = 64;
 /// instructions, time and transient memory.
 pub(super) const LOAD_FACTOR: u32 = 10;
 
+/// How far one call may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Attempt {
+    /// The whole budget (`script_limits`).
+    Whole,
+    /// At most this much of it (instructions, time, bytes allocated), on a clock that counts everything
+    /// the thread does (the host's own functions included), with the call's log lines held back until it
+    /// completes: a slice that is cut off leaves no trace but the discarded state.
+    Slice { instructions: u32, time: Duration, memory: usize },
+}
+
 /// What the host shares with the `smsgate` API functions during one call.
 struct CallContext {
     logs: u32,
     request_id: Option<String>,
     code: Option<String>,
+    /// The lines of a slice, written when it completes.
+    held: Option<Vec<(Level, String)>>,
+    tenant: Arc<str>,
+    script: Arc<str>,
+}
+
+impl CallContext {
+    /// Writes one line of the script's log (already masked and capped).
+    fn write(&self, level: Level, message: &str) {
+        let request_id = self.request_id.as_deref().unwrap_or("");
+        let (tenant, script) = (&self.tenant, &self.script);
+        macro_rules! emit {
+            ($level:expr) => {
+                tracing::event!(target: "smsgate::script", $level, tenant = %tenant, request_id, script = %script, "{message}")
+            };
+        }
+        match level {
+            Level::TRACE => emit!(Level::TRACE),
+            Level::DEBUG => emit!(Level::DEBUG),
+            Level::INFO => emit!(Level::INFO),
+            Level::WARN => emit!(Level::WARN),
+            _ => emit!(Level::ERROR),
+        }
+    }
 }
 
 pub(super) struct Sandbox {
@@ -41,8 +79,13 @@ pub(super) struct Sandbox {
     context: Arc<Mutex<CallContext>>,
     meter: Arc<Meter>,
     limits: ScriptLimits,
-    /// The state's heap limit while the script runs: what the loaded script holds plus the budget.
-    memory_limit: usize,
+    /// The heap in use once the script was loaded: the base of every call's memory budget.
+    loaded: usize,
+    /// What the script's top level keeps (beyond the libraries and the API).
+    held: usize,
+    /// The state's heap limit while the script runs, which the trampoline arms around the script's code:
+    /// `loaded` plus the call's memory budget.
+    armed: Arc<AtomicUsize>,
 }
 
 /// Lifts the heap limit while the host passes the request in and takes the answer out, and restores it
@@ -114,7 +157,14 @@ impl Sandbox {
         let lua = Lua::new_with(StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8, LuaOptions::default())
             .map_err(|e| format!("{path}: cannot create a Lua state: {}", describe(&e)))?;
         let meter = Meter::new(path.into());
-        let context = Arc::new(Mutex::new(CallContext { logs: 0, request_id: None, code: None }));
+        let context = Arc::new(Mutex::new(CallContext {
+            logs: 0,
+            request_id: None,
+            code: None,
+            held: None,
+            tenant: tenant.clone(),
+            script: path.into(),
+        }));
         let fail = |e: mlua::Error| {
             let message = describe(&e);
             if message.starts_with(path) {
@@ -124,8 +174,8 @@ impl Sandbox {
             }
         };
         super::strlib::install(&lua, &meter).map_err(|e| format!("{path}: setup: {e}"))?;
-        let (d, make_invoke) = Self::prelude(&lua, &context, &meter, settings, tenant.clone(), path)
-            .map_err(|e| format!("{path}: setup: {e}"))?;
+        let (d, make_invoke) =
+            Self::prelude(&lua, &context, &meter, settings).map_err(|e| format!("{path}: setup: {e}"))?;
         Self::set_hook(&lua, &meter, path).map_err(fail)?;
         lua.gc_collect().map_err(fail)?;
         let baseline = lua.used_memory();
@@ -135,6 +185,7 @@ impl Sandbox {
             u64::from(limits.instructions) * u64::from(LOAD_FACTOR),
             limits.time * LOAD_FACTOR,
             limits.memory.saturating_mul(LOAD_FACTOR as usize),
+            true,
         );
         let load_limit = limits.memory.saturating_mul(LOAD_FACTOR as usize).saturating_add(baseline);
         lua.set_memory_limit(load_limit).map_err(fail)?;
@@ -170,12 +221,15 @@ impl Sandbox {
             ));
         }
         // The per-call budget counts from what the loaded script holds.
-        let memory_limit = lua.used_memory().saturating_add(limits.memory);
-        let arm_meter = meter.clone();
+        let loaded = lua.used_memory();
+        let memory_limit = loaded.saturating_add(limits.memory);
+        let armed = Arc::new(AtomicUsize::new(memory_limit));
+        let (arm_meter, arm_limit) = (meter.clone(), armed.clone());
         let arm = lua
             .create_function(move |lua, ()| {
-                arm_meter.set_memory_limit(memory_limit);
-                lua.set_memory_limit(memory_limit).map(drop)
+                let limit = arm_limit.load(Relaxed);
+                arm_meter.set_memory_limit(limit);
+                lua.set_memory_limit(limit).map(drop)
             })
             .map_err(fail)?;
         let disarm_meter = meter.clone();
@@ -188,7 +242,7 @@ impl Sandbox {
         let invoke = make_invoke.call::<Function>((on_send, &*tenant, arm, disarm)).map_err(fail)?;
         lua.set_memory_limit(memory_limit).map_err(fail)?;
         meter.set_memory_limit(memory_limit);
-        Ok(Sandbox { lua, invoke, context, meter, limits, memory_limit })
+        Ok(Sandbox { lua, invoke, context, meter, limits, loaded, held, armed })
     }
 
     /// The count hook: every `STEP` instructions, charge them and check the deadline.
@@ -211,8 +265,6 @@ impl Sandbox {
         context: &Arc<Mutex<CallContext>>,
         meter: &Arc<Meter>,
         settings: &Settings,
-        tenant: Arc<str>,
-        path: &str,
     ) -> mlua::Result<(Table, Function)> {
         let m = meter.clone();
         // Whether a caught error must end the call: the budget or the deadline is spent, or memory ran out
@@ -233,30 +285,24 @@ impl Sandbox {
             other => Ok(other),
         })?;
         let cx = context.clone();
-        let script: Arc<str> = path.into();
         let emit = lua.create_function(move |_, (level, message): (String, mlua::String)| {
-            let (request_id, code) = {
-                let mut cx = lock(&cx);
-                cx.logs += 1;
-                if cx.logs > MAX_LOG_LINES {
-                    return Ok(());
-                }
-                (cx.request_id.clone(), cx.code.clone())
+            let mut cx = lock(&cx);
+            cx.logs += 1;
+            if cx.logs > MAX_LOG_LINES {
+                return Ok(());
+            }
+            let level = match level.as_str() {
+                "trace" => Level::TRACE,
+                "debug" => Level::DEBUG,
+                "info" => Level::INFO,
+                "warn" => Level::WARN,
+                _ => Level::ERROR,
             };
             let message = message.to_string_lossy();
-            let message = super::redact(truncate(&message, MAX_LOG_CHARS), code.as_deref());
-            let request_id = request_id.as_deref().unwrap_or("");
-            macro_rules! emit {
-                ($level:expr) => {
-                    tracing::event!(target: "smsgate::script", $level, tenant = %tenant, request_id, script = %script, "{message}")
-                };
-            }
-            match level.as_str() {
-                "trace" => emit!(tracing::Level::TRACE),
-                "debug" => emit!(tracing::Level::DEBUG),
-                "info" => emit!(tracing::Level::INFO),
-                "warn" => emit!(tracing::Level::WARN),
-                _ => emit!(tracing::Level::ERROR),
+            let message = super::redact(truncate(&message, MAX_LOG_CHARS), cx.code.as_deref());
+            match &mut cx.held {
+                Some(held) => held.push((level, message)),
+                None => cx.write(level, &message),
             }
             Ok(())
         })?;
@@ -293,18 +339,40 @@ impl Sandbox {
         lua.load(PRELUDE).set_name("=smsgate prelude").call((spent, plain, emit, parse_phone, s))
     }
 
-    /// Runs `on_send(req)` once within the budgets. The error is the script's fault, as one line. The
-    /// flag says whether the state may serve again: not after a call that was cut off (budget, deadline,
-    /// memory), which may have left it anywhere.
-    pub(super) fn call(&self, input: &HookInput<'_>) -> (Result<RawVerdict, String>, bool) {
+    /// Runs `on_send(req)` once within the budgets (all of them, or a slice). The error is the script's
+    /// fault, as one line. The flag says whether the state may serve again: not after a call that was cut
+    /// off (budget or slice, deadline, memory), which may have left it anywhere.
+    pub(super) fn call(&self, input: &HookInput<'_>, attempt: Attempt) -> (Result<RawVerdict, String>, bool) {
+        let limits = self.limits;
+        let (instructions, time, memory, slice) = match attempt {
+            Attempt::Whole => (limits.instructions, limits.time, limits.memory, false),
+            Attempt::Slice { instructions, time, memory } => {
+                (instructions.min(limits.instructions), time.min(limits.time), memory.min(limits.memory), true)
+            }
+        };
         {
             let mut cx = lock(&self.context);
             cx.logs = 0;
             cx.request_id = input.request_id.map(str::to_owned);
             cx.code = input.code.map(str::to_owned);
+            cx.held = slice.then(Vec::new);
         }
-        self.meter.start(u64::from(self.limits.instructions), self.limits.time, self.limits.memory);
-        let result = self.run(input);
+        self.armed.store(self.loaded.saturating_add(memory), Relaxed);
+        self.meter.start(u64::from(instructions), time, memory, !slice);
+        let (result, reusable) = self.finish(self.run(input));
+        let mut cx = lock(&self.context);
+        if let Some(held) = cx.held.take() {
+            if reusable {
+                for (level, message) in &held {
+                    cx.write(*level, message);
+                }
+            }
+        }
+        (result, reusable)
+    }
+
+    /// The call's answer from what the trampoline returned, and whether the state may serve again.
+    fn finish(&self, result: mlua::Result<Result<RawVerdict, String>>) -> (Result<RawVerdict, String>, bool) {
         if let Err(mlua::Error::MemoryError(_)) = &result {
             if self.meter.cut().is_none() {
                 self.meter.cut_off(&self.lua, Cut::Memory, caller(&self.lua));
@@ -326,7 +394,7 @@ impl Sandbox {
     }
 
     fn run(&self, input: &HookInput<'_>) -> mlua::Result<Result<RawVerdict, String>> {
-        let _host = HostSteps::new(&self.lua, &self.meter, self.memory_limit)?;
+        let _host = HostSteps::new(&self.lua, &self.meter, self.armed.load(Relaxed))?;
         let args = (
             input.phone.map(Phone::e164),
             input.raw_phone,
@@ -359,6 +427,11 @@ impl Sandbox {
             2 => Ok(RawVerdict::Reject(a.unwrap_or_default())),
             _ => Err(a.unwrap_or_else(|| "on_send failed".into())),
         })
+    }
+
+    /// Bytes the script's top level keeps (measured when the state was built).
+    pub(super) fn held(&self) -> usize {
+        self.held
     }
 
     /// Bytes held by this state after a full collection (for the leak test and the bench).

@@ -969,7 +969,7 @@ return table.concat(out, "\n")
         let c = Lua::new();
         let port = Lua::new();
         let meter = Meter::new("t.lua".into());
-        meter.start(u64::MAX / 4, Duration::from_secs(3600), usize::MAX);
+        meter.start(u64::MAX / 4, Duration::from_secs(3600), usize::MAX, true);
         install(&port, &meter).unwrap();
         (c, port, meter)
     }
