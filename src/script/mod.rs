@@ -137,6 +137,18 @@ impl std::fmt::Debug for ScriptHook {
     }
 }
 
+/// What an inline attempt ([`ScriptHook::call_inline`]) came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SliceOutcome {
+    /// It completed within the slice: the answer, a script error included.
+    Answered(Result<RawVerdict, String>),
+    /// It was cut off at the end of the slice (or by its memory): the gateway would make the call again
+    /// on the hook threads.
+    CutOff,
+    /// No state was ready (none is built for an inline attempt).
+    NoState,
+}
+
 /// Why a hook call gave no verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallError {
@@ -202,6 +214,16 @@ impl ScriptHook {
     /// instead.
     pub fn call(&self, input: &HookInput<'_>) -> Result<RawVerdict, String> {
         self.inner.call(input).0
+    }
+
+    /// Makes only the inline attempt of a call, on this thread, whatever the gate says (for tests and the
+    /// bench): what it came to. A cut-off state is dropped here and not replaced.
+    pub fn call_inline(&self, input: &HookInput<'_>) -> SliceOutcome {
+        match self.inner.slice(input) {
+            Inline::Answered(result) => SliceOutcome::Answered(result),
+            Inline::NotTried => SliceOutcome::NoState,
+            Inline::CutOff(_) => SliceOutcome::CutOff,
+        }
     }
 
     /// Calls `on_send` and hands the request back: inline, on this thread, within a slice of the budget
@@ -328,10 +350,14 @@ impl Inner {
         if !self.gate.open(request_bytes(request)) || !self.lane.quiet() {
             return Inline::NotTried;
         }
+        self.slice(&hook_input(&self.tenant, request, phone, request_id))
+    }
+
+    /// One call within the slice on a pooled state (none built here); a cut-off closes the gate.
+    fn slice(&self, input: &HookInput<'_>) -> Inline {
         let Some(sandbox) = self.pop_state() else { return Inline::NotTried };
-        let input = hook_input(&self.tenant, request, phone, request_id);
         let slice = Attempt::Slice { instructions: SLICE_INSTRUCTIONS, time: SLICE_TIME, memory: SLICE_MEMORY };
-        let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sandbox.call(&input, slice)));
+        let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sandbox.call(input, slice)));
         match called {
             Ok((result, true)) => {
                 self.put_back(sandbox);
@@ -711,10 +737,10 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn call(hook: &ScriptHook, params: &[&str]) -> Result<RawVerdict, String> {
+    fn with_input<T>(params: &[&str], f: impl FnOnce(&HookInput<'_>) -> T) -> T {
         let phone = Phone::from_e164("+8613800138000").unwrap();
         let params: Vec<String> = params.iter().map(|s| s.to_string()).collect();
-        hook.call(&HookInput {
+        f(&HookInput {
             tenant: "acme",
             phone: Some(&phone),
             raw_phone: "13800138000",
@@ -725,6 +751,124 @@ mod tests {
             locale: None,
             request_id: Some("r1"),
         })
+    }
+
+    /// A call with the whole budget, on this thread.
+    fn call(hook: &ScriptHook, params: &[&str]) -> Result<RawVerdict, String> {
+        with_input(params, |input| hook.call(input))
+    }
+
+    /// Only the inline attempt, on this thread.
+    fn slice(hook: &ScriptHook, params: &[&str]) -> SliceOutcome {
+        with_input(params, |input| hook.call_inline(input))
+    }
+
+    /// A call as the gateway makes it (inline first, then the hook threads), from a one-thread runtime.
+    fn dispatch(hook: &ScriptHook, params: &[&str]) -> Result<RawVerdict, CallError> {
+        let request = SendRequest {
+            phone: crate::ingress::PhoneInput::Native("+8613800138000".into()),
+            usage: "SignIn".into(),
+            params: params.iter().map(|s| s.to_string()).collect(),
+            code: Some("123456".into()),
+            ip: None,
+            locale: None,
+            idempotency_key: None,
+        };
+        let phone = Phone::from_e164("+8613800138000").ok();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(hook.dispatch(request, phone, "r1")).expect("an answer").0
+    }
+
+    /// Top-level state that a call taints before it spins and clears when it completes: a state that
+    /// served again after a cut-off would refuse.
+    const TAINTED: &str = r#"
+        local state = { tainted = false }
+        function on_send(req)
+          if state.tainted then return {reject = "a cut-off state served again"} end
+          local which = req.params[1]
+          smsgate.log("warn", "attempt " .. which)
+          if which == "slow" then
+            state.tainted = true
+            local n = 0
+            for i = 1, 50000 do n = n + 1 end
+            state.tainted = false
+            return {reject = "counted " .. n}
+          end
+          if which == "big" then local s = ("x"):rep(200000) return {reject = "built " .. #s} end
+          if which == "error" then error("boom") end
+          if which == "reject" then return {reject = "no"} end
+        end"#;
+
+    #[test]
+    fn a_slice_cut_off_discards_its_state_and_the_whole_budget_gives_the_answer() {
+        let h = hook(TAINTED);
+        let pooled = h.pooled();
+        assert!(pooled >= 1);
+        // 50,000 loop iterations: past the slice (20,000 instructions), within the budget (200,000).
+        assert_eq!(slice(&h, &["slow"]), SliceOutcome::CutOff);
+        assert_eq!(h.pooled(), pooled - 1, "the cut-off state is not pooled again");
+        assert_eq!(h.call_paths(), CallPaths { inline: 0, pooled: 0, overruns: 1 });
+        // Made again with the whole budget (as on the hook threads), it completes.
+        assert_eq!(call(&h, &["slow"]), Ok(RawVerdict::Reject("counted 50000".into())));
+        h.inner.refill();
+        // Every state left answers inline, and none is the tainted one.
+        for _ in 0..h.pooled() {
+            assert_eq!(slice(&h, &["fast"]), SliceOutcome::Answered(Ok(unchanged())));
+        }
+        // The slice's memory is its own: 200 KB is past it, within the call's 1 MiB.
+        assert_eq!(slice(&h, &["big"]), SliceOutcome::CutOff);
+        assert_eq!(call(&h, &["big"]), Ok(RawVerdict::Reject("built 200000".into())));
+    }
+
+    #[test]
+    fn errors_and_rejects_within_the_slice_are_answers() {
+        let h = hook(TAINTED);
+        let SliceOutcome::Answered(Err(e)) = slice(&h, &["error"]) else { panic!("an answer") };
+        assert!(e.starts_with("t.lua:") && e.ends_with("boom"), "{e}");
+        assert_eq!(slice(&h, &["reject"]), SliceOutcome::Answered(Ok(RawVerdict::Reject("no".into()))));
+        assert_eq!(h.call_paths(), CallPaths { inline: 2, pooled: 0, overruns: 0 });
+    }
+
+    #[test]
+    fn a_cut_off_slice_leaves_no_log_line() {
+        let h = hook(TAINTED);
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+        tracing::subscriber::with_default(subscriber, || {
+            assert_eq!(slice(&h, &["slow"]), SliceOutcome::CutOff);
+            assert_eq!(call(&h, &["slow"]), Ok(RawVerdict::Reject("counted 50000".into())));
+            assert_eq!(slice(&h, &["fast"]), SliceOutcome::Answered(Ok(unchanged())));
+        });
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<_> = log.lines().filter(|l| l.contains("attempt")).collect();
+        assert_eq!(lines.len(), 2, "one line for the complete slow call, one for the fast one:\n{log}");
+        assert!(lines[0].contains("attempt slow") && lines[0].contains("request_id=\"r1\""), "{log}");
+        assert!(lines[1].contains("attempt fast"), "{log}");
+    }
+
+    #[test]
+    fn the_gateway_answers_fast_calls_inline_and_overruns_on_the_hook_threads() {
+        let h = hook(TAINTED);
+        assert_eq!(dispatch(&h, &["reject"]), Ok(RawVerdict::Reject("no".into())));
+        assert_eq!(h.call_paths(), CallPaths { inline: 1, pooled: 0, overruns: 0 });
+        // Past the slice: cut off, then made again on a hook thread, which answers.
+        assert_eq!(dispatch(&h, &["slow"]), Ok(RawVerdict::Reject("counted 50000".into())));
+        let paths = h.call_paths();
+        assert_eq!((paths.overruns, paths.pooled), (1, 1), "{paths:?}");
+    }
+
+    #[test]
+    fn long_strings_keep_calls_off_the_inline_path() {
+        // A script that keeps more than a slice's memory: every call goes to the hook threads.
+        let h = hook(r#"local BIG = ("x"):rep(100000) function on_send(req) return {reject = "held " .. #BIG} end"#);
+        assert_eq!(dispatch(&h, &["1"]), Ok(RawVerdict::Reject("held 100000".into())));
+        assert_eq!(h.call_paths(), CallPaths { inline: 0, pooled: 1, overruns: 0 });
+        // A request whose strings are longer than a slice's memory, to a hook that would go inline.
+        let h = hook(TAINTED);
+        let long = "x".repeat(SLICE_MEMORY);
+        assert_eq!(dispatch(&h, &["reject", &long]), Ok(RawVerdict::Reject("no".into())));
+        assert_eq!(h.call_paths(), CallPaths { inline: 0, pooled: 1, overruns: 0 });
     }
 
     fn unchanged() -> RawVerdict {
