@@ -2,12 +2,16 @@
 //! run after its budget is spent (message handlers, metamethods, iterators, `__close`, library callbacks,
 //! error objects), every costly library call, the deadline, the fate of a cut-off state, and SIGTERM on the
 //! real binary while hostile hooks run. Each door ends the call with `script_error`; the gateway goes on.
+//! The same doors tried inline, as the gateway tries every call first: each ends within the slice, so it
+//! holds the async worker no longer than that.
 
 mod common;
 
 use common::hooks::{self, cut_off, detail, send, HookTenant};
 use common::process::Server;
 use common::*;
+use smsgate::phone::Phone;
+use smsgate::script::{HookInput, RawVerdict, ScriptHook, SliceOutcome, SLICE_INSTRUCTIONS};
 use std::time::Duration;
 
 const HOSTILE_TOKEN: &str = "hostile-token-0000001";
@@ -103,6 +107,53 @@ async fn healthy(gw: &TestGateway) {
     assert_eq!(a.status, 200, "{:#}", a.json);
 }
 
+/// Runs every door in `names` through the inline attempt alone and checks each was cut off by the slice's
+/// own instruction count or clock (not the call's budget, 100,000,000 instructions and 1 s here), which
+/// is what bounds how long it holds the async worker, and that its state was dropped.
+fn all_cut_off_inline(hook: &ScriptHook, names: &[&str]) {
+    for which in names {
+        let pooled = hook.pooled();
+        match inline(hook, which) {
+            SliceOutcome::CutOff(why) => {
+                let sliced = why.contains(&format!("instruction budget exhausted ({SLICE_INSTRUCTIONS} per call)"))
+                    || why.contains("time limit exceeded (200µs per call)")
+                    || why.contains("memory limit exceeded (64 KiB per call)");
+                assert!(sliced, "{which}: {why}");
+            }
+            other => panic!("{which}: {other:?}"),
+        }
+        assert_eq!(hook.pooled(), pooled - 1, "{which}: the cut-off state is dropped");
+        // The gateway builds the next state on a hook thread; this test builds it here.
+        whole(hook, "fine").unwrap();
+    }
+}
+
+fn with_input<T>(which: &str, f: impl FnOnce(&HookInput<'_>) -> T) -> T {
+    let phone = Phone::from_e164("+8613800138000").unwrap();
+    let params = vec![which.to_owned()];
+    f(&HookInput {
+        tenant: "hostile",
+        phone: Some(&phone),
+        raw_phone: "+8613800138000",
+        usage: "SignIn",
+        code: None,
+        params: &params,
+        ip: None,
+        locale: None,
+        request_id: Some("inline"),
+    })
+}
+
+/// Only the inline attempt of a call whose first param is `which`.
+fn inline(hook: &ScriptHook, which: &str) -> SliceOutcome {
+    with_input(which, |input| hook.call_inline(input))
+}
+
+/// The call with its whole budget, on this thread.
+fn whole(hook: &ScriptHook, which: &str) -> Result<RawVerdict, String> {
+    with_input(which, |input| hook.call(input))
+}
+
 /// Runs every door in `names` and checks each ended the call with a budget or deadline error.
 async fn all_cut_off(gw: &TestGateway, names: &[&str]) {
     for which in names {
@@ -112,7 +163,8 @@ async fn all_cut_off(gw: &TestGateway, names: &[&str]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One thread serves the gateway and the test (as `server.workers: 1`): a call that held it would stall all.
+#[tokio::test(flavor = "current_thread")]
 async fn regression_xpcall_handler_cannot_escape_the_budget() {
     let (_mock, gw, _dir) = hooks::gateway(&tenants(DOORS, "")).await;
     // The issue's example, twice at once and then some: each request fails alone, the gateway goes on.
@@ -147,7 +199,7 @@ async fn regression_xpcall_handler_cannot_escape_the_budget() {
     healthy(&gw).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "current_thread")]
 async fn regression_metamethods_and_iterators_cannot_escape_the_budget() {
     let (_mock, gw, _dir) = hooks::gateway(&tenants(DOORS, "")).await;
     all_cut_off(
@@ -168,7 +220,7 @@ async fn regression_metamethods_and_iterators_cannot_escape_the_budget() {
     healthy(&gw).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "current_thread")]
 async fn regression_library_callbacks_and_error_objects_cannot_escape_the_budget() {
     let (_mock, gw, _dir) = hooks::gateway(&tenants(DOORS, "")).await;
     all_cut_off(
@@ -251,7 +303,7 @@ function on_send(req)
 end
 "##;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "current_thread")]
 async fn regression_costly_library_calls_end_with_the_budget() {
     let (_mock, gw, _dir) = hooks::gateway(&tenants(COSTLY, "    script_limits: { memory: 8MiB }")).await;
     all_cut_off(
@@ -294,6 +346,138 @@ async fn regression_costly_library_calls_end_with_the_budget() {
     let d = detail(&gw, "hostile", "pack").await.unwrap();
     assert!(cut_off(&d) || d.contains("memory limit exceeded"), "{d}");
     healthy(&gw).await;
+    // A script that keeps strings longer than a slice may allocate never runs inline: one instruction on
+    // them (`<`, `..`) could hold the worker too long between two looks at the clock.
+    let tenant = gw.gateway.config().tenant("hostile").unwrap().clone();
+    let paths = tenant.script.as_ref().unwrap().call_paths();
+    assert_eq!((paths.inline, paths.overruns), (0, 0), "{paths:?}");
+    assert!(paths.pooled >= 31, "{paths:?}");
+}
+
+/// Costly shapes on strings a slice may touch (the script keeps 30 KB).
+const COSTLY_SMALL: &str = r##"
+local S = ("a"):rep(30000)
+local EVIL = ("a?"):rep(23) .. ("a"):rep(23) .. "b"
+local doors = {
+  plain_find = function() for i = 1, 20000 do S:find("b", 1, true) end end,
+  lazy_scan = function() for i = 1, 1000 do S:find("a-b") end end,
+  backtracking_find = function() return ("a"):rep(23):find(EVIL) end,
+  backtracking_gsub = function() return ("a"):rep(23):gsub(EVIL, "") end,
+  rep = function() for i = 1, 1e6 do local s = ("x"):rep(30000) end end,
+  upper = function() for i = 1, 1e6 do S:upper() end end,
+  sort = function() table.sort({ 5, 3, 1, 4, 2 }, function(a, b) while true do end end) end,
+  parse_phone = function() while true do smsgate.parse_phone("+8613800138000") end end,
+  compare = function() local other = S:sub(1, -2) .. "b" while true do local _ = S < other end end,
+  concat_vm = function() while true do local s = S .. "x" end end,
+  gc = function() setmetatable({}, { __gc = function() while true do end end }) end,
+}
+
+function on_send(req)
+  local door = doors[req.params[1]]
+  if door then return door() end
+end
+"##;
+
+/// Every door tried inline, as the gateway tries a call first: each ends within the slice (its own
+/// instructions, clock or memory, not the call's budget of 100,000,000 instructions and 1 s), and its
+/// state is dropped. What the slice lets through is an answer the whole call would give too.
+#[tokio::test(flavor = "current_thread")]
+async fn regression_hostile_doors_end_within_the_inline_slice() {
+    let extra = "    script_limits: { instructions: 100000000, time: 1s }";
+    let (_mock, gw, _dir) = hooks::gateway(&tenants(DOORS, extra)).await;
+    let tenant = gw.gateway.config().tenant("hostile").unwrap().clone();
+    let hook = tenant.script.as_ref().unwrap();
+    all_cut_off_inline(
+        hook,
+        &[
+            "issue",
+            "finite_handler",
+            "nested_handlers",
+            "handler_in_handler",
+            "handler_then_mark",
+            "handler_pcall",
+            "pcall_loop",
+            "xpcall_loop",
+            "index",
+            "newindex",
+            "call",
+            "tostring",
+            "eq",
+            "lt",
+            "le",
+            "concat",
+            "len",
+            "unm",
+            "add",
+            "pairs",
+            "iterator",
+            "sort",
+            "sort_lt",
+            "sort_c_comparator",
+            "gsub_function",
+            "gsub_table",
+            "gmatch",
+            "format",
+            "concat_index",
+            "error_object_caught",
+            "error_object_handler",
+        ],
+    );
+    // The handler that ran past a cut-off would have marked its state; no state shows the mark.
+    assert_eq!(inline(hook, "check"), SliceOutcome::Answered(whole(hook, "check")));
+    for which in ["close", "close_same_frame", "close_added_later", "close_in_for"] {
+        let SliceOutcome::Answered(Err(d)) = inline(hook, which) else { panic!("{which}: an error") };
+        assert!(
+            d.contains("__close metamethods are not available") || d.contains("non-closable value"),
+            "{which}: {d}"
+        );
+    }
+
+    let (_mock, gw, _dir) = hooks::gateway(&tenants(COSTLY_SMALL, extra)).await;
+    let tenant = gw.gateway.config().tenant("hostile").unwrap().clone();
+    let hook = tenant.script.as_ref().unwrap();
+    all_cut_off_inline(
+        hook,
+        &[
+            "plain_find",
+            "lazy_scan",
+            "backtracking_find",
+            "backtracking_gsub",
+            "rep",
+            "upper",
+            "sort",
+            "parse_phone",
+            "compare",
+            "concat_vm",
+        ],
+    );
+    let SliceOutcome::Answered(Err(d)) = inline(hook, "gc") else { panic!("gc: an error") };
+    assert!(d.contains("__gc metamethods are not available"), "{d}");
+    // Through the real path, on this one thread (a fresh gateway, whose gate is open): the first call
+    // tries inline and overruns, the call is made again on a hook thread and ends with the call's own
+    // deadline; the calls after it go straight there; the gateway answers meanwhile.
+    let (_mock, gw, _dir) = hooks::gateway(&tenants(COSTLY_SMALL, extra)).await;
+    let tenant = gw.gateway.config().tenant("hostile").unwrap().clone();
+    let hook = tenant.script.as_ref().unwrap();
+    let before = hook.call_paths();
+    let (flooded, ()) = tokio::join!(
+        async {
+            let (a, b, c) = tokio::join!(
+                send(&gw, HOSTILE_TOKEN, "compare"),
+                send(&gw, HOSTILE_TOKEN, "compare"),
+                send(&gw, HOSTILE_TOKEN, "compare")
+            );
+            [a, b, c]
+        },
+        healthy(&gw)
+    );
+    for answer in flooded {
+        // Each runs 1 s on the tenant's share of the hook threads: the last may find it still taken.
+        assert!(matches!(answer.error_code(), "script_error" | "script_busy"), "{:#}", answer.json);
+    }
+    let after = hook.call_paths();
+    assert_eq!(after.overruns - before.overruns, 1, "the first tried inline: {before:?} {after:?}");
+    assert_eq!(after.pooled - before.pooled, 3, "{before:?} {after:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,7 +548,12 @@ async fn regression_sigterm_stops_the_process_while_hostile_hooks_run() {
     hooks::write_scripts(dir.path(), &tenants);
     let mock = common::mock::MockTencent::start(SECRET_KEY).await;
     let script_dir = format!("{}/", dir.path().display());
-    let yaml = hooks::yaml(&mock.endpoint(), "127.0.0.1:0", &script_dir, &tenants);
+    // One async worker: the hostile calls try it first, inline, within a slice.
+    let yaml = hooks::yaml(&mock.endpoint(), "127.0.0.1:0", &script_dir, &tenants).replacen(
+        "server:\n",
+        "server:\n  workers: 1\n",
+        1,
+    );
     let mut server = Server::spawn(&yaml, &[("ACME_SECRET", SECRET_KEY)]);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let post = |token: &'static str, body: String| {

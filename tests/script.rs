@@ -139,6 +139,10 @@ async fn premium_block_script_rejects_with_403_and_nothing_reaches_tencent() {
     ] {
         assert!(metrics.contains(expected), "missing {expected}\n{metrics}");
     }
+    // A one-line hook is answered inline, on the async worker, with no hand-off to the hook threads.
+    let tenant = gw.gateway.config().tenant("hooked").unwrap().clone();
+    let paths = tenant.script.as_ref().unwrap().call_paths();
+    assert!(paths.inline >= 1 && paths.inline + paths.pooled == 2, "{paths:?}");
 }
 
 #[tokio::test]

@@ -301,9 +301,12 @@ pub fn caller(lua: &Lua) -> Option<(String, usize)> {
     .flatten()
 }
 
-/// `10ms`, `1s`: a duration as the config writes it.
+/// `10ms`, `1s`, `200µs`: a duration as the config writes it (an inline slice's, below a millisecond).
 pub fn duration_text(d: Duration) -> String {
     let ms = d.as_millis();
+    if ms == 0 {
+        return format!("{}µs", d.as_micros());
+    }
     if ms >= 1000 && ms % 1000 == 0 {
         format!("{}s", ms / 1000)
     } else {

@@ -142,9 +142,10 @@ impl std::fmt::Debug for ScriptHook {
 pub enum SliceOutcome {
     /// It completed within the slice: the answer, a script error included.
     Answered(Result<RawVerdict, String>),
-    /// It was cut off at the end of the slice (or by its memory): the gateway would make the call again
+    /// It was cut off at the end of the slice (or by its memory), which the message names
+    /// (`t.lua:3: instruction budget exhausted (20000 per call)`): the gateway would make the call again
     /// on the hook threads.
-    CutOff,
+    CutOff(String),
     /// No state was ready (none is built for an inline attempt).
     NoState,
 }
@@ -222,7 +223,7 @@ impl ScriptHook {
         match self.inner.slice(input) {
             Inline::Answered(result) => SliceOutcome::Answered(result),
             Inline::NotTried => SliceOutcome::NoState,
-            Inline::CutOff(_) => SliceOutcome::CutOff,
+            Inline::CutOff(_, why) => SliceOutcome::CutOff(why),
         }
     }
 
@@ -238,7 +239,7 @@ impl ScriptHook {
         let cut_off = match self.inner.try_inline(&request, phone.as_ref(), request_id) {
             Inline::Answered(result) => return Some((result.map_err(CallError::Failed), request)),
             Inline::NotTried => None,
-            Inline::CutOff(state) => Some(state),
+            Inline::CutOff(state, _) => Some(state),
         };
         self.inner.gate.pooled();
         let (reply, answer) = oneshot::channel();
@@ -283,8 +284,9 @@ enum Inline {
     Answered(Result<RawVerdict, String>),
     /// The gate was closed, the lane busy or no state ready.
     NotTried,
-    /// The slice was cut off (or the call panicked): the state it left, to be dropped off this thread.
-    CutOff(Sandbox),
+    /// The slice was cut off (or the call panicked): the state it left, to be dropped off this thread,
+    /// and why.
+    CutOff(Sandbox, String),
 }
 
 /// The request as the hook sees it.
@@ -364,9 +366,13 @@ impl Inner {
                 self.gate.answered_inline();
                 Inline::Answered(self.located(result))
             }
-            Ok((_, false)) | Err(_) => {
+            Ok((result, false)) => {
                 self.gate.overran();
-                Inline::CutOff(sandbox)
+                Inline::CutOff(sandbox, self.located(result).err().unwrap_or_default())
+            }
+            Err(_) => {
+                self.gate.overran();
+                Inline::CutOff(sandbox, format!("{}: the hook call panicked", self.path))
             }
         }
     }
@@ -779,6 +785,12 @@ mod tests {
         runtime.block_on(hook.dispatch(request, phone, "r1")).expect("an answer").0
     }
 
+    /// Whether a cut-off message names the slice's own limits (not the call's whole budget).
+    fn sliced(why: &str) -> bool {
+        why.contains(&format!("instruction budget exhausted ({SLICE_INSTRUCTIONS} per call)"))
+            || why.contains("time limit exceeded (200µs per call)")
+    }
+
     /// Top-level state that a call taints before it spins and clears when it completes: a state that
     /// served again after a cut-off would refuse.
     const TAINTED: &str = r#"
@@ -805,7 +817,8 @@ mod tests {
         let pooled = h.pooled();
         assert!(pooled >= 1);
         // 50,000 loop iterations: past the slice (20,000 instructions), within the budget (200,000).
-        assert_eq!(slice(&h, &["slow"]), SliceOutcome::CutOff);
+        let SliceOutcome::CutOff(why) = slice(&h, &["slow"]) else { panic!("cut off") };
+        assert!(sliced(&why), "{why}");
         assert_eq!(h.pooled(), pooled - 1, "the cut-off state is not pooled again");
         assert_eq!(h.call_paths(), CallPaths { inline: 0, pooled: 0, overruns: 1 });
         // Made again with the whole budget (as on the hook threads), it completes.
@@ -816,7 +829,8 @@ mod tests {
             assert_eq!(slice(&h, &["fast"]), SliceOutcome::Answered(Ok(unchanged())));
         }
         // The slice's memory is its own: 200 KB is past it, within the call's 1 MiB.
-        assert_eq!(slice(&h, &["big"]), SliceOutcome::CutOff);
+        let SliceOutcome::CutOff(why) = slice(&h, &["big"]) else { panic!("cut off") };
+        assert!(why.contains("memory limit exceeded (64 KiB per call)"), "{why}");
         assert_eq!(call(&h, &["big"]), Ok(RawVerdict::Reject("built 200000".into())));
     }
 
@@ -836,7 +850,7 @@ mod tests {
         let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
         tracing::subscriber::with_default(subscriber, || {
-            assert_eq!(slice(&h, &["slow"]), SliceOutcome::CutOff);
+            assert!(matches!(slice(&h, &["slow"]), SliceOutcome::CutOff(_)));
             assert_eq!(call(&h, &["slow"]), Ok(RawVerdict::Reject("counted 50000".into())));
             assert_eq!(slice(&h, &["fast"]), SliceOutcome::Answered(Ok(unchanged())));
         });
