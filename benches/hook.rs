@@ -1,7 +1,8 @@
 //! Cost of the Lua hook: one `on_send` call for each shipped example script (and an empty hook, the fixed
-//! cost of a call), made on the calling thread and handed to the hook threads as the gateway does (the
-//! dispatch cost is the difference), and the in-process pipeline (`Services::plan`: normalize, script,
-//! template, policy, signing) with and without a hook.
+//! cost of a call), made on the calling thread with the whole budget, dispatched as the gateway does
+//! (inline first, within a slice of the budget; the dispatch cost is the difference), the most a hostile
+//! script holds an async worker in one inline slice, and the in-process pipeline (`Services::plan`:
+//! normalize, script, template, policy, signing) with and without a hook.
 //! Run: `cargo bench --bench hook -- --warm-up-time 1 --measurement-time 3`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -11,7 +12,7 @@ use smsgate::ingress::{PhoneInput, SendRequest};
 use smsgate::phone::Phone;
 use smsgate::pipeline::{Services, Trail};
 use smsgate::policy::{Limiter, MemoryStore};
-use smsgate::script::{HookInput, OnScriptError, RawVerdict, ScriptHook, ScriptLimits, Settings};
+use smsgate::script::{HookInput, OnScriptError, RawVerdict, ScriptHook, ScriptLimits, Settings, SliceOutcome};
 use smsgate::tencent::TencentClient;
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -104,8 +105,47 @@ fn hook_calls(c: &mut Criterion) {
     });
     group.finish();
 
-    // The same calls handed to a hook thread and awaited, as the gateway makes them (a current-thread
-    // runtime here: the awaiting thread parks until the hook thread answers).
+    // The most a hostile script holds an async worker: one inline attempt until the slice cuts it off
+    // (the cut-off state is freed in the measured time too; the gateway frees it on a hook thread). Each
+    // keeps 30 KB (under the 64 KiB a script may keep and still go inline) and spends the slice on the
+    // costliest single instructions the count does not see, or on charged library calls.
+    let slices = [
+        ("spin (while true do end)", "while true do end"),
+        ("compare 30 KB strings", "local O = S:sub(1, -2) .. 'b' while true do local _ = S < O end"),
+        ("concatenate 30 KB strings", "while true do local s = S .. 'x' end"),
+        ("plain find in 30 KB", "while true do S:find('b', 1, true) end"),
+        ("xpcall handler loop", "xpcall(error, function() while true do end end)"),
+    ];
+    let ready_params = vec!["ready".to_owned()];
+    let ready = HookInput { params: &ready_params, ..input(Some(&cn), "+8613800138000", None) };
+    let mut sliced = c.benchmark_group("hook_inline_slice_cut_off");
+    for (name, body) in slices {
+        let source = format!(
+            "local S = ('a'):rep(30000)\nfunction on_send(req) if req.params[1] == 'ready' then return end {body} end"
+        );
+        let hook = ScriptHook::from_source(name, source, settings(), ScriptLimits::default(), OnScriptError::Reject)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let hostile = input(Some(&cn), "+8613800138000", None);
+        sliced.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut spent = std::time::Duration::ZERO;
+                for _ in 0..iters {
+                    // A ready state, as the pool keeps one (built outside the measured time).
+                    hook.call(&ready).unwrap();
+                    let started = Instant::now();
+                    let outcome = hook.call_inline(black_box(&hostile));
+                    spent += started.elapsed();
+                    assert!(matches!(outcome, SliceOutcome::CutOff(_)), "{name}: {outcome:?}");
+                }
+                spent
+            })
+        });
+    }
+    sliced.finish();
+
+    // The same calls as the gateway makes them: inline first (a fast hook never leaves this thread),
+    // otherwise handed to a hook thread and awaited (a current-thread runtime here: the awaiting thread
+    // parks until the hook thread answers).
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut dispatched = c.benchmark_group("hook_dispatch");
     dispatched.throughput(Throughput::Elements(1));
