@@ -111,6 +111,16 @@ enum Commit {
     Checked(Checked),
 }
 
+/// What de-duplication made of a request, in this process and across replicas.
+enum Claimed {
+    /// A repeat of a finished send (here or on another replica): its answer.
+    Replay(Outcome),
+    /// A repeat of a send in flight in this process: wait for its answer.
+    Wait(tokio::sync::watch::Receiver<Option<Outcome>>),
+    /// The first of its key: the in-process ticket and the Redis key this replica holds, when keyed.
+    First { ticket: Option<Ticket>, shared_key: Option<String> },
+}
+
 /// The cross-replica de-duplication outcome of a request.
 enum SharedClaim {
     /// No Redis, no key, or Redis failed: in-process de-duplication only.
@@ -384,32 +394,11 @@ impl Services {
         if self.limiter.is_local() {
             return self.send_local(tenant, checked, memo, trail).await;
         }
-        let ticket = match self.claim(tenant, &checked) {
-            Some(Claim::Replay(outcome)) => {
-                trail.replayed = true;
-                return outcome;
-            }
-            Some(Claim::Wait(first)) => {
-                trail.replayed = true;
-                return dedupe::wait(first).await;
-            }
-            Some(Claim::First(ticket)) => Some(ticket),
-            None => None,
+        let (ticket, shared_key) = match self.claim_everywhere(tenant, &checked, trail).await {
+            Claimed::First { ticket, shared_key } => (ticket, shared_key),
+            Claimed::Replay(outcome) => return outcome,
+            Claimed::Wait(first) => return dedupe::wait(first).await,
         };
-        let mut shared_key = None;
-        if ticket.is_some() {
-            match self.shared_claim(tenant, &checked).await {
-                SharedClaim::Replay(outcome) => {
-                    trail.replayed = true;
-                    if let Some(ticket) = ticket {
-                        ticket.complete(&outcome);
-                    }
-                    return outcome;
-                }
-                SharedClaim::Held(key) => shared_key = Some(key),
-                SharedClaim::Unshared => {}
-            }
-        }
         self.finish_in_task(tenant, Commit::Checked(checked), memo, shared_key, ticket, trail).await
     }
 
@@ -536,8 +525,31 @@ impl Services {
         )
     }
 
-    fn claim(&self, tenant: &Tenant, checked: &Checked) -> Option<Claim> {
-        self.dedupe_key(tenant, checked).map(|key| self.dedupe.claim(key, tenant.dedupe_window))
+    /// De-duplication of a request whose admission waits (the redis backend, batches): its in-process claim,
+    /// then, for the first of its key here, the cross-replica one. A repeat is marked in the trail.
+    async fn claim_everywhere(&self, tenant: &Tenant, checked: &Checked, trail: &mut Trail) -> Claimed {
+        let claim = self.dedupe_key(tenant, checked).map(|key| self.dedupe.claim(key, tenant.dedupe_window));
+        let ticket = match claim {
+            Some(Claim::Replay(outcome)) => {
+                trail.replayed = true;
+                return Claimed::Replay(outcome);
+            }
+            Some(Claim::Wait(first)) => {
+                trail.replayed = true;
+                return Claimed::Wait(first);
+            }
+            Some(Claim::First(ticket)) => ticket,
+            None => return Claimed::First { ticket: None, shared_key: None },
+        };
+        match self.shared_claim(tenant, checked).await {
+            SharedClaim::Replay(outcome) => {
+                trail.replayed = true;
+                ticket.complete(&outcome);
+                Claimed::Replay(outcome)
+            }
+            SharedClaim::Held(key) => Claimed::First { ticket: Some(ticket), shared_key: Some(key) },
+            SharedClaim::Unshared => Claimed::First { ticket: Some(ticket), shared_key: None },
+        }
     }
 
     /// The cross-replica half of de-duplication (redis backend only): claims the request's shared key, or
