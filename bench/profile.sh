@@ -8,6 +8,8 @@
 #   bash bench/profile.sh denied-hook     # the same with the hook
 #   bash bench/profile.sh spray           # random numbers against a tenant-wide rule (429s)
 #   SMSGATE_BIN=/path/to/smsgate DURATION=8 bash bench/profile.sh accepted
+#   PERF_OUT=/tmp/denied.data bash bench/profile.sh denied   # keeps perf.data for `perf report -i`
+#   SYSCALLS=1 bash bench/profile.sh denied                  # also counts recv/writev/epoll_wait/futex calls
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHAPE=${1:-accepted}
@@ -91,12 +93,15 @@ taskset -c 1 wrk -t1 -c32 -d2s -s "$WORK/gen.lua" "http://127.0.0.1:$P_GATE" >/d
 taskset -c 1 wrk -t1 -c32 -d"$((DURATION + 2))s" -s "$WORK/gen.lua" "http://127.0.0.1:$P_GATE" > "$WORK/wrk.out" &
 WRK=$!
 sleep 1
-perf stat -e task-clock,context-switches,cpu-migrations -p "$GATE_PID" -- sleep "$DURATION" 2> "$WORK/stat.out" &
+EVENTS=task-clock,context-switches,cpu-migrations
+[ -n "${SYSCALLS:-}" ] && EVENTS=$EVENTS,syscalls:sys_enter_recvfrom,syscalls:sys_enter_writev,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex
+perf stat -e "$EVENTS" -p "$GATE_PID" -- sleep "$DURATION" 2> "$WORK/stat.out" &
 STAT=$!
 perf record -F 2999 -g -p "$GATE_PID" -o "$WORK/perf.data" -- sleep "$DURATION" 2>/dev/null
 wait "$WRK" "$STAT"
+[ -n "${PERF_OUT:-}" ] && cp "$WORK/perf.data" "$PERF_OUT"
 echo "== $SHAPE: $(awk '/Requests\/sec/ {print $2 " req/s"}' "$WORK/wrk.out")"
-grep -E "task-clock|context-switches|cpu-migrations" "$WORK/stat.out"
+grep -E "task-clock|context-switches|cpu-migrations|syscalls" "$WORK/stat.out"
 echo "== top frames (self), perf report --no-children"
 perf report -i "$WORK/perf.data" --no-children --stdio --percent-limit 0.7 -g none 2>/dev/null | grep -E "^ +[0-9]" | head -45
 echo "== inclusive (children)"

@@ -118,6 +118,16 @@ pub enum Claim {
     Wait(watch::Receiver<Option<Outcome>>),
 }
 
+/// What [`Dedupe::claim_admitted`] made of a request.
+pub enum Admission<T> {
+    /// A repeat of a finished send: its answer.
+    Replay(Outcome),
+    /// A repeat of a send in flight: wait for its answer.
+    Wait(watch::Receiver<Option<Outcome>>),
+    /// The first of its key, admitted.
+    First(Ticket, T),
+}
+
 /// Held by the first request of a key until its answer is known.
 pub struct Ticket {
     dedupe: Arc<Dedupe>,
@@ -156,19 +166,39 @@ impl Dedupe {
     }
 
     pub fn claim(self: &Arc<Self>, key: u64, window: Duration) -> Claim {
+        match self.claim_admitted(key, window, || Ok::<(), std::convert::Infallible>(())) {
+            Ok(Admission::Replay(outcome)) => Claim::Replay(outcome),
+            Ok(Admission::Wait(first)) => Claim::Wait(first),
+            Ok(Admission::First(ticket, ())) => Claim::First(ticket),
+        }
+    }
+
+    /// [`Dedupe::claim`] for a request that `admit` must let through before it is the first of its key:
+    /// a repeat is answered without calling `admit`, and a request it refuses leaves nothing behind (a
+    /// denial costs no bookkeeping). `admit` runs under the key's lock, so a repeat arriving meanwhile on
+    /// another thread still waits for this request's answer: it must not wait on anything.
+    pub fn claim_admitted<T, E>(
+        self: &Arc<Self>,
+        key: u64,
+        window: Duration,
+        admit: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Admission<T>, E> {
         let now = self.clock.monotonic();
         let mut shard = self.shard(key);
         if shard.map.len() >= shard.sweep_at {
             shard.sweep(now);
         }
         match shard.map.get(&key) {
-            Some(Slot::Done { outcome, until }) if *until > now => return Claim::Replay(Ok((**outcome).clone())),
-            Some(Slot::Pending(receiver)) => return Claim::Wait(receiver.clone()),
+            Some(Slot::Done { outcome, until }) if *until > now => {
+                return Ok(Admission::Replay(Ok((**outcome).clone())))
+            }
+            Some(Slot::Pending(receiver)) => return Ok(Admission::Wait(receiver.clone())),
             _ => {}
         }
+        let admitted = admit()?;
         let (sender, receiver) = watch::channel(None);
         shard.map.insert(key, Slot::Pending(receiver));
-        Claim::First(Ticket { dedupe: self.clone(), key, window, sender: Some(sender) })
+        Ok(Admission::First(Ticket { dedupe: self.clone(), key, window, sender: Some(sender) }, admitted))
     }
 
     /// Drops finished entries whose window has passed, one shard at a time, yielding between shards (a
@@ -280,6 +310,25 @@ mod tests {
         clock.advance(Duration::from_secs(2));
         d.sweep().await;
         assert!(d.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refused_admission_leaves_nothing_and_a_repeat_is_not_admitted_again() {
+        let d = Dedupe::new(ManualClock::new(0));
+        let window = Duration::from_secs(60);
+        let refused = d.claim_admitted(9, window, || Err::<(), _>("denied"));
+        assert!(matches!(refused, Err("denied")));
+        assert!(d.is_empty(), "a denial leaves no entry");
+        let Ok(Admission::First(ticket, 1)) = d.claim_admitted(9, window, || Ok::<_, ()>(1)) else { panic!() };
+        let mut called = false;
+        let repeat = d.claim_admitted(9, window, || {
+            called = true;
+            Ok::<_, ()>(2)
+        });
+        assert!(matches!(repeat, Ok(Admission::Wait(_))));
+        ticket.complete(&Ok(accepted()));
+        assert!(matches!(d.claim_admitted(9, window, || Ok::<_, ()>(3)), Ok(Admission::Replay(Ok(_)))));
+        assert!(!called, "a repeat is never admitted");
     }
 
     #[tokio::test]

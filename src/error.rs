@@ -2,10 +2,11 @@
 //! matches have no catch-all arm: a new variant cannot silently become a 500.
 
 use http::StatusCode;
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// What Tencent said when it refused a send, passed through to the caller under `upstream`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UpstreamDetail {
     pub code: String,
     pub message: String,
@@ -140,35 +141,36 @@ impl GatewayError {
     }
 
     /// A short message fit to show a person (Logto shows it to the end user). Never internal detail.
-    pub fn public_message(&self) -> String {
+    pub fn public_message(&self) -> Cow<'static, str> {
         use GatewayError::*;
         match self {
-            InvalidRequest(detail) => format!("Invalid request: {detail}."),
-            InvalidPhone { .. } => "This phone number is not valid.".into(),
-            Unauthorized => "Missing or unknown access token.".into(),
-            BadSignature(_) => "The request signature is missing, invalid or expired.".into(),
-            CountryBlocked => "SMS to this country or region is not available.".into(),
-            NumberTypeBlocked { .. } => "This number cannot receive verification codes.".into(),
-            Rejected(message) => message.clone(),
-            NotFound => "Not found.".into(),
-            MethodNotAllowed { .. } => "Method not allowed.".into(),
-            PayloadTooLarge => "Request body is too large.".into(),
-            RequestTimeout => "The request body did not arrive in time.".into(),
-            ServerBusy => "The service is busy. Try again shortly.".into(),
-            UnsupportedMediaType => "Send the request as application/json.".into(),
-            NoTemplate { .. } => "No SMS template is configured for this kind of message.".into(),
-            RateLimited { retry_after, .. } | UpstreamRateLimited { retry_after, .. } => {
-                format!("Too many messages. Try again in {}.", human_wait(retry_after_seconds(*retry_after)))
-            }
-            SpendCapReached { .. } => "SMS sending is paused for now. Try again later.".into(),
-            ScriptError(_) | Internal(_) => "Internal error. Try again later.".into(),
-            ScriptBusy => "The service is busy. Try again in a moment.".into(),
-            UpstreamRejected(_) => "The SMS provider refused the message.".into(),
-            UpstreamUnavailable { .. } => "The SMS provider is unavailable. Try again later.".into(),
-            LimiterUnavailable => "The service is temporarily unavailable. Try again later.".into(),
-            UpstreamTimeout => "The SMS provider did not answer in time.".into(),
-            SuspectedPumping { .. } => "SMS to this number is not available right now. Try again later.".into(),
-            NoRecentSend => "No code was sent to this number recently.".into(),
+            InvalidRequest(detail) => Cow::Owned(format!("Invalid request: {detail}.")),
+            InvalidPhone { .. } => Cow::Borrowed("This phone number is not valid."),
+            Unauthorized => Cow::Borrowed("Missing or unknown access token."),
+            BadSignature(_) => Cow::Borrowed("The request signature is missing, invalid or expired."),
+            CountryBlocked => Cow::Borrowed("SMS to this country or region is not available."),
+            NumberTypeBlocked { .. } => Cow::Borrowed("This number cannot receive verification codes."),
+            Rejected(message) => Cow::Owned(message.clone()),
+            NotFound => Cow::Borrowed("Not found."),
+            MethodNotAllowed { .. } => Cow::Borrowed("Method not allowed."),
+            PayloadTooLarge => Cow::Borrowed("Request body is too large."),
+            RequestTimeout => Cow::Borrowed("The request body did not arrive in time."),
+            ServerBusy => Cow::Borrowed("The service is busy. Try again shortly."),
+            UnsupportedMediaType => Cow::Borrowed("Send the request as application/json."),
+            NoTemplate { .. } => Cow::Borrowed("No SMS template is configured for this kind of message."),
+            RateLimited { retry_after, .. } | UpstreamRateLimited { retry_after, .. } => Cow::Owned(format!(
+                "Too many messages. Try again in {}.",
+                human_wait(retry_after_seconds(*retry_after))
+            )),
+            SpendCapReached { .. } => Cow::Borrowed("SMS sending is paused for now. Try again later."),
+            ScriptError(_) | Internal(_) => Cow::Borrowed("Internal error. Try again later."),
+            ScriptBusy => Cow::Borrowed("The service is busy. Try again in a moment."),
+            UpstreamRejected(_) => Cow::Borrowed("The SMS provider refused the message."),
+            UpstreamUnavailable { .. } => Cow::Borrowed("The SMS provider is unavailable. Try again later."),
+            LimiterUnavailable => Cow::Borrowed("The service is temporarily unavailable. Try again later."),
+            UpstreamTimeout => Cow::Borrowed("The SMS provider did not answer in time."),
+            SuspectedPumping { .. } => Cow::Borrowed("SMS to this number is not available right now. Try again later."),
+            NoRecentSend => Cow::Borrowed("No code was sent to this number recently."),
         }
     }
 

@@ -148,6 +148,12 @@ async fn serve(path: PathBuf, config: Config) -> std::io::Result<()> {
     let listener = smsgate::server::bind(listen)?;
     let tencent = config.server.tencent_listen.map(smsgate::server::bind).transpose()?;
     let gateway = Gateway::new(config, SystemClock::shared());
+    // Signal handlers are in place before the gateway says it listens: a SIGHUP or SIGTERM sent as soon as
+    // it does must reload or stop it, not meet the default action (a SIGHUP would kill it).
+    use tokio::signal::unix::{signal, SignalKind};
+    let hangups = signal(SignalKind::hangup())?;
+    let terms = signal(SignalKind::terminate())?;
+    let interrupts = signal(SignalKind::interrupt())?;
     let limiter = gateway.services().limiter.mode().as_str();
     tracing::info!(addr = %listener.local_addr()?, config = %path.display(), limiter, "smsgate listening");
     let mut doors = vec![(Door::Main, listener)];
@@ -155,17 +161,15 @@ async fn serve(path: PathBuf, config: Config) -> std::io::Result<()> {
         tracing::info!(addr = %tencent.local_addr()?, "Tencent-compatible API listening");
         doors.push((Door::Tencent, tencent));
     }
-    tokio::spawn(reload_on_sighup(gateway.clone(), path));
-    gateway.serve_doors(doors, shutdown_signal()).await
+    tokio::spawn(reload_on_sighup(gateway.clone(), path, hangups));
+    gateway.serve_doors(doors, shutdown_signal(terms, interrupts)).await
 }
 
 /// SIGHUP: compile the config off to the side; swap it in only when it compiles, else keep the old one.
 /// Compiling runs on a blocking thread, never on the async workers, one reload at a time: hangups that
 /// arrive during a reload leave one pending permit, so they coalesce into one more reload, which reads the
 /// file as it is then (the last one wins).
-async fn reload_on_sighup(gateway: Gateway, path: PathBuf) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
+async fn reload_on_sighup(gateway: Gateway, path: PathBuf, mut hangups: tokio::signal::unix::Signal) {
     let pending = std::sync::Arc::new(tokio::sync::Notify::new());
     let waiting = pending.clone();
     tokio::spawn(async move {
@@ -184,11 +188,9 @@ async fn reload_on_sighup(gateway: Gateway, path: PathBuf) {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+async fn shutdown_signal(mut terms: tokio::signal::unix::Signal, mut interrupts: tokio::signal::unix::Signal) {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = interrupts.recv() => tracing::info!("SIGINT received"),
+        _ = terms.recv() => tracing::info!("SIGTERM received"),
     }
 }

@@ -3,14 +3,16 @@
 //! Every stage that consumes nothing runs first, so a request that cannot be sent (bad number, blocked
 //! country or number type, `no_template`) consumes no quota, and a send that certainly went nowhere gives
 //! back what it took. From the limits on, the request runs in its own task: a caller that hangs up cannot
-//! cancel a send Tencent may already be delivering, nor its accounting. A tenant's test numbers stop after
+//! cancel a send Tencent may already be delivering, nor its accounting. With the memory backend, whose
+//! admit phase never waits (so it has no point at which a hang-up could cut it), the request's own task
+//! admits, under the de-duplication key's lock: a denial costs no task and no de-duplication entry. A tenant's test numbers stop after
 //! the template: they are answered as sent, never sent, never counted. The usage type is read in one
 //! spelling, and every stage after the template judges the usage the send is actually made under.
 
 use crate::clock::SharedClock;
 use crate::config::Tenant;
 use crate::config::TencentAccount;
-use crate::dedupe::{self, Claim, Dedupe, Outcome};
+use crate::dedupe::{self, Admission, Claim, Dedupe, Outcome, Ticket};
 use crate::error::GatewayError;
 use crate::feedback::{Feedback, Memo};
 use crate::ingress::{CallerMessage, PhoneInput, SendRequest};
@@ -101,6 +103,24 @@ struct Admitted {
     reservation: Option<Reservation>,
 }
 
+/// How far a send got before its own task takes it over.
+enum Commit {
+    /// Admitted in the request's task (the in-process limiter never waits).
+    Admitted(Admitted),
+    /// Still to be admitted: the limits wait on Redis, so the task admits it.
+    Checked(Checked),
+}
+
+/// What de-duplication made of a request, in this process and across replicas.
+enum Claimed {
+    /// A repeat of a finished send (here or on another replica): its answer.
+    Replay(Outcome),
+    /// A repeat of a send in flight in this process: wait for its answer.
+    Wait(tokio::sync::watch::Receiver<Option<Outcome>>),
+    /// The first of its key: the in-process ticket and the Redis key this replica holds, when keyed.
+    First { ticket: Option<Ticket>, shared_key: Option<String> },
+}
+
 /// The cross-replica de-duplication outcome of a request.
 enum SharedClaim {
     /// No Redis, no key, or Redis failed: in-process de-duplication only.
@@ -178,6 +198,14 @@ pub fn template<'t>(
     let (templates, sign_name) = tenant.templates_for(phone.is_mainland_china());
     let id = templates.resolve(usage).ok_or_else(|| GatewayError::NoTemplate { usage: usage.to_owned() })?;
     Ok((id, sign_name))
+}
+
+/// A spend-cap refusal is logged at error level where it happens: sends stay refused until the cap resets.
+fn spend_cap_logged(tenant: &Tenant, reserved: Result<Reservation, GatewayError>) -> Result<Reservation, GatewayError> {
+    if let Err(GatewayError::SpendCapReached { cap, .. }) = &reserved {
+        tracing::error!(tenant = %tenant.name, cap = %cap, "spend cap reached: sends refused until it resets");
+    }
+    reserved
 }
 
 /// Whether a failed send certainly sent nothing (its spend reservation can be given back). The error is the
@@ -363,37 +391,36 @@ impl Services {
         }
         // Before de-duplication, spend caps and limits: a blocked key consumes nothing.
         let memo = self.feedback.admit(tenant, &checked.phone)?;
-        let ticket = match self.claim(tenant, &checked) {
-            Some(Claim::Replay(outcome)) => {
-                trail.replayed = true;
-                return outcome;
-            }
-            Some(Claim::Wait(first)) => {
-                trail.replayed = true;
-                return dedupe::wait(first).await;
-            }
-            Some(Claim::First(ticket)) => Some(ticket),
-            None => None,
-        };
-        let mut shared_key = None;
-        if ticket.is_some() {
-            match self.shared_claim(tenant, &checked).await {
-                SharedClaim::Replay(outcome) => {
-                    trail.replayed = true;
-                    if let Some(ticket) = ticket {
-                        ticket.complete(&outcome);
-                    }
-                    return outcome;
-                }
-                SharedClaim::Held(key) => shared_key = Some(key),
-                SharedClaim::Unshared => {}
-            }
+        if self.limiter.is_local() {
+            return self.send_local(tenant, checked, memo, trail).await;
         }
+        let (ticket, shared_key) = match self.claim_everywhere(tenant, &checked, trail).await {
+            Claimed::First { ticket, shared_key } => (ticket, shared_key),
+            Claimed::Replay(outcome) => return outcome,
+            Claimed::Wait(first) => return dedupe::wait(first).await,
+        };
+        self.finish_in_task(tenant, Commit::Checked(checked), memo, shared_key, ticket, trail).await
+    }
+
+    /// Runs the rest of a send in a task of its own (see the module doc): admit when it is not yet, deliver,
+    /// settle; then remembers it, shares its answer and completes its de-duplication ticket.
+    async fn finish_in_task(
+        self: &Arc<Self>,
+        tenant: &Arc<Tenant>,
+        commit: Commit,
+        memo: Option<Memo>,
+        shared_key: Option<String>,
+        ticket: Option<Ticket>,
+        trail: &mut Trail,
+    ) -> Outcome {
         let services = self.clone();
         let tenant = tenant.clone();
         let mut owned = std::mem::take(trail);
         let task = tokio::spawn(async move {
-            let outcome = services.commit_and_send(&tenant, checked, &mut owned).await;
+            let outcome = match commit {
+                Commit::Admitted(admitted) => services.deliver_admitted(&tenant, admitted, &mut owned).await,
+                Commit::Checked(checked) => services.commit_and_send(&tenant, checked, &mut owned).await,
+            };
             services.remember_accepted(&tenant, memo, &owned.request_id, &outcome);
             if let Some(key) = shared_key {
                 services.share_outcome(&tenant, &key, &outcome).await;
@@ -410,6 +437,38 @@ impl Services {
             }
             Err(e) => Err(GatewayError::Internal(format!("send task failed: {e}"))),
         }
+    }
+
+    /// [`Services::send`] with the memory backend, from de-duplication on. Its admit phase never waits, so it
+    /// runs in the request's own task, under the de-duplication key's lock: a repeat is answered without
+    /// it, and a denial costs neither a task nor a de-duplication entry. Only an admitted send gets a task.
+    async fn send_local(
+        self: &Arc<Self>,
+        tenant: &Arc<Tenant>,
+        checked: Checked,
+        memo: Option<Memo>,
+        trail: &mut Trail,
+    ) -> Outcome {
+        let (ticket, admitted) = match self.dedupe_key(tenant, &checked) {
+            None => (None, self.admit_now(tenant, checked, trail)?),
+            Some(key) => {
+                match self
+                    .dedupe
+                    .claim_admitted(key, tenant.dedupe_window, || self.admit_now(tenant, checked, trail))?
+                {
+                    Admission::First(ticket, admitted) => (Some(ticket), admitted),
+                    Admission::Replay(outcome) => {
+                        trail.replayed = true;
+                        return outcome;
+                    }
+                    Admission::Wait(first) => {
+                        trail.replayed = true;
+                        return dedupe::wait(first).await;
+                    }
+                }
+            }
+        };
+        self.finish_in_task(tenant, Commit::Admitted(admitted), memo, None, ticket, trail).await
     }
 
     /// The feedback loop's record of a send that was accepted (nothing for other outcomes, or without a
@@ -451,18 +510,46 @@ impl Services {
         });
     }
 
-    fn claim(&self, tenant: &Tenant, checked: &Checked) -> Option<Claim> {
+    /// The request's in-process de-duplication key; None when the tenant does not de-duplicate or the
+    /// request has nothing to key on.
+    fn dedupe_key(&self, tenant: &Tenant, checked: &Checked) -> Option<u64> {
         if tenant.dedupe_window.is_zero() {
             return None;
         }
-        let key = self.dedupe.key(
+        self.dedupe.key(
             &tenant.name,
             checked.idempotency_key.as_deref(),
             checked.phone.e164(),
             &checked.usage,
             checked.code.as_deref(),
-        )?;
-        Some(self.dedupe.claim(key, tenant.dedupe_window))
+        )
+    }
+
+    /// De-duplication of a request whose admission waits (the redis backend, batches): its in-process claim,
+    /// then, for the first of its key here, the cross-replica one. A repeat is marked in the trail.
+    async fn claim_everywhere(&self, tenant: &Tenant, checked: &Checked, trail: &mut Trail) -> Claimed {
+        let claim = self.dedupe_key(tenant, checked).map(|key| self.dedupe.claim(key, tenant.dedupe_window));
+        let ticket = match claim {
+            Some(Claim::Replay(outcome)) => {
+                trail.replayed = true;
+                return Claimed::Replay(outcome);
+            }
+            Some(Claim::Wait(first)) => {
+                trail.replayed = true;
+                return Claimed::Wait(first);
+            }
+            Some(Claim::First(ticket)) => ticket,
+            None => return Claimed::First { ticket: None, shared_key: None },
+        };
+        match self.shared_claim(tenant, checked).await {
+            SharedClaim::Replay(outcome) => {
+                trail.replayed = true;
+                ticket.complete(&outcome);
+                Claimed::Replay(outcome)
+            }
+            SharedClaim::Held(key) => Claimed::First { ticket: Some(ticket), shared_key: Some(key) },
+            SharedClaim::Unshared => Claimed::First { ticket: Some(ticket), shared_key: None },
+        }
     }
 
     /// The cross-replica half of de-duplication (redis backend only): claims the request's shared key, or
@@ -530,21 +617,22 @@ impl Services {
     /// Reserves one message against the tenant's spend caps: in Redis when it is up, else in this process.
     async fn reserve_spend(&self, tenant: &Tenant, country: &str) -> Result<Option<Reservation>, GatewayError> {
         let Some(caps) = &tenant.spend_caps else { return Ok(None) };
+        let Some(redis) = self.limiter.shared() else { return self.reserve_spend_here(tenant, country) };
         let now = self.clock.unix_seconds();
-        let reserved = match self.limiter.shared() {
-            Some(redis) => match self.spend.reserve_shared(redis, &tenant.name, caps, country, now).await {
-                Ok(reserved) => reserved,
-                Err(e) => {
-                    self.limiter.shared_failed(&e);
-                    self.spend.reserve(&tenant.name, caps, country, now)
-                }
-            },
-            None => self.spend.reserve(&tenant.name, caps, country, now),
-        };
-        if let Err(GatewayError::SpendCapReached { cap, .. }) = &reserved {
-            tracing::error!(tenant = %tenant.name, cap = %cap, "spend cap reached: sends refused until it resets");
+        match self.spend.reserve_shared(redis, &tenant.name, caps, country, now).await {
+            Ok(reserved) => spend_cap_logged(tenant, reserved).map(Some),
+            Err(e) => {
+                self.limiter.shared_failed(&e);
+                self.reserve_spend_here(tenant, country)
+            }
         }
-        reserved.map(Some)
+    }
+
+    /// Reserves one message against the tenant's spend caps in this process.
+    fn reserve_spend_here(&self, tenant: &Tenant, country: &str) -> Result<Option<Reservation>, GatewayError> {
+        let Some(caps) = &tenant.spend_caps else { return Ok(None) };
+        let reserved = self.spend.reserve(&tenant.name, caps, country, self.clock.unix_seconds());
+        spend_cap_logged(tenant, reserved).map(Some)
     }
 
     async fn give_back(&self, reservation: Option<Reservation>) {
@@ -579,6 +667,24 @@ impl Services {
         }
         // The decision stays in the trail until the send's outcome is known: its quota comes back if nothing
         // went out (settle).
+        Ok(Admitted { checked, reservation })
+    }
+
+    /// [`Services::admit`] for the memory backend, without waiting: spend caps and limits in this process.
+    fn admit_now(&self, tenant: &Tenant, checked: Checked, trail: &mut Trail) -> Result<Admitted, GatewayError> {
+        let subject = Subject { phone: &checked.phone, usage: &checked.usage, ip: checked.ip };
+        let reservation = self.reserve_spend_here(tenant, checked.phone.country_code())?;
+        let Some(decision) = self.limiter.decide_now(tenant, &subject, true) else {
+            return Err(GatewayError::Internal("the limiter waits on Redis".into()));
+        };
+        let denied = decision.denial();
+        trail.limits = Some(decision);
+        if let Some(denied) = denied {
+            if let Some(Reservation::Local(keys)) = reservation {
+                self.spend.release_local(keys);
+            }
+            return Err(denied);
+        }
         Ok(Admitted { checked, reservation })
     }
 
@@ -635,6 +741,11 @@ impl Services {
     /// Admit, deliver, settle: the stages that consume something, for one number.
     async fn commit_and_send(&self, tenant: &Tenant, checked: Checked, trail: &mut Trail) -> Outcome {
         let admitted = self.admit(tenant, checked, trail).await?;
+        self.deliver_admitted(tenant, admitted, trail).await
+    }
+
+    /// Deliver and settle an admitted send (or sign and log it in a dry run).
+    async fn deliver_admitted(&self, tenant: &Tenant, admitted: Admitted, trail: &mut Trail) -> Outcome {
         let account = &tenant.tencent;
         if account.dry_run {
             return self.dry_run(tenant, admitted).await;

@@ -57,6 +57,10 @@ pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError
         }
         _ => return Err(invalid("body is not valid JSON")),
     }
+    // The common case pays for no path tracking; a body that fails is read again for the message.
+    if let Ok(value) = serde_json::from_slice(body) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -76,7 +76,7 @@ impl ApiError {
             | UpstreamRejected(_)
             | LimiterUnavailable => "InternalError",
         };
-        ApiError { code, message: e.public_message(), cause: Box::new(e) }
+        ApiError { code, message: e.public_message().into_owned(), cause: Box::new(e) }
     }
 }
 

@@ -6,9 +6,9 @@
 //! single send (`admit`, `settle`); from the admit phase on the batch runs in its own task, so a caller that
 //! hangs up cancels neither the sends nor their accounting.
 
-use super::{Accepted, Admitted, Checked, Delivery, HandedOver, Services, SharedClaim, Trail};
+use super::{Accepted, Admitted, Checked, Claimed, Delivery, HandedOver, Services, Trail};
 use crate::config::Tenant;
-use crate::dedupe::{self, Claim, Outcome, Ticket};
+use crate::dedupe::{self, Outcome, Ticket};
 use crate::error::GatewayError;
 use crate::feedback::Memo;
 use crate::ingress::{CallerMessage, SendRequest};
@@ -97,36 +97,18 @@ impl Services {
                     continue;
                 }
             };
-            let ticket = match self.claim(tenant, &checked) {
-                Some(Claim::Replay(outcome)) => {
-                    trail.replayed = true;
+            let (ticket, shared_key) = match self.claim_everywhere(tenant, &checked, trail).await {
+                Claimed::First { ticket, shared_key } => (ticket, shared_key),
+                Claimed::Replay(outcome) => {
                     results[index] = Some(outcome.into());
                     continue;
                 }
                 // Awaited once this batch's own sends are settled: the first may be a number of this batch.
-                Some(Claim::Wait(first)) => {
-                    trail.replayed = true;
+                Claimed::Wait(first) => {
                     waits.push((index, first));
                     continue;
                 }
-                Some(Claim::First(ticket)) => Some(ticket),
-                None => None,
             };
-            let mut shared_key = None;
-            if ticket.is_some() {
-                match self.shared_claim(tenant, &checked).await {
-                    SharedClaim::Replay(outcome) => {
-                        trail.replayed = true;
-                        if let Some(ticket) = ticket {
-                            ticket.complete(&outcome);
-                        }
-                        results[index] = Some(outcome.into());
-                        continue;
-                    }
-                    SharedClaim::Held(key) => shared_key = Some(key),
-                    SharedClaim::Unshared => {}
-                }
-            }
             firsts.push(First { index, checked, ticket, shared_key, memo });
         }
 

@@ -19,7 +19,6 @@ use crate::config::{LimitKey, LimitRule, LimitsBackend, OnError, Tenant};
 use crate::error::GatewayError;
 use crate::phone::Phone;
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -86,19 +85,33 @@ impl Decision {
     /// `RateLimit-Policy` and `RateLimit` header values (IETF httpapi ratelimit-headers draft), for the
     /// enforcing rules; None when no enforcing rule applied.
     pub fn headers(&self) -> Option<(String, String)> {
-        let enforcing: Vec<&RuleReport> = self.rules.iter().filter(|r| !r.shadow).collect();
-        let mut policy = String::new();
-        for (i, r) in enforcing.iter().enumerate() {
-            let sep = if i == 0 { "" } else { ", " };
-            let _ = write!(policy, "{sep}\"{}\";q={};w={}", r.name, r.limit, r.window.as_secs());
+        let mut policy = String::with_capacity(32 * self.rules.len());
+        // The rule closest to denying: fewest remaining, then the longest reset (the first such rule).
+        let mut tightest: Option<&RuleReport> = None;
+        let closeness = |r: &RuleReport| (r.verdict.remaining, std::cmp::Reverse(r.verdict.reset));
+        for r in self.rules.iter().filter(|r| !r.shadow) {
+            if !policy.is_empty() {
+                policy.push_str(", ");
+            }
+            policy.push('"');
+            policy.push_str(&r.name);
+            policy.push_str("\";q=");
+            policy.push_str(itoa::Buffer::new().format(r.limit));
+            policy.push_str(";w=");
+            policy.push_str(itoa::Buffer::new().format(r.window.as_secs()));
+            if tightest.is_none_or(|t| closeness(r) < closeness(t)) {
+                tightest = Some(r);
+            }
         }
-        // The rule closest to denying: fewest remaining, then the longest reset.
-        let tightest = enforcing.iter().min_by(|a, b| {
-            (a.verdict.remaining, std::cmp::Reverse(a.verdict.reset))
-                .cmp(&(b.verdict.remaining, std::cmp::Reverse(b.verdict.reset)))
-        })?;
+        let tightest = tightest?;
         let reset = crate::error::retry_after_seconds(tightest.verdict.reset);
-        let current = format!("\"{}\";r={};t={}", tightest.name, tightest.verdict.remaining, reset);
+        let mut current = String::with_capacity(tightest.name.len() + 24);
+        current.push('"');
+        current.push_str(&tightest.name);
+        current.push_str("\";r=");
+        current.push_str(itoa::Buffer::new().format(tightest.verdict.remaining));
+        current.push_str(";t=");
+        current.push_str(itoa::Buffer::new().format(reset));
         Some((policy, current))
     }
 }
@@ -235,6 +248,26 @@ impl RedisLink {
     }
 }
 
+/// The rules of `tenant` that apply to `subject`, with their keys, and the store checks they make.
+fn applicable_checks<'t>(tenant: &'t Tenant, subject: &Subject<'_>) -> (Vec<(&'t LimitRule, u64)>, Vec<Check>) {
+    let applicable: Vec<(&LimitRule, u64)> = tenant
+        .limits
+        .iter()
+        .filter(|rule| rule.applies_to(subject.usage))
+        .filter_map(|rule| key_of(rule, subject).map(|key| (rule, key)))
+        .collect();
+    let checks = applicable
+        .iter()
+        .map(|(rule, key)| Check {
+            rule_id: rule.id,
+            key: *key,
+            gcra: Gcra::new(rule.limit.get(), rule.per),
+            shadow: rule.shadow,
+        })
+        .collect();
+    (applicable, checks)
+}
+
 /// The limiter: rules from the tenant, state in a store that outlives config reloads.
 pub struct Limiter {
     /// The memory backend, or the local fallback of the redis backend.
@@ -271,6 +304,11 @@ impl Limiter {
         }
     }
 
+    /// The memory backend: every decision is made in this process, without waiting.
+    pub fn is_local(&self) -> bool {
+        self.redis.is_none()
+    }
+
     pub fn mode(&self) -> LimiterMode {
         match &self.redis {
             None => LimiterMode::Memory,
@@ -294,25 +332,10 @@ impl Limiter {
     /// Judges `subject` against every applicable rule of `tenant`; records it only when `commit` and allowed.
     /// Fails only with `limiter_unavailable` (redis backend down, `on_error: deny`).
     pub async fn decide(&self, tenant: &Tenant, subject: &Subject<'_>, commit: bool) -> Result<Decision, GatewayError> {
-        let applicable: Vec<(&LimitRule, u64)> = tenant
-            .limits
-            .iter()
-            .filter(|rule| rule.applies_to(subject.usage))
-            .filter_map(|rule| key_of(rule, subject).map(|key| (rule, key)))
-            .collect();
+        let (applicable, checks) = applicable_checks(tenant, subject);
         if applicable.is_empty() {
             return Ok(Decision::from_verdicts(&applicable, Vec::new()));
         }
-        let checks: Vec<Check> = applicable
-            .iter()
-            .map(|(rule, key)| Check {
-                rule_id: rule.id,
-                key: *key,
-                gcra: Gcra::new(rule.limit.get(), rule.per),
-                shadow: rule.shadow,
-            })
-            .collect();
-
         if let Some(link) = &self.redis {
             if commit {
                 link.note_rules(&tenant.name, &checks);
@@ -344,13 +367,36 @@ impl Limiter {
                 OnError::Deny => return Err(GatewayError::LimiterUnavailable),
             }
         }
-        let now = self.local_now();
-        let (verdicts, seq) = self.memory.decide_taking(&checks, now, commit);
-        let mut decision = Decision::from_verdicts(&applicable, verdicts);
-        if let Some(seq) = seq {
-            decision.taken = Some(decision.taken_from(&tenant.name, false, now, seq, &checks));
+        Ok(self.decide_in_process(tenant, &applicable, &checks, commit))
+    }
+
+    /// [`Limiter::decide`] for the memory backend, which never waits: None with the redis backend.
+    pub fn decide_now(&self, tenant: &Tenant, subject: &Subject<'_>, commit: bool) -> Option<Decision> {
+        if self.redis.is_some() {
+            return None;
         }
-        Ok(decision)
+        let (applicable, checks) = applicable_checks(tenant, subject);
+        Some(self.decide_in_process(tenant, &applicable, &checks, commit))
+    }
+
+    /// A decision of the in-process store (the memory backend, or the redis backend's local fallback).
+    fn decide_in_process(
+        &self,
+        tenant: &Tenant,
+        applicable: &[(&LimitRule, u64)],
+        checks: &[Check],
+        commit: bool,
+    ) -> Decision {
+        if applicable.is_empty() {
+            return Decision::from_verdicts(applicable, Vec::new());
+        }
+        let now = self.local_now();
+        let (verdicts, seq) = self.memory.decide_taking(checks, now, commit);
+        let mut decision = Decision::from_verdicts(applicable, verdicts);
+        if let Some(seq) = seq {
+            decision.taken = Some(decision.taken_from(&tenant.name, false, now, seq, checks));
+        }
+        decision
     }
 
     /// Gives back what `decision` took, once, when its send certainly went nowhere: in the store that

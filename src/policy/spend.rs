@@ -179,15 +179,18 @@ impl SpendLedger {
     /// The send went nowhere (refused before or by Tencent without sending): give the message back.
     pub async fn release(&self, reservation: Reservation, redis: Option<&RedisStore>) {
         match reservation {
-            Reservation::Local(keys) => {
-                let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
-                for key in keys {
-                    if let Some(s) = spent.get_mut(&key) {
-                        s.messages = s.messages.saturating_sub(1);
-                    }
-                }
-            }
+            Reservation::Local(keys) => self.release_local(keys),
             Reservation::Shared(keys) => shared_adjust(redis, &keys, "m", -1).await,
+        }
+    }
+
+    /// Gives back a reservation made in this process ([`SpendLedger::reserve`]).
+    pub fn release_local(&self, keys: Vec<Key>) {
+        let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
+        for key in keys {
+            if let Some(s) = spent.get_mut(&key) {
+                s.messages = s.messages.saturating_sub(1);
+            }
         }
     }
 

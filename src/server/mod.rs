@@ -423,8 +423,8 @@ impl Gateway {
             Route::Supabase => "supabase",
             Route::TencentApi => "tencent_api",
         };
-        let phone = trail.phone.as_ref().map(|p| p.masked().to_string());
-        let country = trail.phone.as_ref().map(|p| p.country_code().to_owned());
+        let phone = trail.phone.as_ref().map(|p| tracing::field::display(p.masked()));
+        let country = trail.phone.as_ref().map(|p| p.country_code());
         let upstream_ms = trail.upstream_latency.map(|d| d.as_secs_f64() * 1000.0);
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         // Hook rejections carry the script's own text, which may hold a number.
@@ -438,8 +438,8 @@ impl Gateway {
                     route,
                     tenant = tenant_name,
                     usage = trail.usage.as_deref(),
-                    phone = phone.as_deref(),
-                    country = country.as_deref(),
+                    phone,
+                    country,
                     template_id = trail.template_id.as_deref(),
                     script = script.as_deref(),
                     outcome,

@@ -1,12 +1,13 @@
 //! Response bodies and headers, exactly as the README's HTTP API section writes them.
 
-use crate::error::GatewayError;
+use crate::error::{GatewayError, UpstreamDetail};
 use crate::pipeline::{Accepted, Delivery, Trail};
 use crate::policy::Decision;
+use crate::tencent::Receipt;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
-use serde_json::json;
+use std::borrow::Cow;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -18,8 +19,14 @@ pub fn request_id(headers: &HeaderMap) -> String {
         .filter(|v| {
             !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("{:032x}", fastrand::u128(..)))
+        .map_or_else(fresh_request_id, str::to_owned)
+}
+
+/// 32 random hex digits.
+fn fresh_request_id() -> String {
+    let mut digits = [0u8; 32];
+    hex::encode_to_slice(fastrand::u128(..).to_be_bytes(), &mut digits).expect("16 bytes are 32 hex digits");
+    digits.iter().map(|&b| char::from(b)).collect()
 }
 
 pub fn status_word(delivery: Delivery) -> &'static str {
@@ -31,11 +38,19 @@ pub fn status_word(delivery: Delivery) -> &'static str {
 }
 
 pub fn text(status: StatusCode, id: &str, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    bytes_with(status, id, content_type, body.into_bytes())
+}
+
+fn json_bytes(status: StatusCode, id: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
+    bytes_with(status, id, "application/json", body)
+}
+
+fn bytes_with(status: StatusCode, id: &str, content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(id) = HeaderValue::from_str(id) {
+    if let Ok(id) = HeaderValue::try_from(id) {
         headers.insert(REQUEST_ID, id);
     }
     response
@@ -45,7 +60,7 @@ pub fn text(status: StatusCode, id: &str, content_type: &'static str, body: Stri
 pub fn empty(status: StatusCode, id: &str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = status;
-    if let Ok(id) = HeaderValue::from_str(id) {
+    if let Ok(id) = HeaderValue::try_from(id) {
         response.headers_mut().insert(REQUEST_ID, id);
     }
     response
@@ -58,39 +73,70 @@ pub fn json(status: StatusCode, id: &str, body: String) -> Response<Full<Bytes>>
 fn rate_limit_headers(response: &mut Response<Full<Bytes>>, decision: Option<&Decision>) {
     if let Some((policy, current)) = decision.and_then(Decision::headers) {
         let headers = response.headers_mut();
-        if let (Ok(policy), Ok(current)) = (HeaderValue::from_str(&policy), HeaderValue::from_str(&current)) {
+        if let (Ok(policy), Ok(current)) = (HeaderValue::try_from(policy), HeaderValue::try_from(current)) {
             headers.insert("ratelimit-policy", policy);
             headers.insert("ratelimit", current);
         }
     }
 }
 
+/// The body of an accepted send.
+#[derive(serde::Serialize)]
+struct AcceptedBody<'a> {
+    status: &'static str,
+    request_id: &'a str,
+    tenant: Option<&'a str>,
+    template_id: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    test_number: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream: Option<&'a Receipt>,
+}
+
+/// The body of a refused request: `{"error": {...}}`.
+#[derive(serde::Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct ErrorDetail<'a> {
+    code: &'static str,
+    message: Cow<'static, str>,
+    request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream: Option<&'a UpstreamDetail>,
+}
+
+fn to_json(body: &impl serde::Serialize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    serde_json::to_writer(&mut out, body).expect("serializing plain structs cannot fail");
+    out
+}
+
+/// The JSON error body of `e`, as every native route writes it.
+pub fn error_body(e: &GatewayError, id: &str) -> Vec<u8> {
+    to_json(&ErrorBody {
+        error: ErrorDetail { code: e.code(), message: e.public_message(), request_id: id, upstream: e.upstream() },
+    })
+}
+
 pub fn accepted(accepted: &Accepted, trail: &Trail, id: &str) -> Response<Full<Bytes>> {
-    let mut body = json!({
-        "status": status_word(accepted.delivery),
-        "request_id": id,
-        "tenant": trail.tenant.as_deref(),
-        "template_id": accepted.template_id,
+    let body = to_json(&AcceptedBody {
+        status: status_word(accepted.delivery),
+        request_id: id,
+        tenant: trail.tenant.as_deref(),
+        template_id: &accepted.template_id,
+        test_number: accepted.delivery == Delivery::TestNumber,
+        upstream: accepted.receipt.as_ref(),
     });
-    if accepted.delivery == Delivery::TestNumber {
-        body["test_number"] = json!(true);
-    }
-    if let Some(receipt) = &accepted.receipt {
-        body["upstream"] =
-            json!({"serial_no": receipt.serial_no, "fee": receipt.fee, "request_id": receipt.request_id});
-    }
-    let mut response = json(StatusCode::OK, id, body.to_string());
+    let mut response = json_bytes(StatusCode::OK, id, body);
     rate_limit_headers(&mut response, trail.limits.as_ref());
     response
 }
 
 pub fn error(e: &GatewayError, id: &str, decision: Option<&Decision>) -> Response<Full<Bytes>> {
-    let mut error = json!({"code": e.code(), "message": e.public_message(), "request_id": id});
-    if let Some(upstream) = e.upstream() {
-        error["upstream"] =
-            json!({"code": upstream.code, "message": upstream.message, "request_id": upstream.request_id});
-    }
-    let mut response = json(e.status(), id, json!({ "error": error }).to_string());
+    let mut response = json_bytes(e.status(), id, error_body(e, id));
     rate_limit_headers(&mut response, decision);
     let headers = response.headers_mut();
     if let Some(seconds) = e.retry_after() {

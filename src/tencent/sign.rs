@@ -62,6 +62,32 @@ pub fn signing_key(secret_key: &str, date: &str, service: &str) -> [u8; 32] {
     hmac(&k_service, b"tc3_request")
 }
 
+/// [`signing_key`], derived once per secret, day and service on each thread: it changes only when the UTC
+/// date does, and deriving it is three of the five HMACs of a signature.
+fn signing_key_cached(secret_key: &str, date: &str, service: &str) -> [u8; 32] {
+    /// Keys held per thread; past this (secrets rotated by many reloads) the cache starts over.
+    const MAX_KEYS: usize = 64;
+    type Keys = Vec<(String, String, String, [u8; 32])>;
+    thread_local! {
+        static KEYS: std::cell::RefCell<Keys> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    KEYS.with_borrow_mut(|keys| {
+        if let Some(entry) = keys.iter_mut().find(|(secret, _, svc, _)| secret == secret_key && svc == service) {
+            if entry.1 != date {
+                entry.1 = date.to_owned();
+                entry.3 = signing_key(secret_key, date, service);
+            }
+            return entry.3;
+        }
+        if keys.len() >= MAX_KEYS {
+            keys.clear();
+        }
+        let key = signing_key(secret_key, date, service);
+        keys.push((secret_key.to_owned(), date.to_owned(), service.to_owned(), key));
+        key
+    })
+}
+
 /// The canonical request of a `POST /` with an empty query: each signed header as `name:value` (names and
 /// values lower-cased and trimmed, names in ascending order), the signed header names `;`-joined, and the
 /// payload hash. Returns the canonical request and the `SignedHeaders` list it covers.
@@ -113,7 +139,7 @@ pub fn sign(secret_id: &str, secret_key: &str, input: &Tc3Input<'_>) -> Tc3Signa
     let canonical_request_hash = sha256_hex(canonical.as_bytes());
     let date = utc_date(input.timestamp);
     let scope = format!("{date}/{}/tc3_request", input.service);
-    let signing_key = signing_key(secret_key, &date, input.service);
+    let signing_key = signing_key_cached(secret_key, &date, input.service);
     let signature = signature_with(&signing_key, &date, input.service, input.timestamp, &canonical_request_hash);
     let authorization =
         format!("{ALGORITHM} Credential={secret_id}/{scope}, SignedHeaders={SIGNED_HEADERS}, Signature={signature}");
@@ -123,6 +149,24 @@ pub fn sign(secret_id: &str, secret_key: &str, input: &Tc3Input<'_>) -> Tc3Signa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_signing_keys_follow_the_date_the_secret_and_the_service() {
+        let input = |timestamp, service| Tc3Input {
+            service,
+            host: "sms.tencentcloudapi.com",
+            content_type: "application/json; charset=utf-8",
+            timestamp,
+            body: b"{}",
+        };
+        // The same thread signs across midnight UTC, with two secrets and two services, each twice.
+        for (timestamp, service) in [(1_700_000_000, "sms"), (1_700_000_000 + 86_400, "sms"), (1_700_000_000, "cvm")] {
+            for secret in ["secret-a", "secret-b", "secret-a"] {
+                let signed = sign("AKID", secret, &input(timestamp, service));
+                assert_eq!(signed.signing_key, signing_key(secret, &utc_date(timestamp), service));
+            }
+        }
+    }
 
     #[test]
     fn vector_v1_tencent_doc_cvm() {
