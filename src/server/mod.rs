@@ -295,7 +295,7 @@ impl Gateway {
             response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
         }
         if trail.replayed {
-            response.headers_mut().insert("idempotent-replayed", http::HeaderValue::from_static("true"));
+            response.headers_mut().insert(respond::IDEMPOTENT_REPLAYED, http::HeaderValue::from_static("true"));
         }
         self.record(route, &result, &trail, &id, started);
         response
