@@ -109,13 +109,14 @@ fn cross_tenant_and_range_checks() {
 
 #[test]
 fn redis_backend_and_test_numbers_compile() {
-    use smsgate::config::{LimitsBackend, OnError};
+    use smsgate::config::{LimitsBackend, OnError, RedisTarget};
     let yaml = format!(
         "limits_backend:\n  kind: redis\n  url: redis://127.0.0.1:6390\n  on_error: deny\n  timeout: 20ms\n{GOOD}    test_numbers: {{\"+8613800000000\": \"123456\"}}\n"
     );
     let config = Config::from_yaml(&yaml, Path::new("gw.yaml"), &env()).unwrap_or_else(|e| panic!("{e}"));
     match &config.limits_backend {
-        LimitsBackend::Redis { url, on_error, timeout } => {
+        LimitsBackend::Redis { connect, on_error, timeout } => {
+            let RedisTarget::Node(url) = &connect.target else { panic!("{connect:?}") };
             assert_eq!(url.expose(), "redis://127.0.0.1:6390");
             assert_eq!((*on_error, timeout.as_millis()), (OnError::Deny, 20));
         }
