@@ -406,6 +406,9 @@ tenants:
   acme:
     tokens: ["token-for-acme-00001"]
     conversion: {}
+    protection:
+      - { name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 3, min_conversion: 0.5, block_for: 30m }
+      - { name: country, key: country, window: 1h, min_sends: 3, min_conversion: 0.5, block_for: 30m }
     tencent: { accessKeyId: a, accessKeySecret: secret-b, sdkAppId: "1", region: ap-guangzhou,
                templates: [{ usageType: Generic, templateCode: "1" }] }
 "#,
@@ -421,6 +424,46 @@ tenants:
             [number_key(tenant, &hmac), receipt_key(tenant, "2019:0"), blocks_key(tenant), stat_key(tenant, 1, 2)]
         {
             assert!(key.starts_with("smsgate:{acme}:fb:"), "{key}");
+        }
+    }
+
+    /// Every script call and pipeline of the feedback loop keeps all its keys under the tenant's tag.
+    #[test]
+    fn every_call_keeps_its_keys_in_one_slot() {
+        use crate::policy::{hash_tag, one_slot, pipeline_keys};
+        let config = crate::Config::from_yaml(
+            r#"
+tenants:
+  acme:
+    tokens: ["token-for-acme-00001"]
+    conversion: {}
+    protection:
+      - { name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 3, min_conversion: 0.5, block_for: 30m }
+      - { name: country, key: country, window: 1h, min_sends: 3, min_conversion: 0.5, block_for: 30m }
+    tencent: { accessKeyId: a, accessKeySecret: secret-b, sdkAppId: "1", region: ap-guangzhou,
+               templates: [{ usageType: Generic, templateCode: "1" }] }
+"#,
+            std::path::Path::new("t.yaml"),
+            &std::collections::HashMap::new(),
+        )
+        .unwrap();
+        let tenant = config.tenant("acme").unwrap();
+        let conversion = tenant.conversion.as_ref().expect("conversion configured");
+        let source = KeySource { country: *b"CN", stem: 861380013, stem_len: 9 };
+        let send = SendInfo { at_ms: 1_000, source, serial: "2019:1".into(), request_id: "r1".into() };
+        let calls = [
+            record_call(tenant, conversion, &source, 8613800138000, "r1", "2019:1", 5_000),
+            convert_call(tenant, conversion, 8613800138000, Some("r1"), 5_000),
+            count_conversion_call(tenant, conversion, &[send.clone(), send]),
+        ];
+        for call in &calls {
+            assert!(call.keys().iter().all(|k| hash_tag(k.as_bytes()) == b"acme"), "{:?}", call.keys());
+        }
+        assert_eq!(calls[0].keys().len(), 3 + tenant.protection.len());
+        for pipe in [receipts_pipeline(tenant, &[("2019:1", 1), ("2019:2", 2)]), lift_pipeline(tenant, 1, 2)] {
+            let keys = pipeline_keys(&pipe);
+            assert!(keys.len() >= 2 && one_slot(&keys), "{keys:?}");
+            assert!(keys.iter().all(|k| hash_tag(k) == b"acme"), "{keys:?}");
         }
     }
 }
