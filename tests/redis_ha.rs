@@ -23,6 +23,10 @@ fn token(tenant: usize) -> String {
 
 /// Tenants `t0`..`t11`, each limiting a number to `LIMIT` an hour, on the given `limits_backend` body.
 fn config(backend: &str) -> smsgate::config::Config {
+    compile(&yaml(backend))
+}
+
+fn yaml(backend: &str) -> String {
     let mut yaml = format!("limits_backend:\n  kind: redis\n  on_error: deny\n  timeout: 300ms\n{backend}tenants:\n");
     for t in 0..TENANTS {
         yaml.push_str(&format!(
@@ -37,7 +41,27 @@ fn config(backend: &str) -> smsgate::config::Config {
             token = token(t)
         ));
     }
-    compile(&yaml)
+    yaml
+}
+
+/// `smsgate explain` (the real binary) for tenant `t`'s flooded number: it reads the live shared counts.
+fn explain(backend: &str, t: usize) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, yaml(backend)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_smsgate"))
+        .args(["explain", "--tenant", &format!("t{t}"), "--phone", "+8613800138000", "--usage", "SignIn", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A gateway whose frozen clock reads the wall clock's now, so `smsgate explain` (on the real clock) reads
+/// the same live counts seconds later.
+async fn start(config: smsgate::config::Config) -> TestGateway {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    TestGateway::start_at(config, now).await
 }
 
 fn list(urls: &[String]) -> String {
@@ -152,8 +176,8 @@ async fn cluster_two_gateways_share_quotas_through_a_slot_move() {
     assert_eq!(by_owner.len(), 3, "tenants spread over the 3 primaries: {by_owner:?}");
     // Two seeds: the rest of the topology is discovered.
     let backend = format!("  cluster: [{}]\n", list(&cluster.seeds()[..2]));
-    let a = TestGateway::start(config(&backend)).await;
-    let b = TestGateway::start(config(&backend)).await;
+    let a = start(config(&backend)).await;
+    let b = start(config(&backend)).await;
     let mut load = Load::new();
     for _ in 0..3 {
         load.round(&a, &b).await;
@@ -195,6 +219,10 @@ async fn cluster_two_gateways_share_quotas_through_a_slot_move() {
     assert_eq!(load.admitted, vec![LIMIT; TENANTS], "503s during the move: {}", load.unavailable);
     let one_more: Vec<u16> = futures_join((0..TENANTS).map(|t| send(&a, t)).collect()).await;
     assert!(one_more.iter().all(|&s| s == 429), "{one_more:?}");
+    for t in [0, 7] {
+        let text = explain(&backend, t);
+        assert!(text.contains(&format!("policy     hourly: {LIMIT} per 3600s: deny")), "{text}");
+    }
     // The moved tenant's keys live on the new primary now.
     let keys: Vec<String> = cluster.nodes[to].query(&["CLUSTER", "GETKEYSINSLOT", &slot.to_string(), "10"]).unwrap();
     assert!(keys.iter().any(|k| k.starts_with("smsgate:{t0}:")), "{keys:?}");
@@ -205,8 +233,8 @@ async fn cluster_primary_killed_mid_load_fails_over_within_the_bound() {
     let Some(mut cluster) = RedisCluster::start() else { return };
     let by_owner = spread(&cluster);
     let backend = format!("  cluster: [{}]\n", list(&cluster.seeds()));
-    let a = TestGateway::start(config(&backend)).await;
-    let b = TestGateway::start(config(&backend)).await;
+    let a = start(config(&backend)).await;
+    let b = start(config(&backend)).await;
     let mut load = Load::new();
     for _ in 0..3 {
         load.round(&a, &b).await;
@@ -224,7 +252,8 @@ async fn cluster_primary_killed_mid_load_fails_over_within_the_bound() {
         assert!(started.elapsed() < Duration::from_secs(3), "a round took {:?}", started.elapsed());
     }
     let cluster = cluster.await.unwrap();
-    assert!(cluster.nodes.iter().filter(|n| n.is_running()).count() == 5);
+    assert_eq!(cluster.nodes.iter().filter(|n| n.is_running()).count(), 5);
+    assert!(load.unavailable > 0, "the primary's death was seen");
     for gateway in [&a, &b] {
         wait_for_mode(gateway, "redis").await;
         assert!(gauge(gateway).await.contains("mode=\"redis\""), "{}", gauge(gateway).await);
@@ -255,8 +284,8 @@ async fn cluster_primary_killed_mid_load_fails_over_within_the_bound() {
 async fn sentinel_primary_killed_mid_load_gateways_follow_the_promoted_replica() {
     let Some(mut set) = RedisSentinel::start() else { return };
     let backend = format!("  sentinel: {{ master: {}, nodes: [{}] }}\n", RedisSentinel::MASTER, list(&set.urls()));
-    let a = TestGateway::start(config(&backend)).await;
-    let b = TestGateway::start(config(&backend)).await;
+    let a = start(config(&backend)).await;
+    let b = start(config(&backend)).await;
     let mut load = Load::new();
     for _ in 0..3 {
         load.round(&a, &b).await;
@@ -293,6 +322,12 @@ async fn sentinel_primary_killed_mid_load_gateways_follow_the_promoted_replica()
     for t in 0..TENANTS {
         assert!(load.admitted[t].abs_diff(LIMIT) <= 2, "tenant t{t}: {} admitted", load.admitted[t]);
     }
+    // explain reads the live count: spent, or within the bound of it.
+    let text = explain(&backend, 4);
+    let policy =
+        text.lines().find(|l| l.starts_with("policy     hourly: 12 per 3600s: ")).unwrap_or_else(|| panic!("{text}"));
+    let left = policy.split(", ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse::<u32>().ok());
+    assert!(policy.ends_with(": deny") || left.is_some_and(|n| n < 2), "{policy}");
     // The promoted replica holds the state now.
     let keys: Vec<String> = set.replica.query(&["KEYS", "smsgate:*"]).unwrap();
     assert!(keys.iter().any(|k| k.starts_with("smsgate:{t3}:")), "{keys:?}");
@@ -305,8 +340,8 @@ async fn tls_with_the_configured_ca_and_refused_without_it() {
     let Some(server) = RedisServer::start_tls(&ca, dir.path()) else { return };
     assert!(server.url().starts_with("rediss://"));
     let backend = format!("  url: {}\n  tls: {{ ca_file: \"{}\" }}\n", server.url(), ca.pem_path.display());
-    let a = TestGateway::start(config(&backend)).await;
-    let b = TestGateway::start(config(&backend)).await;
+    let a = start(config(&backend)).await;
+    let b = start(config(&backend)).await;
     let mut load = Load::new();
     for _ in 0..(LIMIT / 2 + 1) {
         load.round(&a, &b).await;
@@ -315,7 +350,7 @@ async fn tls_with_the_configured_ca_and_refused_without_it() {
     let keys: Vec<String> = server.query(&["KEYS", "smsgate:{t5}:*"]).unwrap();
     assert!(!keys.is_empty());
     // Without the CA the server's certificate is not trusted: no Redis, so `deny` refuses.
-    let untrusted = TestGateway::start(config(&format!("  url: {}\n", server.url()))).await;
+    let untrusted = start(config(&format!("  url: {}\n", server.url()))).await;
     assert_eq!(send(&untrusted, 1).await, 503);
     assert_eq!(mode(&untrusted).await, "unavailable");
 }
