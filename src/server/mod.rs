@@ -86,9 +86,9 @@ impl Gateway {
     pub fn new(config: Config, clock: SharedClock) -> Gateway {
         crate::phone::Phone::warm_up();
         let metrics = Metrics::default();
-        // `compile` has opened the same URL already, so this cannot fail on a compiled config.
+        // `compile` has parsed the same URLs and CA already, so this cannot fail on a compiled config.
         let limiter = Limiter::from_backend(&config.limits_backend, clock.clone())
-            .expect("limits_backend.url was validated by compile");
+            .expect("limits_backend was validated by compile");
         let tencent = TencentClient::new(clock.clone(), metrics.tencent.clone());
         let services = Services::observed(limiter, tencent, clock, metrics.feedback.clone());
         services.feedback.configure(&config);
