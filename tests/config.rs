@@ -108,14 +108,64 @@ fn cross_tenant_and_range_checks() {
 }
 
 #[test]
+fn redis_cluster_sentinel_and_tls_keys_are_checked() {
+    use smsgate::config::{LimitsBackend, RedisTarget};
+    let backend = |body: &str| format!("limits_backend:\n  kind: redis\n{body}{GOOD}");
+    let errs = errors(&backend("  url: redis://a:1\n  cluster: [\"redis://b:1\"]\n"));
+    assert!(
+        errs.iter().any(|e| e.ends_with("limits_backend: give exactly one of url, cluster and sentinel")),
+        "{errs:#?}"
+    );
+    let errs =
+        errors(&backend("  cluster: [\"redis://:hunter2@a:1\", \"rediss://:hunter2@b:1\", \"http://:hunter2@c\"]\n"));
+    assert!(errs.iter().any(|e| e.ends_with("limits_backend.cluster[2]: expected a URL like redis://127.0.0.1:6379 or rediss://…")), "{errs:#?}");
+    assert!(errs.iter().any(|e| e.ends_with("limits_backend.cluster: mixes redis:// and rediss://: use one scheme for every node")), "{errs:#?}");
+    assert!(errs.iter().all(|e| !e.contains("hunter2")), "URLs may hold passwords: {errs:#?}");
+    let errs = errors(&backend("  cluster: []\n"));
+    assert!(errs[0].ends_with("limits_backend.cluster: must name at least one node"), "{errs:#?}");
+    let errs = errors(&backend("  cluster: [\"redis+unix:///tmp/r.sock\"]\n"));
+    assert!(errs[0].contains("limits_backend.cluster[0]: expected a URL"), "{errs:#?}");
+    let errs = errors(&backend("  sentinel: { master: mymaster, nodes: [\"redis://s1:26379\"], color: red }\n"));
+    assert!(errs.iter().any(|e| e.contains("limits_backend.sentinel.color: unknown key")), "{errs:#?}");
+    let errs = errors(&backend("  sentinel: { master: \"\", nodes: [\"redis://s1:26379\"] }\n"));
+    assert!(errs[0].ends_with("limits_backend.sentinel.master: must not be empty"), "{errs:#?}");
+    let errs = errors(&backend("  url: redis://a:1\n  tls: { ca_file: /nonexistent/ca.pem }\n"));
+    assert!(errs.iter().any(|e| e.ends_with("limits_backend.tls: applies to rediss:// URLs only")), "{errs:#?}");
+    assert!(errs.iter().any(|e| e.contains("limits_backend.tls.ca_file: cannot read the CA file")), "{errs:#?}");
+    let errs = errors(&backend("  url: rediss://a:1\n  tls: { ca_file: /etc/hostname, verify: no }\n"));
+    assert!(errs.iter().any(|e| e.contains("limits_backend.tls.verify: unknown key")), "{errs:#?}");
+    let errs = errors(&format!("limits_backend:\n  kind: memory\n  cluster: [\"redis://a:1\"]\n{GOOD}"));
+    assert!(errs[0].ends_with("limits_backend.cluster: applies to kind: redis only"), "{errs:#?}");
+
+    let config = Config::from_yaml(
+        &backend(
+            "  sentinel: { master: mymaster, nodes: [\"redis://s1:26379\", \"redis://s2:26379\"], password: pw }\n",
+        ),
+        Path::new("gw.yaml"),
+        &env(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let LimitsBackend::Redis { connect, .. } = &config.limits_backend else { panic!() };
+    let RedisTarget::Sentinel { master, nodes, password, .. } = &connect.target else { panic!("{connect:?}") };
+    assert_eq!((master.as_str(), nodes.len(), password.as_ref().map(|p| p.expose())), ("mymaster", 2, Some("pw")));
+    assert!(!format!("{connect:?}").contains("s1:26379"), "URLs are secrets in Debug too");
+    let config =
+        Config::from_yaml(&backend("  cluster: [\"redis://a:1\", \"redis://b:1\"]\n"), Path::new("gw.yaml"), &env())
+            .unwrap_or_else(|e| panic!("{e}"));
+    let LimitsBackend::Redis { connect, .. } = &config.limits_backend else { panic!() };
+    assert!(matches!(&connect.target, RedisTarget::Cluster(seeds) if seeds.len() == 2));
+}
+
+#[test]
 fn redis_backend_and_test_numbers_compile() {
-    use smsgate::config::{LimitsBackend, OnError};
+    use smsgate::config::{LimitsBackend, OnError, RedisTarget};
     let yaml = format!(
         "limits_backend:\n  kind: redis\n  url: redis://127.0.0.1:6390\n  on_error: deny\n  timeout: 20ms\n{GOOD}    test_numbers: {{\"+8613800000000\": \"123456\"}}\n"
     );
     let config = Config::from_yaml(&yaml, Path::new("gw.yaml"), &env()).unwrap_or_else(|e| panic!("{e}"));
     match &config.limits_backend {
-        LimitsBackend::Redis { url, on_error, timeout } => {
+        LimitsBackend::Redis { connect, on_error, timeout } => {
+            let RedisTarget::Node(url) = &connect.target else { panic!("{connect:?}") };
             assert_eq!(url.expose(), "redis://127.0.0.1:6390");
             assert_eq!((*on_error, timeout.as_millis()), (OnError::Deny, 20));
         }

@@ -30,7 +30,7 @@ const LIMIT_PERIOD_RANGE: (Duration, Duration) = (Duration::from_secs(1), Durati
 const INSTRUCTION_RANGE: (u64, u64) = (1_000, 100_000_000);
 const MEMORY_RANGE: (usize, usize) = (64 << 10, 64 << 20);
 const TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(120));
-const REDIS_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(10));
+pub(super) const REDIS_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(10));
 /// The limiter keeps TATs as whole milliseconds ahead of now, at most ~30 days (see policy/memory.rs).
 const MAX_LIMIT: u32 = 1_000_000;
 
@@ -107,7 +107,7 @@ pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, V
     // Scripts resolve relative to the config file's folder.
     let base_dir = source.parent().unwrap_or(Path::new(""));
     let server = compile_server(&mut c, &raw.server);
-    let limits_backend = compile_backend(&mut c, &raw.limits_backend);
+    let limits_backend = super::redis::compile_backend(&mut c, &raw.limits_backend, base_dir);
 
     if raw.tenants.is_empty() {
         c.problem("tenants", "define at least one tenant");
@@ -238,54 +238,6 @@ fn compile_server(c: &mut Compiler, raw: &RawServer) -> ServerSettings {
         tencent_listen,
         workers,
         max_remembered_sends,
-    }
-}
-
-fn compile_backend(c: &mut Compiler, raw: &RawLimitsBackend) -> LimitsBackend {
-    let kind = raw.kind.as_ref().and_then(|k| c.text("limits_backend.kind", k));
-    match kind.as_deref() {
-        None | Some("memory") => {
-            for (key, value) in [("url", &raw.url), ("on_error", &raw.on_error), ("timeout", &raw.timeout)] {
-                if value.is_some() {
-                    c.problem(format!("limits_backend.{key}"), "applies to kind: redis only");
-                }
-            }
-            LimitsBackend::Memory
-        }
-        Some("redis") => {
-            let url = match &raw.url {
-                Some(url) => c.required("limits_backend.url", url),
-                None => Some("redis://127.0.0.1:6379".to_owned()),
-            };
-            let url = url.filter(|url| {
-                // Never echo the URL: it may carry a password.
-                let ok = redis::Client::open(url.as_str()).is_ok();
-                if !ok {
-                    c.problem("limits_backend.url", "expected a URL like redis://127.0.0.1:6379 or rediss://…");
-                }
-                ok
-            });
-            let on_error = match raw.on_error.as_ref().and_then(|s| c.text("limits_backend.on_error", s)).as_deref() {
-                None | Some("local") => OnError::Local,
-                Some("allow") => OnError::Allow,
-                Some("deny") => OnError::Deny,
-                Some(_) => {
-                    c.problem("limits_backend.on_error", "expected local, allow or deny");
-                    OnError::Local
-                }
-            };
-            let timeout = c.duration(
-                "limits_backend.timeout",
-                raw.timeout.as_ref(),
-                Duration::from_millis(50),
-                REDIS_TIMEOUT_RANGE,
-            );
-            LimitsBackend::Redis { url: Secret::new(url.unwrap_or_default()), on_error, timeout }
-        }
-        Some(_) => {
-            c.problem("limits_backend.kind", "expected memory or redis");
-            LimitsBackend::Memory
-        }
     }
 }
 

@@ -12,6 +12,7 @@ mod interp;
 mod locate;
 mod model;
 mod raw;
+mod redis;
 mod secret;
 mod tokens;
 mod yaml;

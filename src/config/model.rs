@@ -72,12 +72,49 @@ pub struct ServerSettings {
 pub enum LimitsBackend {
     Memory,
     Redis {
-        /// May hold a password, so it is a secret.
-        url: Secret,
+        /// Where Redis is and how to reach it.
+        connect: RedisConnect,
         on_error: OnError,
         /// Bound on one Redis call, connecting included.
         timeout: Duration,
     },
+}
+
+/// How the redis backend reaches Redis: the topology, and the CA of `rediss://` servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConnect {
+    pub target: RedisTarget,
+    /// PEM certificates of `tls.ca_file`, trusted for `rediss://` instead of the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl RedisConnect {
+    /// One node at `url`, the system's roots for `rediss://`.
+    pub fn node(url: &str) -> RedisConnect {
+        RedisConnect { target: RedisTarget::Node(Secret::new(url)), ca_pem: None }
+    }
+}
+
+/// Where Redis is. URLs may hold a password, so they are secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// `url:`, a single primary.
+    Node(Secret),
+    /// `cluster:`, seed nodes of a Redis Cluster; the rest of the topology is discovered.
+    Cluster(Vec<Secret>),
+    /// `sentinel:`, the primary named `master` as the sentinels at `nodes` report it.
+    Sentinel { master: String, nodes: Vec<Secret>, username: Option<String>, password: Option<Secret> },
+}
+
+impl RedisTarget {
+    /// `node`, `cluster` or `sentinel`, for logs and `explain`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RedisTarget::Node(_) => "node",
+            RedisTarget::Cluster(_) => "cluster",
+            RedisTarget::Sentinel { .. } => "sentinel",
+        }
+    }
 }
 
 /// What the redis backend does while Redis is unreachable or slower than its time-out.

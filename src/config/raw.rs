@@ -45,9 +45,33 @@ pub struct RawServer {
 #[serde(deny_unknown_fields)]
 pub struct RawLimitsBackend {
     pub kind: Option<Scalar>,
+    /// One Redis node (the primary).
     pub url: Option<Scalar>,
+    /// Seed nodes of a Redis Cluster.
+    pub cluster: Option<Vec<Scalar>>,
+    /// A primary watched by Sentinel.
+    pub sentinel: Option<RawSentinel>,
+    /// `tls: {ca_file: path}`: the CA that signs the Redis servers' certificates (`rediss://`).
+    pub tls: Option<RawRedisTls>,
     pub on_error: Option<Scalar>,
     pub timeout: Option<Scalar>,
+}
+
+/// `sentinel: {master: mymaster, nodes: [redis://s1:26379, ...], password: ...}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSentinel {
+    pub master: Scalar,
+    pub nodes: Vec<Scalar>,
+    /// Credentials of the primary (those in the node URLs are the sentinels').
+    pub username: Option<Scalar>,
+    pub password: Option<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedisTls {
+    pub ca_file: Scalar,
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,7 +17,7 @@
 
 use super::sends::SendInfo;
 use crate::config::{ConversionSettings, ProtectionRule, Tenant};
-use crate::policy::{RedisError, RedisStore};
+use crate::policy::{Call, RedisError, RedisStore};
 use crate::protection::{Event, KeySource};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -190,10 +190,8 @@ fn step_ms(rule: &ProtectionRule, conversion: &ConversionSettings) -> u64 {
     (conversion.window.as_millis() as u64 / 4).max(window / 64).max(1000)
 }
 
-/// Records an accepted send and judges its keys; the trips and lifts it caused.
-#[allow(clippy::too_many_arguments)]
-pub async fn record(
-    store: &RedisStore,
+/// The call that records a send and judges its keys.
+fn record_call(
     tenant: &Tenant,
     conversion: &ConversionSettings,
     source: &KeySource,
@@ -201,13 +199,13 @@ pub async fn record(
     request_id: &str,
     serial: &str,
     now: u64,
-) -> Result<Vec<Event>, RedisError> {
+) -> Call<'static> {
     let hmac = number_hmac(tenant, digits);
     let stored = serde_json::to_string(&Stored { source: *source, s: serial.to_owned(), r: request_id.to_owned() })
         .expect("serializes");
     let record = format!("{now}:0:{}:{stored}", request_hash(request_id));
     let remember = conversion.remember_for.as_millis() as u64;
-    let mut invocation = RECORD.prepare_invoke();
+    let mut invocation = Call::new(&RECORD);
     invocation.key(number_key(tenant, &hmac)).key(receipt_key(tenant, serial)).key(blocks_key(tenant));
     invocation.arg(now).arg(remember).arg(record);
     invocation.arg(if serial.is_empty() { String::new() } else { format!("{hmac}:{now}:{stored}") });
@@ -226,6 +224,22 @@ pub async fn record(
             .arg(now / step);
     }
     invocation.arg(PER_NUMBER);
+    invocation
+}
+
+/// Records an accepted send and judges its keys; the trips and lifts it caused.
+#[allow(clippy::too_many_arguments)]
+pub async fn record(
+    store: &RedisStore,
+    tenant: &Tenant,
+    conversion: &ConversionSettings,
+    source: &KeySource,
+    digits: u64,
+    request_id: &str,
+    serial: &str,
+    now: u64,
+) -> Result<Vec<Event>, RedisError> {
+    let invocation = record_call(tenant, conversion, source, digits, request_id, serial, now);
     let out: Vec<String> = store.run_script(invocation).await?;
     let mut events = Vec::new();
     for line in out {
@@ -264,11 +278,7 @@ pub async fn convert(
     request_id: Option<&str>,
     now: u64,
 ) -> Result<(usize, Vec<SendInfo>), RedisError> {
-    let hmac = number_hmac(tenant, digits);
-    let mut invocation = CONVERT.prepare_invoke();
-    invocation.key(number_key(tenant, &hmac));
-    invocation.arg(now).arg(conversion.window.as_millis() as u64).arg(request_id.map(request_hash).unwrap_or_default());
-    let out: Vec<String> = store.run_script(invocation).await?;
+    let out: Vec<String> = store.run_script(convert_call(tenant, conversion, digits, request_id, now)).await?;
     let found = out.first().and_then(|n| n.parse().ok()).unwrap_or(0);
     let converted: Vec<SendInfo> = out
         .iter()
@@ -280,16 +290,34 @@ pub async fn convert(
         })
         .collect();
     if !tenant.protection.is_empty() && !converted.is_empty() {
-        let mut invocation = COUNT_CONVERSION.prepare_invoke();
-        for send in &converted {
-            for rule in &tenant.protection {
-                invocation.key(stat_key(tenant, rule.id, send.source.key(rule.key)));
-                invocation.arg(send.at_ms / step_ms(rule, conversion));
-            }
-        }
-        store.run_script::<i64>(invocation).await?;
+        store.run_script::<i64>(count_conversion_call(tenant, conversion, &converted)).await?;
     }
     Ok((found, converted))
+}
+
+fn convert_call(
+    tenant: &Tenant,
+    conversion: &ConversionSettings,
+    digits: u64,
+    request_id: Option<&str>,
+    now: u64,
+) -> Call<'static> {
+    let hmac = number_hmac(tenant, digits);
+    let mut invocation = Call::new(&CONVERT);
+    invocation.key(number_key(tenant, &hmac));
+    invocation.arg(now).arg(conversion.window.as_millis() as u64).arg(request_id.map(request_hash).unwrap_or_default());
+    invocation
+}
+
+fn count_conversion_call(tenant: &Tenant, conversion: &ConversionSettings, converted: &[SendInfo]) -> Call<'static> {
+    let mut invocation = Call::new(&COUNT_CONVERSION);
+    for send in converted {
+        for rule in &tenant.protection {
+            invocation.key(stat_key(tenant, rule.id, send.source.key(rule.key)));
+            invocation.arg(send.at_ms / step_ms(rule, conversion));
+        }
+    }
+    invocation
 }
 
 /// The sends delivery receipts name, in order: `(SerialNo, E.164 digits)` -> the send, when this tenant made
@@ -302,13 +330,7 @@ pub async fn receipts(
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
-    let mut pipe = redis::pipe();
-    let mut get = redis::cmd("MGET");
-    for (serial, _) in wanted {
-        get.arg(receipt_key(tenant, serial));
-    }
-    pipe.add_command(get);
-    let (values,): (Vec<Option<String>>,) = store.run_pipeline(pipe).await?;
+    let (values,): (Vec<Option<String>>,) = store.run_pipeline(receipts_pipeline(tenant, wanted)).await?;
     Ok(values
         .into_iter()
         .zip(wanted)
@@ -321,6 +343,17 @@ pub async fn receipts(
         .collect())
 }
 
+/// One `MGET` of the receipt keys (all under the tenant's tag: one slot).
+fn receipts_pipeline(tenant: &Tenant, wanted: &[(&str, u64)]) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    let mut get = redis::cmd("MGET");
+    for (serial, _) in wanted {
+        get.arg(receipt_key(tenant, serial));
+    }
+    pipe.add_command(get);
+    pipe
+}
+
 /// The tenant's live blocks `(rule id, key, until)` and, when `expire`, the ended ones this call deleted
 /// (each is returned to exactly one caller, which logs the lift).
 pub async fn blocks(
@@ -329,7 +362,7 @@ pub async fn blocks(
     now: u64,
     expire: bool,
 ) -> Result<(Vec<(u64, u64, u64)>, Vec<(u64, u64)>), RedisError> {
-    let mut invocation = BLOCKS.prepare_invoke();
+    let mut invocation = Call::new(&BLOCKS);
     invocation.key(blocks_key(tenant)).arg(now).arg(if expire { "1" } else { "0" });
     let out: Vec<String> = store.run_script(invocation).await?;
     let (mut live, mut lifted) = (Vec::new(), Vec::new());
@@ -348,11 +381,15 @@ pub async fn blocks(
 
 /// Lifts a block (an operator's call) and starts the key afresh; whether a block was there.
 pub async fn lift(store: &RedisStore, tenant: &Tenant, rule: u64, key: u64) -> Result<bool, RedisError> {
+    let (removed,): (i64,) = store.run_pipeline(lift_pipeline(tenant, rule, key)).await?;
+    Ok(removed > 0)
+}
+
+fn lift_pipeline(tenant: &Tenant, rule: u64, key: u64) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     pipe.cmd("HDEL").arg(blocks_key(tenant)).arg(field(rule, key));
     pipe.cmd("DEL").arg(stat_key(tenant, rule, key)).ignore();
-    let (removed,): (i64,) = store.run_pipeline(pipe).await?;
-    Ok(removed > 0)
+    pipe
 }
 
 #[cfg(test)]
@@ -369,6 +406,9 @@ tenants:
   acme:
     tokens: ["token-for-acme-00001"]
     conversion: {}
+    protection:
+      - { name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 3, min_conversion: 0.5, block_for: 30m }
+      - { name: country, key: country, window: 1h, min_sends: 3, min_conversion: 0.5, block_for: 30m }
     tencent: { accessKeyId: a, accessKeySecret: secret-b, sdkAppId: "1", region: ap-guangzhou,
                templates: [{ usageType: Generic, templateCode: "1" }] }
 "#,
@@ -384,6 +424,46 @@ tenants:
             [number_key(tenant, &hmac), receipt_key(tenant, "2019:0"), blocks_key(tenant), stat_key(tenant, 1, 2)]
         {
             assert!(key.starts_with("smsgate:{acme}:fb:"), "{key}");
+        }
+    }
+
+    /// Every script call and pipeline of the feedback loop keeps all its keys under the tenant's tag.
+    #[test]
+    fn every_call_keeps_its_keys_in_one_slot() {
+        use crate::policy::{hash_tag, one_slot, pipeline_keys};
+        let config = crate::Config::from_yaml(
+            r#"
+tenants:
+  acme:
+    tokens: ["token-for-acme-00001"]
+    conversion: {}
+    protection:
+      - { name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 3, min_conversion: 0.5, block_for: 30m }
+      - { name: country, key: country, window: 1h, min_sends: 3, min_conversion: 0.5, block_for: 30m }
+    tencent: { accessKeyId: a, accessKeySecret: secret-b, sdkAppId: "1", region: ap-guangzhou,
+               templates: [{ usageType: Generic, templateCode: "1" }] }
+"#,
+            std::path::Path::new("t.yaml"),
+            &std::collections::HashMap::new(),
+        )
+        .unwrap();
+        let tenant = config.tenant("acme").unwrap();
+        let conversion = tenant.conversion.as_ref().expect("conversion configured");
+        let source = KeySource { country: *b"CN", stem: 861380013, stem_len: 9 };
+        let send = SendInfo { at_ms: 1_000, source, serial: "2019:1".into(), request_id: "r1".into() };
+        let calls = [
+            record_call(tenant, conversion, &source, 8613800138000, "r1", "2019:1", 5_000),
+            convert_call(tenant, conversion, 8613800138000, Some("r1"), 5_000),
+            count_conversion_call(tenant, conversion, &[send.clone(), send]),
+        ];
+        for call in &calls {
+            assert!(call.keys().iter().all(|k| hash_tag(k.as_bytes()) == b"acme"), "{:?}", call.keys());
+        }
+        assert_eq!(calls[0].keys().len(), 3 + tenant.protection.len());
+        for pipe in [receipts_pipeline(tenant, &[("2019:1", 1), ("2019:2", 2)]), lift_pipeline(tenant, 1, 2)] {
+            let keys = pipeline_keys(&pipe);
+            assert!(keys.len() >= 2 && one_slot(&keys), "{keys:?}");
+            assert!(keys.iter().all(|k| hash_tag(k) == b"acme"), "{keys:?}");
         }
     }
 }

@@ -72,8 +72,10 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, GatewayError> {
 }
 
 /// The `Idempotency-Key` header, when it is a sane token (1 to 128 visible ASCII characters).
+const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
+
 pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, GatewayError> {
-    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let Some(value) = headers.get(&IDEMPOTENCY_KEY) else { return Ok(None) };
     match value.to_str() {
         Ok(key) if !key.is_empty() && key.len() <= 128 && key.bytes().all(|b| b.is_ascii_graphic()) => {
             Ok(Some(key.to_owned()))

@@ -5,12 +5,13 @@
 //! decisions are written into Redis when it returns). Also renders the IETF `RateLimit` / `RateLimit-Policy`
 //! headers.
 
+mod connect;
 mod gcra;
 mod memory;
 mod redis;
 pub mod spend;
 
-pub use self::redis::{key_name, RedisError, RedisStore, Stored};
+pub use self::redis::{hash_tag, key_name, one_slot, pipeline_keys, Call, RedisError, RedisStore, Stored};
 pub use gcra::{Gcra, RuleVerdict, GIVE_BACK_WINDOW_MS};
 pub use memory::{Check, MemoryStore};
 
@@ -178,7 +179,7 @@ impl RedisLink {
     /// Records a failure: the first one switches the mode and starts the probe that switches it back.
     fn failed(self: &Arc<Self>, error: &RedisError) {
         if self.healthy.swap(false, Ordering::SeqCst) {
-            tracing::error!(error = %error, mode = self.degraded_mode().as_str(), "limiter: redis unavailable, switching mode");
+            tracing::error!(error = %error, topology = self.store.kind(), mode = self.degraded_mode().as_str(), "limiter: redis unavailable, switching mode");
         }
         if self.probing.swap(true, Ordering::SeqCst) {
             return;
@@ -288,8 +289,8 @@ impl Limiter {
         let memory = Arc::new(MemoryStore::default());
         match backend {
             LimitsBackend::Memory => Ok(Limiter::new(memory, clock)),
-            LimitsBackend::Redis { url, on_error, timeout } => {
-                let store = RedisStore::new(url.expose(), *timeout)?;
+            LimitsBackend::Redis { connect, on_error, timeout } => {
+                let store = RedisStore::connect(connect, *timeout)?;
                 let link = RedisLink {
                     store,
                     on_error: *on_error,

@@ -8,13 +8,20 @@
 //! state sits on one Cluster shard; tenants spread over shards. Each key expires when its TAT passes, so
 //! Redis holds state only for keys with live quota.
 //!
+//! The same calls run on one node, a Cluster or a Sentinel-watched primary (`connect.rs`): every call's keys
+//! share one hash tag ([`Call`] and [`RedisStore::run_pipeline`] check it in debug builds), so a Cluster
+//! routes it whole to the shard that owns the tenant. A call is never re-sent by this module; the Cluster
+//! client re-sends it after a refusal that proves the script did not run (`MOVED`, `ASK`, `TRYAGAIN`) or after
+//! its connection dropped, which is the one case where a decision can count twice (README: "Failover").
+//!
 //! Time comes from the gateway (unix milliseconds, passed as an argument), not from Redis `TIME`: it keeps
 //! tests deterministic and the two backends comparable. Replicas therefore need synchronized clocks (NTP);
 //! a skew of δ lets a key admit at most about δ / interval early requests when replicas alternate.
 
+use super::connect::{Connection, Topology};
 use super::gcra::GIVE_BACK_WINDOW_MS;
 use super::memory::Check;
-use redis::aio::MultiplexedConnection;
+use crate::config::RedisConnect;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -179,22 +186,96 @@ pub struct Stored {
     pub seq: Option<u64>,
 }
 
+/// A script call being built, with its keys kept: every key of one call must share the tenant's hash tag
+/// (one Cluster slot), which [`RedisStore::run_script`] asserts in debug builds and the unit tests check for
+/// each call the gateway makes.
+pub struct Call<'a> {
+    invocation: redis::ScriptInvocation<'a>,
+    keys: Vec<String>,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(script: &'a redis::Script) -> Self {
+        Call { invocation: script.prepare_invoke(), keys: Vec::new() }
+    }
+
+    pub fn key(&mut self, key: String) -> &mut Self {
+        self.invocation.key(&key);
+        self.keys.push(key);
+        self
+    }
+
+    pub fn arg<T: redis::ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        self.invocation.arg(arg);
+        self
+    }
+
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+}
+
+/// The part of a key Redis Cluster hashes: the text between the first `{` and the next `}` when not empty,
+/// else the whole key.
+pub fn hash_tag(key: &[u8]) -> &[u8] {
+    if let Some(open) = key.iter().position(|&b| b == b'{') {
+        if let Some(len) = key[open + 1..].iter().position(|&b| b == b'}') {
+            if len > 0 {
+                return &key[open + 1..open + 1 + len];
+            }
+        }
+    }
+    key
+}
+
+/// Whether every key hashes the same text (so all live in one Cluster slot).
+pub fn one_slot<K: AsRef<[u8]>>(keys: &[K]) -> bool {
+    keys.windows(2).all(|pair| hash_tag(pair[0].as_ref()) == hash_tag(pair[1].as_ref()))
+}
+
+/// The keys of a pipeline of the commands this crate sends (all arguments of `MGET`/`DEL`, the first of others).
+pub fn pipeline_keys(pipe: &redis::Pipeline) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    for cmd in pipe.cmd_iter() {
+        let args: Vec<Vec<u8>> = cmd
+            .args_iter()
+            .filter_map(|a| match a {
+                redis::Arg::Simple(bytes) => Some(bytes.to_vec()),
+                _ => None,
+            })
+            .collect();
+        let Some((name, rest)) = args.split_first() else { continue };
+        match name.to_ascii_uppercase().as_slice() {
+            b"MGET" | b"DEL" => keys.extend(rest.iter().cloned()),
+            _ => keys.extend(rest.first().cloned()),
+        }
+    }
+    keys
+}
+
 pub struct RedisStore {
-    client: redis::Client,
+    topology: Topology,
     script: redis::Script,
     give_back_script: redis::Script,
     merge_script: redis::Script,
     spend_script: redis::Script,
     /// Bound on one whole call, connecting included.
     timeout: Duration,
-    /// The multiplexed connection, shared by all requests; dropped on any error so the next use reconnects.
-    connection: Mutex<Option<MultiplexedConnection>>,
+    /// The connection, shared by all requests; dropped on any error so the next use reconnects (and, with
+    /// Sentinel, asks the sentinels for the primary again; in a Cluster, reads the slots again).
+    connection: Mutex<Option<Connection>>,
 }
 
 impl RedisStore {
+    /// A store on one node at `url`.
     pub fn new(url: &str, timeout: Duration) -> Result<RedisStore, redis::RedisError> {
+        RedisStore::connect(&RedisConnect::node(url), timeout)
+    }
+
+    /// A store on the configured node, Cluster or Sentinel primary. Connecting is lazy.
+    pub fn connect(connect: &RedisConnect, timeout: Duration) -> Result<RedisStore, redis::RedisError> {
         Ok(RedisStore {
-            client: redis::Client::open(url)?,
+            topology: Topology::new(connect, timeout)?,
             script: redis::Script::new(SCRIPT),
             give_back_script: redis::Script::new(GIVE_BACK_SCRIPT),
             merge_script: redis::Script::new(MERGE_SCRIPT),
@@ -204,13 +285,11 @@ impl RedisStore {
         })
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, RedisError> {
+    async fn connection(&self) -> Result<Connection, RedisError> {
         if let Some(c) = self.connection.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return Ok(c);
         }
-        let config =
-            redis::AsyncConnectionConfig::new().set_connection_timeout(self.timeout).set_response_timeout(self.timeout);
-        let c = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+        let c = self.topology.connect(self.timeout).await?;
         *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
         Ok(c)
     }
@@ -222,7 +301,7 @@ impl RedisStore {
     /// Runs `call` on the shared connection within the time-out; any failure drops the connection.
     async fn bounded<T, F, Fut>(&self, call: F) -> Result<T, RedisError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
     {
         let attempt = async {
@@ -262,21 +341,8 @@ impl RedisStore {
         now_ms: u64,
         commit: bool,
     ) -> Result<Stored, RedisError> {
-        let mut invocation = self.script.prepare_invoke();
-        for check in checks {
-            invocation.key(key_name(tenant, check));
-        }
-        invocation.key(sequence_key(tenant));
-        invocation.arg(now_ms).arg(u8::from(commit)).arg(GIVE_BACK_WINDOW_MS);
-        for (i, check) in checks.iter().enumerate() {
-            let floor = floors.get(i).copied().flatten().unwrap_or(0);
-            invocation
-                .arg(check.gcra.interval_ms())
-                .arg(check.gcra.horizon_ms())
-                .arg(u8::from(check.shadow))
-                .arg(floor);
-        }
-        let mut values: Vec<u64> = self.bounded(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
+        let call = decide_call(&self.script, tenant, checks, floors, now_ms, commit);
+        let mut values: Vec<u64> = self.run_script(call).await?;
         if values.len() != checks.len() + 1 {
             return Err(RedisError::Shape(values.len(), checks.len()));
         }
@@ -293,19 +359,8 @@ impl RedisStore {
         seq: u64,
         now_ms: u64,
     ) -> Result<Vec<Option<u64>>, RedisError> {
-        let mut invocation = self.give_back_script.prepare_invoke();
-        for (check, _) in taken {
-            invocation.key(key_name(tenant, check));
-        }
-        for (check, _) in taken {
-            invocation.key(ledger_key(tenant, check));
-        }
-        invocation.key(sequence_key(tenant));
-        invocation.arg(now_ms).arg(GIVE_BACK_WINDOW_MS).arg(seq);
-        for (check, tat) in taken {
-            invocation.arg(*tat).arg(check.gcra.interval_ms());
-        }
-        let after: Vec<u64> = self.bounded(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
+        let call = give_back_call(&self.give_back_script, tenant, taken, seq, now_ms);
+        let after: Vec<u64> = self.run_script(call).await?;
         if after.len() != taken.len() {
             return Err(RedisError::Shape(after.len(), taken.len()));
         }
@@ -315,15 +370,7 @@ impl RedisStore {
     /// Raises each (rule id, key) of `tenant` to at least the given TAT, with a TTL to match; returns how many
     /// keys were raised. One script call: keep batches small enough for the time-out.
     pub async fn merge(&self, tenant: &str, entries: &[(u64, u64, u64)], now_ms: u64) -> Result<usize, RedisError> {
-        let mut invocation = self.merge_script.prepare_invoke();
-        for &(rule_id, key, _) in entries {
-            invocation.key(limiter_key(tenant, rule_id, key));
-        }
-        invocation.arg(now_ms);
-        for &(_, _, tat) in entries {
-            invocation.arg(tat);
-        }
-        self.bounded(|mut c| async move { invocation.invoke_async::<usize>(&mut c).await }).await
+        self.run_script(merge_call(&self.merge_script, tenant, entries, now_ms)).await
     }
 
     /// `SET key value NX PX ttl`: true when this call created the key.
@@ -364,49 +411,117 @@ impl RedisStore {
         keys: &[String],
         limits: &[(u64, u64, u64)],
     ) -> Result<Option<(usize, bool)>, RedisError> {
-        let mut invocation = self.spend_script.prepare_invoke();
-        for key in keys {
-            invocation.key(key);
-        }
-        for (messages, fee, ttl) in limits {
-            invocation.arg(*messages).arg(*fee).arg(*ttl);
-        }
-        let (index, fee): (usize, u8) =
-            self.bounded(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
+        let (index, fee): (usize, u8) = self.run_script(spend_call(&self.spend_script, keys, limits)).await?;
         Ok((index > 0).then(|| (index - 1, fee == 1)))
     }
 
     /// Adds `delta` to field `m` (messages) or `f` (fee) of each spend counter.
     pub async fn adjust_spend(&self, keys: &[String], field: &'static str, delta: i64) -> Result<(), RedisError> {
-        let keys = keys.to_vec();
-        self.bounded(|mut c| async move {
-            let mut pipe = redis::pipe();
-            for key in keys {
-                pipe.cmd("HINCRBY").arg(key).arg(field).arg(delta).ignore();
-            }
-            pipe.query_async::<()>(&mut c).await
-        })
-        .await
+        self.run_pipeline(adjust_spend_pipeline(keys, field, delta)).await
     }
 
-    /// Runs a prepared script invocation (another module's script) on the shared connection, bounded like
-    /// every call.
-    pub async fn run_script<T: redis::FromRedisValue>(
-        &self,
-        invocation: redis::ScriptInvocation<'_>,
-    ) -> Result<T, RedisError> {
+    /// Runs a script call (this module's or another's) on the shared connection, bounded like every call.
+    pub async fn run_script<T: redis::FromRedisValue>(&self, call: Call<'_>) -> Result<T, RedisError> {
+        debug_assert!(one_slot(call.keys()), "keys of one call in several slots: {:?}", call.keys());
+        let invocation = call.invocation;
         self.bounded(|mut c| async move { invocation.invoke_async(&mut c).await }).await
     }
 
     /// Runs a pipeline of plain commands on the shared connection, bounded like every call.
     pub async fn run_pipeline<T: redis::FromRedisValue>(&self, pipe: redis::Pipeline) -> Result<T, RedisError> {
+        debug_assert!(one_slot(&pipeline_keys(&pipe)), "keys of one pipeline in several slots");
         self.bounded(|mut c| async move { pipe.query_async(&mut c).await }).await
     }
 
-    /// Whether Redis answers PING within the time-out (the health probe after a failure).
+    /// Whether Redis takes calls within the time-out (the health probe after a failure): PING the node, or
+    /// every primary of a Cluster.
     pub async fn ping(&self) -> Result<(), RedisError> {
-        self.bounded(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await.map(drop) }).await
+        self.bounded(|mut c| async move { c.ping().await }).await
     }
+
+    /// `node`, `cluster` or `sentinel`.
+    pub fn kind(&self) -> &'static str {
+        match self.topology {
+            Topology::Node(_) => "node",
+            Topology::Cluster(_) => "cluster",
+            Topology::Sentinel(_) => "sentinel",
+        }
+    }
+}
+
+/// The limiter script's call for one decision (see [`SCRIPT`]).
+fn decide_call<'a>(
+    script: &'a redis::Script,
+    tenant: &str,
+    checks: &[Check],
+    floors: &[Option<u64>],
+    now_ms: u64,
+    commit: bool,
+) -> Call<'a> {
+    let mut call = Call::new(script);
+    for check in checks {
+        call.key(key_name(tenant, check));
+    }
+    call.key(sequence_key(tenant));
+    call.arg(now_ms).arg(u8::from(commit)).arg(GIVE_BACK_WINDOW_MS);
+    for (i, check) in checks.iter().enumerate() {
+        let floor = floors.get(i).copied().flatten().unwrap_or(0);
+        call.arg(check.gcra.interval_ms()).arg(check.gcra.horizon_ms()).arg(u8::from(check.shadow)).arg(floor);
+    }
+    call
+}
+
+fn give_back_call<'a>(
+    script: &'a redis::Script,
+    tenant: &str,
+    taken: &[(Check, u64)],
+    seq: u64,
+    now_ms: u64,
+) -> Call<'a> {
+    let mut call = Call::new(script);
+    for (check, _) in taken {
+        call.key(key_name(tenant, check));
+    }
+    for (check, _) in taken {
+        call.key(ledger_key(tenant, check));
+    }
+    call.key(sequence_key(tenant));
+    call.arg(now_ms).arg(GIVE_BACK_WINDOW_MS).arg(seq);
+    for (check, tat) in taken {
+        call.arg(*tat).arg(check.gcra.interval_ms());
+    }
+    call
+}
+
+fn merge_call<'a>(script: &'a redis::Script, tenant: &str, entries: &[(u64, u64, u64)], now_ms: u64) -> Call<'a> {
+    let mut call = Call::new(script);
+    for &(rule_id, key, _) in entries {
+        call.key(limiter_key(tenant, rule_id, key));
+    }
+    call.arg(now_ms);
+    for &(_, _, tat) in entries {
+        call.arg(tat);
+    }
+    call
+}
+
+fn spend_call<'a>(script: &'a redis::Script, keys: &[String], limits: &[(u64, u64, u64)]) -> Call<'a> {
+    let mut call = Call::new(script);
+    for key in keys {
+        call.key(key.clone());
+    }
+    for (messages, fee, ttl) in limits {
+        call.arg(*messages).arg(*fee).arg(*ttl);
+    }
+    call
+}
+
+fn adjust_spend_pipeline(keys: &[String], field: &'static str, delta: i64) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("HINCRBY").arg(key).arg(field).arg(delta).ignore();
+    }
+    pipe
 }
 
 /// `smsgate:{tenant}:<rule id>:<key>`, all in hex but the tenant (config names are `[A-Za-z0-9_-]`).
@@ -438,5 +553,49 @@ mod tests {
         let check =
             Check { rule_id: 0xab, key: 8613800138000, gcra: Gcra::new(1, Duration::from_secs(1)), shadow: false };
         assert_eq!(key_name("acme", &check), "smsgate:{acme}:00000000000000ab:7d58e7f5510");
+    }
+
+    #[test]
+    fn hash_tags_follow_the_cluster_rule() {
+        assert_eq!(hash_tag(b"smsgate:{acme}:seq"), b"acme");
+        assert_eq!(hash_tag(b"a{}b{c}"), b"a{}b{c}");
+        assert_eq!(hash_tag(b"plain"), b"plain");
+        assert_eq!(hash_tag(b"{x"), b"{x");
+        assert!(one_slot(&["smsgate:{a}:1", "smsgate:{a}:2"]));
+        assert!(!one_slot(&["smsgate:{a}:1", "smsgate:{b}:1"]));
+        let mut pipe = redis::pipe();
+        pipe.cmd("HDEL").arg("smsgate:{a}:x").arg("field");
+        pipe.cmd("MGET").arg("smsgate:{a}:y").arg("smsgate:{b}:z");
+        assert_eq!(
+            pipeline_keys(&pipe),
+            [b"smsgate:{a}:x".to_vec(), b"smsgate:{a}:y".to_vec(), b"smsgate:{b}:z".to_vec()]
+        );
+        assert!(!one_slot(&pipeline_keys(&pipe)));
+    }
+
+    /// Every call the limiter, spend caps and write-back make: all keys of one call share the tenant's tag.
+    #[test]
+    fn every_call_keeps_its_keys_in_one_slot() {
+        let script = redis::Script::new("return 0");
+        let checks: Vec<Check> = (0..4)
+            .map(|i| Check {
+                rule_id: i,
+                key: 8613800138000 + i,
+                gcra: Gcra::new(5, Duration::from_secs(60)),
+                shadow: i == 3,
+            })
+            .collect();
+        for tenant in ["acme", "t-1", "x_y"] {
+            let decide = decide_call(&script, tenant, &checks, &[Some(1), None], 1_000, true);
+            assert_eq!(decide.keys().len(), checks.len() + 1);
+            let taken: Vec<(Check, u64)> = checks.iter().map(|c| (*c, 5_000)).collect();
+            let give_back = give_back_call(&script, tenant, &taken, 7, 1_000);
+            assert_eq!(give_back.keys().len(), 2 * checks.len() + 1);
+            let merge = merge_call(&script, tenant, &[(1, 2, 3), (4, 5, 6)], 1_000);
+            for call in [&decide, &give_back, &merge] {
+                assert!(one_slot(call.keys()), "{:?}", call.keys());
+                assert!(call.keys().iter().all(|k| hash_tag(k.as_bytes()) == tenant.as_bytes()), "{:?}", call.keys());
+            }
+        }
     }
 }

@@ -235,6 +235,16 @@ mod tests {
     // 2024-01-31 15:00 UTC = 23:00 on the 31st in China: one hour to both boundaries.
     const LATE: i64 = 1706713200;
 
+    /// A reservation's counters (tenant and country, day and month) go to Redis in one script call: one slot.
+    #[test]
+    fn one_reservation_keeps_its_keys_in_one_slot() {
+        let t: Arc<str> = "acme".into();
+        let keys: Vec<String> = slots(&t, &caps(2), "US", LATE).iter().map(|s| redis_key(&s.key)).collect();
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        assert!(crate::policy::one_slot(&keys), "{keys:?}");
+        assert!(keys.iter().all(|k| crate::policy::hash_tag(k.as_bytes()) == b"acme"), "{keys:?}");
+    }
+
     #[tokio::test]
     async fn refuses_at_exactly_the_cap_and_releases_unsent() {
         let ledger = SpendLedger::default();

@@ -86,9 +86,9 @@ impl Gateway {
     pub fn new(config: Config, clock: SharedClock) -> Gateway {
         crate::phone::Phone::warm_up();
         let metrics = Metrics::default();
-        // `compile` has opened the same URL already, so this cannot fail on a compiled config.
+        // `compile` has parsed the same URLs and CA already, so this cannot fail on a compiled config.
         let limiter = Limiter::from_backend(&config.limits_backend, clock.clone())
-            .expect("limits_backend.url was validated by compile");
+            .expect("limits_backend was validated by compile");
         let tencent = TencentClient::new(clock.clone(), metrics.tencent.clone());
         let services = Services::observed(limiter, tencent, clock, metrics.feedback.clone());
         services.feedback.configure(&config);
@@ -295,7 +295,7 @@ impl Gateway {
             response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
         }
         if trail.replayed {
-            response.headers_mut().insert("idempotent-replayed", http::HeaderValue::from_static("true"));
+            response.headers_mut().insert(respond::IDEMPOTENT_REPLAYED, http::HeaderValue::from_static("true"));
         }
         self.record(route, &result, &trail, &id, started);
         response

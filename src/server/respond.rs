@@ -5,16 +5,20 @@ use crate::pipeline::{Accepted, Delivery, Trail};
 use crate::policy::Decision;
 use crate::tencent::Receipt;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use std::borrow::Cow;
 
-pub const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+/// Marks an answer replayed from an earlier send with the same key.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// The caller's `X-Request-Id` when it is a sane token, else a fresh random one.
 pub fn request_id(headers: &HeaderMap) -> String {
     headers
-        .get(REQUEST_ID)
+        .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
             !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
@@ -74,8 +78,8 @@ fn rate_limit_headers(response: &mut Response<Full<Bytes>>, decision: Option<&De
     if let Some((policy, current)) = decision.and_then(Decision::headers) {
         let headers = response.headers_mut();
         if let (Ok(policy), Ok(current)) = (HeaderValue::try_from(policy), HeaderValue::try_from(current)) {
-            headers.insert("ratelimit-policy", policy);
-            headers.insert("ratelimit", current);
+            headers.insert(RATELIMIT_POLICY, policy);
+            headers.insert(RATELIMIT, current);
         }
     }
 }

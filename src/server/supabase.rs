@@ -40,7 +40,7 @@ impl Gateway {
             .is_some_and(|t: &Arc<Tenant>| !t.tencent.retry_maybe_sent);
         let mut response = answer(&result, verified, retry_safe, id);
         if trail.replayed {
-            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            response.headers_mut().insert(respond::IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
         }
         self.record(Route::Supabase, &result, &trail, id, started);
         response

@@ -28,6 +28,19 @@ impl TestCa {
         TestCa { cert, key, pem_path, _dir: dir }
     }
 
+    /// A fresh certificate for 127.0.0.1 (and localhost) signed by this CA, and its key, as PEM files in
+    /// `dir`: for a `redis-server --tls-port`.
+    pub fn server_files(&self, dir: &std::path::Path) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        let (cert_path, key_path) = (dir.join("server.crt"), dir.join("server.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
     /// A TLS acceptor with a fresh certificate for 127.0.0.1 (and localhost) signed by this CA.
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         let key = KeyPair::generate().unwrap();
