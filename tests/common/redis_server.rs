@@ -18,6 +18,8 @@ pub struct RedisServer {
     /// The CA (PEM) of a TLS server: it listens on `port` with TLS only.
     tls_ca: Option<Vec<u8>>,
     child: Option<Child>,
+    /// Its working directory: a replica's full sync writes an RDB file there, never into the crate.
+    dir: tempfile::TempDir,
 }
 
 fn find_binary() -> Option<PathBuf> {
@@ -46,7 +48,8 @@ impl RedisServer {
     }
 
     fn spawn(binary: PathBuf, port: u16, leading: Vec<String>, args: Vec<String>, tls_ca: Option<Vec<u8>>) -> Self {
-        let mut server = RedisServer { port, binary, leading, args, tls_ca, child: None };
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut server = RedisServer { port, binary, leading, args, tls_ca, child: None, dir };
         server.restart();
         server
     }
@@ -112,6 +115,7 @@ impl RedisServer {
             .args(&self.leading)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(&self.args)
+            .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
