@@ -293,12 +293,25 @@ impl Meter {
 
 /// File and line of the Lua code that called the running library function.
 pub fn caller(lua: &Lua) -> Option<(String, usize)> {
-    lua.inspect_stack(1, |d| {
+    lua.inspect_stack(1 + wrapper_frames(lua), |d| {
         let line = d.current_line()?;
         let src = d.source().short_src?.into_owned();
         Some((src, line))
     })
     .flatten()
+}
+
+/// The chunk name of the sandbox's own Lua wrappers around library functions. Error positions and names
+/// skip their frames, so an error reads as if the script had called the library function itself.
+pub const WRAPPER_CHUNK: &str = "=smsgate";
+
+/// How many stack levels just above the running host function are sandbox wrappers.
+pub fn wrapper_frames(lua: &Lua) -> usize {
+    let mut n = 0;
+    while lua.inspect_stack(1 + n, |d| d.source().source.as_deref() == Some(WRAPPER_CHUNK)).unwrap_or(false) {
+        n += 1;
+    }
+    n
 }
 
 /// `10ms`, `1s`, `200µs`: a duration as the config writes it (an inline slice's, below a millisecond).

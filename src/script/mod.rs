@@ -1086,7 +1086,8 @@ mod tests {
         let e = call(&h, &["number"]).unwrap_err();
         assert!(e.contains("returned a number"), "{e}");
         assert!(call(&h, &["table"]).unwrap_err().contains("without a string `reject`"));
-        assert!(call(&h, &["typo"]).unwrap_err().contains("req.templat_id"));
+        let e = call(&h, &["typo"]).unwrap_err();
+        assert!(e.contains("req.templat_id"), "{e}");
         assert!(call(&h, &["readonly"]).unwrap_err().contains("req.country is read-only"));
         assert!(call(&h, &["params"]).unwrap_err().contains("req.params[2]"));
         assert_eq!(call(&h, &["reject"]), Ok(RawVerdict::Reject("no".into())));

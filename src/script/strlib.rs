@@ -15,6 +15,37 @@ use mlua::{Function, Integer, Lua, MultiValue, Table, Value};
 use std::cell::Cell;
 use std::sync::Arc;
 
+/// `string.sub`, `byte`, `upper` and `lower` on strings up to this many bytes run Lua's own C code.
+const SHORT_STRING: usize = 256;
+
+/// The short-string fast path (see `install`): the string table, `SHORT_STRING`, then Lua's C `sub`, `byte`,
+/// `upper` and `lower`. A wrapper hands the charged function its arguments as it got them (a missing one
+/// stays missing); the charged functions skip the wrapper's frame when they name the caller in an error.
+const SHORT_STRING_FAST_PATH: &str = r#"
+local string, SHORT, sub, byte, upper, lower = ...
+local type, mtype, rawset = type, math.type, rawset
+local charged_sub, charged_byte, charged_upper, charged_lower = string.sub, string.byte, string.upper, string.lower
+local function index(n) return n == nil or mtype(n) == "integer" end
+rawset(string, "sub", function(s, ...)
+  local i, j = ...
+  if type(s) == "string" and #s <= SHORT and mtype(i) == "integer" and index(j) then return sub(s, i, j) end
+  return charged_sub(s, ...)
+end)
+rawset(string, "byte", function(s, ...)
+  local i, j = ...
+  if type(s) == "string" and #s <= SHORT and index(i) and index(j) then return byte(s, i, j) end
+  return charged_byte(s, ...)
+end)
+rawset(string, "upper", function(s, ...)
+  if type(s) == "string" and #s <= SHORT then return upper(s) end
+  return charged_upper(s, ...)
+end)
+rawset(string, "lower", function(s, ...)
+  if type(s) == "string" and #s <= SHORT then return lower(s) end
+  return charged_lower(s, ...)
+end)
+"#;
+
 /// Lua's `MAXSIZE` for `string.rep` (INT_MAX on 64-bit platforms).
 const MAX_SIZE: u64 = i32::MAX as u64;
 /// Values a function may return at once (Lua's stack holds at most a million slots).
@@ -35,6 +66,9 @@ pub fn install(lua: &Lua, meter: &Arc<Meter>) -> mlua::Result<()> {
             $t.raw_set($name, lua.create_function(move |lua, args: MultiValue| f(lua, &m, args))?)?;
         }};
     }
+    // Lua's own C functions, for the short-string fast path below.
+    let c_short: (Function, Function, Function, Function) =
+        (string.get("sub")?, string.get("byte")?, string.get("upper")?, string.get("lower")?);
     native!(string, "find", |lua: &Lua, m: &Arc<Meter>, a| find_aux(lua, m, a, true));
     native!(string, "match", |lua: &Lua, m: &Arc<Meter>, a| find_aux(lua, m, a, false));
     native!(string, "gmatch", gmatch);
@@ -64,6 +98,19 @@ pub fn install(lua: &Lua, meter: &Arc<Meter>) -> mlua::Result<()> {
     let c_unpack: Function = table.get("unpack")?;
     native!(table, "unpack", move |lua: &Lua, m: &Arc<Meter>, a| unpack(lua, m, a, &c_unpack));
     native!(g, "select", select);
+
+    // On a short string these do a bounded amount of work (at most SHORT_STRING bytes), so Lua's C code
+    // serves them from a Lua wrapper (a few metered instructions) instead of the charged Rust version (a
+    // host call, several times dearer). Anything else, invalid arguments included, goes to the charged one,
+    // which also writes the error message.
+    lua.load(SHORT_STRING_FAST_PATH).set_name(super::meter::WRAPPER_CHUNK).call::<()>((
+        string.clone(),
+        SHORT_STRING,
+        c_short.0,
+        c_short.1,
+        c_short.2,
+        c_short.3,
+    ))?;
 
     // Lua's C code behind a wrapper: `cost` bounds the work before the call (bytes, values).
     macro_rules! wrapped {
@@ -152,8 +199,9 @@ fn lua_error(lua: &Lua, message: impl std::fmt::Display) -> mlua::Error {
 
 /// `luaL_argerror`: argument `arg` (1-based) of function `name`, numbered as the caller wrote it.
 fn arg_error(lua: &Lua, arg: usize, name: &str, extra: &str) -> mlua::Error {
+    // Named as the script called it: a wrapper's own call of this function does not count.
     let (called, method) = lua
-        .inspect_stack(0, |d| {
+        .inspect_stack(super::meter::wrapper_frames(lua), |d| {
             let names = d.names();
             (names.name.map(|n| n.into_owned()), names.name_what == Some("method"))
         })
@@ -1004,6 +1052,60 @@ return table.concat(out, "\n")
             String::from_utf8_lossy(p),
             String::from_utf8_lossy(repl)
         );
+    }
+
+    /// `sub`, `byte`, `upper` and `lower` answer as Lua's own do, on either side of the short-string fast
+    /// path, for every kind of index (negative, zero, past the end, float, string, nil) and for bad subjects,
+    /// errors included (with the caller's line and the name it called, method calls too). (A bad call in
+    /// tail position loses its line: the wrapper's tail call replaced the script's frame.)
+    #[test]
+    fn short_string_fast_path_and_charged_functions_answer_as_lua_does() {
+        const CASES: &str = r##"
+local plain_error = ...
+local out = {}
+local function rec(ok, ...)
+  if not ok then
+    local e = ...
+    if type(e) == "userdata" then e = plain_error(e) end
+    out[#out + 1] = "error: " .. tostring(e)
+    return
+  end
+  local parts = {}
+  for i = 1, select("#", ...) do parts[#parts + 1] = type(...) .. ":" .. tostring((select(i, ...))) end
+  out[#out + 1] = table.concat(parts, ",")
+end
+local indexes = { nil, 0, 1, 2, 3, -1, -2, -300, 255, 256, 257, 300, 2.0, 2.5, "2", "x", {} }
+for _, s in ipairs({ "", "+8613800138000", ("aB"):rep(128), ("aB"):rep(128) .. "c", 42, nil, {} }) do
+  for a = 1, #indexes + 1 do
+    for b = 1, #indexes + 1 do
+      local i, j = indexes[a], indexes[b]
+      rec(pcall(function() local r = { string.sub(s, i, j) } return r[1] end))
+      rec(pcall(function() local r = { string.byte(s, i, j) } return #r, r[1], r[#r] end))
+    end
+  end
+  rec(pcall(function() local r = string.upper(s) return r end))
+  rec(pcall(function() local r = string.lower(s) return r end))
+  rec(pcall(function() local a, b, c, d = s:sub(2, -2), s:byte(-1), s:upper(), s:lower() return a, b, c, d end))
+  rec(pcall(function() local r = s:sub() return r end))
+end
+return table.concat(out, "\n")
+"##;
+        let (c, port, _meter) = states();
+        let answers = |lua: &Lua| {
+            let plain_error = lua
+                .create_function(|lua, e: Value| match e {
+                    Value::Error(e) => lua.create_string(super::super::sandbox::describe(&e)).map(Value::String),
+                    other => Ok(other),
+                })
+                .unwrap();
+            lua.load(CASES).set_name("=h").call::<mlua::String>(plain_error).unwrap().to_string_lossy()
+        };
+        let (expected, got) = (answers(&c), answers(&port));
+        assert!(expected.lines().count() > 2_000, "{expected}");
+        for (line, (e, g)) in expected.lines().zip(got.lines()).enumerate() {
+            assert_eq!(g, e, "call {line}");
+        }
+        assert_eq!(got.lines().count(), expected.lines().count());
     }
 
     /// Hand-picked patterns: every item kind, every class, anchors, captures, back-references, balances,
