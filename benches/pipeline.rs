@@ -68,28 +68,39 @@ fn parsing(c: &mut Criterion) {
 
 fn pipeline(c: &mut Criterion) {
     let yaml = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.yaml")).unwrap();
-    let config = Config::from_yaml(&yaml, Path::new("gateway.yaml"), &HashMap::<String, String>::new()).unwrap();
-    let tenant = config.tenant("demo").unwrap().clone();
-    let clock = ManualClock::new(1_700_000_000);
-    let shared: SharedClock = clock.clone();
-    let services = Services::new(
-        Limiter::from_backend(&config.limits_backend, shared.clone()).unwrap(),
-        TencentClient::new(shared.clone(), Default::default()),
-        shared,
-    );
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    // Distinct numbers so every request is allowed and the limiter does real work (3 phone rules + tenant).
-    let mut n = 0u64;
-    c.bench_function("pipeline/native_to_signed_request", |b| {
-        b.iter(|| {
-            n += 1;
-            clock.advance(Duration::from_millis(25)); // stay under the demo tenant's 50/s
-            let body = format!(r#"{{"phone":"+86138{:08}","usage":"SignIn","code":"123456"}}"#, n % 100_000_000);
-            let request = parse_native(body.as_bytes()).unwrap();
-            let mut trail = Trail::default();
-            runtime.block_on(services.plan(&tenant, request, &mut trail)).unwrap()
-        })
-    });
+    // The demo tenant as shipped (with its Lua hook), and the same tenant without the hook.
+    let unhooked: String = yaml
+        .lines()
+        .filter(|l| !["script", "on_script_error"].iter().any(|k| l.trim_start().starts_with(k)))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for (name, yaml) in
+        [("pipeline/native_to_signed_request", yaml.as_str()), ("pipeline/native_to_signed_request_no_hook", &unhooked)]
+    {
+        let config = Config::from_yaml(yaml, Path::new("gateway.yaml"), &HashMap::<String, String>::new()).unwrap();
+        let tenant = config.tenant("demo").unwrap().clone();
+        assert_eq!(tenant.script.is_some(), !name.ends_with("no_hook"));
+        let clock = ManualClock::new(1_700_000_000);
+        let shared: SharedClock = clock.clone();
+        let services = Services::new(
+            Limiter::from_backend(&config.limits_backend, shared.clone()).unwrap(),
+            TencentClient::new(shared.clone(), Default::default()),
+            shared,
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        // Distinct numbers so every request is allowed and the limiter does real work (3 phone rules + tenant).
+        let mut n = 0u64;
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                n += 1;
+                clock.advance(Duration::from_millis(25)); // stay under the demo tenant's 50/s
+                let body = format!(r#"{{"phone":"+86138{:08}","usage":"SignIn","code":"123456"}}"#, n % 100_000_000);
+                let request = parse_native(body.as_bytes()).unwrap();
+                let mut trail = Trail::default();
+                runtime.block_on(services.plan(&tenant, request, &mut trail)).unwrap()
+            })
+        });
+    }
 }
 
 criterion_group!(benches, signing, parsing, pipeline);

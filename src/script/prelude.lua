@@ -2,7 +2,8 @@
 -- script ever sees: safe base functions, read-only views of string/table/math/utf8 (their costly functions
 -- already replaced by charged ones, see strlib.rs), and the smsgate API. The real globals table (with the
 -- functions removed below) is never reachable from the script.
-local spent, plain, emit, parse_phone, settings = ...
+-- `c_select` is Lua's own select, for the params the host passes the trampoline (at most 16: each door caps them).
+local spent, plain, emit, parse_phone, settings, c_select = ...
 local G = _G
 local error, next, pairs, ipairs, rawget, rawequal, rawlen, select, setmetatable, type, tostring, pcall, xpcall =
   error, next, pairs, ipairs, rawget, rawequal, rawlen, select, setmetatable, type, tostring, pcall, xpcall
@@ -168,7 +169,7 @@ local function make_invoke(on_send, tenant, arm, disarm)
   return function(phone, raw_phone, country, usage, code, ip, locale, ...)
     local env = setmetatable({}, EM)
     DM.__index, DM.__newindex = env, env
-    local n = select("#", ...)
+    local n = c_select("#", ...)
     local req = { tenant = tenant, phone = phone, raw_phone = raw_phone, country = country, usage = usage,
       code = code, params = { ... }, ip = ip, locale = locale }
     arm()
@@ -229,7 +230,7 @@ local function make_invoke(on_send, tenant, arm, disarm)
         return 3, "req.params[" .. i .. "] must be a string, not a " .. type(v)
       end
       out[i] = v
-      if not changed and v ~= select(i, ...) then changed = true end
+      if not changed and v ~= c_select(i, ...) then changed = true end
     end
     if new_phone == phone and new_usage == usage and not changed and template_id == nil and sign_name == nil
         and region == nil then

@@ -336,7 +336,8 @@ impl Sandbox {
             templates.raw_set(usage.as_str(), id.as_str())?;
         }
         s.raw_set("templates", templates)?;
-        lua.load(PRELUDE).set_name("=smsgate prelude").call((spent, plain, emit, parse_phone, s))
+        let c_select: Function = lua.named_registry_value(super::strlib::C_SELECT)?;
+        lua.load(PRELUDE).set_name("=smsgate prelude").call((spent, plain, emit, parse_phone, s, c_select))
     }
 
     /// Runs `on_send(req)` once within the budgets (all of them, or a slice). The error is the script's

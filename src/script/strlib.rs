@@ -15,6 +15,9 @@ use mlua::{Function, Integer, Lua, MultiValue, Table, Value};
 use std::cell::Cell;
 use std::sync::Arc;
 
+/// The registry name of Lua's own `select`, for the trusted prelude (scripts get the charged one).
+pub const C_SELECT: &str = "smsgate.c_select";
+
 /// `string.sub`, `byte`, `upper` and `lower` on strings up to this many bytes run Lua's own C code.
 const SHORT_STRING: usize = 256;
 
@@ -97,6 +100,8 @@ pub fn install(lua: &Lua, meter: &Arc<Meter>) -> mlua::Result<()> {
     native!(table, "remove", remove);
     let c_unpack: Function = table.get("unpack")?;
     native!(table, "unpack", move |lua: &Lua, m: &Arc<Meter>, a| unpack(lua, m, a, &c_unpack));
+    // The trusted prelude keeps Lua's own `select` for the values the host passes (at most a few dozen).
+    lua.set_named_registry_value(C_SELECT, g.get::<Function>("select")?)?;
     native!(g, "select", select);
 
     // On a short string these do a bounded amount of work (at most SHORT_STRING bytes), so Lua's C code
