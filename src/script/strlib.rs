@@ -6,8 +6,10 @@
 //! byte and per value; `string.format`, `pack`, `unpack`, `packsize`, `table.move`, `tonumber` and the
 //! `utf8` functions keep Lua's C code behind a wrapper that pays for an upper bound of the work first and
 //! for what they produced after. Results built outside Lua's heap are checked against the call's
-//! memory limit before they are built. Errors read as Lua's own (`t.lua:3: bad argument #2 to 'rep'
-//! (number expected, got nil)`), pointing at the script's line.
+//! memory limit before they are built. On strings of at most `SHORT_STRING` bytes, `sub`, `byte`, `upper`
+//! and `lower` run Lua's C code from a Lua wrapper instead (bounded work, counted instructions, no host
+//! call). Errors read as Lua's own (`t.lua:3: bad argument #2 to 'rep' (number expected, got nil)`),
+//! pointing at the script's line.
 
 use super::meter::{caller, Meter, BYTES_PER_UNIT};
 use super::pattern::{self, Captured, Fuel, Matcher, Stop};
