@@ -396,11 +396,9 @@ fn lift_pipeline(tenant: &Tenant, rule: u64, key: u64) -> redis::Pipeline {
 mod tests {
     use super::*;
 
-    #[test]
-    fn fields_round_trip_and_keys_share_the_tenant_tag() {
-        assert_eq!(parse_field(&field(0xab, 0x1234)), Some((0xab, 0x1234)));
-        assert_eq!(parse_field("zz:1"), None);
-        let config = crate::Config::from_yaml(
+    /// A tenant `acme` with the feedback loop and two protection rules.
+    fn acme() -> crate::Config {
+        crate::Config::from_yaml(
             r#"
 tenants:
   acme:
@@ -415,7 +413,14 @@ tenants:
             std::path::Path::new("t.yaml"),
             &std::collections::HashMap::new(),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn fields_round_trip_and_keys_share_the_tenant_tag() {
+        assert_eq!(parse_field(&field(0xab, 0x1234)), Some((0xab, 0x1234)));
+        assert_eq!(parse_field("zz:1"), None);
+        let config = acme();
         let tenant = config.tenant("acme").unwrap();
         let hmac = number_hmac(tenant, 8613800138000);
         assert_eq!(hmac.len(), 32);
@@ -431,22 +436,7 @@ tenants:
     #[test]
     fn every_call_keeps_its_keys_in_one_slot() {
         use crate::policy::{hash_tag, one_slot, pipeline_keys};
-        let config = crate::Config::from_yaml(
-            r#"
-tenants:
-  acme:
-    tokens: ["token-for-acme-00001"]
-    conversion: {}
-    protection:
-      - { name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 3, min_conversion: 0.5, block_for: 30m }
-      - { name: country, key: country, window: 1h, min_sends: 3, min_conversion: 0.5, block_for: 30m }
-    tencent: { accessKeyId: a, accessKeySecret: secret-b, sdkAppId: "1", region: ap-guangzhou,
-               templates: [{ usageType: Generic, templateCode: "1" }] }
-"#,
-            std::path::Path::new("t.yaml"),
-            &std::collections::HashMap::new(),
-        )
-        .unwrap();
+        let config = acme();
         let tenant = config.tenant("acme").unwrap();
         let conversion = tenant.conversion.as_ref().expect("conversion configured");
         let source = KeySource { country: *b"CN", stem: 861380013, stem_len: 9 };

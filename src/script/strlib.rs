@@ -982,10 +982,11 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// Runs the same calls of find, match, gmatch and gsub in a state with Lua's own C string library and
-    /// in one with the port, and returns what each saw, one line per call.
-    const HARNESS: &str = r##"
-local s, p, init, plain, repl, plain_error = ...
+    /// The Lua code that records what each call returned (or the error it raised), one line per call, into
+    /// `out`; `plain_error` must be in scope.
+    macro_rules! recorder {
+        () => {
+            r##"
 local out = {}
 local function rec(ok, ...)
   if not ok then
@@ -1001,6 +1002,16 @@ local function rec(ok, ...)
   end
   out[#out + 1] = table.concat(parts, ",")
 end
+"##
+        };
+    }
+
+    /// Runs the same calls of find, match, gmatch and gsub in a state with Lua's own C string library and
+    /// in one with the port, and returns what each saw, one line per call.
+    const HARNESS: &str = concat!(
+        "local s, p, init, plain, repl, plain_error = ...\n",
+        recorder!(),
+        r##"
 rec(pcall(function() return string.find(s, p, init, plain) end))
 rec(pcall(function() return string.find(s, p, init) end))
 rec(pcall(function() return string.match(s, p, init) end))
@@ -1018,7 +1029,8 @@ rec(pcall(function() return string.gsub(s, p, repl, 2) end))
 rec(pcall(function() return string.gsub(s, p, function(a, b) if b == nil then return nil end return "<" .. tostring(a) .. tostring(b) .. ">" end) end))
 rec(pcall(function() return string.gsub(s, p, {a = "A", b = false, ["1"] = 7}) end))
 return table.concat(out, "\n")
-"##;
+"##
+    );
 
     fn states() -> (Lua, Lua, Arc<Meter>) {
         let c = Lua::new();
@@ -1029,13 +1041,17 @@ return table.concat(out, "\n")
         (c, port, meter)
     }
 
+    /// A host error as the plain string a script sees.
+    fn plain_error(lua: &Lua) -> Function {
+        lua.create_function(|lua, e: Value| match e {
+            Value::Error(e) => lua.create_string(super::super::sandbox::describe(&e)).map(Value::String),
+            other => Ok(other),
+        })
+        .unwrap()
+    }
+
     fn run(lua: &Lua, s: &[u8], p: &[u8], init: Option<i64>, plain: bool, repl: &[u8]) -> String {
-        let plain_error = lua
-            .create_function(|lua, e: Value| match e {
-                Value::Error(e) => lua.create_string(super::super::sandbox::describe(&e)).map(Value::String),
-                other => Ok(other),
-            })
-            .unwrap();
+        let plain_error = plain_error(lua);
         let f = lua.load(HARNESS).set_name("=h").into_function().unwrap();
         let args = (
             lua.create_string(s).unwrap(),
@@ -1067,20 +1083,10 @@ return table.concat(out, "\n")
     /// tail position loses its line: the wrapper's tail call replaced the script's frame.)
     #[test]
     fn short_string_fast_path_and_charged_functions_answer_as_lua_does() {
-        const CASES: &str = r##"
-local plain_error = ...
-local out = {}
-local function rec(ok, ...)
-  if not ok then
-    local e = ...
-    if type(e) == "userdata" then e = plain_error(e) end
-    out[#out + 1] = "error: " .. tostring(e)
-    return
-  end
-  local parts = {}
-  for i = 1, select("#", ...) do parts[#parts + 1] = type(...) .. ":" .. tostring((select(i, ...))) end
-  out[#out + 1] = table.concat(parts, ",")
-end
+        const CASES: &str = concat!(
+            "local plain_error = ...\n",
+            recorder!(),
+            r##"
 local indexes = { nil, 0, 1, 2, 3, -1, -2, -300, 255, 256, 257, 300, 2.0, 2.5, "2", "x", {} }
 for _, s in ipairs({ "", "+8613800138000", ("aB"):rep(128), ("aB"):rep(128) .. "c", 42, nil, {} }) do
   for a = 1, #indexes + 1 do
@@ -1096,16 +1102,11 @@ for _, s in ipairs({ "", "+8613800138000", ("aB"):rep(128), ("aB"):rep(128) .. "
   rec(pcall(function() local r = s:sub() return r end))
 end
 return table.concat(out, "\n")
-"##;
+"##
+        );
         let (c, port, _meter) = states();
         let answers = |lua: &Lua| {
-            let plain_error = lua
-                .create_function(|lua, e: Value| match e {
-                    Value::Error(e) => lua.create_string(super::super::sandbox::describe(&e)).map(Value::String),
-                    other => Ok(other),
-                })
-                .unwrap();
-            lua.load(CASES).set_name("=h").call::<mlua::String>(plain_error).unwrap().to_string_lossy()
+            lua.load(CASES).set_name("=h").call::<mlua::String>(plain_error(lua)).unwrap().to_string_lossy()
         };
         let (expected, got) = (answers(&c), answers(&port));
         assert!(expected.lines().count() > 2_000, "{expected}");
