@@ -69,7 +69,7 @@ fn init_logs(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     match format {
-        LogFormat::Pretty => builder.init(),
+        LogFormat::Pretty => builder.fmt_fields(smsgate::logfields::TextFields).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
     guard
