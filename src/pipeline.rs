@@ -5,9 +5,10 @@
 //! back what it took. From the limits on, the request runs in its own task: a caller that hangs up cannot
 //! cancel a send Tencent may already be delivering, nor its accounting. With the memory backend, whose
 //! admit phase never waits (so it has no point at which a hang-up could cut it), the request's own task
-//! admits, under the de-duplication key's lock: a denial costs no task and no de-duplication entry. A tenant's test numbers stop after
-//! the template: they are answered as sent, never sent, never counted. The usage type is read in one
-//! spelling, and every stage after the template judges the usage the send is actually made under.
+//! admits, under the de-duplication key's lock: a denial costs no task and no de-duplication entry. A
+//! tenant's test numbers stop after the template: they are answered as sent, never sent, never counted. The
+//! usage type is read in one spelling, and every stage after the template judges the usage the send is
+//! actually made under.
 
 use crate::clock::SharedClock;
 use crate::config::Tenant;

@@ -452,3 +452,28 @@ async fn regression_a_retried_maybe_sent_attempt_keeps_the_quota() {
     assert_eq!(gw.post("/v1/sms/send", &native("+8613800138001", "SignIn", "1")).await.status, 200);
     gw.post("/v1/sms/send", &native("+8613800138002", "SignIn", "1")).await.assert_error(429, "spend_cap_reached");
 }
+
+/// With the memory backend a denial is decided under the de-duplication key's lock (`claim_admitted`, whose
+/// unit test shows it creates no entry): through the whole path, denials leave no entry behind, and a repeat
+/// of the send that went out is still answered from that send, not limited.
+#[tokio::test]
+async fn a_denial_leaves_no_dedupe_entry_and_a_repeat_still_replays() {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let limits = "      - { name: burst, key: phone, limit: 1, per: 30s }";
+    let gw = TestGateway::start(compile(&config_yaml(&mock.endpoint(), limits, ""))).await;
+    let dedupe = &gw.gateway.services().dedupe;
+    let send = |code: &str| {
+        serde_json::json!({"to": "8613800138000", "type": "SignIn", "payload": {"code": code}}).to_string()
+    };
+    let first = gw.post("/v1/logto/sms", &send("111111")).await;
+    assert_eq!(first.status, 200, "{:#}", first.json);
+    assert_eq!(dedupe.len(), 1);
+    for code in ["222222", "333333", "444444"] {
+        gw.post("/v1/logto/sms", &send(code)).await.assert_error(429, "rate_limited");
+    }
+    assert_eq!(dedupe.len(), 1, "denials leave no de-duplication entry");
+    let again = gw.post("/v1/logto/sms", &send("111111")).await;
+    assert_eq!(again.status, 200, "{:#}", again.json);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(mock.seen().len(), 1, "one SMS in all");
+}
