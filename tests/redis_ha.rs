@@ -150,6 +150,32 @@ impl Load {
         }
         self.sent.fetch_add(2 * TENANTS, Ordering::SeqCst);
     }
+
+    /// Rounds while a failover is under way (until `done` is finished): each answered within 5 s.
+    async fn through_failover<T>(&mut self, a: &TestGateway, b: &TestGateway, done: &tokio::task::JoinHandle<T>) {
+        while !done.is_finished() {
+            let started = Instant::now();
+            self.round(a, b).await;
+            assert!(started.elapsed() < Duration::from_secs(5), "a round took {:?}", started.elapsed());
+        }
+    }
+
+    /// After a failover: both gateways back in `redis` mode, then rounds until every tenant is within the
+    /// bound of its limit (or enough was sent to get there), and two more to show nothing more is admitted.
+    async fn until_the_limit(&mut self, a: &TestGateway, b: &TestGateway) {
+        for gateway in [a, b] {
+            wait_for_mode(gateway, "redis").await;
+        }
+        while self.admitted.iter().any(|&n| n < LIMIT - 2) && self.sent.load(Ordering::SeqCst) < 2 * TENANTS * 60 {
+            self.round(a, b).await;
+            for gateway in [a, b] {
+                wait_for_mode(gateway, "redis").await;
+            }
+        }
+        for _ in 0..2 {
+            self.round(a, b).await;
+        }
+    }
 }
 
 /// Runs the futures concurrently (on this task) and returns their outputs in order.
@@ -266,11 +292,7 @@ async fn cluster_primary_killed_mid_load_fails_over_within_the_bound() {
         cluster
     });
     // Load goes on during the failover: refused (deny), never hung past the time-out.
-    while !cluster.is_finished() {
-        let started = Instant::now();
-        load.round(&a, &b).await;
-        assert!(started.elapsed() < Duration::from_secs(5), "a round took {:?}", started.elapsed());
-    }
+    load.through_failover(&a, &b, &cluster).await;
     let cluster = cluster.await.unwrap();
     assert_eq!(cluster.nodes.iter().filter(|n| n.is_running()).count(), 5);
     assert!(load.unavailable > 0, "the primary's death was seen");
@@ -278,15 +300,7 @@ async fn cluster_primary_killed_mid_load_fails_over_within_the_bound() {
         wait_for_mode(gateway, "redis").await;
         assert!(gauge(gateway).await.contains("mode=\"redis\""), "{}", gauge(gateway).await);
     }
-    while load.admitted.iter().any(|&n| n < LIMIT - 2) && load.sent.load(Ordering::SeqCst) < 2 * TENANTS * 60 {
-        load.round(&a, &b).await;
-        for gateway in [&a, &b] {
-            wait_for_mode(gateway, "redis").await;
-        }
-    }
-    for _ in 0..2 {
-        load.round(&a, &b).await;
-    }
+    load.until_the_limit(&a, &b).await;
     // Tenants on the surviving primaries: exact. On the failed-over shard: a decision in flight when the
     // primary died may have been applied (and replicated) without an answer (counted, refused), or answered
     // without reaching the replica (lost): at most one either way per gateway in flight, so ±2.
@@ -320,25 +334,10 @@ async fn sentinel_primary_killed_mid_load_gateways_follow_the_promoted_replica()
             watcher.primary_port() == Some(replica_port)
         })
     });
-    while !promoted.is_finished() {
-        let started = Instant::now();
-        load.round(&a, &b).await;
-        assert!(started.elapsed() < Duration::from_secs(5), "a round took {:?}", started.elapsed());
-    }
+    load.through_failover(&a, &b, &promoted).await;
     promoted.await.unwrap();
     assert!(load.unavailable > 0, "the primary's death was seen");
-    for gateway in [&a, &b] {
-        wait_for_mode(gateway, "redis").await;
-    }
-    while load.admitted.iter().any(|&n| n < LIMIT - 2) && load.sent.load(Ordering::SeqCst) < 2 * TENANTS * 60 {
-        load.round(&a, &b).await;
-        for gateway in [&a, &b] {
-            wait_for_mode(gateway, "redis").await;
-        }
-    }
-    for _ in 0..2 {
-        load.round(&a, &b).await;
-    }
+    load.until_the_limit(&a, &b).await;
     for t in 0..TENANTS {
         assert!(load.admitted[t].abs_diff(LIMIT) <= 2, "tenant t{t}: {} admitted", load.admitted[t]);
     }

@@ -333,7 +333,7 @@ impl Gateway {
     async fn operational(&self, path: &str, id: &str) -> Response<Full<Bytes>> {
         let limiter = &self.shared.services.limiter;
         match path {
-            "/healthz" => respond::json(http::StatusCode::OK, id, r#"{"status":"ok"}"#.into()),
+            "/healthz" => respond::json(http::StatusCode::OK, id, r#"{"status":"ok"}"#),
             "/readyz" => {
                 let mode = limiter.check_ready().await;
                 let (status, word) = if self.shared.draining.load(Ordering::SeqCst) {

@@ -41,16 +41,8 @@ pub fn status_word(delivery: Delivery) -> &'static str {
     }
 }
 
-pub fn text(status: StatusCode, id: &str, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    bytes_with(status, id, content_type, body.into_bytes())
-}
-
-fn json_bytes(status: StatusCode, id: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
-    bytes_with(status, id, "application/json", body)
-}
-
-fn bytes_with(status: StatusCode, id: &str, content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+pub fn text(status: StatusCode, id: &str, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -70,7 +62,7 @@ pub fn empty(status: StatusCode, id: &str) -> Response<Full<Bytes>> {
     response
 }
 
-pub fn json(status: StatusCode, id: &str, body: String) -> Response<Full<Bytes>> {
+pub fn json(status: StatusCode, id: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     text(status, id, "application/json", body)
 }
 
@@ -119,7 +111,7 @@ fn to_json(body: &impl serde::Serialize) -> Vec<u8> {
 }
 
 /// The JSON error body of `e`, as every native route writes it.
-pub fn error_body(e: &GatewayError, id: &str) -> Vec<u8> {
+fn error_body(e: &GatewayError, id: &str) -> Vec<u8> {
     to_json(&ErrorBody {
         error: ErrorDetail { code: e.code(), message: e.public_message(), request_id: id, upstream: e.upstream() },
     })
@@ -134,13 +126,13 @@ pub fn accepted(accepted: &Accepted, trail: &Trail, id: &str) -> Response<Full<B
         test_number: accepted.delivery == Delivery::TestNumber,
         upstream: accepted.receipt.as_ref(),
     });
-    let mut response = json_bytes(StatusCode::OK, id, body);
+    let mut response = json(StatusCode::OK, id, body);
     rate_limit_headers(&mut response, trail.limits.as_ref());
     response
 }
 
 pub fn error(e: &GatewayError, id: &str, decision: Option<&Decision>) -> Response<Full<Bytes>> {
-    let mut response = json_bytes(e.status(), id, error_body(e, id));
+    let mut response = json(e.status(), id, error_body(e, id));
     rate_limit_headers(&mut response, decision);
     let headers = response.headers_mut();
     if let Some(seconds) = e.retry_after() {

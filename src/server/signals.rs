@@ -191,7 +191,7 @@ where
     let services = gateway.services();
     let summary = services.feedback.receipts(&tenant, &reports, &services.limiter).await;
     Ok(Handled {
-        response: respond::json(StatusCode::OK, id, r#"{"result":0,"errmsg":"OK"}"#.into()),
+        response: respond::json(StatusCode::OK, id, r#"{"result":0,"errmsg":"OK"}"#),
         tenant: Some(tenant.name.clone()),
         outcome: if summary.unknown == 0 { "accepted" } else { "accepted_with_unknown_sid" },
         detail: Some(format!("{} matched, {} unknown sid", summary.matched, summary.unknown)),

@@ -129,7 +129,7 @@ fn answer(
     id: &str,
 ) -> Response<Full<Bytes>> {
     let e = match result {
-        Ok(_) => return respond::json(StatusCode::OK, id, "{}".into()),
+        Ok(_) => return respond::json(StatusCode::OK, id, "{}"),
         Err(e) => e,
     };
     if retryable(e, retry_safe) {
