@@ -1116,6 +1116,29 @@ return table.concat(out, "\n")
         assert_eq!(got.lines().count(), expected.lines().count());
     }
 
+    /// The fast path stops at `SHORT_STRING` bytes, whatever the call's shape: from one byte more, `sub`,
+    /// `byte`, `upper` and `lower` pay by the byte again (a budget of 1,000 units runs out within 5,000 calls),
+    /// while at the bound they charge nothing (this state has no count hook, so only charges spend). A number
+    /// subject, which Lua would coerce to a string, never takes the fast path, however short.
+    #[test]
+    fn the_short_string_fast_path_ends_at_its_bound() {
+        let spends = |source: &str, len: usize| {
+            let lua = Lua::new();
+            let meter = Meter::new("t.lua".into());
+            meter.start(1_000, Duration::from_secs(3600), usize::MAX, true);
+            install(&lua, &meter).unwrap();
+            let run = lua.load(source).call::<()>(("a".repeat(len), 12345));
+            assert_eq!(run.is_err(), meter.cut().is_some(), "{source}: {run:?}");
+            meter.cut().is_some()
+        };
+        for call in ["s:sub(2)", "string.sub(s, 1, -2)", "s:byte(1, -1)", "s:upper()", "string.lower(s)"] {
+            let source = format!("local s, n = ... for i = 1, 5000 do local _ = {call} end");
+            assert!(!spends(&source, SHORT_STRING), "{call} at the bound is free");
+            assert!(spends(&source, SHORT_STRING + 1), "{call} past the bound pays");
+        }
+        assert!(spends("local s, n = ... for i = 1, 5000 do local _ = string.upper(n) end", 0), "a number pays");
+    }
+
     /// Hand-picked patterns: every item kind, every class, anchors, captures, back-references, balances,
     /// frontiers, and every malformed form.
     #[test]

@@ -159,6 +159,14 @@ mod tests {
             timestamp,
             body: b"{}",
         };
+        // More secrets than the cache holds (rotated by many reloads): it starts over, keys stay right.
+        for round in 0..2 {
+            for i in 0..100 {
+                let secret = format!("rotated-{i}");
+                let signed = sign("AKID", &secret, &input(1_700_000_000, "sms"));
+                assert_eq!(signed.signing_key, signing_key(&secret, &utc_date(1_700_000_000), "sms"), "{round} {i}");
+            }
+        }
         // The same thread signs across midnight UTC, with two secrets and two services, each twice.
         for (timestamp, service) in [(1_700_000_000, "sms"), (1_700_000_000 + 86_400, "sms"), (1_700_000_000, "cvm")] {
             for secret in ["secret-a", "secret-b", "secret-a"] {
