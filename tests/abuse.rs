@@ -1,10 +1,8 @@
 //! Abuse defenses through the real path: de-duplication (sequential and concurrent, automatic and by
 //! Idempotency-Key), country and prefix rules, and spend caps reached at exactly the configured count.
 
-mod common;
-
-use common::mock::{MockTencent, Reply};
-use common::*;
+use crate::common::mock::{MockTencent, Reply};
+use crate::common::*;
 use std::time::Duration;
 
 async fn gateway(mock: &MockTencent, limits: &str, tenant_extra: &str) -> TestGateway {

@@ -3,11 +3,9 @@
 //! tenant's slow bodies hold at most `server.max_body_readers` slots, never another tenant's. Raw sockets, so
 //! the bytes arrive exactly as an attacker sends them.
 
-mod common;
-
-use common::mock::MockTencent;
-use common::process::Server;
-use common::*;
+use crate::common::mock::MockTencent;
+use crate::common::process::Server;
+use crate::common::*;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

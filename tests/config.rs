@@ -1,7 +1,5 @@
 //! Config errors point at the file, line, column and key path to fix, and never echo a secret.
 
-mod common;
-
 use smsgate::config::Config;
 use std::collections::HashMap;
 use std::path::Path;

@@ -3,12 +3,10 @@
 //! absolute-form requests to an http one, `HTTPS_PROXY` / `NO_PROXY` from the environment, and proxies that
 //! are down, refuse or say nothing: a connect failure (`upstream_unavailable`, nothing sent), never a hang.
 
-mod common;
-
-use common::mock::MockTencent;
-use common::proxy::{Mode, TestProxy};
-use common::tls::TestCa;
-use common::*;
+use crate::common::mock::MockTencent;
+use crate::common::proxy::{Mode, TestProxy};
+use crate::common::tls::TestCa;
+use crate::common::*;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -194,7 +192,7 @@ fn proxy_keys_are_checked_and_never_echoed() {
     let not_pem = dir.path().join("ca.pem");
     std::fs::write(&not_pem, "hello").unwrap();
     let yaml = config_yaml("http://127.0.0.1:9", PHONE_LIMITS, &format!("      ca_file: {}\n", not_pem.display()));
-    let errors = smsgate::Config::from_yaml(&yaml, Path::new("t.yaml"), &common::env()).unwrap_err().to_string();
+    let errors = smsgate::Config::from_yaml(&yaml, Path::new("t.yaml"), &crate::common::env()).unwrap_err().to_string();
     assert!(errors.contains("tenants.acme.tencent.ca_file: the CA file holds no certificate"), "{errors}");
 }
 
@@ -208,7 +206,8 @@ fn the_real_binary_reads_https_proxy_from_its_environment() {
     let extra = tencent_keys(&[("ca_file", ca.pem_path.display().to_string())]);
     let config = config_yaml(&mock.endpoint(), PHONE_LIMITS, &extra);
     let proxy_url = format!("http://user:pw@{}", proxy.addr);
-    let server = common::process::Server::spawn(&config, &[("ACME_SECRET", SECRET_KEY), ("HTTPS_PROXY", &proxy_url)]);
+    let server =
+        crate::common::process::Server::spawn(&config, &[("ACME_SECRET", SECRET_KEY), ("HTTPS_PROXY", &proxy_url)]);
     let status = runtime.block_on(async {
         reqwest::Client::new()
             .post(server.url("/v1/sms/send"))

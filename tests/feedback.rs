@@ -2,11 +2,9 @@
 //! Tencent's delivery-status callback, ReportConversion reaching the mock Tencent, the webhook relay
 //! verified by the reference `standardwebhooks` package, and the adaptive protection with its admin API.
 
-mod common;
-
-use common::mock::MockTencent;
-use common::python::{interpreter, PythonProcess};
-use common::*;
+use crate::common::mock::MockTencent;
+use crate::common::python::{interpreter, PythonProcess};
+use crate::common::*;
 use hmac::{Hmac, Mac};
 use std::time::Duration;
 

@@ -4,10 +4,8 @@
 //! written. One test alone in its binary: `tracing` caches call-site interest process-wide, so a capturing
 //! subscriber must not share the process with tests on other threads.
 
-mod common;
-
-use common::mock::MockTencent;
-use common::*;
+use crate::common::mock::MockTencent;
+use crate::common::*;
 use std::time::Duration;
 
 #[derive(Clone, Default)]

@@ -2,11 +2,9 @@
 //! remembered sends, conversions and blocks (and an operator's lift); a send never waits on Redis for the
 //! feedback loop; `smsgate explain` shows a shared block.
 
-mod common;
-
-use common::mock::MockTencent;
-use common::redis_server::RedisServer;
-use common::*;
+use crate::common::mock::MockTencent;
+use crate::common::redis_server::RedisServer;
+use crate::common::*;
 use std::time::Duration;
 
 const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";

@@ -5,10 +5,8 @@
 //! order, not by time); past its share and queue it gets `503 script_busy`. The hook threads are one pool
 //! per process: these tests run one at a time, in their own binary.
 
-mod common;
-
-use common::hooks::{self, HookTenant};
-use common::*;
+use crate::common::hooks::{self, HookTenant};
+use crate::common::*;
 use smsgate::script::CallPaths;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -5,11 +5,9 @@
 //! The same doors tried inline, as the gateway tries every call first: each ends within the slice, so it
 //! holds the async worker no longer than that.
 
-mod common;
-
-use common::hooks::{self, cut_off, detail, send, HookTenant};
-use common::process::Server;
-use common::*;
+use crate::common::hooks::{self, cut_off, detail, send, HookTenant};
+use crate::common::process::Server;
+use crate::common::*;
 use smsgate::phone::Phone;
 use smsgate::script::{HookInput, RawVerdict, ScriptHook, SliceOutcome, SLICE_INSTRUCTIONS};
 use std::time::Duration;
@@ -546,7 +544,7 @@ async fn regression_sigterm_stops_the_process_while_hostile_hooks_run() {
     let extra = "    script_limits: { instructions: 100000000, time: 1s }";
     let tenants = tenants(source, extra);
     hooks::write_scripts(dir.path(), &tenants);
-    let mock = common::mock::MockTencent::start(SECRET_KEY).await;
+    let mock = crate::common::mock::MockTencent::start(SECRET_KEY).await;
     let script_dir = format!("{}/", dir.path().display());
     // One async worker: the hostile calls try it first, inline, within a slice.
     let yaml = hooks::yaml(&mock.endpoint(), "127.0.0.1:0", &script_dir, &tenants).replacen(

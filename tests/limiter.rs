@@ -4,8 +4,6 @@
 //! through than a rule allows. The Redis properties run against a private `redis-server` (see
 //! `common/redis_server.rs`).
 
-mod common;
-
 use proptest::prelude::*;
 use smsgate::policy::{Check, Gcra, MemoryStore, RedisStore, RuleVerdict};
 use std::collections::HashMap;
@@ -95,7 +93,7 @@ proptest! {
 
 #[test]
 fn memory_and_redis_backends_decide_alike() {
-    let Some(redis) = common::redis_server::RedisServer::start() else { return };
+    let Some(redis) = crate::common::redis_server::RedisServer::start() else { return };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let store = RedisStore::new(&redis.url(), Duration::from_secs(2)).unwrap();
     // Any unix time: both backends only look at differences.
@@ -196,7 +194,7 @@ proptest! {
 /// scripts mirror `Gcra::give_back` and the give-back ledger exactly.
 #[test]
 fn memory_and_redis_backends_give_back_alike() {
-    let Some(redis) = common::redis_server::RedisServer::start() else { return };
+    let Some(redis) = crate::common::redis_server::RedisServer::start() else { return };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let store = RedisStore::new(&redis.url(), Duration::from_secs(2)).unwrap();
     let base = 1_704_164_645_000;
@@ -278,7 +276,7 @@ fn give_backs_racing_on_threads_never_exceed_the_rule() {
 /// The same race against Redis: concurrent tasks on one connection, scripts interleaving.
 #[test]
 fn give_backs_racing_in_redis_never_exceed_the_rule() {
-    let Some(redis) = common::redis_server::RedisServer::start() else { return };
+    let Some(redis) = crate::common::redis_server::RedisServer::start() else { return };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let store = std::sync::Arc::new(RedisStore::new(&redis.url(), Duration::from_secs(5)).unwrap());
     let rule = Check { rule_id: 9, key: 0, gcra: Gcra::new(20, Duration::from_secs(3600)), shadow: false };

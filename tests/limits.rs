@@ -1,10 +1,8 @@
 //! Rate limits through HTTP on the memory backend with a fake clock: every rule key, the usage filter,
 //! shadow rules, the headers, test numbers, and limiter state across a config reload.
 
-mod common;
-
-use common::mock::{MockTencent, Reply};
-use common::*;
+use crate::common::mock::{MockTencent, Reply};
+use crate::common::*;
 use std::time::Duration;
 
 /// These tests repeat sends on purpose: de-duplication is off so every request meets the limits.
@@ -326,7 +324,7 @@ fn hourly_yaml(endpoint: &str, redis: Option<&str>) -> String {
 /// gone out, or that Tencent refused for the number itself, keeps it.
 async fn sends_that_never_left_give_their_quota_back(redis: Option<&str>) {
     // Nothing listens on the port yet: every connect is refused.
-    let port = common::redis_server::free_port();
+    let port = crate::common::redis_server::free_port();
     let gw = TestGateway::start(compile(&hourly_yaml(&format!("http://127.0.0.1:{port}"), redis))).await;
     for _ in 0..5 {
         let a = gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "1")).await;
@@ -375,7 +373,7 @@ async fn regression_a_send_that_never_left_gives_its_quota_back() {
 
 #[tokio::test]
 async fn regression_a_send_that_never_left_gives_its_quota_back_in_redis() {
-    let Some(redis) = common::redis_server::RedisServer::start() else { return };
+    let Some(redis) = crate::common::redis_server::RedisServer::start() else { return };
     sends_that_never_left_give_their_quota_back(Some(&redis.url())).await;
 }
 
@@ -430,7 +428,7 @@ async fn racing_give_backs(redis: Option<&str>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn give_backs_racing_other_sends_never_exceed_the_rule() {
     racing_give_backs(None).await;
-    if let Some(redis) = common::redis_server::RedisServer::start() {
+    if let Some(redis) = crate::common::redis_server::RedisServer::start() {
         racing_give_backs(Some(&redis.url())).await;
     }
 }

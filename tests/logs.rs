@@ -2,10 +2,8 @@
 //! call site's interest process-wide, so a scoped subscriber in one test races with tests running beside it
 //! on other threads, and the lines it should capture can be filtered out.
 
-mod common;
-
-use common::mock::MockTencent;
-use common::*;
+use crate::common::mock::MockTencent;
+use crate::common::*;
 use std::time::Duration;
 
 /// Collects what a `tracing` subscriber writes, for tests that read the log.

@@ -1,11 +1,9 @@
 //! Operating the real binary: SIGHUP reload (good and broken configs), SIGTERM while a send is in flight,
 //! `/metrics` counts, and logs that never carry a secret, token, code or unmasked number.
 
-mod common;
-
-use common::mock::{MockTencent, Reply};
-use common::process::Server;
-use common::*;
+use crate::common::mock::{MockTencent, Reply};
+use crate::common::process::Server;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 fn yaml(endpoint: &str, template: &str) -> String {

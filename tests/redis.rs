@@ -2,9 +2,7 @@
 //! `redis-server` enforce one combined per-number quota; killing Redis mid-run follows `on_error` (local,
 //! allow, deny) without crashing, and both modes switch back by themselves when Redis returns.
 
-mod common;
-
-use common::redis_server::RedisServer;
+use crate::common::redis_server::RedisServer;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

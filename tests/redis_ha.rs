@@ -6,10 +6,8 @@
 //! silent local decision. The time-out (1 s) is generous so that a slow CI machine shows no spurious
 //! time-outs; failures during a failover come from refused connections, not from it.
 
-mod common;
-
-use common::redis_server::{wait_until, RedisCluster, RedisSentinel, RedisServer};
-use common::{compile, TestGateway};
+use crate::common::redis_server::{wait_until, RedisCluster, RedisSentinel, RedisServer};
+use crate::common::{compile, TestGateway};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -90,7 +88,7 @@ fn list(urls: &[String]) -> String {
 
 /// Sends one request for `tenant`'s flooded number; the status.
 async fn send(gateway: &TestGateway, tenant: usize) -> u16 {
-    let body = common::native("+8613800138000", "SignIn", "123456");
+    let body = crate::common::native("+8613800138000", "SignIn", "123456");
     gateway.post_as("/v1/sms/send", &body, Some(&token(tenant))).await.status
 }
 
@@ -361,7 +359,7 @@ async fn sentinel_primary_killed_mid_load_gateways_follow_the_promoted_replica()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_the_configured_ca_and_refused_without_it() {
-    let ca = common::tls::TestCa::new();
+    let ca = crate::common::tls::TestCa::new();
     let dir = tempfile::tempdir().unwrap();
     let Some(server) = RedisServer::start_tls(&ca, dir.path()) else { return };
     assert!(server.url().starts_with("rediss://"));

@@ -1,10 +1,8 @@
 //! Upstream reliability through the real path: retries only when no second SMS can result, re-signing on a
 //! clock error, endpoint failover, key rotation, and domestic/international templates.
 
-mod common;
-
-use common::mock::{MockTencent, Reply};
-use common::*;
+use crate::common::mock::{MockTencent, Reply};
+use crate::common::*;
 use std::time::Duration;
 
 async fn gateway(mock: &MockTencent, extra: &str) -> TestGateway {

@@ -2,10 +2,8 @@
 //! it, rejections that send nothing, hostile scripts that fail fast while other requests go on, re-checked
 //! changes, the fail policy, config errors, and a memory measure across many calls.
 
-mod common;
-
-use common::mock::MockTencent;
-use common::*;
+use crate::common::mock::MockTencent;
+use crate::common::*;
 use smsgate::config::{Config, ConfigErrors};
 use smsgate::error::GatewayError;
 use smsgate::ingress::{PhoneInput, SendRequest};

@@ -1,9 +1,7 @@
 //! The send pipeline end to end: the gateway on 127.0.0.1:0 against the mock Tencent, through real sockets.
 
-mod common;
-
-use common::mock::{MockTencent, Reply};
-use common::*;
+use crate::common::mock::{MockTencent, Reply};
+use crate::common::*;
 use std::time::Duration;
 
 async fn setup(limits: &str) -> (MockTencent, TestGateway) {

@@ -2,11 +2,9 @@
 //! (tests/python/supabase_hook.py) as Supabase Auth signs it: sends, signature lists and rotation, stale or
 //! bad signatures (401, nothing sent, nothing consumed), and answers as Supabase reads them.
 
-mod common;
-
-use common::mock::MockTencent;
-use common::python::{self, PythonProcess};
-use common::*;
+use crate::common::mock::MockTencent;
+use crate::common::python::{self, PythonProcess};
+use crate::common::*;
 use serde_json::{json, Value};
 
 const SECRET: &str = "v1,whsec_c21zZ2F0ZS1zdXBhYmFzZS10ZXN0LWtleS0x";

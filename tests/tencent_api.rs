@@ -4,11 +4,9 @@
 //! allowed numbers (two when mainland and international numbers mix), answers in the caller's order, wrong
 //! keys, a skewed clock, a tampered body, passthrough, and limits that batching cannot escape.
 
-mod common;
-
-use common::mock::MockTencent;
-use common::python::{self, PythonProcess};
-use common::*;
+use crate::common::mock::MockTencent;
+use crate::common::python::{self, PythonProcess};
+use crate::common::*;
 use serde_json::{json, Value};
 use smsgate::error::GatewayError;
 use smsgate::ingress::tencent_api::status_code;
@@ -233,7 +231,7 @@ async fn regression_a_number_twice_in_one_request_is_sent_once() {
 #[tokio::test]
 async fn tencent_refusals_of_single_numbers_come_back_as_its_own_entries() {
     let mock = MockTencent::start(SECRET_KEY).await;
-    mock.reply(common::mock::Reply::PerNumber("LimitExceeded.PhoneNumberDailyLimit"));
+    mock.reply(crate::common::mock::Reply::PerNumber("LimitExceeded.PhoneNumberDailyLimit"));
     let limits = "      - { name: tenant, key: tenant, limit: 100, per: 1s }\n    spend_caps: { daily: 2 }";
     let gw = TestGateway::start_doors(compile(&sdk_config(&mock.endpoint(), limits)), now()).await;
     let Some(answers) = sdk(&gw, vec![send_sms(&["+8613800138000", "+8613800138001"])]).await else { return };
@@ -310,7 +308,7 @@ fn the_real_binary_serves_the_sdk_listener() {
     mock.strict_signatures();
     let config = sdk_config(&mock.endpoint(), PHONE_LIMITS)
         .replace("  listen: 127.0.0.1:0\n", "  listen: 127.0.0.1:0\n  tencent_listen: 127.0.0.1:0\n");
-    let mut server = common::process::Server::spawn(&config, &[("ACME_SECRET", SECRET_KEY)]);
+    let mut server = crate::common::process::Server::spawn(&config, &[("ACME_SECRET", SECRET_KEY)]);
     let line = server.wait_for_log("Tencent-compatible API listening");
     let event: Value = serde_json::from_str(&line).unwrap();
     let endpoint = event["addr"].as_str().unwrap().to_owned();

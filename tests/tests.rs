@@ -1,0 +1,27 @@
+//! The integration tests: one binary (as ripgrep's tests/tests.rs), one module per area, shared helpers in
+//! `common`. Every module links once, so CI compiles and links this crate's tests a single time.
+
+mod common;
+
+mod abuse;
+mod body;
+mod cli;
+mod config;
+mod egress;
+mod feedback;
+mod feedback_logs;
+mod feedback_redis;
+mod hook_isolation;
+mod hostile_hooks;
+mod limiter;
+mod limits;
+mod logs;
+mod ops;
+mod pumping;
+mod redis;
+mod redis_ha;
+mod reliability;
+mod script;
+mod send;
+mod supabase;
+mod tencent_api;
