@@ -5,10 +5,13 @@ use http::StatusCode;
 use std::borrow::Cow;
 use std::time::Duration;
 
-/// What Tencent said when it refused a send, passed through to the caller under `upstream`.
+/// What Tencent said when it refused a send: its code and RequestId go to the caller under `upstream`;
+/// its message only to the log (it is operator detail, such as a credentials error, and Logto shows the
+/// body to the end user).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UpstreamDetail {
     pub code: String,
+    #[serde(skip_serializing)]
     pub message: String,
     pub request_id: String,
 }

@@ -12,7 +12,6 @@
 
 use crate::clock::SharedClock;
 use crate::config::Tenant;
-use crate::config::TencentAccount;
 use crate::dedupe::{self, Admission, Claim, Dedupe, Outcome, Ticket};
 use crate::error::GatewayError;
 use crate::feedback::{Feedback, Memo};
@@ -21,7 +20,8 @@ use crate::phone::{InvalidPhone, Masked, Phone};
 use crate::policy::spend::{Reservation, SpendLedger};
 use crate::policy::{Decision, Limiter, Subject};
 use crate::script::{Routed, ScriptReport};
-use crate::tencent::classify::{self, Class};
+use crate::tencent::classify;
+use crate::tencent::client::Dispatched;
 use crate::tencent::{OutboundSms, PreparedRequest, Receipt, TencentClient};
 mod batch;
 
@@ -60,7 +60,10 @@ pub struct Trail {
     pub limits: Option<Decision>,
     /// The number is one of the tenant's test numbers: answered as sent, never sent, never counted.
     pub test_number: bool,
-    pub upstream_code: Option<String>,
+    /// Tencent's code for the send, as a bounded label (`classify::label`).
+    pub upstream_code: Option<&'static str>,
+    /// Why a send that may have gone out is not confirmed, for the log only.
+    pub unconfirmed: Option<String>,
     pub upstream_latency: Option<Duration>,
     /// The answer is a repeat's: the first send's, replayed.
     pub replayed: bool,
@@ -77,6 +80,10 @@ pub enum Delivery {
     DryRun,
     /// A configured test number: answered as sent without calling Tencent.
     TestNumber,
+    /// Handed to Tencent, which may have sent it: its answer could not be read, or Tencent failed inside.
+    /// Never reported failed, never retried into a second SMS; kept in limits and caps, and remembered for
+    /// the feedback loop as possibly sent.
+    MaybeSent,
 }
 
 /// A send the pipeline accepted (serialized when de-duplication shares it through Redis).
@@ -207,33 +214,6 @@ fn spend_cap_logged(tenant: &Tenant, reserved: Result<Reservation, GatewayError>
         tracing::error!(tenant = %tenant.name, cap = %cap, "spend cap reached: sends refused until it resets");
     }
     reserved
-}
-
-/// Whether a failed send certainly sent nothing (its spend reservation can be given back). The error is the
-/// last attempt's: with `retry_maybe_sent` an earlier attempt may have gone out, whatever the last one says.
-fn certainly_unsent(error: &GatewayError, account: &TencentAccount) -> bool {
-    if account.retry_maybe_sent {
-        return false;
-    }
-    match error {
-        GatewayError::UpstreamTimeout => false,
-        GatewayError::UpstreamUnavailable { upstream: None, reason } => reason.starts_with("connect"),
-        other => other.upstream().is_some_and(|u| classify::classify(&u.code) != Class::TransientMaybeSent),
-    }
-}
-
-/// Whether the rate-limit quota a failed send took comes back: it certainly sent nothing, and not because of
-/// the number or content the caller chose. Tencent unreachable, throttling its API, or refusing the operator's
-/// account, template or quota is no reason to lock the user out; a number or text Tencent refuses (or its own
-/// per-number limits) keeps the quota taken, so refused numbers cannot buy unlimited calls to Tencent.
-fn quota_comes_back(error: &GatewayError, account: &TencentAccount) -> bool {
-    certainly_unsent(error, account)
-        && error.upstream().is_none_or(|u| {
-            matches!(
-                classify::classify(&u.code),
-                Class::TransientNotSent | Class::Clock | Class::OperatorConfig | Class::AccountQuota
-            )
-        })
 }
 
 impl Services {
@@ -710,30 +690,34 @@ impl Services {
     /// accepted send for the feedback loop (`remember_accepted`).
     async fn settle(
         &self,
-        account: &TencentAccount,
         reservation: Option<Reservation>,
         template_id: String,
-        result: Result<Receipt, GatewayError>,
+        result: Result<Dispatched, GatewayError>,
         trail: &mut Trail,
     ) -> Outcome {
         match result {
-            Ok(receipt) => {
-                trail.upstream_code = Some("Ok".into());
+            Ok(Dispatched::Sent(receipt)) => {
+                trail.upstream_code = Some("Ok");
                 self.keep(reservation, receipt.fee).await;
                 Ok(Accepted { delivery: Delivery::Sent, template_id, receipt: Some(receipt) })
             }
+            Ok(Dispatched::Unconfirmed(unconfirmed)) => {
+                // Counted as one billed message: the cap errs on the side of the bill.
+                self.keep(reservation, 1).await;
+                trail.upstream_code = unconfirmed.upstream.as_ref().map(|u| classify::label(&u.code));
+                trail.unconfirmed = Some(unconfirmed.reason);
+                Ok(Accepted { delivery: Delivery::MaybeSent, template_id, receipt: None })
+            }
+            // Nothing was sent (the client's decision): the spend comes back, and the quota unless the caller's
+            // number or text was refused.
             Err(e) => {
-                if quota_comes_back(&e, account) {
+                if classify::quota_comes_back(&e) {
                     if let Some(decision) = trail.limits.as_mut() {
                         self.limiter.give_back(decision).await;
                     }
                 }
-                if certainly_unsent(&e, account) {
-                    self.give_back(reservation).await;
-                } else {
-                    self.keep(reservation, 0).await;
-                }
-                trail.upstream_code = e.upstream().map(|u| u.code.clone());
+                self.give_back(reservation).await;
+                trail.upstream_code = e.upstream().map(|u| classify::label(&u.code));
                 Err(e)
             }
         }
@@ -765,6 +749,6 @@ impl Services {
         let result = Box::pin(self.tencent.deliver(account, &sms)).await;
         guard.finish();
         trail.upstream_latency = Some(started.elapsed());
-        self.settle(account, reservation, sms.template_id, result, trail).await
+        self.settle(reservation, sms.template_id, result, trail).await
     }
 }

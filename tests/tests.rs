@@ -25,3 +25,4 @@ mod script;
 mod send;
 mod supabase;
 mod tencent_api;
+mod upstream;

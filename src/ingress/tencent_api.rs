@@ -416,12 +416,10 @@ pub fn status_code(e: &GatewayError, rule_window: Option<Duration>) -> &str {
     }
 }
 
-/// The message of a refused number: Tencent's own when it answered, else the gateway's public message.
+/// The message of a refused number: the gateway's public message, never Tencent's text (a caller such as
+/// Logto shows it to the end user; the operator finds Tencent's in the log).
 pub fn status_message(e: &GatewayError) -> String {
-    match e.upstream() {
-        Some(u) => u.message.clone(),
-        None => crate::phone::mask_numbers(&e.public_message()).into_owned(),
-    }
+    crate::phone::mask_numbers(&e.public_message()).into_owned()
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::error::GatewayError;
 use crate::feedback::Memo;
 use crate::ingress::{CallerMessage, SendRequest};
 use crate::phone::Masked;
-use crate::tencent::client::{CallExtras, Entry};
+use crate::tencent::client::{Call, CallExtras, Dispatched, Entry, Unconfirmed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -217,14 +217,15 @@ impl Services {
         let took = started.elapsed();
         let now = self.clock.unix_seconds();
         let mut entries: Vec<Option<Entry>> = match &result {
-            Ok(entries) => entries.iter().cloned().map(Some).collect(),
-            Err(_) => Vec::new(),
+            Ok(Call::Answered(entries)) => entries.iter().cloned().map(Some).collect(),
+            Ok(Call::Unconfirmed(_)) | Err(_) => Vec::new(),
         };
         for Held { index, admitted, ticket, shared_key, memo } in members {
             let Admitted { checked, reservation } = admitted;
             let (number_result, entry) = match &result {
                 Err(e) => (Err(e.clone()), None),
-                Ok(_) => {
+                Ok(Call::Unconfirmed(unconfirmed)) => (Ok(Dispatched::Unconfirmed(unconfirmed.clone())), None),
+                Ok(Call::Answered(_)) => {
                     // Tencent's entry for this number: the first not yet taken with its E.164 form.
                     let found = entries
                         .iter_mut()
@@ -232,11 +233,12 @@ impl Services {
                         .and_then(Option::take);
                     match found {
                         Some(entry) => (entry.judge(now), Some(entry)),
+                        // Tencent took the call and did not say what became of this number: it may have gone.
                         None => (
-                            Err(GatewayError::UpstreamUnavailable {
+                            Ok(Dispatched::Unconfirmed(Unconfirmed {
                                 reason: "Tencent's answer has no entry for this number".into(),
                                 upstream: None,
-                            }),
+                            })),
                             None,
                         ),
                     }
@@ -244,7 +246,7 @@ impl Services {
             };
             let trail = &mut trails[index];
             trail.upstream_latency = Some(took);
-            let outcome = self.settle(account, reservation, checked.sms.template_id, number_result, trail).await;
+            let outcome = self.settle(reservation, checked.sms.template_id, number_result, trail).await;
             self.remember_accepted(tenant, memo, &trail.request_id, &outcome);
             self.finish(tenant, ticket, shared_key, &outcome).await;
             settled.push((index, NumberResult { outcome, entry }));

@@ -134,31 +134,37 @@ fn envelope(id: &str, mut response: serde_json::Value) -> Response<Full<Bytes>> 
     respond::json(StatusCode::OK, id, json!({ "Response": response }).to_string())
 }
 
-/// One number's `SendStatusSet` entry: Tencent's own when Tencent judged the number in this request, else
-/// one in its shape.
+/// One number's `SendStatusSet` entry: Tencent's own fields when Tencent judged the number in this request,
+/// else ones in its shape; the message always the gateway's own (never Tencent's text). A number that may
+/// have been sent reads `Ok`: the one code after which no caller or SDK sends again.
 fn entry(result: &NumberResult, trail: &Trail, written: &str, session_context: &str) -> SendStatus {
-    if let Some(entry) = &result.entry {
-        return entry.status.clone();
-    }
     let phone_number = trail.phone.as_ref().map_or_else(|| written.to_owned(), |p| p.e164().to_owned());
     let iso_code = trail.phone.as_ref().map(|p| p.country_code().to_owned()).unwrap_or_default();
+    let mut status = match &result.entry {
+        Some(entry) => entry.status.clone(),
+        None => SendStatus {
+            serial_no: String::new(),
+            phone_number,
+            fee: 0,
+            session_context: session_context.to_owned(),
+            code: String::new(),
+            message: String::new(),
+            iso_code,
+        },
+    };
     match &result.outcome {
         Ok(accepted) => {
-            let receipt = accepted.receipt.as_ref();
-            SendStatus {
-                serial_no: receipt.map(|r| r.serial_no.clone()).unwrap_or_default(),
-                phone_number,
-                fee: receipt.map_or(0, |r| r.fee),
-                session_context: session_context.to_owned(),
-                code: "Ok".into(),
-                message: match accepted.delivery {
-                    Delivery::Sent => "send success",
-                    Delivery::DryRun => "dry run: signed, not sent",
-                    Delivery::TestNumber => "test number: not sent",
-                }
-                .into(),
-                iso_code,
+            if let Some(receipt) = &accepted.receipt {
+                (status.serial_no, status.fee) = (receipt.serial_no.clone(), receipt.fee);
             }
+            status.code = "Ok".into();
+            status.message = match accepted.delivery {
+                Delivery::Sent => "send success",
+                Delivery::DryRun => "dry run: signed, not sent",
+                Delivery::TestNumber => "test number: not sent",
+                Delivery::MaybeSent => "sent, not confirmed: do not send again",
+            }
+            .into();
         }
         Err(e) => {
             let window = match e {
@@ -167,15 +173,11 @@ fn entry(result: &NumberResult, trail: &Trail, written: &str, session_context: &
                 }
                 _ => None,
             };
-            SendStatus {
-                serial_no: String::new(),
-                phone_number,
-                fee: 0,
-                session_context: session_context.to_owned(),
-                code: tencent_api::status_code(e, window).to_owned(),
-                message: tencent_api::status_message(e),
-                iso_code,
-            }
+            status.serial_no.clear();
+            status.fee = 0;
+            status.code = tencent_api::status_code(e, window).to_owned();
+            status.message = tencent_api::status_message(e);
         }
     }
+    status
 }
