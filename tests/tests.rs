@@ -22,6 +22,7 @@ mod redis;
 mod redis_ha;
 mod reliability;
 mod script;
+mod sdk_policy;
 mod send;
 mod supabase;
 mod tencent_api;

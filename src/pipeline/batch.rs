@@ -74,6 +74,11 @@ impl Services {
         let mut results: Vec<Option<NumberResult>> = (0..requests.len()).map(|_| None).collect();
         let mut waits = Vec::new();
         let mut firsts = Vec::new();
+        // A number twice in one request is sent once, whatever its spelling (`+86…`, `86…`, bare, spaced) and
+        // whatever the parameters (with or without a code to de-duplicate on): each later copy is answered
+        // with the first's result.
+        let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut copies = Vec::new();
         for (index, request) in requests.into_iter().enumerate() {
             let trail = &mut trails[index];
             let checked = match self.check_with(tenant, request, Some(message), trail).await {
@@ -83,6 +88,16 @@ impl Services {
                     continue;
                 }
             };
+            match seen.entry(checked.phone.e164().to_owned()) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    trail.replayed = true;
+                    copies.push((index, *first.get()));
+                    continue;
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(index);
+                }
+            }
             if trail.test_number {
                 let accepted =
                     Accepted { delivery: Delivery::TestNumber, template_id: checked.sms.template_id, receipt: None };
@@ -135,6 +150,10 @@ impl Services {
         }
         for (index, first) in waits {
             results[index] = Some(dedupe::wait(first).await.into());
+        }
+        for (index, first) in copies {
+            results[index] =
+                results[first].as_ref().map(|r| NumberResult { outcome: r.outcome.clone(), entry: r.entry.clone() });
         }
         results
             .into_iter()
