@@ -102,6 +102,16 @@ pub struct Checked {
     pub code: Option<String>,
     pub idempotency_key: Option<String>,
     pub sms: OutboundSms,
+    /// The other usage types the send stands for: a caller that named only a template several usages share
+    /// is judged by the rules of each (`Tenant::template_usages`).
+    pub also_usages: Vec<String>,
+}
+
+impl Checked {
+    /// What the limits judge: the number, the usage (and the others its template stands for), the address.
+    fn subject(&self) -> Subject<'_> {
+        Subject { phone: &self.phone, usage: &self.usage, also: &self.also_usages, ip: self.ip }
+    }
 }
 
 /// A send that passed the stages that consume something: the spend it reserved (the limits it consumed are
@@ -299,10 +309,18 @@ impl Services {
         trail.usage_named = tenant.knows_usage(judged);
         let usage = judged.to_owned();
         destination(tenant, &phone)?;
+        let mut also_usages = Vec::new();
         let (template_id, kind_sign_name) = match (template_id, caller) {
             (Some(id), _) => (id, tenant.templates_for(phone.is_mainland_china()).1),
-            // The caller's TemplateId, unless the hook moved the send to another usage type.
+            // The caller's TemplateId, unless the hook moved the send to another usage type; the send stands
+            // for every usage the template serves.
             (None, Some(caller)) if asked_usage.as_deref() == Some(canonical) => {
+                also_usages = tenant
+                    .template_usages(&caller.template_id)
+                    .into_iter()
+                    .filter(|u| *u != usage)
+                    .map(str::to_owned)
+                    .collect();
                 (caller.template_id.clone(), tenant.templates_for(phone.is_mainland_china()).1)
             }
             (None, _) => {
@@ -324,7 +342,7 @@ impl Services {
             region: region.unwrap_or_else(|| tenant.tencent.region.clone()),
             extras: caller.map(|c| c.extras.clone()).unwrap_or_default(),
         };
-        Ok(Checked { phone, usage, ip, code, idempotency_key, sms })
+        Ok(Checked { phone, usage, ip, code, idempotency_key, sms, also_usages })
     }
 
     /// For `explain`: every stage up to the network, with limits judged but not consumed.
@@ -343,7 +361,7 @@ impl Services {
         if let Some(blocked) = trail.protection.iter().find(|k| !k.shadow && k.blocked_until_ms.is_some()) {
             return Err(GatewayError::SuspectedPumping { rule: blocked.rule.clone() });
         }
-        let subject = Subject { phone: &checked.phone, usage: &checked.usage, ip: checked.ip };
+        let subject = checked.subject();
         let decision = self.limiter.decide(tenant, &subject, false).await?;
         let denied = decision.denial();
         trail.limits = Some(decision);
@@ -631,7 +649,7 @@ impl Services {
     /// Admit phase: spend caps, then the limits (consumed). A denial gives back what was reserved; the
     /// limiter's decision stays in the trail for the answer's headers.
     async fn admit(&self, tenant: &Tenant, checked: Checked, trail: &mut Trail) -> Result<Admitted, GatewayError> {
-        let subject = Subject { phone: &checked.phone, usage: &checked.usage, ip: checked.ip };
+        let subject = checked.subject();
         let reservation = self.reserve_spend(tenant, checked.phone.country_code()).await?;
         let decision = match self.limiter.decide(tenant, &subject, true).await {
             Ok(decision) => decision,
@@ -653,7 +671,7 @@ impl Services {
 
     /// [`Services::admit`] for the memory backend, without waiting: spend caps and limits in this process.
     fn admit_now(&self, tenant: &Tenant, checked: Checked, trail: &mut Trail) -> Result<Admitted, GatewayError> {
-        let subject = Subject { phone: &checked.phone, usage: &checked.usage, ip: checked.ip };
+        let subject = checked.subject();
         let reservation = self.reserve_spend_here(tenant, checked.phone.country_code())?;
         let Some(decision) = self.limiter.decide_now(tenant, &subject, true) else {
             return Err(GatewayError::Internal("the limiter waits on Redis".into()));

@@ -49,3 +49,56 @@ async fn regression_one_number_in_every_spelling_is_sent_once() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].body["PhoneNumberSet"], json!(["+8613800138000", "+8613900139000"]), "{set:#?}");
 }
+
+/// The SDK door's config where SignIn and ForgotPassword share template 1110, under `limits`.
+fn shared_template_config(endpoint: &str, limits: &str) -> String {
+    sdk_config(endpoint, limits).replace(
+        r#"- { usageType: SignIn, templateCode: "1110" }"#,
+        r#"- { usageType: SignIn, templateCode: "1110" }
+        - { usageType: ForgotPassword, templateCode: "1110" }"#,
+    )
+}
+
+const SIGN_IN_ONLY: &str = "      - { name: signin, key: phone, limit: 1, per: 1h, usage: [SignIn] }";
+
+/// Issue 19, item 6: SignIn and ForgotPassword share a template; with a SignIn-only 1/h rule, three more
+/// codes went to one number through the SDK door (judged as ForgotPassword, the alphabetically first usage).
+#[tokio::test]
+async fn regression_a_shared_template_is_judged_by_every_usage_rule() {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let gw = TestGateway::start_doors(compile(&shared_template_config(&mock.endpoint(), SIGN_IN_ONLY)), now()).await;
+    let calls = (0..4)
+        .map(|i| {
+            let mut call = send_sms(&["+8613800138000"]);
+            call["params"]["TemplateParamSet"] = json!([format!("12345{i}")]);
+            call
+        })
+        .collect();
+    let Some(answers) = sdk(&gw, calls).await else { return };
+    let got: Vec<String> = answers.iter().map(|a| codes(a)[0].clone()).collect();
+    assert_eq!(
+        got,
+        [
+            "Ok",
+            "LimitExceeded.PhoneNumberOneHourLimit",
+            "LimitExceeded.PhoneNumberOneHourLimit",
+            "LimitExceeded.PhoneNumberOneHourLimit"
+        ]
+    );
+    assert_eq!(mock.seen_action("SendSms").len(), 1);
+}
+
+/// The same class by another door first: a native SignIn send takes the number's SignIn quota, and the SDK
+/// door cannot send the shared template to it; a native ForgotPassword send (a door that names its usage)
+/// is judged as ForgotPassword only.
+#[tokio::test]
+async fn regression_a_native_sign_in_quota_holds_at_the_sdk_door_through_the_shared_template() {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let gw = TestGateway::start_doors(compile(&shared_template_config(&mock.endpoint(), SIGN_IN_ONLY)), now()).await;
+    assert_eq!(gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "111111")).await.status, 200);
+    let Some(answers) = sdk(&gw, vec![send_sms(&["+8613800138000", "+8613800138001"])]).await else { return };
+    assert_eq!(codes(&answers[0]), ["LimitExceeded.PhoneNumberOneHourLimit", "Ok"]);
+    let forgot = gw.post("/v1/sms/send", &native("+8613800138000", "ForgotPassword", "222222")).await;
+    assert_eq!(forgot.status, 200, "{:#}", forgot.json);
+    assert_eq!(mock.seen_action("SendSms").len(), 3);
+}

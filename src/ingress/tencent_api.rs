@@ -280,18 +280,11 @@ fn printable(s: &str, max: usize) -> bool {
     s.len() <= max && !s.chars().any(char::is_control)
 }
 
-/// The usage type the tenant maps a TemplateId to: a named usage before `Generic`, then by name, mainland
-/// templates before international ones; None when the TemplateId is none of the tenant's.
+/// The usage type the tenant maps a TemplateId to: a named usage before `Generic`, then by name; None when
+/// the TemplateId is none of the tenant's. The send is also judged by the rules of the template's other
+/// usages (`Tenant::template_usages`).
 pub fn usage_for_template(tenant: &Tenant, template_id: &str) -> Option<String> {
-    let sets = std::iter::once(&tenant.templates).chain(tenant.international_templates.as_ref());
-    sets.filter_map(|set| {
-        set.iter()
-            .filter(|(_, id)| *id == template_id)
-            .map(|(usage, _)| usage)
-            .min_by_key(|u| (*u == GENERIC_USAGE, *u))
-    })
-    .next()
-    .map(str::to_owned)
+    tenant.template_usages(template_id).into_iter().min_by_key(|u| (*u == GENERIC_USAGE, *u)).map(str::to_owned)
 }
 
 /// A Tencent-style number -> the reading the pipeline takes: `+…` as E.164, 11 bare digits starting with 1
