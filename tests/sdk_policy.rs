@@ -5,7 +5,7 @@
 
 use crate::common::mock::MockTencent;
 use crate::common::*;
-use crate::tencent_api::{codes, now, sdk, sdk_config, send_sms};
+use crate::tencent_api::{codes, now, sdk, sdk_config, send_sms, SDK_ID, SDK_KEY};
 use serde_json::json;
 
 /// Issue 19, item 5: one number 20 times with two template parameters went out in one call carrying 19
@@ -101,4 +101,68 @@ async fn regression_a_native_sign_in_quota_holds_at_the_sdk_door_through_the_sha
     let forgot = gw.post("/v1/sms/send", &native("+8613800138000", "ForgotPassword", "222222")).await;
     assert_eq!(forgot.status, 200, "{:#}", forgot.json);
     assert_eq!(mock.seen_action("SendSms").len(), 3);
+}
+
+fn pull(params: serde_json::Value) -> serde_json::Value {
+    json!({"action": "PullSmsSendStatus", "secret_id": SDK_ID, "secret_key": SDK_KEY, "params": params})
+}
+
+/// Issue 19, item 7: a tenant's SDK client pulled another tenant's receipts by naming its SmsSdkAppId (same
+/// Tencent account), and versions `2019-07-11` and `x` were forwarded. Only the tenant's own application,
+/// named, in the one version, with no repeated key.
+#[tokio::test]
+async fn regression_passthrough_reaches_only_the_tenants_own_application_in_one_version() {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let gw = TestGateway::start_doors(compile(&sdk_config(&mock.endpoint(), PHONE_LIMITS)), now()).await;
+    let mut old_version = pull(json!({"Limit": 10, "SmsSdkAppId": "1400006666"}));
+    old_version["version"] = json!("2019-07-11");
+    let mut nonsense_version = old_version.clone();
+    nonsense_version["version"] = json!("x");
+    let calls = vec![
+        pull(json!({"Limit": 10, "SmsSdkAppId": "1400007777"})),
+        pull(json!({"Limit": 10})),
+        pull(json!({"Limit": 10, "SmsSdkAppId": "1400006666", "smsSdkAppId": "1400007777"})),
+        pull(json!({"Limit": 10, "SmsSdkAppId": 1400007777u64})),
+        old_version,
+        nonsense_version,
+        pull(json!({"Limit": 10, "SmsSdkAppId": "1400006666"})),
+    ];
+    let Some(answers) = sdk(&gw, calls).await else { return };
+    let got: Vec<&str> = answers.iter().map(|a| a["code"].as_str().unwrap_or("<forwarded>")).collect();
+    assert_eq!(
+        got,
+        [
+            "InvalidParameterValue.SdkAppIdNotExist",
+            "MissingParameter",
+            "InvalidParameter",
+            "InvalidParameterValue.SdkAppIdNotExist",
+            "NoSuchVersion",
+            "NoSuchVersion",
+            "<forwarded>",
+        ],
+        "{answers:#?}"
+    );
+    let seen = mock.seen_action("PullSmsSendStatus");
+    assert_eq!(seen.len(), 1, "only the tenant's own, in 2021-01-11");
+    assert_eq!(seen[0].body["SmsSdkAppId"], "1400006666");
+}
+
+/// The same class by the config: a write action (or an account-wide read) in `sdk_passthrough` would run
+/// with the real keys, so `check` refuses it unless `sdk_passthrough_unscoped: true` says so.
+#[test]
+fn regression_a_write_action_in_passthrough_is_a_config_error_unless_allowed() {
+    for action in ["AddSmsTemplate", "DeleteSmsSign", "ReportConversion", "DescribeSmsTemplateList", "MadeUpAction"] {
+        let yaml = sdk_config("http://127.0.0.1:9", PHONE_LIMITS).replace(
+            "sdk_passthrough: [PullSmsSendStatus]",
+            &format!("sdk_passthrough: [PullSmsSendStatus, {action}]"),
+        );
+        let error = smsgate::config::Config::from_yaml(&yaml, std::path::Path::new("test.yaml"), &env()).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("sdk_passthrough[1]") && text.contains("sdk_passthrough_unscoped: true"), "{text}");
+        let allowed = yaml.replace(
+            &format!("sdk_passthrough: [PullSmsSendStatus, {action}]"),
+            &format!("sdk_passthrough: [PullSmsSendStatus, {action}]\n    sdk_passthrough_unscoped: true"),
+        );
+        compile(&allowed);
+    }
 }

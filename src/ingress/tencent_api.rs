@@ -5,6 +5,7 @@
 //! (whole requests in Tencent's error envelope, single numbers in `SendStatusSet`).
 
 use super::{CallerMessage, PhoneInput, SendRequest};
+use crate::config::{read_scope, ReadScope};
 use crate::config::{Credentials, Tenant, GENERIC_USAGE};
 use crate::error::GatewayError;
 use crate::tencent::client::CallExtras;
@@ -372,6 +373,78 @@ pub fn parse_send_sms(body: &[u8], tenant: &Tenant) -> Result<SendSms, ApiError>
         extras: CallExtras { extend_code: b.extend_code, session_context: b.session_context, sender_id: b.sender_id },
     };
     Ok(SendSms { message, requests, numbers: b.phone_number_set })
+}
+
+/// Accepts any JSON value whose objects repeat no key (compared ignoring ASCII case, as a lenient reader
+/// might): Tencent and the gateway must read the same request.
+struct UniqueKeys;
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UniqueKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys)
+            }
+            fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+                while seq.next_element::<UniqueKeys>()?.is_some() {}
+                Ok(UniqueKeys)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+                let mut keys = std::collections::HashSet::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if !keys.insert(key.to_ascii_lowercase()) {
+                        return Err(serde::de::Error::custom("a key is repeated"));
+                    }
+                    map.next_value::<UniqueKeys>()?;
+                }
+                Ok(UniqueKeys)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A passthrough body, before it is forwarded with the tenant's real keys: a JSON object repeating no key;
+/// its `SmsSdkAppId` (any spelling of the name) the tenant's own, and present for an action that reads one
+/// application's data, so a caller reaches no other application of a shared Tencent account.
+pub fn check_passthrough(body: &[u8], action: &str, tenant: &Tenant) -> Result<(), ApiError> {
+    let not_json = || ApiError::invalid("InvalidParameter", "The body must be a JSON object repeating no key.");
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(not_json());
+    }
+    serde_json::from_slice::<UniqueKeys>(body).map_err(|_| not_json())?;
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).map_err(|_| not_json())?;
+    let app_id = object.iter().find(|(k, _)| k.eq_ignore_ascii_case("SmsSdkAppId")).map(|(_, v)| v);
+    match app_id {
+        Some(serde_json::Value::String(id)) if *id == tenant.tencent.sdk_app_id => Ok(()),
+        Some(_) => {
+            Err(ApiError::invalid("InvalidParameterValue.SdkAppIdNotExist", "SmsSdkAppId is not this account's."))
+        }
+        None if read_scope(action) == Some(ReadScope::App) => {
+            Err(ApiError::invalid("MissingParameter", "The request is missing a required parameter `SmsSdkAppId`."))
+        }
+        None => Ok(()),
+    }
 }
 
 /// The Tencent code of a number the gateway refused or could not send, given the window of the limit rule

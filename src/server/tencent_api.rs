@@ -81,14 +81,23 @@ impl Gateway {
         let bytes = body::read(req, limits, &tenant.body_readers).await.map_err(ApiError::from_gateway)?;
         head.verify(&client, &bytes)?;
 
+        if head.action != api::ACTION && !tenant.sdk_passthrough.contains(&head.action) {
+            return Err(ApiError {
+                code: "UnsupportedOperation",
+                message: format!("The action {} is not available through this gateway.", truncate(&head.action)),
+                cause: Box::new(GatewayError::InvalidRequest("action not in sdk_passthrough".into())),
+            });
+        }
+        // Every action, forwarded or not, in the one version whose requests the gateway reads.
+        if head.version != api::VERSION {
+            return Err(ApiError {
+                code: "NoSuchVersion",
+                message: format!("This gateway serves version {} only.", api::VERSION),
+                cause: Box::new(GatewayError::InvalidRequest("unsupported API version".into())),
+            });
+        }
         if head.action != api::ACTION {
-            if !tenant.sdk_passthrough.contains(&head.action) {
-                return Err(ApiError {
-                    code: "UnsupportedOperation",
-                    message: format!("The action {} is not available through this gateway.", truncate(&head.action)),
-                    cause: Box::new(GatewayError::InvalidRequest("action not in sdk_passthrough".into())),
-                });
-            }
+            tencent_api::check_passthrough(&bytes, &head.action, &tenant)?;
             let forwarded = self
                 .shared
                 .services
@@ -98,16 +107,9 @@ impl Gateway {
             tracing::info!(request_id = %id, tenant = %tenant.name, action = %head.action,
                 outcome = forwarded.as_ref().map_or_else(|e| e.code(), |_| "forwarded"), "tencent api passthrough");
             return match forwarded {
-                Ok((_, answer)) => Ok(respond::json(StatusCode::OK, id, String::from_utf8_lossy(&answer).into_owned())),
+                Ok((_, answer)) => Ok(respond::json(StatusCode::OK, id, without_upstream_text(answer, id))),
                 Err(e) => Err(ApiError::from_gateway(e)),
             };
-        }
-        if head.version != api::VERSION {
-            return Err(ApiError {
-                code: "NoSuchVersion",
-                message: format!("SendSms is served in version {} only.", api::VERSION),
-                cause: Box::new(GatewayError::InvalidRequest("unsupported SendSms version".into())),
-            });
         }
         let send = tencent_api::parse_send_sms(&bytes, &tenant)?;
         let session_context = send.message.extras.session_context.clone().unwrap_or_default();
@@ -126,6 +128,32 @@ impl Gateway {
 
 fn truncate(s: &str) -> &str {
     s.char_indices().nth(64).map_or(s, |(cut, _)| &s[..cut])
+}
+
+/// A forwarded answer as the caller gets it: Tencent's data as it came, but an error's message replaced by the
+/// gateway's (Tencent's text can be operator detail, such as a credentials error; the code stays). An answer
+/// that is not Tencent's envelope becomes `InternalError`.
+fn without_upstream_text(answer: Vec<u8>, id: &str) -> Vec<u8> {
+    let Ok(mut envelope) = serde_json::from_slice::<serde_json::Value>(&answer) else {
+        return internal_error(id);
+    };
+    let Some(response) = envelope.get_mut("Response").and_then(|r| r.as_object_mut()) else {
+        return internal_error(id);
+    };
+    match response.get_mut("Error").and_then(|e| e.as_object_mut()) {
+        None => answer,
+        Some(error) => {
+            error.insert("Message".into(), json!("Tencent refused the request; the operator's log has the detail."));
+            envelope.to_string().into_bytes()
+        }
+    }
+}
+
+fn internal_error(id: &str) -> Vec<u8> {
+    let message = GatewayError::UpstreamUnavailable { reason: String::new(), upstream: None }.public_message();
+    json!({"Response": {"Error": {"Code": "InternalError", "Message": message}, "RequestId": id}})
+        .to_string()
+        .into_bytes()
 }
 
 /// `{"Response": {…, "RequestId"}}` with HTTP 200.
