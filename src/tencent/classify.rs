@@ -35,7 +35,7 @@ impl Class {
                 ("transient, nothing sent", "retried with back-off inside the deadline, then 503 upstream_unavailable")
             }
             Class::TransientMaybeSent => {
-                ("transient, maybe sent", "503 upstream_unavailable; retried only with retry_maybe_sent")
+                ("transient, maybe sent", "200 maybe_sent, never a failure; retried only with retry_maybe_sent")
             }
             Class::Clock => ("clock", "re-signed once with Tencent's time, then 502 upstream_rejected"),
             Class::OperatorConfig => {
