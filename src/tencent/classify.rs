@@ -156,7 +156,8 @@ pub fn recipient_retry_after(code: &str, now_unix: i64) -> Duration {
     }
 }
 
-/// The gateway error for a refused send (any class but `Sent`).
+/// The gateway error for a refused send (any class but `Sent`). A send path never takes a
+/// `TransientMaybeSent` code here: `client::Entry::judge` and `judge_many` make it `Unconfirmed` first.
 pub fn to_error(detail: UpstreamDetail, now_unix: i64) -> GatewayError {
     match classify(&detail.code) {
         Class::RecipientThrottle => GatewayError::UpstreamRateLimited {

@@ -174,35 +174,18 @@ impl MockTencent {
             }
             let signature_valid = verify(&headers, &body, &self.secret_key);
             let timestamp: i64 = headers.get("x-tc-timestamp").and_then(|t| t.parse().ok()).unwrap_or(0);
-            if headers.get("x-tc-action").map(String::as_str) == Some("PullSmsSendStatus") {
-                self.state.lock().unwrap().seen.push(Seen {
-                    headers: headers.clone(),
-                    body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-                    signature_valid,
-                });
-                let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                let text = pull_status(request["Limit"].as_u64().unwrap_or(0) as usize);
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                    text.len()
-                );
-                let stream = stream.get_mut();
-                if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(text.as_bytes()).await.is_err()
-                {
-                    return;
-                }
-                continue;
-            }
-            if headers.get("x-tc-action").map(String::as_str) == Some("ReportConversion") {
+            let action = headers.get("x-tc-action").cloned().unwrap_or_default();
+            if action == "PullSmsSendStatus" || action == "ReportConversion" {
                 let text = {
                     let mut state = self.state.lock().unwrap();
-                    state.seen.push(Seen {
-                        headers: headers.clone(),
-                        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-                        signature_valid,
-                    });
-                    match state.report_replies.pop_front() {
+                    let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    state.seen.push(Seen { headers: headers.clone(), body: request.clone(), signature_valid });
+                    let queued = if action == "ReportConversion" { state.report_replies.pop_front() } else { None };
+                    match queued {
                         _ if !signature_valid => error_envelope("AuthFailure.SignatureFailure"),
+                        _ if action == "PullSmsSendStatus" => {
+                            pull_status(request["Limit"].as_u64().unwrap_or(0) as usize)
+                        }
                         Some(code) => error_envelope(code),
                         None => r#"{"Response":{"ReportConversionStatus":{"Code":"OK","Message":"success"},"RequestId":"mock-req"}}"#.to_owned(),
                     }
