@@ -114,6 +114,24 @@ async fn regression_slow_dropped_and_internal_error_answers_are_maybe_sent_on_th
     }
 }
 
+/// The same class by the Supabase hook: a cut answer is a success (`200 {}`), never the `503` Supabase
+/// retries into a second SMS.
+#[tokio::test]
+async fn regression_a_maybe_sent_supabase_hook_call_is_a_success_never_retried() {
+    use crate::supabase::{hook, hooked_config, payload, SECRET};
+    let mock = MockTencent::start(SECRET_KEY).await;
+    mock.reply(Reply::Truncated);
+    let gw =
+        TestGateway::start(compile(&hooked_config(&mock.endpoint(), &format!("{{ secret: \"{SECRET}\" }}")))).await;
+    let url = gw.url("/v1/supabase/sms");
+    let Some(answer) = hook(url, "signed", START_UNIX, payload("8613800138000", "123456"), &[SECRET]).await else {
+        return;
+    };
+    assert_eq!((answer["status"].as_u64(), &answer["body"]), (Some(200), &json!({})), "{answer:#}");
+    assert!(answer["headers"].get("retry-after").is_none(), "{answer:#}");
+    assert_eq!(mock.seen_action("SendSms").len(), 1);
+}
+
 /// Issue 19, item 4: `PullSmsSendStatus` answers over 64 KiB were dropped, and Tencent hands each delivery
 /// report out once.
 #[tokio::test]
