@@ -205,3 +205,39 @@ async fn regression_tencent_text_never_reaches_a_caller() {
         assert!(!answer.to_string().contains("mock says"), "{answer:#}");
     }
 }
+
+/// Tencent's words go to the operator's log, numbers masked, and to no answer: a refusal whose message names
+/// the number, through the real binary.
+#[test]
+fn regression_the_log_keeps_tencents_message_masked_and_the_answer_drops_it() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mock = runtime.block_on(MockTencent::start(SECRET_KEY));
+    mock.reply(Reply::Raw(
+        200,
+        "application/json",
+        r#"{"Response":{"Error":{"Code":"FailedOperation.PhoneNumberInBlacklist","Message":"number 8613800138000 is in the blacklist"},"RequestId":"r-1"}}"#,
+    ));
+    let mut server = crate::common::process::Server::spawn(
+        &config_yaml(&mock.endpoint(), PHONE_LIMITS, ""),
+        &[("ACME_SECRET", SECRET_KEY)],
+    );
+    let answer = runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(server.url("/v1/sms/send"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(native("+8613800138000", "SignIn", "123456"))
+            .send()
+            .await
+            .unwrap();
+        Answer::from(response).await
+    });
+    answer.assert_error(502, "upstream_rejected");
+    assert_eq!(
+        answer.json["error"]["upstream"],
+        json!({"code": "FailedOperation.PhoneNumberInBlacklist", "request_id": "r-1"})
+    );
+    let line = server.wait_for_log("send request");
+    assert!(line.contains("is in the blacklist") && line.contains("FailedOperation.PhoneNumberInBlacklist"), "{line}");
+    assert!(!line.contains("13800138000"), "the number masked: {line}");
+}
