@@ -104,7 +104,7 @@ pub struct Checked {
     pub sms: OutboundSms,
     /// The other usage types the send stands for: a caller that named only a template several usages share
     /// is judged by the rules of each (`Tenant::template_usages`).
-    pub also_usages: Vec<String>,
+    pub(crate) also_usages: Vec<String>,
 }
 
 impl Checked {

@@ -76,7 +76,7 @@ pub fn sdk_clients(
 /// 2021-01-11). Every other action (writes such as `AddSmsTemplate` or `ReportConversion`, account-wide
 /// reads, actions added later) needs `sdk_passthrough_unscoped: true`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadScope {
+pub(crate) enum ReadScope {
     /// Reads one application's data, named by `SmsSdkAppId`: forwarded only for the tenant's own.
     App,
     /// Reads nothing of the account (number information).
@@ -84,7 +84,7 @@ pub enum ReadScope {
 }
 
 /// The read actions a tenant may list without `sdk_passthrough_unscoped`.
-pub const READ_ACTIONS: &[(&str, ReadScope)] = &[
+pub(crate) const READ_ACTIONS: &[(&str, ReadScope)] = &[
     ("PullSmsSendStatus", ReadScope::App),
     ("PullSmsSendStatusByPhoneNumber", ReadScope::App),
     ("PullSmsReplyStatus", ReadScope::App),
@@ -96,7 +96,7 @@ pub const READ_ACTIONS: &[(&str, ReadScope)] = &[
 ];
 
 /// The scope of a read action smsgate knows; None for every other action.
-pub fn read_scope(action: &str) -> Option<ReadScope> {
+pub(crate) fn read_scope(action: &str) -> Option<ReadScope> {
     READ_ACTIONS.iter().find(|(name, _)| *name == action).map(|(_, scope)| *scope)
 }
 

@@ -427,7 +427,7 @@ impl<'de> Deserialize<'de> for UniqueKeys {
 /// A passthrough body, before it is forwarded with the tenant's real keys: a JSON object repeating no key;
 /// its `SmsSdkAppId` (any spelling of the name) the tenant's own, and present for an action that reads one
 /// application's data, so a caller reaches no other application of a shared Tencent account.
-pub fn check_passthrough(body: &[u8], action: &str, tenant: &Tenant) -> Result<(), ApiError> {
+pub(crate) fn check_passthrough(body: &[u8], action: &str, tenant: &Tenant) -> Result<(), ApiError> {
     let not_json = || ApiError::invalid("InvalidParameter", "The body must be a JSON object repeating no key.");
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(not_json());

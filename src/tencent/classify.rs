@@ -110,7 +110,7 @@ pub fn classify(code: &str) -> Class {
 /// A Tencent code as a metrics label or a log word: the code itself when the table lists it exactly, its
 /// family (`InternalError.*`) when a prefix matches, else `other`. A closed set whatever an upstream
 /// answers: an invented code never becomes a new label value.
-pub fn label(code: &str) -> &'static str {
+pub(crate) fn label(code: &str) -> &'static str {
     const FAMILIES: &[(&str, &str)] = &[
         ("RequestLimitExceeded", "RequestLimitExceeded*"),
         ("InternalError.", "InternalError.*"),
@@ -128,7 +128,7 @@ pub fn label(code: &str) -> &'static str {
 /// content the caller chose was refused (or Tencent's own per-number limits), so refused numbers cannot buy
 /// unlimited calls to Tencent. Tencent unreachable, throttling its API, or refusing the operator's account,
 /// template or quota is no reason to lock the user out.
-pub fn quota_comes_back(unsent: &GatewayError) -> bool {
+pub(crate) fn quota_comes_back(unsent: &GatewayError) -> bool {
     match unsent.upstream() {
         None => true,
         Some(u) => matches!(

@@ -87,11 +87,11 @@ const ANSWER_BYTES_BASE: usize = 16 * 1024;
 /// each (`PullSmsSendStatus`, `PullSmsReplyStatus`, template and sign lists), under 4 KiB each at the same
 /// worst case, so 400 KiB; 1 MiB leaves room for Tencent to add fields. Status pulls are handed out once:
 /// an answer cut here would lose them, so the bound is generous rather than tight.
-pub const PASSTHROUGH_ANSWER_BYTES: usize = 1024 * 1024;
+pub(crate) const PASSTHROUGH_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// How much of a SendSms answer for `numbers` numbers is read: what Tencent can legitimately return for
 /// them, so a real answer is never cut (a cut answer is `maybe sent`, never a retry).
-pub const fn answer_limit(numbers: usize) -> usize {
+pub(crate) const fn answer_limit(numbers: usize) -> usize {
     ANSWER_BYTES_BASE + numbers * ANSWER_BYTES_PER_NUMBER
 }
 
@@ -314,7 +314,8 @@ impl TencentClient {
     /// Sends `sms` within the account's deadline, retrying only where no second SMS can result (connect
     /// failures, Tencent's API throttles) unless the tenant opted into retrying maybe-sent failures. Fails over
     /// across endpoints on connect failures, re-signs once on a clock error, and tries the next key pair once
-    /// on a credential error. The result is always the last attempt's: never a stale error after a success.
+    /// on a credential error. The result is the last attempt's (never a stale error after a success), except
+    /// that once an attempt may have gone out the send is unconfirmed at worst.
     pub async fn deliver(&self, account: &TencentAccount, sms: &OutboundSms) -> Result<Dispatched, GatewayError> {
         let mut entries = match self.deliver_many(account, sms, &[&sms.phone_e164]).await? {
             Call::Answered(entries) => entries,
