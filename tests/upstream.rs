@@ -241,3 +241,25 @@ fn regression_the_log_keeps_tencents_message_masked_and_the_answer_drops_it() {
     assert!(line.contains("is in the blacklist") && line.contains("FailedOperation.PhoneNumberInBlacklist"), "{line}");
     assert!(!line.contains("13800138000"), "the number masked: {line}");
 }
+
+/// The other side of the one decision: a deadline that passes before the request was written (here a TLS
+/// handshake that never completes) sent nothing, so it is `upstream_timeout` and gives the quota back; on
+/// main every time-out kept the quota.
+#[tokio::test]
+async fn regression_a_deadline_before_the_request_was_written_gives_the_quota_back() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("https://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            open.push(stream);
+        }
+    });
+    let gw = TestGateway::start(compile(&config_yaml(&endpoint, PHONE_LIMITS, "      max_attempts: 1"))).await;
+    for _ in 0..2 {
+        gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "123456"))
+            .await
+            .assert_error(504, "upstream_timeout");
+    }
+    held.abort();
+}
