@@ -35,6 +35,13 @@ pub struct RawServer {
     pub body_timeout: Option<Scalar>,
     /// Bodies one tenant may have in reading at once.
     pub max_body_readers: Option<u64>,
+    /// Bodies read before their signature is checked (Supabase hook, Tencent API, Logto webhook): at
+    /// once per door, at once per source address (all doors), and their bytes (all doors).
+    pub max_unverified_readers: Option<u64>,
+    pub max_unverified_per_address: Option<u64>,
+    pub max_unverified_bytes: Option<u64>,
+    /// Whether `/v1/logto/webhook` (no tenant in the path) is served.
+    pub shared_logto_webhook: Option<bool>,
     /// Address of the Tencent-compatible API (the official SDKs' `SendSms`); off when absent.
     pub tencent_listen: Option<Scalar>,
     /// Threads serving requests.
