@@ -114,8 +114,14 @@ impl Gateway {
         }
         let send = tencent_api::parse_send_sms(&bytes, &tenant)?;
         let session_context = send.message.extras.session_context.clone().unwrap_or_default();
+        let hook_log = crate::script::LogBudget::default();
         let mut trails: Vec<Trail> = (0..send.requests.len())
-            .map(|_| Trail { request_id: id.to_owned(), tenant: Some(tenant.name.clone()), ..Trail::default() })
+            .map(|_| Trail {
+                request_id: id.to_owned(),
+                tenant: Some(tenant.name.clone()),
+                hook_log: hook_log.clone(),
+                ..Trail::default()
+            })
             .collect();
         let results = self.shared.services.send_batch(&tenant, send.requests, &send.message, &mut trails).await;
         let mut set = Vec::with_capacity(results.len());
