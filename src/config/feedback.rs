@@ -229,6 +229,13 @@ fn compile_protection(
 fn compile_webhook(c: &mut Compiler, path: &str, raw: &RawWebhook) -> Option<WebhookTarget> {
     let url_path = format!("{path}.url");
     let url = c.required(&url_path, &raw.url).and_then(|text| {
+        if url::Url::parse(&text).is_ok_and(|u| !u.username().is_empty() || u.password().is_some()) {
+            c.problem(
+                &url_path,
+                "credentials in the URL are never sent: the receiver checks webhook-signature instead",
+            );
+            return None;
+        }
         let parsed = url::Url::parse(&text)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some() && u.username().is_empty());

@@ -151,6 +151,8 @@ pub struct RawProtection {
 pub struct RawWebhook {
     pub url: Scalar,
     pub secret: Scalar,
+    /// Allows a link-local or cloud-metadata receiver (169.254.0.0/16, fe80::/10, metadata hosts).
+    pub allow_link_local: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,6 +227,8 @@ pub struct RawTencent {
     pub endpoint: Option<Scalar>,
     pub timeout: Option<Scalar>,
     pub dry_run: Option<bool>,
+    /// Allows an `http://` endpoint that is not a loopback address for real (not dry-run) sends.
+    pub allow_plain_http: Option<bool>,
     /// Tried in order after `endpoint` when it cannot be reached.
     #[serde(default)]
     pub fallback_endpoints: Vec<Scalar>,
