@@ -651,34 +651,20 @@ fn regression_config_and_script_reads_are_bounded_and_regular_files_only() {
     Config::load(&at_cap, &env()).unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// Two tenants, `a` and `b`, with room for extra lines: `server_extra` (2 spaces), `a_extra` and `b_extra`
-/// (tenant level, 4 spaces), `a_tencent` (a's tencent block, 6 spaces).
-fn two_tenants(server_extra: &str, a_tencent: &str, a_extra: &str, b_extra: &str) -> String {
+/// Two tenants, `a` and `b`, and an admin token, with room for extra lines: `a_tencent` (a's tencent block,
+/// 6 spaces), `a_extra` and `b_extra` (tenant level, 4 spaces).
+fn two_tenants(a_tencent: &str, a_extra: &str, b_extra: &str) -> String {
+    let tenant = |name: &str, app: &str, tencent: &str, extra: &str| {
+        format!(
+            "  {name}:\n    tokens: [\"token-for-{name}-0000001\"]\n    tencent:\n      accessKeyId: AKID{name}\n      \
+             accessKeySecret: real-tencent-key-of-{name}-0001\n      sdkAppId: {app}\n      region: ap-guangzhou\n      \
+             templates: [{{ usageType: Generic, templateCode: \"1\" }}]\n{tencent}\n{extra}\n"
+        )
+    };
     format!(
-        r#"server:
-  admin_tokens: ["admin-token-0123456789"]
-{server_extra}
-tenants:
-  a:
-    tokens: ["token-for-a-0000001"]
-    tencent:
-      accessKeyId: AKIDa
-      accessKeySecret: real-tencent-key-of-a-0001
-      sdkAppId: 1400006666
-      region: ap-guangzhou
-      templates: [{{ usageType: Generic, templateCode: "1" }}]
-{a_tencent}
-{a_extra}
-  b:
-    tokens: ["token-for-b-0000001"]
-    tencent:
-      accessKeyId: AKIDb
-      accessKeySecret: real-tencent-key-of-b-0001
-      sdkAppId: 1400007777
-      region: ap-guangzhou
-      templates: [{{ usageType: Generic, templateCode: "2" }}]
-{b_extra}
-"#
+        "server:\n  admin_tokens: [\"admin-token-0123456789\"]\ntenants:\n{}{}",
+        tenant("a", "1400006666", a_tencent, a_extra),
+        tenant("b", "1400007777", "", b_extra)
     )
 }
 
@@ -688,7 +674,7 @@ tenants:
 /// and real sends over plain http. Each is an error at its key, naming no value.
 #[test]
 fn regression_check_accepted_configs_that_weaken_security_silently() {
-    assert!(Config::from_yaml(&two_tenants("", "", "", ""), Path::new("gw.yaml"), &env()).is_ok());
+    assert!(Config::from_yaml(&two_tenants("", "", ""), Path::new("gw.yaml"), &env()).is_ok());
     let hook = "    supabase: { secret: \"v1,whsec_c21zZ2F0ZS1zdXBhYmFzZS10ZXN0LWtleS0x\" }";
     let sdk = |key: &str| format!("    sdk_clients: [{{ secretId: AKIDcaller01, secretKey: {key} }}]");
     let feedback = "    conversion: { window: 1m }";
@@ -698,37 +684,37 @@ fn regression_check_accepted_configs_that_weaken_security_silently() {
         )
     };
     let cases: Vec<(String, &str)> = vec![
-        (two_tenants("", "", hook, hook), "tenants.b.supabase.secret: this secret is already used by tenant a"),
+        (two_tenants("", hook, hook), "tenants.b.supabase.secret: this secret is already used by tenant a"),
         (
-            two_tenants("", "", "", &sdk("real-tencent-key-of-a-0001")),
+            two_tenants("", "", &sdk("real-tencent-key-of-a-0001")),
             "tenants.b.sdk_clients[0].secretKey: must differ from tenant a's real Tencent key",
         ),
         (
-            two_tenants("", "", "", &sdk("token-for-a-0000001")),
+            two_tenants("", "", &sdk("token-for-a-0000001")),
             "tenants.b.sdk_clients[0].secretKey: must differ from a token of tenant a",
         ),
         (
-            two_tenants("", "", "", &sdk("admin-token-0123456789")),
+            two_tenants("", "", &sdk("admin-token-0123456789")),
             "tenants.b.sdk_clients[0].secretKey: must differ from an admin token",
         ),
         (
-            two_tenants("", "      status_secret: admin-token-0123456789", feedback, ""),
+            two_tenants("      status_secret: admin-token-0123456789", feedback, ""),
             "tenants.a.tencent.status_secret: must differ from an admin token",
         ),
         (
-            two_tenants("", "", &webhook("https://:hunter2-pass@hooks.example.com/x", ""), ""),
+            two_tenants("", &webhook("https://:hunter2-pass@hooks.example.com/x", ""), ""),
             "tenants.a.webhook.url: credentials in the URL are never sent",
         ),
         (
-            two_tenants("", "", &webhook("http://169.254.169.254/latest/meta-data", ""), ""),
+            two_tenants("", &webhook("http://169.254.169.254/latest/meta-data", ""), ""),
             "tenants.a.webhook.url: a link-local or cloud-metadata address",
         ),
         (
-            two_tenants("", "", &webhook("http://[fe80::1]:8080/x", ""), ""),
+            two_tenants("", &webhook("http://[fe80::1]:8080/x", ""), ""),
             "tenants.a.webhook.url: a link-local or cloud-metadata address",
         ),
         (
-            two_tenants("", "      endpoint: http://sms.tencentcloudapi.com", "", ""),
+            two_tenants("      endpoint: http://sms.tencentcloudapi.com", "", ""),
             "tenants.a.tencent.endpoint: real sends over plain http",
         ),
     ];
@@ -741,10 +727,10 @@ fn regression_check_accepted_configs_that_weaken_security_silently() {
     }
     // Where a legitimate use exists, an explicit allow (or a loopback endpoint, or a dry run) compiles.
     for yaml in [
-        two_tenants("", "", &webhook("http://169.254.169.254/x", ", allow_link_local: true"), ""),
-        two_tenants("", "      endpoint: http://sms.internal:8080\n      allow_plain_http: true", "", ""),
-        two_tenants("", "      endpoint: http://127.0.0.1:9000", "", ""),
-        two_tenants("", "      endpoint: http://sms.tencentcloudapi.com\n      dry_run: true", "", ""),
+        two_tenants("", &webhook("http://169.254.169.254/x", ", allow_link_local: true"), ""),
+        two_tenants("      endpoint: http://sms.internal:8080\n      allow_plain_http: true", "", ""),
+        two_tenants("      endpoint: http://127.0.0.1:9000", "", ""),
+        two_tenants("      endpoint: http://sms.tencentcloudapi.com\n      dry_run: true", "", ""),
     ] {
         Config::from_yaml(&yaml, Path::new("gw.yaml"), &env()).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     }
@@ -761,17 +747,17 @@ fn literal_defaults_of_secrets_are_refused_unless_nothing_is_sent() {
         ("real-tencent-key-of-a-0001", "${A_KEY:-real-tencent-key-of-a-0001}", "tenants.a.tencent.accessKeySecret"),
     ];
     for (plain, defaulted, key) in cases {
-        let yaml = two_tenants("", "", "", "").replace(plain, defaulted);
+        let yaml = two_tenants("", "", "").replace(plain, defaulted);
         let errs = errors(&yaml);
         assert_eq!(errs.len(), 1, "{errs:#?}");
         assert!(errs[0].contains(&format!("{key}: a secret must not have a literal default")), "{errs:#?}");
         assert!(!errs[0].contains(plain), "{errs:#?}");
     }
     // A default that is itself a variable is no literal; a dry-run tenant may keep a demo default.
-    let yaml = two_tenants("", "", "", "").replace("token-for-a-0000001", "${A_TOKEN:-${SECRET}}");
+    let yaml = two_tenants("", "", "").replace("token-for-a-0000001", "${A_TOKEN:-${SECRET}}");
     Config::from_yaml(&yaml, Path::new("gw.yaml"), &env()).unwrap_or_else(|e| panic!("{e}"));
-    let yaml = two_tenants("", "      dry_run: true", "", "")
-        .replace("token-for-a-0000001", "${A_TOKEN:-demo-token-0123456789}");
+    let yaml =
+        two_tenants("      dry_run: true", "", "").replace("token-for-a-0000001", "${A_TOKEN:-demo-token-0123456789}");
     Config::from_yaml(&yaml, Path::new("gw.yaml"), &env()).unwrap_or_else(|e| panic!("{e}"));
 }
 
