@@ -164,44 +164,50 @@ async fn regression_anonymous_sdk_bodies_took_the_tenants_native_slots() {
     assert_eq!(mock.seen().len(), 1);
 }
 
-/// Bodies read before verification share a small global byte budget, whatever `max_body_bytes`: with 1 MiB
-/// bodies allowed, a second anonymous 1 MiB declared body (from another address, another door) is refused
-/// unread while the first is held, and the first one's bytes come back when it ends.
+/// Asks the Tencent door from `from` with a declared body of `length` bytes (sent whole when `send`, else
+/// none) until whether it is refused `RequestLimitExceeded` is `busy_wanted` (a wait for the server to take
+/// or give back what other connections hold, not for time); the last answer.
+async fn sdk_answer(gw: &TestGateway, from: [u8; 4], length: usize, send: bool, busy_wanted: bool) -> String {
+    let mut answer = String::new();
+    for _ in 0..1000 {
+        let mut s = connect_from(from, gw.tencent_addr.unwrap()).await;
+        let body = if send { format!("{{\"x\":\"{}\"}}", "a".repeat(length - 8)) } else { String::new() };
+        s.write_all(format!("{}{body}", tc3_head(SDK_ID, length, START_UNIX)).as_bytes()).await.unwrap();
+        answer = answer_of(&mut s).await;
+        if answer.contains("RequestLimitExceeded") == busy_wanted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    answer
+}
+
+/// Bodies read before verification share a small byte budget, whatever `max_body_bytes` (1 MiB here): one
+/// address may hold an eighth of it, so eight addresses holding their share fill it, and then a ninth
+/// address's small body is refused unread (another door, the same budget); once they end, bytes come back.
 #[tokio::test]
 async fn unverified_bodies_share_one_byte_budget_whatever_max_body_bytes() {
     let mock = MockTencent::start(SECRET_KEY).await;
     let config = yaml(&mock.endpoint(), "  max_unverified_bytes: 1048576")
         .replace("  max_body_bytes: 1024", "  max_body_bytes: 1048576");
     let gw = TestGateway::start_doors(compile(&config), START_UNIX).await;
-    let mut first = connect_from([127, 0, 0, 3], gw.addr).await;
-    first.write_all(format!("{}{{\"sms\":", hook_head(ANY_SIGNATURE, 1 << 20)).as_bytes()).await.unwrap();
-    let mut refused = String::new();
-    for _ in 0..1000 {
-        let mut second = connect_from([127, 0, 0, 4], gw.tencent_addr.unwrap()).await;
-        second.write_all(tc3_head(SDK_ID, 600 << 10, START_UNIX).as_bytes()).await.unwrap();
-        refused = answer_of(&mut second).await;
-        if refused.contains("RequestLimitExceeded") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    // One address alone cannot take more than its eighth (128 KiB), even with the budget free.
+    let alone = sdk_answer(&gw, [127, 0, 0, 9], 200 << 10, false, true).await;
+    assert!(alone.contains("RequestLimitExceeded"), "{alone}");
+    assert!(alone.to_ascii_lowercase().contains("connection: close"), "{alone}");
+    let mut held = Vec::new();
+    for i in 0..8u8 {
+        let mut s = connect_from([127, 0, 0, 10 + i], gw.addr).await;
+        s.write_all(format!("{}{{\"sms\":", hook_head(ANY_SIGNATURE, 128 << 10)).as_bytes()).await.unwrap();
+        held.push(s);
     }
+    let refused = sdk_answer(&gw, [127, 0, 0, 20], 2048, false, true).await;
     assert!(refused.contains("RequestLimitExceeded"), "{refused}");
-    assert!(refused.to_ascii_lowercase().contains("connection: close"), "{refused}");
-    drop(first);
-    // Once the first connection is gone its bytes are back: a declared 600 KiB is read (and refused for its
-    // signature, not for the budget).
-    let mut answer = String::new();
-    for _ in 0..1000 {
-        let mut third = connect_from([127, 0, 0, 5], gw.tencent_addr.unwrap()).await;
-        let body = format!("{{\"x\":\"{}\"}}", "a".repeat(600 << 10));
-        third.write_all(format!("{}{body}", tc3_head(SDK_ID, body.len(), START_UNIX)).as_bytes()).await.unwrap();
-        answer = answer_of(&mut third).await;
-        if !answer.contains("RequestLimitExceeded") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    drop(held);
+    // Their bytes are back: a 100 KiB body is read whole and refused for its signature, not the budget.
+    let answer = sdk_answer(&gw, [127, 0, 0, 20], 100 << 10, true, false).await;
     assert!(answer.contains("AuthFailure.SignatureFailure"), "{answer}");
+    assert!(mock.seen().is_empty());
 }
 
 /// A request without its signature header is answered before its body is read: the head alone, with a

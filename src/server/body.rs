@@ -113,36 +113,52 @@ impl Source {
     }
 }
 
+/// One source address may hold at most this share of the bytes budget: at least this many addresses are
+/// needed to fill it (as `max_unverified_readers` / `max_unverified_per_address` addresses fill a door).
+const ADDRESS_SHARE: usize = 8;
+
 /// The budget of bodies read before verification: [`ServerSettings::max_unverified_readers`] at once per
 /// door, [`ServerSettings::max_unverified_per_address`] at once per source, and
-/// [`ServerSettings::max_unverified_bytes`] of their bytes for all doors together. Beyond any of them, the
-/// request is answered `503 server_busy` at once, the rest of its body unread. Sized at start.
+/// [`ServerSettings::max_unverified_bytes`] of their bytes for all doors together (an eighth of it per
+/// source). Beyond any of them, the request is answered `503 server_busy` at once, the rest of its body
+/// unread. Sized at start.
 pub(crate) struct Unverified {
     doors: [Arc<Semaphore>; 3],
     per_address: usize,
-    /// Sources with a body in reading, and how many: at most the doors' slots, so bounded.
-    sources: Arc<Mutex<HashMap<Source, usize>>>,
+    bytes_per_address: usize,
+    /// Sources with a body in reading: at most the doors' slots, so bounded.
+    sources: Arc<Mutex<HashMap<Source, SourceUse>>>,
     bytes: Arc<Semaphore>,
+}
+
+/// What one source holds: bodies in reading and their bytes.
+#[derive(Debug, Default)]
+struct SourceUse {
+    bodies: usize,
+    bytes: usize,
 }
 
 /// What an unverified body holds while it is read and until its signature is checked.
 pub(crate) struct UnverifiedHold {
     _door: OwnedSemaphorePermit,
     _source: SourceHold,
-    _bytes: Option<OwnedSemaphorePermit>,
 }
 
+/// One body's share of its source's entry and of the bytes budget; given back when dropped.
 struct SourceHold {
     source: Source,
-    sources: Arc<Mutex<HashMap<Source, usize>>>,
+    sources: Arc<Mutex<HashMap<Source, SourceUse>>>,
+    bytes: usize,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for SourceHold {
     fn drop(&mut self) {
         let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = sources.get_mut(&self.source) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(used) = sources.get_mut(&self.source) {
+            used.bodies -= 1;
+            used.bytes -= self.bytes;
+            if used.bodies == 0 {
                 sources.remove(&self.source);
             }
         }
@@ -151,35 +167,48 @@ impl Drop for SourceHold {
 
 impl Unverified {
     pub(crate) fn new(server: &ServerSettings) -> Unverified {
-        let door = || Arc::new(Semaphore::new(server.max_unverified_readers));
+        Unverified::sized(server.max_unverified_readers, server.max_unverified_per_address, server.max_unverified_bytes)
+    }
+
+    fn sized(per_door: usize, per_address: usize, bytes: usize) -> Unverified {
+        let door = || Arc::new(Semaphore::new(per_door));
         Unverified {
             doors: [door(), door(), door()],
-            per_address: server.max_unverified_per_address,
+            per_address,
+            bytes_per_address: bytes / ADDRESS_SHARE,
             sources: Arc::default(),
-            bytes: Arc::new(Semaphore::new(server.max_unverified_bytes)),
+            bytes: Arc::new(Semaphore::new(bytes)),
         }
     }
 
     fn source(&self, source: Source) -> Result<SourceHold, GatewayError> {
         let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
-        let held = sources.entry(source).or_insert(0);
-        if *held >= self.per_address {
+        let used = sources.entry(source).or_default();
+        if used.bodies >= self.per_address {
             return Err(GatewayError::ServerBusy);
         }
-        *held += 1;
-        Ok(SourceHold { source, sources: self.sources.clone() })
+        used.bodies += 1;
+        Ok(SourceHold { source, sources: self.sources.clone(), bytes: 0, permit: None })
     }
 
-    /// Bytes of the budget, `n` more; none left is `server_busy`.
-    fn take_bytes(&self, held: &mut Option<OwnedSemaphorePermit>, n: usize) -> Result<(), GatewayError> {
+    /// `n` more bytes for `hold`'s body, within its source's share and the whole budget; none left is
+    /// `server_busy`.
+    fn take_bytes(&self, hold: &mut SourceHold, n: usize) -> Result<(), GatewayError> {
         if n == 0 {
             return Ok(());
         }
-        let n = u32::try_from(n).map_err(|_| GatewayError::PayloadTooLarge)?;
-        let more = self.bytes.clone().try_acquire_many_owned(n).map_err(|_| GatewayError::ServerBusy)?;
-        match held {
+        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        let used = sources.get_mut(&hold.source).ok_or(GatewayError::ServerBusy)?;
+        if used.bytes + n > self.bytes_per_address {
+            return Err(GatewayError::ServerBusy);
+        }
+        let permits = u32::try_from(n).map_err(|_| GatewayError::PayloadTooLarge)?;
+        let more = self.bytes.clone().try_acquire_many_owned(permits).map_err(|_| GatewayError::ServerBusy)?;
+        used.bytes += n;
+        hold.bytes += n;
+        match &mut hold.permit {
             Some(permit) => permit.merge(more),
-            None => *held = Some(more),
+            None => hold.permit = Some(more),
         }
         Ok(())
     }
@@ -198,16 +227,15 @@ impl Unverified {
     {
         let declared = declared(&req, limits.max_bytes)?;
         let door = slot(&self.doors[door as usize])?;
-        let source = self.source(Source::of(&req))?;
-        let mut bytes = None;
-        let reserved = declared.unwrap_or(0) as usize;
-        self.take_bytes(&mut bytes, reserved)?;
+        let mut source = self.source(Source::of(&req))?;
+        // A declared length is reserved whole, before the first byte; a chunked body as its frames come.
+        self.take_bytes(&mut source, declared.unwrap_or(0) as usize)?;
         let charge = |len: usize| {
-            let held = bytes.as_ref().map_or(0, |p| p.num_permits());
-            self.take_bytes(&mut bytes, len.saturating_sub(held))
+            let more = len.saturating_sub(source.bytes);
+            self.take_bytes(&mut source, more)
         };
         let body = within(limits, collect(req.into_body(), limits.max_bytes, charge)).await?;
-        Ok((body, UnverifiedHold { _door: door, _source: source, _bytes: bytes }))
+        Ok((body, UnverifiedHold { _door: door, _source: source }))
     }
 }
 
@@ -289,6 +317,41 @@ mod tests {
         assert_eq!(&many[..], b"{\"a\":1}");
         let over = collect(trickle(vec![b"0123", b"4567", b"8"]), 8, |_| Ok(())).await.unwrap_err();
         assert_eq!(over.code(), "payload_too_large");
+    }
+
+    fn from(ip: &str) -> Request<()> {
+        let mut req = Request::new(());
+        req.extensions_mut().insert(Peer(ip.parse().unwrap()));
+        req
+    }
+
+    #[test]
+    fn sources_count_ipv6_by_64_and_mapped_ipv4_as_ipv4() {
+        assert_eq!(Source::of(&from("2001:db8:1:2::1")), Source::of(&from("2001:db8:1:2:ffff::9")));
+        assert_ne!(Source::of(&from("2001:db8:1:2::1")), Source::of(&from("2001:db8:1:3::1")));
+        assert_eq!(Source::of(&from("::ffff:198.51.100.7")), Source::of(&from("198.51.100.7")));
+        assert_eq!(Source::of(&Request::new(())), Source::Unknown);
+    }
+
+    #[test]
+    fn a_source_holds_at_most_its_share_and_gives_it_back() {
+        let budget = Unverified::sized(64, 2, 8 * 1024);
+        let a = Source::of(&from("203.0.113.1"));
+        let (mut one, two) = (budget.source(a).unwrap(), budget.source(a).unwrap());
+        assert_eq!(budget.source(a).err().map(|e| e.code()), Some("server_busy"));
+        // An address holds at most an eighth of the bytes, whichever of its bodies takes them.
+        budget.take_bytes(&mut one, 1000).unwrap();
+        assert_eq!(budget.take_bytes(&mut one, 25).err().map(|e| e.code()), Some("server_busy"));
+        // Other addresses have their own share, until the whole budget is taken.
+        let mut others: Vec<SourceHold> = (2..9).map(|i| budget.source(Source::V4(i)).unwrap()).collect();
+        for other in &mut others {
+            budget.take_bytes(other, 1024).unwrap();
+        }
+        let mut last = budget.source(Source::V4(99)).unwrap();
+        assert_eq!(budget.take_bytes(&mut last, 25).err().map(|e| e.code()), Some("server_busy"), "all taken");
+        drop((one, two, others, last));
+        assert!(budget.sources.lock().unwrap().is_empty(), "no entry outlives its bodies");
+        assert_eq!(budget.bytes.available_permits(), 8 * 1024);
     }
 
     #[tokio::test]
