@@ -229,6 +229,21 @@ async fn requests_without_their_signature_header_are_answered_unread() {
         assert_eq!(status_of(&answer), status, "{head}\n{answer}");
         assert!(answer.contains("invalid_signature"), "{answer}");
     }
+    // The doors with a token or a path secret: without it, answered from the head too.
+    for (path, code) in [
+        ("/v1/sms/send", "unauthorized"),
+        ("/v1/logto/sms", "unauthorized"),
+        ("/v1/sms/verified", "unauthorized"),
+        ("/v1/tencent/status/not-a-secret-of-anyone", "not_found"),
+    ] {
+        let mut s = TcpStream::connect(gw.addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let answer = answer_of(&mut s).await;
+        assert!(answer.contains(code), "{path}: {answer}");
+    }
     let mut s = TcpStream::connect(gw.tencent_addr.unwrap()).await.unwrap();
     let head = tc3_head(SDK_ID, 100, START_UNIX);
     let unsigned: String = head.split_inclusive("\r\n").filter(|l| !l.starts_with("Authorization")).collect();
