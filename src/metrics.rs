@@ -152,7 +152,7 @@ impl Metrics {
     }
 
     /// `n` signatures computed at `door` for a caller not verified yet.
-    pub fn signature_checks(&self, door: &'static str, n: usize) {
+    pub(crate) fn signature_checks(&self, door: &'static str, n: usize) {
         self.signature_checks.get_or_create(&DoorLabels { door }).inc_by(n as u64);
     }
 

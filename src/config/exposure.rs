@@ -22,7 +22,7 @@ const METADATA_ADDRESSES: [IpAddr; 2] = [
 ];
 
 /// A link-local or cloud-metadata host: a receiver there is the cloud's metadata service, not a webhook.
-pub(super) fn is_link_local(host: &url::Host<&str>) -> bool {
+fn is_link_local(host: &url::Host<&str>) -> bool {
     let ip = match host {
         url::Host::Domain(name) => {
             let name = name.trim_end_matches('.').to_ascii_lowercase();

@@ -16,7 +16,7 @@ const MAX_REPORT_TEXT: usize = 128;
 
 /// The `logto-signature-sha-256` header: the hex HMAC-SHA256 of the raw body. None when missing or not 64
 /// hex digits (refused before the body is read).
-pub fn logto_signature(header: Option<&str>) -> Option<[u8; 32]> {
+pub(crate) fn logto_signature(header: Option<&str>) -> Option<[u8; 32]> {
     let mut wanted = [0u8; 32];
     hex::decode_to_slice(header?.trim(), &mut wanted).ok()?;
     Some(wanted)
@@ -24,7 +24,7 @@ pub fn logto_signature(header: Option<&str>) -> Option<[u8; 32]> {
 
 /// Whether `tenant`'s Logto signing key signed `body` (one HMAC; a tenant without a key: false, none).
 /// The comparison is constant-time.
-pub fn logto_signed(tenant: &Tenant, body: &[u8], wanted: &[u8; 32]) -> bool {
+pub(crate) fn logto_signed(tenant: &Tenant, body: &[u8], wanted: &[u8; 32]) -> bool {
     let Some(key) = logto_key(tenant) else { return false };
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.expose().as_bytes()).expect("HMAC takes any key");
     mac.update(body);
@@ -32,7 +32,7 @@ pub fn logto_signed(tenant: &Tenant, body: &[u8], wanted: &[u8; 32]) -> bool {
 }
 
 /// The tenant's Logto webhook signing key.
-pub fn logto_key(tenant: &Tenant) -> Option<&crate::config::Secret> {
+pub(crate) fn logto_key(tenant: &Tenant) -> Option<&crate::config::Secret> {
     tenant.conversion.as_ref().and_then(|c| c.logto_webhook_secret.as_ref())
 }
 
