@@ -36,6 +36,10 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// Connections the kernel may queue before `accept`, as nginx does (it uses 511); the kernel caps it at
 /// `net.core.somaxconn`. Linux's default of 128 made serial connects under a burst wait for SYN retries.
 const LISTEN_BACKLOG: u32 = 1024;
+/// The most a connection's read buffer grows to (hyper's default is about 400 KiB): a request head must fit
+/// (Tencent's and Supabase's are under 4 KiB), and a body is read through it in pieces of at most this, so
+/// a fast sender cannot make every connection hold 400 KiB of bytes no budget has admitted yet.
+const READ_BUFFER: usize = 64 << 10;
 
 /// The listener for `addr`, with a production backlog. The error names the address (`address already in
 /// use` alone does not say which).
@@ -236,6 +240,7 @@ impl Gateway {
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(self.config().server.header_timeout)
+                .max_buf_size(READ_BUFFER)
                 .serve_connection(TokioIo::new(stream), service);
             let watched = graceful.watch(connection);
             tokio::spawn(async move {
