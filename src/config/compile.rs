@@ -147,7 +147,7 @@ pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, V
 
     let admin_tokens = super::feedback::compile_admin_tokens(&mut c, &raw.server.admin_tokens, &tokens);
     let status_secrets = super::feedback::compile_status_secrets(&mut c, &raw.tenants);
-    super::exposure::check(&mut c, &raw, &tenants, &tokens, &admin_tokens);
+    super::exposure::check(&mut c.problems, &raw, &tenants, &tokens, &admin_tokens);
     super::feedback::check_logto_secrets(&mut c, &tenants, server.shared_logto_webhook);
 
     match tenants.into_iter().collect::<Option<Vec<_>>>() {

@@ -5,7 +5,6 @@
 //! endpoint that would carry real sends over plain http off the host, and a door's usage that resolves to
 //! no template. Each has an explicit allow where a legitimate use exists. Messages name keys, never values.
 
-use super::compile::Compiler;
 use super::model::{Tenant, GENERIC_USAGE};
 use super::raw::RawConfig;
 use super::tokens::TokenTable;
@@ -47,9 +46,13 @@ fn is_loopback(host: &url::Host<&str>) -> bool {
     }
 }
 
+fn problem(problems: &mut Vec<(String, String)>, path: impl Into<String>, message: impl Into<String>) {
+    problems.push((path.into(), message.into()));
+}
+
 /// The checks across tenants and credentials; `tenants` is aligned with `raw.tenants`.
 pub(super) fn check(
-    c: &mut Compiler,
+    problems: &mut Vec<(String, String)>,
     raw: &RawConfig,
     tenants: &[Option<Arc<Tenant>>],
     tokens: &TokenTable,
@@ -66,7 +69,11 @@ pub(super) fn check(
                 other.supabase.as_ref().is_some_and(|o| o.keys.iter().any(|k| hook.keys.contains(k)))
             });
             if let Some((other, _, _)) = shared {
-                c.problem(format!("{path}.supabase.secret"), format!("this secret is already used by tenant {other}"));
+                problem(
+                    problems,
+                    format!("{path}.supabase.secret"),
+                    format!("this secret is already used by tenant {other}"),
+                );
             }
         }
         for (k, client) in tenant.sdk_clients.iter().enumerate() {
@@ -81,7 +88,7 @@ pub(super) fn check(
                 admin_tokens.lookup(key).map(|_| "an admin token".to_owned())
             };
             if let Some(what) = what {
-                c.problem(format!("{path}.sdk_clients[{k}].secretKey"), format!("must differ from {what}"));
+                problem(problems, format!("{path}.sdk_clients[{k}].secretKey"), format!("must differ from {what}"));
             }
         }
         if let Some(secret) = &raw_tenant.tencent.status_secret {
@@ -92,14 +99,15 @@ pub(super) fn check(
             };
             if let Some(what) = what {
                 // The status secret travels in a URL path (proxies log paths): it must open nothing else.
-                c.problem(format!("{path}.tencent.status_secret"), format!("must differ from {what}"));
+                problem(problems, format!("{path}.tencent.status_secret"), format!("must differ from {what}"));
             }
         }
         if let (Some(webhook), Some(raw_webhook)) = (&tenant.webhook, &raw_tenant.webhook) {
             let url = url::Url::parse(&webhook.url.to_string()).ok();
             let link_local = url.as_ref().and_then(url::Url::host).is_some_and(|h| is_link_local(&h));
             if link_local && raw_webhook.allow_link_local != Some(true) {
-                c.problem(
+                problem(
+                    problems,
                     format!("{path}.webhook.url"),
                     "a link-local or cloud-metadata address (169.254.0.0/16, fe80::/10, metadata hosts) is refused \
                      unless webhook.allow_link_local: true",
@@ -115,7 +123,8 @@ pub(super) fn check(
                 .find(|(_, e)| e.url.scheme() == "http" && !e.url.host().is_some_and(|h| is_loopback(&h)));
             if let Some((n, _)) = plain {
                 let key = if n == 0 { "endpoint".to_owned() } else { format!("fallback_endpoints[{}]", n - 1) };
-                c.problem(
+                problem(
+                    problems,
                     format!("{path}.tencent.{key}"),
                     "real sends over plain http leave the host unencrypted: use https, a loopback address, or set \
                      tencent.allow_plain_http: true",
@@ -127,7 +136,8 @@ pub(super) fn check(
             let usage = tenant.canonical_usage(&hook.usage);
             let sets = std::iter::once(&tenant.templates).chain(&tenant.international_templates);
             if sets.into_iter().any(|t| t.resolve(usage).is_none()) {
-                c.problem(
+                problem(
+                    problems,
                     format!("{path}.supabase.usage"),
                     format!("no template serves {usage} (nor {GENERIC_USAGE}): every hook call would fail"),
                 );
