@@ -221,17 +221,7 @@ fn regression_the_log_keeps_tencents_message_masked_and_the_answer_drops_it() {
         &config_yaml(&mock.endpoint(), PHONE_LIMITS, ""),
         &[("ACME_SECRET", SECRET_KEY)],
     );
-    let answer = runtime.block_on(async {
-        let response = reqwest::Client::new()
-            .post(server.url("/v1/sms/send"))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(native("+8613800138000", "SignIn", "123456"))
-            .send()
-            .await
-            .unwrap();
-        Answer::from(response).await
-    });
+    let answer = runtime.block_on(server.send(&reqwest::Client::new(), "+8613800138000", "123456"));
     answer.assert_error(502, "upstream_rejected");
     assert_eq!(
         answer.json["error"]["upstream"],
