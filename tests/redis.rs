@@ -425,3 +425,76 @@ async fn regression_redis_recovery_does_not_hand_out_fresh_quota() {
     let expected = if debug { 5 } else { 4 };
     assert_eq!(admitted, expected, "x twice (once per replica), y once, z once (DEBUG SLEEP), w once");
 }
+
+/// The tenant's daily spend counter in Redis (messages), None when Redis holds none.
+fn spend_messages(redis: &RedisServer) -> Option<u64> {
+    let mut c = redis.connection();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("smsgate:{demo}:spend:all:d*").query(&mut c).unwrap();
+    let key = keys.first()?;
+    redis::cmd("HGET").arg(key).arg("m").query::<Option<u64>>(&mut c).unwrap()
+}
+
+/// Sends to `count` fresh numbers (from `first`) and returns how many were admitted; every refusal must be
+/// the spend cap.
+async fn spend_sends(replica: &Replica, http: &reqwest::Client, first: u64, count: u64) -> usize {
+    let mut admitted = 0;
+    for n in first..first + count {
+        let (status, body) = replica.send(http, &format!("+86139{n:08}")).await;
+        if status == 200 {
+            admitted += 1;
+        } else {
+            assert_eq!((status, body["error"]["code"].as_str()), (429, Some("spend_cap_reached")), "{body}");
+        }
+    }
+    admitted
+}
+
+/// A daily cap of 5 sent 15: 5 through Redis, 5 more while Redis was paused (the fallback counted from
+/// zero), 5 more after Redis restarted empty (nothing had been written back). The fallback now counts from
+/// what Redis admitted, and what it counted is written into Redis before Redis is trusted again.
+#[tokio::test]
+async fn regression_spend_cap_overshoots_across_a_paused_then_emptied_redis() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let tenant = "    dedupe_window: 0s\n    spend_caps: { daily: 5 }";
+    let replica = Replica::start_with(&redis.url(), "local", "      []", tenant);
+    let http = reqwest::Client::new();
+    let mut admitted = spend_sends(&replica, &http, 0, 6).await;
+    assert_eq!(admitted, 5, "the cap, through Redis");
+    assert_eq!(spend_messages(&redis), Some(5));
+
+    redis.signal("-STOP");
+    admitted += spend_sends(&replica, &http, 100, 5).await;
+    assert_eq!(replica.ready(&http).await.1["limiter"], "local-fallback");
+    assert_eq!(admitted, 5, "the fallback starts from what Redis admitted");
+
+    redis.restart();
+    replica.wait_for_mode(&http, "redis").await;
+    assert_eq!(spend_messages(&redis), Some(5), "the mirror was written into the empty Redis");
+    admitted += spend_sends(&replica, &http, 200, 5).await;
+    assert_eq!(admitted, 5, "a cap of 5 sends 5 across the outage");
+}
+
+/// The same class by other shapes: what the fallback admits during an outage is written back into a Redis
+/// that came back empty (so the cap holds after it), and a counter Redis lost while the gateway never saw an
+/// error (FLUSHALL) is restored from the replica's mirror by the next reservation.
+#[tokio::test]
+async fn spend_decided_during_an_outage_reaches_redis_and_a_flushed_counter_is_restored() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let tenant = "    dedupe_window: 0s\n    spend_caps: { daily: 4 }";
+    let replica = Replica::start_with(&redis.url(), "local", "      []", tenant);
+    let http = reqwest::Client::new();
+    let mut admitted = spend_sends(&replica, &http, 0, 2).await;
+    redis.kill();
+    admitted += spend_sends(&replica, &http, 100, 3).await;
+    assert_eq!(admitted, 4, "two through Redis, two by the fallback, then the cap");
+    redis.restart();
+    replica.wait_for_mode(&http, "redis").await;
+    assert_eq!(spend_messages(&redis), Some(4), "the fallback's two reached Redis");
+    admitted += spend_sends(&replica, &http, 200, 2).await;
+    assert_eq!(admitted, 4);
+
+    redis::cmd("FLUSHALL").query::<String>(&mut redis.connection()).unwrap();
+    admitted += spend_sends(&replica, &http, 300, 2).await;
+    assert_eq!(admitted, 4, "the mirror stands in for the lost counter");
+    assert_eq!(spend_messages(&redis), Some(4), "and is written back into Redis");
+}

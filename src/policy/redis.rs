@@ -161,22 +161,90 @@ pub enum RedisError {
     Shape(usize, usize),
 }
 
-/// KEYS: spend counters (hashes with fields m and f). ARGV per key: message cap, fee cap, ttl ms (0: no cap).
+/// KEYS: spend counters (hashes with fields m and f). ARGV per key: message cap, fee cap (0: no cap), ttl ms,
+/// then the gateway's mirror of the counter (messages, fee), which stands in for a counter Redis does not
+/// hold (restarted empty, flushed) and is written there. If no counter has reached its caps, adds one
+/// message to each. Returns the 1-based index of the first counter at a cap (0: reserved), whether it was the
+/// fee cap, then every counter's messages and fee.
 const SPEND_SCRIPT: &str = r#"
+local counts = {}
+local refused, fee = 0, 0
+for i = 1, #KEYS do
+  local m = redis.call('HGET', KEYS[i], 'm')
+  local f = tonumber(redis.call('HGET', KEYS[i], 'f') or '0')
+  if m then
+    m = tonumber(m)
+  else
+    m = tonumber(ARGV[5 * i - 1])
+    f = tonumber(ARGV[5 * i])
+    if m > 0 or f > 0 then
+      redis.call('HSET', KEYS[i], 'm', m, 'f', f)
+      redis.call('PEXPIRE', KEYS[i], ARGV[5 * i - 2])
+    end
+  end
+  counts[i] = {m, f}
+  local mc = tonumber(ARGV[5 * i - 4])
+  local fc = tonumber(ARGV[5 * i - 3])
+  if refused == 0 and mc > 0 and m >= mc then refused = i end
+  if refused == 0 and fc > 0 and f >= fc then refused, fee = i, 1 end
+end
+local out = {refused, fee}
+for i = 1, #KEYS do
+  if refused == 0 then
+    counts[i][1] = redis.call('HINCRBY', KEYS[i], 'm', 1)
+    redis.call('PEXPIRE', KEYS[i], ARGV[5 * i - 2])
+  end
+  out[2 * i + 1] = counts[i][1]
+  out[2 * i + 2] = counts[i][2]
+end
+return out
+"#;
+
+/// KEYS: spend counters. ARGV per key: the messages and fee Redis had as last seen by the gateway, what the
+/// gateway added since without Redis (messages, fee), ttl ms. Each counter becomes the larger of its value
+/// and the one last seen, plus the additions: how spend decided locally during an outage reaches Redis, whether
+/// Redis kept its state or came back empty. Returns every counter's messages and fee afterwards.
+const SPEND_MERGE_SCRIPT: &str = r#"
+local out = {}
 for i = 1, #KEYS do
   local m = tonumber(redis.call('HGET', KEYS[i], 'm') or '0')
   local f = tonumber(redis.call('HGET', KEYS[i], 'f') or '0')
-  local mc = tonumber(ARGV[3 * i - 2])
-  local fc = tonumber(ARGV[3 * i - 1])
-  if mc > 0 and m >= mc then return {i, 0} end
-  if fc > 0 and f >= fc then return {i, 1} end
+  m = math.max(m, tonumber(ARGV[5 * i - 4])) + tonumber(ARGV[5 * i - 2])
+  f = math.max(f, tonumber(ARGV[5 * i - 3])) + tonumber(ARGV[5 * i - 1])
+  redis.call('HSET', KEYS[i], 'm', m, 'f', f)
+  redis.call('PEXPIRE', KEYS[i], ARGV[5 * i])
+  out[2 * i - 1] = m
+  out[2 * i] = f
 end
-for i = 1, #KEYS do
-  redis.call('HINCRBY', KEYS[i], 'm', 1)
-  redis.call('PEXPIRE', KEYS[i], ARGV[3 * i])
-end
-return {0, 0}
+return out
 "#;
+
+/// One spend counter of a reservation in Redis: its caps (0: none), the TTL to give it, and the gateway's
+/// mirror of it (messages, fee), which stands in for a counter Redis does not hold.
+#[derive(Debug, Clone, Copy)]
+pub struct SpendCounter {
+    pub message_cap: u64,
+    pub fee_cap: u64,
+    pub ttl_ms: u64,
+    pub floor: (u64, u64),
+}
+
+/// What the spend script answered: the first counter at a cap (and whether the fee cap) or None when
+/// reserved, and every counter's (messages, fee) afterwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpendAnswer {
+    pub refused: Option<(usize, bool)>,
+    pub counts: Vec<(u64, u64)>,
+}
+
+/// One counter written back after an outage: (messages, fee) Redis had as last seen by the gateway, what was
+/// added since without Redis, and the TTL.
+#[derive(Debug, Clone, Copy)]
+pub struct SpendMerge {
+    pub base: (u64, u64),
+    pub pending: (u64, u64),
+    pub ttl_ms: u64,
+}
 
 /// What the limiter script read: each rule's TAT (None: no state), and the request's admission number when
 /// it was recorded.
@@ -259,6 +327,7 @@ pub struct RedisStore {
     give_back_script: redis::Script,
     merge_script: redis::Script,
     spend_script: redis::Script,
+    spend_merge_script: redis::Script,
     /// Bound on one whole call, connecting included.
     timeout: Duration,
     /// The connection, shared by all requests; dropped on any error so the next use reconnects (and, with
@@ -280,6 +349,7 @@ impl RedisStore {
             give_back_script: redis::Script::new(GIVE_BACK_SCRIPT),
             merge_script: redis::Script::new(MERGE_SCRIPT),
             spend_script: redis::Script::new(SPEND_SCRIPT),
+            spend_merge_script: redis::Script::new(SPEND_MERGE_SCRIPT),
             timeout,
             connection: Mutex::new(None),
         })
@@ -403,16 +473,26 @@ impl RedisStore {
         self.bounded(|mut c| async move { redis::cmd("DEL").arg(key).query_async::<i64>(&mut c).await.map(drop) }).await
     }
 
-    /// Spend caps, atomically: if no counter has reached its caps, adds one message to each (and refreshes
-    /// its expiry). `limits` holds (message cap, fee cap, ttl ms) per key, 0 meaning no cap. Returns the
-    /// index of the first key at a cap and whether it was the fee cap, or None when reserved.
-    pub async fn reserve_spend(
-        &self,
-        keys: &[String],
-        limits: &[(u64, u64, u64)],
-    ) -> Result<Option<(usize, bool)>, RedisError> {
-        let (index, fee): (usize, u8) = self.run_script(spend_call(&self.spend_script, keys, limits)).await?;
-        Ok((index > 0).then(|| (index - 1, fee == 1)))
+    /// Spend caps, atomically (see [`SPEND_SCRIPT`]): if no counter has reached its caps, adds one message to
+    /// each (and refreshes its expiry).
+    pub async fn reserve_spend(&self, keys: &[String], counters: &[SpendCounter]) -> Result<SpendAnswer, RedisError> {
+        let values: Vec<u64> = self.run_script(spend_call(&self.spend_script, keys, counters)).await?;
+        if values.len() != 2 + 2 * keys.len() {
+            return Err(RedisError::Shape(values.len(), keys.len()));
+        }
+        let (index, fee) = (values[0] as usize, values[1] == 1);
+        let counts = values[2..].chunks(2).map(|c| (c[0], c[1])).collect();
+        Ok(SpendAnswer { refused: (index > 0).then(|| (index - 1, fee)), counts })
+    }
+
+    /// Writes the gateway's spend counters back (see [`SPEND_MERGE_SCRIPT`]); every counter's (messages,
+    /// fee) afterwards.
+    pub async fn merge_spend(&self, keys: &[String], merges: &[SpendMerge]) -> Result<Vec<(u64, u64)>, RedisError> {
+        let values: Vec<u64> = self.run_script(spend_merge_call(&self.spend_merge_script, keys, merges)).await?;
+        if values.len() != 2 * keys.len() {
+            return Err(RedisError::Shape(values.len(), keys.len()));
+        }
+        Ok(values.chunks(2).map(|c| (c[0], c[1])).collect())
     }
 
     /// Adds `delta` to field `m` (messages) or `f` (fee) of each spend counter.
@@ -505,13 +585,24 @@ fn merge_call<'a>(script: &'a redis::Script, tenant: &str, entries: &[(u64, u64,
     call
 }
 
-fn spend_call<'a>(script: &'a redis::Script, keys: &[String], limits: &[(u64, u64, u64)]) -> Call<'a> {
+fn spend_call<'a>(script: &'a redis::Script, keys: &[String], counters: &[SpendCounter]) -> Call<'a> {
     let mut call = Call::new(script);
     for key in keys {
         call.key(key.clone());
     }
-    for (messages, fee, ttl) in limits {
-        call.arg(*messages).arg(*fee).arg(*ttl);
+    for c in counters {
+        call.arg(c.message_cap).arg(c.fee_cap).arg(c.ttl_ms).arg(c.floor.0).arg(c.floor.1);
+    }
+    call
+}
+
+fn spend_merge_call<'a>(script: &'a redis::Script, keys: &[String], merges: &[SpendMerge]) -> Call<'a> {
+    let mut call = Call::new(script);
+    for key in keys {
+        call.key(key.clone());
+    }
+    for m in merges {
+        call.arg(m.base.0).arg(m.base.1).arg(m.pending.0).arg(m.pending.1).arg(m.ttl_ms);
     }
     call
 }
