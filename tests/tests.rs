@@ -23,5 +23,6 @@ mod redis_ha;
 mod reliability;
 mod script;
 mod send;
+mod shares;
 mod supabase;
 mod tencent_api;

@@ -26,7 +26,7 @@ use crate::relay::Relay;
 use crate::tencent::report::Reporter;
 use crate::tencent::TencentClient;
 use prometheus_client::metrics::counter::Counter;
-use sends::SendLog;
+use sends::TenantSends;
 use signals::StatusReport;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -98,7 +98,7 @@ pub struct Feedback {
     clock: SharedClock,
     /// Keys the in-process hashes of numbers (random per process).
     hasher: std::hash::RandomState,
-    sends: SendLog,
+    sends: TenantSends,
     protection: ProtectionTable,
     telemetry: Telemetry,
     reporter: Reporter,
@@ -118,7 +118,7 @@ impl Feedback {
         Feedback {
             reporter: Reporter::new(tencent, crate::tencent::report::QUEUE, telemetry.reports.clone()),
             relay: Relay::new(clock.clone(), crate::relay::QUEUE, telemetry.webhooks.clone()),
-            sends: SendLog::new(1_000_000),
+            sends: TenantSends::new(1_000_000),
             protection: ProtectionTable::default(),
             hasher: std::hash::RandomState::new(),
             inflight: Arc::default(),
@@ -238,8 +238,9 @@ impl Feedback {
         let now = self.clock.unix_millis();
         self.protection.record(&tenant.protection, &memo.source, now);
         let number = self.number_key(&tenant.name, memo.digits);
-        let (dropped, len) =
-            self.sends.push(sends::NewSend { number, at_ms: now, source: memo.source, serial, request_id });
+        let (dropped, len) = self
+            .sends
+            .push(&tenant.name, sends::NewSend { number, at_ms: now, source: memo.source, serial, request_id });
         self.count_send(tenant, &memo.source);
         self.telemetry.remembered.set(len as i64);
         if dropped > 0 {
@@ -318,7 +319,8 @@ impl Feedback {
         let Some(conversion) = &tenant.conversion else { return Verification::default() };
         let now = self.clock.unix_millis();
         let window = millis(conversion.window);
-        let local = self.sends.convert(self.number_key(&tenant.name, phone.digits()), now, window, request_id);
+        let local =
+            self.sends.convert(&tenant.name, self.number_key(&tenant.name, phone.digits()), now, window, request_id);
         for send in &local.newly {
             self.protection.convert(&tenant.protection, &send.source, send.at_ms);
         }
@@ -377,7 +379,7 @@ impl Feedback {
             .iter()
             .map(|r| {
                 let digits = r.digits?;
-                self.sends.by_serial(self.number_key(&tenant.name, digits), &r.sid)
+                self.sends.by_serial(&tenant.name, self.number_key(&tenant.name, digits), &r.sid)
             })
             .collect();
         let missing: Vec<usize> =
