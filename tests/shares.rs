@@ -1,6 +1,7 @@
 //! One tenant's background work cannot starve another's: outgoing webhooks and ReportConversion run in a
 //! lane per tenant (a hanging receiver or endpoint holds only its own tenant's workers), and remembered sends
 //! are evicted within the tenant holding the most, so a busy tenant never pushes out a small tenant's sends.
+//! A delivery receipt repeated (in one callback, or across callbacks and replicas) relays one webhook.
 //! Through real sockets: the gateway in-process, the mock Tencent, webhook receivers on 127.0.0.1:0. Who
 //! waited for whom is proved by counts (the hanging tenant has finished nothing when the other's work
 //! arrives), not by wall-clock measurements.
@@ -18,11 +19,16 @@ const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// `acme` and `beta`, each with its own endpoint and extra lines (tenant level, 4 spaces; tencent, 6).
 fn yaml(server: &str, acme: (&str, &str, &str), beta: (&str, &str, &str)) -> String {
+    yaml_with(server, "", acme, beta)
+}
+
+/// [`yaml`] with top-level lines (`limits_backend`).
+fn yaml_with(server: &str, top: &str, acme: (&str, &str, &str), beta: (&str, &str, &str)) -> String {
     format!(
         r#"
 server:
   listen: 127.0.0.1:0
-  max_body_bytes: 4096
+  max_body_bytes: 65536
 {server}
 tenants:
   acme:
@@ -53,6 +59,7 @@ tenants:
 {}
     conversion: {{ window: 1h }}
 {}
+{top}
 "#,
         acme.0, acme.1, acme.2, beta.0, beta.1, beta.2
     )
@@ -268,4 +275,76 @@ async fn regression_a_busy_tenant_evicts_a_small_tenants_remembered_sends() {
     // ... and its verification converts it.
     assert_eq!(verified(&gw, OTHER_TOKEN, small).await, 204, "beta's send was not evicted by acme's");
     assert_eq!(verified(&gw, TOKEN, "+8613800000000").await, 404, "acme's own oldest send was");
+}
+
+/// A status callback carrying the receipt of `serial` (to +86`mobile`) `copies` times; the metrics after it.
+async fn receipts(gw: &TestGateway, secret: &str, (serial, mobile): (&str, &str), copies: usize) -> String {
+    let one = serde_json::json!({"user_receive_time": "2024-01-02 11:04:09", "nationcode": "86",
+        "mobile": mobile, "report_status": "SUCCESS", "errmsg": "DELIVRD", "description": "ok",
+        "sid": serial});
+    let body = serde_json::Value::Array(vec![one; copies]).to_string();
+    let response = gw
+        .http
+        .post(gw.url(&format!("/v1/tencent/status/{secret}")))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    metrics(gw).await
+}
+
+/// One delivery receipt repeated 60 times in one callback produced 61 outgoing webhooks. A send's receipt
+/// is counted (and relayed) once: repeats in the same callback and in a later one are counted `repeated`.
+#[tokio::test]
+async fn regression_a_receipt_repeated_in_one_callback_relays_one_webhook_per_send() {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let answering = Receiver::start(true).await;
+    let endpoint = mock.endpoint();
+    let config = compile(&yaml("", (&endpoint, "", ""), (&endpoint, "", &answering.webhook())));
+    let gw = TestGateway::start_at(config, chrono::Utc::now().timestamp()).await;
+    let first =
+        send(&gw, OTHER_TOKEN, "+8613900139000").await.json["upstream"]["serial_no"].as_str().unwrap().to_owned();
+    let marker =
+        send(&gw, OTHER_TOKEN, "+8613900139001").await.json["upstream"]["serial_no"].as_str().unwrap().to_owned();
+
+    let m = receipts(&gw, BETA_STATUS, (&first, "13900139000"), 60).await;
+    let series =
+        |status: &str| format!(r#"smsgate_delivery_reports_total{{tenant="beta",country="CN",status="{status}"}}"#);
+    assert_eq!((sample(&m, &series("success")), sample(&m, &series("repeated"))), (1.0, 59.0));
+    let m = receipts(&gw, BETA_STATUS, (&first, "13900139000"), 1).await;
+    assert_eq!((sample(&m, &series("success")), sample(&m, &series("repeated"))), (1.0, 60.0));
+    // A later send's receipt is relayed after any repeat would have been: two webhooks in all.
+    receipts(&gw, BETA_STATUS, (&marker, "13900139001"), 1).await;
+    wait_for_sample(&gw, r#"smsgate_webhook_deliveries_total{tenant="beta",result="ok"}"#, 2.0).await;
+    assert_eq!(answering.seen(), 2, "one webhook per send");
+}
+
+/// The same by another door: replicas sharing Redis. A receipt Tencent posts to one replica and again to
+/// the other is relayed once (the mark lives in Redis beside the send it names).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_repeated_across_replicas_relays_one_webhook() {
+    let Some(redis) = crate::common::redis_server::RedisServer::start() else { return };
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let answering = Receiver::start(true).await;
+    let endpoint = mock.endpoint();
+    let top = format!("limits_backend: {{ kind: redis, url: \"{}\", timeout: 2s }}", redis.url());
+    let config = yaml_with("", &top, (&endpoint, "", ""), (&endpoint, "", &answering.webhook()));
+    let now = chrono::Utc::now().timestamp();
+    let (a, b) =
+        (TestGateway::start_at(compile(&config), now).await, TestGateway::start_at(compile(&config), now).await);
+    let serial =
+        send(&a, OTHER_TOKEN, "+8613900139000").await.json["upstream"]["serial_no"].as_str().unwrap().to_owned();
+    a.gateway.services().feedback.settled().await;
+
+    let series =
+        |status: &str| format!(r#"smsgate_delivery_reports_total{{tenant="beta",country="CN",status="{status}"}}"#);
+    let m = receipts(&a, BETA_STATUS, (&serial, "13900139000"), 2).await;
+    assert_eq!((sample(&m, &series("success")), sample(&m, &series("repeated"))), (1.0, 1.0));
+    let m = receipts(&b, BETA_STATUS, (&serial, "13900139000"), 1).await;
+    assert_eq!((sample(&m, &series("success")), sample(&m, &series("repeated"))), (0.0, 1.0), "B: a repeat");
+    wait_for_sample(&a, r#"smsgate_webhook_deliveries_total{tenant="beta",result="ok"}"#, 1.0).await;
+    let m = metrics(&b).await;
+    assert_eq!(sample(&m, r#"smsgate_webhook_deliveries_total{tenant="beta",result="ok"}"#), 0.0);
 }

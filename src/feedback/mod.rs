@@ -62,6 +62,8 @@ pub struct Receipts {
     pub matched: usize,
     /// Reports whose `sid` names no send smsgate remembers for this tenant and number: counted, dropped.
     pub unknown: usize,
+    /// Reports naming a send whose receipt was already counted: counted as `repeated`, not relayed again.
+    pub repeated: usize,
 }
 
 /// One block, for the admin API.
@@ -375,11 +377,12 @@ impl Feedback {
     /// send is counted (metrics, the relayed webhook); the others are counted as `unknown_sid` and dropped.
     pub async fn receipts(&self, tenant: &Arc<Tenant>, reports: &[StatusReport], limiter: &Limiter) -> Receipts {
         let now = self.clock.unix_millis();
-        let mut found: Vec<Option<SendInfo>> = reports
+        // (the send, whether this is the first receipt naming it)
+        let mut found: Vec<Option<(SendInfo, bool)>> = reports
             .iter()
             .map(|r| {
                 let digits = r.digits?;
-                self.sends.by_serial(&tenant.name, self.number_key(&tenant.name, digits), &r.sid)
+                self.sends.receipt(&tenant.name, self.number_key(&tenant.name, digits), &r.sid)
             })
             .collect();
         let missing: Vec<usize> =
@@ -389,8 +392,18 @@ impl Feedback {
                 missing.iter().map(|&i| (reports[i].sid.as_str(), reports[i].digits.unwrap_or(0))).collect();
             match redis::receipts(redis, tenant, &wanted).await {
                 Ok(shared) => {
+                    let named: Vec<usize> =
+                        missing.iter().zip(&shared).filter(|(_, s)| s.is_some()).map(|(&i, _)| i).collect();
+                    let serials: Vec<&str> = named.iter().map(|&i| reports[i].sid.as_str()).collect();
+                    let remember = tenant.conversion.as_ref().map_or(0, |c| millis(c.remember_for)).max(1);
+                    // Redis failing here counts the receipt (a repeated webhook rather than a lost one).
+                    let first = redis::first_receipts(redis, tenant, &serials, remember).await.unwrap_or_else(|e| {
+                        limiter.shared_failed(&e);
+                        vec![true; serials.len()]
+                    });
+                    let first: HashMap<usize, bool> = named.into_iter().zip(first).collect();
                     for (i, send) in missing.into_iter().zip(shared) {
-                        found[i] = send;
+                        found[i] = send.map(|s| (s, first.get(&i).copied().unwrap_or(true)));
                     }
                 }
                 Err(e) => limiter.shared_failed(&e),
@@ -398,11 +411,17 @@ impl Feedback {
         }
         let mut summary = Receipts::default();
         for (report, send) in reports.iter().zip(found) {
-            let Some(send) = send else {
+            let Some((send, first)) = send else {
                 summary.unknown += 1;
                 self.count_delivery(tenant, "", "unknown_sid");
                 continue;
             };
+            if !first {
+                // A receipt already counted (repeated in this callback or an earlier one): no second webhook.
+                summary.repeated += 1;
+                self.count_delivery(tenant, send.source.country(), "repeated");
+                continue;
+            }
             summary.matched += 1;
             self.count_delivery(tenant, send.source.country(), report.status_label());
             let seconds = now.saturating_sub(send.at_ms) as f64 / 1000.0;

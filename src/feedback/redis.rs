@@ -4,6 +4,8 @@
 //!
 //! - `smsgate:{t}:fb:n:<hmac>`: the number's recent sends (a list of at most 32), for `remember_for`;
 //! - `smsgate:{t}:fb:s:<sha256(SerialNo)>`: the send a delivery receipt names, for `remember_for`;
+//! - `smsgate:{t}:fb:s:<sha256(SerialNo)>:r`: a receipt for it was counted (repeats are not), for
+//!   `remember_for`;
 //! - `smsgate:{t}:fb:p:<rule>:<key>`: a protection key's sends and conversions per step (`s<step>`,
 //!   `c<step>`), for the rule's window;
 //! - `smsgate:{t}:fb:blocks`: every block of the tenant, `<rule>:<key>` -> unix ms it ends.
@@ -341,6 +343,25 @@ pub async fn receipts(
             (hmac == number_hmac(tenant, *digits)).then(|| parse_stored(at, json)).flatten()
         })
         .collect())
+}
+
+/// Marks each SerialNo's receipt as counted, for `remember_ms`; true for each the first to do so (a repeat
+/// within the call, or of an earlier call on any replica, is false).
+pub async fn first_receipts(
+    store: &RedisStore,
+    tenant: &Tenant,
+    serials: &[&str],
+    remember_ms: u64,
+) -> Result<Vec<bool>, RedisError> {
+    if serials.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for serial in serials {
+        pipe.cmd("SET").arg(format!("{}:r", receipt_key(tenant, serial))).arg(1).arg("NX").arg("PX").arg(remember_ms);
+    }
+    let set: Vec<Option<String>> = store.run_pipeline(pipe).await?;
+    Ok(set.into_iter().map(|s| s.is_some()).collect())
 }
 
 /// One `MGET` of the receipt keys (all under the tenant's tag: one slot).

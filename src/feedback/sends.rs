@@ -43,6 +43,8 @@ struct Entry {
     serial_len: u8,
     request_len: u8,
     converted: bool,
+    /// A delivery receipt has named this send (later ones are repeats).
+    reported: bool,
 }
 
 struct Generation {
@@ -278,6 +280,7 @@ impl SendLog {
             serial_len: serial.len() as u8,
             request_len: request.len() as u8,
             converted: false,
+            reported: false,
         });
         log.len += 1;
         log.prune();
@@ -318,6 +321,22 @@ impl SendLog {
             let entry = &generation.entries[index];
             if !serial.is_empty() && generation.serial_of(entry) == serial {
                 found = Some(generation.info(entry));
+                return false;
+            }
+            true
+        });
+        found
+    }
+
+    /// [`SendLog::by_serial`] for a delivery receipt: also whether it is the first receipt naming the send
+    /// (the send is marked, so a receipt repeated within a callback or across callbacks counts once).
+    pub fn receipt(&self, number: u64, serial: &str) -> Option<(SendInfo, bool)> {
+        let mut found = None;
+        self.lock(number).walk(number, |generation, index| {
+            let entry = &generation.entries[index];
+            if !serial.is_empty() && generation.serial_of(entry) == serial {
+                found = Some((generation.info(entry), !entry.reported));
+                generation.entries[index].reported = true;
                 return false;
             }
             true
@@ -473,6 +492,11 @@ impl TenantSends {
     /// [`SendLog::by_serial`] in `tenant`'s log.
     pub fn by_serial(&self, tenant: &str, number: u64, serial: &str) -> Option<SendInfo> {
         self.log(tenant)?.by_serial(number, serial)
+    }
+
+    /// [`SendLog::receipt`] in `tenant`'s log.
+    pub fn receipt(&self, tenant: &str, number: u64, serial: &str) -> Option<(SendInfo, bool)> {
+        self.log(tenant)?.receipt(number, serial)
     }
 
     /// Drops what has aged out, and the logs left empty.
