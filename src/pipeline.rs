@@ -561,6 +561,7 @@ impl Services {
         }
         let Some(redis) = self.limiter.shared() else { return SharedClaim::Unshared };
         let Some(key) = dedupe::shared_key(
+            redis.storage_key(),
             tenant,
             checked.idempotency_key.as_deref(),
             checked.phone.e164(),

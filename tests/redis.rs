@@ -3,6 +3,7 @@
 //! allow, deny) without crashing, and both modes switch back by themselves when Redis returns.
 
 use crate::common::redis_server::RedisServer;
+use crate::common::STORAGE_KEY;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -37,6 +38,7 @@ server:
   listen: 127.0.0.1:0
 limits_backend:
   kind: redis
+  key: {STORAGE_KEY}
   url: {redis_url}
   on_error: {on_error}
   timeout: 200ms
@@ -305,7 +307,7 @@ async fn a_stalled_redis_times_out_into_the_fallback_and_recovers() {
     replica.wait_for_mode(&http, "redis").await;
     // The number sent during the stall was written into Redis before it was trusted again.
     let keys = limiter_keys(&mut redis.connection());
-    assert!(keys.iter().any(|k| k.ends_with(&format!(":{:x}", 8_613_800_138_002u64))), "{keys:?}");
+    assert_eq!(keys.len(), 2, "the number sent before the stall and the one sent during it: {keys:?}");
     // Redis kept its state through the stall: the number's first send still counts there.
     assert_eq!(replica.send(&http, "+8613800138000").await.0, 429);
     assert_eq!(replica.send(&http, "+8613800138001").await.0, 200);
@@ -497,4 +499,29 @@ async fn spend_decided_during_an_outage_reaches_redis_and_a_flushed_counter_is_r
     admitted += spend_sends(&replica, &http, 300, 2).await;
     assert_eq!(admitted, 4, "the mirror stands in for the lost counter");
     assert_eq!(spend_messages(&redis), Some(4), "and is written back into Redis");
+}
+
+/// Rate-limit keys held numbers in reversible hex (`smsgate:{t}:…:7d5952f7c48` = 8613912345672) while the
+/// de-duplication and feedback keys were HMACs. Every key part a caller chooses (a number, a prefix) is now a
+/// keyed hash under `limits_backend.key`, as long as the hex was; the tenant stays the Cluster hash tag.
+#[tokio::test]
+async fn regression_numbers_sit_in_redis_limit_keys_in_reversible_hex() {
+    let Some(redis) = RedisServer::start() else { return };
+    let limits = "      - { name: hourly, key: phone, limit: 1, per: 1h }\n      - { name: range, key: { phone_prefix: 7 }, limit: 50, per: 1h }";
+    let replica = Replica::start(&redis.url(), "deny", limits);
+    let http = reqwest::Client::new();
+    assert_eq!(replica.send(&http, "+8613912345672").await.0, 200);
+    assert_eq!(replica.send(&http, "+8613912345672").await.0, 429, "the hashed key still counts");
+    let mut c = redis.connection();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("smsgate:*").query(&mut c).unwrap();
+    let limiter = limiter_keys(&mut c);
+    assert_eq!(limiter.len(), 2, "the number's key and its prefix's: {keys:?}");
+    for key in &limiter {
+        assert!(key.starts_with("smsgate:{demo}:"), "{key}");
+        let hashed = key.rsplit(':').next().unwrap();
+        assert_eq!(hashed.len(), format!("{:x}", 8_613_912_345_672u64).len(), "{key}: as long as the hex was");
+    }
+    for shown in [format!("{:x}", 8_613_912_345_672u64), format!("{:x}", 8_613_912u64), "13912345672".into()] {
+        assert!(keys.iter().all(|k| !k.contains(&shown)), "{shown} in {keys:?}");
+    }
 }

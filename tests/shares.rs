@@ -329,7 +329,7 @@ async fn a_receipt_repeated_across_replicas_relays_one_webhook() {
     let mock = MockTencent::start(SECRET_KEY).await;
     let answering = Receiver::start(true).await;
     let endpoint = mock.endpoint();
-    let top = format!("limits_backend: {{ kind: redis, url: \"{}\", timeout: 2s }}", redis.url());
+    let top = format!("limits_backend: {{ kind: redis, url: \"{}\", timeout: 2s, key: {STORAGE_KEY} }}", redis.url());
     let config = yaml_with("", &top, (&endpoint, "", ""), (&endpoint, "", &answering.webhook()));
     let now = chrono::Utc::now().timestamp();
     let (a, b) =

@@ -11,7 +11,7 @@ mod memory;
 mod redis;
 pub mod spend;
 
-pub use self::redis::{hash_tag, key_name, one_slot, pipeline_keys, Call, RedisError, RedisStore, Stored};
+pub use self::redis::{hash_tag, key_name, one_slot, pipeline_keys, Call, RedisError, RedisStore, StorageKey, Stored};
 pub use gcra::{Gcra, RuleVerdict, GIVE_BACK_WINDOW_MS};
 pub use memory::{Check, MemoryStore};
 
@@ -301,8 +301,8 @@ impl Limiter {
         let memory = Arc::new(MemoryStore::default());
         match backend {
             LimitsBackend::Memory => Ok(Limiter::new(memory, clock)),
-            LimitsBackend::Redis { connect, on_error, timeout } => {
-                let store = RedisStore::connect(connect, *timeout)?;
+            LimitsBackend::Redis { connect, on_error, timeout, key } => {
+                let store = RedisStore::connect(connect, *timeout, key.expose().as_bytes())?;
                 let spend = Arc::new(SpendLedger::default());
                 let link = RedisLink {
                     store,

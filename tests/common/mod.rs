@@ -24,6 +24,8 @@ pub const SECRET_ID: &str = "AKIDtestsecretid";
 pub const SECRET_KEY: &str = "test-secret-key-never-logged";
 /// 2024-01-02 03:04:05 UTC.
 pub const START_UNIX: i64 = 1704164645;
+/// `limits_backend.key` of the tests' redis backends.
+pub const STORAGE_KEY: &str = "test-storage-key-0123456789abcdef0123";
 
 /// A gateway config with tenant `acme` (templates SignIn and Generic, limits as given) pointed at `endpoint`,
 /// and tenant `beta` without a Generic template.
