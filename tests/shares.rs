@@ -10,7 +10,6 @@ use crate::common::mock::MockTencent;
 use crate::common::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ACME_STATUS: &str = "tencent-status-acme-0123456789";
@@ -80,30 +79,6 @@ async fn verified(gw: &TestGateway, token: &str, phone: &str) -> u16 {
         .await
         .unwrap();
     response.status().as_u16()
-}
-
-async fn metrics(gw: &TestGateway) -> String {
-    gw.http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap()
-}
-
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
-/// Polls the metrics until `series` reaches `value` (a deadline for liveness, not a measurement).
-async fn wait_for_sample(gw: &TestGateway, series: &str, value: f64) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = metrics(gw).await;
-        if sample(&text, series) >= value {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "{series} never reached {value}:\n{text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A webhook receiver on 127.0.0.1:0: `answer` says whether it answers 200 or holds each request forever.

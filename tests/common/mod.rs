@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub const TOKEN: &str = "test-token-acme-0001";
@@ -195,4 +196,30 @@ impl Answer {
 
 pub fn native(phone: &str, usage: &str, code: &str) -> String {
     serde_json::json!({"phone": phone, "usage": usage, "code": code}).to_string()
+}
+
+/// The gateway's `/metrics` text.
+pub async fn metrics(gw: &TestGateway) -> String {
+    gw.http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap()
+}
+
+/// The value of the sample whose line starts with `series` (name and labels), or 0.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// Polls the metrics until `series` reaches `value` (background workers), up to 20 s.
+pub async fn wait_for_sample(gw: &TestGateway, series: &str, value: f64) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = metrics(gw).await;
+        if sample(&text, series) == value {
+            return text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{series} never reached {value}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
