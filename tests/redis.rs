@@ -525,3 +525,32 @@ async fn regression_numbers_sit_in_redis_limit_keys_in_reversible_hex() {
         assert!(keys.iter().all(|k| !k.contains(&shown)), "{shown} in {keys:?}");
     }
 }
+
+/// The documented failover bound with two replicas: while Redis is away each counts on from what Redis last
+/// told it (so together they send at most what each had not yet seen the other send, at most R x N in all),
+/// and when Redis returns empty both write their counts back, the second on top of the first.
+#[tokio::test]
+async fn two_replicas_keep_a_spend_cap_within_the_failover_bound() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let tenant = "    dedupe_window: 0s\n    spend_caps: { daily: 4 }";
+    let a = Replica::start_with(&redis.url(), "local", "      []", tenant);
+    let b = Replica::start_with(&redis.url(), "local", "      []", tenant);
+    let http = reqwest::Client::new();
+    let mut admitted = spend_sends(&a, &http, 0, 2).await;
+    admitted += spend_sends(&b, &http, 100, 1).await;
+    assert_eq!((admitted, spend_messages(&redis)), (3, Some(3)), "A last saw 2, B 3");
+    redis.kill();
+    let during = [spend_sends(&a, &http, 200, 4).await, spend_sends(&b, &http, 300, 4).await];
+    assert_eq!(during, [2, 1], "each counts on from what Redis last told it");
+    admitted += during.iter().sum::<usize>();
+    assert!(admitted <= 2 * 4, "at most R x N: {admitted}");
+    redis.restart();
+    a.wait_for_mode(&http, "redis").await;
+    b.wait_for_mode(&http, "redis").await;
+    // 6 were sent; from counters alone the replicas' overlap is unknown, so the empty Redis gets at least the
+    // larger replica's count (5: A's 2 + 2 then B's 3 + 1 on top of it), all of it when B writes first.
+    let restored = spend_messages(&redis).unwrap();
+    assert!((5..=6).contains(&restored), "{restored}");
+    admitted += spend_sends(&a, &http, 400, 2).await + spend_sends(&b, &http, 500, 2).await;
+    assert_eq!(admitted, 6, "nothing more after the recovery: within R x N");
+}

@@ -231,7 +231,7 @@ impl SpendLedger {
             Reservation::Local(keys) => self.release_local(keys),
             Reservation::Shared(keys) => {
                 self.adjust_mirror(&keys, |s| s.messages = s.messages.saturating_sub(1));
-                shared_adjust(redis, &keys, "m", -1).await
+                shared_adjust(redis, &keys, "m", -1).await;
             }
         }
     }
@@ -248,13 +248,20 @@ impl SpendLedger {
     pub async fn settle(&self, reservation: Reservation, fee: u32, redis: Option<&RedisStore>) {
         let fee = u64::from(fee);
         match reservation {
+            // Settled after Redis returned (a send in flight across the recovery): the fee goes to Redis now.
+            Reservation::Local(keys) if fee > 0 && redis.is_some() => {
+                self.adjust_mirror(&keys, |s| s.fee += fee);
+                if !shared_adjust(redis, &keys, "f", fee as i64).await {
+                    self.adjust_mirror(&keys, |s| s.pending_fee += fee);
+                }
+            }
             Reservation::Local(keys) => self.adjust_mirror(&keys, |s| {
                 s.fee += fee;
                 s.pending_fee += fee;
             }),
             Reservation::Shared(keys) if fee > 0 => {
                 self.adjust_mirror(&keys, |s| s.fee += fee);
-                shared_adjust(redis, &keys, "f", fee as i64).await
+                shared_adjust(redis, &keys, "f", fee as i64).await;
             }
             Reservation::Shared(_) => {}
         }
@@ -309,16 +316,18 @@ impl SpendLedger {
     }
 }
 
-async fn shared_adjust(redis: Option<&RedisStore>, keys: &[Key], field: &'static str, delta: i64) {
+/// Adds `delta` to `field` of the counters in Redis; whether Redis took it.
+async fn shared_adjust(redis: Option<&RedisStore>, keys: &[Key], field: &'static str, delta: i64) -> bool {
     let keys: Vec<String> = keys.iter().map(redis_key).collect();
     let result = match redis {
         Some(redis) => redis.adjust_spend(&keys, field, delta).await,
-        None => return,
+        None => return false,
     };
-    if let Err(e) = result {
+    if let Err(e) = &result {
         // The counters stay conservative (a message kept, a fee lost); log it rather than fail the send.
         tracing::warn!(error = %e, field, delta, "spend caps: could not update the shared counters");
     }
+    result.is_ok()
 }
 
 #[cfg(test)]
