@@ -172,6 +172,13 @@ fn the_redis_backend_requires_a_storage_key() {
     assert!(errs.iter().all(|e| !e.contains("hunter2")), "the key is never echoed: {errs:#?}");
     let errs = errors(&format!("limits_backend:\n  kind: memory\n  key: {STORAGE_KEY}\n{GOOD}"));
     assert!(errs[0].ends_with("limits_backend.key: applies to kind: redis only"), "{errs:#?}");
+    // Not a provider's secret (here the tenant's Tencent secret, from the environment) nor a tenant token.
+    let errs = errors(&format!("limits_backend:\n  kind: redis\n  key: ${{SECRET}}\n{GOOD}"));
+    let own = "limits_backend.key: must be the deployment's own key, not a tenant's Tencent secret or token";
+    assert!(errs.iter().any(|e| e.ends_with(own)), "{errs:#?}");
+    let errs = errors(&format!("limits_backend:\n  kind: redis\n  key: token-for-acme-00001\n{GOOD}"));
+    assert!(errs.iter().any(|e| e.ends_with(own)), "{errs:#?}");
+    assert!(errs.iter().all(|e| !e.contains("token-for-acme")), "never echoed: {errs:#?}");
 }
 
 #[test]

@@ -148,6 +148,7 @@ pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, V
     let admin_tokens = super::feedback::compile_admin_tokens(&mut c, &raw.server.admin_tokens, &tokens);
     let status_secrets = super::feedback::compile_status_secrets(&mut c, &raw.tenants);
     super::feedback::check_logto_secrets_distinct(&mut c, &tenants);
+    super::redis::check_storage_key_is_no_credential(&mut c, &limits_backend, &tenants, &tokens);
 
     match tenants.into_iter().collect::<Option<Vec<_>>>() {
         Some(tenants) if c.problems.is_empty() => Ok(Config {

@@ -83,6 +83,22 @@ fn storage_key(c: &mut Compiler, raw: Option<&Scalar>) -> Secret {
     Secret::new(text)
 }
 
+/// `limits_backend.key` is the deployment's own: not a tenant's Tencent secret (a provider's key rotates, and
+/// whoever holds it could then name the numbers in Redis) nor a tenant token.
+pub(super) fn check_storage_key_is_no_credential(
+    c: &mut Compiler,
+    backend: &LimitsBackend,
+    tenants: &[Option<std::sync::Arc<super::model::Tenant>>],
+    tokens: &super::tokens::TokenTable,
+) {
+    let LimitsBackend::Redis { key, .. } = backend else { return };
+    let key = key.expose();
+    let secret = tenants.iter().flatten().any(|t| t.tencent.credentials.iter().any(|cr| cr.secret_key.expose() == key));
+    if !key.is_empty() && (secret || tokens.lookup(key).is_some()) {
+        c.problem("limits_backend.key", "must be the deployment's own key, not a tenant's Tencent secret or token");
+    }
+}
+
 /// One URL, checked: parses, `redis://` or `rediss://` (or a unix socket where `unix` allows it). Returns
 /// whether it is TLS.
 fn check_url(c: &mut Compiler, path: &str, url: &str, unix: bool) -> Option<bool> {
