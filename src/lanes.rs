@@ -54,6 +54,9 @@ impl<J: Send + 'static> Lanes<J> {
     /// Queues `job` (`bytes` long) in `tenant`'s lane; false when that lane is full (the job is dropped).
     pub(crate) fn push(&self, tenant: &Arc<str>, job: J, bytes: usize) -> bool {
         let share = self.inner.share;
+        if bytes > share.bytes {
+            return false;
+        }
         let mut lanes = self.inner.lanes.lock().unwrap_or_else(|p| p.into_inner());
         let lane = lanes.entry(tenant.clone()).or_default();
         if lane.queue.len() >= share.jobs || lane.bytes + bytes > share.bytes {
