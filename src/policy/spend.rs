@@ -295,7 +295,7 @@ impl SpendLedger {
             let merges: Vec<SpendMerge> = entries
                 .iter()
                 .map(|(_, s)| SpendMerge {
-                    base: (s.messages - s.pending_messages, s.fee - s.pending_fee),
+                    base: (s.messages.saturating_sub(s.pending_messages), s.fee.saturating_sub(s.pending_fee)),
                     pending: (s.pending_messages, s.pending_fee),
                     ttl_ms: s.expires_ms.saturating_sub(now_ms).max(1),
                 })
