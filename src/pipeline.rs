@@ -37,7 +37,7 @@ pub struct Services {
     pub tencent: TencentClient,
     pub clock: SharedClock,
     pub dedupe: Arc<Dedupe>,
-    pub spend: SpendLedger,
+    pub spend: Arc<SpendLedger>,
     /// Remembered sends, verification and delivery signals, the SMS-pumping defense.
     pub feedback: Arc<Feedback>,
 }
@@ -242,10 +242,10 @@ impl Services {
     ) -> Arc<Services> {
         Arc::new(Services {
             feedback: Arc::new(Feedback::new(clock.clone(), tencent.clone(), feedback)),
-            limiter,
             tencent,
             dedupe: Dedupe::new(clock.clone()),
-            spend: SpendLedger::default(),
+            spend: limiter.spend().clone(),
+            limiter,
             clock,
         })
     }
@@ -562,6 +562,7 @@ impl Services {
         }
         let Some(redis) = self.limiter.shared() else { return SharedClaim::Unshared };
         let Some(key) = dedupe::shared_key(
+            redis.storage_key(),
             tenant,
             checked.idempotency_key.as_deref(),
             checked.phone.e164(),

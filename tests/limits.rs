@@ -312,7 +312,7 @@ fn hourly_yaml(endpoint: &str, redis: Option<&str>) -> String {
     match redis {
         Some(url) => yaml.replacen(
             "tenants:",
-            &format!("limits_backend: {{ kind: redis, url: \"{url}\", on_error: deny, timeout: 2s }}\ntenants:"),
+            &format!("limits_backend: {{ kind: redis, url: \"{url}\", on_error: deny, timeout: 2s, key: {STORAGE_KEY} }}\ntenants:"),
             1,
         ),
         None => yaml,

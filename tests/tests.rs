@@ -25,6 +25,7 @@ mod reliability;
 mod script;
 mod sdk_policy;
 mod send;
+mod shares;
 mod supabase;
 mod tencent_api;
 mod upstream;

@@ -149,6 +149,7 @@ pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, V
     let status_secrets = super::feedback::compile_status_secrets(&mut c, &raw.tenants);
     super::exposure::check(&mut c.problems, &raw, &tenants, &tokens, &admin_tokens);
     super::feedback::check_logto_secrets(&mut c, &tenants, server.shared_logto_webhook);
+    super::redis::check_storage_key_is_no_credential(&mut c, &limits_backend, &tenants, &tokens);
 
     match tenants.into_iter().collect::<Option<Vec<_>>>() {
         Some(tenants) if c.problems.is_empty() => Ok(Config {

@@ -90,6 +90,8 @@ pub enum LimitsBackend {
         on_error: OnError,
         /// Bound on one Redis call, connecting included.
         timeout: Duration,
+        /// The per-deployment key numbers are hashed under in Redis keys (`limits_backend.key`).
+        key: Secret,
     },
 }
 

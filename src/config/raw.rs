@@ -62,6 +62,8 @@ pub struct RawLimitsBackend {
     pub tls: Option<RawRedisTls>,
     pub on_error: Option<Scalar>,
     pub timeout: Option<Scalar>,
+    /// The per-deployment key numbers are hashed under in Redis keys.
+    pub key: Option<Scalar>,
 }
 
 /// `sentinel: {master: mymaster, nodes: [redis://s1:26379, ...], password: ...}`.

@@ -225,6 +225,9 @@ where
         response: respond::json(StatusCode::OK, id, r#"{"result":0,"errmsg":"OK"}"#),
         tenant: Some(tenant.name.clone()),
         outcome: if summary.unknown == 0 { "accepted" } else { "accepted_with_unknown_sid" },
-        detail: Some(format!("{} matched, {} unknown sid", summary.matched, summary.unknown)),
+        detail: Some(format!(
+            "{} matched, {} unknown sid, {} repeated",
+            summary.matched, summary.unknown, summary.repeated
+        )),
     })
 }

@@ -58,6 +58,8 @@ struct State {
     serials: usize,
     /// Error codes for the next ReportConversion calls (none queued: answered OK).
     report_replies: VecDeque<&'static str>,
+    /// ReportConversion calls are recorded and never answered (a hanging endpoint).
+    hang_reports: bool,
 }
 
 #[derive(Clone)]
@@ -146,6 +148,11 @@ impl MockTencent {
         self.state.lock().unwrap().report_replies.push_back(code);
     }
 
+    /// From now on, ReportConversion calls are recorded and never answered.
+    pub fn hang_reports(&self) {
+        self.state.lock().unwrap().hang_reports = true;
+    }
+
     async fn connection<S: AsyncRead + AsyncWrite + Unpin>(self, stream: S) {
         let mut stream = BufReader::new(stream);
         loop {
@@ -190,6 +197,9 @@ impl MockTencent {
                         None => r#"{"Response":{"ReportConversionStatus":{"Code":"OK","Message":"success"},"RequestId":"mock-req"}}"#.to_owned(),
                     }
                 };
+                if self.state.lock().unwrap().hang_reports {
+                    return std::future::pending().await;
+                }
                 let head = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
                     text.len()
