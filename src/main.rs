@@ -147,6 +147,10 @@ async fn serve(path: PathBuf, config: Config) -> std::io::Result<()> {
     let listen = config.server.listen;
     let listener = smsgate::server::bind(listen)?;
     let tencent = config.server.tencent_listen.map(smsgate::server::bind).transpose()?;
+    let admin = config.server.admin_listen.map(smsgate::server::bind).transpose()?;
+    let server = &config.server;
+    let (main_tls, tencent_tls, admin_tls) =
+        (server.tls.is_some(), server.tencent_tls.is_some(), server.admin_tls.is_some());
     let gateway = Gateway::new(config, SystemClock::shared());
     // Signal handlers are in place before the gateway says it listens: a SIGHUP or SIGTERM sent as soon as
     // it does must reload or stop it, not meet the default action (a SIGHUP would kill it).
@@ -155,14 +159,18 @@ async fn serve(path: PathBuf, config: Config) -> std::io::Result<()> {
     let terms = signal(SignalKind::terminate())?;
     let interrupts = signal(SignalKind::interrupt())?;
     let limiter = gateway.services().limiter.mode().as_str();
-    tracing::info!(addr = %listener.local_addr()?, config = %path.display(), limiter, "smsgate listening");
+    tracing::info!(addr = %listener.local_addr()?, tls = main_tls, config = %path.display(), limiter, "smsgate listening");
     let mut doors = vec![(Door::Main, listener)];
     if let Some(tencent) = tencent {
-        tracing::info!(addr = %tencent.local_addr()?, "Tencent-compatible API listening");
+        tracing::info!(addr = %tencent.local_addr()?, tls = tencent_tls, "Tencent-compatible API listening");
         doors.push((Door::Tencent, tencent));
     }
+    if let Some(admin) = admin {
+        tracing::info!(addr = %admin.local_addr()?, tls = admin_tls, "admin listening (metrics, admin API, probes)");
+        doors.push((Door::Admin, admin));
+    }
     tokio::spawn(reload_on_sighup(gateway.clone(), path, hangups));
-    gateway.serve_doors(doors, shutdown_signal(terms, interrupts)).await
+    gateway.serve_doors(doors, shutdown_signal(gateway.clone(), terms, interrupts)).await
 }
 
 /// SIGHUP: compile the config off to the side; swap it in only when it compiles, else keep the old one.
@@ -188,9 +196,28 @@ async fn reload_on_sighup(gateway: Gateway, path: PathBuf, mut hangups: tokio::s
     }
 }
 
-async fn shutdown_signal(mut terms: tokio::signal::unix::Signal, mut interrupts: tokio::signal::unix::Signal) {
+/// Resolves when the listeners are to close. SIGTERM (how Kubernetes and systemd stop a process) first
+/// drains: `/readyz` answers 503 for `server.drain_delay` while requests are still served, so load balancers
+/// take the replica out before its port closes; a second signal ends the drain early. SIGINT (Ctrl-C) closes
+/// at once. Open requests then have `shutdown_grace` to finish.
+async fn shutdown_signal(
+    gateway: Gateway,
+    mut terms: tokio::signal::unix::Signal,
+    mut interrupts: tokio::signal::unix::Signal,
+) {
+    let drain = tokio::select! {
+        _ = interrupts.recv() => { tracing::info!("SIGINT received"); false }
+        _ = terms.recv() => { tracing::info!("SIGTERM received"); true }
+    };
+    let delay = gateway.config().server.drain_delay;
+    if !drain || delay.is_zero() {
+        return;
+    }
+    gateway.begin_drain();
+    tracing::info!(drain_delay_s = delay.as_secs_f64(), "draining: /readyz answers 503, requests are still served");
     tokio::select! {
-        _ = interrupts.recv() => tracing::info!("SIGINT received"),
-        _ = terms.recv() => tracing::info!("SIGTERM received"),
+        () = tokio::time::sleep(delay) => tracing::info!("drain delay over"),
+        _ = terms.recv() => tracing::info!("second SIGTERM: drain ended early"),
+        _ = interrupts.recv() => tracing::info!("SIGINT: drain ended early"),
     }
 }

@@ -6,8 +6,10 @@ use crate::common::process::Server;
 use crate::common::*;
 use std::time::{Duration, Instant};
 
+/// No drain delay: these tests stop the gateway at once (tests/listeners.rs tests the drain).
 fn yaml(endpoint: &str, template: &str) -> String {
     config_yaml(endpoint, PHONE_LIMITS, "")
+        .replace("  max_body_bytes: 1024", "  max_body_bytes: 1024\n  drain_delay: 0s")
         .replace(r#"templateCode: "1110""#, &format!(r#"templateCode: "{template}""#))
 }
 

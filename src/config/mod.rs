@@ -9,6 +9,7 @@ mod duration;
 mod egress;
 mod feedback;
 mod interp;
+mod listen;
 mod locate;
 mod model;
 mod raw;

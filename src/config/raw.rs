@@ -39,6 +39,28 @@ pub struct RawServer {
     pub tencent_listen: Option<Scalar>,
     /// Threads serving requests.
     pub workers: Option<u64>,
+    /// Address of `/metrics` and `/admin/v1/...` (then served only there); off when absent.
+    pub admin_listen: Option<Scalar>,
+    /// TLS of `listen`.
+    pub tls: Option<RawListenerTls>,
+    /// TLS of `tencent_listen`.
+    pub tencent_tls: Option<RawListenerTls>,
+    /// TLS of `admin_listen`.
+    pub admin_tls: Option<RawListenerTls>,
+    /// On SIGTERM, how long `/readyz` answers 503 while requests are still served, before the listeners close.
+    pub drain_delay: Option<Scalar>,
+}
+
+/// `tls: {cert_file, key_file, client_ca_file}` of one listener: PEM files, relative to the config's folder.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    /// The certificate chain, leaf first.
+    pub cert_file: Scalar,
+    /// The private key of the leaf certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Scalar,
+    /// With it, clients must present a certificate signed by one of these CAs (mutual TLS).
+    pub client_ca_file: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
