@@ -61,10 +61,22 @@ enum Command {
 
 /// Logs go to stderr through a writer thread: request threads never wait on a slow log pipe, and lines are
 /// written in batches (a buffered writer flushed whenever the queue runs dry). Lines beyond a full queue
-/// are dropped rather than stalling sends. The guard flushes what is queued when `main` returns.
-fn init_logs(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// are dropped rather than stalling sends. The guard flushes what is queued when `main` returns. A `RUST_LOG`
+/// that does not parse is an error (exit 2), not silently replaced by the default.
+fn init_logs(format: LogFormat) -> Result<tracing_appender::non_blocking::WorkerGuard, ExitCode> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => {
+            tracing_subscriber::EnvFilter::builder().parse(&directives).map_err(|e| {
+                eprintln!("RUST_LOG: {e} (expected directives such as `info` or `smsgate=debug,info`)");
+                ExitCode::from(2)
+            })?
+        }
+        Err(std::env::VarError::NotUnicode(_)) => {
+            eprintln!("RUST_LOG: not valid Unicode");
+            return Err(ExitCode::from(2));
+        }
+        _ => tracing_subscriber::EnvFilter::new("info"),
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, guard) = tracing_appender::non_blocking(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
@@ -72,7 +84,7 @@ fn init_logs(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
         LogFormat::Pretty => builder.fmt_fields(smsgate::logfields::TextFields).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-    guard
+    Ok(guard)
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
@@ -117,7 +129,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve => {
-            let _flush_logs_on_exit = init_logs(cli.log_format);
+            let _flush_logs_on_exit = match init_logs(cli.log_format) {
+                Ok(guard) => guard,
+                Err(code) => return code,
+            };
             let config = match load(&cli.config) {
                 Ok(config) => config,
                 Err(code) => return code,

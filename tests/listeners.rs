@@ -326,3 +326,60 @@ async fn after_the_drain_delay_the_port_closes_and_an_in_flight_send_finishes() 
     assert_eq!((answer.status, answer.json["status"].as_str()), (200, Some("sent")), "{:#}", answer.json);
     assert!(server.wait_exit().success());
 }
+
+/// The access log: every request's line carries its route and HTTP status, and durations are plain numbers
+/// in milliseconds rounded to the microsecond.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_lines_carry_route_status_and_numeric_durations() {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let extra = format!("  admin_listen: 127.0.0.1:0\n  admin_tokens: [\"{ADMIN_TOKEN}\"]\n");
+    let mut server = Server::spawn(&yaml(&mock.endpoint(), &extra), &env_pairs());
+    let admin = format!("http://{}", server.logged_addr("admin listening"));
+    let (http, main) = (reqwest::Client::new(), server.url(""));
+    assert_eq!(send_request(&http, &main, "+8613800138000").send().await.unwrap().status(), 200);
+    let again = send_request(&http, &main, "+8613800138000").body(native("+8613800138000", "SignIn", "654321"));
+    assert_eq!(again.send().await.unwrap().status(), 429);
+    let verified =
+        http.post(format!("{main}/v1/sms/verified")).bearer_auth(TOKEN).header("content-type", "application/json");
+    let r = verified.body(r#"{"phone":"+8613900139000"}"#).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(status(&http, format!("{admin}/admin/v1/tenants/acme/protection"), Some(ADMIN_TOKEN)).await, 200);
+
+    server.wait_for_log("admin request");
+    server.wait_for_log("feedback signal");
+    server.wait_for_nth_log("\"send request\"", 2);
+    let log = server.log_text();
+    let event = |message: &str, n: usize| -> serde_json::Value {
+        let line = log.lines().filter(|l| l.contains(&format!("\"message\":\"{message}\""))).nth(n);
+        serde_json::from_str(line.unwrap_or_else(|| panic!("no {message} #{n}:\n{log}"))).unwrap()
+    };
+    let (sent, limited) = (event("send request", 0), event("send request", 1));
+    assert_eq!((&sent["route"], &sent["status"], &sent["outcome"]), (&"native".into(), &200.into(), &"sent".into()));
+    assert_eq!((&limited["status"], &limited["outcome"]), (&429.into(), &"rate_limited".into()));
+    for field in ["latency_ms", "upstream_ms"] {
+        let ms = sent[field].as_f64().unwrap_or_else(|| panic!("{field} is a number: {sent}"));
+        assert!(ms >= 0.0 && ((ms * 1000.0).round() - ms * 1000.0).abs() < 1e-6, "{field}={ms}: microseconds at most");
+    }
+    let signal = event("feedback signal", 0);
+    assert_eq!((&signal["route"], &signal["status"]), (&"verified".into(), &404.into()));
+    let admin = event("admin request", 0);
+    assert_eq!((&admin["route"], &admin["status"]), (&"admin_protection".into(), &200.into()));
+}
+
+/// A `RUST_LOG` that does not parse stops `serve` with a message, instead of silently logging at `info`.
+#[test]
+fn an_invalid_rust_log_is_reported_and_serve_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, yaml("http://127.0.0.1:9", "")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_smsgate"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("ACME_SECRET", SECRET_KEY)
+        .env("RUST_LOG", "smsgate=loudest")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("RUST_LOG: ") && !stderr.contains("listening"), "{stderr}");
+}

@@ -393,7 +393,7 @@ impl Gateway {
         if trail.replayed {
             response.headers_mut().insert(respond::IDEMPOTENT_REPLAYED, http::HeaderValue::from_static("true"));
         }
-        self.record(route, &result, &trail, &id, started);
+        self.record(route, &result, &trail, &id, started, response.status());
         response
     }
 
@@ -431,6 +431,12 @@ impl Gateway {
         if method != Method::GET && method != Method::HEAD {
             return respond::error(&GatewayError::MethodNotAllowed { allow: "GET, HEAD" }, id, None);
         }
+        let response = self.probe_or_metrics(path, id).await;
+        tracing::debug!(request_id = %id, route = path, status = response.status().as_u16(), "request");
+        response
+    }
+
+    async fn probe_or_metrics(&self, path: &str, id: &str) -> Response<Full<Bytes>> {
         let limiter = &self.shared.services.limiter;
         match path {
             "/healthz" => respond::json(http::StatusCode::OK, id, r#"{"status":"ok"}"#),
@@ -460,7 +466,16 @@ impl Gateway {
     }
 
     /// The one log event and the metrics of a send request.
-    fn record(&self, route: Route, result: &Result<Accepted, GatewayError>, trail: &Trail, id: &str, started: Instant) {
+    /// `status`: the HTTP status of the answer (200 for every answer of the Tencent-compatible API).
+    fn record(
+        &self,
+        route: Route,
+        result: &Result<Accepted, GatewayError>,
+        trail: &Trail,
+        id: &str,
+        started: Instant,
+        status: http::StatusCode,
+    ) {
         let outcome = match result {
             Ok(accepted) if accepted.delivery == Delivery::TestNumber => "test_number",
             Ok(accepted) => respond::status_word(accepted.delivery),
@@ -525,8 +540,9 @@ impl Gateway {
         };
         let phone = trail.phone.as_ref().map(|p| tracing::field::display(p.masked()));
         let country = trail.phone.as_ref().map(|p| p.country_code());
-        let upstream_ms = trail.upstream_latency.map(|d| d.as_secs_f64() * 1000.0);
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let upstream_ms = trail.upstream_latency.map(crate::logfields::millis);
+        let latency_ms = crate::logfields::millis(started.elapsed());
+        let status = status.as_u16();
         // Hook rejections carry the script's own text, which may hold a number.
         let detail = error.map(|e| crate::phone::mask_numbers(&e.to_string()).into_owned());
         let script = trail.script.as_ref().map(|s| s.summary());
@@ -536,6 +552,7 @@ impl Gateway {
                     $level,
                     request_id = %id,
                     route,
+                    status,
                     tenant = tenant_name,
                     usage = trail.usage.as_deref(),
                     phone,
