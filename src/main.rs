@@ -1,5 +1,6 @@
 //! The `smsgate` binary: flags only. `serve` runs the gateway, `check` compiles the config and binds
-//! nothing, `explain` shows each stage's decision for one request without sending or consuming quota.
+//! nothing (`--print` shows it with secrets redacted), `explain` shows each stage's decision for one request
+//! without sending or consuming quota, `schema` prints the JSON Schema of gateway.yaml.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use smsgate::clock::SystemClock;
@@ -15,10 +16,10 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "smsgate", version, about = "A declarative SMS gateway in front of Tencent Cloud SMS")]
+#[command(name = "smsgate", version = smsgate::VERSION, about = "A declarative SMS gateway in front of Tencent Cloud SMS")]
 struct Cli {
     /// The gateway config.
-    #[arg(long, global = true, env = "SMSGATE_CONFIG", default_value = "gateway.yaml")]
+    #[arg(short = 'c', long, global = true, env = "SMSGATE_CONFIG", default_value = "gateway.yaml")]
     config: PathBuf,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
@@ -37,14 +38,23 @@ enum LogFormat {
 enum Command {
     /// Run the gateway.
     Serve,
-    /// Compile the config (env references, templates, limits), bind nothing, report every error.
-    Check,
+    /// Print the JSON Schema of gateway.yaml (for editors: see the modeline at the top of gateway.yaml).
+    Schema,
+    /// Compile the config (env references, templates, limits, certificates), bind nothing, report every error.
+    Check {
+        /// Then print the config as read (`${VAR}` expanded) with every secret shown as **REDACTED**.
+        #[arg(long)]
+        print: bool,
+    },
     /// Run the pipeline for one request without sending or consuming quota, and show each decision.
     Explain {
+        /// The tenant, by its name in the config.
         #[arg(long)]
         tenant: String,
+        /// The number, as the tenant's callers write it (`+8613800138000`, or national with `default_country`).
         #[arg(long)]
         phone: String,
+        /// The usage type (`SignIn`, `Register`, ...), as Logto or the native API send it.
         #[arg(long)]
         usage: String,
         /// The verification code (shown only as `***`).
@@ -98,13 +108,28 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check => match load(&cli.config) {
+        Command::Check { print } => match load(&cli.config) {
+            Ok(config) if print => match Config::redacted_yaml(&cli.config, &ProcessEnv) {
+                Ok(text) => {
+                    eprintln!("{}: ok ({} tenant(s))", cli.config.display(), config.tenants.len());
+                    println!("# {} (secrets redacted)\n{text}", cli.config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    ExitCode::from(2)
+                }
+            },
             Ok(config) => {
                 println!("{}: ok ({} tenant(s))", cli.config.display(), config.tenants.len());
                 ExitCode::SUCCESS
             }
             Err(code) => code,
         },
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&smsgate::config::json_schema()).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
         Command::Explain { tenant, phone, usage, code, logto, json } => {
             let config = match load(&cli.config) {
                 Ok(config) => config,
