@@ -211,21 +211,21 @@ fn the_shipped_gateway_yaml_compiles() {
 }
 
 #[test]
-fn the_readme_error_class_table_matches_the_code() {
+fn the_operating_error_class_table_matches_the_code() {
     use smsgate::tencent::classify::{Class, EXACT, PREFIXES};
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operating.md")).unwrap();
     let row = |code: &str, class: Class| {
         let (name, answer) = class.describe();
         format!("| `{code}` | {name} | {answer} |")
     };
     for (code, class) in EXACT {
-        assert!(readme.contains(&row(code, *class)), "README lacks {}", row(code, *class));
+        assert!(doc.contains(&row(code, *class)), "docs/operating.md lacks {}", row(code, *class));
     }
     for (prefix, class) in PREFIXES {
-        assert!(readme.contains(&row(&format!("{prefix}*"), *class)), "README lacks {prefix}*");
+        assert!(doc.contains(&row(&format!("{prefix}*"), *class)), "docs/operating.md lacks {prefix}*");
     }
     let (name, answer) = Class::Unknown.describe();
-    assert!(readme.contains(&format!("| any other code | {name} | {answer} |")));
+    assert!(doc.contains(&format!("| any other code | {name} | {answer} |")));
 }
 
 #[test]

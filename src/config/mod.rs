@@ -4,6 +4,8 @@
 
 mod compile;
 mod de;
+#[cfg(test)]
+mod doc_keys;
 mod doors;
 mod duration;
 mod egress;

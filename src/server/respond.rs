@@ -1,4 +1,4 @@
-//! Response bodies and headers, exactly as the README's HTTP API section writes them.
+//! Response bodies and headers, exactly as docs/front-doors.md's HTTP API section writes them.
 
 use crate::error::{GatewayError, UpstreamDetail};
 use crate::pipeline::{Accepted, Delivery, Trail};
