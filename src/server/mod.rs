@@ -37,6 +37,10 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// Connections the kernel may queue before `accept`, as nginx does (it uses 511); the kernel caps it at
 /// `net.core.somaxconn`. Linux's default of 128 made serial connects under a burst wait for SYN retries.
 const LISTEN_BACKLOG: u32 = 1024;
+/// The most a connection's read buffer grows to (hyper's default is about 400 KiB): a request head must fit
+/// (Tencent's and Supabase's are under 4 KiB), and a body is read through it in pieces of at most this, so
+/// a fast sender cannot make every connection hold 400 KiB of bytes no budget has admitted yet.
+const READ_BUFFER: usize = 64 << 10;
 
 /// The listener for `addr`, with a production backlog. The error names the address (`address already in
 /// use` alone does not say which).
@@ -62,8 +66,8 @@ struct Shared {
     metrics: Metrics,
     draining: AtomicBool,
     denial_log: denials::DenialLog,
-    /// Body-reading slots of requests whose tenant the body itself names (Logto's webhook, signed).
-    unattributed_readers: Arc<tokio::sync::Semaphore>,
+    /// Slots and bytes for bodies read before their caller is verified, apart from every tenant's.
+    unverified: body::Unverified,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +110,7 @@ impl Gateway {
         let tencent = TencentClient::new(clock.clone(), metrics.tencent.clone());
         let services = Services::observed(limiter, tencent, clock, metrics.feedback.clone());
         services.feedback.configure(&config);
-        let unattributed_readers = Arc::new(tokio::sync::Semaphore::new(config.server.max_body_readers));
+        let unverified = body::Unverified::new(&config.server);
         let gateway = Gateway {
             shared: Arc::new(Shared {
                 config: ArcSwap::from_pointee(config),
@@ -114,7 +118,7 @@ impl Gateway {
                 metrics,
                 draining: AtomicBool::new(false),
                 denial_log: denials::DenialLog::default(),
-                unattributed_readers,
+                unverified,
             }),
         };
         gateway.spawn_sweeper();
@@ -203,8 +207,15 @@ impl Gateway {
         if config.limits_backend != self.config().limits_backend {
             tracing::warn!("limits_backend changed: the new backend takes effect on restart");
         }
-        if config.server.workers != self.config().server.workers {
+        let (new, old) = (&config.server, &self.config().server);
+        if new.workers != old.workers {
             tracing::warn!("server.workers changed: takes effect on restart");
+        }
+        let unverified = |s: &crate::config::ServerSettings| {
+            (s.max_unverified_readers, s.max_unverified_per_address, s.max_unverified_bytes)
+        };
+        if unverified(new) != unverified(old) {
+            tracing::warn!("server.max_unverified_* changed: takes effect on restart");
         }
         self.shared.services.limiter.retain_rules(config.tenants.iter().map(|t| &**t));
         self.shared.services.feedback.configure(&config);
@@ -238,9 +249,9 @@ impl Gateway {
             })
         };
         loop {
-            let (door, stream) = tokio::select! {
+            let (door, stream, peer) = tokio::select! {
                 (door, accepted) = accept() => match accepted {
-                    Ok((stream, _)) => (door, stream),
+                    Ok((stream, peer)) => (door, stream, peer),
                     Err(e) => {
                         // Out of file descriptors and the like: back off briefly instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
@@ -255,13 +266,13 @@ impl Gateway {
             let header_timeout = config.server.header_timeout;
             let tls = door.tls(&config.server).map(|tls| tls.server_config.clone());
             drop(config);
-            let (gateway, watcher) = (self.clone(), graceful.watcher());
+            let (gateway, watcher, peer) = (self.clone(), graceful.watcher(), body::Peer(peer.ip()));
             tokio::spawn(async move {
                 match tls {
-                    None => gateway.serve_connection(door, TokioIo::new(stream), header_timeout, watcher).await,
+                    None => gateway.serve_connection(door, peer, TokioIo::new(stream), header_timeout, watcher).await,
                     Some(tls) => match listener::accept_tls(stream, tls, header_timeout).await {
                         Ok(stream) => {
-                            gateway.serve_connection(door, TokioIo::new(stream), header_timeout, watcher).await
+                            gateway.serve_connection(door, peer, TokioIo::new(stream), header_timeout, watcher).await
                         }
                         Err(refused) => tracing::debug!(reason = %refused, "connection refused before HTTP"),
                     },
@@ -284,16 +295,19 @@ impl Gateway {
 
     /// HTTP/1.1 on one connection, watched by the graceful shutdown. While the gateway drains, every answer
     /// carries `Connection: close`, so keep-alive callers move to another replica.
+    /// `peer`: the TCP peer's address, for the per-address budget of unverified bodies.
     async fn serve_connection<I>(
         self,
         door: Door,
+        peer: body::Peer,
         io: I,
         header_timeout: std::time::Duration,
         watcher: hyper_util::server::graceful::Watcher,
     ) where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        let service = hyper::service::service_fn(move |req| {
+        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(peer);
             let gateway = self.clone();
             async move {
                 let mut response = match door {
@@ -310,6 +324,7 @@ impl Gateway {
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(header_timeout)
+            .max_buf_size(READ_BUFFER)
             .serve_connection(io, service);
         let _ = watcher.watch(connection).await;
     }
@@ -386,9 +401,8 @@ impl Gateway {
             Ok(accepted) => respond::accepted(accepted, &trail, &id),
             Err(e) => respond::error(e, &id, trail.limits.as_ref()),
         };
-        if let Err(GatewayError::PayloadTooLarge | GatewayError::RequestTimeout | GatewayError::ServerBusy) = &result {
-            // The body was not read whole: the connection cannot carry another request.
-            response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        if let Err(e) = &result {
+            respond::close_if_unread(&mut response, e);
         }
         if trail.replayed {
             response.headers_mut().insert(respond::IDEMPOTENT_REPLAYED, http::HeaderValue::from_static("true"));
