@@ -82,7 +82,7 @@ tenants:
         b.iter(|| {
             j = (j + 1) % parsed.len();
             clock.advance(Duration::from_millis(1));
-            let subject = Subject { phone: &parsed[j], usage: "SignIn", ip: None };
+            let subject = Subject { phone: &parsed[j], usage: "SignIn", also: &[], ip: None };
             runtime.block_on(limiter.decide(&tenant, &subject, true)).unwrap()
         })
     });

@@ -1,6 +1,7 @@
 //! Prometheus metrics. Every label value is bounded: tenants and rules come from the config, usage types are
 //! the ones sends are judged as (a template name of the tenant, or one of Logto's types, in one spelling;
-//! anything else reads `other`), and Tencent codes outside the known table read `unknown`. Never a phone
+//! anything else reads `other`), and Tencent codes are the table's own, their family (`InternalError.*`) or
+//! `other`. Never a phone
 //! number or any other caller-chosen string.
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -163,15 +164,16 @@ impl Metrics {
         }
     }
 
-    /// One upstream exchange: Tencent's code when it answered (`unknown` for codes outside the table), else
-    /// the gateway outcome (`upstream_timeout`, `upstream_unavailable`).
-    pub fn observe_upstream(&self, tenant: &str, tencent_code: Option<&str>, outcome: &str, latency: Duration) {
-        use crate::tencent::classify::{classify, Class};
-        let code = match tencent_code {
-            Some(code) if classify(code) != Class::Unknown => code,
-            Some(_) => "unknown",
-            None => outcome,
-        };
+    /// One upstream exchange: Tencent's code as a bounded label when it answered (`classify::label`), else
+    /// the gateway outcome (`upstream_timeout`, `upstream_unavailable`, `maybe_sent`).
+    pub fn observe_upstream(
+        &self,
+        tenant: &str,
+        tencent_code: Option<&'static str>,
+        outcome: &'static str,
+        latency: Duration,
+    ) {
+        let code = tencent_code.unwrap_or(outcome);
         self.upstream_results.get_or_create(&UpstreamLabels { tenant: tenant.into(), code: code.into() }).inc();
         self.upstream_latency.get_or_create(&TenantLabels { tenant: tenant.into() }).observe(latency.as_secs_f64());
     }

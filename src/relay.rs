@@ -6,11 +6,11 @@
 
 use crate::clock::SharedClock;
 use crate::config::WebhookTarget;
-use crate::tencent::proxy::{https_client, HttpsClient};
+use crate::tencent::proxy::{https_client, HttpsClient, WrittenBody};
 use base64::Engine;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -124,7 +124,7 @@ async fn deliver(
             .header("webhook-id", &event.id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
-            .body(Full::new(event.body.clone()));
+            .body(WrittenBody::new(event.body.clone()).0);
         let Ok(request) = request else { return "failed" };
         let attempt = async {
             let response = http.request(request).await.map_err(|e| e.to_string())?;

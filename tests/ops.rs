@@ -18,15 +18,7 @@ fn env_pairs() -> Vec<(&'static str, &'static str)> {
 }
 
 async fn send(http: &reqwest::Client, server: &Server, phone: &str, code: &str) -> Answer {
-    let r = http
-        .post(server.url("/v1/sms/send"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/json")
-        .body(native(phone, "SignIn", code))
-        .send()
-        .await
-        .unwrap();
-    Answer::from(r).await
+    server.send(http, phone, code).await
 }
 
 async fn metrics(http: &reqwest::Client, server: &Server) -> String {

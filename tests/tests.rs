@@ -24,6 +24,8 @@ mod redis;
 mod redis_ha;
 mod reliability;
 mod script;
+mod sdk_policy;
 mod send;
 mod supabase;
 mod tencent_api;
+mod upstream;

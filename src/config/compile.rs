@@ -406,8 +406,12 @@ fn compile_tenant(
     let real = tencent.as_ref().map_or(&[][..], |t| &t.credentials[..]);
     let sdk_clients =
         super::doors::sdk_clients(&format!("{path}.sdk_clients"), &raw.sdk_clients, real, &mut c.problems);
-    let sdk_passthrough =
-        super::doors::passthrough(&format!("{path}.sdk_passthrough"), &raw.sdk_passthrough, &mut c.problems);
+    let sdk_passthrough = super::doors::passthrough(
+        &format!("{path}.sdk_passthrough"),
+        &raw.sdk_passthrough,
+        raw.sdk_passthrough_unscoped.unwrap_or(false),
+        &mut c.problems,
+    );
     if c.problems.len() != before {
         return None;
     }

@@ -22,6 +22,7 @@ mod tokens;
 mod yaml;
 
 pub use compile::parse_endpoint;
+pub(crate) use doors::{read_scope, ReadScope};
 pub use duration::parse_duration;
 pub use feedback::MAX_PROTECTION_PREFIX;
 pub use interp::{Env, ProcessEnv};

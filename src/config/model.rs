@@ -368,6 +368,18 @@ impl Tenant {
         }
     }
 
+    /// Every usage type whose template (mainland or international) is `template_id`, in their canonical
+    /// spelling, sorted and without repeats. A door that knows only the template (the Tencent-compatible API)
+    /// is judged by the rules of all of them: a template two usages share cannot escape a rule of either.
+    pub(crate) fn template_usages(&self, template_id: &str) -> Vec<&str> {
+        let sets = std::iter::once(&self.templates).chain(self.international_templates.as_ref());
+        let mut usages: Vec<&str> =
+            sets.flat_map(|set| set.iter().filter(|(_, id)| *id == template_id).map(|(usage, _)| usage)).collect();
+        usages.sort_unstable();
+        usages.dedup();
+        usages
+    }
+
     /// The template set and sign name for a number: a number never gets a template of the wrong kind.
     pub fn templates_for(&self, mainland_china: bool) -> (&Templates, Option<&str>) {
         match &self.international_templates {
@@ -520,6 +532,12 @@ pub struct LimitRule {
 impl LimitRule {
     pub fn applies_to(&self, usage: &str) -> bool {
         self.usages.is_empty() || self.usages.iter().any(|u| u == usage)
+    }
+
+    /// Whether the rule applies to a send made under `usage` that also stands for `also` (the other usages
+    /// of a template they share).
+    pub(crate) fn applies_to_any(&self, usage: &str, also: &[String]) -> bool {
+        self.applies_to(usage) || also.iter().any(|u| self.applies_to(u))
     }
 }
 

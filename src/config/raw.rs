@@ -172,6 +172,10 @@ pub struct RawTenant {
     #[serde(default)]
     #[serde(serialize_with = "shown::list")]
     pub sdk_passthrough: Vec<Scalar>,
+    /// Allows `sdk_passthrough` to list actions that are not reads of the tenant's own application (writes
+    /// such as AddSmsTemplate, account-wide reads such as DescribeSmsTemplateList, actions smsgate does not
+    /// know).
+    pub sdk_passthrough_unscoped: Option<bool>,
 }
 
 /// `conversion: { window: 10m, remember_for: 1h, logto_webhook_secret: ... }`.

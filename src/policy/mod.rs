@@ -36,6 +36,9 @@ const WRITE_BACK_BATCH: usize = 256;
 pub struct Subject<'a> {
     pub phone: &'a Phone,
     pub usage: &'a str,
+    /// The other usage types the send stands for (a template several usages share, sent by a door that
+    /// knows only the template): their rules apply too.
+    pub also: &'a [String],
     pub ip: Option<IpAddr>,
 }
 
@@ -254,7 +257,7 @@ fn applicable_checks<'t>(tenant: &'t Tenant, subject: &Subject<'_>) -> (Vec<(&'t
     let applicable: Vec<(&LimitRule, u64)> = tenant
         .limits
         .iter()
-        .filter(|rule| rule.applies_to(subject.usage))
+        .filter(|rule| rule.applies_to_any(subject.usage, subject.also))
         .filter_map(|rule| key_of(rule, subject).map(|key| (rule, key)))
         .collect();
     let checks = applicable

@@ -530,7 +530,7 @@ impl Gateway {
                 .observe(took.as_secs_f64());
         }
         if let Some(latency) = trail.upstream_latency {
-            metrics.observe_upstream(tenant_name, trail.upstream_code.as_deref(), outcome, latency);
+            metrics.observe_upstream(tenant_name, trail.upstream_code, outcome, latency);
         }
         // Under a flood, rate_limited lines are capped per tenant; the count of those left out rides on the
         // next line written.
@@ -545,7 +545,7 @@ impl Gateway {
             }
         }
         let error = result.as_ref().err();
-        let level_is_warn = error.is_some_and(|e| e.status().is_server_error());
+        let level_is_warn = error.is_some_and(|e| e.status().is_server_error()) || trail.unconfirmed.is_some();
         let route = match route {
             Route::Native => "native",
             Route::Logto => "logto",
@@ -557,8 +557,16 @@ impl Gateway {
         let upstream_ms = trail.upstream_latency.map(crate::logfields::millis);
         let latency_ms = crate::logfields::millis(started.elapsed());
         let status = status.as_u16();
-        // Hook rejections carry the script's own text, which may hold a number.
-        let detail = error.map(|e| crate::phone::mask_numbers(&e.to_string()).into_owned());
+        // Hook rejections carry the script's own text, and Tencent's its own, either of which may hold a
+        // number; an unconfirmed send says why. For the log only: answers never carry Tencent's text.
+        let detail = match (error, &trail.unconfirmed) {
+            (Some(e), _) => Some(match e.upstream() {
+                Some(u) => format!("{e}: {} ({})", u.code, u.message),
+                None => e.to_string(),
+            }),
+            (None, unconfirmed) => unconfirmed.clone(),
+        };
+        let detail = detail.map(|d| crate::phone::mask_numbers(&d).into_owned());
         let script = trail.script.as_ref().map(|s| s.summary());
         macro_rules! event {
             ($level:expr) => {
@@ -574,7 +582,7 @@ impl Gateway {
                     template_id = trail.template_id.as_deref(),
                     script = script.as_deref(),
                     outcome,
-                    upstream_code = trail.upstream_code.as_deref(),
+                    upstream_code = trail.upstream_code,
                     upstream_ms,
                     latency_ms,
                     detail = detail.as_deref(),

@@ -60,6 +60,18 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
+    /// A native send with the acme token, its answer read whole.
+    pub async fn send(&self, http: &reqwest::Client, phone: &str, code: &str) -> super::Answer {
+        let request = http.post(self.url("/v1/sms/send")).bearer_auth(super::TOKEN);
+        let response = request
+            .header("content-type", "application/json")
+            .body(super::native(phone, "SignIn", code))
+            .send()
+            .await
+            .unwrap();
+        super::Answer::from(response).await
+    }
+
     /// The first log line containing `needle`, waiting for it up to 20 s.
     pub fn wait_for_log(&mut self, needle: &str) -> String {
         self.wait_for_nth_log(needle, 1)
