@@ -16,6 +16,7 @@ mod hook_isolation;
 mod hostile_hooks;
 mod limiter;
 mod limits;
+mod listeners;
 mod logs;
 mod ops;
 mod pumping;

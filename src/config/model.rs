@@ -78,6 +78,36 @@ pub struct ServerSettings {
     /// Threads serving requests: by default the CPUs this process may use (its affinity and cgroup quota).
     /// One runs a single-threaded runtime: no work stealing, no cross-thread wake-ups. Read at start.
     pub workers: usize,
+    /// The listener of `/metrics` and `/admin/v1/...`; when set, the other listeners answer 404 there.
+    pub admin_listen: Option<SocketAddr>,
+    /// TLS of `listen`, `tencent_listen` and `admin_listen`. Whether a listener speaks TLS is read at start;
+    /// a reload re-reads the certificates.
+    pub tls: Option<ListenerTls>,
+    pub tencent_tls: Option<ListenerTls>,
+    pub admin_tls: Option<ListenerTls>,
+    /// On SIGTERM, how long `/readyz` answers 503 (requests still served) before the listeners close.
+    pub drain_delay: Duration,
+}
+
+/// The TLS of one listener: the files it was read from and the rustls config built from them.
+#[derive(Clone)]
+pub struct ListenerTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Clients must present a certificate signed by a CA of this file (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+    pub server_config: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for ListenerTls {
+    /// The file names only: the rustls config holds the private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerTls")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("client_ca_file", &self.client_ca_file)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where limiter state lives. Read at start: a reload that changes it is logged and takes effect on restart.

@@ -91,6 +91,7 @@ where
     tracing::info!(
         request_id = %id,
         route = name,
+        status = handled.response.status().as_u16(),
         tenant = tenant_name,
         outcome = handled.outcome,
         detail = handled.detail.as_deref(),

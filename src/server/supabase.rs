@@ -36,7 +36,7 @@ impl Gateway {
         if trail.replayed {
             response.headers_mut().insert(respond::IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
         }
-        self.record(Route::Supabase, &result, &trail, id, started);
+        self.record(Route::Supabase, &result, &trail, id, started, response.status());
         response
     }
 

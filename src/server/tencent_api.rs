@@ -34,7 +34,7 @@ impl Gateway {
             Ok(response) => response,
             Err(e) => {
                 // One log event and one metrics update for a request refused whole.
-                self.record(Route::TencentApi, &Err((*e.cause).clone()), &trail, &id, started);
+                self.record(Route::TencentApi, &Err((*e.cause).clone()), &trail, &id, started, StatusCode::OK);
                 let mut response = envelope(&id, json!({"Error": {"Code": e.code, "Message": e.message}}));
                 respond::close_if_unread(&mut response, &e.cause);
                 response
@@ -128,7 +128,7 @@ impl Gateway {
         let results = self.shared.services.send_batch(&tenant, send.requests, &send.message, &mut trails).await;
         let mut set = Vec::with_capacity(results.len());
         for ((result, trail), written) in results.iter().zip(&trails).zip(&send.numbers) {
-            self.record(Route::TencentApi, &result.outcome, trail, id, started);
+            self.record(Route::TencentApi, &result.outcome, trail, id, started, StatusCode::OK);
             set.push(entry(result, trail, written, &session_context));
         }
         Ok(envelope(id, json!({ "SendStatusSet": set })))

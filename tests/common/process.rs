@@ -49,6 +49,13 @@ impl Server {
         server
     }
 
+    /// The `addr` field of the first log line containing `needle` (another listener's address).
+    pub fn logged_addr(&mut self, needle: &str) -> String {
+        let line = self.wait_for_log(needle);
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        event["addr"].as_str().unwrap().to_owned()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
