@@ -18,6 +18,7 @@ mod limits;
 mod logs;
 mod ops;
 mod pumping;
+mod pumping_defense;
 mod redis;
 mod redis_ha;
 mod reliability;
