@@ -53,8 +53,16 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DoorLabels {
+    /// supabase, tencent_api, logto_webhook.
+    pub door: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Signatures computed over bodies of callers not verified yet: what anonymous calls cost in CPU.
+    pub signature_checks: Family<DoorLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub limit_denials: Family<RuleLabels, Counter>,
     pub upstream_results: Family<UpstreamLabels, Counter>,
@@ -110,10 +118,17 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.000_001, 4.0, 10))
         });
         registry.register("script_duration_seconds", "Lua hook call time", script_duration.clone());
+        let signature_checks = Family::<DoorLabels, Counter>::default();
+        registry.register(
+            "signature_checks",
+            "Signatures (HMACs over the body) computed for callers not verified yet, by door",
+            signature_checks.clone(),
+        );
         let feedback = crate::feedback::Telemetry::default();
         feedback.register(&mut registry);
         Metrics {
             registry,
+            signature_checks,
             requests,
             limit_denials,
             upstream_results,
@@ -134,6 +149,11 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+
+    /// `n` signatures computed at `door` for a caller not verified yet.
+    pub(crate) fn signature_checks(&self, door: &'static str, n: usize) {
+        self.signature_checks.get_or_create(&DoorLabels { door }).inc_by(n as u64);
     }
 
     /// Sets the limiter mode gauge: 1 for `mode`, 0 for the others.

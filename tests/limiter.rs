@@ -39,7 +39,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
     /// For every (rule, key): in any span Δ between two admitted requests, at most limit + ⌊Δ·limit/per⌋
-    /// were admitted (GCRA is a token bucket of `limit`, refilled at limit/per; see README "Limits").
+    /// were admitted (GCRA is a token bucket of `limit`, refilled at limit/per; see docs/limits-and-policy.md, "Limits").
     #[test]
     fn no_rule_admits_more_than_its_bound(seq in requests(), shadow in any::<bool>()) {
         let store = MemoryStore::default();

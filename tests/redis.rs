@@ -417,7 +417,7 @@ async fn regression_redis_recovery_does_not_hand_out_fresh_quota() {
     for replica in [&a, &b] {
         assert_eq!(send(replica.send(&http, x).await.0), 429, "the replicas' own records stand in for Redis");
     }
-    // ... but what only the other replica admitted is gone from Redis (the README's "what remains").
+    // ... but what only the other replica admitted is gone from Redis (docs/limits-and-policy.md, "What remains").
     let extra = usize::from(b.send(&http, w).await.0 == 200);
     assert_eq!(extra, 1, "after FLUSHALL, B does not know A's number");
     assert_eq!(a.send(&http, w).await.0, 429);

@@ -243,8 +243,8 @@ async fn tencent_refusals_of_single_numbers_come_back_as_its_own_entries() {
 }
 
 #[test]
-fn the_readme_refusal_table_matches_the_code() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+fn the_front_doors_refusal_table_matches_the_code() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/front-doors.md")).unwrap();
     let minute = Some(Duration::from_secs(30));
     let rows: Vec<(&str, GatewayError, Option<Duration>)> = vec![
         (
@@ -296,7 +296,7 @@ fn the_readme_refusal_table_matches_the_code() {
     ];
     for (cause, error, window) in rows {
         let row = format!("| {cause} | `{}` |", status_code(&error, window));
-        assert!(readme.contains(&row), "README lacks the row {row}");
+        assert!(doc.contains(&row), "docs/front-doors.md lacks the row {row}");
     }
 }
 

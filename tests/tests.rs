@@ -7,6 +7,7 @@ mod abuse;
 mod body;
 mod cli;
 mod config;
+mod doors;
 mod egress;
 mod feedback;
 mod feedback_logs;

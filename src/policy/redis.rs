@@ -12,7 +12,7 @@
 //! share one hash tag ([`Call`] and [`RedisStore::run_pipeline`] check it in debug builds), so a Cluster
 //! routes it whole to the shard that owns the tenant. A call is never re-sent by this module; the Cluster
 //! client re-sends it after a refusal that proves the script did not run (`MOVED`, `ASK`, `TRYAGAIN`) or after
-//! its connection dropped, which is the one case where a decision can count twice (README: "Failover").
+//! its connection dropped, which is the one case where a decision can count twice (docs/limits-and-policy.md: "During a failover").
 //!
 //! Time comes from the gateway (unix milliseconds, passed as an argument), not from Redis `TIME`: it keeps
 //! tests deterministic and the two backends comparable. Replicas therefore need synchronized clocks (NTP);

@@ -1,4 +1,4 @@
-//! Response bodies and headers, exactly as the README's HTTP API section writes them.
+//! Response bodies and headers, exactly as docs/front-doors.md's HTTP API section writes them.
 
 use crate::error::{GatewayError, UpstreamDetail};
 use crate::pipeline::{Accepted, Delivery, Trail};
@@ -129,6 +129,14 @@ pub fn accepted(accepted: &Accepted, trail: &Trail, id: &str) -> Response<Full<B
     let mut response = json(StatusCode::OK, id, body);
     rate_limit_headers(&mut response, trail.limits.as_ref());
     response
+}
+
+/// `Connection: close` when `e` left the body unread or partly read: the connection cannot carry another
+/// request.
+pub fn close_if_unread(response: &mut Response<Full<Bytes>>, e: &GatewayError) {
+    if matches!(e, GatewayError::PayloadTooLarge | GatewayError::RequestTimeout | GatewayError::ServerBusy) {
+        response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
 }
 
 pub fn error(e: &GatewayError, id: &str, decision: Option<&Decision>) -> Response<Full<Bytes>> {

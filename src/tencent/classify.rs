@@ -1,5 +1,5 @@
 //! Tencent's answer codes -> what they mean for the gateway (REFERENCE.md, "Error codes"). The table is the
-//! single source for the README's error-class table and for the mapping to gateway errors.
+//! single source for the error-class table in docs/operating.md and for the mapping to gateway errors.
 
 use crate::error::{GatewayError, UpstreamDetail};
 use std::time::Duration;
@@ -27,7 +27,7 @@ pub enum Class {
 }
 
 impl Class {
-    /// The class's name and the gateway's answer, as the README's table writes them.
+    /// The class's name and the gateway's answer, as docs/operating.md's table writes them.
     pub fn describe(self) -> (&'static str, &'static str) {
         match self {
             Class::Sent => ("sent", "200 sent"),
