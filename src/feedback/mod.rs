@@ -170,14 +170,7 @@ impl Feedback {
         match *event {
             Event::Tripped { rule, key, sends, converted, excess, strike, until_ms } => {
                 let rule = &tenant.protection[rule];
-                self.telemetry
-                    .trips
-                    .get_or_create(&ProtectionLabels {
-                        tenant: tenant.name.to_string(),
-                        rule: rule.name.clone(),
-                        shadow: rule.shadow,
-                    })
-                    .inc();
+                self.telemetry.trips.get_or_create(&protection_labels(tenant, rule)).inc();
                 tracing::warn!(
                     tenant = %tenant.name,
                     rule = %rule.name,
@@ -196,14 +189,7 @@ impl Feedback {
             }
             Event::Lifted { rule, key } => {
                 let rule = &tenant.protection[rule];
-                self.telemetry
-                    .lifts
-                    .get_or_create(&ProtectionLabels {
-                        tenant: tenant.name.to_string(),
-                        rule: rule.name.clone(),
-                        shadow: rule.shadow,
-                    })
-                    .inc();
+                self.telemetry.lifts.get_or_create(&protection_labels(tenant, rule)).inc();
                 tracing::info!(
                     tenant = %tenant.name,
                     rule = %rule.name,
@@ -216,14 +202,7 @@ impl Feedback {
     }
 
     fn count_blocked(&self, tenant: &Tenant, rule: &ProtectionRule) {
-        self.telemetry
-            .blocked
-            .get_or_create(&ProtectionLabels {
-                tenant: tenant.name.to_string(),
-                rule: rule.name.clone(),
-                shadow: rule.shadow,
-            })
-            .inc();
+        self.telemetry.blocked.get_or_create(&protection_labels(tenant, rule)).inc();
     }
 
     /// Before a send consumes anything: `403 suspected_pumping` when one of the number's protection keys is
@@ -243,14 +222,7 @@ impl Feedback {
                 let number = self.number_key(&tenant.name, phone.digits());
                 if self.verified.pass(&tenant.name, number, now) {
                     let rule = &tenant.protection[rule];
-                    self.telemetry
-                        .exempted
-                        .get_or_create(&ProtectionLabels {
-                            tenant: tenant.name.to_string(),
-                            rule: rule.name.clone(),
-                            shadow: rule.shadow,
-                        })
-                        .inc();
+                    self.telemetry.exempted.get_or_create(&protection_labels(tenant, rule)).inc();
                     return Ok(Some(Memo { source, digits: phone.digits() }));
                 }
             }
@@ -608,6 +580,10 @@ impl Feedback {
     pub fn dropped(&self) -> u64 {
         self.sends.dropped()
     }
+}
+
+fn protection_labels(tenant: &Tenant, rule: &ProtectionRule) -> ProtectionLabels {
+    ProtectionLabels { tenant: tenant.name.to_string(), rule: rule.name.clone(), shadow: rule.shadow }
 }
 
 fn rfc3339(unix_ms: u64) -> String {
