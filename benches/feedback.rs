@@ -32,7 +32,7 @@ tenants:
     conversion: { window: 10m }
     protection:
       - { name: country, key: country, window: 1h, min_sends: 1000000, min_conversion: 0.2, block_for: 1h }
-      - { name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 1000000, min_conversion: 0.2, block_for: 1h }
+      - { name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 1000000, min_conversion: 0.2, max_excess: 1000000, block_for: 1h }
   off:
     tokens: ["bench-token-off-00001"]
     tencent: { accessKeyId: a, accessKeySecret: b, sdkAppId: "1", region: ap-guangzhou,

@@ -1,14 +1,26 @@
-//! SMS pumping against the adaptive protection, through the real pipeline (a dry-run tenant: every stage
-//! but the network) on the injected clock. Honest traffic, one send a second over 110 number prefixes, where
-//! users verify 85 % of codes (35 % on 10 "poor" prefixes: a route that delivers badly, users who give up),
-//! 5 s to 2 min after the send; from the first hour on, an attack on one range (`+861701…`) at one send
-//! every 2 s, never verified. For each `min_sends` and `min_conversion` of a `{ phone_prefix: 6 }` rule
-//! (window 1h, block_for 1h, conversion.window 10m) it prints the attack SMS sent before the rule tripped
-//! (and the bound `min_sends` + the attack sends still inside their conversion window then), all attack
-//! SMS over the run, and the honest sends refused, as the mean of runs with 5 seeds.
+//! SMS pumping hidden in honest traffic, against the adaptive protection, through the real pipeline (a
+//! dry-run tenant: every stage but the network) on the injected clock, windows in real time.
 //!
-//! Run: `cargo run --release --example pumping_sim` (BENCHMARKS.md has the table). `tests/pumping.rs` runs a
-//! shorter scenario and checks the targets.
+//! Honest traffic: `honest_per_second` users over 184 six-digit prefixes in 8 countries (calling codes of one region each: the
+//! parser's fast path), Zipf-weighted
+//! (s = 1), half of them returning users of their prefix; 70 to 90 % of them verify (per prefix), 1 to 10 s
+//! after the send, 5 % of those only after 10 to 20 minutes (late: past the conversion window), and 15 %
+//! ask again 30 to 60 s after their first code and verify the second. After a warm-up (the protection
+//! learns each range's normal traffic), seven attackers run at once for a day, each on its own range
+//! with honest users inside it, never verifying unless stated:
+//!
+//! - `5x`: five times the honest rate of a mid prefix;
+//! - `spread`: one send a second over ten six-digit prefixes of one country;
+//! - `low-slow`: 29 sends an hour (just under `min_sends: 30`) on one prefix;
+//! - `partial-25` and `partial-50`: five times a prefix's honest rate, verifying 25 % and 50 % of its numbers;
+//! - `busy-2.5x`: two and a half times a busy prefix's honest rate;
+//! - `repeat`: five times a prefix's honest rate; refused, it probes every 5 minutes and comes back at full
+//!   rate when a probe passes.
+//!
+//! For each configuration (a `protection:` block) it prints, per attacker, the attack SMS sent (leaked)
+//! in the day, and the share of honest users refused inside its range(s); and over all, the honest users
+//! refused outside attacked ranges. Run: `cargo run --release --example pumping_sim` (the table is in
+//! BENCHMARKS.md). `tests/pumping.rs` runs a shorter scenario and checks the goals.
 
 // Also compiled into tests/pumping.rs, which uses `run` and not `main`.
 #![allow(dead_code)]
@@ -20,54 +32,54 @@ use smsgate::phone::Phone;
 use smsgate::pipeline::{Services, Trail};
 use smsgate::policy::Limiter;
 use smsgate::tencent::TencentClient;
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
+#[derive(Debug, Clone, Copy)]
 pub struct Scenario {
-    pub hours: u64,
-    /// Minute the attack starts.
-    pub attack_from_minute: u64,
-    /// Seconds between attack sends.
-    pub attack_every: u64,
+    /// Hours of honest traffic alone before the attacks.
+    pub warmup_hours: u64,
+    /// Hours the attacks run (the leak is counted over them).
+    pub attack_hours: u64,
+    pub honest_per_second: f64,
     pub seed: u64,
 }
 
 impl Default for Scenario {
     fn default() -> Self {
-        Scenario { hours: 4, attack_from_minute: 60, attack_every: 2, seed: 7 }
+        Scenario { warmup_hours: 6, attack_hours: 24, honest_per_second: 10.0, seed: 1 }
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct Rule {
-    pub min_sends: u32,
-    pub min_conversion: f64,
+/// The shipped rule of the release the issue measured (`tenants.<t>.protection`, YAML flow list).
+pub const OLD_RULE: &str =
+    "[{ name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 30, min_conversion: 0.2, block_for: 1h }]";
+
+/// What one attacker did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct AttackOutcome {
+    pub name: &'static str,
+    pub attempts: u64,
+    /// Attack SMS that went out.
+    pub sent: u64,
+    /// Honest sends to its range(s) during the attack, and those refused.
+    pub honest_inside: u64,
+    pub honest_inside_refused: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Outcome {
-    pub attack_attempts: u64,
-    pub attack_sent: u64,
-    /// Attack SMS sent before the first refusal.
-    pub attack_before_trip: Option<u64>,
-    /// `min_sends` plus the attack sends still inside their conversion window when it tripped.
-    pub bound_at_trip: Option<u64>,
-    pub trip_minute: Option<f64>,
-    pub honest_sent: u64,
-    pub honest_refused: u64,
-    /// Refusals of the 100 prefixes whose users verify 85 %, and of the 10 at 35 %.
-    pub good_refused: u64,
-    pub poor_refused: u64,
-    pub good_prefixes_blocked: usize,
-    pub poor_prefixes_blocked: usize,
+    pub attacks: Vec<AttackOutcome>,
+    /// Honest sends outside every attacked range (warm-up included), and those refused.
+    pub honest_outside: u64,
+    pub honest_outside_refused: u64,
+    pub honest_verified_sends: u64,
 }
 
-const CONVERSION_WINDOW: u64 = 600;
-const HONEST_CONVERTS: f64 = 0.85;
-const POOR_CONVERTS: f64 = 0.35;
+const CONVERSION_WINDOW: &str = "10m";
 
-fn config(rule: Rule) -> Config {
+fn config(protection: &str) -> Config {
     let yaml = format!(
         r#"
 tenants:
@@ -81,28 +93,111 @@ tenants:
       region: ap-guangzhou
       templates: [{{ usageType: Generic, templateCode: "1113" }}]
       dry_run: true
-    conversion: {{ window: {CONVERSION_WINDOW}s }}
-    protection:
-      - {{ name: prefix, key: {{ phone_prefix: 6 }}, window: 1h, min_sends: {}, min_conversion: {}, block_for: 1h }}
-"#,
-        rule.min_sends, rule.min_conversion
+    conversion: {{ window: {CONVERSION_WINDOW} }}
+    protection: {protection}
+"#
     );
-    Config::from_yaml(&yaml, Path::new("sim.yaml"), &std::collections::HashMap::<String, String>::new())
+    Config::from_yaml(&yaml, Path::new("sim.yaml"), &HashMap::<String, String>::new())
         .expect("the simulation's config compiles")
 }
 
-/// A number of honest prefix `p` (0..110): `+8613ab…` for the 100 good ones, `+86159b…` for the 10 poor ones.
-fn honest_number(rng: &mut fastrand::Rng, p: u32) -> String {
-    let digits = rng.u32(0..10_000_000);
-    if p < 100 {
-        format!("+8613{}{}{digits:07}", p / 10, p % 10)
-    } else {
-        format!("+86159{}{digits:07}", p - 100)
+/// Mobile number shapes, `#` a random digit: the first 6 digits (without `+`) make the prefix.
+const SHAPES: [&str; 8] = [
+    "+8613#########",  // CN
+    "+33 6########",   // FR
+    "+49 17########",  // DE
+    "+91 9#########",  // IN
+    "+55 ##9########", // BR
+    "+62 81#########", // ID
+    "+234 ##########", // NG
+    "+63 9#########",  // PH
+];
+const PREFIXES_PER_COUNTRY: usize = 23;
+
+struct Prefix {
+    /// The number with its prefix digits filled and the rest `#`.
+    shape: String,
+    /// Honest sends per second.
+    rate: f64,
+    /// Share of honest users who verify.
+    verify: f64,
+    /// Numbers of users seen before (returning users come from here).
+    users: Vec<String>,
+}
+
+fn fill(rng: &mut fastrand::Rng, shape: &str) -> String {
+    shape.chars().filter(|c| *c != ' ').map(|c| if c == '#' { char::from(b'0' + rng.u8(0..10)) } else { c }).collect()
+}
+
+/// A shape with the first six digits drawn so that most numbers of the prefix are valid mobiles.
+fn prefix_shape(rng: &mut fastrand::Rng, shape: &str, taken: &mut Vec<String>) -> String {
+    let compact: String = shape.chars().filter(|c| *c != ' ').collect();
+    loop {
+        let mut digits = 0;
+        let candidate: String = compact
+            .chars()
+            .map(|c| match c {
+                '#' if digits < 6 => {
+                    digits += 1;
+                    char::from(b'0' + rng.u8(0..10))
+                }
+                c if c.is_ascii_digit() => {
+                    digits += 1;
+                    c
+                }
+                c => c,
+            })
+            .collect();
+        let head: String = candidate.chars().skip(1).take(6).collect();
+        if taken.contains(&head) {
+            continue;
+        }
+        let valid = (0..20).filter(|_| number_ok(&fill(rng, &candidate))).count();
+        if valid >= 18 {
+            taken.push(head);
+            return candidate;
+        }
     }
 }
 
-pub async fn run(scenario: &Scenario, rule: Rule) -> Outcome {
-    let config = config(rule);
+fn number_ok(e164: &str) -> bool {
+    Phone::from_e164(e164).is_ok_and(|p| {
+        matches!(p.number_type().as_str(), "mobile" | "fixed_line_or_mobile") && p.e164().len() == e164.len()
+    })
+}
+
+/// A valid number of the prefix.
+fn number_of(rng: &mut fastrand::Rng, shape: &str) -> String {
+    loop {
+        let number = fill(rng, shape);
+        if number_ok(&number) {
+            return number;
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Steady,
+    /// Refused: probe every 5 minutes, resume when one passes.
+    Repeat,
+}
+
+struct Attacker {
+    name: &'static str,
+    /// Indexes into the prefixes.
+    ranges: Vec<usize>,
+    rate: f64,
+    verify: f64,
+    kind: Kind,
+    credit: f64,
+    /// Repeat attacker: refused, next probe at this second.
+    paused_until: Option<u64>,
+    out: AttackOutcome,
+}
+
+pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
+    let config = config(protection);
     let tenant = config.tenant("sim").expect("tenant").clone();
     let clock = ManualClock::new(1_704_164_645);
     let shared: SharedClock = clock.clone();
@@ -112,13 +207,50 @@ pub async fn run(scenario: &Scenario, rule: Rule) -> Outcome {
         shared,
     );
     let mut rng = fastrand::Rng::with_seed(scenario.seed);
+    // The prefix universe: ranks interleave the countries; Zipf weights by rank.
+    let mut taken = Vec::new();
+    let mut prefixes: Vec<Prefix> = Vec::new();
+    for _ in 0..PREFIXES_PER_COUNTRY {
+        for shape in SHAPES {
+            let shape = prefix_shape(&mut rng, shape, &mut taken);
+            prefixes.push(Prefix { shape, rate: 0.0, verify: 0.70 + 0.2 * rng.f64(), users: Vec::new() });
+        }
+    }
+    let harmonic: f64 = (1..=prefixes.len()).map(|r| 1.0 / r as f64).sum();
+    for (rank, p) in prefixes.iter_mut().enumerate() {
+        p.rate = scenario.honest_per_second / (harmonic * (rank + 1) as f64);
+    }
+    // Cumulative weights for drawing an honest user's prefix.
+    let mut cumulative = Vec::with_capacity(prefixes.len());
+    let mut total = 0.0;
+    for p in &prefixes {
+        total += p.rate;
+        cumulative.push(total);
+    }
+    // Ranks of the attacked prefixes (index = rank; rank r's country is r % 8).
+    let five_x = 20;
+    // Ten prefixes of one country (every 8th rank is the same country).
+    let spread: Vec<usize> = (0..10).map(|i| 45 + 8 * i).collect();
+    let attackers = vec![
+        attacker("5x", vec![five_x], 5.0 * prefixes[five_x].rate, 0.0, Kind::Steady),
+        attacker("spread", spread, 1.0, 0.0, Kind::Steady),
+        attacker("low-slow", vec![100], 29.0 / 3600.0, 0.0, Kind::Steady),
+        attacker("partial-25", vec![26], 5.0 * prefixes[26].rate, 0.25, Kind::Steady),
+        attacker("partial-50", vec![35], 5.0 * prefixes[35].rate, 0.5, Kind::Steady),
+        attacker("busy-2.5x", vec![3], 2.5 * prefixes[3].rate, 0.0, Kind::Steady),
+        attacker("repeat", vec![13], 5.0 * prefixes[13].rate, 0.0, Kind::Repeat),
+    ];
+    let mut attackers = attackers;
+    let attacked: HashMap<usize, usize> =
+        attackers.iter().enumerate().flat_map(|(a, att)| att.ranges.iter().map(move |&r| (r, a))).collect();
     let mut out = Outcome::default();
-    // (second due, number) of verifications to come.
+    // (second due, number) of verifications to come; (second due, prefix, number) of honest retries.
     let mut due: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    // Seconds of the attack sends accepted, for the count inside the conversion window.
-    let mut attack_times: VecDeque<u64> = VecDeque::new();
-    let (mut good_blocked, mut poor_blocked) = (HashSet::new(), HashSet::new());
-    for second in 0..scenario.hours * 3600 {
+    let mut retries: BTreeMap<u64, Vec<(usize, String)>> = BTreeMap::new();
+    let attack_from = scenario.warmup_hours * 3600;
+    let end = attack_from + scenario.attack_hours * 3600;
+    let mut honest_credit = 0.0;
+    for second in 0..end {
         clock.advance(Duration::from_secs(1));
         if let Some(numbers) = due.remove(&second) {
             for number in numbers {
@@ -126,59 +258,109 @@ pub async fn run(scenario: &Scenario, rule: Rule) -> Outcome {
                 services.feedback.verify(&tenant, &phone, None, &services.limiter).await;
             }
         }
-        // One honest send a second.
-        let prefix = rng.u32(0..110);
-        let number = honest_number(&mut rng, prefix);
-        let poor = prefix >= 100;
-        match send(&services, &tenant, &number, second).await {
-            Ok(()) => {
-                out.honest_sent += 1;
-                let converts = if poor { POOR_CONVERTS } else { HONEST_CONVERTS };
-                if rng.f64() < converts {
-                    due.entry(second + rng.u64(5..=120)).or_default().push(number);
+        let attacking = second >= attack_from;
+        // Honest users: new arrivals and retries.
+        honest_credit += scenario.honest_per_second;
+        let mut arrivals: Vec<(usize, String, bool)> = Vec::new();
+        while honest_credit >= 1.0 {
+            honest_credit -= 1.0;
+            let x = rng.f64() * total;
+            let p = cumulative.partition_point(|&c| c < x).min(prefixes.len() - 1);
+            let prefix = &mut prefixes[p];
+            let number = if !prefix.users.is_empty() && rng.bool() {
+                prefix.users[rng.usize(0..prefix.users.len())].clone()
+            } else {
+                let n = number_of(&mut rng, &prefix.shape);
+                if prefix.users.len() < 512 {
+                    prefix.users.push(n.clone());
+                } else {
+                    let slot = rng.usize(0..512);
+                    prefix.users[slot] = n.clone();
+                }
+                n
+            };
+            arrivals.push((p, number, false));
+        }
+        if let Some(list) = retries.remove(&second) {
+            arrivals.extend(list.into_iter().map(|(p, n)| (p, n, true)));
+        }
+        for (p, number, retry) in arrivals {
+            let ok = send(&services, &tenant, &number, second).await;
+            let inside = attacking.then(|| attacked.get(&p)).flatten();
+            match inside {
+                Some(&a) => {
+                    attackers[a].out.honest_inside += 1;
+                    attackers[a].out.honest_inside_refused += u64::from(!ok);
+                }
+                None => {
+                    out.honest_outside += 1;
+                    out.honest_outside_refused += u64::from(!ok);
                 }
             }
-            Err(()) => {
-                out.honest_refused += 1;
-                if poor {
-                    out.poor_refused += 1;
-                    poor_blocked.insert(prefix);
-                } else {
-                    out.good_refused += 1;
-                    good_blocked.insert(prefix);
-                }
+            if !ok {
+                continue;
+            }
+            if !retry && rng.f64() < 0.15 {
+                retries.entry(second + rng.u64(30..=60)).or_default().push((p, number));
+                continue;
+            }
+            if rng.f64() < prefixes[p].verify {
+                out.honest_verified_sends += 1;
+                let delay = if rng.f64() < 0.05 { rng.u64(600..=1200) } else { rng.u64(1..=10) };
+                due.entry(second + delay).or_default().push(number);
             }
         }
-        if second >= scenario.attack_from_minute * 60 && second % scenario.attack_every == 0 {
-            out.attack_attempts += 1;
-            let number = format!("+861701{:07}", rng.u32(0..10_000_000));
-            match send(&services, &tenant, &number, second).await {
-                Ok(()) => {
-                    out.attack_sent += 1;
-                    attack_times.push_back(second);
+        if !attacking {
+            continue;
+        }
+        for a in attackers.iter_mut() {
+            a.credit += a.rate;
+            while a.credit >= 1.0 {
+                a.credit -= 1.0;
+                if let (Kind::Repeat, Some(until)) = (a.kind, a.paused_until) {
+                    if second < until {
+                        continue;
+                    }
                 }
-                Err(()) if out.attack_before_trip.is_none() => {
-                    out.attack_before_trip = Some(out.attack_sent);
-                    let pending = attack_times.iter().filter(|&&t| t + CONVERSION_WINDOW > second).count() as u64;
-                    out.bound_at_trip = Some(u64::from(rule.min_sends) + pending);
-                    out.trip_minute = Some(second as f64 / 60.0);
+                let range = a.ranges[rng.usize(0..a.ranges.len())];
+                let number = number_of(&mut rng, &prefixes[range].shape);
+                a.out.attempts += 1;
+                if send(&services, &tenant, &number, second).await {
+                    a.out.sent += 1;
+                    a.paused_until = None;
+                    if rng.f64() < a.verify {
+                        due.entry(second + rng.u64(5..=30)).or_default().push(number);
+                    }
+                } else if matches!(a.kind, Kind::Repeat) {
+                    a.paused_until = Some(second + 300);
                 }
-                Err(()) => {}
             }
         }
     }
-    out.good_prefixes_blocked = good_blocked.len();
-    out.poor_prefixes_blocked = poor_blocked.len();
+    out.attacks = attackers.into_iter().map(|a| a.out).collect();
     out
 }
 
-/// One send through the pipeline: Ok when accepted (dry run), Err on `suspected_pumping`.
+fn attacker(name: &'static str, ranges: Vec<usize>, rate: f64, verify: f64, kind: Kind) -> Attacker {
+    Attacker {
+        name,
+        ranges,
+        rate,
+        verify,
+        kind,
+        credit: 0.0,
+        paused_until: None,
+        out: AttackOutcome { name, ..AttackOutcome::default() },
+    }
+}
+
+/// One send through the pipeline: true when accepted (dry run), false on `suspected_pumping`.
 async fn send(
     services: &std::sync::Arc<Services>,
     tenant: &std::sync::Arc<smsgate::config::Tenant>,
     number: &str,
     second: u64,
-) -> Result<(), ()> {
+) -> bool {
     let request = SendRequest {
         phone: PhoneInput::Native(number.to_owned()),
         usage: "SignIn".into(),
@@ -190,61 +372,59 @@ async fn send(
     };
     let mut trail = Trail::default();
     match services.send(tenant, request, &mut trail).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.code() == "suspected_pumping" => Err(()),
+        Ok(_) => true,
+        Err(e) if e.code() == "suspected_pumping" => false,
         Err(e) => panic!("unexpected refusal {}: {e}", e.code()),
     }
 }
 
-/// Seeds each cell of the table runs with (the table shows the mean of the runs).
-const SEEDS: u64 = 5;
-
 fn main() {
+    if std::env::var_os("SIM_LOG").is_some() {
+        tracing_subscriber::fmt().with_ansi(false).with_max_level(tracing::Level::INFO).init();
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let base = Scenario::default();
+    let seeds: Vec<u64> = std::env::var("SIM_SEEDS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2]);
+    let mut configs: Vec<(&str, String)> = vec![("old rule (prefix 6, 30, 0.2)", OLD_RULE.to_owned())];
+    if let Ok(extra) = std::env::var("SIM_PROTECTION") {
+        configs = vec![("SIM_PROTECTION", extra)];
+    }
+    let hours = |name: &str, default: u64| std::env::var(name).ok().and_then(|h| h.parse().ok()).unwrap_or(default);
+    let scenario = Scenario {
+        warmup_hours: hours("SIM_WARMUP_HOURS", 6),
+        attack_hours: hours("SIM_ATTACK_HOURS", 24),
+        ..Scenario::default()
+    };
     println!(
-        "{} h per run, mean of {SEEDS} seeds; honest: 1 send/s over 110 prefixes (100 verify {:.0} %, 10 verify {:.0} %); \
-         attack: 1 send/{} s on +861701 from minute {}, never verified",
-        base.hours,
-        HONEST_CONVERTS * 100.0,
-        POOR_CONVERTS * 100.0,
-        base.attack_every,
-        base.attack_from_minute
+        "warm-up {} h, attacks {} h, honest {}/s; seeds {seeds:?}; leak = attack SMS sent in the attack hours",
+        scenario.warmup_hours, scenario.attack_hours, scenario.honest_per_second
     );
-    println!("rule: {{ phone_prefix: 6 }}, window 1h, block_for 1h; conversion.window 10m\n");
-    println!(
-        "| min_sends | min_conversion | attack SMS before the first trip (bound) | first trip after the attack began | \
-         attack SMS sent of attempted | honest sends refused (85 % / 35 % prefixes) | prefixes blocked (85 % / 35 %) |"
-    );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for min_sends in [10, 30, 100] {
-        for min_conversion in [0.1, 0.2, 0.5] {
-            let mut sum = [0.0f64; 9];
-            for seed in 1..=SEEDS {
-                let scenario = Scenario { seed, ..Scenario::default() };
-                let o = runtime.block_on(run(&scenario, Rule { min_sends, min_conversion }));
-                let trip = o.trip_minute.map_or(f64::NAN, |m| m - scenario.attack_from_minute as f64);
-                let cells = [
-                    o.attack_before_trip.map_or(f64::NAN, |n| n as f64),
-                    o.bound_at_trip.map_or(f64::NAN, |n| n as f64),
-                    trip,
-                    o.attack_sent as f64,
-                    o.attack_attempts as f64,
-                    o.good_refused as f64,
-                    o.poor_refused as f64,
-                    o.good_prefixes_blocked as f64,
-                    o.poor_prefixes_blocked as f64,
-                ];
-                for (s, c) in sum.iter_mut().zip(cells) {
-                    *s += c / SEEDS as f64;
-                }
-            }
-            let [before, bound, trip, sent, attempted, good, poor, good_keys, poor_keys] = sum;
+    for (name, protection) in configs {
+        let outcomes: Vec<Outcome> =
+            seeds.iter().map(|&seed| runtime.block_on(run(&Scenario { seed, ..scenario }, &protection))).collect();
+        println!("\n{name}: {protection}\n");
+        println!("| attacker | attempted | leaked | honest refused inside its range(s) |");
+        println!("| --- | ---: | ---: | ---: |");
+        for i in 0..outcomes[0].attacks.len() {
+            let cells: Vec<&AttackOutcome> = outcomes.iter().map(|o| &o.attacks[i]).collect();
+            let join =
+                |f: &dyn Fn(&AttackOutcome) -> String| cells.iter().map(|a| f(a)).collect::<Vec<_>>().join(" / ");
             println!(
-                "| {min_sends} | {min_conversion} | {before:.0} ({bound:.0}) | {trip:.1} min | {sent:.0} of {attempted:.0} | \
-                 {:.0} ({good:.0} / {poor:.0}) | {good_keys:.1} / {poor_keys:.1} |",
-                good + poor
+                "| {} | {} | {} | {} |",
+                cells[0].name,
+                join(&|a| a.attempts.to_string()),
+                join(&|a| format!("{} ({:.0} %)", a.sent, 100.0 * a.sent as f64 / a.attempts.max(1) as f64)),
+                join(&|a| format!(
+                    "{:.1} % of {}",
+                    100.0 * a.honest_inside_refused as f64 / a.honest_inside.max(1) as f64,
+                    a.honest_inside
+                )),
             );
         }
+        let outside: Vec<String> =
+            outcomes.iter().map(|o| format!("{} of {}", o.honest_outside_refused, o.honest_outside)).collect();
+        println!("\nhonest refused outside attacked ranges: {}", outside.join(" / "));
     }
 }

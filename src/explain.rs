@@ -204,7 +204,12 @@ impl fmt::Display for Report {
                          GET /admin/v1/tenants/<tenant>/protection shows it)"
                     .to_owned(),
             };
-            writeln!(f, "protection {}{shadow}: key {}: {state}", key.rule, key.key)?;
+            let lifted = key.lifted_at_ms.map_or(String::new(), |at| {
+                let at = chrono::DateTime::from_timestamp_millis(at as i64).unwrap_or_default();
+                format!(", last block lifted {}", at.format("%Y-%m-%d %H:%M:%S UTC"))
+            });
+            let strikes = if key.strikes > 0 { format!(", {} strike(s)", key.strikes) } else { String::new() };
+            writeln!(f, "protection {}{shadow}: key {}: {state}{strikes}{lifted}", key.rule, key.key)?;
         }
         if let Some(decision) = &self.trail.limits {
             if decision.rules.is_empty() {

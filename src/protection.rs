@@ -28,6 +28,32 @@ const MAX_STEM: usize = crate::config::MAX_PROTECTION_PREFIX as usize;
 
 const COUNTRY_TAG: u64 = 1 << 63;
 
+/// A key's baseline remembers about its last this many sends (an exponentially weighted average).
+const KEY_MEMORY: f32 = 512.0;
+/// A (rule, country) baseline, the prior of the keys of that country, remembers this many.
+const PRIOR_MEMORY: f32 = 4096.0;
+/// Weight of the prior, in sends, in a key's expected conversion.
+const PRIOR_WEIGHT: f32 = 64.0;
+/// Expected conversion before anything is learned.
+const FIRST_GUESS: f32 = 0.5;
+/// Lowest expected conversion judged (a key whose users hardly verify is judged by `min_conversion` only).
+const LOWEST_RATE: f32 = 0.05;
+/// The excess honest traffic may reach by chance: this many standard deviations...
+const DEVIATIONS: f32 = 4.0;
+/// ...plus this share of the sends judged: a baseline is an estimate, and a small error in it grows with
+/// the sends it is applied to.
+const MODEL_ERROR: f32 = 0.1;
+/// Each trip within `max_block_for` of the last block's end blocks this many times longer.
+const ESCALATION: u32 = 4;
+/// Verification delays (ms) the delay curve counts by: a send younger than its window is expected to have
+/// converted with the share of verifications that came at most this late.
+const DELAY_BOUNDS: [u64; 16] = [
+    1_000, 2_000, 3_000, 5_000, 8_000, 12_000, 20_000, 30_000, 45_000, 60_000, 90_000, 120_000, 180_000, 300_000,
+    600_000, 1_200_000,
+];
+/// Verifications a rule's delay curve needs before young sends are judged on it.
+const CURVE_MIN: f32 = 32.0;
+
 /// What protection keys are made of: a number's country and a stem of its leading digits, as many as the
 /// tenant's longest prefix rule needs (at most 12, and never closer than 3 digits to the whole number).
 /// Kept with a remembered send instead of the number.
@@ -127,7 +153,8 @@ pub fn parse_key(kind: ProtectionKey, text: &str) -> Option<u64> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The rule (index into the tenant's rules) blocked the key until `until_ms` (unix ms).
-    Tripped { rule: usize, key: u64, sends: u32, converted: u32, until_ms: u64 },
+    /// `excess`: unverified sends above what the key's baseline predicts; `strike`: its trips in a row.
+    Tripped { rule: usize, key: u64, sends: u32, converted: u32, excess: u32, strike: u8, until_ms: u64 },
     /// The key's block ended (its time was up).
     Lifted { rule: usize, key: u64 },
 }
@@ -142,8 +169,20 @@ pub struct Admission {
     pub events: SmallVec<[Event; 2]>,
 }
 
+/// A blocked key, or one whose block lifted while its strikes are remembered (the admin API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockState {
+    /// Index into the tenant's rules.
+    pub rule: usize,
+    pub key: u64,
+    /// Unix ms the block ends; None once lifted.
+    pub until_ms: Option<u64>,
+    pub strikes: u8,
+    pub lifted_at_ms: Option<u64>,
+}
+
 /// One key's state, for `explain` and the admin API.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct KeyReport {
     pub rule: String,
     pub key: String,
@@ -155,6 +194,94 @@ pub struct KeyReport {
     pub judged_converted: u32,
     /// Sends still inside their conversion window.
     pub pending: u32,
+    /// The share of sends the key's baseline expects to convert, and the unverified sends above it now.
+    pub expected_conversion: f32,
+    pub excess: f32,
+    /// Trips in a row (each blocks `ESCALATION` times longer), and when the last block lifted (unix ms).
+    pub strikes: u8,
+    pub lifted_at_ms: Option<u64>,
+}
+
+/// An exponentially weighted count of sends and of their conversions.
+#[derive(Debug, Default, Clone, Copy)]
+struct Baseline {
+    sends: f32,
+    converted: f32,
+}
+
+impl Baseline {
+    /// Adds `sends` of which `converted` converted, forgetting the past in proportion.
+    fn learn(&mut self, sends: f32, converted: f32, memory: f32) {
+        let keep = 1.0 - (sends / memory).min(1.0);
+        self.sends = self.sends * keep + sends;
+        self.converted = self.converted * keep + converted;
+    }
+
+    fn rate(&self) -> Option<f32> {
+        (self.sends >= 1.0).then(|| self.converted / self.sends)
+    }
+}
+
+/// What a rule learns across its keys: per country, the baseline new keys start from, and how late
+/// verifications come.
+#[derive(Debug, Default)]
+struct RuleStats {
+    countries: HashMap<[u8; 2], Baseline>,
+    /// Verifications by delay (`DELAY_BOUNDS`), decayed.
+    delays: [f32; DELAY_BOUNDS.len()],
+}
+
+/// The share of a rule's verifications that come within a send's age.
+struct Curve {
+    /// Cumulative share at each bound; empty until learned (young sends are then not judged).
+    at: [f32; DELAY_BOUNDS.len()],
+    learned: bool,
+}
+
+impl Curve {
+    fn of(stats: Option<&RuleStats>) -> Curve {
+        let mut curve = Curve { at: [0.0; DELAY_BOUNDS.len()], learned: false };
+        let Some(stats) = stats else { return curve };
+        let total: f32 = stats.delays.iter().sum();
+        if total < CURVE_MIN {
+            return curve;
+        }
+        let mut sum = 0.0;
+        for (at, n) in curve.at.iter_mut().zip(stats.delays) {
+            sum += n;
+            *at = sum / total;
+        }
+        curve.learned = true;
+        curve
+    }
+
+    /// The share of verifications that come within `age` ms (conservative: by the bound at or below it).
+    fn share(&self, age: u64) -> f32 {
+        if !self.learned {
+            return 0.0;
+        }
+        match DELAY_BOUNDS.partition_point(|&b| b <= age) {
+            0 => 0.0,
+            n => self.at[n - 1],
+        }
+    }
+
+    /// The age from which every send is expected to have shown its verification.
+    fn full(&self) -> u64 {
+        let last = self.at.iter().position(|&a| a >= 0.999_9).unwrap_or(DELAY_BOUNDS.len() - 1);
+        if self.learned {
+            DELAY_BOUNDS[last]
+        } else {
+            u64::MAX
+        }
+    }
+}
+
+/// What a key's judgement needs from its rule beyond the rule itself.
+struct Context<'a> {
+    curve: &'a Curve,
+    /// The expected conversion of a key with no history (its country's, or the first guess).
+    prior: f32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -164,10 +291,25 @@ struct Bucket {
     converted: u32,
 }
 
+/// A pending entry: unix ms << 2 | converted (the bit above is spare).
+const CONVERTED: u64 = 1;
+
 #[derive(Debug, Default)]
 struct KeyState {
-    /// Sends still inside their conversion window, oldest first: unix ms << 1 | converted.
+    /// Sends still inside their conversion window, oldest first (see `CONVERTED`).
     pending: VecDeque<u64>,
+    country: [u8; 2],
+    /// Converted entries in `pending`.
+    pending_converted: u32,
+    baseline: Baseline,
+    /// The last judgement found the key well above its baseline: its sends do not teach the baseline.
+    suspect: bool,
+    /// Unix second of the last judgement of the excess (judged at most once a second).
+    judged_second: u64,
+    strikes: u8,
+    /// Unix ms the last block ended or will end (strikes are forgotten `max_block_for` after it).
+    last_block_end: u64,
+    lifted_at: u64,
     /// Matured sends by step, oldest first.
     buckets: VecDeque<Bucket>,
     /// Sums over `buckets`.
@@ -184,15 +326,17 @@ fn step_ms(rule: &ProtectionRule) -> u64 {
 impl KeyState {
     /// Moves sends whose conversion window has passed into the buckets, and drops buckets that left the
     /// rule's window.
-    fn mature(&mut self, rule: &ProtectionRule, conversion_ms: u64, now: u64) {
+    /// What left the window and taught the baseline (for the rule's country prior).
+    fn mature(&mut self, rule: &ProtectionRule, conversion_ms: u64, now: u64) -> Baseline {
         let step = step_ms(rule);
         while let Some(&entry) = self.pending.front() {
-            let at = entry >> 1;
+            let at = entry >> 2;
             if at + conversion_ms > now {
                 break;
             }
             self.pending.pop_front();
-            let converted = (entry & 1) as u32;
+            let converted = (entry & CONVERTED) as u32;
+            self.pending_converted -= converted;
             let index = (at / step) as u32;
             match self.buckets.back_mut() {
                 Some(b) if b.step == index => {
@@ -205,54 +349,139 @@ impl KeyState {
             self.converted += converted;
         }
         let horizon = now.saturating_sub(rule.window.as_millis() as u64);
-        while let Some(b) = self.buckets.front() {
+        let mut learned = Baseline::default();
+        while let Some(&b) = self.buckets.front() {
             if (u64::from(b.step) + 1) * step > horizon {
                 break;
             }
             self.sends -= b.sends;
             self.converted -= b.converted;
             self.buckets.pop_front();
+            // Sends teach the baseline as they leave the judged window, so an attack inside the window is
+            // judged against the key's past, never against itself; a suspect key's sends teach nothing.
+            if !self.suspect {
+                self.baseline.learn(b.sends as f32, b.converted as f32, KEY_MEMORY);
+                learned.sends += b.sends as f32;
+                learned.converted += b.converted as f32;
+            }
         }
+        learned
     }
 
     fn reset(&mut self) {
         self.pending.clear();
+        self.pending_converted = 0;
+        self.suspect = false;
         self.buckets.clear();
         self.sends = 0;
         self.converted = 0;
     }
 
+    /// The share of sends this key is expected to convert: its own baseline, leaning on the prior while short.
+    fn expected(&self, prior: f32) -> f32 {
+        let b = self.baseline;
+        ((b.converted + PRIOR_WEIGHT * prior) / (b.sends + PRIOR_WEIGHT)).clamp(LOWEST_RATE, 1.0)
+    }
+
+    /// Unverified sends above what the baseline predicts, over the judged sends and the pending ones (each
+    /// weighed by the share of verifications that come within its age), and the variance honest traffic
+    /// gives it.
+    fn excess(&self, p: f32, curve: &Curve, now: u64) -> (f32, f32, f32) {
+        let full = curve.full();
+        let (mut sends, mut variance, mut converted) = (0.0f32, 0.0f32, 0u32);
+        let mut young = 0;
+        for &entry in self.pending.iter().rev() {
+            let age = now.saturating_sub(entry >> 2);
+            if age >= full {
+                break;
+            }
+            young += 1;
+            let f = curve.share(age);
+            sends += f;
+            variance += f * (1.0 - p * f);
+            converted += (entry & CONVERTED) as u32;
+        }
+        let young_converted = converted;
+        if curve.learned {
+            // Old pending sends count whole.
+            let old = (self.pending.len() - young) as f32;
+            sends += old;
+            variance += old * (1.0 - p);
+            converted = self.pending_converted;
+        } else {
+            converted -= young_converted;
+        }
+        sends += self.sends as f32;
+        variance += self.sends as f32 * (1.0 - p);
+        converted += self.converted;
+        (sends - converted as f32 / p, variance / p, sends)
+    }
+
     /// Whether the key is blocked now, tripping or lifting it as its counts say.
+    #[allow(clippy::too_many_arguments)]
     fn judge(
         &mut self,
         index: usize,
         key: u64,
         rule: &ProtectionRule,
         conversion_ms: u64,
+        context: &Context<'_>,
         now: u64,
         events: &mut SmallVec<[Event; 2]>,
+        learned: &mut Baseline,
     ) -> bool {
-        self.mature(rule, conversion_ms, now);
+        *learned = self.mature(rule, conversion_ms, now);
         if self.blocked_until > now {
             return true;
         }
         if self.blocked_until != 0 {
             self.blocked_until = 0;
+            self.lifted_at = now;
             events.push(Event::Lifted { rule: index, key });
         }
-        let below = u64::from(self.converted) * 1_000_000 < u64::from(rule.min_conversion_ppm) * u64::from(self.sends);
-        if self.sends >= rule.min_sends && below {
-            let until_ms = now + rule.block_for.as_millis() as u64;
-            events.push(Event::Tripped { rule: index, key, sends: self.sends, converted: self.converted, until_ms });
-            self.blocked_until = until_ms;
-            self.reset();
-            return true;
+        if now / 1000 == self.judged_second {
+            return false;
         }
-        false
+        self.judged_second = now / 1000;
+        let below = u64::from(self.converted) * 1_000_000 < u64::from(rule.min_conversion_ppm) * u64::from(self.sends);
+        let pooled = self.sends >= rule.min_sends && below;
+        if rule.max_excess == 0 && !pooled {
+            return false;
+        }
+        let p = self.expected(context.prior);
+        let (excess, variance, judged) = self.excess(p, context.curve, now);
+        let floor = if self.strikes > 0 { rule.max_excess.div_ceil(2) } else { rule.max_excess };
+        let threshold = (floor as f32).max(DEVIATIONS * variance.sqrt() + MODEL_ERROR * judged);
+        // Above half the floor, the key's sends may be an attack: they must not teach its baseline.
+        self.suspect = rule.max_excess > 0 && excess * 2.0 > floor as f32;
+        if !pooled && (rule.max_excess == 0 || excess < threshold) {
+            return false;
+        }
+        if now > self.last_block_end.saturating_add(rule.max_block_for.as_millis() as u64) {
+            self.strikes = 0;
+        }
+        let factor = u64::from(ESCALATION).saturating_pow(u32::from(self.strikes));
+        let block =
+            (rule.block_for.as_millis() as u64).saturating_mul(factor).min(rule.max_block_for.as_millis() as u64);
+        let until_ms = now + block;
+        self.strikes = self.strikes.saturating_add(1);
+        self.last_block_end = until_ms;
+        events.push(Event::Tripped {
+            rule: index,
+            key,
+            sends: self.sends + self.pending.len() as u32,
+            converted: self.converted + self.pending_converted,
+            excess: excess.max(0.0) as u32,
+            strike: self.strikes,
+            until_ms,
+        });
+        self.blocked_until = until_ms;
+        self.reset();
+        true
     }
 
     fn record(&mut self, at: u64) {
-        let entry = at << 1;
+        let entry = at << 2;
         match self.pending.back() {
             Some(&last) if last > entry => {
                 let at = self.pending.partition_point(|&p| p <= entry);
@@ -263,13 +492,14 @@ impl KeyState {
     }
 
     fn convert(&mut self, rule: &ProtectionRule, sent_at: u64) {
-        let start = self.pending.partition_point(|&p| p >> 1 < sent_at);
+        let start = self.pending.partition_point(|&p| p >> 2 < sent_at);
         for entry in self.pending.range_mut(start..) {
-            if *entry >> 1 != sent_at {
+            if *entry >> 2 != sent_at {
                 break;
             }
-            if *entry & 1 == 0 {
-                *entry |= 1;
+            if *entry & CONVERTED == 0 {
+                *entry |= CONVERTED;
+                self.pending_converted += 1;
                 return;
             }
         }
@@ -281,11 +511,17 @@ impl KeyState {
         }
     }
 
-    fn idle(&self) -> bool {
-        self.pending.is_empty() && self.buckets.is_empty() && self.blocked_until == 0
+    /// Nothing left worth keeping: no sends, no block, no strike still remembered.
+    fn idle(&self, rule: &ProtectionRule, now: u64) -> bool {
+        let remembered = self.last_block_end.saturating_add(rule.max_block_for.as_millis() as u64);
+        self.pending.is_empty()
+            && self.buckets.is_empty()
+            && self.blocked_until == 0
+            && (self.strikes == 0 || now > remembered)
     }
 
-    fn report(&self, rule: &ProtectionRule, key: u64, now: u64) -> KeyReport {
+    fn report(&self, rule: &ProtectionRule, key: u64, context: &Context<'_>, now: u64) -> KeyReport {
+        let p = self.expected(context.prior);
         KeyReport {
             rule: rule.name.clone(),
             key: key_label(key),
@@ -294,6 +530,10 @@ impl KeyState {
             judged_sends: self.sends,
             judged_converted: self.converted,
             pending: self.pending.len() as u32,
+            expected_conversion: p,
+            excess: self.excess(p, context.curve, now).0.max(0.0),
+            strikes: self.strikes,
+            lifted_at_ms: (self.lifted_at != 0).then_some(self.lifted_at),
         }
     }
 }
@@ -306,6 +546,8 @@ pub struct ProtectionTable {
     /// Blocks shared through Redis: (rule id, key) -> unix ms the block ends. Empty with the memory backend,
     /// so the send path pays one atomic load for it.
     shared: ArcSwap<HashMap<(u64, u64), u64>>,
+    /// Rule id -> what the rule learns across its keys.
+    stats: Mutex<HashMap<u64, RuleStats>>,
 }
 
 impl Default for ProtectionTable {
@@ -313,6 +555,7 @@ impl Default for ProtectionTable {
         ProtectionTable {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             shared: ArcSwap::from_pointee(HashMap::new()),
+            stats: Mutex::default(),
         }
     }
 }
@@ -327,16 +570,41 @@ impl ProtectionTable {
         self.shards[index as usize % SHARDS].lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn stats(&self) -> std::sync::MutexGuard<'_, HashMap<u64, RuleStats>> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The rule's delay curve and the expected conversion of a new key of `country`.
+    fn learned(&self, rule: u64, country: [u8; 2]) -> (Curve, f32) {
+        let stats = self.stats();
+        let stats = stats.get(&rule);
+        let prior = stats.and_then(|s| s.countries.get(&country)).and_then(Baseline::rate);
+        (Curve::of(stats), prior.unwrap_or(FIRST_GUESS))
+    }
+
     /// Judges a send to `source` against every rule: blocked keys, trips, lifts. Consumes nothing.
     pub fn admit(&self, rules: &[ProtectionRule], conversion_ms: u64, source: &KeySource, now: u64) -> Admission {
         let mut admission = Admission::default();
         let shared = self.shared.load();
         for (index, rule) in rules.iter().enumerate() {
             let key = source.key(rule.key);
-            let mut blocked = match self.shard(rule.id, key).get_mut(&(rule.id, key)) {
-                Some(state) => state.judge(index, key, rule, conversion_ms, now, &mut admission.events),
-                None => false,
+            let mut learned = Baseline::default();
+            let mut blocked = {
+                let mut shard = self.shard(rule.id, key);
+                match shard.get_mut(&(rule.id, key)) {
+                    Some(state) if state.blocked_until > now || now / 1000 == state.judged_second => {
+                        state.blocked_until > now
+                    }
+                    Some(state) => {
+                        let (curve, prior) = self.learned(rule.id, source.country);
+                        let context = Context { curve: &curve, prior };
+                        let events = &mut admission.events;
+                        state.judge(index, key, rule, conversion_ms, &context, now, events, &mut learned)
+                    }
+                    None => false,
+                }
             };
+            self.teach_prior(rule.id, source.country, learned);
             if !blocked && !shared.is_empty() {
                 blocked = shared.get(&(rule.id, key)).is_some_and(|&until| until > now);
             }
@@ -351,20 +619,42 @@ impl ProtectionTable {
         admission
     }
 
+    /// What left a key's window teaches its country's prior too.
+    fn teach_prior(&self, rule: u64, country: [u8; 2], learned: Baseline) {
+        if learned.sends > 0.0 {
+            let mut stats = self.stats();
+            let prior = stats.entry(rule).or_default().countries.entry(country).or_default();
+            prior.learn(learned.sends, learned.converted, PRIOR_MEMORY);
+        }
+    }
+
     /// Counts an accepted send at `at` (unix ms) for every rule.
     pub fn record(&self, rules: &[ProtectionRule], source: &KeySource, at: u64) {
         for rule in rules {
             let key = source.key(rule.key);
-            self.shard(rule.id, key).entry((rule.id, key)).or_default().record(at);
+            let mut shard = self.shard(rule.id, key);
+            let state = shard
+                .entry((rule.id, key))
+                .or_insert_with(|| KeyState { country: source.country, ..KeyState::default() });
+            state.record(at);
         }
     }
 
-    /// Marks a send made at `sent_at` to `source` as converted, for every rule.
-    pub fn convert(&self, rules: &[ProtectionRule], source: &KeySource, sent_at: u64) {
+    /// Marks a send made at `sent_at` to `source` as converted at `now`, for every rule.
+    pub fn convert(&self, rules: &[ProtectionRule], source: &KeySource, sent_at: u64, now: u64) {
+        let delay = now.saturating_sub(sent_at);
+        let slot = DELAY_BOUNDS.partition_point(|&b| b < delay).min(DELAY_BOUNDS.len() - 1);
         for rule in rules {
             let key = source.key(rule.key);
             if let Some(state) = self.shard(rule.id, key).get_mut(&(rule.id, key)) {
                 state.convert(rule, sent_at);
+            }
+            let mut stats = self.stats();
+            let stats = stats.entry(rule.id).or_default();
+            stats.delays[slot] += 1.0;
+            let total: f32 = stats.delays.iter().sum();
+            if total > PRIOR_MEMORY {
+                stats.delays.iter_mut().for_each(|d| *d /= 2.0);
             }
         }
     }
@@ -376,9 +666,11 @@ impl ProtectionTable {
             .iter()
             .map(|rule| {
                 let key = source.key(rule.key);
+                let (curve, prior) = self.learned(rule.id, source.country);
+                let context = Context { curve: &curve, prior };
                 let mut report = match self.shard(rule.id, key).get(&(rule.id, key)) {
-                    Some(state) => state.report(rule, key, now),
-                    None => KeyState::default().report(rule, key, now),
+                    Some(state) => state.report(rule, key, &context, now),
+                    None => KeyState::default().report(rule, key, &context, now),
                 };
                 if report.blocked_until_ms.is_none() {
                     report.blocked_until_ms = shared.get(&(rule.id, key)).copied().filter(|&until| until > now);
@@ -388,35 +680,60 @@ impl ProtectionTable {
             .collect()
     }
 
-    /// Every live block of these rules: (rule index, key, until ms), local and shared.
-    pub fn blocks(&self, rules: &[ProtectionRule], now: u64) -> Vec<(usize, u64, u64)> {
+    /// Every live block of these rules, local and shared, and the keys whose block lifted while their
+    /// strikes are remembered (the next trip escalates), sorted by rule index and key.
+    pub fn blocks(&self, rules: &[ProtectionRule], now: u64) -> Vec<BlockState> {
         let index_of: HashMap<u64, usize> = rules.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
-        let mut found: HashMap<(usize, u64), u64> = HashMap::new();
+        let mut found: HashMap<(usize, u64), BlockState> = HashMap::new();
         for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             for ((rule, key), state) in shard.iter() {
-                if let (Some(&i), true) = (index_of.get(rule), state.blocked_until > now) {
-                    found.insert((i, *key), state.blocked_until);
+                let Some(&rule) = index_of.get(rule) else { continue };
+                let blocked = state.blocked_until > now;
+                if blocked || (state.strikes > 0 && state.lifted_at != 0) {
+                    found.insert(
+                        (rule, *key),
+                        BlockState {
+                            rule,
+                            key: *key,
+                            until_ms: blocked.then_some(state.blocked_until),
+                            strikes: state.strikes,
+                            lifted_at_ms: (!blocked && state.lifted_at != 0).then_some(state.lifted_at),
+                        },
+                    );
                 }
             }
         }
         for ((rule, key), &until) in self.shared.load().iter() {
-            if let (Some(&i), true) = (index_of.get(rule), until > now) {
-                let held = found.entry((i, *key)).or_insert(until);
-                *held = (*held).max(until);
+            if let (Some(&rule), true) = (index_of.get(rule), until > now) {
+                let held = found.entry((rule, *key)).or_insert(BlockState {
+                    rule,
+                    key: *key,
+                    until_ms: None,
+                    strikes: 1,
+                    lifted_at_ms: None,
+                });
+                held.until_ms = Some(held.until_ms.unwrap_or(0).max(until));
+                held.lifted_at_ms = None;
             }
         }
-        let mut blocks: Vec<_> = found.into_iter().map(|((i, key), until)| (i, key, until)).collect();
-        blocks.sort_unstable();
+        let mut blocks: Vec<_> = found.into_values().collect();
+        blocks.sort_unstable_by_key(|b| (b.rule, b.key));
         blocks
     }
 
-    /// Lifts a block early (an operator's call): the key starts afresh. Whether it was blocked here.
+    /// Lifts a block early (an operator's call): the key starts afresh, its strikes forgotten. Whether it
+    /// was blocked here.
     pub fn lift(&self, rule: u64, key: u64, now: u64) -> bool {
         let mut lifted = false;
         if let Some(state) = self.shard(rule, key).get_mut(&(rule, key)) {
             lifted = state.blocked_until > now;
             state.blocked_until = 0;
+            state.strikes = 0;
+            state.last_block_end = 0;
+            if lifted {
+                state.lifted_at = now;
+            }
             state.reset();
         }
         let shared = self.shared.load();
@@ -450,23 +767,45 @@ impl ProtectionTable {
         });
     }
 
-    /// Matures every key, lifts blocks whose time is up and drops idle keys and keys of rules no longer
-    /// configured. `rules` maps a live rule id to the rule and its tenant's conversion window; the events
-    /// come with the rule id.
-    pub fn sweep(&self, rules: &HashMap<u64, (&ProtectionRule, u64)>, now: u64) -> Vec<(u64, Event)> {
+    /// Matures and judges every key (trips and lifts), and drops idle keys and the state of rules no longer
+    /// configured. `rules` maps a live rule id to the rule, its index among its tenant's rules and its
+    /// tenant's conversion window; every event comes with the rule id (the caller logs and counts each).
+    pub fn sweep(&self, rules: &HashMap<u64, (&ProtectionRule, usize, u64)>, now: u64) -> Vec<(u64, Event)> {
         let mut out = Vec::new();
+        self.stats().retain(|rule, _| rules.contains_key(rule));
+        let learned: HashMap<u64, (Curve, HashMap<[u8; 2], f32>)> = self
+            .stats()
+            .iter()
+            .map(|(rule, stats)| {
+                let priors = stats.countries.iter().filter_map(|(c, b)| Some((*c, b.rate()?))).collect();
+                (*rule, (Curve::of(Some(stats)), priors))
+            })
+            .collect();
+        let unlearned = Curve::of(None);
+        let mut taught: Vec<(u64, [u8; 2], Baseline)> = Vec::new();
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             shard.retain(|(rule_id, key), state| {
-                let Some((rule, conversion_ms)) = rules.get(rule_id) else { return false };
+                let Some(&(rule, index, conversion_ms)) = rules.get(rule_id) else { return false };
+                let (curve, prior) = match learned.get(rule_id) {
+                    Some((curve, priors)) => (curve, priors.get(&state.country).copied().unwrap_or(FIRST_GUESS)),
+                    None => (&unlearned, FIRST_GUESS),
+                };
                 let mut events = SmallVec::new();
-                state.judge(0, *key, rule, *conversion_ms, now, &mut events);
+                let context = Context { curve, prior };
+                state.judged_second = 0;
+                let mut baseline = Baseline::default();
+                state.judge(index, *key, rule, conversion_ms, &context, now, &mut events, &mut baseline);
+                taught.push((*rule_id, state.country, baseline));
                 out.extend(events.into_iter().map(|e| (*rule_id, e)));
-                !state.idle()
+                !state.idle(rule, now)
             });
             if shard.capacity() > 64 && shard.len() * 4 < shard.capacity() {
                 shard.shrink_to_fit();
             }
+        }
+        for (rule, country, baseline) in taught {
+            self.teach_prior(rule, country, baseline);
         }
         let live = self.shared.load();
         if live.iter().any(|((rule, _), &until)| until <= now || !rules.contains_key(rule)) {
@@ -504,7 +843,9 @@ mod tests {
             min_sends,
             min_conversion,
             min_conversion_ppm: (min_conversion * 1e6) as u32,
+            max_excess: 1_000,
             block_for: Duration::from_secs(3600),
+            max_block_for: Duration::from_secs(86_400),
             shadow: false,
         }
     }
@@ -583,10 +924,10 @@ mod tests {
             table.record(&rules, &s, t0 + i * 1000);
         }
         // Two of the four verify within their window: 50 % is not below 50 %.
-        table.convert(&rules, &s, t0);
-        table.convert(&rules, &s, t0 + 2000);
+        table.convert(&rules, &s, t0, t0 + 1000);
+        table.convert(&rules, &s, t0 + 2000, t0 + 3000);
         // A conversion for a send the key never saw changes nothing.
-        table.convert(&rules, &s, t0 + 500);
+        table.convert(&rules, &s, t0 + 500, t0 + 3000);
         let a = table.admit(&rules, conv, &s, t0 + conv + 5000);
         assert_eq!(a.blocked_by, None);
         let r = &table.report(&rules, &s, t0 + conv + 5000)[0];
@@ -634,7 +975,8 @@ mod tests {
         table.record(&rules, &s, 0);
         assert_eq!(table.admit(&rules, 1000, &s, 2000).blocked_by, Some(0));
         let key = s.key(ProtectionKey::PhonePrefix(6));
-        assert_eq!(table.blocks(&rules, 2000), vec![(0, key, 2000 + 3600 * 1000)]);
+        let block = BlockState { rule: 0, key, until_ms: Some(2000 + 3600 * 1000), strikes: 1, lifted_at_ms: None };
+        assert_eq!(table.blocks(&rules, 2000), vec![block]);
         assert!(table.lift(7, key, 3000));
         assert!(!table.lift(7, key, 3000), "nothing left to lift");
         assert_eq!(table.admit(&rules, 1000, &s, 4000).blocked_by, None);
@@ -663,7 +1005,7 @@ mod tests {
             table.record(&rules, &source(&format!("+86138{:08}", i * 1_000_000)), 0);
         }
         assert_eq!(table.len(), 5);
-        let live: HashMap<u64, (&ProtectionRule, u64)> = HashMap::from([(7, (&rules[0], conv))]);
+        let live: HashMap<u64, (&ProtectionRule, usize, u64)> = HashMap::from([(7, (&rules[0], 0, conv))]);
         table.sweep(&live, 3600 * 1000 + 120_000);
         assert_eq!(table.len(), 0, "every send left the window");
         table.record(&rules, &source("+8613800138000"), 0);

@@ -80,7 +80,7 @@ fn explain_shows_each_stage_and_the_signed_request_without_the_secret() {
         "type       mobile: allowed (number_types)",
         "template   MfaVerification -> 1113 (no template of its own: sent and limited as Generic)",
         "policy     burst: 1 per 30s: allow",
-        "protection prefix-conversion (shadow): key +861380: not blocked in this process",
+        "protection prefix-conversion: key +861380: not blocked in this process",
         "X-TC-Region: ap-guangzhou",
         "Authorization: TC3-HMAC-SHA256 Credential=AKIDdemo/",
         r#""TemplateId":"1113""#,

@@ -20,6 +20,7 @@ mod listeners;
 mod logs;
 mod ops;
 mod pumping;
+mod pumping_defense;
 mod redis;
 mod redis_ha;
 mod reliability;

@@ -19,6 +19,8 @@ const REMEMBER_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::
 const PROTECTION_PERIOD_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30 * 86_400));
 const REMEMBERED_RANGE: (u64, u64) = (1_000, 100_000_000);
 const MAX_MIN_SENDS: u32 = 1_000_000;
+/// `max_block_for` when unset (or `block_for` when longer).
+const DEFAULT_MAX_BLOCK: Duration = Duration::from_secs(86_400);
 /// Longest protection prefix: longer ones would name ranges of a handful of numbers.
 pub const MAX_PROTECTION_PREFIX: u8 = 12;
 /// `whsec_` keys: Standard Webhooks asks for 24 to 64 bytes.
@@ -197,6 +199,20 @@ fn compile_protection(
         }
         let block_for =
             c.duration(&format!("{p}.block_for"), Some(&r.block_for), Duration::ZERO, PROTECTION_PERIOD_RANGE);
+        let max_block_path = format!("{p}.max_block_for");
+        let max_block_for = c.duration(
+            &max_block_path,
+            r.max_block_for.as_ref(),
+            DEFAULT_MAX_BLOCK.max(block_for),
+            PROTECTION_PERIOD_RANGE,
+        );
+        if max_block_for < block_for {
+            c.problem(&max_block_path, "must be at least block_for");
+        }
+        let max_excess = r.max_excess.unwrap_or(0);
+        if r.max_excess.is_some() && !(1..=MAX_MIN_SENDS).contains(&max_excess) {
+            c.problem(format!("{p}.max_excess"), format!("must be between 1 and {MAX_MIN_SENDS}"));
+        }
         if !(1..=MAX_MIN_SENDS).contains(&r.min_sends) {
             c.problem(format!("{p}.min_sends"), format!("must be between 1 and {MAX_MIN_SENDS}"));
         }
@@ -211,6 +227,7 @@ fn compile_protection(
         let mut h = DefaultHasher::new();
         (tenant, &name, key, window, r.min_sends, min_conversion_ppm, block_for, r.shadow, conversion_window)
             .hash(&mut h);
+        (max_excess, max_block_for).hash(&mut h);
         rules.push(ProtectionRule {
             id: h.finish(),
             name,
@@ -219,7 +236,9 @@ fn compile_protection(
             min_sends: r.min_sends,
             min_conversion: share,
             min_conversion_ppm,
+            max_excess,
             block_for,
+            max_block_for,
             shadow: r.shadow,
         });
     }

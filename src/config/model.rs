@@ -260,7 +260,8 @@ pub enum ProtectionKey {
     PhonePrefix(u8),
 }
 
-/// One `protection:` rule: a key whose matured sends convert below `min_conversion` is blocked.
+/// One `protection:` rule: a key whose sends convert below `min_conversion`, or show more than `max_excess`
+/// unverified sends above its own baseline, is blocked (see `crate::protection`).
 #[derive(Debug, Clone)]
 pub struct ProtectionRule {
     /// Stable across reloads for an unchanged rule (tenant, name, definition, conversion window).
@@ -272,7 +273,11 @@ pub struct ProtectionRule {
     pub min_conversion: f64,
     /// `min_conversion` in parts per million: judged in integers, the same way in memory and in Redis.
     pub min_conversion_ppm: u32,
+    /// 0: the excess over the baseline is not judged (only `min_conversion`).
+    pub max_excess: u32,
     pub block_for: Duration,
+    /// Escalated blocks stop growing here (at least `block_for`).
+    pub max_block_for: Duration,
     pub shadow: bool,
 }
 

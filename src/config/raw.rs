@@ -202,8 +202,13 @@ pub struct RawProtection {
     pub window: Scalar,
     pub min_sends: u32,
     pub min_conversion: f64,
+    /// Unverified sends above the key's own baseline that trip it (unset: not judged).
+    pub max_excess: Option<u32>,
     #[serde(serialize_with = "shown::scalar")]
     pub block_for: Scalar,
+    /// Longest block a repeat offender gets (each trip within a day of the last blocks 4x longer).
+    #[serde(serialize_with = "shown::option")]
+    pub max_block_for: Option<Scalar>,
     #[serde(default)]
     pub shadow: bool,
 }

@@ -12,6 +12,7 @@ mod redis;
 pub mod sends;
 pub mod signals;
 pub mod telemetry;
+mod verified;
 
 pub use sends::SendInfo;
 pub use telemetry::Telemetry;
@@ -33,6 +34,7 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use telemetry::{CountryLabels, DeliveryLabels, ProtectionLabels, TenantLabels};
+use verified::VerifiedNumbers;
 
 /// With the redis backend, how often a replica pulls the shared protection blocks (the longest a block
 /// tripped on another replica takes to reach this one).
@@ -66,13 +68,24 @@ pub struct Receipts {
     pub repeated: usize,
 }
 
-/// One block, for the admin API.
+/// One block, for the admin API; `strikes`: the key's trips in a row (each blocks 4x longer).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BlockView {
     pub rule: String,
     pub key: String,
     pub shadow: bool,
     pub until_unix_ms: u64,
+    pub strikes: u8,
+}
+
+/// A key whose block lifted while its strikes are remembered (its next trip escalates), for the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LiftedView {
+    pub rule: String,
+    pub key: String,
+    pub shadow: bool,
+    pub lifted_at_unix_ms: u64,
+    pub strikes: u8,
 }
 
 /// Background work started for the request path, for tests to wait on.
@@ -102,6 +115,8 @@ pub struct Feedback {
     hasher: std::hash::RandomState,
     sends: TenantSends,
     protection: ProtectionTable,
+    /// Numbers that verified before: they pass a blocked key (a small allowance at a time).
+    verified: VerifiedNumbers,
     telemetry: Telemetry,
     reporter: Reporter,
     relay: Relay,
@@ -122,6 +137,7 @@ impl Feedback {
             relay: Relay::new(clock.clone(), crate::relay::QUEUE, telemetry.webhooks.clone()),
             sends: TenantSends::new(1_000_000),
             protection: ProtectionTable::default(),
+            verified: VerifiedNumbers::default(),
             hasher: std::hash::RandomState::new(),
             inflight: Arc::default(),
             send_counters: Default::default(),
@@ -154,24 +170,19 @@ impl Feedback {
 
     fn log_event(&self, tenant: &Tenant, event: &Event) {
         match *event {
-            Event::Tripped { rule, key, sends, converted, until_ms } => {
+            Event::Tripped { rule, key, sends, converted, excess, strike, until_ms } => {
                 let rule = &tenant.protection[rule];
-                self.telemetry
-                    .trips
-                    .get_or_create(&ProtectionLabels {
-                        tenant: tenant.name.to_string(),
-                        rule: rule.name.clone(),
-                        shadow: rule.shadow,
-                    })
-                    .inc();
+                self.telemetry.trips.get_or_create(&protection_labels(tenant, rule)).inc();
                 tracing::warn!(
                     tenant = %tenant.name,
                     rule = %rule.name,
                     key = %protection::key_label(key),
                     judged_sends = sends,
                     converted,
+                    excess,
+                    strike,
                     min_conversion = rule.min_conversion,
-                    block_seconds = rule.block_for.as_secs(),
+                    block_seconds = until_ms.saturating_sub(self.clock.unix_millis()) / 1000,
                     until_unix_ms = until_ms,
                     shadow = rule.shadow,
                     "protection: key tripped, suspected SMS pumping{}",
@@ -180,6 +191,7 @@ impl Feedback {
             }
             Event::Lifted { rule, key } => {
                 let rule = &tenant.protection[rule];
+                self.telemetry.lifts.get_or_create(&protection_labels(tenant, rule)).inc();
                 tracing::info!(
                     tenant = %tenant.name,
                     rule = %rule.name,
@@ -192,14 +204,7 @@ impl Feedback {
     }
 
     fn count_blocked(&self, tenant: &Tenant, rule: &ProtectionRule) {
-        self.telemetry
-            .blocked
-            .get_or_create(&ProtectionLabels {
-                tenant: tenant.name.to_string(),
-                rule: rule.name.clone(),
-                shadow: rule.shadow,
-            })
-            .inc();
+        self.telemetry.blocked.get_or_create(&protection_labels(tenant, rule)).inc();
     }
 
     /// Before a send consumes anything: `403 suspected_pumping` when one of the number's protection keys is
@@ -213,6 +218,15 @@ impl Feedback {
             let admission = self.protection.admit(&tenant.protection, millis(conversion.window), &source, now);
             for event in &admission.events {
                 self.log_event(tenant, event);
+            }
+            let hit = admission.blocked_by.or(admission.shadow_hits.first().copied());
+            if let Some(rule) = hit {
+                let number = self.number_key(&tenant.name, phone.digits());
+                if self.verified.pass(&tenant.name, number, now) {
+                    let rule = &tenant.protection[rule];
+                    self.telemetry.exempted.get_or_create(&protection_labels(tenant, rule)).inc();
+                    return Ok(Some(Memo { source, digits: phone.digits() }));
+                }
             }
             for &rule in &admission.shadow_hits {
                 self.count_blocked(tenant, &tenant.protection[rule]);
@@ -309,8 +323,9 @@ impl Feedback {
         }
     }
 
-    /// A verification of `phone` (Logto's webhook, `/v1/sms/verified`): converts the tenant's sends to it
-    /// made within `conversion.window`, or only the one answered with `request_id`.
+    /// A verification of `phone` (Logto's webhook, `/v1/sms/verified`): converts one send to it made within
+    /// `conversion.window`, the one answered with `request_id` or else the most recent (one verification,
+    /// one conversion), and gives the number its pass through blocked keys.
     pub async fn verify(
         &self,
         tenant: &Arc<Tenant>,
@@ -324,7 +339,7 @@ impl Feedback {
         let local =
             self.sends.convert(&tenant.name, self.number_key(&tenant.name, phone.digits()), now, window, request_id);
         for send in &local.newly {
-            self.protection.convert(&tenant.protection, &send.source, send.at_ms);
+            self.protection.convert(&tenant.protection, &send.source, send.at_ms, now);
         }
         let mut result = Verification { found: local.found, converted: local.newly.len() };
         let mut converted = local.newly;
@@ -337,6 +352,10 @@ impl Feedback {
                 }
                 Err(e) => limiter.shared_failed(&e),
             }
+        }
+        if result.found > 0 {
+            // Only a verification of a code smsgate sent earns the number its pass through blocked keys.
+            self.verified.verified(&tenant.name, self.number_key(&tenant.name, phone.digits()), now);
         }
         for send in &converted {
             self.on_conversion(tenant, conversion, send, phone, now);
@@ -495,19 +514,25 @@ impl Feedback {
         }
     }
 
-    /// Every live block of the tenant's rules (local and, with the redis backend, shared).
-    pub async fn blocks(&self, tenant: &Tenant, limiter: &Limiter) -> Vec<BlockView> {
+    /// Every live block of the tenant's rules (local and, with the redis backend, shared), and the keys
+    /// whose block lifted while their strikes are remembered (local).
+    pub async fn blocks(&self, tenant: &Tenant, limiter: &Limiter) -> (Vec<BlockView>, Vec<LiftedView>) {
         self.load_blocks(tenant, limiter).await;
-        self.protection
-            .blocks(&tenant.protection, self.clock.unix_millis())
-            .into_iter()
-            .map(|(i, key, until)| BlockView {
-                rule: tenant.protection[i].name.clone(),
-                key: protection::key_label(key),
-                shadow: tenant.protection[i].shadow,
-                until_unix_ms: until,
-            })
-            .collect()
+        let (mut blocks, mut lifted) = (Vec::new(), Vec::new());
+        for state in self.protection.blocks(&tenant.protection, self.clock.unix_millis()) {
+            let rule = &tenant.protection[state.rule];
+            let (name, key, shadow) = (rule.name.clone(), protection::key_label(state.key), rule.shadow);
+            match (state.until_ms, state.lifted_at_ms) {
+                (Some(until_unix_ms), _) => {
+                    blocks.push(BlockView { rule: name, key, shadow, until_unix_ms, strikes: state.strikes })
+                }
+                (None, Some(lifted_at_unix_ms)) => {
+                    lifted.push(LiftedView { rule: name, key, shadow, lifted_at_unix_ms, strikes: state.strikes })
+                }
+                (None, None) => {}
+            }
+        }
+        (blocks, lifted)
     }
 
     /// Lifts a block early (the admin API): `Ok(false)` when the key is not blocked, `NotFound` for an
@@ -538,24 +563,26 @@ impl Feedback {
         Ok(lifted)
     }
 
-    /// Memory housekeeping (every few seconds): old sends leave, ended blocks lift (logged once), idle keys
-    /// and keys of removed rules are dropped.
+    /// Memory housekeeping (every few seconds): old sends leave, keys are judged (trips and lifts logged
+    /// and counted like the send path's), idle keys and keys of removed rules are dropped.
     pub fn sweep(&self, config: &Config) {
         let now = self.clock.unix_millis();
-        let mut rules: HashMap<u64, (&ProtectionRule, u64)> = HashMap::new();
-        let mut owner: HashMap<u64, (&Tenant, usize)> = HashMap::new();
+        let mut rules: HashMap<u64, (&ProtectionRule, usize, u64)> = HashMap::new();
+        let mut owner: HashMap<u64, &Tenant> = HashMap::new();
         for tenant in &config.tenants {
             let window = tenant.conversion.as_ref().map_or(0, |c| millis(c.window));
             for (i, rule) in tenant.protection.iter().enumerate() {
-                rules.insert(rule.id, (rule, window));
-                owner.insert(rule.id, (tenant, i));
+                rules.insert(rule.id, (rule, i, window));
+                owner.insert(rule.id, tenant);
             }
         }
         for (rule_id, event) in self.protection.sweep(&rules, now) {
-            if let (Some(&(tenant, index)), Event::Lifted { key, .. }) = (owner.get(&rule_id), &event) {
-                self.log_event(tenant, &Event::Lifted { rule: index, key: *key });
+            if let Some(tenant) = owner.get(&rule_id) {
+                self.log_event(tenant, &event);
             }
         }
+        let live: Vec<&str> = config.tenants.iter().map(|t| &*t.name).collect();
+        self.verified.sweep(&live, now);
         self.sends.sweep(now);
         self.telemetry.remembered.set(self.sends.len() as i64);
     }
@@ -574,6 +601,10 @@ impl Feedback {
     pub fn dropped(&self) -> u64 {
         self.sends.dropped()
     }
+}
+
+fn protection_labels(tenant: &Tenant, rule: &ProtectionRule) -> ProtectionLabels {
+    ProtectionLabels { tenant: tenant.name.to_string(), rule: rule.name.clone(), shadow: rule.shadow }
 }
 
 fn rfc3339(unix_ms: u64) -> String {

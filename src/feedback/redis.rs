@@ -77,22 +77,25 @@ return out
 });
 
 /// KEYS: number list. ARGV: now, window_ms, request-id hash ('' for any).
-/// Marks the sends within the window converted; returns the count found, then the records it marked.
+/// Marks one send within the window converted, the newest that matches (one verification converts one
+/// send); returns the count found (0 or 1), then the record it marked.
 static CONVERT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r#"
 local now, window, rid = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local items = redis.call('LRANGE', KEYS[1], 0, -1)
 local found, out = 0, {}
-for i, rec in ipairs(items) do
+for i = #items, 1, -1 do
+  local rec = items[i]
   local at, c, r = string.match(rec, '^(%d+):(%d):(%x*):')
   at = tonumber(at)
   if at and at <= now and at + window >= now and (rid == '' or r == rid) then
-    found = found + 1
+    found = 1
     if c == '0' then
       redis.call('LSET', KEYS[1], i - 1, (string.gsub(rec, '^(%d+):0:', '%1:1:', 1)))
       table.insert(out, rec)
     end
+    break
   end
 end
 table.insert(out, 1, tostring(found))
@@ -253,6 +256,8 @@ pub async fn record(
                 key,
                 sends: number(2) as u32,
                 converted: number(3) as u32,
+                excess: 0,
+                strike: 1,
                 until_ms: number(4),
             }),
             "l" => events.push(Event::Lifted { rule, key }),

@@ -293,8 +293,9 @@ impl SendLog {
         (dropped, self.held.fetch_add(change, Ordering::Relaxed).wrapping_add(change), change)
     }
 
-    /// Marks the sends to `number` made within `window_ms` before `now_ms` as converted (only the one with
-    /// `request_id` when given).
+    /// Marks one send to `number` made within `window_ms` before `now_ms` as converted: the one answered with
+    /// `request_id` when given, else the most recent. One verification converts one send, so a number that
+    /// verifies once does not convert every send to it (`found` is 0 or 1).
     pub fn convert(&self, number: u64, now_ms: u64, window_ms: u64, request_id: Option<&str>) -> Converted {
         let mut out = Converted::default();
         self.lock(number).walk(number, |generation, index| {
@@ -303,11 +304,12 @@ impl SendLog {
                 return false;
             }
             if entry.at_ms <= now_ms && request_id.is_none_or(|id| generation.request_of(entry) == id) {
-                out.found += 1;
+                out.found = 1;
                 if !entry.converted {
                     out.newly.push(generation.info(entry));
                     generation.entries[index].converted = true;
                 }
+                return false;
             }
             true
         });
@@ -556,24 +558,24 @@ mod tests {
         log.push(NewSend { number, at_ms: at, source: source(), serial, request_id: id }).0
     }
 
+    /// Issue 19 item 9: one verification converts the most recent send in the window, not every send.
     #[test]
-    fn conversions_mark_every_send_to_the_number_within_the_window() {
+    fn regression_one_verification_converts_one_send() {
         let log = SendLog::new(100);
         push(&log, 1, 1_000, "s1", "r1");
         push(&log, 2, 2_000, "s2", "r2");
         push(&log, 1, 3_000, "s3", "r3");
         push(&log, 1, 50_000, "s4", "r4");
-        // At 60 s with a 58 s window, sends made from 2 s on count: s3 and s4, not s1.
         let c = log.convert(1, 60_000, 58_000, None);
-        assert_eq!(c.found, 2);
-        let serials: Vec<_> = c.newly.iter().map(|s| s.serial.as_str()).collect();
-        assert_eq!(serials, ["s4", "s3"]);
-        // A repeat finds them, converts nothing new.
+        assert_eq!((c.found, c.newly.len(), c.newly[0].serial.as_str()), (1, 1, "s4"));
+        // A repeat finds the same send and converts nothing new: s3 stays unconverted.
         let again = log.convert(1, 60_000, 58_000, None);
-        assert_eq!((again.found, again.newly.len()), (2, 0));
+        assert_eq!((again.found, again.newly.len()), (1, 0));
         // Another number, or no send in the window.
         assert_eq!(log.convert(3, 60_000, 58_000, None).found, 0);
         assert_eq!(log.convert(2, 60_001, 58_000, None).found, 0);
+        // A request id still picks its own send, older ones included.
+        assert_eq!(log.convert(1, 60_000, 58_000, Some("r3")).newly[0].serial, "s3");
     }
 
     #[test]
@@ -652,10 +654,13 @@ mod tests {
         let log = SendLog::new(1_000);
         log.set_limits(1_000, 8_000);
         for at in 0..20 {
-            push(&log, 1, at * 1_000, &format!("s{at}"), "r");
+            push(&log, 1, at * 1_000, &format!("s{at}"), &format!("r{at}"));
         }
-        let c = log.convert(1, 19_000, 3_000, None);
-        assert_eq!(c.newly.iter().map(|s| s.serial.as_str()).collect::<Vec<_>>(), ["s19", "s18", "s17", "s16"]);
+        for at in 16..20 {
+            let c = log.convert(1, 19_000, 3_000, Some(&format!("r{at}")));
+            assert_eq!(c.newly.iter().map(|s| s.serial.as_str()).collect::<Vec<_>>(), [format!("s{at}")]);
+        }
+        assert_eq!(log.convert(1, 19_000, 3_000, Some("r15")).found, 0, "outside the window");
         assert!(log.by_serial(1, "s11").is_some());
         assert!(log.by_serial(1, "s2").is_none(), "dropped with its generation");
     }

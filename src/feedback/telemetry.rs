@@ -61,6 +61,8 @@ pub struct Telemetry {
     pub signals: Family<SignalLabels, Counter>,
     pub trips: Family<ProtectionLabels, Counter>,
     pub blocked: Family<ProtectionLabels, Counter>,
+    pub exempted: Family<ProtectionLabels, Counter>,
+    pub lifts: Family<ProtectionLabels, Counter>,
     pub remembered: Gauge,
     pub dropped: Counter,
     pub reports: Family<ReportLabels, Counter>,
@@ -78,6 +80,8 @@ impl Default for Telemetry {
             signals: Family::default(),
             trips: Family::default(),
             blocked: Family::default(),
+            exempted: Family::default(),
+            lifts: Family::default(),
             remembered: Gauge::default(),
             dropped: Counter::default(),
             reports: Family::default(),
@@ -127,6 +131,16 @@ impl Telemetry {
             "protection_blocked",
             "Sends refused with suspected_pumping (shadow: would have been)",
             self.blocked.clone(),
+        );
+        registry.register(
+            "protection_exempted",
+            "Sends to a number with a verification history let through a blocked key (shadow: would have been)",
+            self.exempted.clone(),
+        );
+        registry.register(
+            "protection_lifts",
+            "Blocks that ended (their time was up; operators' lifts are logged, not counted here)",
+            self.lifts.clone(),
         );
         registry.register("remembered_sends", "Sends this process remembers now", self.remembered.clone());
         registry.register(

@@ -97,7 +97,7 @@ async fn protection<B>(
     authorize(&config, req.headers())?;
     let tenant = config.tenant(tenant).ok_or(GatewayError::NotFound)?;
     let services = gateway.services();
-    let blocks = services.feedback.blocks(tenant, &services.limiter).await;
+    let (blocks, lifted) = services.feedback.blocks(tenant, &services.limiter).await;
     let rules: Vec<_> = tenant
         .protection
         .iter()
@@ -107,10 +107,11 @@ async fn protection<B>(
                 ProtectionKey::PhonePrefix(n) => json!({ "phone_prefix": n }),
             };
             json!({"name": r.name, "key": key, "window_seconds": r.window.as_secs(), "min_sends": r.min_sends,
-                   "min_conversion": r.min_conversion, "block_seconds": r.block_for.as_secs(), "shadow": r.shadow})
+                   "min_conversion": r.min_conversion, "max_excess": r.max_excess, "block_seconds": r.block_for.as_secs(),
+                   "max_block_seconds": r.max_block_for.as_secs(), "shadow": r.shadow})
         })
         .collect();
-    let body = json!({"tenant": &*tenant.name, "rules": rules, "blocks": blocks});
+    let body = json!({"tenant": &*tenant.name, "rules": rules, "blocks": blocks, "lifted": lifted});
     Ok(respond::json(StatusCode::OK, id, body.to_string()))
 }
 

@@ -1,0 +1,222 @@
+//! The pumping defense through the real path (HTTP into the gateway, injected clock, memory backend): a
+//! block tripped by the excess over a prefix's own baseline, an escalation, the pass of a number that
+//! verified before, a trip by the housekeeping sweep (logged and counted like any), and one verification
+//! converting one send (issue 19 item 9).
+
+use crate::common::mock::MockTencent;
+use crate::common::*;
+use hmac::{Hmac, Mac};
+use smsgate::clock::Clock;
+use std::time::Duration;
+
+const LOGTO_KEY: &str = "logto-signing-key-acme-0123456789";
+const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
+
+fn yaml(endpoint: &str, rule: &str) -> String {
+    format!(
+        r#"
+server:
+  listen: 127.0.0.1:0
+  admin_tokens: ["{ADMIN_TOKEN}"]
+tenants:
+  acme:
+    tokens: ["{TOKEN}"]
+    dedupe_window: 0s
+    tencent:
+      accessKeyId: {SECRET_ID}
+      accessKeySecret: ${{ACME_SECRET}}
+      sdkAppId: "1400006666"
+      region: ap-guangzhou
+      templates: [{{ usageType: Generic, templateCode: "1113" }}]
+      endpoint: {endpoint}
+    conversion: {{ window: 1m, logto_webhook_secret: {LOGTO_KEY} }}
+    protection:
+      - {rule}
+"#
+    )
+}
+
+const POOLED: &str =
+    "{ name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 3, min_conversion: 0.5, block_for: 30m }";
+
+async fn setup(rule: &str) -> (MockTencent, TestGateway) {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let gw = TestGateway::start(compile(&yaml(&mock.endpoint(), rule))).await;
+    (mock, gw)
+}
+
+async fn send(gw: &TestGateway, phone: &str, code: &str) -> Answer {
+    gw.post("/v1/sms/send", &native(phone, "SignIn", code)).await
+}
+
+async fn verified(gw: &TestGateway, phone: &str) -> u16 {
+    let body = format!(r#"{{"phone":"{phone}"}}"#);
+    let request =
+        gw.http.post(gw.url("/v1/sms/verified")).bearer_auth(TOKEN).header("content-type", "application/json");
+    request.body(body).send().await.unwrap().status().as_u16()
+}
+
+async fn metric(gw: &TestGateway, series: &str) -> f64 {
+    let text = gw.http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+async fn admin(gw: &TestGateway) -> serde_json::Value {
+    let request = gw.http.get(gw.url("/admin/v1/tenants/acme/protection")).bearer_auth(ADMIN_TOKEN);
+    let answer = Answer::from(request.send().await.unwrap()).await;
+    assert_eq!(answer.status, 200, "{:#}", answer.json);
+    answer.json
+}
+
+const TRIPS: &str = r#"smsgate_protection_trips_total{tenant="acme",rule="prefix",shadow="false"}"#;
+
+/// Three unverified sends to +861380 and their conversion window passed: the prefix is condemned.
+async fn condemn(gw: &TestGateway, first: u32) {
+    for i in first..first + 3 {
+        assert_eq!(send(gw, &format!("+86138001381{i:02}"), "123456").await.status, 200);
+    }
+    gw.clock.advance(Duration::from_secs(61));
+}
+
+/// A prefix whose users verify every code, for an hour (its baseline), then an attack that never verifies
+/// hidden among its users, who go on verifying: the pooled conversion stays near half, far above
+/// `min_conversion` (0.2), and `min_sends` (30) is never reached, yet the unverified sends above the
+/// prefix's own baseline trip it within seconds (young sends are judged on the learned delay curve).
+#[tokio::test]
+async fn an_attack_hidden_in_a_converting_prefix_trips_on_its_excess() {
+    let rule = "{ name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 30, min_conversion: 0.2, \
+                max_excess: 5, block_for: 30m }";
+    let (mock, gw) = setup(rule).await;
+    let honest = |i: u32| format!("+8613800138{i:03}");
+    for i in 0..40 {
+        assert_eq!(send(&gw, &honest(i), "123456").await.status, 200);
+        gw.clock.advance(Duration::from_secs(1));
+        assert_eq!(verified(&gw, &honest(i)).await, 204);
+        gw.clock.advance(Duration::from_secs(1));
+    }
+    gw.clock.advance(Duration::from_secs(3600));
+    let (mut sent, mut honest_sent) = (0, 0);
+    for i in 0..25 {
+        let h = send(&gw, &honest(100 + i), "123456").await;
+        if h.status == 403 {
+            break;
+        }
+        honest_sent += 1;
+        gw.clock.advance(Duration::from_secs(1));
+        assert_eq!(verified(&gw, &honest(100 + i)).await, 204);
+        let a = send(&gw, &format!("+86138001389{i:02}"), "654321").await;
+        gw.clock.advance(Duration::from_secs(1));
+        if a.status == 403 {
+            a.assert_error(403, "suspected_pumping");
+            break;
+        }
+        assert_eq!(a.status, 200);
+        sent += 1;
+    }
+    assert!((5..=15).contains(&sent), "the attack is cut after {sent} sends");
+    assert_eq!(mock.seen_action("SendSms").len() as u32, 40 + sent + honest_sent);
+    assert_eq!(metric(&gw, TRIPS).await, 1.0);
+    // Another prefix is untouched.
+    assert_eq!(send(&gw, "+8613900139000", "123456").await.status, 200);
+}
+
+/// A repeat offender: the second trip within a day blocks four times longer (30m, then 2h); the lift is
+/// listed by the admin API with the key's strikes, counted, and an operator's lift forgets the strikes.
+#[tokio::test]
+async fn a_repeat_offender_is_blocked_longer_each_time() {
+    let (_mock, gw) = setup(POOLED).await;
+    condemn(&gw, 0).await;
+    send(&gw, "+8613800138199", "123456").await.assert_error(403, "suspected_pumping");
+    let first = admin(&gw).await;
+    let now_ms = |gw: &TestGateway| gw.clock.unix_millis();
+    assert_eq!(first["blocks"][0]["until_unix_ms"], now_ms(&gw) + 30 * 60 * 1000);
+    assert_eq!(first["blocks"][0]["strikes"], 1);
+    gw.clock.advance(Duration::from_secs(30 * 60));
+    condemn(&gw, 10).await;
+    let lifted = admin(&gw).await;
+    assert_eq!(lifted["blocks"], serde_json::json!([]));
+    assert_eq!(lifted["lifted"][0]["key"], "+861380", "{lifted:#}");
+    assert_eq!(lifted["lifted"][0]["strikes"], 1);
+    assert_eq!(metric(&gw, r#"smsgate_protection_lifts_total{tenant="acme",rule="prefix",shadow="false"}"#).await, 1.0);
+    send(&gw, "+8613800138199", "123456").await.assert_error(403, "suspected_pumping");
+    let second = admin(&gw).await;
+    assert_eq!(second["blocks"][0]["until_unix_ms"], now_ms(&gw) + 2 * 3600 * 1000, "{second:#}");
+    assert_eq!(second["blocks"][0]["strikes"], 2);
+    assert_eq!(metric(&gw, TRIPS).await, 2.0);
+    // An operator's lift says the blocks were wrong: the next trip starts from 30 minutes again.
+    let delete = gw.http.delete(gw.url("/admin/v1/tenants/acme/protection/prefix/%2B861380")).bearer_auth(ADMIN_TOKEN);
+    assert_eq!(delete.send().await.unwrap().status(), 204);
+    condemn(&gw, 20).await;
+    send(&gw, "+8613800138199", "123456").await.assert_error(403, "suspected_pumping");
+    assert_eq!(admin(&gw).await["blocks"][0]["until_unix_ms"], now_ms(&gw) + 30 * 60 * 1000);
+}
+
+/// A number that verified a code before passes its blocked prefix, two sends at a time between
+/// verifications; a number with no history is refused; a verification report for a number smsgate sent
+/// nothing to earns nothing.
+#[tokio::test]
+async fn a_number_that_verified_before_passes_its_blocked_prefix() {
+    let (mock, gw) = setup(POOLED).await;
+    let user = "+8613800138000";
+    assert_eq!(send(&gw, user, "111111").await.status, 200);
+    assert_eq!(verified(&gw, user).await, 204);
+    assert_eq!(verified(&gw, "+8613800138777").await, 404, "no send: no history");
+    condemn(&gw, 0).await;
+    send(&gw, "+8613800138777", "123456").await.assert_error(403, "suspected_pumping");
+    assert_eq!(send(&gw, user, "222222").await.status, 200, "the verified user passes the block");
+    assert_eq!(send(&gw, user, "333333").await.status, 200);
+    send(&gw, user, "444444").await.assert_error(403, "suspected_pumping");
+    // Verifying again renews the allowance.
+    assert_eq!(verified(&gw, user).await, 204);
+    assert_eq!(send(&gw, user, "555555").await.status, 200);
+    let exempted = r#"smsgate_protection_exempted_total{tenant="acme",rule="prefix",shadow="false"}"#;
+    assert_eq!(metric(&gw, exempted).await, 3.0);
+    assert_eq!(mock.seen_action("SendSms").len(), 1 + 3 + 3);
+}
+
+/// Regression (issue 23 #6): a trip found by the housekeeping sweep, with no send to the key, was neither
+/// logged nor counted. Now it is counted (and logged by the same call) and listed like any other.
+#[tokio::test]
+async fn regression_a_trip_by_the_housekeeping_sweep_is_counted_and_listed() {
+    let (_mock, gw) = setup(POOLED).await;
+    condemn(&gw, 0).await;
+    gw.gateway.services().feedback.sweep(&gw.gateway.config());
+    assert_eq!(metric(&gw, TRIPS).await, 1.0);
+    assert_eq!(admin(&gw).await["blocks"][0]["key"], "+861380");
+    send(&gw, "+8613800138199", "123456").await.assert_error(403, "suspected_pumping");
+    assert_eq!(metric(&gw, TRIPS).await, 1.0, "one trip, counted once");
+}
+
+fn hmac_hex(key: &str, body: &str) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Regression (issue 19 item 9): one verification converted every send to the number in the window, so an
+/// attacker owning one number of a pumped range kept it open by verifying once. Now it converts one send
+/// (the most recent): four sends to one number and one verification are one of four converted, below the
+/// rule's half, and the range is blocked. The same through Logto's signed webhook (another door).
+#[tokio::test]
+async fn regression_one_verification_converts_one_send_not_every_send_to_the_number() {
+    let (_mock, gw) = setup(POOLED).await;
+    for code in ["100001", "100002", "100003", "100004"] {
+        assert_eq!(send(&gw, "+8613800138001", code).await.status, 200);
+    }
+    assert_eq!(verified(&gw, "+8613800138001").await, 204);
+    for code in ["200001", "200002", "200003", "200004"] {
+        assert_eq!(send(&gw, "+8613900139001", code).await.status, 200);
+    }
+    let body = serde_json::json!({"event": "PostSignIn", "hookId": "h1", "createdAt": "2024-01-02T03:05:00.000Z",
+        "user": {"id": "u1", "primaryPhone": "8613900139001"}})
+    .to_string();
+    let webhook = gw.http.post(gw.url("/v1/logto/webhook")).header("content-type", "application/json");
+    let webhook = webhook.header("logto-signature-sha-256", hmac_hex(LOGTO_KEY, &body)).body(body);
+    assert_eq!(webhook.send().await.unwrap().status(), 204);
+    assert_eq!(metric(&gw, r#"smsgate_conversions_total{tenant="acme",country="CN"}"#).await, 2.0);
+    gw.clock.advance(Duration::from_secs(61));
+    send(&gw, "+8613800138002", "300001").await.assert_error(403, "suspected_pumping");
+    send(&gw, "+8613900139002", "300002").await.assert_error(403, "suspected_pumping");
+}
