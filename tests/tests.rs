@@ -16,6 +16,7 @@ mod hostile_hooks;
 mod limiter;
 mod limits;
 mod logs;
+mod metrics;
 mod ops;
 mod pumping;
 mod redis;

@@ -28,7 +28,7 @@ pub(super) enum SignalRoute {
 }
 
 impl SignalRoute {
-    fn name(&self) -> &'static str {
+    pub(super) fn name(&self) -> &'static str {
         match self {
             SignalRoute::LogtoWebhook => "logto_webhook",
             SignalRoute::Verified => "verified",
