@@ -177,6 +177,11 @@ impl Default for Metrics {
             "Tencent's clock minus ours, learnt from AuthFailure.SignatureExpire answers",
             tencent.clock_skew.clone(),
         );
+        registry.register(
+            "upstream_breaker_open",
+            "1 while an endpoint's breaker is open (connect failures in a row; skipped for a cool-down)",
+            tencent.breakers_open.clone(),
+        );
         let limiter_mode = Family::<ModeLabels, Gauge>::default();
         registry.register(
             "limiter_mode",

@@ -184,3 +184,28 @@ fn the_real_binary_exposes_build_info_and_process_metrics() {
     assert!(sample(&last, "process_cpu_seconds_total").unwrap() >= cpu, "a counter never goes down");
     assert_eq!(sample(&last, "process_start_time_seconds"), Some(start));
 }
+
+#[tokio::test]
+async fn an_open_breaker_shows_until_its_endpoint_answers_again() {
+    let fallback = MockTencent::start(SECRET_KEY).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let yaml = config_yaml(
+        &format!("http://{dead}"),
+        "      []",
+        &format!("      fallback_endpoints: [\"{}\"]", fallback.endpoint()),
+    );
+    let gw = TestGateway::start(compile(&yaml)).await;
+    let series = format!("smsgate_upstream_breaker_open{{endpoint=\"http://{dead}/\"}}");
+    for i in 0..3 {
+        assert_eq!(sample(&scrape(&gw.url("/metrics")).await, &series), None, "closed before failure {i}");
+        assert_eq!(gw.post("/v1/sms/send", &native(&format!("+86138001380{i:02}"), "SignIn", "1")).await.status, 200);
+    }
+    assert_eq!(sample(&scrape(&gw.url("/metrics")).await, &series), Some(1.0), "open after 3 connect failures");
+
+    // The endpoint comes back; after the cool-down a send tries it, and it answers: closed.
+    let revived = MockTencent::start_on(dead.port(), SECRET_KEY).await;
+    gw.clock.advance(Duration::from_secs(31));
+    assert_eq!(gw.post("/v1/sms/send", &native("+8613800138099", "SignIn", "1")).await.status, 200);
+    assert_eq!(revived.seen().len(), 1);
+    assert_eq!(sample(&scrape(&gw.url("/metrics")).await, &series), Some(0.0));
+}
