@@ -13,13 +13,10 @@ fn main() {
     println!("cargo:rerun-if-env-changed=SMSGATE_COMMIT");
     let commit = std::env::var("SMSGATE_COMMIT").ok().filter(|c| !c.is_empty()).or_else(|| {
         // Rebuild when HEAD moves: the HEAD file (a branch switch) and the branch's ref (a commit).
-        for path in ["HEAD", "packed-refs"] {
-            if let Some(p) = git(&["rev-parse", "--git-path", path]) {
-                println!("cargo:rerun-if-changed={p}");
-            }
-        }
-        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            if let Some(p) = git(&["rev-parse", "--git-path", &branch]) {
+        // Only paths that exist: cargo reruns a build script at every build while one it watches is missing.
+        let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+        for path in ["HEAD", "packed-refs"].into_iter().chain(branch.as_deref()) {
+            if let Some(p) = git(&["rev-parse", "--git-path", path]).filter(|p| std::path::Path::new(p).exists()) {
                 println!("cargo:rerun-if-changed={p}");
             }
         }

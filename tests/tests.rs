@@ -7,6 +7,7 @@ mod abuse;
 mod body;
 mod cli;
 mod config;
+mod deploy;
 mod egress;
 mod feedback;
 mod feedback_logs;
