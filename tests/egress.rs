@@ -208,18 +208,7 @@ fn the_real_binary_reads_https_proxy_from_its_environment() {
     let proxy_url = format!("http://user:pw@{}", proxy.addr);
     let server =
         crate::common::process::Server::spawn(&config, &[("ACME_SECRET", SECRET_KEY), ("HTTPS_PROXY", &proxy_url)]);
-    let status = runtime.block_on(async {
-        reqwest::Client::new()
-            .post(server.url("/v1/sms/send"))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(native("+8613800138000", "SignIn", "123456"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
-    assert_eq!(status, 200, "{}", server.log_text());
+    assert_eq!(send_to(&runtime, &server), 200, "{}", server.log_text());
     assert_eq!(proxy.asked()[0].proxy_authorization.as_deref(), Some(AUTH));
     assert!(mock.seen()[0].signature_valid);
     assert!(!server.log_text().contains("dXNlcjpwdw"), "proxy credentials never reach the log");
