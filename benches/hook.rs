@@ -57,6 +57,7 @@ fn hook_calls(c: &mut Criterion) {
         ip: None,
         locale,
         request_id: Some("bench"),
+        log_budget: None,
     };
     let empty = ScriptHook::from_source(
         "empty.lua",
@@ -165,7 +166,9 @@ fn hook_calls(c: &mut Criterion) {
                 let started = Instant::now();
                 for _ in 0..iters {
                     let sent = request.take().unwrap();
-                    let (verdict, back) = runtime.block_on(hook.dispatch(sent, phone.clone(), "bench")).unwrap();
+                    let (verdict, back) = runtime
+                        .block_on(hook.dispatch(sent, phone.clone(), "bench", &smsgate::script::LogBudget::default()))
+                        .unwrap();
                     black_box(verdict.unwrap());
                     request = Some(back);
                 }

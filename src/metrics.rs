@@ -97,6 +97,12 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DoorLabels {
+    /// supabase, tencent_api, logto_webhook.
+    pub door: &'static str,
+}
+
 pub struct Metrics {
     /// The root registry: `process_*` and, under the `smsgate_` prefix, everything else.
     registry: Registry,
@@ -108,6 +114,8 @@ pub struct Metrics {
     pub last_reload_success: Gauge<f64, AtomicU64>,
     /// 1 when the last reload put its config in force, 0 when it failed.
     pub last_reload_successful: Gauge,
+    /// Signatures computed over bodies of callers not verified yet: what anonymous calls cost in CPU.
+    pub signature_checks: Family<DoorLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub limit_denials: Family<RuleLabels, Counter>,
     pub upstream_results: Family<UpstreamLabels, Counter>,
@@ -198,6 +206,12 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.000_001, 4.0, 10))
         });
         registry.register("script_duration_seconds", "Lua hook call time", script_duration.clone());
+        let signature_checks = Family::<DoorLabels, Counter>::default();
+        registry.register(
+            "signature_checks",
+            "Signatures (HMACs over the body) computed for callers not verified yet, by door",
+            signature_checks.clone(),
+        );
         let feedback = crate::feedback::Telemetry::default();
         feedback.register(registry);
         Metrics {
@@ -206,6 +220,7 @@ impl Default for Metrics {
             fees,
             last_reload_success,
             last_reload_successful,
+            signature_checks,
             requests,
             limit_denials,
             upstream_results,
@@ -250,6 +265,11 @@ impl Metrics {
                 .get_or_create(&CountryLabels { tenant: tenant.into(), country: country.into() })
                 .inc_by(u64::from(fee));
         }
+    }
+
+    /// `n` signatures computed at `door` for a caller not verified yet.
+    pub(crate) fn signature_checks(&self, door: &'static str, n: usize) {
+        self.signature_checks.get_or_create(&DoorLabels { door }).inc_by(n as u64);
     }
 
     /// Sets the limiter mode gauge: 1 for `mode`, 0 for the others.

@@ -457,7 +457,9 @@ impl fmt::Display for Masked<'_> {
 
 /// Masks every run of 7 or more digits in free text (log lines a script writes, error details), keeping
 /// the first three and last two digits: `call +86 138 0013 8000` -> `call +86****00`. A run may contain
-/// single spaces, dots and hyphens between digits, as people write numbers.
+/// single spaces, dots and hyphens between digits, as people write numbers. An IPv4 address or prefix
+/// (`198.51.100.7`, `198.51.100.`: two to four dot-separated groups of at most three digits, each at most
+/// 255) is no number and stays as it is.
 pub fn mask_numbers(text: &str) -> std::borrow::Cow<'_, str> {
     let bytes = text.as_bytes();
     let mut out = String::new();
@@ -476,17 +478,27 @@ pub fn mask_numbers(text: &str) -> std::borrow::Cow<'_, str> {
         if bytes[i].is_ascii_digit() {
             digits.push(bytes[i]);
         }
+        // Whether the run reads as an IPv4 address: dots only, groups of 1 to 3 digits up to 255.
+        let mut ip_like = bytes[i] != b'+';
+        let (mut groups, mut group) = (1, if ip_like { u32::from(bytes[i] - b'0') } else { 0 });
+        let mut group_len = usize::from(bytes[i] != b'+');
         while end < bytes.len() {
             if bytes[end].is_ascii_digit() {
                 digits.push(bytes[end]);
+                group = group.saturating_mul(10).saturating_add(u32::from(bytes[end] - b'0'));
+                group_len += 1;
+                ip_like &= group_len <= 3 && group <= 255;
                 end += 1;
             } else if matches!(bytes[end], b' ' | b'-' | b'.') && bytes.get(end + 1).is_some_and(u8::is_ascii_digit) {
+                ip_like &= bytes[end] == b'.';
+                (groups, group, group_len) = (groups + 1, 0, 0);
                 end += 1;
             } else {
                 break;
             }
         }
-        if digits.len() >= 7 {
+        ip_like &= (2..=4).contains(&groups);
+        if digits.len() >= 7 && !ip_like {
             out.push_str(&text[copied..start]);
             if bytes[start] == b'+' {
                 out.push('+');
@@ -677,5 +689,11 @@ mod tests {
         assert_eq!(mask_numbers("x.lua:12: code 123456 at 10:30"), "x.lua:12: code 123456 at 10:30");
         assert_eq!(mask_numbers("13800138000"), "138****00");
         assert_eq!(mask_numbers("no digits"), "no digits");
+        // Issue 19: IPs were logged as `198****00.`; they are no numbers.
+        assert_eq!(mask_numbers("from 198.51.100.7 and 198.51.100."), "from 198.51.100.7 and 198.51.100.");
+        assert_eq!(mask_numbers("ip=203.0.113.255"), "ip=203.0.113.255");
+        assert_eq!(mask_numbers("call 138.0013.8000"), "call 138****00");
+        assert_eq!(mask_numbers("call 415.555.0100 or 999.123.456.7"), "call 415****00 or 999****67");
+        assert_eq!(mask_numbers("+86.138.001.380"), "+861****80");
     }
 }

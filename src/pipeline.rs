@@ -67,6 +67,8 @@ pub struct Trail {
     /// What the tenant's Lua hook did, when it has one, and how long it took.
     pub script: Option<ScriptReport>,
     pub script_duration: Option<Duration>,
+    /// The hook's log lines for the request: the trails of one batch share it.
+    pub hook_log: crate::script::LogBudget,
     /// The protection state of the number's keys (`explain`).
     pub protection: Vec<crate::protection::KeyReport>,
 }
@@ -294,7 +296,8 @@ impl Services {
         let routed = match &tenant.script {
             Some(hook) => {
                 let started = Instant::now();
-                let (routed, report) = crate::script::stage(hook, tenant, request, normalized, &trail.request_id).await;
+                let (routed, report) =
+                    crate::script::stage(hook, tenant, request, normalized, &trail.request_id, &trail.hook_log).await;
                 trail.script_duration = report.is_some().then(|| started.elapsed());
                 trail.script = report;
                 routed?

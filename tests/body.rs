@@ -181,3 +181,19 @@ async fn regression_trickled_body_memory_is_bounded_by_bytes_received() {
     assert!(grown_mib < 40, "trickled bodies grew the gateway by {grown_mib} MiB ({before} -> {after} KiB)");
     drop(streams);
 }
+
+/// A connection's read buffer stops at 64 KiB (a head is refused once hyper has read that much of it
+/// without its end): a 200 KiB head is refused, not buffered (hyper's default let it grow to 400 KiB).
+#[tokio::test]
+async fn a_request_head_past_64_kib_is_refused() {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let gw = TestGateway::start(compile(&yaml(&mock.endpoint(), ""))).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let padding = format!("X-Padding: {}\r\n", "a".repeat(200 << 10));
+    let _ = s.write_all(head(TOKEN, &format!("{padding}Content-Length: 2\r\n")).as_bytes()).await;
+    let answer = read_to_close(&mut s).await;
+    assert_eq!(status_of(&answer), 431, "{answer}");
+    // A head well under it is served.
+    let sent = gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "123456")).await;
+    assert_eq!(sent.status, 200);
+}

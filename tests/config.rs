@@ -404,7 +404,11 @@ fn regression_nested_default_is_not_a_literal_token() {
         ("${UNSET_A:-${UNSET_B:-${SECRET}}}", "s3cr3t-value-xyz"),
         ("${UNSET_A:-${UNSET_B:-lit}}$${NOT_A_REF}", "lit${NOT_A_REF}"),
     ] {
-        let yaml = GOOD.replace("${SECRET}", &format!("\"{written}\""));
+        // Dry run: a secret's literal default is refused for a tenant that sends (see
+        // literal_defaults_of_secrets_are_refused_unless_nothing_is_sent).
+        let yaml = GOOD
+            .replace("${SECRET}", &format!("\"{written}\""))
+            .replace("      region: ap-guangzhou\n", "      region: ap-guangzhou\n      dry_run: true\n");
         let config =
             Config::from_yaml(&yaml, Path::new("gw.yaml"), &env()).unwrap_or_else(|e| panic!("{written}: {e}"));
         let secret = &config.tenant("acme").unwrap().tencent.credentials[0].secret_key;
@@ -645,4 +649,135 @@ fn regression_config_and_script_reads_are_bounded_and_regular_files_only() {
     assert_eq!(text.len(), 8 << 20);
     std::fs::write(&at_cap, text).unwrap();
     Config::load(&at_cap, &env()).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Two tenants, `a` and `b`, and an admin token, with room for extra lines: `a_tencent` (a's tencent block,
+/// 6 spaces), `a_extra` and `b_extra` (tenant level, 4 spaces).
+fn two_tenants(a_tencent: &str, a_extra: &str, b_extra: &str) -> String {
+    let tenant = |name: &str, app: &str, tencent: &str, extra: &str| {
+        format!(
+            "  {name}:\n    tokens: [\"token-for-{name}-0000001\"]\n    tencent:\n      accessKeyId: AKID{name}\n      \
+             accessKeySecret: real-tencent-key-of-{name}-0001\n      sdkAppId: {app}\n      region: ap-guangzhou\n      \
+             templates: [{{ usageType: Generic, templateCode: \"1\" }}]\n{tencent}\n{extra}\n"
+        )
+    };
+    format!(
+        "server:\n  admin_tokens: [\"admin-token-0123456789\"]\ntenants:\n{}{}",
+        tenant("a", "1400006666", a_tencent, a_extra),
+        tenant("b", "1400007777", "", b_extra)
+    )
+}
+
+/// Issue 19: `check` accepted configs that read safe and compiled weaker: one Supabase secret for two
+/// tenants, an SDK client key equal to a real Tencent key, a token or an admin token, a status secret equal
+/// to the admin token, a webhook URL whose password is never sent or whose host is the metadata service,
+/// and real sends over plain http. Each is an error at its key, naming no value.
+#[test]
+fn regression_check_accepted_configs_that_weaken_security_silently() {
+    assert!(Config::from_yaml(&two_tenants("", "", ""), Path::new("gw.yaml"), &env()).is_ok());
+    let hook = "    supabase: { secret: \"v1,whsec_c21zZ2F0ZS1zdXBhYmFzZS10ZXN0LWtleS0x\" }";
+    let sdk = |key: &str| format!("    sdk_clients: [{{ secretId: AKIDcaller01, secretKey: {key} }}]");
+    let feedback = "    conversion: { window: 1m }";
+    let webhook = |url: &str, extra: &str| {
+        format!(
+            "{feedback}\n    webhook: {{ url: \"{url}\", secret: whsec_c21zZ2F0ZS13ZWJob29rLWtleS0xMjM0NQ=={extra} }}"
+        )
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (two_tenants("", hook, hook), "tenants.b.supabase.secret: this secret is already used by tenant a"),
+        (
+            two_tenants("", "", &sdk("real-tencent-key-of-a-0001")),
+            "tenants.b.sdk_clients[0].secretKey: must differ from tenant a's real Tencent key",
+        ),
+        (
+            two_tenants("", "", &sdk("token-for-a-0000001")),
+            "tenants.b.sdk_clients[0].secretKey: must differ from a token of tenant a",
+        ),
+        (
+            two_tenants("", "", &sdk("admin-token-0123456789")),
+            "tenants.b.sdk_clients[0].secretKey: must differ from an admin token",
+        ),
+        (
+            two_tenants("      status_secret: admin-token-0123456789", feedback, ""),
+            "tenants.a.tencent.status_secret: must differ from an admin token",
+        ),
+        (
+            two_tenants("", &webhook("https://:hunter2-pass@hooks.example.com/x", ""), ""),
+            "tenants.a.webhook.url: credentials in the URL are never sent",
+        ),
+        (
+            two_tenants("", &webhook("http://169.254.169.254/latest/meta-data", ""), ""),
+            "tenants.a.webhook.url: a link-local or cloud-metadata address",
+        ),
+        (
+            two_tenants("", &webhook("http://[fe80::1]:8080/x", ""), ""),
+            "tenants.a.webhook.url: a link-local or cloud-metadata address",
+        ),
+        (
+            two_tenants("      endpoint: http://sms.tencentcloudapi.com", "", ""),
+            "tenants.a.tencent.endpoint: real sends over plain http",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let errs = errors(&yaml);
+        assert!(errs.iter().any(|e| e.contains(expected)), "{expected}:\n{errs:#?}");
+        for secret in ["hunter2", "real-tencent-key", "token-for-a", "admin-token-0123"] {
+            assert!(errs.iter().all(|e| !e.contains(secret)), "{secret} echoed: {errs:#?}");
+        }
+    }
+    // Where a legitimate use exists, an explicit allow (or a loopback endpoint, or a dry run) compiles.
+    for yaml in [
+        two_tenants("", &webhook("http://169.254.169.254/x", ", allow_link_local: true"), ""),
+        two_tenants("      endpoint: http://sms.internal:8080\n      allow_plain_http: true", "", ""),
+        two_tenants("      endpoint: http://127.0.0.1:9000", "", ""),
+        two_tenants("      endpoint: http://sms.tencentcloudapi.com\n      dry_run: true", "", ""),
+    ] {
+        Config::from_yaml(&yaml, Path::new("gw.yaml"), &env()).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    }
+}
+
+/// The same class by another shape: a literal default makes the config's own text the secret whenever the
+/// variable is unset; refused for every secret key (tokens, admin tokens, Tencent and SDK keys), except for
+/// a tenant that only dry-runs (the shipped demo).
+#[test]
+fn literal_defaults_of_secrets_are_refused_unless_nothing_is_sent() {
+    let cases = [
+        ("token-for-a-0000001", "${A_TOKEN:-token-for-a-0000001}", "tenants.a.tokens[0]"),
+        ("admin-token-0123456789", "${ADMIN:-admin-token-0123456789}", "server.admin_tokens[0]"),
+        ("real-tencent-key-of-a-0001", "${A_KEY:-real-tencent-key-of-a-0001}", "tenants.a.tencent.accessKeySecret"),
+    ];
+    for (plain, defaulted, key) in cases {
+        let yaml = two_tenants("", "", "").replace(plain, defaulted);
+        let errs = errors(&yaml);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(errs[0].contains(&format!("{key}: a secret must not have a literal default")), "{errs:#?}");
+        assert!(!errs[0].contains(plain), "{errs:#?}");
+    }
+    // A default that is itself a variable is no literal; a dry-run tenant may keep a demo default.
+    let yaml = two_tenants("", "", "").replace("token-for-a-0000001", "${A_TOKEN:-${SECRET}}");
+    Config::from_yaml(&yaml, Path::new("gw.yaml"), &env()).unwrap_or_else(|e| panic!("{e}"));
+    let yaml =
+        two_tenants("      dry_run: true", "", "").replace("token-for-a-0000001", "${A_TOKEN:-demo-token-0123456789}");
+    Config::from_yaml(&yaml, Path::new("gw.yaml"), &env()).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Issue 19: `supabase.usage: Generic` with no Generic template compiled, and every hook call then failed
+/// 422. Every usage a door takes from the config resolves to a template, for every kind of number.
+#[test]
+fn regression_check_accepted_a_supabase_usage_without_a_template() {
+    let hook = |usage: &str| {
+        format!("    supabase: {{ secret: \"v1,whsec_c21zZ2F0ZS1zdXBhYmFzZS10ZXN0LWtleS0x\", usage: {usage} }}")
+    };
+    let only_sign_in = GOOD.to_owned() + &hook("Generic");
+    let errs = errors(&only_sign_in);
+    assert!(errs.iter().any(|e| e.contains("tenants.acme.supabase.usage: no template serves Generic")), "{errs:#?}");
+    Config::from_yaml(&(GOOD.to_owned() + &hook("signin")), Path::new("gw.yaml"), &env())
+        .unwrap_or_else(|e| panic!("SignIn has a template, in any spelling: {e}"));
+    // Another shape: the mainland set serves it, the international set does not.
+    let international = GOOD.replace(
+        "      templates:\n",
+        "      international_templates: [{ usageType: Register, templateCode: \"9\" }]\n      templates:\n",
+    ) + &hook("SignIn");
+    let errs = errors(&international);
+    assert!(errs.iter().any(|e| e.contains("tenants.acme.supabase.usage: no template serves SignIn")), "{errs:#?}");
 }

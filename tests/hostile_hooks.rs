@@ -139,6 +139,7 @@ fn with_input<T>(which: &str, f: impl FnOnce(&HookInput<'_>) -> T) -> T {
         ip: None,
         locale: None,
         request_id: Some("inline"),
+        log_budget: None,
     })
 }
 

@@ -8,6 +8,7 @@ mod body;
 mod cli;
 mod config;
 mod deploy;
+mod doors;
 mod egress;
 mod feedback;
 mod feedback_logs;

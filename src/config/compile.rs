@@ -147,7 +147,8 @@ pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, V
 
     let admin_tokens = super::feedback::compile_admin_tokens(&mut c, &raw.server.admin_tokens, &tokens);
     let status_secrets = super::feedback::compile_status_secrets(&mut c, &raw.tenants);
-    super::feedback::check_logto_secrets_distinct(&mut c, &tenants);
+    super::exposure::check(&mut c.problems, &raw, &tenants, &tokens, &admin_tokens);
+    super::feedback::check_logto_secrets(&mut c, &tenants, server.shared_logto_webhook);
 
     match tenants.into_iter().collect::<Option<Vec<_>>>() {
         Some(tenants) if c.problems.is_empty() => Ok(Config {
@@ -219,6 +220,19 @@ fn compile_server(c: &mut Compiler, raw: &RawServer) -> ServerSettings {
             max_body_readers = n as usize;
         }
     }
+    let mut bounded = |key: &str, raw: Option<u64>, default: usize, range: (u64, u64)| match raw {
+        None => default,
+        Some(n) if (range.0..=range.1).contains(&n) => n as usize,
+        Some(_) => {
+            c.problem(format!("server.{key}"), format!("must be between {} and {}", range.0, range.1));
+            default
+        }
+    };
+    let max_unverified_readers = bounded("max_unverified_readers", raw.max_unverified_readers, 64, (1, 100_000));
+    let max_unverified_per_address =
+        bounded("max_unverified_per_address", raw.max_unverified_per_address, 8, (1, 100_000));
+    let max_unverified_bytes =
+        bounded("max_unverified_bytes", raw.max_unverified_bytes, 4 << 20, (MAX_BODY_RANGE.1, 1 << 30));
     let mut workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     if let Some(n) = raw.workers {
         if !(1..=MAX_WORKERS).contains(&n) {
@@ -235,6 +249,10 @@ fn compile_server(c: &mut Compiler, raw: &RawServer) -> ServerSettings {
         header_timeout,
         body_timeout,
         max_body_readers,
+        max_unverified_readers,
+        max_unverified_per_address,
+        max_unverified_bytes,
+        shared_logto_webhook: raw.shared_logto_webhook.unwrap_or(true),
         tencent_listen,
         workers,
         max_remembered_sends,

@@ -13,7 +13,7 @@
 //! scalar as written (`sdkAppId: 1400006666` reads `"1400006666"`). An empty value reads as an empty list or
 //! mapping where one is expected.
 
-use super::interp::{expand, has_reference, Env};
+use super::interp::{expand, has_literal_default, has_reference, Env};
 use super::yaml::{join, Document, Kind, Mark, NodeId, Problem, Style};
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Unexpected, Visitor};
 use std::cell::RefCell;
@@ -77,11 +77,35 @@ pub struct Context<'a> {
     doc: &'a Document,
     env: &'a dyn Env,
     problems: RefCell<Vec<Problem>>,
+    /// Secrets written with a literal default (`${VAR:-literal}`): refused unless their tenant only dry-runs.
+    literal_secrets: RefCell<Vec<Problem>>,
+}
+
+/// Keys whose values are secrets (the last segment of a key path, without its index).
+const SECRET_KEYS: [&str; 8] = [
+    "accessKeySecret",
+    "secretKey",
+    "secret",
+    "status_secret",
+    "logto_webhook_secret",
+    "password",
+    "tokens",
+    "admin_tokens",
+];
+
+fn is_secret_path(path: &str) -> bool {
+    let last = path.rsplit('.').next().unwrap_or_default();
+    SECRET_KEYS.contains(&last.split('[').next().unwrap_or_default())
 }
 
 impl<'a> Context<'a> {
     pub fn new(doc: &'a Document, env: &'a dyn Env) -> Self {
-        Context { doc, env, problems: RefCell::new(Vec::new()) }
+        Context { doc, env, problems: RefCell::new(Vec::new()), literal_secrets: RefCell::new(Vec::new()) }
+    }
+
+    /// Secrets written with a literal default, as problems at their keys.
+    pub fn literal_secrets(&self) -> Vec<Problem> {
+        self.literal_secrets.borrow().clone()
     }
 
     /// Deserializes the whole document. The error is the one that stopped it (a type error).
@@ -150,6 +174,15 @@ impl<'a> NodeDe<'a> {
                 self.cx.record(self.mark(), self.path.clone(), "`${…}` is not expanded in keys".into());
             }
             return Some(value.clone());
+        }
+        if is_secret_path(&self.path) && has_literal_default(value) {
+            self.cx.literal_secrets.borrow_mut().push(Problem {
+                mark: Some(self.mark()),
+                path: self.path.clone(),
+                message: "a secret must not have a literal default (`${VAR:-text}`): the text would be the secret \
+                          whenever VAR is unset (allowed only for a tenant with tencent.dry_run: true)"
+                    .into(),
+            });
         }
         match expand(value, self.cx.env) {
             Ok(text) => Some(text),

@@ -89,8 +89,9 @@ pub fn compile_status_secrets(c: &mut Compiler, tenants: &BTreeMap<String, RawTe
     table
 }
 
-/// One Logto webhook signing key must identify one tenant.
-pub fn check_logto_secrets_distinct(c: &mut Compiler, tenants: &[Option<Arc<Tenant>>]) {
+/// One Logto webhook signing key must identify one tenant, and the tenant-less route, when served, tries at
+/// most [`SHARED_LOGTO_WEBHOOK_KEYS`] keys.
+pub fn check_logto_secrets(c: &mut Compiler, tenants: &[Option<Arc<Tenant>>], shared_route: bool) {
     let mut seen: Vec<(&str, &Secret)> = Vec::new();
     for tenant in tenants.iter().flatten() {
         let Some(secret) = tenant.conversion.as_ref().and_then(|c| c.logto_webhook_secret.as_ref()) else {
@@ -103,6 +104,16 @@ pub fn check_logto_secrets_distinct(c: &mut Compiler, tenants: &[Option<Arc<Tena
             );
         }
         seen.push((&tenant.name, secret));
+        if shared_route && seen.len() == SHARED_LOGTO_WEBHOOK_KEYS + 1 {
+            c.problem(
+                format!("tenants.{}.conversion.logto_webhook_secret", tenant.name),
+                format!(
+                    "more than {SHARED_LOGTO_WEBHOOK_KEYS} tenants have a Logto webhook key, and /v1/logto/webhook \
+                     (no tenant in the path) tries at most {SHARED_LOGTO_WEBHOOK_KEYS}: point each tenant's Logto \
+                     webhook at /v1/logto/webhook/<tenant> and set server.shared_logto_webhook: false"
+                ),
+            );
+        }
     }
 }
 
@@ -218,6 +229,13 @@ fn compile_protection(
 fn compile_webhook(c: &mut Compiler, path: &str, raw: &RawWebhook) -> Option<WebhookTarget> {
     let url_path = format!("{path}.url");
     let url = c.required(&url_path, &raw.url).and_then(|text| {
+        if url::Url::parse(&text).is_ok_and(|u| !u.username().is_empty() || u.password().is_some()) {
+            c.problem(
+                &url_path,
+                "credentials in the URL are never sent: the receiver checks webhook-signature instead",
+            );
+            return None;
+        }
         let parsed = url::Url::parse(&text)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some() && u.username().is_empty());

@@ -55,6 +55,21 @@ pub fn expand(input: &str, env: &dyn Env) -> Result<String, String> {
     Ok(out)
 }
 
+/// Whether a reference in `input` has a default with literal text in it (`${A:-x}`, `${A:-x${B}}`; not
+/// `${A:-${B}}`): a value that is the config's own text whenever the variable is unset.
+pub fn has_literal_default(input: &str) -> bool {
+    fn literal(parts: &[Part<'_>], in_default: bool) -> bool {
+        parts.iter().any(|part| match part {
+            Part::Text(_) | Part::Dollar => in_default,
+            Part::Reference { default, .. } => default.as_deref().is_some_and(|d| literal(d, true)),
+        })
+    }
+    if !input.contains("${") {
+        return false;
+    }
+    Parser { src: input, pos: 0 }.parts(0).is_ok_and(|parts| literal(&parts, false))
+}
+
 /// Whether `text` holds a `${` that [`expand`] would read as a reference (`$${` is a literal).
 pub fn has_reference(text: &str) -> bool {
     let bytes = text.as_bytes();

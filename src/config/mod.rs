@@ -9,6 +9,7 @@ mod doc_keys;
 mod doors;
 mod duration;
 mod egress;
+mod exposure;
 mod feedback;
 mod interp;
 mod locate;
@@ -106,10 +107,19 @@ impl Config {
         let mut problems = doc.problems.clone();
         let cx = de::Context::new(&doc, env);
         let raw = cx.deserialize::<raw::RawConfig>();
+        let literal_secrets = cx.literal_secrets();
         problems.extend(cx.into_problems());
         let config = match raw {
             Ok(raw) => match compile::compile(raw, path, env) {
-                Ok(config) => Some(config),
+                Ok(config) => {
+                    // A literal default is a guessable secret, except where nothing is ever sent (a demo).
+                    let dry_run = |key: &str| {
+                        let tenant = key.strip_prefix("tenants.").and_then(|rest| rest.split('.').next());
+                        tenant.and_then(|t| config.tenant(t)).is_some_and(|t| t.tencent.dry_run)
+                    };
+                    problems.extend(literal_secrets.into_iter().filter(|p| !dry_run(&p.path)));
+                    Some(config)
+                }
                 Err(found) => {
                     let locator = Locator::new(&doc);
                     let reported: Vec<String> = problems.iter().map(|p| p.path.clone()).collect();

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 pub const DEFAULT_ENDPOINT: &str = "https://sms.tencentcloudapi.com";
 pub const GENERIC_USAGE: &str = "Generic";
+/// The most Logto signing keys the tenant-less `/v1/logto/webhook` tries on one call: what an anonymous
+/// call to it costs (HMACs of the body), whatever the number of tenants.
+pub const SHARED_LOGTO_WEBHOOK_KEYS: usize = 8;
 /// The usage types Logto's HTTP SMS connector sends (`type`), spelled as Logto spells them. Usage types
 /// match case-insensitively and are rewritten to this spelling (or to the tenant's template spelling).
 pub const LOGTO_USAGES: [&str; 9] = [
@@ -60,6 +63,16 @@ pub struct ServerSettings {
     pub body_timeout: Duration,
     /// Bodies one tenant may have in reading at once (`503 server_busy` beyond).
     pub max_body_readers: usize,
+    /// Bodies read before their caller is verified (a signature over the body: Supabase hook, Tencent API,
+    /// Logto webhook), apart from every tenant's `max_body_readers`: at most this many at once per door...
+    pub max_unverified_readers: usize,
+    /// ... at most this many at once from one source address (an IPv6 /64), all doors together...
+    pub max_unverified_per_address: usize,
+    /// ... and at most this many of their bytes in memory, all doors together.
+    pub max_unverified_bytes: usize,
+    /// `/v1/logto/webhook` without a tenant in the path: served while at most
+    /// [`SHARED_LOGTO_WEBHOOK_KEYS`] tenants have a Logto key (it tries each); off: `404`, unread.
+    pub shared_logto_webhook: bool,
     /// The Tencent-compatible API's listener, when enabled.
     pub tencent_listen: Option<SocketAddr>,
     /// Threads serving requests: by default the CPUs this process may use (its affinity and cgroup quota).

@@ -35,6 +35,13 @@ pub struct RawServer {
     pub body_timeout: Option<Scalar>,
     /// Bodies one tenant may have in reading at once.
     pub max_body_readers: Option<u64>,
+    /// Bodies read before their signature is checked (Supabase hook, Tencent API, Logto webhook): at
+    /// once per door, at once per source address (all doors), and their bytes (all doors).
+    pub max_unverified_readers: Option<u64>,
+    pub max_unverified_per_address: Option<u64>,
+    pub max_unverified_bytes: Option<u64>,
+    /// Whether `/v1/logto/webhook` (no tenant in the path) is served.
+    pub shared_logto_webhook: Option<bool>,
     /// Address of the Tencent-compatible API (the official SDKs' `SendSms`); off when absent.
     pub tencent_listen: Option<Scalar>,
     /// Threads serving requests.
@@ -144,6 +151,8 @@ pub struct RawProtection {
 pub struct RawWebhook {
     pub url: Scalar,
     pub secret: Scalar,
+    /// Allows a link-local or cloud-metadata receiver (169.254.0.0/16, fe80::/10, metadata hosts).
+    pub allow_link_local: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,6 +227,8 @@ pub struct RawTencent {
     pub endpoint: Option<Scalar>,
     pub timeout: Option<Scalar>,
     pub dry_run: Option<bool>,
+    /// Allows an `http://` endpoint that is not a loopback address for real (not dry-run) sends.
+    pub allow_plain_http: Option<bool>,
     /// Tried in order after `endpoint` when it cannot be reached.
     #[serde(default)]
     pub fallback_endpoints: Vec<Scalar>,

@@ -1,12 +1,11 @@
 //! The shapes of the inbound signals: Logto's webhook (and its `logto-signature-sha-256` check), the
 //! `/v1/sms/verified` body, and Tencent's delivery-status callback. Errors name a field, never a value.
 
-use crate::config::{Config, Tenant};
+use crate::config::Tenant;
 use crate::error::GatewayError;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::Value;
-use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 pub const LOGTO_SIGNATURE: &str = "logto-signature-sha-256";
@@ -15,18 +14,26 @@ pub const LOGTO_EVENTS: [&str; 3] = ["PostRegister", "PostSignIn", "PostResetPas
 /// Longest text relayed from a Tencent report field.
 const MAX_REPORT_TEXT: usize = 128;
 
-/// The tenant whose Logto signing key signed `body`: `signature` is the hex HMAC-SHA256 of the raw body.
-/// Each tenant's key is tried (one HMAC per tenant with a key); the comparison is constant-time.
-pub fn logto_tenant<'c>(config: &'c Config, body: &[u8], signature: Option<&str>) -> Option<&'c Arc<Tenant>> {
-    let wanted = hex::decode(signature?.trim()).ok().filter(|s| s.len() == 32)?;
-    config.tenants.iter().find(|tenant| {
-        let Some(key) = tenant.conversion.as_ref().and_then(|c| c.logto_webhook_secret.as_ref()) else {
-            return false;
-        };
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.expose().as_bytes()).expect("HMAC takes any key");
-        mac.update(body);
-        bool::from(mac.finalize().into_bytes().as_slice().ct_eq(&wanted))
-    })
+/// The `logto-signature-sha-256` header: the hex HMAC-SHA256 of the raw body. None when missing or not 64
+/// hex digits (refused before the body is read).
+pub(crate) fn logto_signature(header: Option<&str>) -> Option<[u8; 32]> {
+    let mut wanted = [0u8; 32];
+    hex::decode_to_slice(header?.trim(), &mut wanted).ok()?;
+    Some(wanted)
+}
+
+/// Whether `tenant`'s Logto signing key signed `body` (one HMAC; a tenant without a key: false, none).
+/// The comparison is constant-time.
+pub(crate) fn logto_signed(tenant: &Tenant, body: &[u8], wanted: &[u8; 32]) -> bool {
+    let Some(key) = logto_key(tenant) else { return false };
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.expose().as_bytes()).expect("HMAC takes any key");
+    mac.update(body);
+    bool::from(mac.finalize().into_bytes().as_slice().ct_eq(wanted))
+}
+
+/// The tenant's Logto webhook signing key.
+pub(crate) fn logto_key(tenant: &Tenant) -> Option<&crate::config::Secret> {
+    tenant.conversion.as_ref().and_then(|c| c.logto_webhook_secret.as_ref())
 }
 
 /// What a (verified) Logto webhook reports.

@@ -48,8 +48,9 @@ impl Envelope {
         Ok(Envelope { id: id.to_owned(), timestamp: timestamp.to_owned(), signatures: signatures.to_owned() })
     }
 
-    /// Whether one of the header's `v1,` signatures is the HMAC of `id.timestamp.body` under one of `keys`.
-    pub fn verify(&self, keys: &[WebhookKey], body: &[u8]) -> Result<(), Unverified> {
+    /// Whether one of the header's `v1,` signatures is the HMAC of `id.timestamp.body` under one of `keys`
+    /// (one HMAC per key tried, counted in `tried`).
+    pub fn verify(&self, keys: &[WebhookKey], body: &[u8], tried: &mut usize) -> Result<(), Unverified> {
         let engine = base64::engine::general_purpose::STANDARD;
         // Space-separated per the spec; Supabase joins its signatures with ", ", so a trailing comma goes.
         let offered: Vec<Vec<u8>> = self
@@ -60,6 +61,7 @@ impl Envelope {
             .filter_map(|b64| engine.decode(b64).ok())
             .collect();
         for key in keys {
+            *tried += 1;
             let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.expose()).expect("HMAC takes any key");
             mac.update(self.id.as_bytes());
             mac.update(b".");
@@ -160,16 +162,19 @@ mod tests {
         for header in [good.clone(), format!("{other} {good}"), format!("{other}, {good}"), format!("{good}, {other}")]
         {
             let h = headers("msg_1", NOW, &header);
-            Envelope::read(&h, NOW).unwrap().verify(&[key()], body).unwrap_or_else(|e| panic!("{header}: {e:?}"));
+            Envelope::read(&h, NOW)
+                .unwrap()
+                .verify(&[key()], body, &mut 0)
+                .unwrap_or_else(|e| panic!("{header}: {e:?}"));
         }
         let h = headers("msg_1", NOW, &other);
-        assert!(Envelope::read(&h, NOW).unwrap().verify(&[key()], body).is_err());
+        assert!(Envelope::read(&h, NOW).unwrap().verify(&[key()], body, &mut 0).is_err());
         // The id and timestamp are signed: a copy under another id fails.
         let h = headers("msg_2", NOW, &good);
-        assert!(Envelope::read(&h, NOW).unwrap().verify(&[key()], body).is_err());
+        assert!(Envelope::read(&h, NOW).unwrap().verify(&[key()], body, &mut 0).is_err());
         let tampered = br#"{"sms":{"otp":"999999"}}"#;
         let h = headers("msg_1", NOW, &good);
-        assert!(Envelope::read(&h, NOW).unwrap().verify(&[key()], tampered).is_err());
+        assert!(Envelope::read(&h, NOW).unwrap().verify(&[key()], tampered, &mut 0).is_err());
     }
 
     #[test]

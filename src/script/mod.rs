@@ -91,6 +91,24 @@ pub struct HookInput<'a> {
     pub ip: Option<String>,
     pub locale: Option<&'a str>,
     pub request_id: Option<&'a str>,
+    /// The request's log budget, shared by every call the request makes (a batch calls the hook once per
+    /// number); None: the call's own.
+    pub log_budget: Option<&'a LogBudget>,
+}
+
+/// Log lines the hook may still write for one request, all its calls together: a 200-number batch writes
+/// at most [`LogBudget::LINES`] lines, as one call does. Cloned, it is the same budget.
+#[derive(Debug, Clone, Default)]
+pub struct LogBudget(Arc<std::sync::atomic::AtomicU32>);
+
+impl LogBudget {
+    /// Lines per request, and per call.
+    pub const LINES: u32 = 20;
+
+    /// Takes one line; false when the request has written its lines.
+    pub(crate) fn take(&self) -> bool {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < LogBudget::LINES
+    }
 }
 
 /// What the hook returned, before it is checked.
@@ -235,8 +253,9 @@ impl ScriptHook {
         request: SendRequest,
         phone: Option<Phone>,
         request_id: &str,
+        log_budget: &LogBudget,
     ) -> Option<(Result<RawVerdict, CallError>, SendRequest)> {
-        let cut_off = match self.inner.try_inline(&request, phone.as_ref(), request_id) {
+        let cut_off = match self.inner.try_inline(&request, phone.as_ref(), request_id, log_budget) {
             Inline::Answered(result) => return Some((result.map_err(CallError::Failed), request)),
             Inline::NotTried => None,
             Inline::CutOff(state, _) => Some(state),
@@ -248,6 +267,7 @@ impl ScriptHook {
             request: Some(request),
             phone,
             request_id: request_id.to_owned(),
+            log_budget: log_budget.clone(),
             reply: Some(reply),
             cut_off,
         });
@@ -295,6 +315,7 @@ fn hook_input<'a>(
     request: &'a SendRequest,
     phone: Option<&'a Phone>,
     request_id: &'a str,
+    log_budget: &'a LogBudget,
 ) -> HookInput<'a> {
     let raw_phone = match &request.phone {
         crate::ingress::PhoneInput::Logto(s) | crate::ingress::PhoneInput::Native(s) => s.as_str(),
@@ -309,6 +330,7 @@ fn hook_input<'a>(
         ip: request.ip.map(|ip| ip.to_string()),
         locale: request.locale.as_deref(),
         request_id: Some(request_id),
+        log_budget: Some(log_budget),
     }
 }
 
@@ -348,11 +370,11 @@ impl Inner {
 
     /// The inline attempt, on the calling thread: only on a state already built, only while no call of
     /// this hook waits for a hook thread and none overran lately.
-    fn try_inline(&self, request: &SendRequest, phone: Option<&Phone>, request_id: &str) -> Inline {
+    fn try_inline(&self, request: &SendRequest, phone: Option<&Phone>, request_id: &str, log: &LogBudget) -> Inline {
         if !self.gate.open(request_bytes(request)) || !self.lane.quiet() {
             return Inline::NotTried;
         }
-        self.slice(&hook_input(&self.tenant, request, phone, request_id))
+        self.slice(&hook_input(&self.tenant, request, phone, request_id, log))
     }
 
     /// One call within the slice on a pooled state (none built here); a cut-off closes the gate.
@@ -411,6 +433,7 @@ struct HookJob {
     request: Option<SendRequest>,
     phone: Option<Phone>,
     request_id: String,
+    log_budget: LogBudget,
     reply: Option<oneshot::Sender<(Result<RawVerdict, CallError>, SendRequest)>>,
     /// The call's inline attempt was cut off: the state it left, dropped here (freeing a state's heap
     /// is work for a hook thread too) and replaced after the answer.
@@ -428,7 +451,7 @@ impl HookJob {
 impl pool::Job for HookJob {
     fn run(mut self: Box<Self>) {
         let Some(request) = self.request.as_ref() else { return };
-        let input = hook_input(&self.hook.tenant, request, self.phone.as_ref(), &self.request_id);
+        let input = hook_input(&self.hook.tenant, request, self.phone.as_ref(), &self.request_id, &self.log_budget);
         let hook = self.hook.clone();
         let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook.call(&input)));
         let (result, discarded) = match called {
@@ -552,10 +575,11 @@ pub async fn stage(
     request: SendRequest,
     normalized: Result<Phone, GatewayError>,
     request_id: &str,
+    log_budget: &LogBudget,
 ) -> (Result<Routed, GatewayError>, Option<ScriptReport>) {
     let before = normalized.as_ref().ok().cloned();
     let report = |outcome| Some(ScriptReport { path: hook.inner.path.clone(), before: before.clone(), outcome });
-    let Some((called, request)) = hook.dispatch(request, before.clone(), request_id).await else {
+    let Some((called, request)) = hook.dispatch(request, before.clone(), request_id, log_budget).await else {
         let detail = format!("{}: the hook call was lost", hook.path());
         return (Err(GatewayError::Internal(detail.clone())), report(ScriptOutcome::Failed(detail)));
     };
@@ -577,6 +601,7 @@ pub async fn stage(
         ip: None,
         locale: request.locale.as_deref(),
         request_id: Some(request_id),
+        log_budget: None,
     };
     let checked = verdict.and_then(|verdict| check(tenant, &input, verdict));
     let code = request.code.as_deref();
@@ -756,6 +781,7 @@ mod tests {
             ip: None,
             locale: None,
             request_id: Some("r1"),
+            log_budget: None,
         })
     }
 
@@ -782,7 +808,7 @@ mod tests {
         };
         let phone = Phone::from_e164("+8613800138000").ok();
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        runtime.block_on(hook.dispatch(request, phone, "r1")).expect("an answer").0
+        runtime.block_on(hook.dispatch(request, phone, "r1", &LogBudget::default())).expect("an answer").0
     }
 
     /// Whether a cut-off message names the slice's own limits (not the call's whole budget).

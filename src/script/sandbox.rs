@@ -18,8 +18,9 @@ type Returned =
     (u8, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, bool, Variadic<String>);
 
 const PRELUDE: &str = include_str!("prelude.lua");
-/// Log lines one call may write; more are dropped so a looping script cannot flood the log.
-const MAX_LOG_LINES: u32 = 20;
+/// Log lines one call may write; more are dropped so a looping script cannot flood the log (and the
+/// request's [`super::LogBudget`] bounds all its calls together).
+const MAX_LOG_LINES: u32 = super::LogBudget::LINES;
 const MAX_LOG_CHARS: usize = 512;
 /// What `smsgate.parse_phone` charges, in instructions: about the time one parse takes (6 µs, see
 /// BENCHMARKS.md), at 5 ns an instruction.
@@ -44,6 +45,8 @@ pub(super) enum Attempt {
 /// What the host shares with the `smsgate` API functions during one call.
 struct CallContext {
     logs: u32,
+    /// The request's lines, all its calls together.
+    budget: super::LogBudget,
     request_id: Option<String>,
     code: Option<String>,
     /// The lines of a slice, written when it completes.
@@ -53,8 +56,11 @@ struct CallContext {
 }
 
 impl CallContext {
-    /// Writes one line of the script's log (already masked and capped).
+    /// Writes one line of the script's log (already masked and capped), when the request's budget has one.
     fn write(&self, level: Level, message: &str) {
+        if !self.budget.take() {
+            return;
+        }
         let request_id = self.request_id.as_deref().unwrap_or("");
         let (tenant, script) = (&self.tenant, &self.script);
         macro_rules! emit {
@@ -159,6 +165,7 @@ impl Sandbox {
         let meter = Meter::new(path.into());
         let context = Arc::new(Mutex::new(CallContext {
             logs: 0,
+            budget: super::LogBudget::default(),
             request_id: None,
             code: None,
             held: None,
@@ -354,6 +361,7 @@ impl Sandbox {
         {
             let mut cx = lock(&self.context);
             cx.logs = 0;
+            cx.budget = input.log_budget.cloned().unwrap_or_default();
             cx.request_id = input.request_id.map(str::to_owned);
             cx.code = input.code.map(str::to_owned);
             cx.held = slice.then(Vec::new);

@@ -36,6 +36,10 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// Connections the kernel may queue before `accept`, as nginx does (it uses 511); the kernel caps it at
 /// `net.core.somaxconn`. Linux's default of 128 made serial connects under a burst wait for SYN retries.
 const LISTEN_BACKLOG: u32 = 1024;
+/// The most a connection's read buffer grows to (hyper's default is about 400 KiB): a request head must fit
+/// (Tencent's and Supabase's are under 4 KiB), and a body is read through it in pieces of at most this, so
+/// a fast sender cannot make every connection hold 400 KiB of bytes no budget has admitted yet.
+const READ_BUFFER: usize = 64 << 10;
 
 /// The listener for `addr`, with a production backlog. The error names the address (`address already in
 /// use` alone does not say which).
@@ -61,8 +65,8 @@ struct Shared {
     metrics: Metrics,
     draining: AtomicBool,
     denial_log: denials::DenialLog,
-    /// Body-reading slots of requests whose tenant the body itself names (Logto's webhook, signed).
-    unattributed_readers: Arc<tokio::sync::Semaphore>,
+    /// Slots and bytes for bodies read before their caller is verified, apart from every tenant's.
+    unverified: body::Unverified,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +96,7 @@ impl Gateway {
         let tencent = TencentClient::new(clock.clone(), metrics.tencent.clone());
         let services = Services::observed(limiter, tencent, clock, metrics.feedback.clone());
         services.feedback.configure(&config);
-        let unattributed_readers = Arc::new(tokio::sync::Semaphore::new(config.server.max_body_readers));
+        let unverified = body::Unverified::new(&config.server);
         let gateway = Gateway {
             shared: Arc::new(Shared {
                 config: ArcSwap::from_pointee(config),
@@ -100,7 +104,7 @@ impl Gateway {
                 metrics,
                 draining: AtomicBool::new(false),
                 denial_log: denials::DenialLog::default(),
-                unattributed_readers,
+                unverified,
             }),
         };
         gateway.shared.metrics.config_loaded(Some(gateway.shared.services.clock.unix_seconds()));
@@ -169,8 +173,15 @@ impl Gateway {
         if config.limits_backend != self.config().limits_backend {
             tracing::warn!("limits_backend changed: the new backend takes effect on restart");
         }
-        if config.server.workers != self.config().server.workers {
+        let (new, old) = (&config.server, &self.config().server);
+        if new.workers != old.workers {
             tracing::warn!("server.workers changed: takes effect on restart");
+        }
+        let unverified = |s: &crate::config::ServerSettings| {
+            (s.max_unverified_readers, s.max_unverified_per_address, s.max_unverified_bytes)
+        };
+        if unverified(new) != unverified(old) {
+            tracing::warn!("server.max_unverified_* changed: takes effect on restart");
         }
         self.shared.services.limiter.retain_rules(config.tenants.iter().map(|t| &**t));
         self.shared.services.feedback.configure(&config);
@@ -202,9 +213,9 @@ impl Gateway {
             })
         };
         loop {
-            let (door, stream) = tokio::select! {
+            let (door, stream, peer) = tokio::select! {
                 (door, accepted) = accept() => match accepted {
-                    Ok((stream, _)) => (door, stream),
+                    Ok((stream, peer)) => (door, stream, peer),
                     Err(e) => {
                         // Out of file descriptors and the like: back off briefly instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
@@ -216,13 +227,16 @@ impl Gateway {
             };
             let _ = stream.set_nodelay(true);
             let gateway = self.clone();
-            let service = hyper::service::service_fn(move |req| {
+            let peer = body::Peer(peer.ip());
+            let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(peer);
                 let gateway = gateway.clone();
                 async move { Ok::<_, std::convert::Infallible>(gateway.answer(door, req).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(self.config().server.header_timeout)
+                .max_buf_size(READ_BUFFER)
                 .serve_connection(TokioIo::new(stream), service);
             let watched = graceful.watch(connection);
             tokio::spawn(async move {
@@ -303,9 +317,8 @@ impl Gateway {
             Ok(accepted) => respond::accepted(accepted, &trail, &id),
             Err(e) => respond::error(e, &id, trail.limits.as_ref()),
         };
-        if let Err(GatewayError::PayloadTooLarge | GatewayError::RequestTimeout | GatewayError::ServerBusy) = &result {
-            // The body was not read whole: the connection cannot carry another request.
-            response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        if let Err(e) = &result {
+            respond::close_if_unread(&mut response, e);
         }
         if trail.replayed {
             response.headers_mut().insert(respond::IDEMPOTENT_REPLAYED, http::HeaderValue::from_static("true"));

@@ -131,6 +131,14 @@ pub fn accepted(accepted: &Accepted, trail: &Trail, id: &str) -> Response<Full<B
     response
 }
 
+/// `Connection: close` when `e` left the body unread or partly read: the connection cannot carry another
+/// request.
+pub fn close_if_unread(response: &mut Response<Full<Bytes>>, e: &GatewayError) {
+    if matches!(e, GatewayError::PayloadTooLarge | GatewayError::RequestTimeout | GatewayError::ServerBusy) {
+        response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
 pub fn error(e: &GatewayError, id: &str, decision: Option<&Decision>) -> Response<Full<Bytes>> {
     let mut response = json(e.status(), id, error_body(e, id));
     rate_limit_headers(&mut response, decision);

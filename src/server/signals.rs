@@ -1,13 +1,14 @@
-//! The feedback loop's inbound routes: `POST /v1/logto/webhook` (Logto's signed webhooks),
-//! `POST /v1/sms/verified` (a tenant's bearer token) and `POST /v1/tencent/status/<secret>` (Tencent's
-//! delivery-status callback, authenticated by its unguessable path). Bodies are read like a send's (the
-//! same size limit and deadline, from the tenant's reading slots; Logto's webhook, whose body names its
-//! tenant, from a shared set of slots). One log line and one metric per request; never the path of the
-//! status route (it holds the secret), never a number unmasked.
+//! The feedback loop's inbound routes: `POST /v1/logto/webhook/<tenant>` (Logto's signed webhooks; without
+//! the tenant, while few tenants have a key), `POST /v1/sms/verified` (a tenant's bearer token) and
+//! `POST /v1/tencent/status/<secret>` (Tencent's delivery-status callback, authenticated by its unguessable
+//! path). Bodies are read like a send's (the same size limit and deadline, from the tenant's reading slots;
+//! Logto's webhook, whose signature covers the body, from the budget of unverified bodies, and only once the
+//! signature header is there). One log line and one metric per request; never the path of the status route
+//! (it holds the secret), never a number unmasked.
 
-use super::body::{self, BodyLimits};
+use super::body::{self, BodyLimits, SignedDoor};
 use super::{respond, Gateway};
-use crate::config::Config;
+use crate::config::{Config, Tenant, SHARED_LOGTO_WEBHOOK_KEYS};
 use crate::error::GatewayError;
 use crate::feedback::signals::{self, LogtoEvent};
 use crate::feedback::telemetry::SignalLabels;
@@ -19,9 +20,11 @@ use hyper::body::Body;
 use std::sync::Arc;
 
 const STATUS_PREFIX: &str = "/v1/tencent/status/";
+const LOGTO_WEBHOOK: &str = "/v1/logto/webhook";
 
 pub(super) enum SignalRoute {
-    LogtoWebhook,
+    /// The tenant named in the path, or none (the shared route).
+    LogtoWebhook(Option<String>),
     Verified,
     /// The path secret.
     TencentStatus(String),
@@ -30,7 +33,7 @@ pub(super) enum SignalRoute {
 impl SignalRoute {
     pub(super) fn name(&self) -> &'static str {
         match self {
-            SignalRoute::LogtoWebhook => "logto_webhook",
+            SignalRoute::LogtoWebhook(_) => "logto_webhook",
             SignalRoute::Verified => "verified",
             SignalRoute::TencentStatus(_) => "tencent_status",
         }
@@ -39,9 +42,14 @@ impl SignalRoute {
 
 pub(super) fn route_of(path: &str) -> Option<SignalRoute> {
     match path {
-        "/v1/logto/webhook" => Some(SignalRoute::LogtoWebhook),
+        LOGTO_WEBHOOK => Some(SignalRoute::LogtoWebhook(None)),
         "/v1/sms/verified" => Some(SignalRoute::Verified),
-        _ => path.strip_prefix(STATUS_PREFIX).map(|secret| SignalRoute::TencentStatus(secret.to_owned())),
+        _ => {
+            if let Some(tenant) = path.strip_prefix(LOGTO_WEBHOOK).and_then(|rest| rest.strip_prefix('/')) {
+                return Some(SignalRoute::LogtoWebhook(Some(tenant.to_owned())));
+            }
+            path.strip_prefix(STATUS_PREFIX).map(|secret| SignalRoute::TencentStatus(secret.to_owned()))
+        }
     }
 }
 
@@ -65,16 +73,17 @@ where
     } else {
         let config = gateway.config();
         match route {
-            SignalRoute::LogtoWebhook => logto_webhook(gateway, &config, req, id, &mut tenant).await,
+            SignalRoute::LogtoWebhook(named) => {
+                logto_webhook(gateway, &config, named.as_deref(), req, id, &mut tenant).await
+            }
             SignalRoute::Verified => verified(gateway, &config, req, id, &mut tenant).await,
             SignalRoute::TencentStatus(secret) => tencent_status(gateway, &config, &secret, req, id, &mut tenant).await,
         }
     };
-    let handled = handled.unwrap_or_else(|e| Handled {
-        response: respond::error(&e, id, None),
-        tenant: tenant.clone(),
-        outcome: e.code(),
-        detail: None,
+    let handled = handled.unwrap_or_else(|e| {
+        let mut response = respond::error(&e, id, None);
+        respond::close_if_unread(&mut response, &e);
+        Handled { response, tenant: tenant.clone(), outcome: e.code(), detail: None }
     });
     let tenant_name = handled.tenant.as_deref().unwrap_or("");
     let labels = SignalLabels { route: name.into(), tenant: tenant_name.into(), outcome: handled.outcome.into() };
@@ -93,6 +102,7 @@ where
 async fn logto_webhook<B>(
     gateway: &Gateway,
     config: &Config,
+    named: Option<&str>,
     req: Request<B>,
     id: &str,
     tenant_out: &mut Option<Arc<str>>,
@@ -101,10 +111,31 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // The keys an anonymous call makes us try: the named tenant's, or on the shared route those of the (at
+    // most SHARED_LOGTO_WEBHOOK_KEYS, see `compile`) tenants with one. Never one per configured tenant.
+    let candidates: Vec<&Arc<Tenant>> = match named {
+        Some(name) => config.tenant(name).filter(|t| signals::logto_key(t).is_some()).into_iter().collect(),
+        None if !config.server.shared_logto_webhook => Vec::new(),
+        None => {
+            config.tenants.iter().filter(|t| signals::logto_key(t).is_some()).take(SHARED_LOGTO_WEBHOOK_KEYS).collect()
+        }
+    };
+    if candidates.is_empty() {
+        return Err(GatewayError::NotFound);
+    }
     crate::ingress::require_json(req.headers())?;
-    let signature = req.headers().get(signals::LOGTO_SIGNATURE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let body = body::read(req, limits(config), &gateway.shared.unattributed_readers).await?;
-    let tenant = signals::logto_tenant(config, &body, signature.as_deref())
+    let header = req.headers().get(signals::LOGTO_SIGNATURE).and_then(|v| v.to_str().ok());
+    let wanted = signals::logto_signature(header)
+        .ok_or(GatewayError::BadSignature("missing or malformed logto-signature-sha-256 header"))?;
+    let (body, hold) = gateway.shared.unverified.read(SignedDoor::LogtoWebhook, req, limits(config)).await?;
+    let mut tried = 0;
+    let tenant = candidates.into_iter().find(|t| {
+        tried += 1;
+        signals::logto_signed(t, &body, &wanted)
+    });
+    gateway.metrics().signature_checks(SignedDoor::LogtoWebhook.label(), tried);
+    drop(hold);
+    let tenant = tenant
         .ok_or(GatewayError::BadSignature("no tenant's webhook key verifies the logto-signature-sha-256 header"))?;
     *tenant_out = Some(tenant.name.clone());
     let handled = |outcome, detail: Option<String>| Handled {

@@ -65,8 +65,12 @@ impl Gateway {
         // Headers and timestamp first: a stale or unsigned request is refused before its body is read.
         let envelope = supabase::Envelope::read(req.headers(), now).map_err(unverified)?;
         let limits = body::BodyLimits { max_bytes: config.server.max_body_bytes, timeout: config.server.body_timeout };
-        let bytes = body::read(req, limits, &tenant.body_readers).await?;
-        envelope.verify(&hook.keys, &bytes).map_err(unverified)?;
+        let (bytes, hold) = self.shared.unverified.read(body::SignedDoor::Supabase, req, limits).await?;
+        let mut tried = 0;
+        let verified_now = envelope.verify(&hook.keys, &bytes, &mut tried);
+        self.metrics().signature_checks(body::SignedDoor::Supabase.label(), tried);
+        drop(hold);
+        verified_now.map_err(unverified)?;
         *verified = true;
         let request = supabase::parse(&bytes, hook)?;
         self.shared.services.send(&tenant, request, trail).await
@@ -136,14 +140,13 @@ fn answer(
         let mut response = respond::json(e.status(), id, error_body(e, id));
         let seconds = e.retry_after().unwrap_or(1);
         response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        respond::close_if_unread(&mut response, e);
         return response;
     }
     // Before the signature held, the request is not Supabase's: plain statuses. After it, the error rides
     // in a 200 so that Supabase shows its message with its status.
     let status = if verified { StatusCode::OK } else { e.status() };
     let mut response = respond::json(status, id, error_body(e, id));
-    if matches!(e, GatewayError::PayloadTooLarge | GatewayError::RequestTimeout) {
-        response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    }
+    respond::close_if_unread(&mut response, e);
     response
 }

@@ -13,7 +13,7 @@ use crate::ingress::tencent_api::{self, ApiError, Head};
 use crate::pipeline::{Delivery, NumberResult, Trail};
 use crate::tencent::api::{self, SendStatus};
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Body;
 use serde_json::json;
@@ -36,12 +36,7 @@ impl Gateway {
                 // One log event and one metrics update for a request refused whole.
                 self.record(Route::TencentApi, &Err((*e.cause).clone()), &trail, &id, started);
                 let mut response = envelope(&id, json!({"Error": {"Code": e.code, "Message": e.message}}));
-                if matches!(
-                    *e.cause,
-                    GatewayError::PayloadTooLarge | GatewayError::RequestTimeout | GatewayError::ServerBusy
-                ) {
-                    response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-                }
+                respond::close_if_unread(&mut response, &e.cause);
                 response
             }
         }
@@ -78,8 +73,16 @@ impl Gateway {
             return Err(ApiError::from_gateway(GatewayError::UnsupportedMediaType));
         }
         let limits = body::BodyLimits { max_bytes: config.server.max_body_bytes, timeout: config.server.body_timeout };
-        let bytes = body::read(req, limits, &tenant.body_readers).await.map_err(ApiError::from_gateway)?;
-        head.verify(&client, &bytes)?;
+        let (bytes, hold) = self
+            .shared
+            .unverified
+            .read(body::SignedDoor::TencentApi, req, limits)
+            .await
+            .map_err(ApiError::from_gateway)?;
+        self.metrics().signature_checks(body::SignedDoor::TencentApi.label(), 1);
+        let verified = head.verify(&client, &bytes);
+        drop(hold);
+        verified?;
 
         if head.action != api::ACTION {
             if !tenant.sdk_passthrough.contains(&head.action) {
@@ -111,8 +114,14 @@ impl Gateway {
         }
         let send = tencent_api::parse_send_sms(&bytes, &tenant)?;
         let session_context = send.message.extras.session_context.clone().unwrap_or_default();
+        let hook_log = crate::script::LogBudget::default();
         let mut trails: Vec<Trail> = (0..send.requests.len())
-            .map(|_| Trail { request_id: id.to_owned(), tenant: Some(tenant.name.clone()), ..Trail::default() })
+            .map(|_| Trail {
+                request_id: id.to_owned(),
+                tenant: Some(tenant.name.clone()),
+                hook_log: hook_log.clone(),
+                ..Trail::default()
+            })
             .collect();
         let results = self.shared.services.send_batch(&tenant, send.requests, &send.message, &mut trails).await;
         let mut set = Vec::with_capacity(results.len());
