@@ -128,6 +128,8 @@ fn hook_log_budget_is_per_request_on_the_native_route_and_ips_stay_readable() {
     assert_eq!(post("111111"), 200);
     assert!(post("000000") >= 400);
     server.wait_for_nth_log("send request", 2);
+    // A hook thread's lines may reach the log after the worker's "send request" line: wait for all 40.
+    server.wait_for_nth_log("hook line", 40);
     let log = server.log_text();
     assert_eq!(log.lines().filter(|l| l.contains("hook line")).count(), 40, "20 per request");
     let refused = log.lines().find(|l| l.contains("send request") && l.contains("rejected")).unwrap();
