@@ -1,26 +1,32 @@
-//! Build script: the commit the binary is built from, as `SMSGATE_COMMIT` (`smsgate_build_info{commit}`).
-//! `SMSGATE_COMMIT` in the build environment wins (a source tarball, a build without .git); else
-//! `git rev-parse --short=12 HEAD`; else `unknown`.
+//! Names the commit the binary is built from, for `smsgate --version` (and `smsgate::COMMIT`): the
+//! `SMSGATE_COMMIT` environment variable when set (a build from a source tarball or a container stage),
+//! else `git rev-parse` of the checkout, else `unknown` (no git, no .git). Re-run when HEAD moves.
 
 use std::process::Command;
 
 fn git(args: &[&str]) -> Option<String> {
     let out = Command::new("git").args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    let text = String::from_utf8(out.stdout).ok()?;
+    let text = text.trim();
+    (out.status.success() && !text.is_empty()).then(|| text.to_owned())
 }
 
 fn main() {
     println!("cargo:rerun-if-env-changed=SMSGATE_COMMIT");
-    let commit = std::env::var("SMSGATE_COMMIT").ok().filter(|c| !c.is_empty()).or_else(|| {
-        // Rebuild when HEAD moves: the HEAD file (a branch switch) and the branch's ref (a commit).
-        // Only paths that exist: cargo reruns a build script at every build while one it watches is missing.
-        let branch = git(&["symbolic-ref", "-q", "HEAD"]);
-        for path in ["HEAD", "packed-refs"].into_iter().chain(branch.as_deref()) {
-            if let Some(p) = git(&["rev-parse", "--git-path", path]).filter(|p| std::path::Path::new(p).exists()) {
-                println!("cargo:rerun-if-changed={p}");
-            }
+    let commit = match std::env::var("SMSGATE_COMMIT") {
+        Ok(commit) if !commit.trim().is_empty() => commit.trim().to_owned(),
+        _ => git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_owned()),
+    };
+    // HEAD, the branch it points at, and packed refs: only the files that exist (a missing one would
+    // re-run this script, and rebuild the crate, at every build).
+    let mut watched = vec![git(&["rev-parse", "--git-path", "HEAD"]), git(&["rev-parse", "--git-path", "packed-refs"])];
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watched.push(git(&["rev-parse", "--git-path", &branch]));
+    }
+    for path in watched.into_iter().flatten() {
+        if std::path::Path::new(&path).exists() {
+            println!("cargo:rerun-if-changed={path}");
         }
-        git(&["rev-parse", "--short=12", "HEAD"])
-    });
-    println!("cargo:rustc-env=SMSGATE_COMMIT={}", commit.unwrap_or_else(|| "unknown".to_owned()));
+    }
+    println!("cargo:rustc-env=SMSGATE_COMMIT={commit}");
 }

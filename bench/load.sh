@@ -170,7 +170,7 @@ tenants:
 YAML
 }
 write_config "$WORK/gateway.yaml" "$P_GATE" "{ kind: memory }"
-write_config "$WORK/gateway-redis.yaml" "$P_GATE_REDIS" "{ kind: redis, url: \"redis://127.0.0.1:$P_REDIS\", timeout: 200ms }"
+write_config "$WORK/gateway-redis.yaml" "$P_GATE_REDIS" "{ kind: redis, url: \"redis://127.0.0.1:$P_REDIS\", timeout: 200ms, key: bench-storage-key-0123456789abcdef }"
 TOKIO_WORKER_THREADS=1 taskset -c 0 "$BIN" serve --config "$WORK/gateway.yaml" 2>"$WORK/smsgate.log" & PIDS+=($!)
 GATE_PID=$!
 TOKIO_WORKER_THREADS=1 taskset -c 0 "$BIN" serve --config "$WORK/gateway-redis.yaml" 2>"$WORK/smsgate-redis.log" & PIDS+=($!)

@@ -53,7 +53,7 @@ SEEDS=$(printf '"redis://127.0.0.1:%s", ' "${NODES[0]}" "${NODES[1]}" "${NODES[2
 gateway_yaml() {
   cat <<YAML
 server: { listen: "127.0.0.1:$1" }
-limits_backend: { kind: redis, cluster: [$SEEDS], on_error: deny, timeout: 200ms }
+limits_backend: { kind: redis, cluster: [$SEEDS], on_error: deny, timeout: 200ms, key: bench-storage-key-0123456789abcdef }
 tenants:
 YAML
   for t in 0 1 2 3 4 5 6 7; do

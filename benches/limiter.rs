@@ -82,7 +82,7 @@ tenants:
         b.iter(|| {
             j = (j + 1) % parsed.len();
             clock.advance(Duration::from_millis(1));
-            let subject = Subject { phone: &parsed[j], usage: "SignIn", ip: None };
+            let subject = Subject { phone: &parsed[j], usage: "SignIn", also: &[], ip: None };
             runtime.block_on(limiter.decide(&tenant, &subject, true)).unwrap()
         })
     });
@@ -100,7 +100,14 @@ fn redis(c: &mut Criterion) {
         return;
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let store = Arc::new(RedisStore::new(&format!("redis://127.0.0.1:{port}"), Duration::from_secs(1)).unwrap());
+    let store = Arc::new(
+        RedisStore::new(
+            &format!("redis://127.0.0.1:{port}"),
+            Duration::from_secs(1),
+            b"bench-storage-key-0123456789abcdef",
+        )
+        .unwrap(),
+    );
     runtime.block_on(async {
         for _ in 0..200 {
             if store.ping().await.is_ok() {

@@ -4,8 +4,8 @@
 //! first send is shared with the requests that waited on it, then forgotten so a later retry can try again.
 //! In-flight coalescing always happens in this process; with the redis limiter backend, finished answers and
 //! in-flight claims are also shared through Redis so a repeat reaching another replica is answered the
-//! same way. Keys are keyed hashes (in Redis, an HMAC under the tenant's Tencent secret, so a reader of
-//! Redis can neither aim collisions nor recover a code from a key).
+//! same way. Keys are keyed hashes (in Redis, an HMAC under the deployment's `limits_backend.key`, so a
+//! reader of Redis can neither aim collisions nor recover a number or a code from a key).
 
 use crate::clock::SharedClock;
 use crate::error::GatewayError;
@@ -22,28 +22,23 @@ pub type Outcome = Result<Accepted, GatewayError>;
 /// The value of a shared key while its first send is in flight.
 pub const PENDING: &str = "pending";
 
-/// The Redis key of a request, `smsgate:{tenant}:dedupe:<hmac>`; None when it has neither an idempotency
-/// key nor a code.
+/// The Redis key of a request, `smsgate:{tenant}:dedupe:<hmac>` (under the deployment's storage key); None
+/// when it has neither an idempotency key nor a code.
 pub fn shared_key(
+    storage: &crate::policy::StorageKey,
     tenant: &crate::config::Tenant,
     idempotency_key: Option<&str>,
     e164: &str,
     usage: &str,
     code: Option<&str>,
 ) -> Option<String> {
-    use hmac::{Hmac, Mac};
     let parts: Vec<&str> = match (idempotency_key, code) {
-        (Some(key), _) => vec!["idempotency-key", key],
-        (None, Some(code)) => vec!["send", e164, usage, code],
+        (Some(key), _) => vec!["dedupe", &tenant.name, "idempotency-key", key],
+        (None, Some(code)) => vec!["dedupe", &tenant.name, "send", e164, usage, code],
         (None, None) => return None,
     };
-    let secret = tenant.tencent.credentials[0].secret_key.expose();
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
-    for part in parts {
-        mac.update(part.as_bytes());
-        mac.update(&[0]);
-    }
-    let digest = mac.finalize().into_bytes();
+    let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+    let digest = storage.digest(&parts);
     Some(format!("smsgate:{{{}}}:dedupe:{}", tenant.name, hex::encode(&digest[..16])))
 }
 

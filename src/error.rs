@@ -5,10 +5,13 @@ use http::StatusCode;
 use std::borrow::Cow;
 use std::time::Duration;
 
-/// What Tencent said when it refused a send, passed through to the caller under `upstream`.
+/// What Tencent said when it refused a send: its code and RequestId go to the caller under `upstream`;
+/// its message only to the log (it is operator detail, such as a credentials error, and Logto shows the
+/// body to the end user).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UpstreamDetail {
     pub code: String,
+    #[serde(skip_serializing)]
     pub message: String,
     pub request_id: String,
 }
@@ -68,11 +71,14 @@ pub enum GatewayError {
     Internal(String),
     #[error("upstream rejected")]
     UpstreamRejected(UpstreamDetail),
-    /// Tencent could not be reached, or failed; `reason` is for the log only.
+    /// Nothing was sent: Tencent could not be reached (no connection, or none before the request was
+    /// written) or throttled its API. A send that may have gone out is never this error but `maybe_sent`
+    /// (`tencent::client::Dispatched`). `reason` is for the log only.
     #[error("upstream unavailable: {reason}")]
     UpstreamUnavailable { reason: String, upstream: Option<UpstreamDetail> },
     #[error("limiter unavailable")]
     LimiterUnavailable,
+    /// The send's deadline passed before its request was written: nothing was sent.
     #[error("upstream timeout")]
     UpstreamTimeout,
     /// A protection rule blocked the number's country or prefix: its sends convert too rarely. `rule`

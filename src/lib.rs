@@ -19,6 +19,7 @@ pub mod explain;
 pub mod feedback;
 pub mod files;
 pub mod ingress;
+pub mod lanes;
 pub mod logfields;
 pub mod metrics;
 pub mod phone;
@@ -33,3 +34,8 @@ pub mod tencent;
 pub use config::Config;
 pub use error::GatewayError;
 pub use server::Gateway;
+
+/// The commit this build is from (`build.rs`: `SMSGATE_COMMIT`, else `git rev-parse`), or `unknown`.
+pub const COMMIT: &str = env!("SMSGATE_COMMIT");
+/// `0.1.0 (commit 1a2b3c4d5e6f)`, as `smsgate --version` prints it.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SMSGATE_COMMIT"), ")");

@@ -11,6 +11,12 @@ use tracing_subscriber::field::{RecordFields, VisitOutput};
 use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
 use tracing_subscriber::fmt::FormatFields;
 
+/// A duration as milliseconds rounded to the microsecond, for a log field: `latency_ms=1.234`, a number in
+/// both formats, never `1.2345678901` nor a `Debug` string such as `1.234567ms`.
+pub fn millis(d: std::time::Duration) -> f64 {
+    (d.as_nanos() as f64 / 1_000.0).round() / 1_000.0
+}
+
 /// The field formatter for `tracing_subscriber::fmt().fmt_fields(...)`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TextFields;
@@ -123,6 +129,15 @@ impl Visit for Visitor<'_> {
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn durations_print_as_milliseconds_to_the_microsecond() {
+        use std::time::Duration;
+        assert_eq!(millis(Duration::from_nanos(1_234_567)), 1.235);
+        assert_eq!(millis(Duration::from_nanos(400)), 0.0);
+        assert_eq!(millis(Duration::from_secs(2)), 2000.0);
+        assert_eq!(format!("{}", millis(Duration::from_nanos(523_456))), "0.523");
+    }
 
     #[derive(Clone, Default)]
     struct Buffer(Arc<Mutex<Vec<u8>>>);

@@ -1,5 +1,6 @@
 //! The `smsgate` binary: flags only. `serve` runs the gateway, `check` compiles the config and binds
-//! nothing, `explain` shows each stage's decision for one request without sending or consuming quota.
+//! nothing (`--print` shows it with secrets redacted), `explain` shows each stage's decision for one request
+//! without sending or consuming quota, `schema` prints the JSON Schema of gateway.yaml.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use smsgate::clock::SystemClock;
@@ -15,10 +16,10 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "smsgate", version, about = "A declarative SMS gateway in front of Tencent Cloud SMS")]
+#[command(name = "smsgate", version = smsgate::VERSION, about = "A declarative SMS gateway in front of Tencent Cloud SMS")]
 struct Cli {
     /// The gateway config.
-    #[arg(long, global = true, env = "SMSGATE_CONFIG", default_value = "gateway.yaml")]
+    #[arg(short = 'c', long, global = true, env = "SMSGATE_CONFIG", default_value = "gateway.yaml")]
     config: PathBuf,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
@@ -37,14 +38,23 @@ enum LogFormat {
 enum Command {
     /// Run the gateway.
     Serve,
-    /// Compile the config (env references, templates, limits), bind nothing, report every error.
-    Check,
+    /// Print the JSON Schema of gateway.yaml (for editors: see the modeline at the top of gateway.yaml).
+    Schema,
+    /// Compile the config (env references, templates, limits, certificates), bind nothing, report every error.
+    Check {
+        /// Then print the config as read (`${VAR}` expanded) with every secret shown as **REDACTED**.
+        #[arg(long)]
+        print: bool,
+    },
     /// Run the pipeline for one request without sending or consuming quota, and show each decision.
     Explain {
+        /// The tenant, by its name in the config.
         #[arg(long)]
         tenant: String,
+        /// The number, as the tenant's callers write it (`+8613800138000`, or national with `default_country`).
         #[arg(long)]
         phone: String,
+        /// The usage type (`SignIn`, `Register`, ...), as Logto or the native API send it.
         #[arg(long)]
         usage: String,
         /// The verification code (shown only as `***`).
@@ -61,10 +71,22 @@ enum Command {
 
 /// Logs go to stderr through a writer thread: request threads never wait on a slow log pipe, and lines are
 /// written in batches (a buffered writer flushed whenever the queue runs dry). Lines beyond a full queue
-/// are dropped rather than stalling sends. The guard flushes what is queued when `main` returns.
-fn init_logs(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// are dropped rather than stalling sends. The guard flushes what is queued when `main` returns. A `RUST_LOG`
+/// that does not parse is an error (exit 2), not silently replaced by the default.
+fn init_logs(format: LogFormat) -> Result<tracing_appender::non_blocking::WorkerGuard, ExitCode> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => {
+            tracing_subscriber::EnvFilter::builder().parse(&directives).map_err(|e| {
+                eprintln!("RUST_LOG: {e} (expected directives such as `info` or `smsgate=debug,info`)");
+                ExitCode::from(2)
+            })?
+        }
+        Err(std::env::VarError::NotUnicode(_)) => {
+            eprintln!("RUST_LOG: not valid Unicode");
+            return Err(ExitCode::from(2));
+        }
+        _ => tracing_subscriber::EnvFilter::new("info"),
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, guard) = tracing_appender::non_blocking(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
@@ -72,7 +94,7 @@ fn init_logs(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
         LogFormat::Pretty => builder.fmt_fields(smsgate::logfields::TextFields).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-    guard
+    Ok(guard)
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
@@ -86,13 +108,28 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check => match load(&cli.config) {
+        Command::Check { print } => match load(&cli.config) {
+            Ok(config) if print => match Config::redacted_yaml(&cli.config, &ProcessEnv) {
+                Ok(text) => {
+                    eprintln!("{}: ok ({} tenant(s))", cli.config.display(), config.tenants.len());
+                    println!("# {} (secrets redacted)\n{text}", cli.config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    ExitCode::from(2)
+                }
+            },
             Ok(config) => {
                 println!("{}: ok ({} tenant(s))", cli.config.display(), config.tenants.len());
                 ExitCode::SUCCESS
             }
             Err(code) => code,
         },
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&smsgate::config::json_schema()).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
         Command::Explain { tenant, phone, usage, code, logto, json } => {
             let config = match load(&cli.config) {
                 Ok(config) => config,
@@ -117,7 +154,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve => {
-            let _flush_logs_on_exit = init_logs(cli.log_format);
+            let _flush_logs_on_exit = match init_logs(cli.log_format) {
+                Ok(guard) => guard,
+                Err(code) => return code,
+            };
             let config = match load(&cli.config) {
                 Ok(config) => config,
                 Err(code) => return code,
@@ -147,6 +187,10 @@ async fn serve(path: PathBuf, config: Config) -> std::io::Result<()> {
     let listen = config.server.listen;
     let listener = smsgate::server::bind(listen)?;
     let tencent = config.server.tencent_listen.map(smsgate::server::bind).transpose()?;
+    let admin = config.server.admin_listen.map(smsgate::server::bind).transpose()?;
+    let server = &config.server;
+    let (main_tls, tencent_tls, admin_tls) =
+        (server.tls.is_some(), server.tencent_tls.is_some(), server.admin_tls.is_some());
     let gateway = Gateway::new(config, SystemClock::shared());
     // Signal handlers are in place before the gateway says it listens: a SIGHUP or SIGTERM sent as soon as
     // it does must reload or stop it, not meet the default action (a SIGHUP would kill it).
@@ -155,14 +199,18 @@ async fn serve(path: PathBuf, config: Config) -> std::io::Result<()> {
     let terms = signal(SignalKind::terminate())?;
     let interrupts = signal(SignalKind::interrupt())?;
     let limiter = gateway.services().limiter.mode().as_str();
-    tracing::info!(addr = %listener.local_addr()?, config = %path.display(), limiter, "smsgate listening");
+    tracing::info!(addr = %listener.local_addr()?, tls = main_tls, config = %path.display(), limiter, "smsgate listening");
     let mut doors = vec![(Door::Main, listener)];
     if let Some(tencent) = tencent {
-        tracing::info!(addr = %tencent.local_addr()?, "Tencent-compatible API listening");
+        tracing::info!(addr = %tencent.local_addr()?, tls = tencent_tls, "Tencent-compatible API listening");
         doors.push((Door::Tencent, tencent));
     }
+    if let Some(admin) = admin {
+        tracing::info!(addr = %admin.local_addr()?, tls = admin_tls, "admin listening (metrics, admin API, probes)");
+        doors.push((Door::Admin, admin));
+    }
     tokio::spawn(reload_on_sighup(gateway.clone(), path, hangups));
-    gateway.serve_doors(doors, shutdown_signal(terms, interrupts)).await
+    gateway.serve_doors(doors, shutdown_signal(gateway.clone(), terms, interrupts)).await
 }
 
 /// SIGHUP: compile the config off to the side; swap it in only when it compiles, else keep the old one.
@@ -188,9 +236,28 @@ async fn reload_on_sighup(gateway: Gateway, path: PathBuf, mut hangups: tokio::s
     }
 }
 
-async fn shutdown_signal(mut terms: tokio::signal::unix::Signal, mut interrupts: tokio::signal::unix::Signal) {
+/// Resolves when the listeners are to close. SIGTERM (how Kubernetes and systemd stop a process) first
+/// drains: `/readyz` answers 503 for `server.drain_delay` while requests are still served, so load balancers
+/// take the replica out before its port closes; a second signal ends the drain early. SIGINT (Ctrl-C) closes
+/// at once. Open requests then have `shutdown_grace` to finish.
+async fn shutdown_signal(
+    gateway: Gateway,
+    mut terms: tokio::signal::unix::Signal,
+    mut interrupts: tokio::signal::unix::Signal,
+) {
+    let drain = tokio::select! {
+        _ = interrupts.recv() => { tracing::info!("SIGINT received"); false }
+        _ = terms.recv() => { tracing::info!("SIGTERM received"); true }
+    };
+    let delay = gateway.config().server.drain_delay;
+    if !drain || delay.is_zero() {
+        return;
+    }
+    gateway.begin_drain();
+    tracing::info!(drain_delay_s = delay.as_secs_f64(), "draining: /readyz answers 503, requests are still served");
     tokio::select! {
-        _ = interrupts.recv() => tracing::info!("SIGINT received"),
-        _ = terms.recv() => tracing::info!("SIGTERM received"),
+        () = tokio::time::sleep(delay) => tracing::info!("drain delay over"),
+        _ = terms.recv() => tracing::info!("second SIGTERM: drain ended early"),
+        _ = interrupts.recv() => tracing::info!("SIGINT: drain ended early"),
     }
 }

@@ -1,8 +1,9 @@
 //! Prometheus metrics. Every label value is bounded: tenants and rules come from the config, usage types are
 //! the ones sends are judged as (a template name of the tenant, or one of Logto's types, in one spelling;
-//! anything else reads `other`), and Tencent codes outside the known table read `unknown`. Never a phone
-//! number or any other caller-chosen string. Request routes and status classes are closed sets (`route_label`
-//! in `server`, [`status_class`]); countries are ISO region codes from the number metadata.
+//! anything else reads `other`), and Tencent codes are the table's own, their family (`InternalError.*`) or
+//! `other`. Never a phone number or any other caller-chosen string. Request routes and status classes are
+//! closed sets (`route_label` in `server`, [`status_class`]); countries are ISO region codes from the
+//! number metadata.
 //!
 //! Besides the `smsgate_` families: `process_*` (process.rs) and `smsgate_build_info{version,commit}`.
 
@@ -16,9 +17,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
-
-/// The commit the binary was built from (build.rs), or `unknown`.
-pub const COMMIT: &str = env!("SMSGATE_COMMIT");
 
 /// Request duration buckets: 0.5 ms (an answer from memory) to 10 s (a send near its deadline).
 const REQUEST_BUCKETS: [f64; 14] =
@@ -135,7 +133,7 @@ impl Default for Metrics {
         root.register_collector(Box::new(process::ProcessCollector::new()));
         let registry = root.sub_registry_with_prefix("smsgate");
         let build_info = Family::<BuildLabels, Gauge>::default();
-        build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION"), commit: COMMIT }).set(1);
+        build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION"), commit: crate::COMMIT }).set(1);
         registry.register("build_info", "Always 1: the version and commit of this binary", build_info);
         let request_duration =
             Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(REQUEST_BUCKETS.iter().copied()));
@@ -279,15 +277,16 @@ impl Metrics {
         }
     }
 
-    /// One upstream exchange: Tencent's code when it answered (`unknown` for codes outside the table), else
-    /// the gateway outcome (`upstream_timeout`, `upstream_unavailable`).
-    pub fn observe_upstream(&self, tenant: &str, tencent_code: Option<&str>, outcome: &str, latency: Duration) {
-        use crate::tencent::classify::{classify, Class};
-        let code = match tencent_code {
-            Some(code) if classify(code) != Class::Unknown => code,
-            Some(_) => "unknown",
-            None => outcome,
-        };
+    /// One upstream exchange: Tencent's code as a bounded label when it answered (`classify::label`), else
+    /// the gateway outcome (`upstream_timeout`, `upstream_unavailable`, `maybe_sent`).
+    pub fn observe_upstream(
+        &self,
+        tenant: &str,
+        tencent_code: Option<&'static str>,
+        outcome: &'static str,
+        latency: Duration,
+    ) {
+        let code = tencent_code.unwrap_or(outcome);
         self.upstream_results.get_or_create(&UpstreamLabels { tenant: tenant.into(), code: code.into() }).inc();
         self.upstream_latency.get_or_create(&TenantLabels { tenant: tenant.into() }).observe(latency.as_secs_f64());
     }

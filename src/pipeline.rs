@@ -12,7 +12,6 @@
 
 use crate::clock::SharedClock;
 use crate::config::Tenant;
-use crate::config::TencentAccount;
 use crate::dedupe::{self, Admission, Claim, Dedupe, Outcome, Ticket};
 use crate::error::GatewayError;
 use crate::feedback::{Feedback, Memo};
@@ -21,7 +20,8 @@ use crate::phone::{InvalidPhone, Masked, Phone};
 use crate::policy::spend::{Reservation, SpendLedger};
 use crate::policy::{Decision, Limiter, Subject};
 use crate::script::{Routed, ScriptReport};
-use crate::tencent::classify::{self, Class};
+use crate::tencent::classify;
+use crate::tencent::client::Dispatched;
 use crate::tencent::{OutboundSms, PreparedRequest, Receipt, TencentClient};
 mod batch;
 
@@ -37,7 +37,7 @@ pub struct Services {
     pub tencent: TencentClient,
     pub clock: SharedClock,
     pub dedupe: Arc<Dedupe>,
-    pub spend: SpendLedger,
+    pub spend: Arc<SpendLedger>,
     /// Remembered sends, verification and delivery signals, the SMS-pumping defense.
     pub feedback: Arc<Feedback>,
 }
@@ -60,7 +60,10 @@ pub struct Trail {
     pub limits: Option<Decision>,
     /// The number is one of the tenant's test numbers: answered as sent, never sent, never counted.
     pub test_number: bool,
-    pub upstream_code: Option<String>,
+    /// Tencent's code for the send, as a bounded label (`classify::label`).
+    pub upstream_code: Option<&'static str>,
+    /// Why a send that may have gone out is not confirmed, for the log only.
+    pub unconfirmed: Option<String>,
     pub upstream_latency: Option<Duration>,
     /// The answer is a repeat's: the first send's, replayed.
     pub replayed: bool,
@@ -79,6 +82,10 @@ pub enum Delivery {
     DryRun,
     /// A configured test number: answered as sent without calling Tencent.
     TestNumber,
+    /// Handed to Tencent, which may have sent it: its answer could not be read, or Tencent failed inside.
+    /// Never reported failed, never retried into a second SMS; kept in limits and caps, and remembered for
+    /// the feedback loop as possibly sent.
+    MaybeSent,
 }
 
 /// A send the pipeline accepted (serialized when de-duplication shares it through Redis).
@@ -97,6 +104,16 @@ pub struct Checked {
     pub code: Option<String>,
     pub idempotency_key: Option<String>,
     pub sms: OutboundSms,
+    /// The other usage types the send stands for: a caller that named only a template several usages share
+    /// is judged by the rules of each (`Tenant::template_usages`).
+    pub(crate) also_usages: Vec<String>,
+}
+
+impl Checked {
+    /// What the limits judge: the number, the usage (and the others its template stands for), the address.
+    fn subject(&self) -> Subject<'_> {
+        Subject { phone: &self.phone, usage: &self.usage, also: &self.also_usages, ip: self.ip }
+    }
 }
 
 /// A send that passed the stages that consume something: the spend it reserved (the limits it consumed are
@@ -211,33 +228,6 @@ fn spend_cap_logged(tenant: &Tenant, reserved: Result<Reservation, GatewayError>
     reserved
 }
 
-/// Whether a failed send certainly sent nothing (its spend reservation can be given back). The error is the
-/// last attempt's: with `retry_maybe_sent` an earlier attempt may have gone out, whatever the last one says.
-fn certainly_unsent(error: &GatewayError, account: &TencentAccount) -> bool {
-    if account.retry_maybe_sent {
-        return false;
-    }
-    match error {
-        GatewayError::UpstreamTimeout => false,
-        GatewayError::UpstreamUnavailable { upstream: None, reason } => reason.starts_with("connect"),
-        other => other.upstream().is_some_and(|u| classify::classify(&u.code) != Class::TransientMaybeSent),
-    }
-}
-
-/// Whether the rate-limit quota a failed send took comes back: it certainly sent nothing, and not because of
-/// the number or content the caller chose. Tencent unreachable, throttling its API, or refusing the operator's
-/// account, template or quota is no reason to lock the user out; a number or text Tencent refuses (or its own
-/// per-number limits) keeps the quota taken, so refused numbers cannot buy unlimited calls to Tencent.
-fn quota_comes_back(error: &GatewayError, account: &TencentAccount) -> bool {
-    certainly_unsent(error, account)
-        && error.upstream().is_none_or(|u| {
-            matches!(
-                classify::classify(&u.code),
-                Class::TransientNotSent | Class::Clock | Class::OperatorConfig | Class::AccountQuota
-            )
-        })
-}
-
 impl Services {
     pub fn new(limiter: Limiter, tencent: TencentClient, clock: SharedClock) -> Arc<Services> {
         Services::observed(limiter, tencent, clock, crate::feedback::Telemetry::default())
@@ -252,10 +242,10 @@ impl Services {
     ) -> Arc<Services> {
         Arc::new(Services {
             feedback: Arc::new(Feedback::new(clock.clone(), tencent.clone(), feedback)),
-            limiter,
             tencent,
             dedupe: Dedupe::new(clock.clone()),
-            spend: SpendLedger::default(),
+            spend: limiter.spend().clone(),
+            limiter,
             clock,
         })
     }
@@ -322,10 +312,18 @@ impl Services {
         trail.usage_named = tenant.knows_usage(judged);
         let usage = judged.to_owned();
         destination(tenant, &phone)?;
+        let mut also_usages = Vec::new();
         let (template_id, kind_sign_name) = match (template_id, caller) {
             (Some(id), _) => (id, tenant.templates_for(phone.is_mainland_china()).1),
-            // The caller's TemplateId, unless the hook moved the send to another usage type.
+            // The caller's TemplateId, unless the hook moved the send to another usage type; the send stands
+            // for every usage the template serves.
             (None, Some(caller)) if asked_usage.as_deref() == Some(canonical) => {
+                also_usages = tenant
+                    .template_usages(&caller.template_id)
+                    .into_iter()
+                    .filter(|u| *u != usage)
+                    .map(str::to_owned)
+                    .collect();
                 (caller.template_id.clone(), tenant.templates_for(phone.is_mainland_china()).1)
             }
             (None, _) => {
@@ -347,7 +345,7 @@ impl Services {
             region: region.unwrap_or_else(|| tenant.tencent.region.clone()),
             extras: caller.map(|c| c.extras.clone()).unwrap_or_default(),
         };
-        Ok(Checked { phone, usage, ip, code, idempotency_key, sms })
+        Ok(Checked { phone, usage, ip, code, idempotency_key, sms, also_usages })
     }
 
     /// For `explain`: every stage up to the network, with limits judged but not consumed.
@@ -366,7 +364,7 @@ impl Services {
         if let Some(blocked) = trail.protection.iter().find(|k| !k.shadow && k.blocked_until_ms.is_some()) {
             return Err(GatewayError::SuspectedPumping { rule: blocked.rule.clone() });
         }
-        let subject = Subject { phone: &checked.phone, usage: &checked.usage, ip: checked.ip };
+        let subject = checked.subject();
         let decision = self.limiter.decide(tenant, &subject, false).await?;
         let denied = decision.denial();
         trail.limits = Some(decision);
@@ -564,6 +562,7 @@ impl Services {
         }
         let Some(redis) = self.limiter.shared() else { return SharedClaim::Unshared };
         let Some(key) = dedupe::shared_key(
+            redis.storage_key(),
             tenant,
             checked.idempotency_key.as_deref(),
             checked.phone.e164(),
@@ -654,7 +653,7 @@ impl Services {
     /// Admit phase: spend caps, then the limits (consumed). A denial gives back what was reserved; the
     /// limiter's decision stays in the trail for the answer's headers.
     async fn admit(&self, tenant: &Tenant, checked: Checked, trail: &mut Trail) -> Result<Admitted, GatewayError> {
-        let subject = Subject { phone: &checked.phone, usage: &checked.usage, ip: checked.ip };
+        let subject = checked.subject();
         let reservation = self.reserve_spend(tenant, checked.phone.country_code()).await?;
         let decision = match self.limiter.decide(tenant, &subject, true).await {
             Ok(decision) => decision,
@@ -676,7 +675,7 @@ impl Services {
 
     /// [`Services::admit`] for the memory backend, without waiting: spend caps and limits in this process.
     fn admit_now(&self, tenant: &Tenant, checked: Checked, trail: &mut Trail) -> Result<Admitted, GatewayError> {
-        let subject = Subject { phone: &checked.phone, usage: &checked.usage, ip: checked.ip };
+        let subject = checked.subject();
         let reservation = self.reserve_spend_here(tenant, checked.phone.country_code())?;
         let Some(decision) = self.limiter.decide_now(tenant, &subject, true) else {
             return Err(GatewayError::Internal("the limiter waits on Redis".into()));
@@ -713,30 +712,34 @@ impl Services {
     /// accepted send for the feedback loop (`remember_accepted`).
     async fn settle(
         &self,
-        account: &TencentAccount,
         reservation: Option<Reservation>,
         template_id: String,
-        result: Result<Receipt, GatewayError>,
+        result: Result<Dispatched, GatewayError>,
         trail: &mut Trail,
     ) -> Outcome {
         match result {
-            Ok(receipt) => {
-                trail.upstream_code = Some("Ok".into());
+            Ok(Dispatched::Sent(receipt)) => {
+                trail.upstream_code = Some("Ok");
                 self.keep(reservation, receipt.fee).await;
                 Ok(Accepted { delivery: Delivery::Sent, template_id, receipt: Some(receipt) })
             }
+            Ok(Dispatched::Unconfirmed(unconfirmed)) => {
+                // Counted as one billed message: the cap errs on the side of the bill.
+                self.keep(reservation, 1).await;
+                trail.upstream_code = unconfirmed.upstream.as_ref().map(|u| classify::label(&u.code));
+                trail.unconfirmed = Some(unconfirmed.reason);
+                Ok(Accepted { delivery: Delivery::MaybeSent, template_id, receipt: None })
+            }
+            // Nothing was sent (the client's decision): the spend comes back, and the quota unless the caller's
+            // number or text was refused.
             Err(e) => {
-                if quota_comes_back(&e, account) {
+                if classify::quota_comes_back(&e) {
                     if let Some(decision) = trail.limits.as_mut() {
                         self.limiter.give_back(decision).await;
                     }
                 }
-                if certainly_unsent(&e, account) {
-                    self.give_back(reservation).await;
-                } else {
-                    self.keep(reservation, 0).await;
-                }
-                trail.upstream_code = e.upstream().map(|u| u.code.clone());
+                self.give_back(reservation).await;
+                trail.upstream_code = e.upstream().map(|u| classify::label(&u.code));
                 Err(e)
             }
         }
@@ -768,6 +771,6 @@ impl Services {
         let result = Box::pin(self.tencent.deliver(account, &sms)).await;
         guard.finish();
         trail.upstream_latency = Some(started.elapsed());
-        self.settle(account, reservation, sms.template_id, result, trail).await
+        self.settle(reservation, sms.template_id, result, trail).await
     }
 }

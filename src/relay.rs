@@ -1,27 +1,30 @@
 //! Outgoing webhooks: delivery receipts and conversions relayed to a tenant's `webhook.url` as JSON, signed
 //! the Standard Webhooks way (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256
-//! of "id.timestamp.body">`). Never on the request path: a bounded queue feeds a worker that delivers up to
-//! `CONCURRENCY` events at once and retries failures with back-off (the same id, a fresh timestamp and
-//! signature); a full queue drops the event and counts it.
+//! of "id.timestamp.body">`). Never on the request path: each tenant has its own lane (`lanes.rs`): a queue
+//! bounded in events and bytes, and `WORKERS` deliveries at once, each retrying failures with back-off (the
+//! same id, a fresh timestamp and signature). A full lane drops that tenant's event and counts it; a tenant
+//! whose receiver hangs or is down delays only its own events.
 
 use crate::clock::SharedClock;
 use crate::config::WebhookTarget;
-use crate::tencent::proxy::{https_client, HttpsClient};
+use crate::lanes::{Lanes, Share};
+use crate::tencent::proxy::{https_client, HttpsClient, WrittenBody};
 use base64::Engine;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Semaphore};
 
-/// Events waiting to be delivered, per process.
-pub const QUEUE: usize = 4096;
-/// Deliveries in flight at once (each may be waiting out a back-off).
-const CONCURRENCY: usize = 16;
+/// Events waiting to be delivered, per tenant.
+pub const QUEUE: usize = 1024;
+/// Bytes of events waiting to be delivered, per tenant.
+const QUEUE_BYTES: usize = 1 << 20;
+/// Deliveries in flight at once, per tenant (each may be waiting out a back-off: at most about 65 s).
+const WORKERS: usize = 4;
 /// Bound on one attempt, connecting included.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The pause before each retry: five attempts over about 40 s.
@@ -54,8 +57,7 @@ struct Event {
 }
 
 pub struct Relay {
-    queue: mpsc::Sender<Event>,
-    receiver: Mutex<Option<mpsc::Receiver<Event>>>,
+    lanes: Lanes<Event>,
     clock: SharedClock,
     results: Family<RelayLabels, Counter>,
 }
@@ -65,9 +67,10 @@ fn count(results: &Family<RelayLabels, Counter>, tenant: &str, result: &str) {
 }
 
 impl Relay {
+    /// `capacity`: events waiting per tenant.
     pub fn new(clock: SharedClock, capacity: usize, results: Family<RelayLabels, Counter>) -> Relay {
-        let (queue, receiver) = mpsc::channel(capacity.max(1));
-        Relay { queue, receiver: Mutex::new(Some(receiver)), clock, results }
+        let lanes = Lanes::new(Share { jobs: capacity, bytes: QUEUE_BYTES, workers: WORKERS });
+        Relay { lanes, clock, results }
     }
 
     /// Queues `{"type": kind, "timestamp": …, "data": data}` for the tenant's receiver; never waits.
@@ -82,26 +85,21 @@ impl Relay {
             id: format!("msg_{:024x}", fastrand::u128(..) >> 32),
             body: Bytes::from(body),
         };
-        if self.queue.try_send(event).is_err() {
+        let bytes = event.body.len() + event.id.len();
+        if !self.lanes.push(tenant, event, bytes) {
             count(&self.results, tenant, "dropped");
         }
     }
 
-    /// Starts the worker on the current runtime (once; later calls do nothing).
+    /// Starts the workers on the current runtime (once; later calls do nothing).
     pub fn start(&self) {
-        let Some(mut receiver) = self.receiver.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
         let (clock, results) = (self.clock.clone(), self.results.clone());
-        tokio::spawn(async move {
-            let http = https_client(None, None);
-            let slots = Arc::new(Semaphore::new(CONCURRENCY));
-            while let Some(event) = receiver.recv().await {
-                let Ok(slot) = slots.clone().acquire_owned().await else { return };
-                let (http, clock, results) = (http.clone(), clock.clone(), results.clone());
-                tokio::spawn(async move {
-                    let result = deliver(&http, &clock, &results, &event).await;
-                    count(&results, &event.tenant, result);
-                    drop(slot);
-                });
+        let http = https_client(None, None);
+        self.lanes.start(move |event: Event| {
+            let (http, clock, results) = (http.clone(), clock.clone(), results.clone());
+            async move {
+                let result = deliver(&http, &clock, &results, &event).await;
+                count(&results, &event.tenant, result);
             }
         });
     }
@@ -124,7 +122,7 @@ async fn deliver(
             .header("webhook-id", &event.id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
-            .body(Full::new(event.body.clone()));
+            .body(WrittenBody::new(event.body.clone()).0);
         let Ok(request) = request else { return "failed" };
         let attempt = async {
             let response = http.request(request).await.map_err(|e| e.to_string())?;
@@ -172,6 +170,7 @@ mod tests {
         );
     }
 
+    /// A full lane drops its own tenant's events only.
     #[test]
     fn a_full_queue_drops_and_counts() {
         let results = Family::<RelayLabels, Counter>::default();
@@ -184,5 +183,8 @@ mod tests {
         }
         let dropped = results.get_or_create(&RelayLabels { tenant: "acme".into(), result: "dropped".into() }).get();
         assert_eq!(dropped, 2);
+        relay.enqueue(&"beta".into(), &target, "sms.converted", serde_json::json!({}));
+        let dropped = results.get_or_create(&RelayLabels { tenant: "beta".into(), result: "dropped".into() }).get();
+        assert_eq!(dropped, 0, "beta's lane is its own");
     }
 }

@@ -75,13 +75,21 @@ async fn idempotency_keys_and_failed_first_sends() {
     assert_eq!((again.status, again.header("idempotent-replayed")), (200, Some("true")));
     assert_eq!(mock.seen().len(), 1);
 
-    // A first send that failed is not kept: the retry goes out.
-    mock.reply(Reply::Envelope(200, "InternalError"));
-    gw.post("/v1/sms/send", &native("+8613800138001", "SignIn", "333333"))
-        .await
-        .assert_error(503, "upstream_unavailable");
+    // A first send that failed (nothing sent) is not kept: the retry goes out.
+    mock.reply(Reply::Envelope(200, "FailedOperation.TemplateIncorrectOrUnapproved"));
+    gw.post("/v1/sms/send", &native("+8613800138001", "SignIn", "333333")).await.assert_error(502, "upstream_rejected");
     assert_eq!(gw.post("/v1/sms/send", &native("+8613800138001", "SignIn", "333333")).await.status, 200);
     assert_eq!(mock.seen().len(), 3);
+    // One that may have gone out is kept: the retry is answered from it, never sent again.
+    mock.reply(Reply::Envelope(200, "InternalError"));
+    let first = gw.post("/v1/sms/send", &native("+8613800138002", "SignIn", "555555")).await;
+    assert_eq!(first.json["status"], "maybe_sent", "{:#}", first.json);
+    let again = gw.post("/v1/sms/send", &native("+8613800138002", "SignIn", "555555")).await;
+    assert_eq!(
+        (again.json["status"].as_str(), again.header("idempotent-replayed")),
+        (Some("maybe_sent"), Some("true"))
+    );
+    assert_eq!(mock.seen().len(), 4);
 
     let bad = Answer::from(post("444444", "").await.unwrap()).await;
     bad.assert_error(400, "invalid_request");

@@ -109,6 +109,7 @@ fn serve_answers_on_the_shipped_config_logs_nothing_secret_and_stops_on_sigterm(
     let mut child = bin()
         .arg("serve")
         .env("SMSGATE_LISTEN", "127.0.0.1:0")
+        .env("SMSGATE_ADMIN_LISTEN", "127.0.0.1:0")
         .env("DEMO_TOKEN", "cli-test-token-abcdef")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -235,7 +236,10 @@ fn regression_nested_default_is_not_a_literal_token() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 3, "{stderr}");
-    assert!(lines[0].contains(":25:14: tenants.demo.tokens[0]: environment variable FALLBACK_TOKEN_VALUE is not set"));
+    let shipped_text = std::fs::read_to_string(shipped()).unwrap();
+    let line = 1 + shipped_text.lines().position(|l| l.contains("${DEMO_TOKEN:-")).unwrap();
+    let expected = format!(":{line}:14: tenants.demo.tokens[0]: environment variable FALLBACK_TOKEN_VALUE is not set");
+    assert!(lines[0].contains(&expected), "{stderr}");
     assert!(
         lines[1].contains(": tenants.demo.tencent.accessKeySecret: environment variable FALLBACK_SECRET is not set")
     );
@@ -334,5 +338,153 @@ fn regression_check_refuses_fifos_devices_and_directories() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let expected = format!(": tenants.demo.script: cannot read {script}: it is {reason}, not a regular file");
         assert!(stderr.lines().next().unwrap().ends_with(&expected), "{stderr}");
+    }
+}
+
+/// A config with every kind of secret the parser reads, each a marker that must not be printed.
+const EVERY_SECRET: &str = r#"
+server:
+  listen: 127.0.0.1:0
+  admin_tokens: ["ADMINTOKENzz0123456789"]
+limits_backend:
+  kind: redis
+  url: redis://:REDISPASSzz0123@127.0.0.1:6379
+tenants:
+  acme:
+    tokens: ["TENANTTOKENzz0123456789"]
+    tencent:
+      accessKeyId: AKIDvisible
+      accessKeySecret: TENCENTKEYzz0123456789
+      sdkAppId: "1400006666"
+      region: ap-guangzhou
+      templates:
+        - { usageType: SignIn, templateCode: "1110" }
+        - { usageType: Generic, templateCode: "1113" }
+      next_credentials: { accessKeyId: AKIDnext, accessKeySecret: NEXTKEYzz0123456789 }
+      status_secret: STATUSSECRETzz0123456789
+      proxy: http://user:PROXYPASSzz@proxy.internal:3128
+    test_numbers:
+      "+8613800000000": "TESTCODE77"
+    conversion: { window: 10m, logto_webhook_secret: LOGTOKEYzz0123456789 }
+    webhook: { url: "https://hooks.example.com/x", secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw }
+    supabase: { secret: "v1,whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldY", usage: SignIn }
+    sdk_clients:
+      - { secretId: AKIDclientvisible, secretKey: "${SDK_KEY}" }
+"#;
+
+/// `check --print` (as `nginx -T`): the config as read, `${VAR}` expanded, with no secret in it; the output
+/// is itself a config that compiles to the same tenants once the secrets are put back.
+#[test]
+fn check_print_shows_the_config_with_every_secret_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.yaml");
+    std::fs::write(&path, EVERY_SECRET).unwrap();
+    let out = bin().args(["check", "--print", "-c"]).arg(&path).env("SDK_KEY", "SDKKEYzz0123456789").output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    for secret in [
+        "ADMINTOKEN",
+        "REDISPASS",
+        "TENANTTOKEN",
+        "TENCENTKEY",
+        "NEXTKEY",
+        "STATUSSECRET",
+        "PROXYPASS",
+        "TESTCODE77",
+        "LOGTOKEY",
+        "MfKQ9r8G",
+        "QUJDREVG",
+        "SDKKEY",
+        "SDK_KEY",
+    ] {
+        assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} printed:\n{stdout}");
+    }
+    for shown in ["AKIDvisible", "AKIDnext", "AKIDclientvisible", "ap-guangzhou", "window: 10m", "usageType: SignIn"] {
+        assert!(stdout.contains(shown), "{shown} missing:\n{stdout}");
+    }
+    assert_eq!(stdout.matches("**REDACTED**").count(), 13, "{stdout}");
+    // A broken config prints nothing but its errors.
+    std::fs::write(&path, EVERY_SECRET.replace("window: 10m", "window: soon")).unwrap();
+    let out = bin().args(["check", "--print", "-c"]).arg(&path).env("SDK_KEY", "SDKKEYzz0123456789").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty() && String::from_utf8_lossy(&out.stderr).contains("conversion.window"));
+}
+
+/// `smsgate schema` is derived from the parser's types: the committed gateway.schema.json (which the
+/// modeline of gateway.yaml points editors at) is its output, and an independent validator (PyPI
+/// `jsonschema`) accepts the shipped config and every example and refuses a typo.
+#[test]
+fn the_schema_is_committed_and_validates_the_shipped_config() {
+    let out = bin().arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let committed = std::fs::read_to_string(root.join("gateway.schema.json")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), committed, "regenerate: smsgate schema > gateway.schema.json");
+    let text = std::fs::read_to_string(shipped()).unwrap();
+    assert!(text.starts_with("# yaml-language-server: $schema=./gateway.schema.json\n"));
+
+    let Some(python) = crate::common::python::interpreter() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo.yaml");
+    std::fs::write(&typo, text.replace("  max_body_bytes:", "  max_body_byte:")).unwrap();
+    let every = dir.path().join("every.yaml");
+    std::fs::write(&every, EVERY_SECRET).unwrap();
+    let mut examples: Vec<std::path::PathBuf> = vec![shipped(), every];
+    for folder in ["examples", "deploy"] {
+        examples.extend(yaml_files(&root.join(folder)));
+    }
+    let validate = |files: &[std::path::PathBuf]| {
+        Command::new(&python)
+            .arg(root.join("tests/python/validate_config.py"))
+            .arg(root.join("gateway.schema.json"))
+            .args(files)
+            .output()
+            .unwrap()
+    };
+    let out = validate(&examples);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && report.contains("ok ") && !report.contains("invalid"), "{report}");
+    let out = validate(&[typo]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && report.contains("max_body_byte"), "{report}");
+}
+
+/// Every .yaml/.yml file under `dir`, recursively (none when it does not exist).
+fn yaml_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(yaml_files(&path));
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// `-c` is `--config`; `--version` names the commit (`build.rs`), and `explain --help` documents its flags.
+#[test]
+fn cli_conventions_short_config_version_commit_and_documented_flags() {
+    let out = bin().args(["check", "-c"]).arg(shipped()).output().unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("gateway.yaml: ok"));
+
+    let version = String::from_utf8_lossy(&bin().arg("--version").output().unwrap().stdout).into_owned();
+    let head =
+        Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).current_dir(env!("CARGO_MANIFEST_DIR")).output();
+    let expected = match head {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        _ => "unknown".to_owned(),
+    };
+    // Built from this checkout: its HEAD (a commit made after the build would differ; tests build first).
+    assert!(version.starts_with(&format!("smsgate {} (commit ", env!("CARGO_PKG_VERSION"))), "{version}");
+    assert!(version.contains(&expected) || std::env::var_os("SMSGATE_COMMIT").is_some(), "{version} vs {expected}");
+
+    let help = String::from_utf8_lossy(&bin().args(["explain", "--help"]).output().unwrap().stdout).into_owned();
+    for flag in
+        ["--tenant <TENANT>  ", "--phone <PHONE>  ", "--usage <USAGE>  ", "--code <CODE>  ", "--logto  ", "--json  "]
+    {
+        let line = help.lines().find(|l| l.contains(flag)).unwrap_or_else(|| panic!("{flag} in:\n{help}"));
+        assert!(line.trim().len() > flag.trim().len() + 10, "{flag} has a description: {line}");
     }
 }

@@ -1,5 +1,6 @@
 //! Config errors point at the file, line, column and key path to fix, and never echo a secret.
 
+use crate::common::STORAGE_KEY;
 use smsgate::config::Config;
 use std::collections::HashMap;
 use std::path::Path;
@@ -89,12 +90,15 @@ fn cross_tenant_and_range_checks() {
     assert!(errs[0].starts_with("gw.yaml:2:11: server.listen"), "{errs:#?}");
     let errs = errors("tenants: {}\n");
     assert!(errs[0].contains("define at least one tenant"), "{errs:#?}");
-    let errs = errors(&format!("limits_backend:\n  kind: redis\n  on_error: maybe\n  timeout: 1m\n{GOOD}"));
-    assert!(errs[0].starts_with("gw.yaml:3:13: limits_backend.on_error: expected local, allow or deny"), "{errs:#?}");
-    assert!(errs[1].starts_with("gw.yaml:4:12: limits_backend.timeout: must be between 1ms and 10s"), "{errs:#?}");
+    let errs = errors(&format!(
+        "limits_backend:\n  kind: redis\n  key: {STORAGE_KEY}\n  on_error: maybe\n  timeout: 1m\n{GOOD}"
+    ));
+    assert!(errs[0].starts_with("gw.yaml:4:13: limits_backend.on_error: expected local, allow or deny"), "{errs:#?}");
+    assert!(errs[1].starts_with("gw.yaml:5:12: limits_backend.timeout: must be between 1ms and 10s"), "{errs:#?}");
     let errs = errors(&format!("limits_backend:\n  kind: memory\n  on_error: deny\n{GOOD}"));
     assert!(errs[0].ends_with("limits_backend.on_error: applies to kind: redis only"), "{errs:#?}");
-    let errs = errors(&format!("limits_backend:\n  kind: redis\n  url: \"http://:hunter2@x\"\n{GOOD}"));
+    let errs =
+        errors(&format!("limits_backend:\n  kind: redis\n  key: {STORAGE_KEY}\n  url: \"http://:hunter2@x\"\n{GOOD}"));
     assert!(
         errs[0].ends_with("limits_backend.url: expected a URL like redis://127.0.0.1:6379 or rediss://…"),
         "{errs:#?}"
@@ -108,7 +112,7 @@ fn cross_tenant_and_range_checks() {
 #[test]
 fn redis_cluster_sentinel_and_tls_keys_are_checked() {
     use smsgate::config::{LimitsBackend, RedisTarget};
-    let backend = |body: &str| format!("limits_backend:\n  kind: redis\n{body}{GOOD}");
+    let backend = |body: &str| format!("limits_backend:\n  kind: redis\n  key: {STORAGE_KEY}\n{body}{GOOD}");
     let errs = errors(&backend("  url: redis://a:1\n  cluster: [\"redis://b:1\"]\n"));
     assert!(
         errs.iter().any(|e| e.ends_with("limits_backend: give exactly one of url, cluster and sentinel")),
@@ -154,15 +158,40 @@ fn redis_cluster_sentinel_and_tls_keys_are_checked() {
     assert!(matches!(&connect.target, RedisTarget::Cluster(seeds) if seeds.len() == 2));
 }
 
+/// Numbers in Redis keys are hashed under `limits_backend.key`: required with the redis backend (every
+/// replica must name a number's keys alike), long enough, and only there.
+#[test]
+fn the_redis_backend_requires_a_storage_key() {
+    let errs = errors(&format!("limits_backend:\n  kind: redis\n{GOOD}"));
+    assert!(errs.iter().any(|e| e.contains("limits_backend.key: required with kind: redis")), "{errs:#?}");
+    let errs = errors(&format!("limits_backend:\n  kind: redis\n  key: short-key-hunter2\n{GOOD}"));
+    assert!(
+        errs.iter().any(|e| e.ends_with("limits_backend.key: needs at least 32 characters and no spaces")),
+        "{errs:#?}"
+    );
+    assert!(errs.iter().all(|e| !e.contains("hunter2")), "the key is never echoed: {errs:#?}");
+    let errs = errors(&format!("limits_backend:\n  kind: memory\n  key: {STORAGE_KEY}\n{GOOD}"));
+    assert!(errs[0].ends_with("limits_backend.key: applies to kind: redis only"), "{errs:#?}");
+    // Not a provider's secret (here the tenant's Tencent secret, from the environment) nor a tenant token.
+    let errs = errors(&format!("limits_backend:\n  kind: redis\n  key: ${{SECRET}}\n{GOOD}"));
+    let own = "limits_backend.key: must be the deployment's own key, not a tenant's Tencent secret or token";
+    assert!(errs.iter().any(|e| e.ends_with(own)), "{errs:#?}");
+    let errs = errors(&format!("limits_backend:\n  kind: redis\n  key: token-for-acme-00001\n{GOOD}"));
+    assert!(errs.iter().any(|e| e.ends_with(own)), "{errs:#?}");
+    assert!(errs.iter().all(|e| !e.contains("token-for-acme")), "never echoed: {errs:#?}");
+}
+
 #[test]
 fn redis_backend_and_test_numbers_compile() {
     use smsgate::config::{LimitsBackend, OnError, RedisTarget};
     let yaml = format!(
-        "limits_backend:\n  kind: redis\n  url: redis://127.0.0.1:6390\n  on_error: deny\n  timeout: 20ms\n{GOOD}    test_numbers: {{\"+8613800000000\": \"123456\"}}\n"
+        "limits_backend:\n  kind: redis\n  key: {STORAGE_KEY}\n  url: redis://127.0.0.1:6390\n  on_error: deny\n  timeout: 20ms\n{GOOD}    test_numbers: {{\"+8613800000000\": \"123456\"}}\n"
     );
     let config = Config::from_yaml(&yaml, Path::new("gw.yaml"), &env()).unwrap_or_else(|e| panic!("{e}"));
     match &config.limits_backend {
-        LimitsBackend::Redis { connect, on_error, timeout } => {
+        LimitsBackend::Redis { connect, on_error, timeout, key } => {
+            assert_eq!(key.expose(), STORAGE_KEY);
+            assert!(!format!("{:?}", config.limits_backend).contains(STORAGE_KEY), "the key is a secret in Debug");
             let RedisTarget::Node(url) = &connect.target else { panic!("{connect:?}") };
             assert_eq!(url.expose(), "redis://127.0.0.1:6390");
             assert_eq!((*on_error, timeout.as_millis()), (OnError::Deny, 20));

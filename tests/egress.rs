@@ -208,25 +208,11 @@ fn the_real_binary_reads_https_proxy_from_its_environment() {
     let proxy_url = format!("http://user:pw@{}", proxy.addr);
     let server =
         crate::common::process::Server::spawn(&config, &[("ACME_SECRET", SECRET_KEY), ("HTTPS_PROXY", &proxy_url)]);
-    assert_eq!(send_to(&runtime, &server), 200, "{}", server.log_text());
+    let answer = runtime.block_on(server.send(&reqwest::Client::new(), "+8613800138000", "123456"));
+    assert_eq!(answer.status, 200, "{}", server.log_text());
     assert_eq!(proxy.asked()[0].proxy_authorization.as_deref(), Some(AUTH));
     assert!(mock.seen()[0].signature_valid);
     assert!(!server.log_text().contains("dXNlcjpwdw"), "proxy credentials never reach the log");
-}
-
-/// Sends `native(...)` to a spawned gateway; its status.
-fn send_to(runtime: &tokio::runtime::Runtime, server: &crate::common::process::Server) -> u16 {
-    runtime.block_on(async {
-        let answer = reqwest::Client::new()
-            .post(server.url("/v1/sms/send"))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(native("+8613800138000", "SignIn", "123456"))
-            .send()
-            .await
-            .unwrap();
-        answer.status().as_u16()
-    })
 }
 
 #[test]
@@ -240,13 +226,15 @@ fn the_host_trust_store_is_trusted_besides_the_built_in_roots() {
     let ca_path = ca.pem_path.display().to_string();
     let server =
         crate::common::process::Server::spawn(&config, &[("ACME_SECRET", SECRET_KEY), ("SSL_CERT_FILE", &ca_path)]);
-    assert_eq!(send_to(&runtime, &server), 200, "{}", server.log_text());
+    let answer = runtime.block_on(server.send(&reqwest::Client::new(), "+8613800138000", "123456"));
+    assert_eq!(answer.status, 200, "{}", server.log_text());
     assert!(mock.seen()[0].signature_valid);
 
     let other = TestCa::new();
     let other_path = other.pem_path.display().to_string();
     let server =
         crate::common::process::Server::spawn(&config, &[("ACME_SECRET", SECRET_KEY), ("SSL_CERT_FILE", &other_path)]);
-    assert_eq!(send_to(&runtime, &server), 503, "another CA in the store does not vouch for the mock");
+    let answer = runtime.block_on(server.send(&reqwest::Client::new(), "+8613800138000", "123456"));
+    assert_eq!(answer.status, 503, "another CA in the store does not vouch for the mock");
     assert_eq!(mock.seen().len(), 1, "nothing more reached the mock");
 }

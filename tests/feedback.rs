@@ -108,31 +108,6 @@ async fn verified(gw: &TestGateway, body: &str) -> (u16, String) {
     post_raw(gw, "/v1/sms/verified", body, &[("authorization", &format!("Bearer {TOKEN}"))]).await
 }
 
-async fn metrics(gw: &TestGateway) -> String {
-    gw.http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap()
-}
-
-/// The value of the sample whose line starts with `series` (name and labels), or 0.
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
-/// Polls the metrics until `series` reaches `value` (background workers), up to 20 s.
-async fn wait_for_sample(gw: &TestGateway, series: &str, value: f64) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = metrics(gw).await;
-        if sample(&text, series) == value {
-            return text;
-        }
-        assert!(std::time::Instant::now() < deadline, "{series} never reached {value}:\n{text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn logto_webhook_signed_as_logto_signs_converts_the_send() {
     let (_mock, gw) = setup("", "").await;

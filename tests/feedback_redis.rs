@@ -15,7 +15,7 @@ fn yaml(endpoint: &str, redis_url: &str, timeout: &str) -> String {
 server:
   listen: 127.0.0.1:0
   admin_tokens: ["{ADMIN_TOKEN}"]
-limits_backend: {{ kind: redis, url: "{redis_url}", timeout: {timeout} }}
+limits_backend: {{ kind: redis, url: "{redis_url}", timeout: {timeout}, key: {STORAGE_KEY} }}
 tenants:
   acme:
     tokens: ["{TOKEN}"]

@@ -4,6 +4,7 @@
 //! through than a rule allows. The Redis properties run against a private `redis-server` (see
 //! `common/redis_server.rs`).
 
+use crate::common::STORAGE_KEY;
 use proptest::prelude::*;
 use smsgate::policy::{Check, Gcra, MemoryStore, RedisStore, RuleVerdict};
 use std::collections::HashMap;
@@ -95,7 +96,7 @@ proptest! {
 fn memory_and_redis_backends_decide_alike() {
     let Some(redis) = crate::common::redis_server::RedisServer::start() else { return };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let store = RedisStore::new(&redis.url(), Duration::from_secs(2)).unwrap();
+    let store = RedisStore::new(&redis.url(), Duration::from_secs(2), STORAGE_KEY.as_bytes()).unwrap();
     // Any unix time: both backends only look at differences.
     let base = 1_704_164_645_000;
     let case = std::sync::atomic::AtomicU64::new(0);
@@ -196,7 +197,7 @@ proptest! {
 fn memory_and_redis_backends_give_back_alike() {
     let Some(redis) = crate::common::redis_server::RedisServer::start() else { return };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let store = RedisStore::new(&redis.url(), Duration::from_secs(2)).unwrap();
+    let store = RedisStore::new(&redis.url(), Duration::from_secs(2), STORAGE_KEY.as_bytes()).unwrap();
     let base = 1_704_164_645_000;
     let case = std::sync::atomic::AtomicU64::new(0);
     proptest!(ProptestConfig::with_cases(48), |(seq in steps_with_give_backs())| {
@@ -278,7 +279,8 @@ fn give_backs_racing_on_threads_never_exceed_the_rule() {
 fn give_backs_racing_in_redis_never_exceed_the_rule() {
     let Some(redis) = crate::common::redis_server::RedisServer::start() else { return };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let store = std::sync::Arc::new(RedisStore::new(&redis.url(), Duration::from_secs(5)).unwrap());
+    let store =
+        std::sync::Arc::new(RedisStore::new(&redis.url(), Duration::from_secs(5), STORAGE_KEY.as_bytes()).unwrap());
     let rule = Check { rule_id: 9, key: 0, gcra: Gcra::new(20, Duration::from_secs(3600)), shadow: false };
     let kept = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let now = 1_704_164_645_000;

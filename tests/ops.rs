@@ -6,8 +6,10 @@ use crate::common::process::Server;
 use crate::common::*;
 use std::time::{Duration, Instant};
 
+/// No drain delay: these tests stop the gateway at once (tests/listeners.rs tests the drain).
 fn yaml(endpoint: &str, template: &str) -> String {
     config_yaml(endpoint, PHONE_LIMITS, "")
+        .replace("  max_body_bytes: 1024", "  max_body_bytes: 1024\n  drain_delay: 0s")
         .replace(r#"templateCode: "1110""#, &format!(r#"templateCode: "{template}""#))
 }
 
@@ -16,15 +18,7 @@ fn env_pairs() -> Vec<(&'static str, &'static str)> {
 }
 
 async fn send(http: &reqwest::Client, server: &Server, phone: &str, code: &str) -> Answer {
-    let r = http
-        .post(server.url("/v1/sms/send"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/json")
-        .body(native(phone, "SignIn", code))
-        .send()
-        .await
-        .unwrap();
-    Answer::from(r).await
+    server.send(http, phone, code).await
 }
 
 async fn metrics(http: &reqwest::Client, server: &Server) -> String {
@@ -68,7 +62,9 @@ async fn sighup_reloads_a_good_config_and_keeps_the_old_one_when_broken() {
 async fn sigterm_lets_an_in_flight_send_finish_and_refuses_new_connections() {
     let mock = MockTencent::start(SECRET_KEY).await;
     mock.reply(Reply::Slow(Duration::from_millis(800)));
-    let mut server = Server::spawn(&yaml(&mock.endpoint(), "1110"), &env_pairs());
+    // A short drain: the port closes by itself once it is over (tests/listeners.rs tests the drain itself).
+    let config = yaml(&mock.endpoint(), "1110").replace("drain_delay: 0s", "drain_delay: 100ms");
+    let mut server = Server::spawn(&config, &env_pairs());
     let http = reqwest::Client::new();
     let url = server.url("/v1/sms/send");
     let in_flight = tokio::spawn(async move {
@@ -89,6 +85,7 @@ async fn sigterm_lets_an_in_flight_send_finish_and_refuses_new_connections() {
     }
     server.signal("TERM");
     server.wait_for_log("shutting down");
+    assert!(server.log_text().contains("drain delay over"), "{}", server.log_text());
     let refused = tokio::net::TcpStream::connect(&server.addr).await;
     assert!(refused.is_err(), "new connections are refused while draining");
 

@@ -3,6 +3,7 @@
 //! allow, deny) without crashing, and both modes switch back by themselves when Redis returns.
 
 use crate::common::redis_server::RedisServer;
+use crate::common::STORAGE_KEY;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -37,6 +38,7 @@ server:
   listen: 127.0.0.1:0
 limits_backend:
   kind: redis
+  key: {STORAGE_KEY}
   url: {redis_url}
   on_error: {on_error}
   timeout: 200ms
@@ -305,7 +307,7 @@ async fn a_stalled_redis_times_out_into_the_fallback_and_recovers() {
     replica.wait_for_mode(&http, "redis").await;
     // The number sent during the stall was written into Redis before it was trusted again.
     let keys = limiter_keys(&mut redis.connection());
-    assert!(keys.iter().any(|k| k.ends_with(&format!(":{:x}", 8_613_800_138_002u64))), "{keys:?}");
+    assert_eq!(keys.len(), 2, "the number sent before the stall and the one sent during it: {keys:?}");
     // Redis kept its state through the stall: the number's first send still counts there.
     assert_eq!(replica.send(&http, "+8613800138000").await.0, 429);
     assert_eq!(replica.send(&http, "+8613800138001").await.0, 200);
@@ -424,4 +426,131 @@ async fn regression_redis_recovery_does_not_hand_out_fresh_quota() {
 
     let expected = if debug { 5 } else { 4 };
     assert_eq!(admitted, expected, "x twice (once per replica), y once, z once (DEBUG SLEEP), w once");
+}
+
+/// The tenant's daily spend counter in Redis (messages), None when Redis holds none.
+fn spend_messages(redis: &RedisServer) -> Option<u64> {
+    let mut c = redis.connection();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("smsgate:{demo}:spend:all:d*").query(&mut c).unwrap();
+    let key = keys.first()?;
+    redis::cmd("HGET").arg(key).arg("m").query::<Option<u64>>(&mut c).unwrap()
+}
+
+/// Sends to `count` fresh numbers (from `first`) and returns how many were admitted; every refusal must be
+/// the spend cap.
+async fn spend_sends(replica: &Replica, http: &reqwest::Client, first: u64, count: u64) -> usize {
+    let mut admitted = 0;
+    for n in first..first + count {
+        let (status, body) = replica.send(http, &format!("+86139{n:08}")).await;
+        if status == 200 {
+            admitted += 1;
+        } else {
+            assert_eq!((status, body["error"]["code"].as_str()), (429, Some("spend_cap_reached")), "{body}");
+        }
+    }
+    admitted
+}
+
+/// A daily cap of 5 sent 15: 5 through Redis, 5 more while Redis was paused (the fallback counted from
+/// zero), 5 more after Redis restarted empty (nothing had been written back). The fallback now counts from
+/// what Redis admitted, and what it counted is written into Redis before Redis is trusted again.
+#[tokio::test]
+async fn regression_spend_cap_overshoots_across_a_paused_then_emptied_redis() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let tenant = "    dedupe_window: 0s\n    spend_caps: { daily: 5 }";
+    let replica = Replica::start_with(&redis.url(), "local", "      []", tenant);
+    let http = reqwest::Client::new();
+    let mut admitted = spend_sends(&replica, &http, 0, 6).await;
+    assert_eq!(admitted, 5, "the cap, through Redis");
+    assert_eq!(spend_messages(&redis), Some(5));
+
+    redis.signal("-STOP");
+    admitted += spend_sends(&replica, &http, 100, 5).await;
+    assert_eq!(replica.ready(&http).await.1["limiter"], "local-fallback");
+    assert_eq!(admitted, 5, "the fallback starts from what Redis admitted");
+
+    redis.restart();
+    replica.wait_for_mode(&http, "redis").await;
+    assert_eq!(spend_messages(&redis), Some(5), "the mirror was written into the empty Redis");
+    admitted += spend_sends(&replica, &http, 200, 5).await;
+    assert_eq!(admitted, 5, "a cap of 5 sends 5 across the outage");
+}
+
+/// The same class by other shapes: what the fallback admits during an outage is written back into a Redis
+/// that came back empty (so the cap holds after it), and a counter Redis lost while the gateway never saw an
+/// error (FLUSHALL) is restored from the replica's mirror by the next reservation.
+#[tokio::test]
+async fn spend_decided_during_an_outage_reaches_redis_and_a_flushed_counter_is_restored() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let tenant = "    dedupe_window: 0s\n    spend_caps: { daily: 4 }";
+    let replica = Replica::start_with(&redis.url(), "local", "      []", tenant);
+    let http = reqwest::Client::new();
+    let mut admitted = spend_sends(&replica, &http, 0, 2).await;
+    redis.kill();
+    admitted += spend_sends(&replica, &http, 100, 3).await;
+    assert_eq!(admitted, 4, "two through Redis, two by the fallback, then the cap");
+    redis.restart();
+    replica.wait_for_mode(&http, "redis").await;
+    assert_eq!(spend_messages(&redis), Some(4), "the fallback's two reached Redis");
+    admitted += spend_sends(&replica, &http, 200, 2).await;
+    assert_eq!(admitted, 4);
+
+    redis::cmd("FLUSHALL").query::<String>(&mut redis.connection()).unwrap();
+    admitted += spend_sends(&replica, &http, 300, 2).await;
+    assert_eq!(admitted, 4, "the mirror stands in for the lost counter");
+    assert_eq!(spend_messages(&redis), Some(4), "and is written back into Redis");
+}
+
+/// Rate-limit keys held numbers in reversible hex (`smsgate:{t}:…:7d5952f7c48` = 8613912345672) while the
+/// de-duplication and feedback keys were HMACs. Every key part a caller chooses (a number, a prefix) is now a
+/// keyed hash under `limits_backend.key`, as long as the hex was; the tenant stays the Cluster hash tag.
+#[tokio::test]
+async fn regression_numbers_sit_in_redis_limit_keys_in_reversible_hex() {
+    let Some(redis) = RedisServer::start() else { return };
+    let limits = "      - { name: hourly, key: phone, limit: 1, per: 1h }\n      - { name: range, key: { phone_prefix: 7 }, limit: 50, per: 1h }";
+    let replica = Replica::start(&redis.url(), "deny", limits);
+    let http = reqwest::Client::new();
+    assert_eq!(replica.send(&http, "+8613912345672").await.0, 200);
+    assert_eq!(replica.send(&http, "+8613912345672").await.0, 429, "the hashed key still counts");
+    let mut c = redis.connection();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("smsgate:*").query(&mut c).unwrap();
+    let limiter = limiter_keys(&mut c);
+    assert_eq!(limiter.len(), 2, "the number's key and its prefix's: {keys:?}");
+    for key in &limiter {
+        assert!(key.starts_with("smsgate:{demo}:"), "{key}");
+        let hashed = key.rsplit(':').next().unwrap();
+        assert_eq!(hashed.len(), format!("{:x}", 8_613_912_345_672u64).len(), "{key}: as long as the hex was");
+    }
+    for shown in [format!("{:x}", 8_613_912_345_672u64), format!("{:x}", 8_613_912u64), "13912345672".into()] {
+        assert!(keys.iter().all(|k| !k.contains(&shown)), "{shown} in {keys:?}");
+    }
+}
+
+/// The documented failover bound with two replicas: while Redis is away each counts on from what Redis last
+/// told it (so together they send at most what each had not yet seen the other send, at most R x N in all),
+/// and when Redis returns empty both write their counts back, the second on top of the first.
+#[tokio::test]
+async fn two_replicas_keep_a_spend_cap_within_the_failover_bound() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let tenant = "    dedupe_window: 0s\n    spend_caps: { daily: 4 }";
+    let a = Replica::start_with(&redis.url(), "local", "      []", tenant);
+    let b = Replica::start_with(&redis.url(), "local", "      []", tenant);
+    let http = reqwest::Client::new();
+    let mut admitted = spend_sends(&a, &http, 0, 2).await;
+    admitted += spend_sends(&b, &http, 100, 1).await;
+    assert_eq!((admitted, spend_messages(&redis)), (3, Some(3)), "A last saw 2, B 3");
+    redis.kill();
+    let during = [spend_sends(&a, &http, 200, 4).await, spend_sends(&b, &http, 300, 4).await];
+    assert_eq!(during, [2, 1], "each counts on from what Redis last told it");
+    admitted += during.iter().sum::<usize>();
+    assert!(admitted <= 2 * 4, "at most R x N: {admitted}");
+    redis.restart();
+    a.wait_for_mode(&http, "redis").await;
+    b.wait_for_mode(&http, "redis").await;
+    // 6 were sent; from counters alone the replicas' overlap is unknown, so the empty Redis gets at least the
+    // larger replica's count (5: A's 2 + 2 then B's 3 + 1 on top of it), all of it when B writes first.
+    let restored = spend_messages(&redis).unwrap();
+    assert!((5..=6).contains(&restored), "{restored}");
+    admitted += spend_sends(&a, &http, 400, 2).await + spend_sends(&b, &http, 500, 2).await;
+    assert_eq!(admitted, 6, "nothing more after the recovery: within R x N");
 }

@@ -7,7 +7,7 @@
 //! time-outs; failures during a failover come from refused connections, not from it.
 
 use crate::common::redis_server::{wait_until, RedisCluster, RedisSentinel, RedisServer};
-use crate::common::{compile, TestGateway};
+use crate::common::{compile, TestGateway, STORAGE_KEY};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,7 +26,9 @@ fn config(backend: &str) -> smsgate::config::Config {
 }
 
 fn yaml(backend: &str) -> String {
-    let mut yaml = format!("limits_backend:\n  kind: redis\n  on_error: deny\n  timeout: 1s\n{backend}tenants:\n");
+    let mut yaml = format!(
+        "limits_backend:\n  kind: redis\n  key: {STORAGE_KEY}\n  on_error: deny\n  timeout: 1s\n{backend}tenants:\n"
+    );
     for t in 0..TENANTS {
         yaml.push_str(&format!(
             r#"  t{t}:

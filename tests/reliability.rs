@@ -38,12 +38,15 @@ async fn api_throttles_are_retried_and_only_the_last_answer_counts() {
 async fn failures_that_may_have_sent_are_not_retried_unless_the_tenant_opts_in() {
     let mock = MockTencent::start(SECRET_KEY).await;
     let gw = gateway(&mock, "").await;
-    mock.reply(Reply::Envelope(200, "InternalError.Timeout"));
-    gw.post("/v1/sms/send", &send_body("+8613800138000")).await.assert_error(503, "upstream_unavailable");
-    mock.reply(Reply::Drop);
-    gw.post("/v1/sms/send", &send_body("+8613800138001")).await.assert_error(503, "upstream_unavailable");
-    mock.reply(Reply::Slow(Duration::from_secs(3)));
-    gw.post("/v1/sms/send", &send_body("+8613800138002")).await.assert_error(504, "upstream_timeout");
+    for (reply, phone) in [
+        (Reply::Envelope(200, "InternalError.Timeout"), "+8613800138000"),
+        (Reply::Drop, "+8613800138001"),
+        (Reply::Slow(Duration::from_secs(3)), "+8613800138002"),
+    ] {
+        mock.reply(reply);
+        let a = gw.post("/v1/sms/send", &send_body(phone)).await;
+        assert_eq!((a.status, a.json["status"].as_str()), (200, Some("maybe_sent")), "{:#}", a.json);
+    }
     assert_eq!(mock.seen().len(), 3, "exactly one request each");
 
     let mock = MockTencent::start(SECRET_KEY).await;

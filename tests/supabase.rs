@@ -7,15 +7,15 @@ use crate::common::python::{self, PythonProcess};
 use crate::common::*;
 use serde_json::{json, Value};
 
-const SECRET: &str = "v1,whsec_c21zZ2F0ZS1zdXBhYmFzZS10ZXN0LWtleS0x";
+pub(crate) const SECRET: &str = "v1,whsec_c21zZ2F0ZS1zdXBhYmFzZS10ZXN0LWtleS0x";
 const OTHER_SECRET: &str = "v1,whsec_c21zZ2F0ZS1zdXBhYmFzZS1vdGhlci1rZXk=";
 
-fn hooked_config(endpoint: &str, supabase: &str) -> String {
+pub(crate) fn hooked_config(endpoint: &str, supabase: &str) -> String {
     let limits = format!("{PHONE_LIMITS}\n    countries: {{ deny: [GB] }}\n    supabase: {supabase}");
     config_yaml(endpoint, &limits, "")
 }
 
-fn payload(phone: &str, otp: &str) -> String {
+pub(crate) fn payload(phone: &str, otp: &str) -> String {
     json!({
         "metadata": {"uuid": "8b6c2a1e-0000-4000-8000-000000000001", "time": "2024-01-02T03:04:05Z",
                      "name": "send-sms", "ip_address": "203.0.113.7"},
@@ -28,7 +28,7 @@ fn payload(phone: &str, otp: &str) -> String {
 }
 
 /// Posts one hook request through the Python client; None when Python is not installed (test skipped).
-async fn hook(url: String, mode: &str, timestamp: i64, body: String, secrets: &[&str]) -> Option<Value> {
+pub(crate) async fn hook(url: String, mode: &str, timestamp: i64, body: String, secrets: &[&str]) -> Option<Value> {
     let python = python::interpreter()?;
     let mut args = vec![mode.to_owned(), url, timestamp.to_string(), body];
     args.extend(secrets.iter().map(|s| s.to_string()));

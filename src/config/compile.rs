@@ -106,7 +106,7 @@ pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, V
     let mut c = Compiler { problems: Vec::new() };
     // Scripts resolve relative to the config file's folder.
     let base_dir = source.parent().unwrap_or(Path::new(""));
-    let server = compile_server(&mut c, &raw.server);
+    let server = compile_server(&mut c, &raw.server, base_dir);
     let limits_backend = super::redis::compile_backend(&mut c, &raw.limits_backend, base_dir);
 
     if raw.tenants.is_empty() {
@@ -149,6 +149,7 @@ pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, V
     let status_secrets = super::feedback::compile_status_secrets(&mut c, &raw.tenants);
     super::exposure::check(&mut c.problems, &raw, &tenants, &tokens, &admin_tokens);
     super::feedback::check_logto_secrets(&mut c, &tenants, server.shared_logto_webhook);
+    super::redis::check_storage_key_is_no_credential(&mut c, &limits_backend, &tenants, &tokens);
 
     match tenants.into_iter().collect::<Option<Vec<_>>>() {
         Some(tenants) if c.problems.is_empty() => Ok(Config {
@@ -165,7 +166,7 @@ pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, V
     }
 }
 
-fn compile_server(c: &mut Compiler, raw: &RawServer) -> ServerSettings {
+fn compile_server(c: &mut Compiler, raw: &RawServer, base_dir: &Path) -> ServerSettings {
     let mut listen: SocketAddr = ([127, 0, 0, 1], 8080).into();
     if let Some(text) = raw.listen.as_ref().and_then(|s| c.text("server.listen", s)) {
         match text.parse() {
@@ -242,7 +243,42 @@ fn compile_server(c: &mut Compiler, raw: &RawServer) -> ServerSettings {
         }
     }
     let max_remembered_sends = super::feedback::max_remembered_sends(c, raw.max_remembered_sends);
+    let mut admin_listen = None;
+    if let Some(text) = raw.admin_listen.as_ref().and_then(|s| c.text("server.admin_listen", s)) {
+        match text.parse::<SocketAddr>() {
+            Ok(addr) if addr.port() != 0 && (addr == listen || Some(addr) == tencent_listen) => {
+                c.problem("server.admin_listen", "must differ from server.listen and server.tencent_listen")
+            }
+            Ok(addr) => admin_listen = Some(addr),
+            Err(_) => c.problem("server.admin_listen", "expected an address like 127.0.0.1:9090"),
+        }
+    }
+    let mut tls = |key: &str, raw: Option<&RawListenerTls>, listener: Option<(&str, Option<SocketAddr>)>| {
+        let path = format!("server.{key}");
+        match (raw?, listener) {
+            (_, Some((name, None))) => c.problem(path, format!("needs server.{name} (the listener it secures)")),
+            (raw, _) => match super::listen::load(&path, raw, base_dir) {
+                Ok(tls) => return Some(tls),
+                Err((path, message)) => c.problem(path, message),
+            },
+        }
+        None
+    };
+    let main_tls = tls("tls", raw.tls.as_ref(), None);
+    let tencent_tls = tls("tencent_tls", raw.tencent_tls.as_ref(), Some(("tencent_listen", tencent_listen)));
+    let admin_tls = tls("admin_tls", raw.admin_tls.as_ref(), Some(("admin_listen", admin_listen)));
+    let drain_delay = c.duration(
+        "server.drain_delay",
+        raw.drain_delay.as_ref(),
+        Duration::from_secs(5),
+        (Duration::ZERO, Duration::from_secs(300)),
+    );
     ServerSettings {
+        admin_listen,
+        tls: main_tls,
+        tencent_tls,
+        admin_tls,
+        drain_delay,
         listen,
         max_body_bytes,
         shutdown_grace,
@@ -371,8 +407,12 @@ fn compile_tenant(
     let real = tencent.as_ref().map_or(&[][..], |t| &t.credentials[..]);
     let sdk_clients =
         super::doors::sdk_clients(&format!("{path}.sdk_clients"), &raw.sdk_clients, real, &mut c.problems);
-    let sdk_passthrough =
-        super::doors::passthrough(&format!("{path}.sdk_passthrough"), &raw.sdk_passthrough, &mut c.problems);
+    let sdk_passthrough = super::doors::passthrough(
+        &format!("{path}.sdk_passthrough"),
+        &raw.sdk_passthrough,
+        raw.sdk_passthrough_unscoped.unwrap_or(false),
+        &mut c.problems,
+    );
     if c.problems.len() != before {
         return None;
     }

@@ -72,8 +72,37 @@ pub fn sdk_clients(
     clients
 }
 
-/// Passthrough actions: Tencent action names (`PullSmsSendStatus`), not SendSms (always served with policy).
-pub fn passthrough(path: &str, raw: &[Scalar], problems: &mut Vec<(String, String)>) -> Vec<String> {
+/// What a passthrough action may reach, for the actions smsgate knows to be reads (Tencent SMS API
+/// 2021-01-11). Every other action (writes such as `AddSmsTemplate` or `ReportConversion`, account-wide
+/// reads, actions added later) needs `sdk_passthrough_unscoped: true`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadScope {
+    /// Reads one application's data, named by `SmsSdkAppId`: forwarded only for the tenant's own.
+    App,
+    /// Reads nothing of the account (number information).
+    Public,
+}
+
+/// The read actions a tenant may list without `sdk_passthrough_unscoped`.
+pub(crate) const READ_ACTIONS: &[(&str, ReadScope)] = &[
+    ("PullSmsSendStatus", ReadScope::App),
+    ("PullSmsSendStatusByPhoneNumber", ReadScope::App),
+    ("PullSmsReplyStatus", ReadScope::App),
+    ("PullSmsReplyStatusByPhoneNumber", ReadScope::App),
+    ("SendStatusStatistics", ReadScope::App),
+    ("CallbackStatusStatistics", ReadScope::App),
+    ("SmsPackagesStatistics", ReadScope::App),
+    ("DescribePhoneNumberInfo", ReadScope::Public),
+];
+
+/// The scope of a read action smsgate knows; None for every other action.
+pub(crate) fn read_scope(action: &str) -> Option<ReadScope> {
+    READ_ACTIONS.iter().find(|(name, _)| *name == action).map(|(_, scope)| *scope)
+}
+
+/// Passthrough actions: Tencent action names (`PullSmsSendStatus`), not SendSms (always served with policy);
+/// only the reads of [`READ_ACTIONS`] unless `unscoped` (they are forwarded with the tenant's real keys).
+pub fn passthrough(path: &str, raw: &[Scalar], unscoped: bool, problems: &mut Vec<(String, String)>) -> Vec<String> {
     let mut actions: Vec<String> = Vec::new();
     for (i, action) in raw.iter().enumerate() {
         let name = action.0.trim();
@@ -84,6 +113,15 @@ pub fn passthrough(path: &str, raw: &[Scalar], problems: &mut Vec<(String, Strin
             problems.push((format!("{path}[{i}]"), "expected a Tencent action name such as PullSmsSendStatus".into()));
         } else if name == "SendSms" {
             problems.push((format!("{path}[{i}]"), "SendSms always goes through the tenant's policy".into()));
+        } else if read_scope(name).is_none() && !unscoped {
+            problems.push((
+                format!("{path}[{i}]"),
+                format!(
+                    "{name} is not a read of this tenant's application (a write, an account-wide read or an action \
+                     smsgate does not know), and it would run with the real Tencent keys: list it only with \
+                     sdk_passthrough_unscoped: true"
+                ),
+            ));
         } else if actions.iter().any(|a| a == name) {
             problems.push((format!("{path}[{i}]"), format!("{name} is listed twice")));
         } else {

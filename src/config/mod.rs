@@ -12,6 +12,7 @@ mod egress;
 mod exposure;
 mod feedback;
 mod interp;
+mod listen;
 mod locate;
 mod model;
 mod raw;
@@ -21,6 +22,7 @@ mod tokens;
 mod yaml;
 
 pub use compile::parse_endpoint;
+pub(crate) use doors::{read_scope, ReadScope};
 pub use duration::parse_duration;
 pub use feedback::MAX_PROTECTION_PREFIX;
 pub use interp::{Env, ProcessEnv};
@@ -34,6 +36,13 @@ use yaml::Problem;
 /// The config file is read only up to this size (8 MiB).
 pub const MAX_CONFIG_BYTES: u64 = 8 << 20;
 use std::path::{Path, PathBuf};
+
+/// The JSON Schema (draft 2020-12) of gateway.yaml, derived from the types the config is read into, so it
+/// follows every key the parser accepts. `${VAR}` references are text: a key that takes a number takes no
+/// reference, as when the file is read.
+pub fn json_schema() -> serde_json::Value {
+    schemars::schema_for!(raw::RawConfig).to_value()
+}
 
 /// One config problem, pointing at the line to fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +154,55 @@ impl Config {
                 Err(ConfigErrors(errors))
             }
         }
+    }
+}
+
+impl Config {
+    /// The config at `path` as read, `${VAR}` references expanded, as YAML with every secret (tokens, keys,
+    /// passwords, URLs that may hold one, test numbers' codes) printed as `**REDACTED**`: `check --print`.
+    /// Keys left out take their defaults. Call after [`Config::load`] succeeded.
+    pub fn redacted_yaml(path: &Path, env: &dyn Env) -> Result<String, ConfigErrors> {
+        let fail = |message: String| {
+            ConfigErrors(vec![ConfigError { file: path.to_path_buf(), location: None, path: String::new(), message }])
+        };
+        let text = crate::files::read_text(path, MAX_CONFIG_BYTES)
+            .map_err(|e| fail(format!("cannot read the config file: {e}")))?;
+        let doc = yaml::Document::parse(&text).map_err(|p| fail(p.message))?;
+        let cx = de::Context::new(&doc, env);
+        let raw = cx.deserialize::<raw::RawConfig>().map_err(|p| fail(p.message))?;
+        let value = serde_json::to_value(&raw).map_err(|e| fail(e.to_string()))?;
+        let mut out = String::new();
+        let mut emitter = yaml_rust2::YamlEmitter::new(&mut out);
+        emitter.multiline_strings(true);
+        emitter.dump(&to_yaml(value)).map_err(|e| fail(format!("{e:?}")))?;
+        out.push('\n');
+        Ok(out)
+    }
+}
+
+/// A JSON value as a YAML node; keys left out (null) or empty (`[]`, `{}`) are dropped, their defaults apply.
+fn to_yaml(value: serde_json::Value) -> yaml_rust2::Yaml {
+    use yaml_rust2::Yaml;
+    match value {
+        serde_json::Value::Null => Yaml::Null,
+        serde_json::Value::Bool(b) => Yaml::Boolean(b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Yaml::Integer(i),
+            None => Yaml::Real(n.to_string()),
+        },
+        serde_json::Value::String(s) => Yaml::String(s),
+        serde_json::Value::Array(items) => Yaml::Array(items.into_iter().map(to_yaml).collect()),
+        serde_json::Value::Object(map) => Yaml::Hash(
+            map.into_iter()
+                .filter(|(_, v)| match v {
+                    serde_json::Value::Null => false,
+                    serde_json::Value::Array(items) => !items.is_empty(),
+                    serde_json::Value::Object(map) => !map.is_empty(),
+                    _ => true,
+                })
+                .map(|(k, v)| (Yaml::String(k), to_yaml(v)))
+                .collect(),
+        ),
     }
 }
 

@@ -78,6 +78,36 @@ pub struct ServerSettings {
     /// Threads serving requests: by default the CPUs this process may use (its affinity and cgroup quota).
     /// One runs a single-threaded runtime: no work stealing, no cross-thread wake-ups. Read at start.
     pub workers: usize,
+    /// The listener of `/metrics` and `/admin/v1/...`; when set, the other listeners answer 404 there.
+    pub admin_listen: Option<SocketAddr>,
+    /// TLS of `listen`, `tencent_listen` and `admin_listen`. Whether a listener speaks TLS is read at start;
+    /// a reload re-reads the certificates.
+    pub tls: Option<ListenerTls>,
+    pub tencent_tls: Option<ListenerTls>,
+    pub admin_tls: Option<ListenerTls>,
+    /// On SIGTERM, how long `/readyz` answers 503 (requests still served) before the listeners close.
+    pub drain_delay: Duration,
+}
+
+/// The TLS of one listener: the files it was read from and the rustls config built from them.
+#[derive(Clone)]
+pub struct ListenerTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Clients must present a certificate signed by a CA of this file (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+    pub server_config: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for ListenerTls {
+    /// The file names only: the rustls config holds the private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerTls")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("client_ca_file", &self.client_ca_file)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where limiter state lives. Read at start: a reload that changes it is logged and takes effect on restart.
@@ -90,6 +120,8 @@ pub enum LimitsBackend {
         on_error: OnError,
         /// Bound on one Redis call, connecting included.
         timeout: Duration,
+        /// The per-deployment key numbers are hashed under in Redis keys (`limits_backend.key`).
+        key: Secret,
     },
 }
 
@@ -338,6 +370,18 @@ impl Tenant {
         }
     }
 
+    /// Every usage type whose template (mainland or international) is `template_id`, in their canonical
+    /// spelling, sorted and without repeats. A door that knows only the template (the Tencent-compatible API)
+    /// is judged by the rules of all of them: a template two usages share cannot escape a rule of either.
+    pub(crate) fn template_usages(&self, template_id: &str) -> Vec<&str> {
+        let sets = std::iter::once(&self.templates).chain(self.international_templates.as_ref());
+        let mut usages: Vec<&str> =
+            sets.flat_map(|set| set.iter().filter(|(_, id)| *id == template_id).map(|(usage, _)| usage)).collect();
+        usages.sort_unstable();
+        usages.dedup();
+        usages
+    }
+
     /// The template set and sign name for a number: a number never gets a template of the wrong kind.
     pub fn templates_for(&self, mainland_china: bool) -> (&Templates, Option<&str>) {
         match &self.international_templates {
@@ -490,6 +534,12 @@ pub struct LimitRule {
 impl LimitRule {
     pub fn applies_to(&self, usage: &str) -> bool {
         self.usages.is_empty() || self.usages.iter().any(|u| u == usage)
+    }
+
+    /// Whether the rule applies to a send made under `usage` that also stands for `also` (the other usages
+    /// of a template they share).
+    pub(crate) fn applies_to_any(&self, usage: &str, also: &[String]) -> bool {
+        self.applies_to(usage) || also.iter().any(|u| self.applies_to(u))
     }
 }
 

@@ -2,14 +2,21 @@
 //! already expanded by the deserializer, `de.rs`). Nothing here is validated; `compile` turns these into the
 //! runtime model. Keep `deny_unknown_fields` on new structs: `de.rs` reports unknown keys from the field list
 //! serde passes it, but content serde buffers (untagged enums, `flatten`) only the attribute can guard.
+//!
+//! Serializing a raw config is `check --print`: every text value prints as `**REDACTED**` unless its field
+//! says `serialize_with = "shown::..."`, so a new field is redacted until someone decides it is not secret.
 
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, Deserializer, Visitor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
-#[derive(Debug, Deserialize)]
+/// gateway.yaml, as `smsgate schema` describes it (`$ smsgate schema > gateway.schema.json`).
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "smsgate gateway.yaml")]
 pub struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
@@ -18,11 +25,13 @@ pub struct RawConfig {
     pub tenants: BTreeMap<String, RawTenant>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
+    #[serde(serialize_with = "shown::option")]
     pub listen: Option<Scalar>,
     pub max_body_bytes: Option<u64>,
+    #[serde(serialize_with = "shown::option")]
     pub shutdown_grace: Option<Scalar>,
     /// Bearer tokens of the admin API (`/admin/v1/...`).
     #[serde(default)]
@@ -30,8 +39,10 @@ pub struct RawServer {
     /// Cap on the sends remembered in this process for the feedback loop.
     pub max_remembered_sends: Option<u64>,
     /// The whole request head must arrive within this time.
+    #[serde(serialize_with = "shown::option")]
     pub header_timeout: Option<Scalar>,
     /// The whole body must arrive within this time.
+    #[serde(serialize_with = "shown::option")]
     pub body_timeout: Option<Scalar>,
     /// Bodies one tenant may have in reading at once.
     pub max_body_readers: Option<u64>,
@@ -43,14 +54,43 @@ pub struct RawServer {
     /// Whether `/v1/logto/webhook` (no tenant in the path) is served.
     pub shared_logto_webhook: Option<bool>,
     /// Address of the Tencent-compatible API (the official SDKs' `SendSms`); off when absent.
+    #[serde(serialize_with = "shown::option")]
     pub tencent_listen: Option<Scalar>,
     /// Threads serving requests.
     pub workers: Option<u64>,
+    /// Address of `/metrics` and `/admin/v1/...` (then served only there); off when absent.
+    #[serde(serialize_with = "shown::option")]
+    pub admin_listen: Option<Scalar>,
+    /// TLS of `listen`.
+    pub tls: Option<RawListenerTls>,
+    /// TLS of `tencent_listen`.
+    pub tencent_tls: Option<RawListenerTls>,
+    /// TLS of `admin_listen`.
+    pub admin_tls: Option<RawListenerTls>,
+    /// On SIGTERM, how long `/readyz` answers 503 while requests are still served, before the listeners close.
+    #[serde(serialize_with = "shown::option")]
+    pub drain_delay: Option<Scalar>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `tls: {cert_file, key_file, client_ca_file}` of one listener: PEM files, relative to the config's folder.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    /// The certificate chain, leaf first.
+    #[serde(serialize_with = "shown::scalar")]
+    pub cert_file: Scalar,
+    /// The private key of the leaf certificate (PKCS#8, PKCS#1 or SEC1).
+    #[serde(serialize_with = "shown::scalar")]
+    pub key_file: Scalar,
+    /// With it, clients must present a certificate signed by one of these CAs (mutual TLS).
+    #[serde(serialize_with = "shown::option")]
+    pub client_ca_file: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimitsBackend {
+    #[serde(serialize_with = "shown::option")]
     pub kind: Option<Scalar>,
     /// One Redis node (the primary).
     pub url: Option<Scalar>,
@@ -60,31 +100,39 @@ pub struct RawLimitsBackend {
     pub sentinel: Option<RawSentinel>,
     /// `tls: {ca_file: path}`: the CA that signs the Redis servers' certificates (`rediss://`).
     pub tls: Option<RawRedisTls>,
+    #[serde(serialize_with = "shown::option")]
     pub on_error: Option<Scalar>,
+    #[serde(serialize_with = "shown::option")]
     pub timeout: Option<Scalar>,
+    /// The per-deployment key numbers are hashed under in Redis keys.
+    pub key: Option<Scalar>,
 }
 
 /// `sentinel: {master: mymaster, nodes: [redis://s1:26379, ...], password: ...}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSentinel {
+    #[serde(serialize_with = "shown::scalar")]
     pub master: Scalar,
     pub nodes: Vec<Scalar>,
     /// Credentials of the primary (those in the node URLs are the sentinels').
+    #[serde(serialize_with = "shown::option")]
     pub username: Option<Scalar>,
     pub password: Option<Scalar>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedisTls {
+    #[serde(serialize_with = "shown::scalar")]
     pub ca_file: Scalar,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTenant {
     pub tokens: Vec<Scalar>,
+    #[serde(serialize_with = "shown::option")]
     pub default_country: Option<Scalar>,
     pub tencent: RawTencent,
     #[serde(default)]
@@ -92,17 +140,22 @@ pub struct RawTenant {
     /// E.164 number -> the fixed code the auth server accepts for it (staging, app-store review logins).
     #[serde(default)]
     pub test_numbers: BTreeMap<String, Scalar>,
+    #[serde(serialize_with = "shown::option")]
     pub script: Option<Scalar>,
     pub script_limits: Option<RawScriptLimits>,
+    #[serde(serialize_with = "shown::option")]
     pub on_script_error: Option<Scalar>,
     /// `{allow: [CN, HK]}` or `{deny: [KP]}`.
     pub countries: Option<RawCountries>,
     /// E.164 prefixes refused outright, such as premium-rate ranges.
     #[serde(default)]
+    #[serde(serialize_with = "shown::list")]
     pub blocked_prefixes: Vec<Scalar>,
     /// Number types sent to (`mobile`, `fixed_line_or_mobile`, ...); others are refused.
+    #[serde(serialize_with = "shown::option_list")]
     pub number_types: Option<Vec<Scalar>>,
     /// Same (number, usage, code) within this window: answered from the first send. `0s` turns it off.
+    #[serde(serialize_with = "shown::option")]
     pub dedupe_window: Option<Scalar>,
     pub spend_caps: Option<RawSpendCaps>,
     /// The feedback loop: when a verification counts as a conversion of a send.
@@ -119,34 +172,44 @@ pub struct RawTenant {
     pub sdk_clients: Vec<RawSdkClient>,
     /// Tencent SMS actions other than SendSms that SDK callers may use, forwarded re-signed.
     #[serde(default)]
+    #[serde(serialize_with = "shown::list")]
     pub sdk_passthrough: Vec<Scalar>,
+    /// Allows `sdk_passthrough` to list actions that are not reads of the tenant's own application (writes
+    /// such as AddSmsTemplate, account-wide reads such as DescribeSmsTemplateList, actions smsgate does not
+    /// know).
+    pub sdk_passthrough_unscoped: Option<bool>,
 }
 
 /// `conversion: { window: 10m, remember_for: 1h, logto_webhook_secret: ... }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConversion {
+    #[serde(serialize_with = "shown::option")]
     pub window: Option<Scalar>,
+    #[serde(serialize_with = "shown::option")]
     pub remember_for: Option<Scalar>,
     pub logto_webhook_secret: Option<Scalar>,
 }
 
 /// One `protection:` rule.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawProtection {
+    #[serde(serialize_with = "shown::scalar")]
     pub name: Scalar,
     pub key: RawLimitKey,
+    #[serde(serialize_with = "shown::scalar")]
     pub window: Scalar,
     pub min_sends: u32,
     pub min_conversion: f64,
+    #[serde(serialize_with = "shown::scalar")]
     pub block_for: Scalar,
     #[serde(default)]
     pub shadow: bool,
 }
 
 /// `webhook: { url: https://..., secret: whsec_... }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawWebhook {
     pub url: Scalar,
@@ -155,31 +218,35 @@ pub struct RawWebhook {
     pub allow_link_local: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSupabase {
     pub secret: Scalar,
+    #[serde(serialize_with = "shown::option")]
     pub usage: Option<Scalar>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSdkClient {
     #[serde(rename = "secretId")]
+    #[serde(serialize_with = "shown::scalar")]
     pub secret_id: Scalar,
     #[serde(rename = "secretKey")]
     pub secret_key: Scalar,
 }
 
 /// `{allow: [..]}` or `{deny: [..]}`; exactly one (checked by `compile`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCountries {
+    #[serde(serialize_with = "shown::option_list")]
     pub allow: Option<Vec<Scalar>>,
+    #[serde(serialize_with = "shown::option_list")]
     pub deny: Option<Vec<Scalar>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCaps {
     pub daily: Option<u64>,
@@ -188,10 +255,11 @@ pub struct RawCaps {
     pub monthly_fee: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSpendCaps {
     /// UTC offset where days and months start, `+08:00` (China time, as Tencent bills) by default.
+    #[serde(serialize_with = "shown::option")]
     pub utc_offset: Option<Scalar>,
     pub daily: Option<u64>,
     pub monthly: Option<u64>,
@@ -202,35 +270,44 @@ pub struct RawSpendCaps {
 }
 
 /// `script_limits: { instructions: 200000, memory: 1MiB, time: 10ms }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawScriptLimits {
     pub instructions: Option<u64>,
+    #[serde(serialize_with = "shown::option")]
     pub memory: Option<Scalar>,
+    #[serde(serialize_with = "shown::option")]
     pub time: Option<Scalar>,
 }
 
 /// The Logto Tencent SMS connector's JSON (camelCase, pasted as is) plus smsgate's own snake_case keys.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTencent {
     #[serde(rename = "accessKeyId")]
+    #[serde(serialize_with = "shown::scalar")]
     pub access_key_id: Scalar,
     #[serde(rename = "accessKeySecret")]
     pub access_key_secret: Scalar,
     #[serde(rename = "signName")]
+    #[serde(serialize_with = "shown::option")]
     pub sign_name: Option<Scalar>,
     #[serde(rename = "sdkAppId")]
+    #[serde(serialize_with = "shown::scalar")]
     pub sdk_app_id: Scalar,
+    #[serde(serialize_with = "shown::scalar")]
     pub region: Scalar,
     pub templates: Vec<RawTemplate>,
+    #[serde(serialize_with = "shown::option")]
     pub endpoint: Option<Scalar>,
+    #[serde(serialize_with = "shown::option")]
     pub timeout: Option<Scalar>,
     pub dry_run: Option<bool>,
     /// Allows an `http://` endpoint that is not a loopback address for real (not dry-run) sends.
     pub allow_plain_http: Option<bool>,
     /// Tried in order after `endpoint` when it cannot be reached.
     #[serde(default)]
+    #[serde(serialize_with = "shown::list")]
     pub fallback_endpoints: Vec<Scalar>,
     /// Attempts per send, the first included.
     pub max_attempts: Option<u32>,
@@ -240,6 +317,7 @@ pub struct RawTencent {
     pub next_credentials: Option<RawCredentials>,
     /// Templates for numbers outside mainland China; with them, `templates` serve +86 numbers only.
     pub international_templates: Option<Vec<RawTemplate>>,
+    #[serde(serialize_with = "shown::option")]
     pub international_sign_name: Option<Scalar>,
     /// Path secret of the delivery-receipt callback, `/v1/tencent/status/<secret>`.
     pub status_secret: Option<Scalar>,
@@ -249,35 +327,42 @@ pub struct RawTencent {
     /// proxy environment variables decide.
     pub proxy: Option<Scalar>,
     /// A PEM file of certificates trusted besides the built-in roots.
+    #[serde(serialize_with = "shown::option")]
     pub ca_file: Option<Scalar>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCredentials {
     #[serde(rename = "accessKeyId")]
+    #[serde(serialize_with = "shown::scalar")]
     pub access_key_id: Scalar,
     #[serde(rename = "accessKeySecret")]
     pub access_key_secret: Scalar,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTemplate {
     #[serde(rename = "usageType")]
+    #[serde(serialize_with = "shown::scalar")]
     pub usage_type: Scalar,
     #[serde(rename = "templateCode")]
+    #[serde(serialize_with = "shown::scalar")]
     pub template_code: Scalar,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimit {
+    #[serde(serialize_with = "shown::scalar")]
     pub name: Scalar,
     pub key: RawLimitKey,
     pub limit: u32,
+    #[serde(serialize_with = "shown::scalar")]
     pub per: Scalar,
     #[serde(default)]
+    #[serde(serialize_with = "shown::list")]
     pub usage: Vec<Scalar>,
     #[serde(default)]
     pub shadow: bool,
@@ -330,10 +415,98 @@ impl<'de> Deserialize<'de> for RawLimitKey {
     }
 }
 
+impl JsonSchema for RawLimitKey {
+    fn schema_name() -> Cow<'static, str> {
+        "LimitKey".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "What a rule counts by: phone, tenant, ip, country, or { phone_prefix: N } (the first N digits).",
+            "oneOf": [
+                { "enum": ["phone", "tenant", "ip", "country"] },
+                {
+                    "type": "object",
+                    "properties": { "phone_prefix": { "type": "integer", "minimum": 0, "maximum": 255 } },
+                    "required": ["phone_prefix"],
+                    "additionalProperties": false
+                }
+            ]
+        })
+    }
+}
+
+impl Serialize for RawLimitKey {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RawLimitKey::Phone => serializer.serialize_str("phone"),
+            RawLimitKey::Tenant => serializer.serialize_str("tenant"),
+            RawLimitKey::Ip => serializer.serialize_str("ip"),
+            RawLimitKey::Country => serializer.serialize_str("country"),
+            RawLimitKey::PhonePrefix(n) => {
+                use serde::ser::SerializeMap;
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("phone_prefix", n)?;
+                map.end()
+            }
+        }
+    }
+}
+
+/// Text values that are not secret, printed as they are by `check --print`.
+mod shown {
+    use super::Scalar;
+    use serde::Serializer;
+
+    pub fn scalar<S: Serializer>(value: &Scalar, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&value.0)
+    }
+
+    pub fn option<S: Serializer>(value: &Option<Scalar>, serializer: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => serializer.serialize_some(&value.0),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn list<S: Serializer>(values: &[Scalar], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(values.iter().map(|v| &v.0))
+    }
+
+    pub fn option_list<S: Serializer>(values: &Option<Vec<Scalar>>, serializer: S) -> Result<S::Ok, S::Error> {
+        match values {
+            Some(values) => serializer.serialize_some(&values.iter().map(|v| &v.0).collect::<Vec<_>>()),
+            None => serializer.serialize_none(),
+        }
+    }
+}
+
 /// A YAML scalar read as text: strings as they are, numbers and booleans in their canonical form, so that
 /// `sdkAppId: 1400006666` and `sdkAppId: "1400006666"` mean the same thing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scalar(pub String);
+
+/// A string, or a number or boolean read as its text.
+impl JsonSchema for Scalar {
+    fn schema_name() -> Cow<'static, str> {
+        "Scalar".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": ["string", "number", "boolean"] })
+    }
+}
+
+/// Redacted unless its field is marked `shown` (see the module's note).
+impl Serialize for Scalar {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(super::Secret::REDACTED)
+    }
+}
 
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -1,6 +1,8 @@
 //! `limits_backend`, checked: memory, or Redis as one node (`url`), a Cluster (`cluster`, seed nodes) or a
 //! Sentinel-watched primary (`sentinel`), exactly one of them, each over TCP (`redis://`) or TLS (`rediss://`)
-//! with an optional CA (`tls.ca_file`). Messages name keys, never a URL (URLs may carry passwords).
+//! with an optional CA (`tls.ca_file`), and the `key` numbers are hashed under in Redis keys (required: every
+//! replica must use the same one, and it must be nobody's credential). Messages name keys, never a URL (URLs
+//! may carry passwords) nor a key.
 
 use super::compile::{Compiler, REDIS_TIMEOUT_RANGE};
 use super::model::{LimitsBackend, OnError, RedisConnect, RedisTarget};
@@ -12,6 +14,8 @@ use std::time::Duration;
 
 /// Where Redis is when `kind: redis` names no node.
 const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+/// Shortest `limits_backend.key`: 32 characters (from `openssl rand -hex 16` and up).
+const MIN_STORAGE_KEY_LEN: usize = 32;
 
 pub(super) fn compile_backend(c: &mut Compiler, raw: &RawLimitsBackend, base_dir: &Path) -> LimitsBackend {
     let kind = raw.kind.as_ref().and_then(|k| c.text("limits_backend.kind", k));
@@ -24,6 +28,7 @@ pub(super) fn compile_backend(c: &mut Compiler, raw: &RawLimitsBackend, base_dir
                 ("tls", raw.tls.is_some()),
                 ("on_error", raw.on_error.is_some()),
                 ("timeout", raw.timeout.is_some()),
+                ("key", raw.key.is_some()),
             ];
             for (key, _) in set.iter().filter(|(_, set)| *set) {
                 c.problem(format!("limits_backend.{key}"), "applies to kind: redis only");
@@ -47,12 +52,50 @@ pub(super) fn compile_backend(c: &mut Compiler, raw: &RawLimitsBackend, base_dir
                 Duration::from_millis(50),
                 REDIS_TIMEOUT_RANGE,
             );
-            LimitsBackend::Redis { connect, on_error, timeout }
+            let key = storage_key(c, raw.key.as_ref());
+            LimitsBackend::Redis { connect, on_error, timeout, key }
         }
         Some(_) => {
             c.problem("limits_backend.kind", "expected memory or redis");
             LimitsBackend::Memory
         }
+    }
+}
+
+/// `limits_backend.key`: required with `kind: redis` (numbers in Redis keys are hashed under it; replicas
+/// sharing a Redis must share it), at least 32 characters without spaces.
+fn storage_key(c: &mut Compiler, raw: Option<&Scalar>) -> Secret {
+    let Some(raw) = raw else {
+        c.problem(
+            "limits_backend.key",
+            format!(
+                "required with kind: redis: the key numbers are hashed under in Redis keys, the same on every \
+                 replica ({MIN_STORAGE_KEY_LEN}+ random characters, e.g. key: ${{SMSGATE_STORAGE_KEY}} with the \
+                 output of `openssl rand -hex 32`)"
+            ),
+        );
+        return Secret::new(String::new());
+    };
+    let Some(text) = c.required("limits_backend.key", raw) else { return Secret::new(String::new()) };
+    if text.len() < MIN_STORAGE_KEY_LEN || text.chars().any(char::is_whitespace) {
+        c.problem("limits_backend.key", format!("needs at least {MIN_STORAGE_KEY_LEN} characters and no spaces"));
+    }
+    Secret::new(text)
+}
+
+/// `limits_backend.key` is the deployment's own: not a tenant's Tencent secret (a provider's key rotates, and
+/// whoever holds it could then name the numbers in Redis) nor a tenant token.
+pub(super) fn check_storage_key_is_no_credential(
+    c: &mut Compiler,
+    backend: &LimitsBackend,
+    tenants: &[Option<std::sync::Arc<super::model::Tenant>>],
+    tokens: &super::tokens::TokenTable,
+) {
+    let LimitsBackend::Redis { key, .. } = backend else { return };
+    let key = key.expose();
+    let secret = tenants.iter().flatten().any(|t| t.tencent.credentials.iter().any(|cr| cr.secret_key.expose() == key));
+    if !key.is_empty() && (secret || tokens.lookup(key).is_some()) {
+        c.problem("limits_backend.key", "must be the deployment's own key, not a tenant's Tencent secret or token");
     }
 }
 

@@ -9,6 +9,9 @@ use std::fmt;
 pub struct Secret(String);
 
 impl Secret {
+    /// What is printed in a secret's place.
+    pub const REDACTED: &'static str = "**REDACTED**";
+
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }

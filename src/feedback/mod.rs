@@ -26,7 +26,7 @@ use crate::relay::Relay;
 use crate::tencent::report::Reporter;
 use crate::tencent::TencentClient;
 use prometheus_client::metrics::counter::Counter;
-use sends::SendLog;
+use sends::TenantSends;
 use signals::StatusReport;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -62,6 +62,8 @@ pub struct Receipts {
     pub matched: usize,
     /// Reports whose `sid` names no send smsgate remembers for this tenant and number: counted, dropped.
     pub unknown: usize,
+    /// Reports naming a send whose receipt was already counted: counted as `repeated`, not relayed again.
+    pub repeated: usize,
 }
 
 /// One block, for the admin API.
@@ -98,7 +100,7 @@ pub struct Feedback {
     clock: SharedClock,
     /// Keys the in-process hashes of numbers (random per process).
     hasher: std::hash::RandomState,
-    sends: SendLog,
+    sends: TenantSends,
     protection: ProtectionTable,
     telemetry: Telemetry,
     reporter: Reporter,
@@ -118,7 +120,7 @@ impl Feedback {
         Feedback {
             reporter: Reporter::new(tencent, crate::tencent::report::QUEUE, telemetry.reports.clone()),
             relay: Relay::new(clock.clone(), crate::relay::QUEUE, telemetry.webhooks.clone()),
-            sends: SendLog::new(1_000_000),
+            sends: TenantSends::new(1_000_000),
             protection: ProtectionTable::default(),
             hasher: std::hash::RandomState::new(),
             inflight: Arc::default(),
@@ -238,8 +240,9 @@ impl Feedback {
         let now = self.clock.unix_millis();
         self.protection.record(&tenant.protection, &memo.source, now);
         let number = self.number_key(&tenant.name, memo.digits);
-        let (dropped, len) =
-            self.sends.push(sends::NewSend { number, at_ms: now, source: memo.source, serial, request_id });
+        let (dropped, len) = self
+            .sends
+            .push(&tenant.name, sends::NewSend { number, at_ms: now, source: memo.source, serial, request_id });
         self.count_send(tenant, &memo.source);
         self.telemetry.remembered.set(len as i64);
         if dropped > 0 {
@@ -318,7 +321,8 @@ impl Feedback {
         let Some(conversion) = &tenant.conversion else { return Verification::default() };
         let now = self.clock.unix_millis();
         let window = millis(conversion.window);
-        let local = self.sends.convert(self.number_key(&tenant.name, phone.digits()), now, window, request_id);
+        let local =
+            self.sends.convert(&tenant.name, self.number_key(&tenant.name, phone.digits()), now, window, request_id);
         for send in &local.newly {
             self.protection.convert(&tenant.protection, &send.source, send.at_ms);
         }
@@ -373,11 +377,12 @@ impl Feedback {
     /// send is counted (metrics, the relayed webhook); the others are counted as `unknown_sid` and dropped.
     pub async fn receipts(&self, tenant: &Arc<Tenant>, reports: &[StatusReport], limiter: &Limiter) -> Receipts {
         let now = self.clock.unix_millis();
-        let mut found: Vec<Option<SendInfo>> = reports
+        // (the send, whether this is the first receipt naming it)
+        let mut found: Vec<Option<(SendInfo, bool)>> = reports
             .iter()
             .map(|r| {
                 let digits = r.digits?;
-                self.sends.by_serial(self.number_key(&tenant.name, digits), &r.sid)
+                self.sends.receipt(&tenant.name, self.number_key(&tenant.name, digits), &r.sid)
             })
             .collect();
         let missing: Vec<usize> =
@@ -387,8 +392,18 @@ impl Feedback {
                 missing.iter().map(|&i| (reports[i].sid.as_str(), reports[i].digits.unwrap_or(0))).collect();
             match redis::receipts(redis, tenant, &wanted).await {
                 Ok(shared) => {
+                    let named: Vec<usize> =
+                        missing.iter().zip(&shared).filter(|(_, s)| s.is_some()).map(|(&i, _)| i).collect();
+                    let serials: Vec<&str> = named.iter().map(|&i| reports[i].sid.as_str()).collect();
+                    let remember = tenant.conversion.as_ref().map_or(0, |c| millis(c.remember_for)).max(1);
+                    // Redis failing here counts the receipt (a repeated webhook rather than a lost one).
+                    let first = redis::first_receipts(redis, tenant, &serials, remember).await.unwrap_or_else(|e| {
+                        limiter.shared_failed(&e);
+                        vec![true; serials.len()]
+                    });
+                    let first: HashMap<usize, bool> = named.into_iter().zip(first).collect();
                     for (i, send) in missing.into_iter().zip(shared) {
-                        found[i] = send;
+                        found[i] = send.map(|s| (s, first.get(&i).copied().unwrap_or(true)));
                     }
                 }
                 Err(e) => limiter.shared_failed(&e),
@@ -396,11 +411,17 @@ impl Feedback {
         }
         let mut summary = Receipts::default();
         for (report, send) in reports.iter().zip(found) {
-            let Some(send) = send else {
+            let Some((send, first)) = send else {
                 summary.unknown += 1;
                 self.count_delivery(tenant, "", "unknown_sid");
                 continue;
             };
+            if !first {
+                // A receipt already counted (repeated in this callback or an earlier one): no second webhook.
+                summary.repeated += 1;
+                self.count_delivery(tenant, send.source.country(), "repeated");
+                continue;
+            }
             summary.matched += 1;
             self.count_delivery(tenant, send.source.country(), report.status_label());
             let seconds = now.saturating_sub(send.at_ms) as f64 / 1000.0;

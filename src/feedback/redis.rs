@@ -1,9 +1,11 @@
 //! The feedback loop in Redis (the redis limiter backend), so replicas share remembered sends, conversions
 //! and blocks. Keys carry the tenant hash tag like the limiter's; numbers appear only as an HMAC under the
-//! tenant's Tencent secret, as de-duplication writes them:
+//! deployment's `limits_backend.key`, as de-duplication and the limiter write them:
 //!
 //! - `smsgate:{t}:fb:n:<hmac>`: the number's recent sends (a list of at most 32), for `remember_for`;
 //! - `smsgate:{t}:fb:s:<sha256(SerialNo)>`: the send a delivery receipt names, for `remember_for`;
+//! - `smsgate:{t}:fb:s:<sha256(SerialNo)>:r`: a receipt for it was counted (repeats are not), for
+//!   `remember_for`;
 //! - `smsgate:{t}:fb:p:<rule>:<key>`: a protection key's sends and conversions per step (`s<step>`,
 //!   `c<step>`), for the rule's window;
 //! - `smsgate:{t}:fb:blocks`: every block of the tenant, `<rule>:<key>` -> unix ms it ends.
@@ -17,9 +19,8 @@
 
 use super::sends::SendInfo;
 use crate::config::{ConversionSettings, ProtectionRule, Tenant};
-use crate::policy::{Call, RedisError, RedisStore};
+use crate::policy::{Call, RedisError, RedisStore, StorageKey};
 use crate::protection::{Event, KeySource};
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::sync::LazyLock;
 
@@ -147,13 +148,9 @@ fn hex16(bytes: &[u8]) -> String {
     hex::encode(&bytes[..16])
 }
 
-/// HMAC of the number under the tenant's Tencent secret (what Redis holds instead of the number).
-fn number_hmac(tenant: &Tenant, digits: u64) -> String {
-    let secret = tenant.tencent.credentials[0].secret_key.expose();
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
-    mac.update(b"feedback\0+");
-    mac.update(digits.to_string().as_bytes());
-    hex16(&mac.finalize().into_bytes())
+/// HMAC of the number under the deployment's storage key (what Redis holds instead of the number).
+fn number_hmac(storage: &StorageKey, tenant: &Tenant, digits: u64) -> String {
+    storage.hex16(&[b"feedback", tenant.name.as_bytes(), digits.to_string().as_bytes()])
 }
 
 fn number_key(tenant: &Tenant, hmac: &str) -> String {
@@ -191,7 +188,9 @@ fn step_ms(rule: &ProtectionRule, conversion: &ConversionSettings) -> u64 {
 }
 
 /// The call that records a send and judges its keys.
+#[allow(clippy::too_many_arguments)]
 fn record_call(
+    storage: &StorageKey,
     tenant: &Tenant,
     conversion: &ConversionSettings,
     source: &KeySource,
@@ -200,7 +199,7 @@ fn record_call(
     serial: &str,
     now: u64,
 ) -> Call<'static> {
-    let hmac = number_hmac(tenant, digits);
+    let hmac = number_hmac(storage, tenant, digits);
     let stored = serde_json::to_string(&Stored { source: *source, s: serial.to_owned(), r: request_id.to_owned() })
         .expect("serializes");
     let record = format!("{now}:0:{}:{stored}", request_hash(request_id));
@@ -239,7 +238,7 @@ pub async fn record(
     serial: &str,
     now: u64,
 ) -> Result<Vec<Event>, RedisError> {
-    let invocation = record_call(tenant, conversion, source, digits, request_id, serial, now);
+    let invocation = record_call(store.storage_key(), tenant, conversion, source, digits, request_id, serial, now);
     let out: Vec<String> = store.run_script(invocation).await?;
     let mut events = Vec::new();
     for line in out {
@@ -278,7 +277,8 @@ pub async fn convert(
     request_id: Option<&str>,
     now: u64,
 ) -> Result<(usize, Vec<SendInfo>), RedisError> {
-    let out: Vec<String> = store.run_script(convert_call(tenant, conversion, digits, request_id, now)).await?;
+    let call = convert_call(store.storage_key(), tenant, conversion, digits, request_id, now);
+    let out: Vec<String> = store.run_script(call).await?;
     let found = out.first().and_then(|n| n.parse().ok()).unwrap_or(0);
     let converted: Vec<SendInfo> = out
         .iter()
@@ -296,13 +296,14 @@ pub async fn convert(
 }
 
 fn convert_call(
+    storage: &StorageKey,
     tenant: &Tenant,
     conversion: &ConversionSettings,
     digits: u64,
     request_id: Option<&str>,
     now: u64,
 ) -> Call<'static> {
-    let hmac = number_hmac(tenant, digits);
+    let hmac = number_hmac(storage, tenant, digits);
     let mut invocation = Call::new(&CONVERT);
     invocation.key(number_key(tenant, &hmac));
     invocation.arg(now).arg(conversion.window.as_millis() as u64).arg(request_id.map(request_hash).unwrap_or_default());
@@ -338,9 +339,28 @@ pub async fn receipts(
             let value = value?;
             let mut parts = value.splitn(3, ':');
             let (hmac, at, json) = (parts.next()?, parts.next()?.parse().ok()?, parts.next()?);
-            (hmac == number_hmac(tenant, *digits)).then(|| parse_stored(at, json)).flatten()
+            (hmac == number_hmac(store.storage_key(), tenant, *digits)).then(|| parse_stored(at, json)).flatten()
         })
         .collect())
+}
+
+/// Marks each SerialNo's receipt as counted, for `remember_ms`; true for each the first to do so (a repeat
+/// within the call, or of an earlier call on any replica, is false).
+pub async fn first_receipts(
+    store: &RedisStore,
+    tenant: &Tenant,
+    serials: &[&str],
+    remember_ms: u64,
+) -> Result<Vec<bool>, RedisError> {
+    if serials.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for serial in serials {
+        pipe.cmd("SET").arg(format!("{}:r", receipt_key(tenant, serial))).arg(1).arg("NX").arg("PX").arg(remember_ms);
+    }
+    let set: Vec<Option<String>> = store.run_pipeline(pipe).await?;
+    Ok(set.into_iter().map(|s| s.is_some()).collect())
 }
 
 /// One `MGET` of the receipt keys (all under the tenant's tag: one slot).
@@ -422,7 +442,7 @@ tenants:
         assert_eq!(parse_field("zz:1"), None);
         let config = acme();
         let tenant = config.tenant("acme").unwrap();
-        let hmac = number_hmac(tenant, 8613800138000);
+        let hmac = number_hmac(&StorageKey::new(b"test-storage-key"), tenant, 8613800138000);
         assert_eq!(hmac.len(), 32);
         assert!(!hmac.contains("13800138000"));
         for key in
@@ -440,10 +460,11 @@ tenants:
         let tenant = config.tenant("acme").unwrap();
         let conversion = tenant.conversion.as_ref().expect("conversion configured");
         let source = KeySource { country: *b"CN", stem: 861380013, stem_len: 9 };
+        let storage = StorageKey::new(b"test-storage-key");
         let send = SendInfo { at_ms: 1_000, source, serial: "2019:1".into(), request_id: "r1".into() };
         let calls = [
-            record_call(tenant, conversion, &source, 8613800138000, "r1", "2019:1", 5_000),
-            convert_call(tenant, conversion, 8613800138000, Some("r1"), 5_000),
+            record_call(&storage, tenant, conversion, &source, 8613800138000, "r1", "2019:1", 5_000),
+            convert_call(&storage, tenant, conversion, 8613800138000, Some("r1"), 5_000),
             count_conversion_call(tenant, conversion, &[send.clone(), send]),
         ];
         for call in &calls {

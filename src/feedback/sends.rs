@@ -1,6 +1,9 @@
 //! Remembered sends, in this process: one entry per accepted send (time, keyed hash of the number, the
 //! country and prefix stem protection keys need, SerialNo and request id), bounded by age
-//! (`conversion.remember_for`) and by a cap (the oldest are dropped and counted). Numbers are never kept:
+//! (`conversion.remember_for`) and by a cap for the process (`server.max_remembered_sends`), in one log per
+//! tenant ([`TenantSends`]): a tenant alone may fill the cap, and when the cap is reached the oldest sends of
+//! the tenant holding the most are dropped (and counted), so a busy tenant evicts its own sends, never a
+//! smaller tenant's. Bytes follow entries: an entry is fixed-size and its ids are cut at `MAX_ID` bytes. Numbers are never kept:
 //! only a hash keyed with a per-process random key, as de-duplication keys its in-process entries.
 //!
 //! The log is 16 shards by number. In a shard, entries live in generations, each a sixteenth of `keep` (or of
@@ -15,7 +18,7 @@
 use crate::protection::KeySource;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// No earlier send to the same number.
 const NONE: u64 = u64::MAX;
@@ -40,6 +43,8 @@ struct Entry {
     serial_len: u8,
     request_len: u8,
     converted: bool,
+    /// A delivery receipt has named this send (later ones are repeats).
+    reported: bool,
 }
 
 struct Generation {
@@ -230,6 +235,12 @@ impl SendLog {
 
     /// Remembers a send. Returns how many older sends the cap pushed out, and how many are held now.
     pub fn push(&self, send: NewSend<'_>) -> (u64, usize) {
+        let (dropped, held, _) = self.push_changed(send);
+        (dropped, held)
+    }
+
+    /// [`SendLog::push`], also returning the change of the entries held (wrapping: a drop is negative).
+    fn push_changed(&self, send: NewSend<'_>) -> (u64, usize, usize) {
         let keep_ms = self.keep_ms.load(Ordering::Relaxed);
         let capacity = self.capacity.load(Ordering::Relaxed);
         let span = (keep_ms / SPLIT).max(1);
@@ -269,6 +280,7 @@ impl SendLog {
             serial_len: serial.len() as u8,
             request_len: request.len() as u8,
             converted: false,
+            reported: false,
         });
         log.len += 1;
         log.prune();
@@ -278,7 +290,7 @@ impl SendLog {
         if dropped > 0 {
             self.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
-        (dropped, self.held.fetch_add(change, Ordering::Relaxed).wrapping_add(change))
+        (dropped, self.held.fetch_add(change, Ordering::Relaxed).wrapping_add(change), change)
     }
 
     /// Marks the sends to `number` made within `window_ms` before `now_ms` as converted (only the one with
@@ -316,6 +328,22 @@ impl SendLog {
         found
     }
 
+    /// [`SendLog::by_serial`] for a delivery receipt: also whether it is the first receipt naming the send
+    /// (the send is marked, so a receipt repeated within a callback or across callbacks counts once).
+    pub fn receipt(&self, number: u64, serial: &str) -> Option<(SendInfo, bool)> {
+        let mut found = None;
+        self.lock(number).walk(number, |generation, index| {
+            let entry = &generation.entries[index];
+            if !serial.is_empty() && generation.serial_of(entry) == serial {
+                found = Some((generation.info(entry), !entry.reported));
+                generation.entries[index].reported = true;
+                return false;
+            }
+            true
+        });
+        found
+    }
+
     /// Drops what has aged out (so memory follows traffic even when no send comes to trigger it).
     pub fn sweep(&self, now_ms: u64) {
         for shard in self.shards.iter() {
@@ -330,6 +358,33 @@ impl SendLog {
 
     pub fn len(&self) -> usize {
         self.all().map(|log| log.len).sum()
+    }
+
+    /// Drops the oldest generation of the shard whose oldest is the oldest (counted as dropped); how many
+    /// entries went with it.
+    fn shed_oldest(&self) -> usize {
+        let oldest = self
+            .shards
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let log = s.lock().unwrap_or_else(|p| p.into_inner());
+                log.generations.front().map(|g| (g.started_ms, i))
+            })
+            .min();
+        let Some((_, shard)) = oldest else { return 0 };
+        let mut log = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
+        let dropped = log.drop_oldest();
+        log.prune();
+        drop(log);
+        self.held.fetch_sub(dropped, Ordering::Relaxed);
+        self.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+        dropped
+    }
+
+    /// Entries held (without locking the shards).
+    fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -355,6 +410,129 @@ impl SendLog {
                 generations + buckets * (16 + 1)
             })
             .sum()
+    }
+}
+
+/// The remembered sends of every tenant: one [`SendLog`] each, under one cap for the process.
+pub struct TenantSends {
+    logs: std::sync::RwLock<HashMap<Arc<str>, Arc<SendLog>>>,
+    capacity: AtomicUsize,
+    keep_ms: AtomicU64,
+    /// Sends dropped by the cap in logs since removed.
+    dropped_before: AtomicU64,
+    /// Entries held in all logs (kept up to date by differences, recounted by each sweep).
+    held: AtomicUsize,
+}
+
+impl TenantSends {
+    pub fn new(capacity: usize) -> TenantSends {
+        TenantSends {
+            logs: Default::default(),
+            capacity: AtomicUsize::new(capacity.max(1)),
+            keep_ms: AtomicU64::new(3_600_000),
+            dropped_before: AtomicU64::new(0),
+            held: AtomicUsize::new(0),
+        }
+    }
+
+    /// The cap for the process, and how long an entry lives at least.
+    pub fn set_limits(&self, capacity: usize, keep_ms: u64) {
+        self.capacity.store(capacity.max(1), Ordering::Relaxed);
+        self.keep_ms.store(keep_ms, Ordering::Relaxed);
+        for log in self.logs.read().unwrap_or_else(|p| p.into_inner()).values() {
+            log.set_limits(capacity, keep_ms);
+        }
+    }
+
+    fn log(&self, tenant: &str) -> Option<Arc<SendLog>> {
+        self.logs.read().unwrap_or_else(|p| p.into_inner()).get(tenant).cloned()
+    }
+
+    /// Remembers a send of `tenant`. Returns how many sends the cap pushed out (the tenant's own, or those of
+    /// the tenant holding the most), and how many are held now.
+    pub fn push(&self, tenant: &Arc<str>, send: NewSend<'_>) -> (u64, usize) {
+        let log = self.log(tenant).unwrap_or_else(|| {
+            let mut logs = self.logs.write().unwrap_or_else(|p| p.into_inner());
+            logs.entry(tenant.clone())
+                .or_insert_with(|| {
+                    let log = SendLog::new(self.capacity.load(Ordering::Relaxed));
+                    log.set_limits(self.capacity.load(Ordering::Relaxed), self.keep_ms.load(Ordering::Relaxed));
+                    Arc::new(log)
+                })
+                .clone()
+        });
+        let (mut dropped, _, change) = log.push_changed(send);
+        let mut held = self.held.fetch_add(change, Ordering::Relaxed).wrapping_add(change);
+        let capacity = self.capacity.load(Ordering::Relaxed);
+        while held > capacity {
+            let largest =
+                self.logs.read().unwrap_or_else(|p| p.into_inner()).values().max_by_key(|l| l.held()).cloned();
+            let shed = largest.map_or(0, |l| l.shed_oldest());
+            if shed == 0 {
+                break;
+            }
+            dropped += shed as u64;
+            held = self.held.fetch_sub(shed, Ordering::Relaxed).saturating_sub(shed);
+        }
+        (dropped, held)
+    }
+
+    /// [`SendLog::convert`] in `tenant`'s log.
+    pub fn convert(
+        &self,
+        tenant: &str,
+        number: u64,
+        now_ms: u64,
+        window_ms: u64,
+        request_id: Option<&str>,
+    ) -> Converted {
+        self.log(tenant).map(|l| l.convert(number, now_ms, window_ms, request_id)).unwrap_or_default()
+    }
+
+    /// [`SendLog::by_serial`] in `tenant`'s log.
+    pub fn by_serial(&self, tenant: &str, number: u64, serial: &str) -> Option<SendInfo> {
+        self.log(tenant)?.by_serial(number, serial)
+    }
+
+    /// [`SendLog::receipt`] in `tenant`'s log.
+    pub fn receipt(&self, tenant: &str, number: u64, serial: &str) -> Option<(SendInfo, bool)> {
+        self.log(tenant)?.receipt(number, serial)
+    }
+
+    /// Drops what has aged out, and the logs left empty.
+    pub fn sweep(&self, now_ms: u64) {
+        let logs: Vec<Arc<SendLog>> = self.logs.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for log in &logs {
+            log.sweep(now_ms);
+        }
+        let mut logs = self.logs.write().unwrap_or_else(|p| p.into_inner());
+        self.held.store(logs.values().map(|l| l.held()).sum(), Ordering::Relaxed);
+        logs.retain(|_, log| {
+            let keep = log.held() > 0;
+            if !keep {
+                self.dropped_before.fetch_add(log.dropped(), Ordering::Relaxed);
+            }
+            keep
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.logs.read().unwrap_or_else(|p| p.into_inner()).values().map(|l| l.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sends pushed out by the cap so far.
+    pub fn dropped(&self) -> u64 {
+        let live: u64 = self.logs.read().unwrap_or_else(|p| p.into_inner()).values().map(|l| l.dropped()).sum();
+        self.dropped_before.load(Ordering::Relaxed) + live
+    }
+
+    /// Bytes the logs hold.
+    pub fn footprint(&self) -> usize {
+        self.logs.read().unwrap_or_else(|p| p.into_inner()).values().map(|l| l.footprint()).sum()
     }
 }
 
@@ -488,5 +666,29 @@ mod tests {
         let long = "é".repeat(100);
         push(&log, 1, 0, &long, &long);
         assert_eq!(log.convert(1, 0, 10, None).newly[0].serial.len(), 96);
+    }
+
+    /// The cap is for the process, eviction within the tenant holding the most: a tenant alone may fill it,
+    /// and a busy one pushes out its own oldest sends, never a small tenant's.
+    #[test]
+    fn the_cap_evicts_within_the_tenant_holding_the_most() {
+        let sends = TenantSends::new(1_000);
+        let (busy, small): (Arc<str>, Arc<str>) = ("busy".into(), "small".into());
+        let new = |number, at_ms| NewSend { number, at_ms, source: source(), serial: "s", request_id: "r" };
+        for i in 0..10 {
+            sends.push(&small, new(1_000_000 + i, i));
+        }
+        for i in 0..5_000 {
+            let (_, held) = sends.push(&busy, new(i, 100 + i));
+            assert!(held <= 1_000, "{held}");
+        }
+        assert!(sends.len() <= 1_000 && sends.len() >= 900, "{}", sends.len());
+        for i in 0..10 {
+            assert!(sends.by_serial("small", 1_000_000 + i, "s").is_some(), "small's send {i} kept");
+        }
+        assert!(sends.by_serial("busy", 0, "s").is_none(), "busy's oldest went");
+        assert!(sends.by_serial("busy", 4_999, "s").is_some());
+        assert_eq!(sends.dropped() as usize + sends.len(), 5_010);
+        assert!(sends.by_serial("busy", 1_000_000, "s").is_none(), "a number is looked up in its tenant's log");
     }
 }

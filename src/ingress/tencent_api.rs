@@ -5,6 +5,7 @@
 //! (whole requests in Tencent's error envelope, single numbers in `SendStatusSet`).
 
 use super::{CallerMessage, PhoneInput, SendRequest};
+use crate::config::{read_scope, ReadScope};
 use crate::config::{Credentials, Tenant, GENERIC_USAGE};
 use crate::error::GatewayError;
 use crate::tencent::client::CallExtras;
@@ -280,18 +281,11 @@ fn printable(s: &str, max: usize) -> bool {
     s.len() <= max && !s.chars().any(char::is_control)
 }
 
-/// The usage type the tenant maps a TemplateId to: a named usage before `Generic`, then by name, mainland
-/// templates before international ones; None when the TemplateId is none of the tenant's.
+/// The usage type the tenant maps a TemplateId to: a named usage before `Generic`, then by name; None when
+/// the TemplateId is none of the tenant's. The send is also judged by the rules of the template's other
+/// usages (`Tenant::template_usages`).
 pub fn usage_for_template(tenant: &Tenant, template_id: &str) -> Option<String> {
-    let sets = std::iter::once(&tenant.templates).chain(tenant.international_templates.as_ref());
-    sets.filter_map(|set| {
-        set.iter()
-            .filter(|(_, id)| *id == template_id)
-            .map(|(usage, _)| usage)
-            .min_by_key(|u| (*u == GENERIC_USAGE, *u))
-    })
-    .next()
-    .map(str::to_owned)
+    tenant.template_usages(template_id).into_iter().min_by_key(|u| (*u == GENERIC_USAGE, *u)).map(str::to_owned)
 }
 
 /// A Tencent-style number -> the reading the pipeline takes: `+…` as E.164, 11 bare digits starting with 1
@@ -381,6 +375,78 @@ pub fn parse_send_sms(body: &[u8], tenant: &Tenant) -> Result<SendSms, ApiError>
     Ok(SendSms { message, requests, numbers: b.phone_number_set })
 }
 
+/// Accepts any JSON value whose objects repeat no key (compared ignoring ASCII case, as a lenient reader
+/// might): Tencent and the gateway must read the same request.
+struct UniqueKeys;
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UniqueKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys)
+            }
+            fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+                while seq.next_element::<UniqueKeys>()?.is_some() {}
+                Ok(UniqueKeys)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+                let mut keys = std::collections::HashSet::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if !keys.insert(key.to_ascii_lowercase()) {
+                        return Err(serde::de::Error::custom("a key is repeated"));
+                    }
+                    map.next_value::<UniqueKeys>()?;
+                }
+                Ok(UniqueKeys)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A passthrough body, before it is forwarded with the tenant's real keys: a JSON object repeating no key;
+/// its `SmsSdkAppId` (any spelling of the name) the tenant's own, and present for an action that reads one
+/// application's data, so a caller reaches no other application of a shared Tencent account.
+pub(crate) fn check_passthrough(body: &[u8], action: &str, tenant: &Tenant) -> Result<(), ApiError> {
+    let not_json = || ApiError::invalid("InvalidParameter", "The body must be a JSON object repeating no key.");
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(not_json());
+    }
+    serde_json::from_slice::<UniqueKeys>(body).map_err(|_| not_json())?;
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).map_err(|_| not_json())?;
+    let app_id = object.iter().find(|(k, _)| k.eq_ignore_ascii_case("SmsSdkAppId")).map(|(_, v)| v);
+    match app_id {
+        Some(serde_json::Value::String(id)) if *id == tenant.tencent.sdk_app_id => Ok(()),
+        Some(_) => {
+            Err(ApiError::invalid("InvalidParameterValue.SdkAppIdNotExist", "SmsSdkAppId is not this account's."))
+        }
+        None if read_scope(action) == Some(ReadScope::App) => {
+            Err(ApiError::invalid("MissingParameter", "The request is missing a required parameter `SmsSdkAppId`."))
+        }
+        None => Ok(()),
+    }
+}
+
 /// The Tencent code of a number the gateway refused or could not send, given the window of the limit rule
 /// that denied it (rate limits only). Tencent's own code when Tencent answered.
 pub fn status_code(e: &GatewayError, rule_window: Option<Duration>) -> &str {
@@ -416,12 +482,10 @@ pub fn status_code(e: &GatewayError, rule_window: Option<Duration>) -> &str {
     }
 }
 
-/// The message of a refused number: Tencent's own when it answered, else the gateway's public message.
+/// The message of a refused number: the gateway's public message, never Tencent's text (a caller such as
+/// Logto shows it to the end user; the operator finds Tencent's in the log).
 pub fn status_message(e: &GatewayError) -> String {
-    match e.upstream() {
-        Some(u) => u.message.clone(),
-        None => crate::phone::mask_numbers(&e.public_message()).into_owned(),
-    }
+    crate::phone::mask_numbers(&e.public_message()).into_owned()
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::error::GatewayError;
 use crate::feedback::Memo;
 use crate::ingress::{CallerMessage, SendRequest};
 use crate::phone::Masked;
-use crate::tencent::client::{CallExtras, Entry};
+use crate::tencent::client::{Call, CallExtras, Dispatched, Entry, Unconfirmed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -74,6 +74,11 @@ impl Services {
         let mut results: Vec<Option<NumberResult>> = (0..requests.len()).map(|_| None).collect();
         let mut waits = Vec::new();
         let mut firsts = Vec::new();
+        // A number twice in one request is sent once, whatever its spelling (`+86…`, `86…`, bare, spaced) and
+        // whatever the parameters (with or without a code to de-duplicate on): each later copy is answered
+        // with the first's result.
+        let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut copies = Vec::new();
         for (index, request) in requests.into_iter().enumerate() {
             let trail = &mut trails[index];
             let checked = match self.check_with(tenant, request, Some(message), trail).await {
@@ -83,6 +88,16 @@ impl Services {
                     continue;
                 }
             };
+            match seen.entry(checked.phone.e164().to_owned()) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    trail.replayed = true;
+                    copies.push((index, *first.get()));
+                    continue;
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(index);
+                }
+            }
             if trail.test_number {
                 let accepted =
                     Accepted { delivery: Delivery::TestNumber, template_id: checked.sms.template_id, receipt: None };
@@ -135,6 +150,10 @@ impl Services {
         }
         for (index, first) in waits {
             results[index] = Some(dedupe::wait(first).await.into());
+        }
+        for (index, first) in copies {
+            results[index] =
+                results[first].as_ref().map(|r| NumberResult { outcome: r.outcome.clone(), entry: r.entry.clone() });
         }
         results
             .into_iter()
@@ -217,14 +236,15 @@ impl Services {
         let took = started.elapsed();
         let now = self.clock.unix_seconds();
         let mut entries: Vec<Option<Entry>> = match &result {
-            Ok(entries) => entries.iter().cloned().map(Some).collect(),
-            Err(_) => Vec::new(),
+            Ok(Call::Answered(entries)) => entries.iter().cloned().map(Some).collect(),
+            Ok(Call::Unconfirmed(_)) | Err(_) => Vec::new(),
         };
         for Held { index, admitted, ticket, shared_key, memo } in members {
             let Admitted { checked, reservation } = admitted;
             let (number_result, entry) = match &result {
                 Err(e) => (Err(e.clone()), None),
-                Ok(_) => {
+                Ok(Call::Unconfirmed(unconfirmed)) => (Ok(Dispatched::Unconfirmed(unconfirmed.clone())), None),
+                Ok(Call::Answered(_)) => {
                     // Tencent's entry for this number: the first not yet taken with its E.164 form.
                     let found = entries
                         .iter_mut()
@@ -232,11 +252,12 @@ impl Services {
                         .and_then(Option::take);
                     match found {
                         Some(entry) => (entry.judge(now), Some(entry)),
+                        // Tencent took the call and did not say what became of this number: it may have gone.
                         None => (
-                            Err(GatewayError::UpstreamUnavailable {
+                            Ok(Dispatched::Unconfirmed(Unconfirmed {
                                 reason: "Tencent's answer has no entry for this number".into(),
                                 upstream: None,
-                            }),
+                            })),
                             None,
                         ),
                     }
@@ -244,7 +265,7 @@ impl Services {
             };
             let trail = &mut trails[index];
             trail.upstream_latency = Some(took);
-            let outcome = self.settle(account, reservation, checked.sms.template_id, number_result, trail).await;
+            let outcome = self.settle(reservation, checked.sms.template_id, number_result, trail).await;
             self.remember_accepted(tenant, memo, &trail.request_id, &outcome);
             self.finish(tenant, ticket, shared_key, &outcome).await;
             settled.push((index, NumberResult { outcome, entry }));

@@ -11,7 +11,7 @@ mod memory;
 mod redis;
 pub mod spend;
 
-pub use self::redis::{hash_tag, key_name, one_slot, pipeline_keys, Call, RedisError, RedisStore, Stored};
+pub use self::redis::{hash_tag, key_name, one_slot, pipeline_keys, Call, RedisError, RedisStore, StorageKey, Stored};
 pub use gcra::{Gcra, RuleVerdict, GIVE_BACK_WINDOW_MS};
 pub use memory::{Check, MemoryStore};
 
@@ -19,6 +19,7 @@ use crate::clock::SharedClock;
 use crate::config::{LimitKey, LimitRule, LimitsBackend, OnError, Tenant};
 use crate::error::GatewayError;
 use crate::phone::Phone;
+use spend::SpendLedger;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +37,9 @@ const WRITE_BACK_BATCH: usize = 256;
 pub struct Subject<'a> {
     pub phone: &'a Phone,
     pub usage: &'a str,
+    /// The other usage types the send stands for (a template several usages share, sent by a door that
+    /// knows only the template): their rules apply too.
+    pub also: &'a [String],
     pub ip: Option<IpAddr>,
 }
 
@@ -165,6 +169,8 @@ struct RedisLink {
     clock: SharedClock,
     /// Rule id -> tenant, for the Redis key names of the local record.
     tenants: RwLock<HashMap<u64, Arc<str>>>,
+    /// The spend caps' counters, mirrored and written back the same way. Shared with the `Limiter`.
+    spend: Arc<SpendLedger>,
 }
 
 impl RedisLink {
@@ -193,13 +199,20 @@ impl RedisLink {
                 }
                 // Redis may have come back empty (restarted) or without the decisions made here meanwhile:
                 // write them in before trusting it again, or it would hand out fresh quota.
-                match link.write_back().await {
+                let written = match link.write_back().await {
                     Ok(raised) => {
+                        link.spend.write_back(&link.store, link.clock.unix_millis()).await.map(|s| (raised, s))
+                    }
+                    Err(e) => Err(e),
+                };
+                match written {
+                    Ok((raised, spend_counters)) => {
                         link.healthy.store(true, Ordering::SeqCst);
                         link.probing.store(false, Ordering::SeqCst);
                         tracing::warn!(
                             mode = "redis",
                             keys_raised = raised,
+                            spend_counters,
                             "limiter: redis reachable again, switching back"
                         );
                         return;
@@ -254,7 +267,7 @@ fn applicable_checks<'t>(tenant: &'t Tenant, subject: &Subject<'_>) -> (Vec<(&'t
     let applicable: Vec<(&LimitRule, u64)> = tenant
         .limits
         .iter()
-        .filter(|rule| rule.applies_to(subject.usage))
+        .filter(|rule| rule.applies_to_any(subject.usage, subject.also))
         .filter_map(|rule| key_of(rule, subject).map(|key| (rule, key)))
         .collect();
     let checks = applicable
@@ -275,12 +288,14 @@ pub struct Limiter {
     memory: Arc<MemoryStore>,
     redis: Option<Arc<RedisLink>>,
     clock: SharedClock,
+    /// Spend caps' counters (this process's, or its mirror of Redis's).
+    spend: Arc<SpendLedger>,
 }
 
 impl Limiter {
     /// The in-process limiter (`kind: memory`).
     pub fn new(store: Arc<MemoryStore>, clock: SharedClock) -> Self {
-        Limiter { memory: store, redis: None, clock }
+        Limiter { memory: store, redis: None, clock, spend: Arc::default() }
     }
 
     /// The limiter `limits_backend` asks for. Connecting to Redis is lazy: a gateway starts even while
@@ -289,8 +304,9 @@ impl Limiter {
         let memory = Arc::new(MemoryStore::default());
         match backend {
             LimitsBackend::Memory => Ok(Limiter::new(memory, clock)),
-            LimitsBackend::Redis { connect, on_error, timeout } => {
-                let store = RedisStore::connect(connect, *timeout)?;
+            LimitsBackend::Redis { connect, on_error, timeout, key } => {
+                let store = RedisStore::connect(connect, *timeout, key.expose().as_bytes())?;
+                let spend = Arc::new(SpendLedger::default());
                 let link = RedisLink {
                     store,
                     on_error: *on_error,
@@ -299,8 +315,9 @@ impl Limiter {
                     local: memory.clone(),
                     clock: clock.clone(),
                     tenants: RwLock::default(),
+                    spend: spend.clone(),
                 };
-                Ok(Limiter { memory, redis: Some(Arc::new(link)), clock })
+                Ok(Limiter { memory, redis: Some(Arc::new(link)), clock, spend })
             }
         }
     }
@@ -449,6 +466,12 @@ impl Limiter {
         if let Some(link) = &self.redis {
             link.failed(error);
         }
+    }
+
+    /// The spend caps' counters: this process's, or with the redis backend its mirror of Redis's, written
+    /// back with the limiter's record when Redis returns.
+    pub fn spend(&self) -> &Arc<SpendLedger> {
+        &self.spend
     }
 
     /// The in-process store (the memory backend, or the redis backend's local fallback).

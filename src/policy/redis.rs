@@ -4,7 +4,9 @@
 //! `Script` sends EVALSHA and reloads the script on NOSCRIPT (after a Redis restart or failover).
 //!
 //! Keys are `smsgate:{<tenant>}:<rule-id>:<key>`: the hash tag is the tenant, so all keys one request
-//! touches live in one Cluster slot and the script may use them together. The price is that one tenant's
+//! touches live in one Cluster slot and the script may use them together. `<key>` (a number, a prefix, an
+//! address) is never stored as it is: it is a keyed hash under the deployment's `limits_backend.key`
+//! ([`StorageKey`], 64 bits in 11 base64url characters, as long as the hex of a phone number was). The price is that one tenant's
 //! state sits on one Cluster shard; tenants spread over shards. Each key expires when its TAT passes, so
 //! Redis holds state only for keys with live quota.
 //!
@@ -22,6 +24,9 @@ use super::connect::{Connection, Topology};
 use super::gcra::GIVE_BACK_WINDOW_MS;
 use super::memory::Check;
 use crate::config::RedisConnect;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -161,22 +166,90 @@ pub enum RedisError {
     Shape(usize, usize),
 }
 
-/// KEYS: spend counters (hashes with fields m and f). ARGV per key: message cap, fee cap, ttl ms (0: no cap).
+/// KEYS: spend counters (hashes with fields m and f). ARGV per key: message cap, fee cap (0: no cap), ttl ms,
+/// then the gateway's mirror of the counter (messages, fee), which stands in for a counter Redis does not
+/// hold (restarted empty, flushed) and is written there. If no counter has reached its caps, adds one
+/// message to each. Returns the 1-based index of the first counter at a cap (0: reserved), whether it was the
+/// fee cap, then every counter's messages and fee.
 const SPEND_SCRIPT: &str = r#"
+local counts = {}
+local refused, fee = 0, 0
+for i = 1, #KEYS do
+  local m = redis.call('HGET', KEYS[i], 'm')
+  local f = tonumber(redis.call('HGET', KEYS[i], 'f') or '0')
+  if m then
+    m = tonumber(m)
+  else
+    m = tonumber(ARGV[5 * i - 1])
+    f = tonumber(ARGV[5 * i])
+    if m > 0 or f > 0 then
+      redis.call('HSET', KEYS[i], 'm', m, 'f', f)
+      redis.call('PEXPIRE', KEYS[i], ARGV[5 * i - 2])
+    end
+  end
+  counts[i] = {m, f}
+  local mc = tonumber(ARGV[5 * i - 4])
+  local fc = tonumber(ARGV[5 * i - 3])
+  if refused == 0 and mc > 0 and m >= mc then refused = i end
+  if refused == 0 and fc > 0 and f >= fc then refused, fee = i, 1 end
+end
+local out = {refused, fee}
+for i = 1, #KEYS do
+  if refused == 0 then
+    counts[i][1] = redis.call('HINCRBY', KEYS[i], 'm', 1)
+    redis.call('PEXPIRE', KEYS[i], ARGV[5 * i - 2])
+  end
+  out[2 * i + 1] = counts[i][1]
+  out[2 * i + 2] = counts[i][2]
+end
+return out
+"#;
+
+/// KEYS: spend counters. ARGV per key: the messages and fee Redis had as last seen by the gateway, what the
+/// gateway added since without Redis (messages, fee), ttl ms. Each counter becomes the larger of its value
+/// and the one last seen, plus the additions: how spend decided locally during an outage reaches Redis, whether
+/// Redis kept its state or came back empty. Returns every counter's messages and fee afterwards.
+const SPEND_MERGE_SCRIPT: &str = r#"
+local out = {}
 for i = 1, #KEYS do
   local m = tonumber(redis.call('HGET', KEYS[i], 'm') or '0')
   local f = tonumber(redis.call('HGET', KEYS[i], 'f') or '0')
-  local mc = tonumber(ARGV[3 * i - 2])
-  local fc = tonumber(ARGV[3 * i - 1])
-  if mc > 0 and m >= mc then return {i, 0} end
-  if fc > 0 and f >= fc then return {i, 1} end
+  m = math.max(m, tonumber(ARGV[5 * i - 4])) + tonumber(ARGV[5 * i - 2])
+  f = math.max(f, tonumber(ARGV[5 * i - 3])) + tonumber(ARGV[5 * i - 1])
+  redis.call('HSET', KEYS[i], 'm', m, 'f', f)
+  redis.call('PEXPIRE', KEYS[i], ARGV[5 * i])
+  out[2 * i - 1] = m
+  out[2 * i] = f
 end
-for i = 1, #KEYS do
-  redis.call('HINCRBY', KEYS[i], 'm', 1)
-  redis.call('PEXPIRE', KEYS[i], ARGV[3 * i])
-end
-return {0, 0}
+return out
 "#;
+
+/// One spend counter of a reservation in Redis: its caps (0: none), the TTL to give it, and the gateway's
+/// mirror of it (messages, fee), which stands in for a counter Redis does not hold.
+#[derive(Debug, Clone, Copy)]
+pub struct SpendCounter {
+    pub message_cap: u64,
+    pub fee_cap: u64,
+    pub ttl_ms: u64,
+    pub floor: (u64, u64),
+}
+
+/// What the spend script answered: the first counter at a cap (and whether the fee cap) or None when
+/// reserved, and every counter's (messages, fee) afterwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpendAnswer {
+    pub refused: Option<(usize, bool)>,
+    pub counts: Vec<(u64, u64)>,
+}
+
+/// One counter written back after an outage: (messages, fee) Redis had as last seen by the gateway, what was
+/// added since without Redis, and the TTL.
+#[derive(Debug, Clone, Copy)]
+pub struct SpendMerge {
+    pub base: (u64, u64),
+    pub pending: (u64, u64),
+    pub ttl_ms: u64,
+}
 
 /// What the limiter script read: each rule's TAT (None: no state), and the request's admission number when
 /// it was recorded.
@@ -253,12 +326,47 @@ pub fn pipeline_keys(pipe: &redis::Pipeline) -> Vec<Vec<u8>> {
     keys
 }
 
+/// The per-deployment key every number (and every other caller-chosen value) stored in Redis is hashed
+/// under (`limits_backend.key`): a reader of Redis cannot tell which numbers it holds, and every replica
+/// names a number's keys alike. HMAC-SHA256, keyed once.
+#[derive(Clone)]
+pub struct StorageKey(Hmac<Sha256>);
+
+impl StorageKey {
+    pub fn new(key: &[u8]) -> StorageKey {
+        StorageKey(Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key"))
+    }
+
+    /// The keyed hash of `parts` (each ended by a zero byte, so part boundaries count).
+    pub fn digest(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        for part in parts {
+            mac.update(part);
+            mac.update(&[0]);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The first 128 bits of [`StorageKey::digest`] in hex.
+    pub fn hex16(&self, parts: &[&[u8]]) -> String {
+        hex::encode(&self.digest(parts)[..16])
+    }
+}
+
+impl std::fmt::Debug for StorageKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StorageKey(**REDACTED**)")
+    }
+}
+
 pub struct RedisStore {
     topology: Topology,
+    storage_key: StorageKey,
     script: redis::Script,
     give_back_script: redis::Script,
     merge_script: redis::Script,
     spend_script: redis::Script,
+    spend_merge_script: redis::Script,
     /// Bound on one whole call, connecting included.
     timeout: Duration,
     /// The connection, shared by all requests; dropped on any error so the next use reconnects (and, with
@@ -267,19 +375,22 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// A store on one node at `url`.
-    pub fn new(url: &str, timeout: Duration) -> Result<RedisStore, redis::RedisError> {
-        RedisStore::connect(&RedisConnect::node(url), timeout)
+    /// A store on one node at `url`, hashing numbers under `key`.
+    pub fn new(url: &str, timeout: Duration, key: &[u8]) -> Result<RedisStore, redis::RedisError> {
+        RedisStore::connect(&RedisConnect::node(url), timeout, key)
     }
 
-    /// A store on the configured node, Cluster or Sentinel primary. Connecting is lazy.
-    pub fn connect(connect: &RedisConnect, timeout: Duration) -> Result<RedisStore, redis::RedisError> {
+    /// A store on the configured node, Cluster or Sentinel primary, hashing numbers under `key`
+    /// (`limits_backend.key`). Connecting is lazy.
+    pub fn connect(connect: &RedisConnect, timeout: Duration, key: &[u8]) -> Result<RedisStore, redis::RedisError> {
         Ok(RedisStore {
             topology: Topology::new(connect, timeout)?,
+            storage_key: StorageKey::new(key),
             script: redis::Script::new(SCRIPT),
             give_back_script: redis::Script::new(GIVE_BACK_SCRIPT),
             merge_script: redis::Script::new(MERGE_SCRIPT),
             spend_script: redis::Script::new(SPEND_SCRIPT),
+            spend_merge_script: redis::Script::new(SPEND_MERGE_SCRIPT),
             timeout,
             connection: Mutex::new(None),
         })
@@ -341,7 +452,7 @@ impl RedisStore {
         now_ms: u64,
         commit: bool,
     ) -> Result<Stored, RedisError> {
-        let call = decide_call(&self.script, tenant, checks, floors, now_ms, commit);
+        let call = decide_call(&self.script, &self.storage_key, tenant, checks, floors, now_ms, commit);
         let mut values: Vec<u64> = self.run_script(call).await?;
         if values.len() != checks.len() + 1 {
             return Err(RedisError::Shape(values.len(), checks.len()));
@@ -359,7 +470,7 @@ impl RedisStore {
         seq: u64,
         now_ms: u64,
     ) -> Result<Vec<Option<u64>>, RedisError> {
-        let call = give_back_call(&self.give_back_script, tenant, taken, seq, now_ms);
+        let call = give_back_call(&self.give_back_script, &self.storage_key, tenant, taken, seq, now_ms);
         let after: Vec<u64> = self.run_script(call).await?;
         if after.len() != taken.len() {
             return Err(RedisError::Shape(after.len(), taken.len()));
@@ -370,7 +481,7 @@ impl RedisStore {
     /// Raises each (rule id, key) of `tenant` to at least the given TAT, with a TTL to match; returns how many
     /// keys were raised. One script call: keep batches small enough for the time-out.
     pub async fn merge(&self, tenant: &str, entries: &[(u64, u64, u64)], now_ms: u64) -> Result<usize, RedisError> {
-        self.run_script(merge_call(&self.merge_script, tenant, entries, now_ms)).await
+        self.run_script(merge_call(&self.merge_script, &self.storage_key, tenant, entries, now_ms)).await
     }
 
     /// `SET key value NX PX ttl`: true when this call created the key.
@@ -403,16 +514,26 @@ impl RedisStore {
         self.bounded(|mut c| async move { redis::cmd("DEL").arg(key).query_async::<i64>(&mut c).await.map(drop) }).await
     }
 
-    /// Spend caps, atomically: if no counter has reached its caps, adds one message to each (and refreshes
-    /// its expiry). `limits` holds (message cap, fee cap, ttl ms) per key, 0 meaning no cap. Returns the
-    /// index of the first key at a cap and whether it was the fee cap, or None when reserved.
-    pub async fn reserve_spend(
-        &self,
-        keys: &[String],
-        limits: &[(u64, u64, u64)],
-    ) -> Result<Option<(usize, bool)>, RedisError> {
-        let (index, fee): (usize, u8) = self.run_script(spend_call(&self.spend_script, keys, limits)).await?;
-        Ok((index > 0).then(|| (index - 1, fee == 1)))
+    /// Spend caps, atomically (see [`SPEND_SCRIPT`]): if no counter has reached its caps, adds one message to
+    /// each (and refreshes its expiry).
+    pub async fn reserve_spend(&self, keys: &[String], counters: &[SpendCounter]) -> Result<SpendAnswer, RedisError> {
+        let values: Vec<u64> = self.run_script(spend_call(&self.spend_script, keys, counters)).await?;
+        if values.len() != 2 + 2 * keys.len() {
+            return Err(RedisError::Shape(values.len(), keys.len()));
+        }
+        let (index, fee) = (values[0] as usize, values[1] == 1);
+        let counts = values[2..].chunks(2).map(|c| (c[0], c[1])).collect();
+        Ok(SpendAnswer { refused: (index > 0).then(|| (index - 1, fee)), counts })
+    }
+
+    /// Writes the gateway's spend counters back (see [`SPEND_MERGE_SCRIPT`]); every counter's (messages,
+    /// fee) afterwards.
+    pub async fn merge_spend(&self, keys: &[String], merges: &[SpendMerge]) -> Result<Vec<(u64, u64)>, RedisError> {
+        let values: Vec<u64> = self.run_script(spend_merge_call(&self.spend_merge_script, keys, merges)).await?;
+        if values.len() != 2 * keys.len() {
+            return Err(RedisError::Shape(values.len(), keys.len()));
+        }
+        Ok(values.chunks(2).map(|c| (c[0], c[1])).collect())
     }
 
     /// Adds `delta` to field `m` (messages) or `f` (fee) of each spend counter.
@@ -439,6 +560,11 @@ impl RedisStore {
         self.bounded(|mut c| async move { c.ping().await }).await
     }
 
+    /// The key numbers are hashed under in this store's keys.
+    pub fn storage_key(&self) -> &StorageKey {
+        &self.storage_key
+    }
+
     /// `node`, `cluster` or `sentinel`.
     pub fn kind(&self) -> &'static str {
         match self.topology {
@@ -452,6 +578,7 @@ impl RedisStore {
 /// The limiter script's call for one decision (see [`SCRIPT`]).
 fn decide_call<'a>(
     script: &'a redis::Script,
+    storage: &StorageKey,
     tenant: &str,
     checks: &[Check],
     floors: &[Option<u64>],
@@ -460,7 +587,7 @@ fn decide_call<'a>(
 ) -> Call<'a> {
     let mut call = Call::new(script);
     for check in checks {
-        call.key(key_name(tenant, check));
+        call.key(key_name(storage, tenant, check));
     }
     call.key(sequence_key(tenant));
     call.arg(now_ms).arg(u8::from(commit)).arg(GIVE_BACK_WINDOW_MS);
@@ -473,6 +600,7 @@ fn decide_call<'a>(
 
 fn give_back_call<'a>(
     script: &'a redis::Script,
+    storage: &StorageKey,
     tenant: &str,
     taken: &[(Check, u64)],
     seq: u64,
@@ -480,10 +608,10 @@ fn give_back_call<'a>(
 ) -> Call<'a> {
     let mut call = Call::new(script);
     for (check, _) in taken {
-        call.key(key_name(tenant, check));
+        call.key(key_name(storage, tenant, check));
     }
     for (check, _) in taken {
-        call.key(ledger_key(tenant, check));
+        call.key(ledger_key(storage, tenant, check));
     }
     call.key(sequence_key(tenant));
     call.arg(now_ms).arg(GIVE_BACK_WINDOW_MS).arg(seq);
@@ -493,10 +621,16 @@ fn give_back_call<'a>(
     call
 }
 
-fn merge_call<'a>(script: &'a redis::Script, tenant: &str, entries: &[(u64, u64, u64)], now_ms: u64) -> Call<'a> {
+fn merge_call<'a>(
+    script: &'a redis::Script,
+    storage: &StorageKey,
+    tenant: &str,
+    entries: &[(u64, u64, u64)],
+    now_ms: u64,
+) -> Call<'a> {
     let mut call = Call::new(script);
     for &(rule_id, key, _) in entries {
-        call.key(limiter_key(tenant, rule_id, key));
+        call.key(limiter_key(storage, tenant, rule_id, key));
     }
     call.arg(now_ms);
     for &(_, _, tat) in entries {
@@ -505,13 +639,24 @@ fn merge_call<'a>(script: &'a redis::Script, tenant: &str, entries: &[(u64, u64,
     call
 }
 
-fn spend_call<'a>(script: &'a redis::Script, keys: &[String], limits: &[(u64, u64, u64)]) -> Call<'a> {
+fn spend_call<'a>(script: &'a redis::Script, keys: &[String], counters: &[SpendCounter]) -> Call<'a> {
     let mut call = Call::new(script);
     for key in keys {
         call.key(key.clone());
     }
-    for (messages, fee, ttl) in limits {
-        call.arg(*messages).arg(*fee).arg(*ttl);
+    for c in counters {
+        call.arg(c.message_cap).arg(c.fee_cap).arg(c.ttl_ms).arg(c.floor.0).arg(c.floor.1);
+    }
+    call
+}
+
+fn spend_merge_call<'a>(script: &'a redis::Script, keys: &[String], merges: &[SpendMerge]) -> Call<'a> {
+    let mut call = Call::new(script);
+    for key in keys {
+        call.key(key.clone());
+    }
+    for m in merges {
+        call.arg(m.base.0).arg(m.base.1).arg(m.pending.0).arg(m.pending.1).arg(m.ttl_ms);
     }
     call
 }
@@ -524,18 +669,22 @@ fn adjust_spend_pipeline(keys: &[String], field: &'static str, delta: i64) -> re
     pipe
 }
 
-/// `smsgate:{tenant}:<rule id>:<key>`, all in hex but the tenant (config names are `[A-Za-z0-9_-]`).
-pub fn key_name(tenant: &str, check: &Check) -> String {
-    limiter_key(tenant, check.rule_id, check.key)
+/// `smsgate:{tenant}:<rule id>:<hashed key>`: the rule id in hex, the key (a number, a prefix, an address)
+/// as its keyed hash (config names are `[A-Za-z0-9_-]`; base64url has no `{`, so the hash tag stays the
+/// tenant).
+pub fn key_name(storage: &StorageKey, tenant: &str, check: &Check) -> String {
+    limiter_key(storage, tenant, check.rule_id, check.key)
 }
 
-fn limiter_key(tenant: &str, rule_id: u64, key: u64) -> String {
-    format!("smsgate:{{{tenant}}}:{rule_id:016x}:{key:x}")
+fn limiter_key(storage: &StorageKey, tenant: &str, rule_id: u64, key: u64) -> String {
+    let digest = storage.digest(&[b"limit", tenant.as_bytes(), &rule_id.to_be_bytes(), &key.to_be_bytes()]);
+    let hashed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..8]);
+    format!("smsgate:{{{tenant}}}:{rule_id:016x}:{hashed}")
 }
 
-/// The give-back ledger beside a limiter key: `smsgate:{tenant}:<rule id>:<key>:g`.
-fn ledger_key(tenant: &str, check: &Check) -> String {
-    format!("{}:g", key_name(tenant, check))
+/// The give-back ledger beside a limiter key: `smsgate:{tenant}:<rule id>:<hashed key>:g`.
+fn ledger_key(storage: &StorageKey, tenant: &str, check: &Check) -> String {
+    format!("{}:g", key_name(storage, tenant, check))
 }
 
 /// The tenant's admission counter.
@@ -552,7 +701,14 @@ mod tests {
     fn keys_share_the_tenant_hash_tag() {
         let check =
             Check { rule_id: 0xab, key: 8613800138000, gcra: Gcra::new(1, Duration::from_secs(1)), shadow: false };
-        assert_eq!(key_name("acme", &check), "smsgate:{acme}:00000000000000ab:7d58e7f5510");
+        let storage = StorageKey::new(b"test-storage-key-0123456789abcdef");
+        let key = key_name(&storage, "acme", &check);
+        assert!(key.starts_with("smsgate:{acme}:00000000000000ab:"), "{key}");
+        // As long as the hex of the number was (the memory figure holds), and it does not show the number.
+        assert_eq!(key.len(), "smsgate:{acme}:00000000000000ab:7d58e7f5510".len(), "{key}");
+        assert!(!key.contains("7d58e7f5510"), "{key}");
+        assert_ne!(key, key_name(&StorageKey::new(b"another-deployment-key-0123456789"), "acme", &check));
+        assert_ne!(key, key_name(&storage, "beta", &check).replace("{beta}", "{acme}"), "tenants hash apart");
     }
 
     #[test]
@@ -586,12 +742,13 @@ mod tests {
             })
             .collect();
         for tenant in ["acme", "t-1", "x_y"] {
-            let decide = decide_call(&script, tenant, &checks, &[Some(1), None], 1_000, true);
+            let storage = StorageKey::new(b"k");
+            let decide = decide_call(&script, &storage, tenant, &checks, &[Some(1), None], 1_000, true);
             assert_eq!(decide.keys().len(), checks.len() + 1);
             let taken: Vec<(Check, u64)> = checks.iter().map(|c| (*c, 5_000)).collect();
-            let give_back = give_back_call(&script, tenant, &taken, 7, 1_000);
+            let give_back = give_back_call(&script, &storage, tenant, &taken, 7, 1_000);
             assert_eq!(give_back.keys().len(), 2 * checks.len() + 1);
-            let merge = merge_call(&script, tenant, &[(1, 2, 3), (4, 5, 6)], 1_000);
+            let merge = merge_call(&script, &storage, tenant, &[(1, 2, 3), (4, 5, 6)], 1_000);
             for call in [&decide, &give_back, &merge] {
                 assert!(one_slot(call.keys()), "{:?}", call.keys());
                 assert!(call.keys().iter().all(|k| hash_tag(k.as_bytes()) == tenant.as_bytes()), "{:?}", call.keys());

@@ -4,14 +4,26 @@
 //! the fee is added when Tencent reports it. Counters live in Redis when the redis limiter backend is
 //! configured and up (one script call checks and reserves atomically, so replicas share one cap), else in
 //! this process.
+//!
+//! Across a Redis outage (`on_error: local`) the ledger is this replica's own record, as the limiter's is:
+//! every answer from Redis is mirrored here, so the fallback starts from what Redis had admitted, not from
+//! zero; what the fallback admits is written into Redis before Redis is trusted again (each counter becomes
+//! the larger of Redis's and the mirror's, plus the local additions), and a counter Redis lost (restarted
+//! empty, flushed) is restored from the mirror by the next reservation. One replica therefore sends at most
+//! the cap across any outage; R replicas at most R times the cap (each may spend what it had not yet seen the
+//! others spend).
 
 use crate::config::{Caps, SpendCaps};
 use crate::error::GatewayError;
+use crate::policy::redis::{SpendCounter, SpendMerge};
 use crate::policy::{RedisError, RedisStore};
 use chrono::{Datelike, TimeZone};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Counters outlive their period by an hour, then expire: Redis and the mirror hold current periods only.
+const AFTER_PERIOD_MS: u64 = 3_600_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Period {
@@ -29,10 +41,16 @@ pub struct Key {
     period: Period,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+/// One counter as this replica knows it: what Redis last said plus what was changed here since.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Spent {
     messages: u64,
     fee: u64,
+    /// Of `messages` and `fee`: what this process added while Redis was unreachable, not yet in Redis.
+    pending_messages: u64,
+    pending_fee: u64,
+    /// Unix milliseconds after which the counter's period is over (plus an hour).
+    expires_ms: u64,
 }
 
 /// The counters of every tenant's current periods.
@@ -44,9 +62,10 @@ pub struct SpendLedger {
 /// One message reserved against the caps; settle it with what happened.
 #[derive(Debug)]
 pub enum Reservation {
+    /// Made in this process (Redis unreachable, or the memory backend).
     Local(Vec<Key>),
-    /// Counter keys in Redis.
-    Shared(Vec<String>),
+    /// Made in Redis (the counters' keys; the mirror follows).
+    Shared(Vec<Key>),
 }
 
 /// One cap scope and period a send counts against.
@@ -57,6 +76,12 @@ struct Slot {
     wait: Duration,
     /// `daily`, `US monthly`...: names the cap in logs.
     name: String,
+}
+
+impl Slot {
+    fn expires_ms(&self, now_unix: i64) -> u64 {
+        (now_unix.max(0) as u64) * 1000 + self.wait.as_millis() as u64 + AFTER_PERIOD_MS
+    }
 }
 
 fn slots(tenant: &Arc<str>, caps: &SpendCaps, country: &str, now_unix: i64) -> Vec<Slot> {
@@ -116,9 +141,19 @@ fn clocks(now_unix: i64, offset_seconds: i32) -> Clocks {
     }
 }
 
+/// The refusal of a slot at its cap.
+fn refusal(slot: &Slot, fee: bool) -> GatewayError {
+    let cap = if fee { format!("{}_fee", slot.name) } else { slot.name.clone() };
+    GatewayError::SpendCapReached { cap, retry_after: slot.wait }
+}
+
 impl SpendLedger {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Spent>> {
+        self.spent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Reserves one message for `tenant` to `country` at `now_unix` in this process, or refuses when a cap
-    /// is reached.
+    /// is reached. With the redis backend this is the fallback: it counts from what Redis last admitted.
     pub fn reserve(
         &self,
         tenant: &Arc<str>,
@@ -127,30 +162,30 @@ impl SpendLedger {
         now_unix: i64,
     ) -> Result<Reservation, GatewayError> {
         let slots = slots(tenant, caps, country, now_unix);
-        let clocks = clocks(now_unix, caps.utc_offset_seconds);
-        let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
-        // Periods other than the current ones are over: drop them so the ledger stays small.
-        spent.retain(|key, _| key.period == clocks.day || key.period == clocks.month);
+        let now_ms = (now_unix.max(0) as u64) * 1000;
+        let mut spent = self.lock();
+        // Periods that are over are dropped so the ledger stays small.
+        spent.retain(|_, s| s.expires_ms > now_ms);
         for slot in &slots {
             let so_far = spent.get(&slot.key).copied().unwrap_or_default();
             if slot.message_cap.is_some_and(|cap| so_far.messages >= cap) {
-                return Err(GatewayError::SpendCapReached { cap: slot.name.clone(), retry_after: slot.wait });
+                return Err(refusal(slot, false));
             }
             if slot.fee_cap.is_some_and(|cap| so_far.fee >= cap) {
-                return Err(GatewayError::SpendCapReached {
-                    cap: format!("{}_fee", slot.name),
-                    retry_after: slot.wait,
-                });
+                return Err(refusal(slot, true));
             }
         }
         for slot in &slots {
-            spent.entry(slot.key.clone()).or_default().messages += 1;
+            let entry = spent.entry(slot.key.clone()).or_default();
+            entry.messages += 1;
+            entry.pending_messages += 1;
+            entry.expires_ms = entry.expires_ms.max(slot.expires_ms(now_unix));
         }
         Ok(Reservation::Local(slots.into_iter().map(|s| s.key).collect()))
     }
 
-    /// The same in Redis, shared by every replica. The outer error is Redis failing (the caller falls back to
-    /// [`SpendLedger::reserve`]).
+    /// The same in Redis, shared by every replica; the counters Redis returns are mirrored here. The outer
+    /// error is Redis failing (the caller falls back to [`SpendLedger::reserve`]).
     pub async fn reserve_shared(
         &self,
         redis: &RedisStore,
@@ -161,18 +196,32 @@ impl SpendLedger {
     ) -> Result<Result<Reservation, GatewayError>, RedisError> {
         let slots = slots(tenant, caps, country, now_unix);
         let keys: Vec<String> = slots.iter().map(|s| redis_key(&s.key)).collect();
-        // Counters outlive their period by an hour, then expire: Redis holds current periods only.
-        let limits: Vec<(u64, u64, u64)> = slots
-            .iter()
-            .map(|s| (s.message_cap.unwrap_or(0), s.fee_cap.unwrap_or(0), s.wait.as_millis() as u64 + 3_600_000))
-            .collect();
-        Ok(match redis.reserve_spend(&keys, &limits).await? {
-            None => Ok(Reservation::Shared(keys)),
-            Some((index, fee)) => {
-                let slot = &slots[index];
-                let cap = if fee { format!("{}_fee", slot.name) } else { slot.name.clone() };
-                Err(GatewayError::SpendCapReached { cap, retry_after: slot.wait })
-            }
+        let counters: Vec<SpendCounter> = {
+            let spent = self.lock();
+            slots
+                .iter()
+                .map(|s| {
+                    let mirror = spent.get(&s.key).copied().unwrap_or_default();
+                    SpendCounter {
+                        message_cap: s.message_cap.unwrap_or(0),
+                        fee_cap: s.fee_cap.unwrap_or(0),
+                        ttl_ms: s.wait.as_millis() as u64 + AFTER_PERIOD_MS,
+                        floor: (mirror.messages, mirror.fee),
+                    }
+                })
+                .collect()
+        };
+        let answer = redis.reserve_spend(&keys, &counters).await?;
+        let mut spent = self.lock();
+        for (slot, &(messages, fee)) in slots.iter().zip(&answer.counts) {
+            let entry = spent.entry(slot.key.clone()).or_default();
+            entry.messages = messages + entry.pending_messages;
+            entry.fee = fee + entry.pending_fee;
+            entry.expires_ms = entry.expires_ms.max(slot.expires_ms(now_unix));
+        }
+        Ok(match answer.refused {
+            None => Ok(Reservation::Shared(slots.into_iter().map(|s| s.key).collect())),
+            Some((index, fee)) => Err(refusal(&slots[index], fee)),
         })
     }
 
@@ -180,44 +229,105 @@ impl SpendLedger {
     pub async fn release(&self, reservation: Reservation, redis: Option<&RedisStore>) {
         match reservation {
             Reservation::Local(keys) => self.release_local(keys),
-            Reservation::Shared(keys) => shared_adjust(redis, &keys, "m", -1).await,
+            Reservation::Shared(keys) => {
+                self.adjust_mirror(&keys, |s| s.messages = s.messages.saturating_sub(1));
+                shared_adjust(redis, &keys, "m", -1).await;
+            }
         }
     }
 
     /// Gives back a reservation made in this process ([`SpendLedger::reserve`]).
     pub fn release_local(&self, keys: Vec<Key>) {
-        let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
-        for key in keys {
-            if let Some(s) = spent.get_mut(&key) {
-                s.messages = s.messages.saturating_sub(1);
-            }
-        }
+        self.adjust_mirror(&keys, |s| {
+            s.messages = s.messages.saturating_sub(1);
+            s.pending_messages = s.pending_messages.saturating_sub(1);
+        });
     }
 
     /// The send went out (or may have): keep the message and add Tencent's fee.
     pub async fn settle(&self, reservation: Reservation, fee: u32, redis: Option<&RedisStore>) {
+        let fee = u64::from(fee);
         match reservation {
-            Reservation::Local(keys) => {
-                let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
-                for key in keys {
-                    spent.entry(key).or_default().fee += u64::from(fee);
+            // Settled after Redis returned (a send in flight across the recovery): the fee goes to Redis now.
+            Reservation::Local(keys) if fee > 0 && redis.is_some() => {
+                self.adjust_mirror(&keys, |s| s.fee += fee);
+                if !shared_adjust(redis, &keys, "f", fee as i64).await {
+                    self.adjust_mirror(&keys, |s| s.pending_fee += fee);
                 }
             }
-            Reservation::Shared(keys) if fee > 0 => shared_adjust(redis, &keys, "f", i64::from(fee)).await,
+            Reservation::Local(keys) => self.adjust_mirror(&keys, |s| {
+                s.fee += fee;
+                s.pending_fee += fee;
+            }),
+            Reservation::Shared(keys) if fee > 0 => {
+                self.adjust_mirror(&keys, |s| s.fee += fee);
+                shared_adjust(redis, &keys, "f", fee as i64).await;
+            }
             Reservation::Shared(_) => {}
         }
     }
+
+    fn adjust_mirror(&self, keys: &[Key], change: impl Fn(&mut Spent)) {
+        let mut spent = self.lock();
+        for key in keys {
+            if let Some(s) = spent.get_mut(key) {
+                change(s);
+            }
+        }
+    }
+
+    /// Writes this replica's counters into Redis (after an outage, before Redis is trusted again): each
+    /// becomes the larger of Redis's count and the mirror's, plus what was added here meanwhile. Returns how
+    /// many counters were written.
+    pub async fn write_back(&self, redis: &RedisStore, now_ms: u64) -> Result<usize, RedisError> {
+        let snapshot: Vec<(Key, Spent)> = {
+            let mut spent = self.lock();
+            spent.retain(|_, s| s.expires_ms > now_ms);
+            spent.iter().map(|(k, s)| (k.clone(), *s)).collect()
+        };
+        let mut by_tenant: HashMap<Arc<str>, Vec<(Key, Spent)>> = HashMap::new();
+        for (key, s) in snapshot {
+            by_tenant.entry(key.tenant.clone()).or_default().push((key, s));
+        }
+        let mut written = 0;
+        for entries in by_tenant.values() {
+            let keys: Vec<String> = entries.iter().map(|(k, _)| redis_key(k)).collect();
+            let merges: Vec<SpendMerge> = entries
+                .iter()
+                .map(|(_, s)| SpendMerge {
+                    base: (s.messages.saturating_sub(s.pending_messages), s.fee.saturating_sub(s.pending_fee)),
+                    pending: (s.pending_messages, s.pending_fee),
+                    ttl_ms: s.expires_ms.saturating_sub(now_ms).max(1),
+                })
+                .collect();
+            let after = redis.merge_spend(&keys, &merges).await?;
+            let mut spent = self.lock();
+            for ((key, written_from), (messages, fee)) in entries.iter().zip(after) {
+                if let Some(s) = spent.get_mut(key) {
+                    s.pending_messages = s.pending_messages.saturating_sub(written_from.pending_messages);
+                    s.pending_fee = s.pending_fee.saturating_sub(written_from.pending_fee);
+                    s.messages = messages + s.pending_messages;
+                    s.fee = fee + s.pending_fee;
+                }
+            }
+            written += entries.len();
+        }
+        Ok(written)
+    }
 }
 
-async fn shared_adjust(redis: Option<&RedisStore>, keys: &[String], field: &'static str, delta: i64) {
+/// Adds `delta` to `field` of the counters in Redis; whether Redis took it.
+async fn shared_adjust(redis: Option<&RedisStore>, keys: &[Key], field: &'static str, delta: i64) -> bool {
+    let keys: Vec<String> = keys.iter().map(redis_key).collect();
     let result = match redis {
-        Some(redis) => redis.adjust_spend(keys, field, delta).await,
-        None => return,
+        Some(redis) => redis.adjust_spend(&keys, field, delta).await,
+        None => return false,
     };
-    if let Err(e) = result {
+    if let Err(e) = &result {
         // The counters stay conservative (a message kept, a fee lost); log it rather than fail the send.
         tracing::warn!(error = %e, field, delta, "spend caps: could not update the shared counters");
     }
+    result.is_ok()
 }
 
 #[cfg(test)]

@@ -78,8 +78,10 @@ pub(super) async fn serve<B>(gateway: &Gateway, route: AdminRoute, req: Request<
     };
     // The tenant segment is caller-chosen text: logged only when it names a configured tenant.
     let tenant = gateway.config().tenant(tenant).map(|t| t.name.clone());
-    tracing::info!(request_id = %id, route = route_name, tenant = tenant.as_deref(), outcome = %outcome, "admin request");
-    result.unwrap_or_else(|e| respond::error(&e, id, None))
+    let response = result.unwrap_or_else(|e| respond::error(&e, id, None));
+    let status = response.status().as_u16();
+    tracing::info!(request_id = %id, route = route_name, status, tenant = tenant.as_deref(), outcome = %outcome, "admin request");
+    response
 }
 
 async fn protection<B>(

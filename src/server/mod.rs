@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod body;
 mod denials;
+mod listener;
 mod respond;
 mod signals;
 mod supabase;
@@ -79,11 +80,24 @@ enum Route {
     TencentApi,
 }
 
-/// What a listener serves: the gateway's routes, or the Tencent-compatible API (`server.tencent_listen`).
+/// What a listener serves: the gateway's routes, the Tencent-compatible API (`server.tencent_listen`), or
+/// the probes, metrics and admin API (`server.admin_listen`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Door {
     Main,
     Tencent,
+    Admin,
+}
+
+impl Door {
+    /// This door's `tls` block (`tls`, `tencent_tls` or `admin_tls`).
+    fn tls(self, server: &crate::config::ServerSettings) -> Option<&crate::config::ListenerTls> {
+        match self {
+            Door::Main => server.tls.as_ref(),
+            Door::Tencent => server.tencent_tls.as_ref(),
+            Door::Admin => server.admin_tls.as_ref(),
+        }
+    }
 }
 
 impl Gateway {
@@ -169,7 +183,28 @@ impl Gateway {
     /// Puts a newly compiled config in force and returns the one it replaces; requests already running keep
     /// the old one. Limiter state lives outside the config, so rules whose name and definition did not change
     /// keep their counts.
-    pub fn reload(&self, config: Config) -> Arc<Config> {
+    pub fn reload(&self, mut config: Config) -> Arc<Config> {
+        let old = self.config();
+        let (server, before) = (&mut config.server, &old.server);
+        if (server.listen, server.tencent_listen, server.admin_listen)
+            != (before.listen, before.tencent_listen, before.admin_listen)
+        {
+            tracing::warn!("a listener's address changed: takes effect on restart");
+            (server.listen, server.tencent_listen, server.admin_listen) =
+                (before.listen, before.tencent_listen, before.admin_listen);
+        }
+        // Whether a listener speaks TLS is fixed at start (its callers' URLs say https or not); a reload
+        // re-reads the certificates of those that do.
+        for (key, new, old) in [
+            ("server.tls", &mut server.tls, &before.tls),
+            ("server.tencent_tls", &mut server.tencent_tls, &before.tencent_tls),
+            ("server.admin_tls", &mut server.admin_tls, &before.admin_tls),
+        ] {
+            if new.is_some() != old.is_some() {
+                tracing::warn!(key, "TLS turned on or off: takes effect on restart");
+                new.clone_from(old);
+            }
+        }
         if config.limits_backend != self.config().limits_backend {
             tracing::warn!("limits_backend changed: the new backend takes effect on restart");
         }
@@ -195,6 +230,8 @@ impl Gateway {
     }
 
     /// [`Gateway::serve`] on several listeners, each serving its door; one shutdown and one grace for all.
+    /// A door speaks TLS when the config in force has a `tls` block for it; each connection takes the
+    /// certificates in force when it is accepted.
     pub async fn serve_doors(
         &self,
         listeners: Vec<(Door, TcpListener)>,
@@ -226,21 +263,21 @@ impl Gateway {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let gateway = self.clone();
-            let peer = body::Peer(peer.ip());
-            let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(peer);
-                let gateway = gateway.clone();
-                async move { Ok::<_, std::convert::Infallible>(gateway.answer(door, req).await) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(self.config().server.header_timeout)
-                .max_buf_size(READ_BUFFER)
-                .serve_connection(TokioIo::new(stream), service);
-            let watched = graceful.watch(connection);
+            let config = self.config();
+            let header_timeout = config.server.header_timeout;
+            let tls = door.tls(&config.server).map(|tls| tls.server_config.clone());
+            drop(config);
+            let (gateway, watcher, peer) = (self.clone(), graceful.watcher(), body::Peer(peer.ip()));
             tokio::spawn(async move {
-                let _ = watched.await;
+                match tls {
+                    None => gateway.serve_connection(door, peer, TokioIo::new(stream), header_timeout, watcher).await,
+                    Some(tls) => match listener::accept_tls(stream, tls, header_timeout).await {
+                        Ok(stream) => {
+                            gateway.serve_connection(door, peer, TokioIo::new(stream), header_timeout, watcher).await
+                        }
+                        Err(refused) => tracing::debug!(reason = %refused, "connection refused before HTTP"),
+                    },
+                }
             });
         }
         drop(listeners);
@@ -257,6 +294,66 @@ impl Gateway {
         Ok(())
     }
 
+    /// HTTP/1.1 on one connection, watched by the graceful shutdown. While the gateway drains, every answer
+    /// carries `Connection: close`, so keep-alive callers move to another replica.
+    /// `peer`: the TCP peer's address, for the per-address budget of unverified bodies.
+    async fn serve_connection<I>(
+        self,
+        door: Door,
+        peer: body::Peer,
+        io: I,
+        header_timeout: std::time::Duration,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(peer);
+            let gateway = self.clone();
+            async move {
+                let mut response = gateway.answer(door, req).await;
+                if gateway.is_draining() {
+                    response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_buf_size(READ_BUFFER)
+            .serve_connection(io, service);
+        let _ = watcher.watch(connection).await;
+    }
+
+    /// `/readyz` answers 503 from now on while requests are still served: the first step of a drain (SIGTERM),
+    /// before the listeners close.
+    pub fn begin_drain(&self) {
+        self.shared.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Relaxed)
+    }
+
+    /// Answers one request of the admin listener (`server.admin_listen`): the probes, `/metrics` and the
+    /// admin API; anything else is 404.
+    pub async fn handle_admin<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let id = request_id(req.headers());
+        let path = req.uri().path();
+        if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+            return self.operational(req.method(), path, &id).await;
+        }
+        match admin::route_of(path) {
+            Some(route) => admin::serve(self, route, req, &id).await,
+            None => respond::error(&GatewayError::NotFound, &id, None),
+        }
+    }
+
     /// Answers one request that came in through `door`, and times it for
     /// `smsgate_request_duration_seconds`. What the listeners call; public for benches and tests.
     pub async fn answer<B>(&self, door: Door, req: Request<B>) -> Response<Full<Bytes>>
@@ -269,6 +366,7 @@ impl Gateway {
         let response = match door {
             Door::Main => self.handle(req).await,
             Door::Tencent => self.handle_tencent(req).await,
+            Door::Admin => self.handle_admin(req).await,
         };
         self.shared.metrics.observe_request(route, response.status().as_u16(), started.elapsed());
         response
@@ -287,18 +385,19 @@ impl Gateway {
             "/v1/sms/send" => Route::Native,
             "/v1/logto/sms" => Route::Logto,
             p if p.starts_with(supabase::PATH) => Route::Supabase,
-            "/healthz" | "/readyz" | "/metrics" if req.method() == Method::GET || req.method() == Method::HEAD => {
-                return self.operational(path, &id).await;
-            }
-            "/healthz" | "/readyz" | "/metrics" => {
-                return respond::error(&GatewayError::MethodNotAllowed { allow: "GET, HEAD" }, &id, None);
+            "/healthz" | "/readyz" => return self.operational(req.method(), path, &id).await,
+            // With an admin listener, metrics and the admin API are served there only.
+            "/metrics" if self.shared.config.load().server.admin_listen.is_none() => {
+                return self.operational(req.method(), path, &id).await;
             }
             _ => {
                 if let Some(route) = signals::route_of(path) {
                     return signals::serve(self, route, req, &id).await;
                 }
                 if let Some(route) = admin::route_of(path) {
-                    return admin::serve(self, route, req, &id).await;
+                    if self.shared.config.load().server.admin_listen.is_none() {
+                        return admin::serve(self, route, req, &id).await;
+                    }
                 }
                 return respond::error(&GatewayError::NotFound, &id, None);
             }
@@ -323,7 +422,7 @@ impl Gateway {
         if trail.replayed {
             response.headers_mut().insert(respond::IDEMPOTENT_REPLAYED, http::HeaderValue::from_static("true"));
         }
-        self.record(route, &result, &trail, &id, started);
+        self.record(route, &result, &trail, &id, started, response.status());
         response
     }
 
@@ -356,7 +455,17 @@ impl Gateway {
         self.shared.services.send(&tenant, request, trail).await
     }
 
-    async fn operational(&self, path: &str, id: &str) -> Response<Full<Bytes>> {
+    /// `/healthz`, `/readyz` and `/metrics`, by GET or HEAD.
+    async fn operational(&self, method: &Method, path: &str, id: &str) -> Response<Full<Bytes>> {
+        if method != Method::GET && method != Method::HEAD {
+            return respond::error(&GatewayError::MethodNotAllowed { allow: "GET, HEAD" }, id, None);
+        }
+        let response = self.probe_or_metrics(path, id).await;
+        tracing::debug!(request_id = %id, route = path, status = response.status().as_u16(), "request");
+        response
+    }
+
+    async fn probe_or_metrics(&self, path: &str, id: &str) -> Response<Full<Bytes>> {
         let limiter = &self.shared.services.limiter;
         match path {
             "/healthz" => respond::json(http::StatusCode::OK, id, r#"{"status":"ok"}"#),
@@ -386,7 +495,16 @@ impl Gateway {
     }
 
     /// The one log event and the metrics of a send request.
-    fn record(&self, route: Route, result: &Result<Accepted, GatewayError>, trail: &Trail, id: &str, started: Instant) {
+    /// `status`: the HTTP status of the answer (200 for every answer of the Tencent-compatible API).
+    fn record(
+        &self,
+        route: Route,
+        result: &Result<Accepted, GatewayError>,
+        trail: &Trail,
+        id: &str,
+        started: Instant,
+        status: http::StatusCode,
+    ) {
         let outcome = match result {
             Ok(accepted) if accepted.delivery == Delivery::TestNumber => "test_number",
             Ok(accepted) => respond::status_word(accepted.delivery),
@@ -427,7 +545,7 @@ impl Gateway {
                 .observe(took.as_secs_f64());
         }
         if let Some(latency) = trail.upstream_latency {
-            metrics.observe_upstream(tenant_name, trail.upstream_code.as_deref(), outcome, latency);
+            metrics.observe_upstream(tenant_name, trail.upstream_code, outcome, latency);
         }
         // A replay is answered from the first send's receipt: billed once.
         if let (Ok(Accepted { receipt: Some(receipt), .. }), Some(phone), false) =
@@ -448,7 +566,7 @@ impl Gateway {
             }
         }
         let error = result.as_ref().err();
-        let level_is_warn = error.is_some_and(|e| e.status().is_server_error());
+        let level_is_warn = error.is_some_and(|e| e.status().is_server_error()) || trail.unconfirmed.is_some();
         let route = match route {
             Route::Native => "native",
             Route::Logto => "logto",
@@ -457,10 +575,19 @@ impl Gateway {
         };
         let phone = trail.phone.as_ref().map(|p| tracing::field::display(p.masked()));
         let country = trail.phone.as_ref().map(|p| p.country_code());
-        let upstream_ms = trail.upstream_latency.map(|d| d.as_secs_f64() * 1000.0);
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        // Hook rejections carry the script's own text, which may hold a number.
-        let detail = error.map(|e| crate::phone::mask_numbers(&e.to_string()).into_owned());
+        let upstream_ms = trail.upstream_latency.map(crate::logfields::millis);
+        let latency_ms = crate::logfields::millis(started.elapsed());
+        let status = status.as_u16();
+        // Hook rejections carry the script's own text, and Tencent's its own, either of which may hold a
+        // number; an unconfirmed send says why. For the log only: answers never carry Tencent's text.
+        let detail = match (error, &trail.unconfirmed) {
+            (Some(e), _) => Some(match e.upstream() {
+                Some(u) => format!("{e}: {} ({})", u.code, u.message),
+                None => e.to_string(),
+            }),
+            (None, unconfirmed) => unconfirmed.clone(),
+        };
+        let detail = detail.map(|d| crate::phone::mask_numbers(&d).into_owned());
         let script = trail.script.as_ref().map(|s| s.summary());
         macro_rules! event {
             ($level:expr) => {
@@ -468,6 +595,7 @@ impl Gateway {
                     $level,
                     request_id = %id,
                     route,
+                    status,
                     tenant = tenant_name,
                     usage = trail.usage.as_deref(),
                     phone,
@@ -475,7 +603,7 @@ impl Gateway {
                     template_id = trail.template_id.as_deref(),
                     script = script.as_deref(),
                     outcome,
-                    upstream_code = trail.upstream_code.as_deref(),
+                    upstream_code = trail.upstream_code,
                     upstream_ms,
                     latency_ms,
                     detail = detail.as_deref(),
@@ -495,8 +623,11 @@ impl Gateway {
 
 /// The route a request is served as, for metrics: a closed set of names, whatever the path.
 pub(crate) fn route_label(door: Door, path: &str) -> &'static str {
-    if door == Door::Tencent {
-        return "tencent_api";
+    match (door, path) {
+        (Door::Tencent, _) => return "tencent_api",
+        (Door::Admin, "/healthz" | "/readyz" | "/metrics") => {}
+        (Door::Admin, p) => return if admin::route_of(p).is_some() { "admin" } else { "other" },
+        (Door::Main, _) => {}
     }
     match path {
         "/v1/sms/send" => "native",

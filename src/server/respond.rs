@@ -38,6 +38,7 @@ pub fn status_word(delivery: Delivery) -> &'static str {
         Delivery::Sent => "sent",
         Delivery::DryRun => "dry_run",
         Delivery::TestNumber => "sent",
+        Delivery::MaybeSent => "maybe_sent",
     }
 }
 

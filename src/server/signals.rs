@@ -91,6 +91,7 @@ where
     tracing::info!(
         request_id = %id,
         route = name,
+        status = handled.response.status().as_u16(),
         tenant = tenant_name,
         outcome = handled.outcome,
         detail = handled.detail.as_deref(),
@@ -225,6 +226,9 @@ where
         response: respond::json(StatusCode::OK, id, r#"{"result":0,"errmsg":"OK"}"#),
         tenant: Some(tenant.name.clone()),
         outcome: if summary.unknown == 0 { "accepted" } else { "accepted_with_unknown_sid" },
-        detail: Some(format!("{} matched, {} unknown sid", summary.matched, summary.unknown)),
+        detail: Some(format!(
+            "{} matched, {} unknown sid, {} repeated",
+            summary.matched, summary.unknown, summary.repeated
+        )),
     })
 }

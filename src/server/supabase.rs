@@ -12,7 +12,6 @@ use crate::config::{Config, Tenant};
 use crate::error::GatewayError;
 use crate::ingress::{self, supabase};
 use crate::pipeline::{Accepted, Trail};
-use crate::tencent::classify::{self, Class};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -33,16 +32,11 @@ impl Gateway {
         let mut trail = Trail { request_id: id.to_owned(), ..Trail::default() };
         let mut verified = false;
         let result = self.supabase_send(&config, req, &mut trail, &mut verified).await;
-        let retry_safe = trail
-            .tenant
-            .as_deref()
-            .and_then(|name| config.tenant(name))
-            .is_some_and(|t: &Arc<Tenant>| !t.tencent.retry_maybe_sent);
-        let mut response = answer(&result, verified, retry_safe, id);
+        let mut response = answer(&result, verified, id);
         if trail.replayed {
             response.headers_mut().insert(respond::IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
         }
-        self.record(Route::Supabase, &result, &trail, id, started);
+        self.record(Route::Supabase, &result, &trail, id, started, response.status());
         response
     }
 
@@ -102,17 +96,16 @@ fn hook_tenant<'c>(config: &'c Config, path: &str) -> Result<&'c Arc<Tenant>, Ga
     }
 }
 
-/// Whether Supabase may retry: the failure certainly sent nothing and may pass on its own (with
-/// `retry_maybe_sent`, an earlier attempt may have gone out, so never).
-fn retryable(e: &GatewayError, retry_safe: bool) -> bool {
-    match e {
-        GatewayError::LimiterUnavailable | GatewayError::ServerBusy | GatewayError::ScriptBusy => true,
-        GatewayError::UpstreamUnavailable { upstream: None, reason } => retry_safe && reason.starts_with("connect"),
-        GatewayError::UpstreamUnavailable { upstream: Some(u), .. } => {
-            retry_safe && classify::classify(&u.code) == Class::TransientNotSent
-        }
-        _ => false,
-    }
+/// Whether Supabase may retry: the failure may pass on its own, and nothing was sent (an upstream error is
+/// always one after which nothing went out: a send that may have gone out is answered as sent).
+fn retryable(e: &GatewayError) -> bool {
+    matches!(
+        e,
+        GatewayError::LimiterUnavailable
+            | GatewayError::ServerBusy
+            | GatewayError::ScriptBusy
+            | GatewayError::UpstreamUnavailable { .. }
+    )
 }
 
 /// Supabase reads `http_code` and `message`; `code` and `request_id` are ours, for the operator.
@@ -126,17 +119,12 @@ fn error_body(e: &GatewayError, id: &str) -> String {
     serde_json::json!({ "error": error }).to_string()
 }
 
-fn answer(
-    result: &Result<Accepted, GatewayError>,
-    verified: bool,
-    retry_safe: bool,
-    id: &str,
-) -> Response<Full<Bytes>> {
+fn answer(result: &Result<Accepted, GatewayError>, verified: bool, id: &str) -> Response<Full<Bytes>> {
     let e = match result {
         Ok(_) => return respond::json(StatusCode::OK, id, "{}"),
         Err(e) => e,
     };
-    if retryable(e, retry_safe) {
+    if retryable(e) {
         let mut response = respond::json(e.status(), id, error_body(e, id));
         let seconds = e.retry_after().unwrap_or(1);
         response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));

@@ -34,7 +34,7 @@ impl Gateway {
             Ok(response) => response,
             Err(e) => {
                 // One log event and one metrics update for a request refused whole.
-                self.record(Route::TencentApi, &Err((*e.cause).clone()), &trail, &id, started);
+                self.record(Route::TencentApi, &Err((*e.cause).clone()), &trail, &id, started, StatusCode::OK);
                 let mut response = envelope(&id, json!({"Error": {"Code": e.code, "Message": e.message}}));
                 respond::close_if_unread(&mut response, &e.cause);
                 response
@@ -84,14 +84,23 @@ impl Gateway {
         drop(hold);
         verified?;
 
+        if head.action != api::ACTION && !tenant.sdk_passthrough.contains(&head.action) {
+            return Err(ApiError {
+                code: "UnsupportedOperation",
+                message: format!("The action {} is not available through this gateway.", truncate(&head.action)),
+                cause: Box::new(GatewayError::InvalidRequest("action not in sdk_passthrough".into())),
+            });
+        }
+        // Every action, forwarded or not, in the one version whose requests the gateway reads.
+        if head.version != api::VERSION {
+            return Err(ApiError {
+                code: "NoSuchVersion",
+                message: format!("This gateway serves version {} only.", api::VERSION),
+                cause: Box::new(GatewayError::InvalidRequest("unsupported API version".into())),
+            });
+        }
         if head.action != api::ACTION {
-            if !tenant.sdk_passthrough.contains(&head.action) {
-                return Err(ApiError {
-                    code: "UnsupportedOperation",
-                    message: format!("The action {} is not available through this gateway.", truncate(&head.action)),
-                    cause: Box::new(GatewayError::InvalidRequest("action not in sdk_passthrough".into())),
-                });
-            }
+            tencent_api::check_passthrough(&bytes, &head.action, &tenant)?;
             let forwarded = self
                 .shared
                 .services
@@ -101,16 +110,9 @@ impl Gateway {
             tracing::info!(request_id = %id, tenant = %tenant.name, action = %head.action,
                 outcome = forwarded.as_ref().map_or_else(|e| e.code(), |_| "forwarded"), "tencent api passthrough");
             return match forwarded {
-                Ok((_, answer)) => Ok(respond::json(StatusCode::OK, id, String::from_utf8_lossy(&answer).into_owned())),
+                Ok((_, answer)) => Ok(respond::json(StatusCode::OK, id, without_upstream_text(answer, id))),
                 Err(e) => Err(ApiError::from_gateway(e)),
             };
-        }
-        if head.version != api::VERSION {
-            return Err(ApiError {
-                code: "NoSuchVersion",
-                message: format!("SendSms is served in version {} only.", api::VERSION),
-                cause: Box::new(GatewayError::InvalidRequest("unsupported SendSms version".into())),
-            });
         }
         let send = tencent_api::parse_send_sms(&bytes, &tenant)?;
         let session_context = send.message.extras.session_context.clone().unwrap_or_default();
@@ -126,7 +128,7 @@ impl Gateway {
         let results = self.shared.services.send_batch(&tenant, send.requests, &send.message, &mut trails).await;
         let mut set = Vec::with_capacity(results.len());
         for ((result, trail), written) in results.iter().zip(&trails).zip(&send.numbers) {
-            self.record(Route::TencentApi, &result.outcome, trail, id, started);
+            self.record(Route::TencentApi, &result.outcome, trail, id, started, StatusCode::OK);
             set.push(entry(result, trail, written, &session_context));
         }
         Ok(envelope(id, json!({ "SendStatusSet": set })))
@@ -137,37 +139,69 @@ fn truncate(s: &str) -> &str {
     s.char_indices().nth(64).map_or(s, |(cut, _)| &s[..cut])
 }
 
+/// A forwarded answer as the caller gets it: Tencent's data as it came, but an error's message replaced by the
+/// gateway's (Tencent's text can be operator detail, such as a credentials error; the code stays). An answer
+/// that is not Tencent's envelope becomes `InternalError`.
+fn without_upstream_text(answer: Vec<u8>, id: &str) -> Vec<u8> {
+    let Ok(mut envelope) = serde_json::from_slice::<serde_json::Value>(&answer) else {
+        return internal_error(id);
+    };
+    let Some(response) = envelope.get_mut("Response").and_then(|r| r.as_object_mut()) else {
+        return internal_error(id);
+    };
+    match response.get_mut("Error").and_then(|e| e.as_object_mut()) {
+        None => answer,
+        Some(error) => {
+            error.insert("Message".into(), json!("Tencent refused the request; the operator's log has the detail."));
+            envelope.to_string().into_bytes()
+        }
+    }
+}
+
+fn internal_error(id: &str) -> Vec<u8> {
+    let message = GatewayError::UpstreamUnavailable { reason: String::new(), upstream: None }.public_message();
+    json!({"Response": {"Error": {"Code": "InternalError", "Message": message}, "RequestId": id}})
+        .to_string()
+        .into_bytes()
+}
+
 /// `{"Response": {…, "RequestId"}}` with HTTP 200.
 fn envelope(id: &str, mut response: serde_json::Value) -> Response<Full<Bytes>> {
     response["RequestId"] = json!(id);
     respond::json(StatusCode::OK, id, json!({ "Response": response }).to_string())
 }
 
-/// One number's `SendStatusSet` entry: Tencent's own when Tencent judged the number in this request, else
-/// one in its shape.
+/// One number's `SendStatusSet` entry: Tencent's own fields when Tencent judged the number in this request,
+/// else ones in its shape; the message always the gateway's own (never Tencent's text). A number that may
+/// have been sent reads `Ok`: the one code after which no caller or SDK sends again.
 fn entry(result: &NumberResult, trail: &Trail, written: &str, session_context: &str) -> SendStatus {
-    if let Some(entry) = &result.entry {
-        return entry.status.clone();
-    }
     let phone_number = trail.phone.as_ref().map_or_else(|| written.to_owned(), |p| p.e164().to_owned());
     let iso_code = trail.phone.as_ref().map(|p| p.country_code().to_owned()).unwrap_or_default();
+    let mut status = match &result.entry {
+        Some(entry) => entry.status.clone(),
+        None => SendStatus {
+            serial_no: String::new(),
+            phone_number,
+            fee: 0,
+            session_context: session_context.to_owned(),
+            code: String::new(),
+            message: String::new(),
+            iso_code,
+        },
+    };
     match &result.outcome {
         Ok(accepted) => {
-            let receipt = accepted.receipt.as_ref();
-            SendStatus {
-                serial_no: receipt.map(|r| r.serial_no.clone()).unwrap_or_default(),
-                phone_number,
-                fee: receipt.map_or(0, |r| r.fee),
-                session_context: session_context.to_owned(),
-                code: "Ok".into(),
-                message: match accepted.delivery {
-                    Delivery::Sent => "send success",
-                    Delivery::DryRun => "dry run: signed, not sent",
-                    Delivery::TestNumber => "test number: not sent",
-                }
-                .into(),
-                iso_code,
+            if let Some(receipt) = &accepted.receipt {
+                (status.serial_no, status.fee) = (receipt.serial_no.clone(), receipt.fee);
             }
+            status.code = "Ok".into();
+            status.message = match accepted.delivery {
+                Delivery::Sent => "send success",
+                Delivery::DryRun => "dry run: signed, not sent",
+                Delivery::TestNumber => "test number: not sent",
+                Delivery::MaybeSent => "sent, not confirmed: do not send again",
+            }
+            .into();
         }
         Err(e) => {
             let window = match e {
@@ -176,15 +210,11 @@ fn entry(result: &NumberResult, trail: &Trail, written: &str, session_context: &
                 }
                 _ => None,
             };
-            SendStatus {
-                serial_no: String::new(),
-                phone_number,
-                fee: 0,
-                session_context: session_context.to_owned(),
-                code: tencent_api::status_code(e, window).to_owned(),
-                message: tencent_api::status_message(e),
-                iso_code,
-            }
+            status.serial_no.clear();
+            status.fee = 0;
+            status.code = tencent_api::status_code(e, window).to_owned();
+            status.message = tencent_api::status_message(e);
         }
     }
+    status
 }

@@ -35,7 +35,7 @@ impl Class {
                 ("transient, nothing sent", "retried with back-off inside the deadline, then 503 upstream_unavailable")
             }
             Class::TransientMaybeSent => {
-                ("transient, maybe sent", "503 upstream_unavailable; retried only with retry_maybe_sent")
+                ("transient, maybe sent", "200 maybe_sent, never a failure; retried only with retry_maybe_sent")
             }
             Class::Clock => ("clock", "re-signed once with Tencent's time, then 502 upstream_rejected"),
             Class::OperatorConfig => {
@@ -107,6 +107,37 @@ pub fn classify(code: &str) -> Class {
         .map_or(Class::Unknown, |(_, class)| *class)
 }
 
+/// A Tencent code as a metrics label or a log word: the code itself when the table lists it exactly, its
+/// family (`InternalError.*`) when a prefix matches, else `other`. A closed set whatever an upstream
+/// answers: an invented code never becomes a new label value.
+pub(crate) fn label(code: &str) -> &'static str {
+    const FAMILIES: &[(&str, &str)] = &[
+        ("RequestLimitExceeded", "RequestLimitExceeded*"),
+        ("InternalError.", "InternalError.*"),
+        ("AuthFailure.", "AuthFailure.*"),
+        ("UnauthorizedOperation.", "UnauthorizedOperation.*"),
+        ("UnsupportedOperation.", "UnsupportedOperation.*"),
+    ];
+    if let Some((exact, _)) = EXACT.iter().find(|(c, _)| *c == code) {
+        return exact;
+    }
+    FAMILIES.iter().find(|(prefix, _)| code.starts_with(prefix)).map_or("other", |(_, family)| family)
+}
+
+/// Whether the rate-limit quota a send that certainly went nowhere took comes back: not when the number or
+/// content the caller chose was refused (or Tencent's own per-number limits), so refused numbers cannot buy
+/// unlimited calls to Tencent. Tencent unreachable, throttling its API, or refusing the operator's account,
+/// template or quota is no reason to lock the user out.
+pub(crate) fn quota_comes_back(unsent: &GatewayError) -> bool {
+    match unsent.upstream() {
+        None => true,
+        Some(u) => matches!(
+            classify(&u.code),
+            Class::TransientNotSent | Class::Clock | Class::OperatorConfig | Class::AccountQuota
+        ),
+    }
+}
+
 const CHINA_UTC_OFFSET: i64 = 8 * 3600;
 
 /// How long a per-number throttle lasts: its window, or for daily limits until midnight China time.
@@ -125,7 +156,8 @@ pub fn recipient_retry_after(code: &str, now_unix: i64) -> Duration {
     }
 }
 
-/// The gateway error for a refused send (any class but `Sent`).
+/// The gateway error for a refused send (any class but `Sent`). A send path never takes a
+/// `TransientMaybeSent` code here: `client::Entry::judge` and `judge_many` make it `Unconfirmed` first.
 pub fn to_error(detail: UpstreamDetail, now_unix: i64) -> GatewayError {
     match classify(&detail.code) {
         Class::RecipientThrottle => GatewayError::UpstreamRateLimited {
@@ -159,6 +191,15 @@ mod tests {
         assert_eq!(classify("RequestLimitExceeded.UinLimitExceeded"), Class::TransientNotSent);
         assert_eq!(classify("UnsupportedOperation.ChineseMainlandTemplateToGlobalPhone"), Class::CallerInput);
         assert_eq!(classify("Brand.New"), Class::Unknown);
+    }
+
+    #[test]
+    fn labels_are_a_closed_set() {
+        assert_eq!(label("InternalError.SendAndRecvFail"), "InternalError.SendAndRecvFail");
+        assert_eq!(label("InternalError.Invented17"), "InternalError.*");
+        assert_eq!(label("RequestLimitExceeded.UinLimitExceeded"), "RequestLimitExceeded*");
+        assert_eq!(label("Brand.New"), "other");
+        assert_eq!(label("+8613800138000"), "other");
     }
 
     #[test]

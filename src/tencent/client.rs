@@ -6,14 +6,14 @@
 use super::api::{self, Envelope, SendSmsRequest};
 use super::breaker::Breakers;
 use super::classify;
-use super::proxy::{self, HttpsClient};
+use super::proxy::{self, HttpsClient, WrittenBody};
 use super::sign::{self, Tc3Input};
 use crate::clock::SharedClock;
 use crate::config::{Credentials, Endpoint, TencentAccount};
 use crate::error::{GatewayError, UpstreamDetail};
 use crate::phone::Masked;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -77,8 +77,23 @@ pub struct Receipt {
     pub request_id: String,
 }
 
-/// Cap on how much of an answer we read; SendSms answers for one number are well under 1 KiB.
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// The most a SendSms answer can legitimately hold per number: Tencent echoes `SessionContext` (up to 512
+/// bytes, which a JSON encoder may write as six bytes each, `\u003c`) beside the entry's other fields (about
+/// 300 bytes, messages included): 3.4 KiB at worst, rounded up.
+const ANSWER_BYTES_PER_NUMBER: usize = 4 * 1024;
+/// An answer's part that does not grow with the numbers (the envelope, `RequestId`, an error's message).
+const ANSWER_BYTES_BASE: usize = 16 * 1024;
+/// The most a passthrough answer is read to: the read actions answer at most 100 entries of a few fields
+/// each (`PullSmsSendStatus`, `PullSmsReplyStatus`, template and sign lists), under 4 KiB each at the same
+/// worst case, so 400 KiB; 1 MiB leaves room for Tencent to add fields. Status pulls are handed out once:
+/// an answer cut here would lose them, so the bound is generous rather than tight.
+pub(crate) const PASSTHROUGH_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// How much of a SendSms answer for `numbers` numbers is read: what Tencent can legitimately return for
+/// them, so a real answer is never cut (a cut answer is `maybe sent`, never a retry).
+pub(crate) const fn answer_limit(numbers: usize) -> usize {
+    ANSWER_BYTES_BASE + numbers * ANSWER_BYTES_PER_NUMBER
+}
 
 /// First back-off before a retry; doubled per retry, with full jitter, always inside the send's deadline.
 const BACKOFF_BASE: Duration = Duration::from_millis(25);
@@ -119,12 +134,47 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
-/// How one exchange failed before Tencent judged the request.
-enum Transport {
-    /// No connection was made: nothing was sent, safe to retry or fail over.
-    Connect(String),
-    /// The request may have reached Tencent (reset, truncated answer).
-    MaybeSent(String),
+/// How far one exchange got, from the transport's typed facts (was the connection made, did it begin to
+/// write the body): the one source of "was anything sent?" for a call.
+enum Exchange {
+    /// Nothing of the request was written (no connection, a request that could not be built, the deadline
+    /// first): nothing was sent, safe to retry or fail over. `timed_out`: the deadline passed.
+    NotWritten {
+        reason: String,
+        timed_out: bool,
+    },
+    /// The request was written and no whole answer came back (reset, truncated, too large, the deadline):
+    /// it may have been sent.
+    NoAnswer(String),
+    Answered(Answer),
+}
+
+/// A send that may have gone out: the request reached Tencent (or may have) and no answer says it did not.
+/// Never reported failed and never retried into a second SMS; its numbers are remembered as possibly sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unconfirmed {
+    /// Why it is not confirmed, for the log only (never shown to a caller).
+    pub reason: String,
+    /// Tencent's own answer when it gave one (`InternalError.*`), for the log and metrics.
+    pub upstream: Option<UpstreamDetail>,
+}
+
+/// What a number handed to Tencent came to, when something may have gone out. Beside it, an `Err` always
+/// means nothing was sent: the one decision every consumer reads (answers, refunds of limits and caps,
+/// metrics, the feedback loop, retries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dispatched {
+    Sent(Receipt),
+    Unconfirmed(Unconfirmed),
+}
+
+/// What one SendSms call came to, for all its numbers (an `Err` beside it: nothing was sent).
+#[derive(Debug)]
+pub enum Call {
+    /// Tencent's entry per number, not yet judged one by one.
+    Answered(Vec<Entry>),
+    /// No usable answer after the request was written: every number may have been sent.
+    Unconfirmed(Unconfirmed),
 }
 
 struct Answer {
@@ -236,14 +286,15 @@ impl TencentClient {
             body,
             self.timestamp(),
         );
-        match tokio::time::timeout(account.timeout, self.exchange(account, endpoint, request)).await {
-            Err(_) => Err(GatewayError::UpstreamTimeout),
-            Ok(Err(Transport::Connect(reason))) => {
+        let deadline = tokio::time::Instant::now() + account.timeout;
+        match self.exchange(account, endpoint, request, deadline, PASSTHROUGH_ANSWER_BYTES).await {
+            Exchange::NotWritten { timed_out: true, .. } => Err(GatewayError::UpstreamTimeout),
+            Exchange::NotWritten { reason, .. } => {
                 self.breakers.failure(endpoint, self.clock.monotonic());
                 Err(GatewayError::UpstreamUnavailable { reason, upstream: None })
             }
-            Ok(Err(Transport::MaybeSent(reason))) => Err(GatewayError::UpstreamUnavailable { reason, upstream: None }),
-            Ok(Ok(answer)) => {
+            Exchange::NoAnswer(reason) => Err(GatewayError::UpstreamUnavailable { reason, upstream: None }),
+            Exchange::Answered(answer) => {
                 self.breakers.success(endpoint);
                 Ok((answer.status, answer.body))
             }
@@ -265,104 +316,127 @@ impl TencentClient {
     /// Sends `sms` within the account's deadline, retrying only where no second SMS can result (connect
     /// failures, Tencent's API throttles) unless the tenant opted into retrying maybe-sent failures. Fails over
     /// across endpoints on connect failures, re-signs once on a clock error, and tries the next key pair once
-    /// on a credential error. The result is always the last attempt's: never a stale error after a success.
-    pub async fn deliver(&self, account: &TencentAccount, sms: &OutboundSms) -> Result<Receipt, GatewayError> {
-        let mut entries = self.deliver_many(account, sms, &[&sms.phone_e164]).await?;
-        let entry = entries.pop().filter(|_| entries.is_empty());
-        let entry = entry.ok_or_else(|| GatewayError::UpstreamUnavailable {
-            reason: "answer without exactly one SendStatusSet entry".into(),
-            upstream: None,
-        })?;
-        entry.judge(self.timestamp())
+    /// on a credential error. The result is the last attempt's (never a stale error after a success), except
+    /// that once an attempt may have gone out the send is unconfirmed at worst.
+    pub async fn deliver(&self, account: &TencentAccount, sms: &OutboundSms) -> Result<Dispatched, GatewayError> {
+        let mut entries = match self.deliver_many(account, sms, &[&sms.phone_e164]).await? {
+            Call::Answered(entries) => entries,
+            Call::Unconfirmed(unconfirmed) => return Ok(Dispatched::Unconfirmed(unconfirmed)),
+        };
+        match entries.pop().filter(|_| entries.is_empty()) {
+            Some(entry) => entry.judge(self.timestamp()),
+            // Tencent took the request and answered something else: the number may have been sent.
+            None => Ok(Dispatched::Unconfirmed(Unconfirmed {
+                reason: "answer without exactly one SendStatusSet entry".into(),
+                upstream: None,
+            })),
+        }
     }
 
     /// One SendSms call for every number of `numbers` (`sms`'s message; its own number is not used), with the
     /// retries, failover and re-signing of [`TencentClient::deliver`]. The answer is Tencent's entry per
-    /// number, each with the call's RequestId, not yet judged; a call whose every entry failed with one code
-    /// is that code's error (retried as such: an API throttle on every number sent nothing).
+    /// number, each with the call's RequestId, not yet judged, or the call unconfirmed; a call whose every
+    /// entry failed with one code is that code's error (retried as such: an API throttle on every number
+    /// sent nothing). An `Err` means nothing was sent by any attempt: once one attempt may have gone out
+    /// (`retry_maybe_sent`), the call is unconfirmed whatever the later attempts say.
     pub async fn deliver_many(
         &self,
         account: &TencentAccount,
         sms: &OutboundSms,
         numbers: &[&str],
-    ) -> Result<Vec<Entry>, GatewayError> {
+    ) -> Result<Call, GatewayError> {
         let deadline = tokio::time::Instant::now() + account.timeout;
         let mut key = account.preferred_credentials.load(Ordering::Relaxed) % account.credentials.len();
         let mut rotated = false;
         let mut resigned = false;
         let mut attempts = 0;
         let mut endpoint = self.breakers.pick(account, 0, self.clock.monotonic());
+        // The first attempt that may have gone out: from then on the call is unconfirmed at worst.
+        let mut maybe_sent: Option<Unconfirmed> = None;
+        let finish = |last: Result<Call, GatewayError>, maybe_sent: Option<Unconfirmed>| match (last, maybe_sent) {
+            (Err(_), Some(earlier)) => Ok(Call::Unconfirmed(earlier)),
+            (last, _) => last,
+        };
         loop {
             attempts += 1;
             let target = &account.endpoints[endpoint];
             let request =
                 TencentClient::prepare_many(account, &account.credentials[key], target, sms, numbers, self.timestamp());
-            let outcome = match tokio::time::timeout_at(deadline, self.exchange(account, target, request)).await {
-                Err(_) => return Err(GatewayError::UpstreamTimeout),
-                Ok(outcome) => outcome,
-            };
-            let (error, reason) = match outcome {
-                Err(Transport::Connect(reason)) => {
+            let exchange = self.exchange(account, target, request, deadline, answer_limit(numbers.len())).await;
+            let (last, reason) = match exchange {
+                Exchange::NotWritten { timed_out: true, .. } => {
+                    return finish(Err(GatewayError::UpstreamTimeout), maybe_sent)
+                }
+                Exchange::NotWritten { reason, .. } => {
                     self.breakers.failure(target, self.clock.monotonic());
                     let error = GatewayError::UpstreamUnavailable { reason, upstream: None };
                     match self.breakers.next_closed(account, endpoint + 1, self.clock.monotonic()) {
                         Some(next) => endpoint = next,
                         // Every endpoint is known to be down: this send made its one attempt.
-                        None => return Err(error),
+                        None => return finish(Err(error), maybe_sent),
                     }
-                    (error, "connect")
+                    (Err(error), "connect")
                 }
-                Err(Transport::MaybeSent(reason)) => {
+                Exchange::NoAnswer(reason) => {
                     self.breakers.success(target);
-                    let error = GatewayError::UpstreamUnavailable { reason, upstream: None };
+                    let unconfirmed = Unconfirmed { reason, upstream: None };
                     if !account.retry_maybe_sent {
-                        return Err(error);
+                        return Ok(Call::Unconfirmed(unconfirmed));
                     }
-                    (error, "maybe_sent")
+                    maybe_sent.get_or_insert(unconfirmed.clone());
+                    (Ok(Call::Unconfirmed(unconfirmed)), "maybe_sent")
                 }
-                Ok(answer) => {
+                Exchange::Answered(answer) => {
                     self.breakers.success(target);
                     let error = match judge_many(answer.status, &answer.body, self.timestamp()) {
-                        Ok(entries) => {
+                        Ok(Call::Answered(entries)) => {
                             if rotated {
                                 // The other key pair works: use it first from now on.
                                 account.preferred_credentials.store(key, Ordering::Relaxed);
                             }
-                            return Ok(entries);
+                            return Ok(Call::Answered(entries));
                         }
-                        Err(error) => error,
+                        Ok(Call::Unconfirmed(unconfirmed)) => {
+                            if !account.retry_maybe_sent {
+                                return Ok(Call::Unconfirmed(unconfirmed));
+                            }
+                            maybe_sent.get_or_insert(unconfirmed.clone());
+                            (Ok(Call::Unconfirmed(unconfirmed)), "maybe_sent")
+                        }
+                        Err(error) => {
+                            let code = error.upstream().map(|u| u.code.clone()).unwrap_or_default();
+                            match classify::classify(&code) {
+                                classify::Class::Clock if !resigned => {
+                                    resigned = true;
+                                    attempts -= 1;
+                                    self.learn_skew(answer.date, &code);
+                                    continue;
+                                }
+                                _ if CREDENTIAL_ERRORS.contains(&code.as_str())
+                                    && !rotated
+                                    && account.credentials.len() > 1 =>
+                                {
+                                    rotated = true;
+                                    attempts -= 1;
+                                    key = (key + 1) % account.credentials.len();
+                                    tracing::warn!(code = %code, "Tencent refused the key pair; trying the other one");
+                                    continue;
+                                }
+                                classify::Class::TransientNotSent => (Err(error), "throttled"),
+                                _ => return finish(Err(error), maybe_sent),
+                            }
+                        }
                     };
-                    let code = error.upstream().map(|u| u.code.clone()).unwrap_or_default();
-                    match classify::classify(&code) {
-                        classify::Class::Clock if !resigned => {
-                            resigned = true;
-                            attempts -= 1;
-                            self.learn_skew(answer.date, &code);
-                            continue;
-                        }
-                        _ if CREDENTIAL_ERRORS.contains(&code.as_str())
-                            && !rotated
-                            && account.credentials.len() > 1 =>
-                        {
-                            rotated = true;
-                            attempts -= 1;
-                            key = (key + 1) % account.credentials.len();
-                            tracing::warn!(code = %code, "Tencent refused the key pair; trying the other one");
-                            continue;
-                        }
-                        classify::Class::TransientNotSent => (error, "throttled"),
-                        classify::Class::TransientMaybeSent if account.retry_maybe_sent => (error, "maybe_sent"),
-                        _ => return Err(error),
-                    }
+                    error
                 }
             };
             if attempts >= account.max_attempts {
-                return Err(error);
+                return finish(last, maybe_sent);
             }
             let backoff = BACKOFF_BASE.saturating_mul(1 << (attempts - 1).min(8));
             let pause = backoff.mul_f64(fastrand::f64());
             if tokio::time::Instant::now() + pause >= deadline {
-                return Err(error);
+                return finish(last, maybe_sent);
             }
             self.telemetry.retries.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
             tokio::time::sleep(pause).await;
@@ -389,12 +463,15 @@ impl TencentClient {
         Some(self.routes.client(endpoint.proxy.as_ref(), account.roots.as_ref()))
     }
 
+    /// One request to `endpoint`, its answer read up to `limit` bytes, all before `deadline`; how far it got.
     async fn exchange(
         &self,
         account: &TencentAccount,
         endpoint: &Endpoint,
         request: PreparedRequest,
-    ) -> Result<Answer, Transport> {
+        deadline: tokio::time::Instant,
+        limit: usize,
+    ) -> Exchange {
         let routed = self.client_for(account, endpoint);
         let http = routed.as_ref().unwrap_or(&self.http);
         let mut builder = http::Request::post(request.url);
@@ -409,24 +486,49 @@ impl TencentClient {
                 builder = builder.header(http::header::PROXY_AUTHORIZATION, authorization.expose());
             }
         }
-        let request = builder
-            .header(http::header::USER_AGENT, concat!("smsgate/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(request.body))
-            .map_err(|e| Transport::Connect(format!("connect: request could not be built: {e}")))?;
-        let response = http.request(request).await.map_err(transport_error)?;
-        let status = response.status();
-        let date = response
-            .headers()
-            .get(http::header::DATE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
-            .map(|d| d.timestamp());
-        let body = match Limited::new(response.into_body(), MAX_ANSWER_BYTES).collect().await {
-            Ok(collected) => collected.to_bytes().to_vec(),
-            Err(e) if e.is::<LengthLimitError>() => return Err(Transport::MaybeSent("answer too large".into())),
-            Err(e) => return Err(Transport::MaybeSent(format!("transport: reading the answer: {}", chain(&*e)))),
+        let (body, written) = WrittenBody::new(request.body);
+        let request =
+            match builder.header(http::header::USER_AGENT, concat!("smsgate/", env!("CARGO_PKG_VERSION"))).body(body) {
+                Ok(request) => request,
+                Err(e) => {
+                    return Exchange::NotWritten {
+                        reason: format!("connect: request could not be built: {e}"),
+                        timed_out: false,
+                    }
+                }
+            };
+        let was_written = || written.load(Ordering::Acquire);
+        let attempt = async {
+            let response = match http.request(request).await {
+                Ok(response) => response,
+                Err(e) if e.is_connect() || !was_written() => {
+                    return Exchange::NotWritten { reason: format!("connect: {}", chain(&e)), timed_out: false }
+                }
+                Err(e) => return Exchange::NoAnswer(format!("transport: {}", chain(&e))),
+            };
+            let status = response.status();
+            let date = response
+                .headers()
+                .get(http::header::DATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+                .map(|d| d.timestamp());
+            match Limited::new(response.into_body(), limit).collect().await {
+                Ok(collected) => Exchange::Answered(Answer { status, date, body: collected.to_bytes().to_vec() }),
+                Err(e) if e.is::<LengthLimitError>() => {
+                    Exchange::NoAnswer(format!("answer over {limit} bytes, more than Tencent can legitimately send"))
+                }
+                Err(e) => Exchange::NoAnswer(format!("transport: reading the answer: {}", chain(&*e))),
+            }
         };
-        Ok(Answer { status, date, body })
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(exchange) => exchange,
+            Err(_) if was_written() => Exchange::NoAnswer("no answer within the deadline".into()),
+            Err(_) => Exchange::NotWritten {
+                reason: "the deadline passed before the request was written".into(),
+                timed_out: true,
+            },
+        }
     }
 }
 
@@ -441,14 +543,6 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     reason
 }
 
-fn transport_error(e: hyper_util::client::legacy::Error) -> Transport {
-    if e.is_connect() {
-        Transport::Connect(format!("connect: {}", chain(&e)))
-    } else {
-        Transport::MaybeSent(format!("transport: {}", chain(&e)))
-    }
-}
-
 /// One number's entry of an answer, with the call's RequestId.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -461,21 +555,26 @@ impl Entry {
         &self.status.serial_no
     }
 
-    /// Tencent accepted this number (`Code: Ok`): its receipt; else the error its code stands for.
-    pub fn judge(&self, now_unix: i64) -> Result<Receipt, GatewayError> {
-        if classify::classify(&self.status.code) == classify::Class::Sent {
-            return Ok(Receipt {
-                serial_no: self.status.serial_no.clone(),
-                fee: self.status.fee,
-                request_id: self.request_id.clone(),
-            });
-        }
-        let detail = UpstreamDetail {
+    /// Tencent accepted this number (`Code: Ok`): its receipt; failed inside Tencent (`InternalError*`):
+    /// unconfirmed; else the error its code stands for (nothing sent).
+    pub fn judge(&self, now_unix: i64) -> Result<Dispatched, GatewayError> {
+        let detail = || UpstreamDetail {
             code: self.status.code.clone(),
             message: self.status.message.clone(),
             request_id: self.request_id.clone(),
         };
-        Err(classify::to_error(detail, now_unix))
+        match classify::classify(&self.status.code) {
+            classify::Class::Sent => Ok(Dispatched::Sent(Receipt {
+                serial_no: self.status.serial_no.clone(),
+                fee: self.status.fee,
+                request_id: self.request_id.clone(),
+            })),
+            classify::Class::TransientMaybeSent => Ok(Dispatched::Unconfirmed(Unconfirmed {
+                reason: format!("Tencent answered {}", classify::label(&self.status.code)),
+                upstream: Some(detail()),
+            })),
+            _ => Err(classify::to_error(detail(), now_unix)),
+        }
     }
 }
 
@@ -486,54 +585,53 @@ impl std::ops::Deref for Entry {
     }
 }
 
-/// Tencent's answer to a call -> its entries, not judged one by one, or the call's error: the error envelope
-/// (read whatever the status and Content-Type), a non-Tencent answer, no entries, or every entry failed with
-/// the same code.
-pub fn judge_many(status: http::StatusCode, body: &[u8], now_unix: i64) -> Result<Vec<Entry>, GatewayError> {
+/// Tencent's answer to a call -> its entries, not judged one by one; the call unconfirmed when the answer
+/// cannot be read or says Tencent failed inside (a non-Tencent answer, no entries, `InternalError*`): the
+/// request was received, so its numbers may have been sent; or the call's error (nothing sent): the error
+/// envelope (read whatever the status and Content-Type), or every entry failed with the same code.
+pub fn judge_many(status: http::StatusCode, body: &[u8], now_unix: i64) -> Result<Call, GatewayError> {
+    let unconfirmed =
+        |reason: String, upstream: Option<UpstreamDetail>| Ok(Call::Unconfirmed(Unconfirmed { reason, upstream }));
     let envelope: Envelope = match serde_json::from_slice(body) {
         Ok(envelope) => envelope,
-        Err(_) => {
-            return Err(GatewayError::UpstreamUnavailable {
-                reason: format!("unreadable answer with HTTP status {status}"),
-                upstream: None,
-            })
-        }
+        Err(_) => return unconfirmed(format!("unreadable answer with HTTP status {status}"), None),
     };
     let response = envelope.response;
     if let Some(error) = response.error {
         let detail = UpstreamDetail { code: error.code, message: error.message, request_id: response.request_id };
+        if classify::classify(&detail.code) == classify::Class::TransientMaybeSent {
+            return unconfirmed(format!("Tencent answered {}", classify::label(&detail.code)), Some(detail));
+        }
         return Err(classify::to_error(detail, now_unix));
     }
     if !status.is_success() {
-        return Err(GatewayError::UpstreamUnavailable {
-            reason: format!("HTTP status {status} without an error envelope"),
-            upstream: None,
-        });
+        return unconfirmed(format!("HTTP status {status} without an error envelope"), None);
     }
     let request_id = response.request_id;
     let entries: Vec<Entry> =
         response.send_status_set.into_iter().map(|status| Entry { status, request_id: request_id.clone() }).collect();
     let Some(first) = entries.first() else {
-        return Err(GatewayError::UpstreamUnavailable {
-            reason: "answer without SendStatusSet".into(),
-            upstream: None,
-        });
+        return unconfirmed("answer without SendStatusSet".into(), None);
     };
     let failed_alike =
-        classify::classify(&first.code) != classify::Class::Sent && entries.iter().all(|e| e.code == first.code);
+        !matches!(classify::classify(&first.code), classify::Class::Sent | classify::Class::TransientMaybeSent)
+            && entries.iter().all(|e| e.code == first.code);
     if failed_alike {
         return Err(first.judge(now_unix).expect_err("a failed entry"));
     }
-    Ok(entries)
+    Ok(Call::Answered(entries))
 }
 
-/// Tencent's answer for one number -> receipt or error. Every entry is judged, so a partial answer can never
-/// read as success.
-pub fn judge(status: http::StatusCode, body: &[u8], now_unix: i64) -> Result<Receipt, GatewayError> {
-    let entries = judge_many(status, body, now_unix)?;
-    let mut receipts = entries.iter().map(|e| e.judge(now_unix));
-    let first = receipts.next().expect("judge_many answers at least one entry");
-    receipts.try_for_each(|r| r.map(drop))?;
+/// Tencent's answer for one number -> what became of it. Every entry is judged, so a partial answer can
+/// never read as success.
+pub fn judge(status: http::StatusCode, body: &[u8], now_unix: i64) -> Result<Dispatched, GatewayError> {
+    let entries = match judge_many(status, body, now_unix)? {
+        Call::Answered(entries) => entries,
+        Call::Unconfirmed(unconfirmed) => return Ok(Dispatched::Unconfirmed(unconfirmed)),
+    };
+    let mut judged = entries.iter().map(|e| e.judge(now_unix));
+    let first = judged.next().expect("judge_many answers at least one entry");
+    judged.try_for_each(|r| r.map(drop))?;
     first
 }
 
@@ -546,7 +644,7 @@ mod tests {
     fn judges_success_and_per_number_failure() {
         let ok = br#"{"Response":{"SendStatusSet":[{"SerialNo":"s1","PhoneNumber":"+8613800138000","Fee":1,"Code":"Ok","Message":"send success"}],"RequestId":"r1"}}"#;
         let r = judge(StatusCode::OK, ok, 0).unwrap();
-        assert_eq!(r, Receipt { serial_no: "s1".into(), fee: 1, request_id: "r1".into() });
+        assert_eq!(r, Dispatched::Sent(Receipt { serial_no: "s1".into(), fee: 1, request_id: "r1".into() }));
 
         let limited = br#"{"Response":{"SendStatusSet":[{"SerialNo":"","PhoneNumber":"+8613800138000","Fee":0,"Code":"LimitExceeded.PhoneNumberThirtySecondLimit","Message":"too fast"}],"RequestId":"r2"}}"#;
         let e = judge(StatusCode::OK, limited, 0).unwrap_err();
@@ -603,12 +701,38 @@ mod tests {
         }
     }
 
+    /// Tencent received these requests: an answer it cannot be read from is `maybe sent`, never a failure.
     #[test]
-    fn html_and_empty_answers_are_unavailable() {
-        assert_eq!(judge(StatusCode::BAD_GATEWAY, b"<html>502</html>", 0).unwrap_err().code(), "upstream_unavailable");
-        assert_eq!(
-            judge(StatusCode::OK, br#"{"Response":{"RequestId":"r"}}"#, 0).unwrap_err().code(),
-            "upstream_unavailable"
+    fn html_empty_and_internal_error_answers_are_unconfirmed() {
+        let internal =
+            br#"{"Response":{"Error":{"Code":"InternalError.SendAndRecvFail","Message":"m"},"RequestId":"r"}}"#;
+        for (status, body) in [
+            (StatusCode::BAD_GATEWAY, &b"<html>502</html>"[..]),
+            (StatusCode::OK, br#"{"Response":{"RequestId":"r"}}"#),
+            (StatusCode::OK, br#"{"Response":{"SendStatusSet":[{"SerialNo":""#),
+            (StatusCode::OK, internal),
+        ] {
+            assert!(
+                matches!(judge(status, body, 0), Ok(Dispatched::Unconfirmed(_))),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn answer_limit_holds_a_full_batch_echoing_session_context() {
+        // 200 entries, each echoing 512 bytes of SessionContext written as `\u003c` (six bytes a byte).
+        let entry = format!(
+            r#"{{"SerialNo":"2019:{:040}","PhoneNumber":"+8613800138000","Fee":1,"SessionContext":"{}","Code":"Ok","Message":"send success","IsoCode":"CN"}}"#,
+            0,
+            "\\u003c".repeat(512)
         );
+        let body = format!(
+            r#"{{"Response":{{"SendStatusSet":[{}],"RequestId":"{}"}}}}"#,
+            vec![entry; 200].join(","),
+            "r".repeat(64)
+        );
+        assert!(body.len() <= answer_limit(200), "{} > {}", body.len(), answer_limit(200));
     }
 }

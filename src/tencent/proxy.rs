@@ -9,6 +9,7 @@ use crate::config::{Proxy, TrustRoots};
 use bytes::Bytes;
 use http::Uri;
 use http_body_util::Full;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
@@ -17,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -30,7 +32,44 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The pooled HTTP/1 client for one egress (rustls, keep-alive).
-pub type HttpsClient = Client<hyper_rustls::HttpsConnector<EgressConnector>, Full<Bytes>>;
+pub type HttpsClient = Client<hyper_rustls::HttpsConnector<EgressConnector>, WrittenBody>;
+
+/// A request body that records whether the connection began to write it: until it does, Tencent cannot
+/// have the request (it acts on nothing without its body), so a failure or a deadline before that point
+/// certainly sent nothing. The typed fact behind every "was anything sent?" (see `client::Exchange`).
+pub struct WrittenBody {
+    body: Full<Bytes>,
+    written: Arc<AtomicBool>,
+}
+
+impl WrittenBody {
+    /// `body`, and the flag the connection sets when it starts writing it.
+    pub fn new(body: Bytes) -> (WrittenBody, Arc<AtomicBool>) {
+        let written = Arc::new(AtomicBool::new(false));
+        (WrittenBody { body: Full::new(body), written: written.clone() }, written)
+    }
+}
+
+impl Body for WrittenBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.written.store(true, Ordering::Release);
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
 
 /// The host's trust store, read once: `SSL_CERT_FILE` / `SSL_CERT_DIR` when set, else the distribution's
 /// bundle (`/etc/ssl/certs/ca-certificates.crt` and the other places OpenSSL looks). Empty when there is

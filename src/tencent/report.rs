@@ -1,11 +1,13 @@
-//! `ReportConversion` (API 2021-01-11): tells Tencent which sent codes were used, off the request path. A
-//! bounded queue feeds one worker; a full queue drops the report and counts it, so a send never waits on
-//! it. Transient failures are retried with back-off. Tencent accepts this action only from allow-listed
+//! `ReportConversion` (API 2021-01-11): tells Tencent which sent codes were used, off the request path. Each
+//! tenant has its own lane (`lanes.rs`): a bounded queue and one worker, so a tenant whose endpoint hangs
+//! delays only its own reports; a full lane drops that tenant's report and counts it, so a send never waits
+//! on it. Transient failures are retried with back-off. Tencent accepts this action only from allow-listed
 //! accounts: an `UnauthorizedOperation`-class answer turns reporting off for that tenant (one error line)
 //! until the config is reloaded.
 
 use super::TencentClient;
 use crate::config::Tenant;
+use crate::lanes::{Lanes, Share};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -13,11 +15,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 pub const ACTION: &str = "ReportConversion";
-/// Conversions waiting to be reported, per process.
-pub const QUEUE: usize = 4096;
+/// Conversions waiting to be reported, per tenant.
+pub const QUEUE: usize = 1024;
+/// Reports in progress at once, per tenant (in the order they came).
+const WORKERS: usize = 1;
 /// Attempts per report, the first included, and the pause before each retry.
 const BACKOFF: [Duration; 3] = [Duration::from_millis(500), Duration::from_secs(4), Duration::from_secs(30)];
 
@@ -96,19 +99,20 @@ struct Job {
     conversion_time: i64,
 }
 
-/// The queue and the worker that drains it.
+/// The tenants' lanes and their workers.
 pub struct Reporter {
-    queue: mpsc::Sender<Job>,
-    receiver: Mutex<Option<mpsc::Receiver<Job>>>,
+    lanes: Lanes<Job>,
     client: TencentClient,
     off: Arc<Mutex<HashSet<Arc<str>>>>,
     results: Family<ReportLabels, Counter>,
 }
 
 impl Reporter {
+    /// `capacity`: reports waiting per tenant.
     pub fn new(client: TencentClient, capacity: usize, results: Family<ReportLabels, Counter>) -> Reporter {
-        let (queue, receiver) = mpsc::channel(capacity.max(1));
-        Reporter { queue, receiver: Mutex::new(Some(receiver)), client, off: Arc::default(), results }
+        // A job is a SerialNo (Tencent's are short; a longer one is still counted) and a few fixed fields.
+        let share = Share { jobs: capacity, bytes: capacity * 256, workers: WORKERS };
+        Reporter { lanes: Lanes::new(share), client, off: Arc::default(), results }
     }
 
     fn count(results: &Family<ReportLabels, Counter>, tenant: &str, result: &str) {
@@ -122,7 +126,7 @@ impl Reporter {
             return;
         }
         let job = Job { tenant: tenant.clone(), serial_no: serial_no.to_owned(), conversion_time };
-        if self.queue.try_send(job).is_err() {
+        if !self.lanes.push(&tenant.name, job, 64 + serial_no.len()) {
             Reporter::count(&self.results, &tenant.name, "dropped");
         }
     }
@@ -132,12 +136,12 @@ impl Reporter {
         self.off.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    /// Starts the worker on the current runtime (once; later calls do nothing).
+    /// Starts the workers on the current runtime (once; later calls do nothing).
     pub fn start(&self) {
-        let Some(mut receiver) = self.receiver.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
         let (client, off, results) = (self.client.clone(), self.off.clone(), self.results.clone());
-        tokio::spawn(async move {
-            while let Some(job) = receiver.recv().await {
+        self.lanes.start(move |job: Job| {
+            let (client, off, results) = (client.clone(), off.clone(), results.clone());
+            async move {
                 let result = report(&client, &off, &job).await;
                 Reporter::count(&results, &job.tenant.name, result);
             }

@@ -22,7 +22,7 @@ pub struct HookTenant<'a> {
 /// The YAML of a gateway with `tenants`, scripts under `<script_dir>scripts/` (relative to the config
 /// file when `script_dir` is empty), limits off and de-duplication off.
 pub fn yaml(endpoint: &str, listen: &str, script_dir: &str, tenants: &[HookTenant<'_>]) -> String {
-    let mut out = format!("server:\n  listen: {listen}\n  shutdown_grace: 10s\ntenants:\n");
+    let mut out = format!("server:\n  listen: {listen}\n  shutdown_grace: 10s\n  drain_delay: 0s\ntenants:\n");
     for t in tenants {
         out.push_str(&format!(
             r#"  {name}:

@@ -1,7 +1,8 @@
 //! A mock Tencent SMS endpoint on 127.0.0.1:0 (SendSms and ReportConversion). It speaks just enough HTTP/1.1
 //! (keep-alive, Content-Length bodies) to answer, stall, or drop a connection on cue, verifies each
 //! request's TC3 signature with an implementation of its own (not smsgate's), and records what it received.
-//! Every accepted number gets its own SerialNo (`2019:0`, `2019:1`, ...).
+//! Every accepted number gets its own SerialNo (`2019:0`, `2019:1`, ...), and every entry echoes the request's
+//! `SessionContext`, as Tencent's do.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -27,6 +28,8 @@ pub enum Reply {
     Slow(Duration),
     /// Close the connection without answering.
     Drop,
+    /// Answer Ok with a `Content-Length` of the whole answer, write half of it, and close: a cut answer.
+    Truncated,
 }
 
 /// One request as the mock saw it.
@@ -55,6 +58,8 @@ struct State {
     serials: usize,
     /// Error codes for the next ReportConversion calls (none queued: answered OK).
     report_replies: VecDeque<&'static str>,
+    /// ReportConversion calls are recorded and never answered (a hanging endpoint).
+    hang_reports: bool,
 }
 
 #[derive(Clone)]
@@ -143,6 +148,11 @@ impl MockTencent {
         self.state.lock().unwrap().report_replies.push_back(code);
     }
 
+    /// From now on, ReportConversion calls are recorded and never answered.
+    pub fn hang_reports(&self) {
+        self.state.lock().unwrap().hang_reports = true;
+    }
+
     async fn connection<S: AsyncRead + AsyncWrite + Unpin>(self, stream: S) {
         let mut stream = BufReader::new(stream);
         loop {
@@ -171,20 +181,25 @@ impl MockTencent {
             }
             let signature_valid = verify(&headers, &body, &self.secret_key);
             let timestamp: i64 = headers.get("x-tc-timestamp").and_then(|t| t.parse().ok()).unwrap_or(0);
-            if headers.get("x-tc-action").map(String::as_str) == Some("ReportConversion") {
+            let action = headers.get("x-tc-action").cloned().unwrap_or_default();
+            if action == "PullSmsSendStatus" || action == "ReportConversion" {
                 let text = {
                     let mut state = self.state.lock().unwrap();
-                    state.seen.push(Seen {
-                        headers: headers.clone(),
-                        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-                        signature_valid,
-                    });
-                    match state.report_replies.pop_front() {
+                    let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    state.seen.push(Seen { headers: headers.clone(), body: request.clone(), signature_valid });
+                    let queued = if action == "ReportConversion" { state.report_replies.pop_front() } else { None };
+                    match queued {
                         _ if !signature_valid => error_envelope("AuthFailure.SignatureFailure"),
+                        _ if action == "PullSmsSendStatus" => {
+                            pull_status(request["Limit"].as_u64().unwrap_or(0) as usize)
+                        }
                         Some(code) => error_envelope(code),
                         None => r#"{"Response":{"ReportConversionStatus":{"Code":"OK","Message":"success"},"RequestId":"mock-req"}}"#.to_owned(),
                     }
                 };
+                if self.state.lock().unwrap().hang_reports {
+                    return std::future::pending().await;
+                }
                 let head = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
                     text.len()
@@ -213,17 +228,20 @@ impl MockTencent {
                 };
                 (reply, now)
             };
-            let numbers: Vec<String> = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|b| b["PhoneNumberSet"].as_array().cloned())
+            let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let numbers: Vec<String> = request["PhoneNumberSet"]
+                .as_array()
+                .cloned()
                 .unwrap_or_default()
                 .iter()
                 .filter_map(|n| n.as_str().map(str::to_owned))
                 .collect();
+            // Tencent echoes the caller's SessionContext in every entry.
+            let context = request["SessionContext"].as_str().unwrap_or("");
             let first_serial = {
                 let mut state = self.state.lock().unwrap();
                 let first = state.serials;
-                if matches!(reply, Reply::Ok | Reply::Slow(_)) {
+                if matches!(reply, Reply::Ok | Reply::Slow(_) | Reply::Truncated) {
                     state.serials += numbers.len();
                 }
                 first
@@ -232,10 +250,22 @@ impl MockTencent {
                 Reply::Drop => return,
                 Reply::Slow(delay) => {
                     tokio::time::sleep(delay).await;
-                    (200, "application/json", statuses(&numbers, "Ok", first_serial))
+                    (200, "application/json", statuses(&numbers, "Ok", first_serial, context))
                 }
-                Reply::Ok => (200, "application/json", statuses(&numbers, "Ok", first_serial)),
-                Reply::PerNumber(code) => (200, "application/json", statuses(&numbers, code, first_serial)),
+                Reply::Ok => (200, "application/json", statuses(&numbers, "Ok", first_serial, context)),
+                Reply::Truncated => {
+                    let text = statuses(&numbers, "Ok", first_serial, context);
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        text.len()
+                    );
+                    let stream = stream.get_mut();
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    let _ = stream.write_all(&text.as_bytes()[..text.len() / 2]).await;
+                    let _ = stream.flush().await;
+                    return;
+                }
+                Reply::PerNumber(code) => (200, "application/json", statuses(&numbers, code, first_serial, context)),
                 Reply::Envelope(status, code) => (
                     status,
                     "text/plain",
@@ -261,11 +291,24 @@ impl MockTencent {
     }
 }
 
+/// A full `PullSmsSendStatus` answer: `limit` delivery reports, each echoing a 512-byte SessionContext, as
+/// Tencent's are when the sends carried one (100 of them are over 64 KiB).
+fn pull_status(limit: usize) -> String {
+    let set: Vec<serde_json::Value> = (0..limit)
+        .map(|i| {
+            serde_json::json!({"UserReceiveTime": 1704164700, "NationCode": "86", "PurePhoneNumber": "13800138000",
+                "PhoneNumber": "+8613800138000", "SerialNo": format!("2019:{i}"), "ReportStatus": "SUCCESS",
+                "Description": "DELIVRD", "SessionContext": "x".repeat(512)})
+        })
+        .collect();
+    serde_json::json!({"Response": {"PullSmsSendStatusSet": set, "RequestId": "mock-pull"}}).to_string()
+}
+
 fn error_envelope(code: &str) -> String {
     format!(r#"{{"Response":{{"Error":{{"Code":"{code}","Message":"mock says {code}"}},"RequestId":"mock-req"}}}}"#)
 }
 
-fn statuses(numbers: &[String], code: &str, first_serial: usize) -> String {
+fn statuses(numbers: &[String], code: &str, first_serial: usize, context: &str) -> String {
     let set: Vec<serde_json::Value> = numbers
         .iter()
         .enumerate()
@@ -273,7 +316,7 @@ fn statuses(numbers: &[String], code: &str, first_serial: usize) -> String {
             let ok = code == "Ok";
             let serial = if ok { format!("2019:{}", first_serial + i) } else { String::new() };
             serde_json::json!({"SerialNo": serial, "PhoneNumber": n,
-                "Fee": u32::from(ok), "SessionContext": "", "Code": code, "Message": "mock", "IsoCode": "CN"})
+                "Fee": u32::from(ok), "SessionContext": context, "Code": code, "Message": "mock", "IsoCode": "CN"})
         })
         .collect();
     serde_json::json!({"Response": {"SendStatusSet": set, "RequestId": "mock-req"}}).to_string()

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub const TOKEN: &str = "test-token-acme-0001";
@@ -24,6 +25,8 @@ pub const SECRET_ID: &str = "AKIDtestsecretid";
 pub const SECRET_KEY: &str = "test-secret-key-never-logged";
 /// 2024-01-02 03:04:05 UTC.
 pub const START_UNIX: i64 = 1704164645;
+/// `limits_backend.key` of the tests' redis backends.
+pub const STORAGE_KEY: &str = "test-storage-key-0123456789abcdef0123";
 
 /// A gateway config with tenant `acme` (templates SignIn and Generic, limits as given) pointed at `endpoint`,
 /// and tenant `beta` without a Generic template.
@@ -193,4 +196,30 @@ impl Answer {
 
 pub fn native(phone: &str, usage: &str, code: &str) -> String {
     serde_json::json!({"phone": phone, "usage": usage, "code": code}).to_string()
+}
+
+/// The gateway's `/metrics` text.
+pub async fn metrics(gw: &TestGateway) -> String {
+    gw.http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap()
+}
+
+/// The value of the sample whose line starts with `series` (name and labels), or 0.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// Polls the metrics until `series` reaches `value` (background workers), up to 20 s.
+pub async fn wait_for_sample(gw: &TestGateway, series: &str, value: f64) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = metrics(gw).await;
+        if sample(&text, series) == value {
+            return text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{series} never reached {value}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

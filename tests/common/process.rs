@@ -49,8 +49,27 @@ impl Server {
         server
     }
 
+    /// The `addr` field of the first log line containing `needle` (another listener's address).
+    pub fn logged_addr(&mut self, needle: &str) -> String {
+        let line = self.wait_for_log(needle);
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        event["addr"].as_str().unwrap().to_owned()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// A native send with the acme token, its answer read whole.
+    pub async fn send(&self, http: &reqwest::Client, phone: &str, code: &str) -> super::Answer {
+        let request = http.post(self.url("/v1/sms/send")).bearer_auth(super::TOKEN);
+        let response = request
+            .header("content-type", "application/json")
+            .body(super::native(phone, "SignIn", code))
+            .send()
+            .await
+            .unwrap();
+        super::Answer::from(response).await
     }
 
     /// The first log line containing `needle`, waiting for it up to 20 s.

@@ -41,6 +41,27 @@ impl TestCa {
         (cert_path, key_path)
     }
 
+    /// A client certificate (CN `name`) signed by this CA, as one PEM (certificate then key), for
+    /// `reqwest::Identity::from_pem`.
+    pub fn client_identity_pem(&self, name: &str) -> Vec<u8> {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages.push(rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        format!("{}{}", cert.pem(), key.serialize_pem()).into_bytes()
+    }
+
+    /// The CA certificate as PEM.
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// The CA certificate (DER).
+    pub fn der(&self) -> CertificateDer<'static> {
+        CertificateDer::from(self.cert.der().to_vec())
+    }
+
     /// A TLS acceptor with a fresh certificate for 127.0.0.1 (and localhost) signed by this CA.
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         let key = KeyPair::generate().unwrap();

@@ -3,14 +3,15 @@ over plain http as `HttpProfile(protocol="http", endpoint=...)`. Prints one JSON
 parsed answer, or the code, message and RequestId of the TencentCloudSDKException it raised.
 
 usage: tencent_sdk.py ENDPOINT CALLS_JSON
-CALLS_JSON: a list of {"secret_id", "secret_key", "action", "params", "tamper"?}. `action` SendSms goes
-through SmsClient.SendSms with a SendSmsRequest model; any other through call_json. With `tamper`, the body
-is changed after the SDK signed it.
+CALLS_JSON: a list of {"secret_id", "secret_key", "action", "params", "tamper"?, "version"?}. `action` SendSms
+goes through SmsClient.SendSms with a SendSmsRequest model; any other through call_json; with `version`,
+through a CommonClient of that API version. With `tamper`, the body is changed after the SDK signed it.
 """
 import json
 import sys
 
 from tencentcloud.common import credential
+from tencentcloud.common.common_client import CommonClient
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.common.http.request import ApiRequest
 from tencentcloud.common.profile.client_profile import ClientProfile
@@ -37,6 +38,12 @@ def call(endpoint, spec):
     )
     TAMPER["on"] = bool(spec.get("tamper"))
     try:
+        if "version" in spec:
+            common = CommonClient(
+                "sms", spec["version"], credential.Credential(spec["secret_id"], spec["secret_key"]), "ap-guangzhou",
+                ClientProfile(httpProfile=http),
+            )
+            return {"ok": True, "response": common.call_json(spec["action"], spec["params"])}
         if spec["action"] == "SendSms":
             request = models.SendSmsRequest()
             request.from_json_string(json.dumps(spec["params"]))
