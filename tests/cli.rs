@@ -349,6 +349,7 @@ server:
 limits_backend:
   kind: redis
   url: redis://:REDISPASSzz0123@127.0.0.1:6379
+  key: STORAGEKEYzz0123456789abcdef0123456789
 tenants:
   acme:
     tokens: ["TENANTTOKENzz0123456789"]
@@ -385,6 +386,7 @@ fn check_print_shows_the_config_with_every_secret_redacted() {
     for secret in [
         "ADMINTOKEN",
         "REDISPASS",
+        "STORAGEKEY",
         "TENANTTOKEN",
         "TENCENTKEY",
         "NEXTKEY",
@@ -402,7 +404,7 @@ fn check_print_shows_the_config_with_every_secret_redacted() {
     for shown in ["AKIDvisible", "AKIDnext", "AKIDclientvisible", "ap-guangzhou", "window: 10m", "usageType: SignIn"] {
         assert!(stdout.contains(shown), "{shown} missing:\n{stdout}");
     }
-    assert_eq!(stdout.matches("**REDACTED**").count(), 13, "{stdout}");
+    assert_eq!(stdout.matches("**REDACTED**").count(), 14, "{stdout}");
     // A broken config prints nothing but its errors.
     std::fs::write(&path, EVERY_SECRET.replace("window: 10m", "window: soon")).unwrap();
     let out = bin().args(["check", "--print", "-c"]).arg(&path).env("SDK_KEY", "SDKKEYzz0123456789").output().unwrap();
