@@ -275,3 +275,22 @@ fn a_real_prometheus_scrapes_the_gateway() {
     assert_eq!(loaded, 11, "{rules}");
     assert!(!rules.to_string().contains("\"state\":\"firing\""), "{rules}");
 }
+
+#[test]
+fn the_kubernetes_example_config_compiles() {
+    // The gateway.yaml inside deploy/kubernetes/configmap.yaml, with the variables its Secret provides.
+    let manifest = std::fs::read_to_string(repo("deploy/kubernetes/configmap.yaml")).unwrap();
+    let docs = yaml_rust2::YamlLoader::load_from_str(&manifest).unwrap();
+    let yaml = docs[0]["data"]["gateway.yaml"].as_str().expect("data.gateway.yaml");
+    let env: std::collections::HashMap<String, String> = [
+        ("LOGTO_SMS_TOKEN", "logto-sms-token-0123456789abcdef"),
+        ("TENCENT_SECRET_ID", "AKIDexample"),
+        ("TENCENT_SECRET_KEY", "example-secret-key"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let config = smsgate::Config::from_yaml(yaml, Path::new("configmap/gateway.yaml"), &env)
+        .unwrap_or_else(|e| panic!("deploy/kubernetes/configmap.yaml: {e}"));
+    assert!(config.tenant("logto").is_some());
+}
