@@ -1,6 +1,6 @@
 //! The operator files under deploy/ checked with the real tools: the alert rules' promtool unit tests, every
 //! alert and Grafana expression parsed by promtool (loaded as recording rules) and naming only metrics the
-//! gateway exposes, and a real Prometheus scraping the real binary. promtool and prometheus come from
+//! gateway exposes, and a real Prometheus scraping the real binary's admin listener. promtool and prometheus come from
 //! Debian's `prometheus` package (installed by .ci/run); without them these tests are skipped with a note,
 //! unless SMSGATE_REQUIRE_PROMETHEUS=1 (as in .ci/run), which makes a missing tool a failure.
 
@@ -221,12 +221,17 @@ impl Drop for Prometheus {
 #[test]
 fn a_real_prometheus_scrapes_the_gateway() {
     let Some(prometheus) = tool("prometheus") else { return };
-    let server = Server::spawn(&config_yaml("http://127.0.0.1:9", PHONE_LIMITS, ""), &[("ACME_SECRET", SECRET_KEY)]);
+    // Scraped on the admin listener, as deploy/kubernetes does.
+    let yaml = config_yaml("http://127.0.0.1:9", PHONE_LIMITS, "")
+        .replace("  listen: 127.0.0.1:0\n", "  listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n");
+    let mut server = Server::spawn(&yaml, &[("ACME_SECRET", SECRET_KEY)]);
+    let line = server.wait_for_log("admin listening");
+    let admin = serde_json::from_str::<serde_json::Value>(&line).unwrap()["addr"].as_str().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
         "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nrule_files: [{}]\nscrape_configs:\n  - job_name: smsgate\n    static_configs: [{{ targets: ['{}'] }}]\n",
         repo("deploy/prometheus/alerts.yaml").display(),
-        server.addr
+        admin
     );
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
     let port = free_port();
@@ -259,7 +264,7 @@ fn a_real_prometheus_scrapes_the_gateway() {
         assert!(Instant::now() < deadline, "the target never came up: {answer}");
         std::thread::sleep(Duration::from_millis(250));
     };
-    assert_eq!(up["data"]["result"][0]["metric"]["instance"], server.addr.as_str());
+    assert_eq!(up["data"]["result"][0]["metric"]["instance"], admin.as_str());
     let info = query("smsgate_build_info");
     let series = &info["data"]["result"][0];
     assert_eq!(series["metric"]["version"], env!("CARGO_PKG_VERSION"), "{info}");
