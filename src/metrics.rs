@@ -1,8 +1,13 @@
 //! Prometheus metrics. Every label value is bounded: tenants and rules come from the config, usage types are
 //! the ones sends are judged as (a template name of the tenant, or one of Logto's types, in one spelling;
 //! anything else reads `other`), and Tencent codes are the table's own, their family (`InternalError.*`) or
-//! `other`. Never a phone
-//! number or any other caller-chosen string.
+//! `other`. Never a phone number or any other caller-chosen string. Request routes and status classes are
+//! closed sets (`route_label` in `server`, [`status_class`]); countries are ISO region codes from the
+//! number metadata.
+//!
+//! Besides the `smsgate_` families: `process_*` (process.rs) and `smsgate_build_info{version,commit}`.
+
+mod process;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -10,7 +15,43 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+
+/// Request duration buckets: 0.5 ms (an answer from memory) to 10 s (a send near its deadline).
+const REQUEST_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// One of the gateway's route names (`native`, `logto`, `tencent_api`, `healthz`…, `other`).
+    pub route: &'static str,
+    /// `2xx`, `3xx`, `4xx`, `5xx` (`1xx` never leaves the gateway).
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+    pub commit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CountryLabels {
+    pub tenant: String,
+    /// ISO region code of the number (`ZZ` for non-geographic numbers).
+    pub country: String,
+}
+
+/// The status class label of an HTTP status.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -61,7 +102,16 @@ pub struct DoorLabels {
 }
 
 pub struct Metrics {
+    /// The root registry: `process_*` and, under the `smsgate_` prefix, everything else.
     registry: Registry,
+    /// Every answered HTTP request by route and status class, from the request head to the answer.
+    pub request_duration: Family<RouteLabels, Histogram>,
+    /// Fee units (Tencent's `Fee`) of sent messages, by tenant and country.
+    pub fees: Family<CountryLabels, Counter>,
+    /// Unix time of the last config load that was put in force (the start counts).
+    pub last_reload_success: Gauge<f64, AtomicU64>,
+    /// 1 when the last reload put its config in force, 0 when it failed.
+    pub last_reload_successful: Gauge,
     /// Signatures computed over bodies of callers not verified yet: what anonymous calls cost in CPU.
     pub signature_checks: Family<DoorLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
@@ -79,7 +129,37 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("smsgate");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::ProcessCollector::new()));
+        let registry = root.sub_registry_with_prefix("smsgate");
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION"), commit: crate::COMMIT }).set(1);
+        registry.register("build_info", "Always 1: the version and commit of this binary", build_info);
+        let request_duration =
+            Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(REQUEST_BUCKETS.iter().copied()));
+        registry.register(
+            "request_duration_seconds",
+            "HTTP requests by route and status class: request head read to answer written",
+            request_duration.clone(),
+        );
+        let fees = Family::<CountryLabels, Counter>::default();
+        registry.register(
+            "upstream_fee_units",
+            "Fee units Tencent reported for sent messages (its billing units), by tenant and country",
+            fees.clone(),
+        );
+        let last_reload_success = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time of the last config load put in force (start-up included)",
+            last_reload_success.clone(),
+        );
+        let last_reload_successful = Gauge::default();
+        registry.register(
+            "config_last_reload_successful",
+            "1 when the last config reload was put in force, 0 when it failed",
+            last_reload_successful.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("requests", "Send requests by tenant, usage type and outcome code", requests.clone());
         let limit_denials = Family::<RuleLabels, Counter>::default();
@@ -102,6 +182,11 @@ impl Default for Metrics {
             "clock_skew_seconds",
             "Tencent's clock minus ours, learnt from AuthFailure.SignatureExpire answers",
             tencent.clock_skew.clone(),
+        );
+        registry.register(
+            "upstream_breaker_open",
+            "1 while an endpoint's breaker is open (connect failures in a row; skipped for a cool-down)",
+            tencent.breakers_open.clone(),
         );
         let limiter_mode = Family::<ModeLabels, Gauge>::default();
         registry.register(
@@ -126,9 +211,13 @@ impl Default for Metrics {
             signature_checks.clone(),
         );
         let feedback = crate::feedback::Telemetry::default();
-        feedback.register(&mut registry);
+        feedback.register(registry);
         Metrics {
-            registry,
+            registry: root,
+            request_duration,
+            fees,
+            last_reload_success,
+            last_reload_successful,
             signature_checks,
             requests,
             limit_denials,
@@ -150,6 +239,30 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+
+    /// One answered HTTP request.
+    pub fn observe_request(&self, route: &'static str, status: u16, took: Duration) {
+        self.request_duration
+            .get_or_create(&RouteLabels { route, class: status_class(status) })
+            .observe(took.as_secs_f64());
+    }
+
+    /// A config load put in force (at start or by a reload) at `unix` seconds, or a reload that failed.
+    pub fn config_loaded(&self, unix: Option<i64>) {
+        if let Some(unix) = unix {
+            self.last_reload_success.set(unix as f64);
+        }
+        self.last_reload_successful.set(i64::from(unix.is_some()));
+    }
+
+    /// The fee Tencent reported for a sent message.
+    pub fn observe_fee(&self, tenant: &str, country: &str, fee: u32) {
+        if fee > 0 {
+            self.fees
+                .get_or_create(&CountryLabels { tenant: tenant.into(), country: country.into() })
+                .inc_by(u64::from(fee));
+        }
     }
 
     /// `n` signatures computed at `door` for a caller not verified yet.

@@ -214,3 +214,27 @@ fn the_real_binary_reads_https_proxy_from_its_environment() {
     assert!(mock.seen()[0].signature_valid);
     assert!(!server.log_text().contains("dXNlcjpwdw"), "proxy credentials never reach the log");
 }
+
+#[test]
+fn the_host_trust_store_is_trusted_besides_the_built_in_roots() {
+    // A CA in the host's trust store (here named by SSL_CERT_FILE, as OpenSSL reads it; in the container
+    // image, /etc/ssl/certs/ca-certificates.crt) is trusted without any ca_file; without it, refused.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ca = TestCa::new();
+    let mock = runtime.block_on(MockTencent::start_tls(SECRET_KEY, &ca));
+    let config = config_yaml(&mock.endpoint(), PHONE_LIMITS, "");
+    let ca_path = ca.pem_path.display().to_string();
+    let server =
+        crate::common::process::Server::spawn(&config, &[("ACME_SECRET", SECRET_KEY), ("SSL_CERT_FILE", &ca_path)]);
+    let answer = runtime.block_on(server.send(&reqwest::Client::new(), "+8613800138000", "123456"));
+    assert_eq!(answer.status, 200, "{}", server.log_text());
+    assert!(mock.seen()[0].signature_valid);
+
+    let other = TestCa::new();
+    let other_path = other.pem_path.display().to_string();
+    let server =
+        crate::common::process::Server::spawn(&config, &[("ACME_SECRET", SECRET_KEY), ("SSL_CERT_FILE", &other_path)]);
+    let answer = runtime.block_on(server.send(&reqwest::Client::new(), "+8613800138000", "123456"));
+    assert_eq!(answer.status, 503, "another CA in the store does not vouch for the mock");
+    assert_eq!(mock.seen().len(), 1, "nothing more reached the mock");
+}

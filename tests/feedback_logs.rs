@@ -64,6 +64,9 @@ async fn trips_lifts_and_a_refused_report_are_logged_once_and_nothing_secret_is(
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Callsites another test registered while no subscriber of this thread existed may have cached "never":
+    // with every test in one binary, re-evaluate them now that this one does.
+    tracing::callsite::rebuild_interest_cache();
     let mock = MockTencent::start(SECRET_KEY).await;
     mock.reply_report("UnauthorizedOperation.SmsSdkAppIdVerifyFail");
     let gw = TestGateway::start(compile(&yaml(&mock.endpoint()))).await;

@@ -226,6 +226,9 @@ async fn regression_a_number_twice_in_one_request_is_sent_once() {
     assert_eq!(set[0]["SerialNo"], set[1]["SerialNo"], "the repeat is answered from the first");
     assert_eq!(mock.seen().len(), 1);
     assert_eq!(mock.seen()[0].body["PhoneNumberSet"], json!(["+8613800138000"]));
+    // Billed once: the repeat's answer is the first send's, and so is its fee.
+    let metrics = gw.gateway.metrics().render();
+    assert!(metrics.contains("smsgate_upstream_fee_units_total{tenant=\"acme\",country=\"CN\"} 1\n"), "{metrics}");
 }
 
 #[tokio::test]

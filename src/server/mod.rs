@@ -121,6 +121,7 @@ impl Gateway {
                 unverified,
             }),
         };
+        gateway.shared.metrics.config_loaded(Some(gateway.shared.services.clock.unix_seconds()));
         gateway.spawn_sweeper();
         gateway.spawn_feedback();
         gateway
@@ -310,11 +311,7 @@ impl Gateway {
             req.extensions_mut().insert(peer);
             let gateway = self.clone();
             async move {
-                let mut response = match door {
-                    Door::Main => gateway.handle(req).await,
-                    Door::Tencent => gateway.handle_tencent(req).await,
-                    Door::Admin => gateway.handle_admin(req).await,
-                };
+                let mut response = gateway.answer(door, req).await;
                 if gateway.is_draining() {
                     response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
                 }
@@ -355,6 +352,24 @@ impl Gateway {
             Some(route) => admin::serve(self, route, req, &id).await,
             None => respond::error(&GatewayError::NotFound, &id, None),
         }
+    }
+
+    /// Answers one request that came in through `door`, and times it for
+    /// `smsgate_request_duration_seconds`. What the listeners call; public for benches and tests.
+    pub async fn answer<B>(&self, door: Door, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let route = route_label(door, req.uri().path());
+        let response = match door {
+            Door::Main => self.handle(req).await,
+            Door::Tencent => self.handle_tencent(req).await,
+            Door::Admin => self.handle_admin(req).await,
+        };
+        self.shared.metrics.observe_request(route, response.status().as_u16(), started.elapsed());
+        response
     }
 
     /// Answers one request. Public so tests can drive routes without a socket.
@@ -532,6 +547,12 @@ impl Gateway {
         if let Some(latency) = trail.upstream_latency {
             metrics.observe_upstream(tenant_name, trail.upstream_code, outcome, latency);
         }
+        // A replay is answered from the first send's receipt: billed once.
+        if let (Ok(Accepted { receipt: Some(receipt), .. }), Some(phone), false) =
+            (result, &trail.phone, trail.replayed)
+        {
+            metrics.observe_fee(tenant_name, phone.country_code(), receipt.fee);
+        }
         // Under a flood, rate_limited lines are capped per tenant; the count of those left out rides on the
         // next line written.
         let mut suppressed = None;
@@ -600,6 +621,29 @@ impl Gateway {
     }
 }
 
+/// The route a request is served as, for metrics: a closed set of names, whatever the path.
+pub(crate) fn route_label(door: Door, path: &str) -> &'static str {
+    match (door, path) {
+        (Door::Tencent, _) => return "tencent_api",
+        (Door::Admin, "/healthz" | "/readyz" | "/metrics") => {}
+        (Door::Admin, p) => return if admin::route_of(p).is_some() { "admin" } else { "other" },
+        (Door::Main, _) => {}
+    }
+    match path {
+        "/v1/sms/send" => "native",
+        "/v1/logto/sms" => "logto",
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        p if p.starts_with(supabase::PATH) => "supabase",
+        p => match signals::route_of(p) {
+            Some(route) => route.name(),
+            None if admin::route_of(p).is_some() => "admin",
+            None => "other",
+        },
+    }
+}
+
 /// Reload: compiles the config at `path` off to the side and puts it in force only when it compiles;
 /// otherwise logs every error and keeps serving the old one. Returns whether the new config is in force.
 /// Compiling reads files and builds Lua states: call it on a blocking thread, never on an async worker.
@@ -608,6 +652,7 @@ pub fn reload_from(gateway: &Gateway, path: &std::path::Path, env: &dyn crate::c
     let result = Config::load(path, env);
     let word = if result.is_ok() { "ok" } else { "error" };
     gateway.metrics().reloads.get_or_create(&crate::metrics::ResultLabels { result: word.into() }).inc();
+    gateway.metrics().config_loaded(result.is_ok().then(|| gateway.services().clock.unix_seconds()));
     match result {
         Ok(config) => {
             let tenants = config.tenants.len();

@@ -31,7 +31,7 @@ pub(super) enum SignalRoute {
 }
 
 impl SignalRoute {
-    fn name(&self) -> &'static str {
+    pub(super) fn name(&self) -> &'static str {
         match self {
             SignalRoute::LogtoWebhook(_) => "logto_webhook",
             SignalRoute::Verified => "verified",

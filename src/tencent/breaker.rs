@@ -4,6 +4,9 @@
 //! breaker logs when it opens and when its endpoint answers again, not at every failure.
 
 use crate::config::{Endpoint, TencentAccount};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -20,12 +23,29 @@ struct State {
     open_until: Option<Duration>,
 }
 
+/// `smsgate_upstream_breaker_open{endpoint}`: 1 while the endpoint's breaker is open (from the run of
+/// failures that opens it to the answer that closes it). The endpoint is a configured scheme and host.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
 #[derive(Default)]
 pub struct Breakers {
     states: Mutex<HashMap<String, State>>,
+    open: Family<EndpointLabels, Gauge>,
 }
 
 impl Breakers {
+    /// Breakers that keep `open` up to date.
+    pub fn observed(open: Family<EndpointLabels, Gauge>) -> Breakers {
+        Breakers { states: Mutex::default(), open }
+    }
+
+    fn set_open(&self, endpoint: &Endpoint, open: bool) {
+        self.open.get_or_create(&EndpointLabels { endpoint: endpoint.url.to_string() }).set(i64::from(open));
+    }
+
     fn is_open(&self, endpoint: &Endpoint, now: Duration) -> bool {
         let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         states.get(endpoint.url.as_str()).and_then(|s| s.open_until).is_some_and(|until| now < until)
@@ -51,6 +71,7 @@ impl Breakers {
             let was_open = state.open_until.is_some();
             state.open_until = Some(now + COOL_DOWN);
             if !was_open {
+                self.set_open(endpoint, true);
                 tracing::warn!(endpoint = %endpoint.url, failures = state.failures, cool_down_s = COOL_DOWN.as_secs(),
                     "endpoint unreachable: skipping it while other endpoints answer");
             }
@@ -61,6 +82,7 @@ impl Breakers {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(state) = states.remove(endpoint.url.as_str()) {
             if state.open_until.is_some() {
+                self.set_open(endpoint, false);
                 tracing::info!(endpoint = %endpoint.url, "endpoint answers again");
             }
         }

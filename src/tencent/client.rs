@@ -125,6 +125,8 @@ pub struct TencentClient {
 pub struct Telemetry {
     pub retries: Family<ReasonLabels, Counter>,
     pub clock_skew: Gauge,
+    /// 1 per endpoint whose breaker is open.
+    pub breakers_open: Family<super::breaker::EndpointLabels, Gauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -188,7 +190,7 @@ impl TencentClient {
             http: proxy::https_client(None, None),
             routes: Arc::default(),
             clock,
-            breakers: Arc::default(),
+            breakers: Arc::new(Breakers::observed(telemetry.breakers_open.clone())),
             skew: Arc::default(),
             telemetry,
         }

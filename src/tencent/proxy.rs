@@ -71,13 +71,28 @@ impl Body for WrittenBody {
     }
 }
 
-/// A client for `proxy` (None: direct) trusting the built-in roots plus `roots`.
+/// The host's trust store, read once: `SSL_CERT_FILE` / `SSL_CERT_DIR` when set, else the distribution's
+/// bundle (`/etc/ssl/certs/ca-certificates.crt` and the other places OpenSSL looks). Empty when there is
+/// none (a bare container without CA certificates): the built-in roots still apply. A certificate that does
+/// not parse is skipped, as OpenSSL skips it.
+fn system_roots() -> &'static [rustls::pki_types::CertificateDer<'static>] {
+    static ROOTS: std::sync::OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        tracing::debug!(certificates = found.certs.len(), errors = found.errors.len(), "system trust store read");
+        found.certs
+    })
+}
+
+/// A client for `proxy` (None: direct) trusting the built-in roots (Mozilla's, compiled in), the host's
+/// trust store (`system_roots`) and `roots` (a tenant's `ca_file`).
 pub fn https_client(proxy: Option<&Proxy>, roots: Option<&TrustRoots>) -> HttpsClient {
     let mut tcp = HttpConnector::new();
     tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
     tcp.set_nodelay(true);
     tcp.enforce_http(false);
     let mut store = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let (_added, _ignored) = store.add_parsable_certificates(system_roots().iter().cloned());
     if let Some(roots) = roots {
         // Checked when the config compiled: every certificate parses.
         let (_added, _ignored) = store.add_parsable_certificates(roots.certificates.iter().cloned());
