@@ -96,6 +96,17 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CapLabels {
+    pub tenant: String,
+    /// `all` or a country code the tenant's `spend_caps.countries` names.
+    pub scope: String,
+    /// `daily`, `monthly`.
+    pub period: &'static str,
+    /// `messages`, `fee`.
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DoorLabels {
     /// supabase, tencent_api, logto_webhook.
     pub door: &'static str,
@@ -114,6 +125,8 @@ pub struct Metrics {
     pub last_reload_successful: Gauge,
     /// Signatures computed over bodies of callers not verified yet: what anonymous calls cost in CPU.
     pub signature_checks: Family<DoorLabels, Counter>,
+    /// Each spend cap's use in its current period, as this replica last saw it (set at each scrape).
+    pub spend_cap_used: Family<CapLabels, Gauge<f64, AtomicU64>>,
     pub requests: Family<RequestLabels, Counter>,
     pub limit_denials: Family<RuleLabels, Counter>,
     pub upstream_results: Family<UpstreamLabels, Counter>,
@@ -159,6 +172,12 @@ impl Default for Metrics {
             "config_last_reload_successful",
             "1 when the last config reload was put in force, 0 when it failed",
             last_reload_successful.clone(),
+        );
+        let spend_cap_used = Family::<CapLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "spend_cap_used_ratio",
+            "Each spend cap's use in its current period over the cap (1: reached), as this replica last saw it",
+            spend_cap_used.clone(),
         );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("requests", "Send requests by tenant, usage type and outcome code", requests.clone());
@@ -219,6 +238,7 @@ impl Default for Metrics {
             last_reload_success,
             last_reload_successful,
             signature_checks,
+            spend_cap_used,
             requests,
             limit_denials,
             upstream_results,
@@ -268,6 +288,15 @@ impl Metrics {
     /// `n` signatures computed at `door` for a caller not verified yet.
     pub(crate) fn signature_checks(&self, door: &'static str, n: usize) {
         self.signature_checks.get_or_create(&DoorLabels { door }).inc_by(n as u64);
+    }
+
+    /// Sets the spend-cap gauges to `uses` (tenant, use): every cap of every tenant, the last scrape's gone.
+    pub fn set_spend_caps(&self, uses: impl IntoIterator<Item = (String, crate::policy::spend::CapUse)>) {
+        self.spend_cap_used.clear();
+        for (tenant, u) in uses {
+            let labels = CapLabels { tenant, scope: u.scope, period: u.period, kind: u.kind };
+            self.spend_cap_used.get_or_create(&labels).set(u.ratio);
+        }
     }
 
     /// Sets the limiter mode gauge: 1 for `mode`, 0 for the others.

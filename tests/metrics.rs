@@ -106,6 +106,31 @@ async fn tencent_fee_units_are_counted_by_tenant_and_country() {
     assert_eq!(mock.seen().len(), 4);
 }
 
+/// Each spend cap's use is a ratio at every scrape (the alert SmsgateSpendCapNearlyUsed reads it), so an
+/// operator hears of a filling cap before it refuses sends; a new period reads from nothing again.
+#[tokio::test]
+async fn spend_cap_use_shows_as_a_ratio_before_the_cap_refuses() {
+    let mock = MockTencent::start(SECRET_KEY).await;
+    let caps = "    spend_caps: { daily: 4, countries: { US: { monthly: 2 } } }";
+    let gw = TestGateway::start(compile(&config_yaml(&mock.endpoint(), &format!("      []\n{caps}"), ""))).await;
+    for phone in ["+8613800138000", "+8613800138001", "+8613800138002", "+14155550100"] {
+        assert_eq!(gw.post("/v1/sms/send", &native(phone, "SignIn", "123456")).await.status, 200, "{phone}");
+    }
+    let used = |text: &str, scope: &str, period: &str| {
+        let labels = format!("tenant=\"acme\",scope=\"{scope}\",period=\"{period}\",kind=\"messages\"");
+        sample(text, &format!("smsgate_spend_cap_used_ratio{{{labels}}}"))
+    };
+    let text = scrape(&gw.url("/metrics")).await;
+    assert_eq!((used(&text, "all", "daily"), used(&text, "US", "monthly")), (Some(1.0), Some(0.5)), "{text}");
+    assert_eq!(label_values(&text, "smsgate_spend_cap_used_ratio", "kind"), BTreeSet::from(["messages".to_owned()]));
+    // The gauge said so: the next send is refused.
+    gw.post("/v1/sms/send", &native("+8613800138003", "SignIn", "123456")).await.assert_error(429, "spend_cap_reached");
+    // The next day in China time: the daily cap is unused again, the month's use stays.
+    gw.clock.advance(Duration::from_secs(86_400));
+    let text = scrape(&gw.url("/metrics")).await;
+    assert_eq!((used(&text, "all", "daily"), used(&text, "US", "monthly")), (Some(0.0), Some(0.5)), "{text}");
+}
+
 #[tokio::test]
 async fn last_successful_reload_time_follows_the_injected_clock() {
     let mock = MockTencent::start(SECRET_KEY).await;

@@ -106,6 +106,20 @@ fn slots(tenant: &Arc<str>, caps: &SpendCaps, country: &str, now_unix: i64) -> V
     slots
 }
 
+/// How much of one cap is used, as this replica last saw it: Redis's answers mirrored, plus what it counted
+/// alone (`smsgate_spend_cap_used_ratio`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapUse {
+    /// `all` (the tenant's own caps) or the ISO country code of a country's.
+    pub scope: String,
+    /// `daily` or `monthly`.
+    pub period: &'static str,
+    /// `messages` or `fee`.
+    pub kind: &'static str,
+    /// Used over cap: 1 or more when the cap is reached (a cap of 0 reads 1).
+    pub ratio: f64,
+}
+
 fn redis_key(key: &Key) -> String {
     let scope = key.country.as_deref().unwrap_or("all");
     let period = match key.period {
@@ -182,6 +196,30 @@ impl SpendLedger {
             entry.expires_ms = entry.expires_ms.max(slot.expires_ms(now_unix));
         }
         Ok(Reservation::Local(slots.into_iter().map(|s| s.key).collect()))
+    }
+
+    /// The use of every cap of `tenant` in the periods current at `now_unix`, for the metrics.
+    pub fn usage(&self, tenant: &Arc<str>, caps: &SpendCaps, now_unix: i64) -> Vec<CapUse> {
+        let clocks = clocks(now_unix, caps.utc_offset_seconds);
+        let spent = self.lock();
+        let scopes = std::iter::once((None, &caps.tenant)).chain(caps.countries.iter().map(|(c, cap)| (Some(c), cap)));
+        let mut uses = Vec::new();
+        for (country, cap) in scopes {
+            for (period, name, message_cap, fee_cap) in [
+                (clocks.day, "daily", cap.daily, cap.daily_fee),
+                (clocks.month, "monthly", cap.monthly, cap.monthly_fee),
+            ] {
+                let key = Key { tenant: tenant.clone(), country: country.cloned(), period };
+                let so_far = spent.get(&key).copied().unwrap_or_default();
+                for (kind, cap, used) in [("messages", message_cap, so_far.messages), ("fee", fee_cap, so_far.fee)] {
+                    let Some(cap) = cap else { continue };
+                    let ratio = if cap == 0 { 1.0 } else { used as f64 / cap as f64 };
+                    let scope = country.map_or_else(|| "all".to_owned(), Clone::clone);
+                    uses.push(CapUse { scope, period: name, kind, ratio });
+                }
+            }
+        }
+        uses
     }
 
     /// The same in Redis, shared by every replica; the counters Redis returns are mirrored here. The outer
@@ -371,6 +409,25 @@ mod tests {
         assert!(ledger.reserve(&t, &c, "CN", LATE).is_err());
         // The next day (China time) starts afresh.
         assert!(ledger.reserve(&t, &c, "CN", LATE + 3600).is_ok());
+    }
+
+    #[test]
+    fn usage_reads_every_cap_of_the_current_periods() {
+        let ledger = SpendLedger::default();
+        let tenant: Arc<str> = "acme".into();
+        let mut caps = caps(4);
+        caps.countries.insert("US".to_owned(), Caps { monthly_fee: Some(10), ..Caps::default() });
+        ledger.reserve(&tenant, &caps, "US", LATE).unwrap();
+        let uses = ledger.usage(&tenant, &caps, LATE);
+        let find = |scope: &str, period: &str, kind: &str| {
+            uses.iter().find(|u| u.scope == scope && u.period == period && u.kind == kind).map(|u| u.ratio)
+        };
+        assert_eq!(find("all", "daily", "messages"), Some(0.25));
+        assert_eq!(find("all", "monthly", "messages"), Some(0.01));
+        assert_eq!(find("US", "monthly", "fee"), Some(0.0));
+        assert_eq!(uses.len(), 3, "{uses:?}");
+        // An hour later a new day (and month) starts in China time: nothing used yet.
+        assert!(ledger.usage(&tenant, &caps, LATE + 3600).iter().all(|u| u.ratio == 0.0));
     }
 
     #[test]

@@ -484,6 +484,12 @@ impl Gateway {
             }
             _ => {
                 self.shared.metrics.set_limiter_mode(limiter.mode());
+                let (config, services) = (self.shared.config.load(), &self.shared.services);
+                let now = services.clock.unix_seconds();
+                self.shared.metrics.set_spend_caps(config.tenants.iter().flat_map(|tenant| {
+                    let uses = tenant.spend_caps.as_ref().map(|caps| services.spend.usage(&tenant.name, caps, now));
+                    uses.into_iter().flatten().map(|u| (tenant.name.to_string(), u))
+                }));
                 respond::text(
                     http::StatusCode::OK,
                     id,
