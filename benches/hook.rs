@@ -8,11 +8,11 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use smsgate::clock::SystemClock;
 use smsgate::config::Config;
-use smsgate::ingress::{PhoneInput, SendRequest};
 use smsgate::phone::Phone;
 use smsgate::pipeline::{Services, Trail};
 use smsgate::policy::{Limiter, MemoryStore};
 use smsgate::script::{HookInput, OnScriptError, RawVerdict, ScriptHook, ScriptLimits, Settings, SliceOutcome};
+use smsgate::sms::{PhoneInput, SendRequest};
 use smsgate::tencent::TencentClient;
 use std::collections::HashMap;
 use std::hint::black_box;

@@ -42,14 +42,14 @@ fn parsing(c: &mut Criterion) {
     c.bench_function("ingress/native_parse_and_normalize", |b| {
         b.iter(|| {
             let r = parse_native(black_box(NATIVE)).unwrap();
-            let smsgate::ingress::PhoneInput::Native(text) = &r.phone else { unreachable!() };
+            let smsgate::sms::PhoneInput::Native(text) = &r.phone else { unreachable!() };
             Phone::from_native(text, None).unwrap()
         })
     });
     c.bench_function("ingress/logto_parse_and_normalize", |b| {
         b.iter(|| {
             let r = parse_logto(black_box(LOGTO)).unwrap();
-            let smsgate::ingress::PhoneInput::Logto(to) = &r.phone else { unreachable!() };
+            let smsgate::sms::PhoneInput::Logto(to) = &r.phone else { unreachable!() };
             Phone::from_logto(to).unwrap()
         })
     });

@@ -9,7 +9,7 @@
 
 use crate::clock::SharedClock;
 use crate::error::GatewayError;
-use crate::pipeline::Accepted;
+use crate::sms::Accepted;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -262,7 +262,7 @@ pub async fn wait(mut receiver: watch::Receiver<Option<Outcome>>) -> Outcome {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::pipeline::Delivery;
+    use crate::sms::Delivery;
 
     fn accepted() -> Accepted {
         Accepted { delivery: Delivery::Sent, template_id: "1110".into(), receipt: None }

@@ -5,10 +5,10 @@
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::error::GatewayError;
-use crate::ingress::{PhoneInput, SendRequest};
 use crate::pipeline::{Planned, Services, Trail};
 use crate::policy::Limiter;
 use crate::script::ScriptOutcome;
+use crate::sms::{PhoneInput, SendRequest};
 use crate::tencent::TencentClient;
 use serde_json::json;
 use std::fmt;

@@ -29,6 +29,7 @@ pub mod protection;
 pub mod relay;
 pub mod script;
 pub mod server;
+pub mod sms;
 pub mod tencent;
 
 pub use config::Config;

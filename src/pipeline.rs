@@ -15,14 +15,15 @@ use crate::config::Tenant;
 use crate::dedupe::{self, Admission, Claim, Dedupe, Outcome, Ticket};
 use crate::error::GatewayError;
 use crate::feedback::{Feedback, Memo};
-use crate::ingress::{CallerMessage, PhoneInput, SendRequest};
 use crate::phone::{InvalidPhone, Masked, Phone};
 use crate::policy::spend::{Reservation, SpendLedger};
 use crate::policy::{Decision, Limiter, Subject};
 use crate::script::{Routed, ScriptReport};
+use crate::sms::{Accepted, Delivery};
+use crate::sms::{CallerMessage, PhoneInput, SendRequest};
 use crate::tencent::classify;
 use crate::tencent::client::Dispatched;
-use crate::tencent::{OutboundSms, PreparedRequest, Receipt, TencentClient};
+use crate::tencent::{OutboundSms, PreparedRequest, TencentClient};
 mod batch;
 
 pub use batch::NumberResult;
@@ -74,26 +75,6 @@ pub struct Trail {
     pub hook_log: crate::script::LogBudget,
     /// The protection state of the number's keys (`explain`).
     pub protection: Vec<crate::protection::KeyReport>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Delivery {
-    Sent,
-    DryRun,
-    /// A configured test number: answered as sent without calling Tencent.
-    TestNumber,
-    /// Handed to Tencent, which may have sent it: its answer could not be read, or Tencent failed inside.
-    /// Never reported failed, never retried into a second SMS; kept in limits and caps, and remembered for
-    /// the feedback loop as possibly sent.
-    MaybeSent,
-}
-
-/// A send the pipeline accepted (serialized when de-duplication shares it through Redis).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Accepted {
-    pub delivery: Delivery,
-    pub template_id: String,
-    pub receipt: Option<Receipt>,
 }
 
 /// A request that passed every stage that consumes nothing.

@@ -6,8 +6,8 @@ use crate::common::mock::MockTencent;
 use crate::common::*;
 use smsgate::config::{Config, ConfigErrors};
 use smsgate::error::GatewayError;
-use smsgate::ingress::{PhoneInput, SendRequest};
 use smsgate::pipeline::Trail;
+use smsgate::sms::{PhoneInput, SendRequest};
 use std::path::{Path, PathBuf};
 
 /// A tenant `hooked` running `script` (relative to the config file in `dir`), plus anything in `extra`

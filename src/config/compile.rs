@@ -2,7 +2,7 @@
 //! first) as `(key path, message)` pairs. `${VAR}` references were expanded when the raw config was read
 //! (`de.rs`); nothing here expands again. Messages never echo a value that could be a secret.
 
-use super::duration::parse_duration;
+use super::check::{is_name, Compiler, Problem, MIN_TOKEN_LEN};
 use super::interp::Env;
 use super::model::*;
 use super::raw::*;
@@ -19,10 +19,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// One problem, at a key path such as `tenants.acme.limits[2].per`.
-pub type Problem = (String, String);
-
-pub(super) const MIN_TOKEN_LEN: usize = 16;
 const MAX_BODY_RANGE: (u64, u64) = (256, 1 << 20);
 const MAX_BODY_READERS: u64 = 100_000;
 const MAX_WORKERS: u64 = 1024;
@@ -30,71 +26,8 @@ const LIMIT_PERIOD_RANGE: (Duration, Duration) = (Duration::from_secs(1), Durati
 const INSTRUCTION_RANGE: (u64, u64) = (1_000, 100_000_000);
 const MEMORY_RANGE: (usize, usize) = (64 << 10, 64 << 20);
 const TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(120));
-pub(super) const REDIS_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(10));
 /// The limiter keeps TATs as whole milliseconds ahead of now, at most ~30 days (see policy/memory.rs).
 const MAX_LIMIT: u32 = 1_000_000;
-
-pub(super) struct Compiler {
-    pub(super) problems: Vec<Problem>,
-}
-
-impl Compiler {
-    pub(super) fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.problems.push((path.into(), message.into()));
-    }
-
-    /// A scalar's text (already interpolated when it was read). Always Some; an Option so that checks chain.
-    pub(super) fn text(&mut self, _path: &str, scalar: &Scalar) -> Option<String> {
-        Some(scalar.0.clone())
-    }
-
-    /// Requires a non-empty value.
-    pub(super) fn required(&mut self, path: &str, scalar: &Scalar) -> Option<String> {
-        let text = self.text(path, scalar)?;
-        if text.trim().is_empty() {
-            self.problem(path, "must not be empty");
-            return None;
-        }
-        Some(text)
-    }
-
-    pub(super) fn duration(
-        &mut self,
-        path: &str,
-        scalar: Option<&Scalar>,
-        default: Duration,
-        range: (Duration, Duration),
-    ) -> Duration {
-        let Some(scalar) = scalar else { return default };
-        let Some(text) = self.text(path, scalar) else { return default };
-        match parse_duration(&text) {
-            Ok(d) if d < range.0 || d > range.1 => {
-                self.problem(path, format!("must be between {} and {}", show(range.0), show(range.1)));
-                default
-            }
-            Ok(d) => d,
-            Err(message) => {
-                self.problem(path, message);
-                default
-            }
-        }
-    }
-}
-
-pub(super) fn show(d: Duration) -> String {
-    let ms = d.as_millis();
-    match ms {
-        ms if ms % 86_400_000 == 0 => format!("{}d", ms / 86_400_000),
-        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
-        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
-        ms if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
-        ms => format!("{ms}ms"),
-    }
-}
-
-pub(super) fn is_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
 
 fn is_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())

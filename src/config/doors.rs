@@ -34,7 +34,7 @@ pub fn supabase(path: &str, raw: &RawSupabase, problems: &mut Vec<(String, Strin
         }
     }
     let usage = raw.usage.as_ref().map_or(GENERIC_USAGE, |u| u.0.as_str()).to_owned();
-    if !super::compile::is_name(&usage) {
+    if !super::check::is_name(&usage) {
         problems.push((format!("{path}.usage"), "expected a usage type such as Generic or SignIn".into()));
         return None;
     }

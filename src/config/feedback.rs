@@ -2,7 +2,7 @@
 //! `tencent.report_conversion`, `server.admin_tokens` and `server.max_remembered_sends`. Messages never echo
 //! a secret.
 
-use super::compile::{is_name, show, Compiler, MIN_TOKEN_LEN};
+use super::check::{is_name, show, Compiler, MIN_TOKEN_LEN};
 use super::model::*;
 use super::raw::*;
 use super::tokens::TokenTable;

@@ -2,6 +2,7 @@
 //! (every unknown key is an error, `${VAR}` expanded), then compiled into a validated [`Config`]. Every error
 //! is reported as `file:line:col: key.path: message`.
 
+mod check;
 mod compile;
 mod de;
 #[cfg(test)]

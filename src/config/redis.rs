@@ -4,7 +4,7 @@
 //! replica must use the same one, and it must be nobody's credential). Messages name keys, never a URL (URLs
 //! may carry passwords) nor a key.
 
-use super::compile::{Compiler, REDIS_TIMEOUT_RANGE};
+use super::check::{Compiler, REDIS_TIMEOUT_RANGE};
 use super::model::{LimitsBackend, OnError, RedisConnect, RedisTarget};
 use super::raw::{RawLimitsBackend, Scalar};
 use super::Secret;

@@ -1,8 +1,8 @@
 //! Request bodies: serde shapes for the native API and Logto's HTTP SMS connector, and the field checks
 //! that make every accepted `SendRequest` safe to hand to the later stages.
 
-use super::{PhoneInput, SendRequest};
 use crate::error::GatewayError;
+use crate::sms::{PhoneInput, SendRequest};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::net::IpAddr;

@@ -12,53 +12,6 @@ pub use body::{parse_logto, parse_native};
 use crate::error::GatewayError;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::HeaderMap;
-use std::net::IpAddr;
-
-/// How the caller wrote the number; each route has its own reading rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PhoneInput {
-    /// Logto: country code and digits, no `+`.
-    Logto(String),
-    /// Native: `+…`, `00…`, or national digits in the tenant's default country.
-    Native(String),
-}
-
-/// One "send this code to this number for this usage" request, whatever route it came by.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SendRequest {
-    pub phone: PhoneInput,
-    pub usage: String,
-    /// `TemplateParamSet`: `[code]`, or the native `params`. Never locale fields.
-    pub params: Vec<String>,
-    /// The verification code, when the caller sent one (for the hook and de-duplication).
-    pub code: Option<String>,
-    pub ip: Option<IpAddr>,
-    pub locale: Option<String>,
-    /// The caller's `Idempotency-Key` header: repeats with the same key get the first answer.
-    pub idempotency_key: Option<String>,
-}
-
-impl std::fmt::Debug for SendRequest {
-    // By hand: the number, code and params must never reach a log through `{:?}`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SendRequest")
-            .field("usage", &self.usage)
-            .field("params", &self.params.len())
-            .field("ip", &self.ip)
-            .field("locale", &self.locale)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The message a caller of the Tencent-compatible API chose for every number of one SendSms: its TemplateId
-/// (each number's `usage` is the usage type the tenant maps it to), sign name, and the fields passed to
-/// Tencent as sent.
-#[derive(Debug, Clone)]
-pub struct CallerMessage {
-    pub template_id: String,
-    pub sign_name: Option<String>,
-    pub extras: crate::tencent::client::CallExtras,
-}
 
 /// The token of an `Authorization: Bearer <token>` header.
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, GatewayError> {

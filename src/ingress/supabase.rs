@@ -3,9 +3,9 @@
 //! -> one [`SendRequest`]. Nothing here trusts the body before the signature over it has been checked.
 
 use super::body::{check_code, decode};
-use super::{PhoneInput, SendRequest};
 use crate::config::{SupabaseHook, WebhookKey};
 use crate::error::GatewayError;
+use crate::sms::{PhoneInput, SendRequest};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use http::HeaderMap;

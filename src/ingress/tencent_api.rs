@@ -4,11 +4,11 @@
 //! the caller's message and one [`SendRequest`] per number; and the Tencent error codes of every refusal
 //! (whole requests in Tencent's error envelope, single numbers in `SendStatusSet`).
 
-use super::{CallerMessage, PhoneInput, SendRequest};
 use crate::config::{read_scope, ReadScope};
 use crate::config::{Credentials, Tenant, GENERIC_USAGE};
 use crate::error::GatewayError;
-use crate::tencent::client::CallExtras;
+use crate::sms::CallExtras;
+use crate::sms::{CallerMessage, PhoneInput, SendRequest};
 use crate::tencent::sign;
 use http::HeaderMap;
 use serde::Deserialize;

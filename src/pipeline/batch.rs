@@ -6,14 +6,15 @@
 //! single send (`admit`, `settle`); from the admit phase on the batch runs in its own task, so a caller that
 //! hangs up cancels neither the sends nor their accounting.
 
-use super::{Accepted, Admitted, Checked, Claimed, Delivery, HandedOver, Services, Trail};
+use super::{Admitted, Checked, Claimed, HandedOver, Services, Trail};
 use crate::config::Tenant;
 use crate::dedupe::{self, Outcome, Ticket};
 use crate::error::GatewayError;
 use crate::feedback::Memo;
-use crate::ingress::{CallerMessage, SendRequest};
 use crate::phone::Masked;
-use crate::tencent::client::{Call, CallExtras, Dispatched, Entry, Unconfirmed};
+use crate::sms::{Accepted, CallExtras, Delivery};
+use crate::sms::{CallerMessage, SendRequest};
+use crate::tencent::client::{Call, Dispatched, Entry, Unconfirmed};
 use std::sync::Arc;
 use std::time::Instant;
 

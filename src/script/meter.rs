@@ -326,3 +326,20 @@ pub fn duration_text(d: Duration) -> String {
         format!("{ms}ms")
     }
 }
+/// The innermost, one-line message of a Lua error (mlua wraps callback errors and adds tracebacks). A
+/// position inside the sandbox's own prelude is dropped: it says nothing to the script's author.
+pub(super) fn describe(e: &mlua::Error) -> String {
+    let message = match e {
+        // Lua appends a traceback to runtime errors; the first part carries file, line and message.
+        mlua::Error::RuntimeError(m) => m.split("\nstack traceback:").next().unwrap_or_default().to_owned(),
+        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        mlua::Error::MemoryError(_) => "memory limit exceeded".into(),
+        mlua::Error::CallbackError { cause, .. } => describe(cause),
+        mlua::Error::WithContext { cause, .. } => describe(cause),
+        other => other.to_string().lines().next().unwrap_or_default().to_owned(),
+    };
+    match message.strip_prefix("smsgate prelude:").and_then(|rest| rest.split_once(": ")) {
+        Some((line, rest)) if line.bytes().all(|b| b.is_ascii_digit()) => rest.to_owned(),
+        _ => message,
+    }
+}

@@ -18,8 +18,8 @@ mod strlib;
 
 use crate::config::Tenant;
 use crate::error::GatewayError;
-use crate::ingress::SendRequest;
 use crate::phone::{mask_numbers, Phone};
+use crate::sms::SendRequest;
 pub use inline::{CallPaths, COOLDOWN, SLICE_INSTRUCTIONS, SLICE_MEMORY, SLICE_TIME};
 pub use pool::Load;
 use sandbox::{Attempt, Sandbox};
@@ -318,7 +318,7 @@ fn hook_input<'a>(
     log_budget: &'a LogBudget,
 ) -> HookInput<'a> {
     let raw_phone = match &request.phone {
-        crate::ingress::PhoneInput::Logto(s) | crate::ingress::PhoneInput::Native(s) => s.as_str(),
+        crate::sms::PhoneInput::Logto(s) | crate::sms::PhoneInput::Native(s) => s.as_str(),
     };
     HookInput {
         tenant,
@@ -337,7 +337,7 @@ fn hook_input<'a>(
 /// Bytes of the request's strings the hook sees.
 fn request_bytes(request: &SendRequest) -> usize {
     let phone = match &request.phone {
-        crate::ingress::PhoneInput::Logto(s) | crate::ingress::PhoneInput::Native(s) => s.len(),
+        crate::sms::PhoneInput::Logto(s) | crate::sms::PhoneInput::Native(s) => s.len(),
     };
     let optional = |s: &Option<String>| s.as_ref().map_or(0, String::len);
     phone
@@ -589,7 +589,7 @@ pub async fn stage(
         Err(CallError::Failed(detail)) => Err(detail),
     };
     let raw_phone = match &request.phone {
-        crate::ingress::PhoneInput::Logto(s) | crate::ingress::PhoneInput::Native(s) => s.as_str(),
+        crate::sms::PhoneInput::Logto(s) | crate::sms::PhoneInput::Native(s) => s.as_str(),
     };
     let input = HookInput {
         tenant: &tenant.name,
@@ -798,7 +798,7 @@ mod tests {
     /// A call as the gateway makes it (inline first, then the hook threads), from a one-thread runtime.
     fn dispatch(hook: &ScriptHook, params: &[&str]) -> Result<RawVerdict, CallError> {
         let request = SendRequest {
-            phone: crate::ingress::PhoneInput::Native("+8613800138000".into()),
+            phone: crate::sms::PhoneInput::Native("+8613800138000".into()),
             usage: "SignIn".into(),
             params: params.iter().map(|s| s.to_string()).collect(),
             code: Some("123456".into()),

@@ -3,7 +3,7 @@
 //! one call of `on_send`. A state is built once (the script compiled then) and reused for many calls,
 //! unless a call was cut off; it never touches files, the network or the process.
 
-use super::meter::{caller, Cut, Meter, STEP};
+use super::meter::{caller, describe, Cut, Meter, STEP};
 use super::{HookInput, RawVerdict, ScriptLimits, Settings};
 use crate::phone::Phone;
 use mlua::{ChunkMode, Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, Variadic, VmState};
@@ -122,24 +122,6 @@ impl Drop for HostSteps<'_> {
 fn lock(context: &Mutex<CallContext>) -> MutexGuard<'_, CallContext> {
     // A panic while holding this lock cannot leave it half-written in a way that matters: recover.
     context.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The innermost, one-line message of a Lua error (mlua wraps callback errors and adds tracebacks). A
-/// position inside the sandbox's own prelude is dropped: it says nothing to the script's author.
-pub(super) fn describe(e: &mlua::Error) -> String {
-    let message = match e {
-        // Lua appends a traceback to runtime errors; the first part carries file, line and message.
-        mlua::Error::RuntimeError(m) => m.split("\nstack traceback:").next().unwrap_or_default().to_owned(),
-        mlua::Error::SyntaxError { message, .. } => message.clone(),
-        mlua::Error::MemoryError(_) => "memory limit exceeded".into(),
-        mlua::Error::CallbackError { cause, .. } => describe(cause),
-        mlua::Error::WithContext { cause, .. } => describe(cause),
-        other => other.to_string().lines().next().unwrap_or_default().to_owned(),
-    };
-    match message.strip_prefix("smsgate prelude:").and_then(|rest| rest.split_once(": ")) {
-        Some((line, rest)) if line.bytes().all(|b| b.is_ascii_digit()) => rest.to_owned(),
-        _ => message,
-    }
 }
 
 /// Whether an error value caught in Lua is an out-of-memory error (Lua's own message, or mlua's).

@@ -356,7 +356,7 @@ fn c_error(lua: &Lua, meter: &Meter, name: &str, e: mlua::Error) -> mlua::Error 
     if matches!(e, mlua::Error::MemoryError(_)) {
         return meter.memory_spent(lua);
     }
-    let message = super::sandbox::describe(&e);
+    let message = super::meter::describe(&e);
     if let Some(rest) = message.strip_prefix("bad argument #") {
         if let Some((n, extra)) = rest.split_once(" to '?' (") {
             if let Ok(n) = n.parse::<usize>() {
@@ -1044,7 +1044,7 @@ return table.concat(out, "\n")
     /// A host error as the plain string a script sees.
     fn plain_error(lua: &Lua) -> Function {
         lua.create_function(|lua, e: Value| match e {
-            Value::Error(e) => lua.create_string(super::super::sandbox::describe(&e)).map(Value::String),
+            Value::Error(e) => lua.create_string(super::super::meter::describe(&e)).map(Value::String),
             other => Ok(other),
         })
         .unwrap()

@@ -1,9 +1,10 @@
 //! Response bodies and headers, exactly as docs/front-doors.md's HTTP API section writes them.
 
 use crate::error::{GatewayError, UpstreamDetail};
-use crate::pipeline::{Accepted, Delivery, Trail};
+use crate::pipeline::Trail;
 use crate::policy::Decision;
-use crate::tencent::Receipt;
+use crate::sms::Receipt;
+use crate::sms::{Accepted, Delivery};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::Full;

@@ -12,6 +12,7 @@ use crate::clock::SharedClock;
 use crate::config::{Credentials, Endpoint, TencentAccount};
 use crate::error::{GatewayError, UpstreamDetail};
 use crate::phone::Masked;
+use crate::sms::{CallExtras, Receipt};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -31,14 +32,6 @@ pub struct OutboundSms {
     pub params: Vec<String>,
     pub region: String,
     pub extras: CallExtras,
-}
-
-/// `SendSms` fields only a caller of the SDK front door sets, passed to Tencent as sent.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct CallExtras {
-    pub extend_code: Option<String>,
-    pub session_context: Option<String>,
-    pub sender_id: Option<String>,
 }
 
 /// A signed request, ready to send (or to show, redacted, in dry-run and `explain`).
@@ -67,14 +60,6 @@ impl PreparedRequest {
         }
         body.to_string()
     }
-}
-
-/// Tencent's acceptance of one number.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Receipt {
-    pub serial_no: String,
-    pub fee: u32,
-    pub request_id: String,
 }
 
 /// The most a SendSms answer can legitimately hold per number: Tencent echoes `SessionContext` (up to 512

@@ -5,8 +5,8 @@ use super::mock::MockTencent;
 use super::{env, Answer, TestGateway, SECRET_ID, SECRET_KEY};
 use smsgate::config::Config;
 use smsgate::error::GatewayError;
-use smsgate::ingress::{PhoneInput, SendRequest};
 use smsgate::pipeline::Trail;
+use smsgate::sms::{PhoneInput, SendRequest};
 
 /// One tenant of a hook gateway.
 pub struct HookTenant<'a> {
