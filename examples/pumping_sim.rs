@@ -27,7 +27,7 @@
 
 use smsgate::clock::{ManualClock, SharedClock};
 use smsgate::config::Config;
-use smsgate::ingress::{PhoneInput, SendRequest};
+use smsgate::sms::{PhoneInput, SendRequest};
 use smsgate::phone::Phone;
 use smsgate::pipeline::{Services, Trail};
 use smsgate::policy::Limiter;
