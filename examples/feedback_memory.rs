@@ -10,7 +10,7 @@ use smsgate::clock::{ManualClock, SharedClock};
 use smsgate::config::Config;
 use smsgate::feedback::{Feedback, Telemetry};
 use smsgate::phone::Phone;
-use smsgate::tencent::TencentClient;
+use smsgate::providers::tencent::TencentClient;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;

@@ -27,11 +27,11 @@
 
 use smsgate::clock::{ManualClock, SharedClock};
 use smsgate::config::Config;
-use smsgate::sms::{PhoneInput, SendRequest};
 use smsgate::phone::Phone;
 use smsgate::pipeline::{Services, Trail};
 use smsgate::policy::Limiter;
-use smsgate::tencent::TencentClient;
+use smsgate::providers::tencent::TencentClient;
+use smsgate::sms::{PhoneInput, SendRequest};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;

@@ -7,9 +7,9 @@ use crate::config::Config;
 use crate::error::GatewayError;
 use crate::pipeline::{Planned, Services, Trail};
 use crate::policy::Limiter;
+use crate::providers::tencent::TencentClient;
 use crate::script::ScriptOutcome;
 use crate::sms::{PhoneInput, SendRequest};
-use crate::tencent::TencentClient;
 use serde_json::json;
 use std::fmt;
 

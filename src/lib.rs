@@ -22,15 +22,16 @@ pub mod ingress;
 pub mod lanes;
 pub mod logfields;
 pub mod metrics;
+pub mod net;
 pub mod phone;
 pub mod pipeline;
 pub mod policy;
 pub mod protection;
+pub mod providers;
 pub mod relay;
 pub mod script;
 pub mod server;
 pub mod sms;
-pub mod tencent;
 
 pub use config::Config;
 pub use error::GatewayError;

@@ -18,12 +18,12 @@ use crate::feedback::{Feedback, Memo};
 use crate::phone::{InvalidPhone, Masked, Phone};
 use crate::policy::spend::{Reservation, SpendLedger};
 use crate::policy::{Decision, Limiter, Subject};
+use crate::providers::tencent::classify;
+use crate::providers::tencent::client::Dispatched;
+use crate::providers::tencent::{OutboundSms, PreparedRequest, TencentClient};
 use crate::script::{Routed, ScriptReport};
 use crate::sms::{Accepted, Delivery};
 use crate::sms::{CallerMessage, PhoneInput, SendRequest};
-use crate::tencent::classify;
-use crate::tencent::client::Dispatched;
-use crate::tencent::{OutboundSms, PreparedRequest, TencentClient};
 mod batch;
 
 pub use batch::NumberResult;

@@ -8,7 +8,7 @@
 use crate::clock::SharedClock;
 use crate::config::WebhookTarget;
 use crate::lanes::{Lanes, Share};
-use crate::tencent::proxy::{https_client, HttpsClient, WrittenBody};
+use crate::net::proxy::{https_client, HttpsClient, WrittenBody};
 use base64::Engine;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};

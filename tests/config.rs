@@ -241,7 +241,7 @@ fn the_shipped_gateway_yaml_compiles() {
 
 #[test]
 fn the_operating_error_class_table_matches_the_code() {
-    use smsgate::tencent::classify::{Class, EXACT, PREFIXES};
+    use smsgate::providers::tencent::classify::{Class, EXACT, PREFIXES};
     let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operating.md")).unwrap();
     let row = |code: &str, class: Class| {
         let (name, answer) = class.describe();

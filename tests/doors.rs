@@ -124,7 +124,7 @@ async fn regression_anonymous_hook_bodies_took_the_tenants_native_slots() {
 
 /// The Tencent-compatible API door: a request head for a SecretId, with any signature.
 fn tc3_head(secret_id: &str, length: usize, now: i64) -> String {
-    let date = smsgate::tencent::sign::utc_date(now);
+    let date = smsgate::providers::tencent::sign::utc_date(now);
     format!(
         "POST / HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json; charset=utf-8\r\nX-TC-Action: SendSms\r\n\
          X-TC-Version: 2021-01-11\r\nX-TC-Timestamp: {now}\r\nX-TC-Region: ap-guangzhou\r\nAuthorization: \

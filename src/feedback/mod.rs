@@ -23,9 +23,9 @@ use crate::error::GatewayError;
 use crate::phone::{Masked, Phone};
 use crate::policy::{Limiter, RedisStore};
 use crate::protection::{self, Event, KeyReport, KeySource, ProtectionTable};
+use crate::providers::tencent::report::Reporter;
+use crate::providers::tencent::TencentClient;
 use crate::relay::Relay;
-use crate::tencent::report::Reporter;
-use crate::tencent::TencentClient;
 use prometheus_client::metrics::counter::Counter;
 use sends::TenantSends;
 use signals::StatusReport;
@@ -133,7 +133,7 @@ fn millis(d: std::time::Duration) -> u64 {
 impl Feedback {
     pub fn new(clock: SharedClock, tencent: TencentClient, telemetry: Telemetry) -> Feedback {
         Feedback {
-            reporter: Reporter::new(tencent, crate::tencent::report::QUEUE, telemetry.reports.clone()),
+            reporter: Reporter::new(tencent, crate::providers::tencent::report::QUEUE, telemetry.reports.clone()),
             relay: Relay::new(clock.clone(), crate::relay::QUEUE, telemetry.webhooks.clone()),
             sends: TenantSends::new(1_000_000),
             protection: ProtectionTable::default(),

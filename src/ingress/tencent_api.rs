@@ -7,9 +7,9 @@
 use crate::config::{read_scope, ReadScope};
 use crate::config::{Credentials, Tenant, GENERIC_USAGE};
 use crate::error::GatewayError;
+use crate::providers::tencent::sign;
 use crate::sms::CallExtras;
 use crate::sms::{CallerMessage, PhoneInput, SendRequest};
-use crate::tencent::sign;
 use http::HeaderMap;
 use serde::Deserialize;
 use std::time::Duration;

@@ -12,9 +12,9 @@ use crate::dedupe::{self, Outcome, Ticket};
 use crate::error::GatewayError;
 use crate::feedback::Memo;
 use crate::phone::Masked;
+use crate::providers::tencent::client::{Call, Dispatched, Entry, Unconfirmed};
 use crate::sms::{Accepted, CallExtras, Delivery};
 use crate::sms::{CallerMessage, SendRequest};
-use crate::tencent::client::{Call, Dispatched, Entry, Unconfirmed};
 use std::sync::Arc;
 use std::time::Instant;
 

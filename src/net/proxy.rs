@@ -1,5 +1,5 @@
-//! Egress: how the Tencent client reaches an endpoint. Directly, or through an HTTP proxy: a CONNECT tunnel
-//! for https endpoints (TLS runs end to end to Tencent, through the tunnel; the proxy sees only the host),
+//! Egress: how a provider's client (and the webhook relay) reaches an endpoint. Directly, or through an HTTP proxy: a CONNECT tunnel
+//! for https endpoints (TLS runs end to end to the provider, through the tunnel; the proxy sees only the host),
 //! absolute-form requests for plain http ones. Which proxy (`tencent.proxy`, `HTTPS_PROXY`, `NO_PROXY`...) is
 //! decided when the config compiles (`config::Proxy`); this module only dials. A proxy that cannot be
 //! reached, refuses the tunnel or does not open it within [`CONNECT_TIMEOUT`] fails the connect, so the send

@@ -1,9 +1,9 @@
-//! Per-endpoint circuit breakers: after a run of connect failures an endpoint is skipped for a cool-down,
+//! Per-endpoint circuit breakers, for any provider's endpoints: after a run of connect failures an endpoint is skipped for a cool-down,
 //! so a dead region does not cost every send a connect time-out. When every endpoint is open the primary is
 //! tried anyway, once per send and without retries: a send that might work beats one refused outright. A
 //! breaker logs when it opens and when its endpoint answers again, not at every failure.
 
-use crate::config::{Endpoint, TencentAccount};
+use crate::config::Endpoint;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -52,15 +52,15 @@ impl Breakers {
     }
 
     /// The first endpoint at or after `from` (wrapping) whose breaker is closed; the primary if all are open.
-    pub fn pick(&self, account: &TencentAccount, from: usize, now: Duration) -> usize {
-        self.next_closed(account, from, now).unwrap_or(0)
+    pub fn pick(&self, endpoints: &[Endpoint], from: usize, now: Duration) -> usize {
+        self.next_closed(endpoints, from, now).unwrap_or(0)
     }
 
     /// The first endpoint at or after `from` (wrapping) whose breaker is closed; None when all are open (a
     /// retry would only hit an endpoint known to be down).
-    pub fn next_closed(&self, account: &TencentAccount, from: usize, now: Duration) -> Option<usize> {
-        let n = account.endpoints.len();
-        (0..n).map(|i| (from + i) % n).find(|&i| !self.is_open(&account.endpoints[i], now))
+    pub fn next_closed(&self, endpoints: &[Endpoint], from: usize, now: Duration) -> Option<usize> {
+        let n = endpoints.len();
+        (0..n).map(|i| (from + i) % n).find(|&i| !self.is_open(&endpoints[i], now))
     }
 
     pub fn failure(&self, endpoint: &Endpoint, now: Duration) {

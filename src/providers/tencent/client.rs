@@ -4,13 +4,13 @@
 //! once per endpoint, headers written in the order signed), so nothing is re-parsed per send.
 
 use super::api::{self, Envelope, SendSmsRequest};
-use super::breaker::Breakers;
 use super::classify;
-use super::proxy::{self, HttpsClient, WrittenBody};
 use super::sign::{self, Tc3Input};
 use crate::clock::SharedClock;
 use crate::config::{Credentials, Endpoint, TencentAccount};
 use crate::error::{GatewayError, UpstreamDetail};
+use crate::net::breaker::Breakers;
+use crate::net::proxy::{self, HttpsClient, WrittenBody};
 use crate::phone::Masked;
 use crate::sms::{CallExtras, Receipt};
 use bytes::Bytes;
@@ -111,7 +111,7 @@ pub struct Telemetry {
     pub retries: Family<ReasonLabels, Counter>,
     pub clock_skew: Gauge,
     /// 1 per endpoint whose breaker is open.
-    pub breakers_open: Family<super::breaker::EndpointLabels, Gauge>,
+    pub breakers_open: Family<crate::net::breaker::EndpointLabels, Gauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -260,7 +260,7 @@ impl TencentClient {
         body: Vec<u8>,
     ) -> Result<(http::StatusCode, Vec<u8>), GatewayError> {
         let key = account.preferred_credentials.load(Ordering::Relaxed) % account.credentials.len();
-        let endpoint = &account.endpoints[self.breakers.pick(account, 0, self.clock.monotonic())];
+        let endpoint = &account.endpoints[self.breakers.pick(&account.endpoints, 0, self.clock.monotonic())];
         let credentials = &account.credentials[key];
         let request = TencentClient::prepare_action(
             credentials,
@@ -290,7 +290,7 @@ impl TencentClient {
     /// corrected by the learnt skew. Used by dry run and `explain`.
     pub fn prepare_next(&self, account: &TencentAccount, sms: &OutboundSms) -> PreparedRequest {
         let key = account.preferred_credentials.load(Ordering::Relaxed) % account.credentials.len();
-        let endpoint = self.breakers.pick(account, 0, self.clock.monotonic());
+        let endpoint = self.breakers.pick(&account.endpoints, 0, self.clock.monotonic());
         TencentClient::prepare(account, &account.credentials[key], &account.endpoints[endpoint], sms, self.timestamp())
     }
 
@@ -335,7 +335,7 @@ impl TencentClient {
         let mut rotated = false;
         let mut resigned = false;
         let mut attempts = 0;
-        let mut endpoint = self.breakers.pick(account, 0, self.clock.monotonic());
+        let mut endpoint = self.breakers.pick(&account.endpoints, 0, self.clock.monotonic());
         // The first attempt that may have gone out: from then on the call is unconfirmed at worst.
         let mut maybe_sent: Option<Unconfirmed> = None;
         let finish = |last: Result<Call, GatewayError>, maybe_sent: Option<Unconfirmed>| match (last, maybe_sent) {
@@ -355,7 +355,7 @@ impl TencentClient {
                 Exchange::NotWritten { reason, .. } => {
                     self.breakers.failure(target, self.clock.monotonic());
                     let error = GatewayError::UpstreamUnavailable { reason, upstream: None };
-                    match self.breakers.next_closed(account, endpoint + 1, self.clock.monotonic()) {
+                    match self.breakers.next_closed(&account.endpoints, endpoint + 1, self.clock.monotonic()) {
                         Some(next) => endpoint = next,
                         // Every endpoint is known to be down: this send made its one attempt.
                         None => return finish(Err(error), maybe_sent),
