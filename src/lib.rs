@@ -19,6 +19,7 @@ pub mod explain;
 pub mod feedback;
 pub mod files;
 pub mod ingress;
+pub mod json;
 pub mod lanes;
 pub mod logfields;
 pub mod metrics;

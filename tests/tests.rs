@@ -15,6 +15,7 @@ mod feedback_logs;
 mod feedback_redis;
 mod hook_isolation;
 mod hostile_hooks;
+mod layers;
 mod limiter;
 mod limits;
 mod listeners;

@@ -72,7 +72,7 @@ pub struct VerifiedBody {
 }
 
 pub fn parse_verified(body: &[u8]) -> Result<VerifiedBody, GatewayError> {
-    let parsed: VerifiedBody = crate::ingress::decode(body)?;
+    let parsed: VerifiedBody = crate::json::decode(body)?;
     if let Some(id) = &parsed.request_id {
         if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
             return Err(GatewayError::InvalidRequest("`request_id` must be a request id smsgate answered".into()));

@@ -6,7 +6,6 @@ mod body;
 pub mod supabase;
 pub mod tencent_api;
 
-pub(crate) use body::decode;
 pub use body::{parse_logto, parse_native};
 
 use crate::error::GatewayError;

@@ -2,9 +2,10 @@
 //! `webhook-signature`: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, one or several) and the hook's body
 //! -> one [`SendRequest`]. Nothing here trusts the body before the signature over it has been checked.
 
-use super::body::{check_code, decode};
+use super::body::check_code;
 use crate::config::{SupabaseHook, WebhookKey};
 use crate::error::GatewayError;
+use crate::json::decode;
 use crate::sms::{PhoneInput, SendRequest};
 use base64::Engine;
 use hmac::{Hmac, Mac};
