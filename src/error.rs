@@ -11,9 +11,39 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UpstreamDetail {
     pub code: String,
+    /// What the code means, set where the answer was read.
+    #[serde(skip_serializing)]
+    pub class: UpstreamClass,
+    /// The code as a bounded label for metrics and logs (a closed set per provider).
+    #[serde(skip_serializing)]
+    pub label: &'static str,
     #[serde(skip_serializing)]
     pub message: String,
     pub request_id: String,
+}
+
+/// What a provider's answer means for the gateway, decided by the provider where the answer is read (its
+/// code table) and carried in [`UpstreamDetail`], so no consumer reads a provider's codes again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamClass {
+    /// Accepted for delivery.
+    Sent,
+    /// Refused before sending (API throttles): safe to retry.
+    TransientNotSent,
+    /// The provider failed internally: the SMS may have gone out.
+    TransientMaybeSent,
+    /// The request's timestamp is too far from the provider's clock.
+    Clock,
+    /// The operator's account, signature, template or credentials are wrong.
+    OperatorConfig,
+    /// The number or content was refused.
+    CallerInput,
+    /// The provider's per-number frequency limits.
+    RecipientThrottle,
+    /// The account's daily quotas.
+    AccountQuota,
+    /// A code this table does not know.
+    Unknown,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -91,6 +121,23 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// Whether the rate-limit quota a send that certainly went nowhere took comes back: not when the number or
+    /// content the caller chose was refused (or the provider's own per-number limits), so refused numbers cannot
+    /// buy unlimited calls to the provider. The provider unreachable, throttling its API, or refusing the
+    /// operator's account, template or quota is no reason to lock the user out.
+    pub fn quota_comes_back(&self) -> bool {
+        match self.upstream() {
+            None => true,
+            Some(u) => matches!(
+                u.class,
+                UpstreamClass::TransientNotSent
+                    | UpstreamClass::Clock
+                    | UpstreamClass::OperatorConfig
+                    | UpstreamClass::AccountQuota
+            ),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         use GatewayError::*;
         match self {

@@ -18,7 +18,6 @@ use crate::feedback::{Feedback, Memo};
 use crate::phone::{InvalidPhone, Masked, Phone};
 use crate::policy::spend::{Reservation, SpendLedger};
 use crate::policy::{Decision, Limiter, Subject};
-use crate::providers::tencent::classify;
 use crate::providers::tencent::client::Dispatched;
 use crate::providers::tencent::{OutboundSms, PreparedRequest, TencentClient};
 use crate::script::{Routed, ScriptReport};
@@ -61,7 +60,7 @@ pub struct Trail {
     pub limits: Option<Decision>,
     /// The number is one of the tenant's test numbers: answered as sent, never sent, never counted.
     pub test_number: bool,
-    /// Tencent's code for the send, as a bounded label (`classify::label`).
+    /// The provider's code for the send, as a bounded label ([`crate::error::UpstreamDetail::label`]).
     pub upstream_code: Option<&'static str>,
     /// Why a send that may have gone out is not confirmed, for the log only.
     pub unconfirmed: Option<String>,
@@ -707,20 +706,20 @@ impl Services {
             Ok(Dispatched::Unconfirmed(unconfirmed)) => {
                 // Counted as one billed message: the cap errs on the side of the bill.
                 self.keep(reservation, 1).await;
-                trail.upstream_code = unconfirmed.upstream.as_ref().map(|u| classify::label(&u.code));
+                trail.upstream_code = unconfirmed.upstream.as_ref().map(|u| u.label);
                 trail.unconfirmed = Some(unconfirmed.reason);
                 Ok(Accepted { delivery: Delivery::MaybeSent, template_id, receipt: None })
             }
             // Nothing was sent (the client's decision): the spend comes back, and the quota unless the caller's
             // number or text was refused.
             Err(e) => {
-                if classify::quota_comes_back(&e) {
+                if e.quota_comes_back() {
                     if let Some(decision) = trail.limits.as_mut() {
                         self.limiter.give_back(decision).await;
                     }
                 }
                 self.give_back(reservation).await;
-                trail.upstream_code = e.upstream().map(|u| classify::label(&u.code));
+                trail.upstream_code = e.upstream().map(|u| u.label);
                 Err(e)
             }
         }

@@ -1,30 +1,9 @@
 //! Tencent's answer codes -> what they mean for the gateway (REFERENCE.md, "Error codes"). The table is the
 //! single source for the error-class table in docs/operating.md and for the mapping to gateway errors.
 
+pub use crate::error::UpstreamClass as Class;
 use crate::error::{GatewayError, UpstreamDetail};
 use std::time::Duration;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    /// `Ok`: accepted for delivery.
-    Sent,
-    /// Refused before sending (API throttles): safe to retry.
-    TransientNotSent,
-    /// Tencent failed internally: the SMS may have gone out.
-    TransientMaybeSent,
-    /// The request's timestamp is too far from Tencent's clock.
-    Clock,
-    /// The operator's account, signature, template or credentials are wrong.
-    OperatorConfig,
-    /// The number or content was refused.
-    CallerInput,
-    /// Tencent's per-number frequency limits.
-    RecipientThrottle,
-    /// The account's daily quotas.
-    AccountQuota,
-    /// A code this table does not know.
-    Unknown,
-}
 
 impl Class {
     /// The class's name and the gateway's answer, as docs/operating.md's table writes them.
@@ -124,18 +103,10 @@ pub(crate) fn label(code: &str) -> &'static str {
     FAMILIES.iter().find(|(prefix, _)| code.starts_with(prefix)).map_or("other", |(_, family)| family)
 }
 
-/// Whether the rate-limit quota a send that certainly went nowhere took comes back: not when the number or
-/// content the caller chose was refused (or Tencent's own per-number limits), so refused numbers cannot buy
-/// unlimited calls to Tencent. Tencent unreachable, throttling its API, or refusing the operator's account,
-/// template or quota is no reason to lock the user out.
-pub(crate) fn quota_comes_back(unsent: &GatewayError) -> bool {
-    match unsent.upstream() {
-        None => true,
-        Some(u) => matches!(
-            classify(&u.code),
-            Class::TransientNotSent | Class::Clock | Class::OperatorConfig | Class::AccountQuota
-        ),
-    }
+/// Tencent's answer for a send as the gateway's typed detail: its class and bounded label decided here, once,
+/// where the answer is read; every consumer (answers, refunds, metrics, feedback, retries) reads those.
+pub fn detail(code: String, message: String, request_id: String) -> UpstreamDetail {
+    UpstreamDetail { class: classify(&code), label: label(&code), code, message, request_id }
 }
 
 const CHINA_UTC_OFFSET: i64 = 8 * 3600;
@@ -159,7 +130,7 @@ pub fn recipient_retry_after(code: &str, now_unix: i64) -> Duration {
 /// The gateway error for a refused send (any class but `Sent`). A send path never takes a
 /// `TransientMaybeSent` code here: `client::Entry::judge` and `judge_many` make it `Unconfirmed` first.
 pub fn to_error(detail: UpstreamDetail, now_unix: i64) -> GatewayError {
-    match classify(&detail.code) {
+    match detail.class {
         Class::RecipientThrottle => GatewayError::UpstreamRateLimited {
             retry_after: recipient_retry_after(&detail.code, now_unix),
             upstream: detail,
@@ -205,7 +176,7 @@ mod tests {
     #[test]
     fn every_listed_code_maps_to_its_documented_answer() {
         for (code, class) in EXACT.iter().filter(|(_, c)| *c != Class::Sent) {
-            let d = UpstreamDetail { code: code.to_string(), message: String::new(), request_id: String::new() };
+            let d = detail(code.to_string(), String::new(), String::new());
             let e = to_error(d, 0);
             let expected = match class {
                 Class::RecipientThrottle => "upstream_rate_limited",

@@ -543,11 +543,8 @@ impl Entry {
     /// Tencent accepted this number (`Code: Ok`): its receipt; failed inside Tencent (`InternalError*`):
     /// unconfirmed; else the error its code stands for (nothing sent).
     pub fn judge(&self, now_unix: i64) -> Result<Dispatched, GatewayError> {
-        let detail = || UpstreamDetail {
-            code: self.status.code.clone(),
-            message: self.status.message.clone(),
-            request_id: self.request_id.clone(),
-        };
+        let detail =
+            || classify::detail(self.status.code.clone(), self.status.message.clone(), self.request_id.clone());
         match classify::classify(&self.status.code) {
             classify::Class::Sent => Ok(Dispatched::Sent(Receipt {
                 serial_no: self.status.serial_no.clone(),
@@ -583,9 +580,9 @@ pub fn judge_many(status: http::StatusCode, body: &[u8], now_unix: i64) -> Resul
     };
     let response = envelope.response;
     if let Some(error) = response.error {
-        let detail = UpstreamDetail { code: error.code, message: error.message, request_id: response.request_id };
-        if classify::classify(&detail.code) == classify::Class::TransientMaybeSent {
-            return unconfirmed(format!("Tencent answered {}", classify::label(&detail.code)), Some(detail));
+        let detail = classify::detail(error.code, error.message, response.request_id);
+        if detail.class == classify::Class::TransientMaybeSent {
+            return unconfirmed(format!("Tencent answered {}", detail.label), Some(detail));
         }
         return Err(classify::to_error(detail, now_unix));
     }
