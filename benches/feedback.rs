@@ -43,7 +43,11 @@ fn send_path(c: &mut Criterion) {
     let config = Config::from_yaml(YAML, Path::new("bench.yaml"), &HashMap::<String, String>::new()).unwrap();
     let clock = ManualClock::new(1_700_000_000);
     let shared: SharedClock = clock.clone();
-    let feedback = Feedback::new(shared.clone(), TencentClient::new(shared, Default::default()), Telemetry::default());
+    let feedback = Feedback::new(
+        shared.clone(),
+        Box::new(TencentClient::new(shared, Default::default()).reporter(Default::default())),
+        Telemetry::default(),
+    );
     feedback.configure(&config);
     // 100k distinct mainland numbers over 1,000 prefixes, parsed once (parsing is the normalize stage's cost).
     let phones: Vec<Phone> = (0..100_000u64)

@@ -76,7 +76,11 @@ fn main() {
     let tenant = config.tenant("acme").expect("tenant").clone();
     let clock = ManualClock::new(1_700_000_000);
     let shared: SharedClock = clock.clone();
-    let feedback = Feedback::new(shared.clone(), TencentClient::new(shared, Default::default()), Telemetry::default());
+    let feedback = Feedback::new(
+        shared.clone(),
+        Box::new(TencentClient::new(shared, Default::default()).reporter(Default::default())),
+        Telemetry::default(),
+    );
     feedback.configure(&config);
     let baseline = rss_bytes();
     let mut seen = 0;

@@ -221,7 +221,11 @@ impl Services {
         feedback: crate::feedback::Telemetry,
     ) -> Arc<Services> {
         Arc::new(Services {
-            feedback: Arc::new(Feedback::new(clock.clone(), tencent.clone(), feedback)),
+            feedback: Arc::new(Feedback::new(
+                clock.clone(),
+                Box::new(tencent.reporter(feedback.reports.clone())),
+                feedback,
+            )),
             tencent,
             dedupe: Dedupe::new(clock.clone()),
             spend: limiter.spend().clone(),

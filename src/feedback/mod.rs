@@ -23,8 +23,7 @@ use crate::error::GatewayError;
 use crate::phone::{Masked, Phone};
 use crate::policy::{Limiter, RedisStore};
 use crate::protection::{self, Event, KeyReport, KeySource, ProtectionTable};
-use crate::providers::tencent::report::Reporter;
-use crate::providers::tencent::TencentClient;
+use crate::providers::Conversions;
 use crate::relay::Relay;
 use prometheus_client::metrics::counter::Counter;
 use sends::TenantSends;
@@ -118,7 +117,8 @@ pub struct Feedback {
     /// Numbers that verified before: they pass a blocked key (a small allowance at a time).
     verified: VerifiedNumbers,
     telemetry: Telemetry,
-    reporter: Reporter,
+    /// The provider's conversion reports (Tencent's ReportConversion).
+    reporter: Box<dyn Conversions>,
     relay: Relay,
     inflight: Arc<InFlight>,
     /// `smsgate_feedback_sends_total` counters by tenant and country, found without building label strings
@@ -131,9 +131,9 @@ fn millis(d: std::time::Duration) -> u64 {
 }
 
 impl Feedback {
-    pub fn new(clock: SharedClock, tencent: TencentClient, telemetry: Telemetry) -> Feedback {
+    pub fn new(clock: SharedClock, reporter: Box<dyn Conversions>, telemetry: Telemetry) -> Feedback {
         Feedback {
-            reporter: Reporter::new(tencent, crate::providers::tencent::report::QUEUE, telemetry.reports.clone()),
+            reporter,
             relay: Relay::new(clock.clone(), crate::relay::QUEUE, telemetry.webhooks.clone()),
             sends: TenantSends::new(1_000_000),
             protection: ProtectionTable::default(),

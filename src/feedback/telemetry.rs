@@ -1,7 +1,7 @@
 //! The feedback loop's metrics. Label values are bounded: tenants and rules come from the config, countries
 //! are ISO codes (`ZZ` without one), statuses and results are fixed words; never a number or a SerialNo.
 
-use crate::providers::tencent::report::ReportLabels;
+use crate::providers::ReportLabels;
 use crate::relay::RelayLabels;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

@@ -12,13 +12,12 @@ use crate::error::{GatewayError, UpstreamDetail};
 use crate::net::breaker::Breakers;
 use crate::net::proxy::{self, HttpsClient, WrittenBody};
 use crate::phone::Masked;
+use crate::providers::{ReasonLabels, Telemetry};
 use crate::sms::{CallExtras, Receipt};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,20 +104,6 @@ pub struct TencentClient {
     telemetry: Telemetry,
 }
 
-/// Metrics the client updates itself.
-#[derive(Clone, Default)]
-pub struct Telemetry {
-    pub retries: Family<ReasonLabels, Counter>,
-    pub clock_skew: Gauge,
-    /// 1 per endpoint whose breaker is open.
-    pub breakers_open: Family<crate::net::breaker::EndpointLabels, Gauge>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: String,
-}
-
 /// How far one exchange got, from the transport's typed facts (was the connection made, did it begin to
 /// write the body): the one source of "was anything sent?" for a call.
 enum Exchange {
@@ -179,6 +164,11 @@ impl TencentClient {
             skew: Arc::default(),
             telemetry,
         }
+    }
+
+    /// The ReportConversion reporter for the feedback loop, on this client (its transport and breakers).
+    pub fn reporter(&self, results: Family<crate::providers::ReportLabels, Counter>) -> super::report::Reporter {
+        super::report::Reporter::new(self.clone(), super::report::QUEUE, results)
     }
 
     /// Serializes and signs `sms` for one endpoint with one key pair at `timestamp`. Pure: no I/O, no clock.

@@ -8,7 +8,7 @@
 use super::TencentClient;
 use crate::config::Tenant;
 use crate::lanes::{Lanes, Share};
-use prometheus_client::encoding::EncodeLabelSet;
+use crate::providers::{Conversions, ReportLabels};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde::{Deserialize, Serialize};
@@ -50,13 +50,6 @@ struct Body {
 struct Status {
     #[serde(rename = "Code", default)]
     code: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReportLabels {
-    pub tenant: String,
-    /// ok, failed, dropped (queue full), off (the tenant's reporting was turned off).
-    pub result: String,
 }
 
 /// What one answer means.
@@ -105,6 +98,20 @@ pub struct Reporter {
     client: TencentClient,
     off: Arc<Mutex<HashSet<Arc<str>>>>,
     results: Family<ReportLabels, Counter>,
+}
+
+impl Conversions for Reporter {
+    fn enqueue(&self, tenant: &Arc<Tenant>, message_id: &str, at_unix: i64) {
+        Reporter::enqueue(self, tenant, message_id, at_unix)
+    }
+
+    fn reset(&self) {
+        Reporter::reset(self)
+    }
+
+    fn start(&self) {
+        Reporter::start(self)
+    }
 }
 
 impl Reporter {
