@@ -6,9 +6,10 @@ use super::check::{is_name, Compiler, Problem, MIN_TOKEN_LEN};
 use super::interp::Env;
 use super::model::*;
 use super::raw::*;
+use super::script::{OnScriptError, ScriptLimits, Settings, TIME_RANGE};
 use super::tokens::TokenTable;
 use super::Secret;
-use crate::script::{OnScriptError, ScriptHook, ScriptLimits, Settings};
+use crate::script::ScriptHook;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -466,7 +467,7 @@ fn compile_script(
             }
         }
         let p = format!("{path}.script_limits.time");
-        limits.time = c.duration(&p, l.time.as_ref(), limits.time, crate::script::TIME_RANGE);
+        limits.time = c.duration(&p, l.time.as_ref(), limits.time, TIME_RANGE);
     }
     let mut on_error = OnScriptError::Reject;
     if let Some(s) = &raw.on_script_error {

@@ -18,6 +18,7 @@ mod locate;
 mod model;
 mod raw;
 mod redis;
+mod script;
 mod secret;
 mod tokens;
 mod yaml;
@@ -28,6 +29,10 @@ pub use duration::parse_duration;
 pub use feedback::MAX_PROTECTION_PREFIX;
 pub use interp::{Env, ProcessEnv};
 pub use model::*;
+pub use script::{
+    OnScriptError, ScriptLimits, Settings, DEFAULT_INSTRUCTIONS, DEFAULT_MEMORY, DEFAULT_TIME, MAX_SCRIPT_BYTES,
+    TIME_RANGE,
+};
 pub use secret::Secret;
 
 use locate::Locator;

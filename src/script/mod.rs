@@ -16,7 +16,10 @@ mod pool;
 mod sandbox;
 mod strlib;
 
-use crate::config::Tenant;
+pub use crate::config::{
+    OnScriptError, ScriptLimits, Settings, DEFAULT_INSTRUCTIONS, DEFAULT_MEMORY, DEFAULT_TIME, TIME_RANGE,
+};
+use crate::config::{Tenant, MAX_SCRIPT_BYTES};
 use crate::error::GatewayError;
 use crate::phone::{mask_numbers, Phone};
 use crate::sms::SendRequest;
@@ -25,58 +28,12 @@ pub use pool::Load;
 use sandbox::{Attempt, Sandbox};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::oneshot;
 
-pub const DEFAULT_INSTRUCTIONS: u32 = 200_000;
-pub const DEFAULT_MEMORY: usize = 1 << 20;
-pub const DEFAULT_TIME: Duration = Duration::from_millis(10);
-/// The range of `script_limits.time`.
-pub const TIME_RANGE: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(1));
-const MAX_SCRIPT_BYTES: u64 = 1 << 20;
 const MAX_REJECT_CHARS: usize = 100;
 const MAX_PARAMS: usize = 16;
 const MAX_PARAM_CHARS: usize = 64;
 const MAX_SHORT: usize = 64;
-
-/// Per-call budgets of a hook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScriptLimits {
-    /// Lua VM instructions one call may run (counted in steps of 100), library work included at its
-    /// instruction price.
-    pub instructions: u32,
-    /// Bytes one call may allocate beyond what the loaded script holds; also the most the loaded script
-    /// may hold.
-    pub memory: usize,
-    /// Wall-clock time one call may run, from the moment a hook thread starts it.
-    pub time: Duration,
-}
-
-impl Default for ScriptLimits {
-    fn default() -> Self {
-        ScriptLimits { instructions: DEFAULT_INSTRUCTIONS, memory: DEFAULT_MEMORY, time: DEFAULT_TIME }
-    }
-}
-
-/// What a failing hook (error, overrun, bad return) does to the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnScriptError {
-    /// `500 script_error`: a broken policy must not be bypassed silently.
-    Reject,
-    /// Log it and go on as if the tenant had no hook.
-    Skip,
-}
-
-/// Read-only tenant settings the script sees as `smsgate.tenant`. Never a secret.
-#[derive(Debug, Clone, Default)]
-pub struct Settings {
-    pub name: String,
-    pub default_country: Option<String>,
-    pub sign_name: Option<String>,
-    pub region: Option<String>,
-    pub sdk_app_id: Option<String>,
-    pub templates: Vec<(String, String)>,
-}
 
 /// One request as the hook sees it.
 #[derive(Clone)]
@@ -748,6 +705,7 @@ fn check(tenant: &Tenant, input: &HookInput<'_>, verdict: RawVerdict) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// A hook with the default budgets but a deadline far off: only the tests about time may depend on
     /// how fast this (debug, shared) machine runs.
