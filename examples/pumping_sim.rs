@@ -27,11 +27,12 @@
 
 use smsgate::clock::{ManualClock, SharedClock};
 use smsgate::config::Config;
-use smsgate::sms::{PhoneInput, SendRequest};
 use smsgate::phone::Phone;
 use smsgate::pipeline::{Services, Trail};
 use smsgate::policy::Limiter;
+use smsgate::sms::{PhoneInput, SendRequest};
 use smsgate::tencent::TencentClient;
+use smsgate::Runtime;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
@@ -197,8 +198,9 @@ struct Attacker {
 }
 
 pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
-    let config = config(protection);
-    let tenant = config.tenant("sim").expect("tenant").clone();
+    let runtime = Runtime::build(config(protection)).expect("the simulation's runtime builds");
+    let config = runtime.config();
+    let tenant = runtime.tenant("sim").expect("tenant").clone();
     let clock = ManualClock::new(1_704_164_645);
     let shared: SharedClock = clock.clone();
     let services: std::sync::Arc<Services> = Services::new(
@@ -255,7 +257,7 @@ pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
         if let Some(numbers) = due.remove(&second) {
             for number in numbers {
                 let phone = Phone::from_e164(&number).expect("valid");
-                services.feedback.verify(&tenant, &phone, None, &services.limiter).await;
+                services.feedback.verify(tenant.spec(), &phone, None, &services.limiter).await;
             }
         }
         let attacking = second >= attack_from;
@@ -357,7 +359,7 @@ fn attacker(name: &'static str, ranges: Vec<usize>, rate: f64, verify: f64, kind
 /// One send through the pipeline: true when accepted (dry run), false on `suspected_pumping`.
 async fn send(
     services: &std::sync::Arc<Services>,
-    tenant: &std::sync::Arc<smsgate::config::Tenant>,
+    tenant: &std::sync::Arc<smsgate::runtime::LiveTenant>,
     number: &str,
     second: u64,
 ) -> bool {

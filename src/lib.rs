@@ -8,8 +8,9 @@
 //!  ingress)
 //! ```
 //!
-//! [`config::Config`] is the compiled, validated `gateway.yaml`; [`server::Gateway`] serves it on any
-//! listener and swaps it whole on reload; [`pipeline::Services`] runs the stages.
+//! [`config::Config`] is the compiled, validated `gateway.yaml`, inert; [`runtime::Runtime`] is built from it
+//! (compiled Lua hooks, body-reading slots); [`server::Gateway`] serves a runtime on any listener and swaps
+//! it whole on reload; [`pipeline::Services`] runs the stages.
 
 pub mod clock;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod protection;
 pub mod relay;
+pub mod runtime;
 pub mod script;
 pub mod server;
 pub mod sms;
@@ -34,6 +36,7 @@ pub mod tencent;
 
 pub use config::Config;
 pub use error::GatewayError;
+pub use runtime::Runtime;
 pub use server::Gateway;
 
 /// The commit this build is from (`build.rs`: `SMSGATE_COMMIT`, else `git rev-parse`), or `unknown`.

@@ -18,6 +18,7 @@ use crate::feedback::{Feedback, Memo};
 use crate::phone::{InvalidPhone, Masked, Phone};
 use crate::policy::spend::{Reservation, SpendLedger};
 use crate::policy::{Decision, Limiter, Subject};
+use crate::runtime::LiveTenant;
 use crate::script::{Routed, ScriptReport};
 use crate::sms::{Accepted, Delivery};
 use crate::sms::{CallerMessage, PhoneInput, SendRequest};
@@ -236,7 +237,7 @@ impl Services {
     /// duration includes the wait for one); the request travels there and back without a copy.
     pub async fn check(
         &self,
-        tenant: &Tenant,
+        tenant: &LiveTenant,
         request: SendRequest,
         trail: &mut Trail,
     ) -> Result<Checked, GatewayError> {
@@ -248,7 +249,7 @@ impl Services {
     /// and its extra fields as they are.
     pub async fn check_with(
         &self,
-        tenant: &Tenant,
+        tenant: &LiveTenant,
         mut request: SendRequest,
         caller: Option<&CallerMessage>,
         trail: &mut Trail,
@@ -332,7 +333,7 @@ impl Services {
     /// For `explain`: every stage up to the network, with limits judged but not consumed.
     pub async fn plan(
         &self,
-        tenant: &Tenant,
+        tenant: &LiveTenant,
         request: SendRequest,
         trail: &mut Trail,
     ) -> Result<Planned, GatewayError> {
@@ -357,7 +358,7 @@ impl Services {
     }
 
     /// The whole pipeline for one request.
-    pub async fn send(self: &Arc<Self>, tenant: &Arc<Tenant>, request: SendRequest, trail: &mut Trail) -> Outcome {
+    pub async fn send(self: &Arc<Self>, tenant: &Arc<LiveTenant>, request: SendRequest, trail: &mut Trail) -> Outcome {
         let checked = self.check(tenant, request, trail).await?;
         if trail.test_number {
             // The auth server generates its own code; whether it matches the configured one is logged (never
@@ -389,7 +390,7 @@ impl Services {
     /// settle; then remembers it, shares its answer and completes its de-duplication ticket.
     async fn finish_in_task(
         self: &Arc<Self>,
-        tenant: &Arc<Tenant>,
+        tenant: &Arc<LiveTenant>,
         commit: Commit,
         memo: Option<Memo>,
         shared_key: Option<String>,
@@ -404,7 +405,7 @@ impl Services {
                 Commit::Admitted(admitted) => services.deliver_admitted(&tenant, admitted, &mut owned).await,
                 Commit::Checked(checked) => services.commit_and_send(&tenant, checked, &mut owned).await,
             };
-            services.remember_accepted(&tenant, memo, &owned.request_id, &outcome);
+            services.remember_accepted(tenant.spec(), memo, &owned.request_id, &outcome);
             if let Some(key) = shared_key {
                 services.share_outcome(&tenant, &key, &outcome).await;
             }
@@ -427,7 +428,7 @@ impl Services {
     /// it, and a denial costs neither a task nor a de-duplication entry. Only an admitted send gets a task.
     async fn send_local(
         self: &Arc<Self>,
-        tenant: &Arc<Tenant>,
+        tenant: &Arc<LiveTenant>,
         checked: Checked,
         memo: Option<Memo>,
         trail: &mut Trail,
@@ -673,7 +674,7 @@ impl Services {
     }
 
     /// Dry run: signed and logged, never transmitted; the reservation is kept (it counts as a send).
-    async fn dry_run(&self, tenant: &Tenant, admitted: Admitted) -> Outcome {
+    async fn dry_run(&self, tenant: &LiveTenant, admitted: Admitted) -> Outcome {
         let sms = admitted.checked.sms;
         let request = self.tencent.prepare_next(&tenant.tencent, &sms);
         tracing::info!(
@@ -727,13 +728,13 @@ impl Services {
     }
 
     /// Admit, deliver, settle: the stages that consume something, for one number.
-    async fn commit_and_send(&self, tenant: &Tenant, checked: Checked, trail: &mut Trail) -> Outcome {
+    async fn commit_and_send(&self, tenant: &LiveTenant, checked: Checked, trail: &mut Trail) -> Outcome {
         let admitted = self.admit(tenant, checked, trail).await?;
         self.deliver_admitted(tenant, admitted, trail).await
     }
 
     /// Deliver and settle an admitted send (or sign and log it in a dry run).
-    async fn deliver_admitted(&self, tenant: &Tenant, admitted: Admitted, trail: &mut Trail) -> Outcome {
+    async fn deliver_admitted(&self, tenant: &LiveTenant, admitted: Admitted, trail: &mut Trail) -> Outcome {
         let account = &tenant.tencent;
         if account.dry_run {
             return self.dry_run(tenant, admitted).await;

@@ -1,7 +1,8 @@
 //! The compiled, validated configuration: types that cannot hold a bad value. Built by `compile`, read by
-//! every pipeline stage, swapped whole on reload.
+//! every pipeline stage, swapped whole on reload. Inert: runtime state lives in runtime.rs, built by
+//! Runtime::build, dropped with it on reload.
 
-use super::Secret;
+use super::{ScriptSpec, Secret};
 pub use crate::phone::NumberType;
 use phonenumber::country;
 use std::collections::HashMap;
@@ -183,8 +184,8 @@ pub struct Tenant {
     /// With them, `templates` serve mainland numbers (+86) only and these serve every other number.
     pub international_templates: Option<Templates>,
     pub limits: Vec<LimitRule>,
-    /// The tenant's Lua hook, compiled, with its pool of states.
-    pub script: Option<crate::script::ScriptHook>,
+    /// The tenant's Lua hook, read; `Runtime::build` compiles it.
+    pub script: Option<ScriptSpec>,
     /// E.164 digits -> configured code. Requests for these numbers are answered as sent, never sent upstream
     /// and never counted.
     pub test_numbers: HashMap<u64, String>,
@@ -202,9 +203,6 @@ pub struct Tenant {
     pub protection: Vec<ProtectionRule>,
     /// Relay of delivery receipts and conversions (requires `conversion`).
     pub webhook: Option<WebhookTarget>,
-    /// Slots for reading this tenant's request bodies (`server.max_body_readers`): a tenant whose callers
-    /// trickle bodies slowly holds at most these, never another tenant's. Runtime state; a reload starts afresh.
-    pub body_readers: Arc<tokio::sync::Semaphore>,
     /// The Supabase Auth Send SMS hook, when the tenant takes it.
     pub supabase: Option<SupabaseHook>,
     /// Credentials of the tenant's callers of the Tencent-compatible API (never the real Tencent keys).

@@ -1,6 +1,9 @@
-//! A tenant's Lua hook as the config states it: the settings the hook sees, its per-call budgets and what a
-//! failing hook does. Inert values, shared with the script stage (`crate::script` re-exports them).
+//! A tenant's Lua hook as the config states it: the file (read when the config compiles, bounded, regular
+//! files only), the settings the hook sees, its per-call budgets and what a failing hook does. Inert: the
+//! script is compiled, and its pool of Lua states made, by `Runtime::build` (`ScriptHook::build`); that
+//! runtime state lives in runtime.rs, built by Runtime::build, dropped with it on reload.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const DEFAULT_INSTRUCTIONS: u32 = 200_000;
@@ -48,4 +51,33 @@ pub struct Settings {
     pub region: Option<String>,
     pub sdk_app_id: Option<String>,
     pub templates: Vec<(String, String)>,
+}
+
+/// A tenant's `script:` as compiled: what `ScriptHook::build` needs to make the hook.
+#[derive(Clone)]
+pub struct ScriptSpec {
+    /// The file as the config writes it (relative to the config's folder): names the script in errors and
+    /// Lua line numbers.
+    pub path: String,
+    /// The file's text, read when the config compiled.
+    pub source: Arc<str>,
+    pub settings: Settings,
+    pub limits: ScriptLimits,
+    pub on_error: OnScriptError,
+    /// Line and column of the `script:` key's value in the config file: an error compiling the script points
+    /// there.
+    pub location: Option<(usize, usize)>,
+}
+
+impl std::fmt::Debug for ScriptSpec {
+    // By hand: the size of the source, not its text.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptSpec")
+            .field("path", &self.path)
+            .field("source_bytes", &self.source.len())
+            .field("limits", &self.limits)
+            .field("on_error", &self.on_error)
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
 }

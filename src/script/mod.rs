@@ -1,13 +1,14 @@
 //! Script stage: a tenant's Lua hook (`on_send(req)`) may rewrite the number, usage, params, template, sign
 //! name or region, or refuse the request. Whatever it changes is checked again here, as strictly as ingress
-//! and config values are. Scripts compile with the config; a pool of ready Lua states per script serves the
-//! calls, so no request compiles anything. A call is first tried inline, on the async worker, within a
-//! small slice of its budget (`inline.rs`); one that overruns the slice, finds no ready state or finds the
-//! hook's lane busy runs on the hook threads (`pool.rs`) with the whole budget: an instruction budget, a
-//! deadline and a memory limit (`meter.rs`) that every way Lua code can run and every costly library
-//! function (`strlib.rs`, `pattern.rs`) pays into. States are built only at load and on the hook threads.
-//! The hook never reaches files, the network, the environment or the process (see `sandbox.rs` and
-//! `prelude.lua`).
+//! and config values are. The config holds the script as read ([`ScriptSpec`]: source, settings, limits,
+//! error policy); [`ScriptHook::build`] compiles it when the runtime is built (`Runtime::build`, at start and
+//! on reload), and a pool of ready Lua states per script serves the calls, so no request compiles anything.
+//! A call is first tried inline, on the async worker, within a small slice of its budget (`inline.rs`); one
+//! that overruns the slice, finds no ready state or finds the hook's lane busy runs on the hook threads
+//! (`pool.rs`) with the whole budget: an instruction budget, a deadline and a memory limit (`meter.rs`) that
+//! every way Lua code can run and every costly library function (`strlib.rs`, `pattern.rs`) pays into.
+//! States are built only at load and on the hook threads. The hook never reaches files, the network, the
+//! environment or the process (see `sandbox.rs` and `prelude.lua`).
 
 mod inline;
 mod meter;
@@ -17,7 +18,7 @@ mod sandbox;
 mod strlib;
 
 pub use crate::config::{
-    OnScriptError, ScriptLimits, Settings, DEFAULT_INSTRUCTIONS, DEFAULT_MEMORY, DEFAULT_TIME, TIME_RANGE,
+    OnScriptError, ScriptLimits, ScriptSpec, Settings, DEFAULT_INSTRUCTIONS, DEFAULT_MEMORY, DEFAULT_TIME, TIME_RANGE,
 };
 use crate::config::{Tenant, MAX_SCRIPT_BYTES};
 use crate::error::GatewayError;
@@ -92,7 +93,7 @@ pub struct ScriptHook {
 
 struct Inner {
     path: String,
-    source: String,
+    source: Arc<str>,
     settings: Settings,
     tenant: Arc<str>,
     limits: ScriptLimits,
@@ -135,8 +136,15 @@ pub enum CallError {
 }
 
 impl ScriptHook {
+    /// Compiles a tenant's script as the config read it and fills the pool: one state per call the hook may
+    /// run at once. The error names the script and the line (`scripts/x.lua:2: ...`).
+    pub fn build(spec: &ScriptSpec) -> Result<ScriptHook, String> {
+        ScriptHook::compile(&spec.path, spec.source.clone(), spec.settings.clone(), spec.limits, spec.on_error)
+    }
+
     /// Reads and compiles `file` (named `path` as the config writes it, in errors and Lua line numbers) and
-    /// fills the pool: one state per call the hook may run at once.
+    /// fills the pool, as [`ScriptHook::build`] does (for benches and tests: the gateway reads the file with
+    /// the config).
     pub fn load(
         path: &str,
         file: &Path,
@@ -153,6 +161,16 @@ impl ScriptHook {
     pub fn from_source(
         path: &str,
         source: String,
+        settings: Settings,
+        limits: ScriptLimits,
+        on_error: OnScriptError,
+    ) -> Result<ScriptHook, String> {
+        ScriptHook::compile(path, source.into(), settings, limits, on_error)
+    }
+
+    fn compile(
+        path: &str,
+        source: Arc<str>,
         settings: Settings,
         limits: ScriptLimits,
         on_error: OnScriptError,
