@@ -9,8 +9,8 @@
 //! ```
 //!
 //! [`config::Config`] is the compiled, validated `gateway.yaml`, inert; [`runtime::Runtime`] is built from it
-//! (compiled Lua hooks, body-reading slots); [`server::Gateway`] serves a runtime on any listener and swaps
-//! it whole on reload; [`pipeline::Services`] runs the stages.
+//! (compiled Lua hooks, body-reading slots, provider state); [`server::Gateway`] serves a runtime on any
+//! listener and swaps it whole on reload; [`pipeline::Services`] runs the stages.
 
 pub mod clock;
 pub mod config;

@@ -339,7 +339,7 @@ impl Services {
     ) -> Result<Planned, GatewayError> {
         let checked = self.check(tenant, request, trail).await?;
         if trail.test_number {
-            let request = self.tencent.prepare_next(&tenant.tencent, &checked.sms);
+            let request = self.tencent.prepare_next(&tenant.tencent, &tenant.tencent_state, &checked.sms);
             return Ok(Planned { sms: checked.sms, request });
         }
         trail.protection = self.feedback.report(tenant, &checked.phone);
@@ -353,7 +353,7 @@ impl Services {
         if let Some(denied) = denied {
             return Err(denied);
         }
-        let request = self.tencent.prepare_next(&tenant.tencent, &checked.sms);
+        let request = self.tencent.prepare_next(&tenant.tencent, &tenant.tencent_state, &checked.sms);
         Ok(Planned { sms: checked.sms, request })
     }
 
@@ -676,7 +676,7 @@ impl Services {
     /// Dry run: signed and logged, never transmitted; the reservation is kept (it counts as a send).
     async fn dry_run(&self, tenant: &LiveTenant, admitted: Admitted) -> Outcome {
         let sms = admitted.checked.sms;
-        let request = self.tencent.prepare_next(&tenant.tencent, &sms);
+        let request = self.tencent.prepare_next(&tenant.tencent, &tenant.tencent_state, &sms);
         tracing::info!(
             tenant = %tenant.name,
             endpoint = %request.url,
@@ -750,7 +750,7 @@ impl Services {
         };
         // Boxed: the client's future is large, and this task's is moved whole into its spawned cell, on
         // denied requests too.
-        let result = Box::pin(self.tencent.deliver(account, &sms)).await;
+        let result = Box::pin(self.tencent.deliver(account, &tenant.tencent_state, &sms)).await;
         guard.finish();
         trail.upstream_latency = Some(started.elapsed());
         self.settle(reservation, sms.template_id, result, trail).await

@@ -1,12 +1,13 @@
 //! The running pieces made from a compiled config. The config is inert (values, and the files it names,
 //! read); [`Runtime::build`] makes, per tenant, what serving it needs: its Lua hook compiled with its pool of
-//! states and its lane on the hook threads, and the slots its request bodies are read in. An error names the
-//! component it is about, at the config key that states it. The gateway swaps a whole runtime on reload:
-//! runtime state lives here, built by Runtime::build, dropped with it on reload (a reload starts every piece
-//! afresh).
+//! states and its lane on the hook threads, the slots its request bodies are read in, and what the Tencent
+//! client learns of its account (the key pair in use). An error names the component it is about, at the
+//! config key that states it. The gateway swaps a whole runtime on reload: runtime state lives here, built by
+//! Runtime::build, dropped with it on reload (a reload starts every piece afresh).
 
 use crate::config::{self, Config, ConfigError, ConfigErrors, Credentials, Env};
 use crate::script::ScriptHook;
+use crate::tencent::AccountState;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -28,6 +29,8 @@ pub struct LiveTenant {
     /// Slots for reading this tenant's request bodies (`server.max_body_readers`): a tenant whose callers
     /// trickle bodies slowly holds at most these, never another tenant's.
     pub body_readers: Arc<Semaphore>,
+    /// The Tencent client's state of the tenant's account (the key pair it signs with first).
+    pub tencent_state: Arc<AccountState>,
 }
 
 impl std::ops::Deref for LiveTenant {
@@ -48,7 +51,8 @@ impl LiveTenant {
 impl Runtime {
     /// Makes the running pieces of every tenant of `config`: compiles the Lua hooks (reporting every one
     /// that fails, at its `script:` key, as `file:line:col: tenants.<name>.script: <message>`) and makes the
-    /// body-reading slots. Builds Lua states: call it on a blocking thread, never on an async worker.
+    /// body-reading slots and the Tencent account states. Builds Lua states: call it on a blocking thread,
+    /// never on an async worker.
     pub fn build(config: Config) -> Result<Runtime, ConfigErrors> {
         let mut errors = Vec::new();
         let mut tenants = Vec::with_capacity(config.tenants.len());
@@ -69,6 +73,7 @@ impl Runtime {
                 spec: spec.clone(),
                 script,
                 body_readers: Arc::new(Semaphore::new(config.server.max_body_readers)),
+                tencent_state: Arc::default(),
             }));
         }
         if !errors.is_empty() {

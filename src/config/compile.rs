@@ -614,7 +614,6 @@ fn compile_tencent(
         retry_maybe_sent: raw.retry_maybe_sent.unwrap_or(false),
         international_sign_name,
         roots,
-        preferred_credentials: Default::default(),
     })
 }
 

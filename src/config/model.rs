@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -396,7 +395,9 @@ impl Tenant {
 
 #[derive(Debug)]
 pub struct TencentAccount {
-    /// The current key pair first, then the optional next one (rotation).
+    /// The current key pair first, then the optional next one (rotation). Which one the client signs with
+    /// first is runtime state (`tencent::AccountState`): it lives in runtime.rs, built by Runtime::build,
+    /// dropped with it on reload.
     pub credentials: Vec<Credentials>,
     pub sign_name: Option<String>,
     pub sdk_app_id: String,
@@ -412,9 +413,6 @@ pub struct TencentAccount {
     pub international_sign_name: Option<String>,
     /// Certificates trusted besides the built-in roots (`tencent.ca_file`), for every endpoint.
     pub roots: Option<Arc<TrustRoots>>,
-    /// Which key pair to sign with first. Runtime state (the client switches it when Tencent refuses one
-    /// pair and accepts the other); a reload starts again from the current pair.
-    pub preferred_credentials: AtomicUsize,
 }
 
 #[derive(Debug, Clone)]

@@ -233,7 +233,7 @@ impl Services {
             },
             finished: false,
         };
-        let result = Box::pin(self.tencent.deliver_many(account, &sms, &numbers)).await;
+        let result = Box::pin(self.tencent.deliver_many(account, &tenant.tencent_state, &sms, &numbers)).await;
         guard.finish();
         let took = started.elapsed();
         let now = self.clock.unix_seconds();

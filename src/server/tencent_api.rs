@@ -107,7 +107,7 @@ impl Gateway {
                 .shared
                 .services
                 .tencent
-                .forward(&tenant.tencent, &head.action, &head.version, bytes.to_vec())
+                .forward(&tenant.tencent, &tenant.tencent_state, &head.action, &head.version, bytes.to_vec())
                 .await;
             tracing::info!(request_id = %id, tenant = %tenant.name, action = %head.action,
                 outcome = forwarded.as_ref().map_or_else(|e| e.code(), |_| "forwarded"), "tencent api passthrough");

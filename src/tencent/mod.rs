@@ -9,4 +9,4 @@ pub mod proxy;
 pub mod report;
 pub mod sign;
 
-pub use client::{OutboundSms, PreparedRequest, TencentClient};
+pub use client::{AccountState, OutboundSms, PreparedRequest, TencentClient};
