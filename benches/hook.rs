@@ -7,13 +7,13 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use smsgate::clock::SystemClock;
-use smsgate::config::Config;
 use smsgate::phone::Phone;
 use smsgate::pipeline::{Services, Trail};
 use smsgate::policy::{Limiter, MemoryStore};
 use smsgate::providers::tencent::TencentClient;
 use smsgate::script::{HookInput, OnScriptError, RawVerdict, ScriptHook, ScriptLimits, Settings, SliceOutcome};
 use smsgate::sms::{PhoneInput, SendRequest};
+use smsgate::Runtime;
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -208,7 +208,7 @@ tenants:
 "#;
 
 fn pipeline(c: &mut Criterion) {
-    let config = Config::from_yaml(YAML, &crate_dir().join("bench.yaml"), &HashMap::<String, String>::new())
+    let built = Runtime::from_yaml(YAML, &crate_dir().join("bench.yaml"), &HashMap::<String, String>::new())
         .unwrap_or_else(|e| panic!("{e}"));
     let clock = SystemClock::shared();
     let services = Services::new(
@@ -229,7 +229,7 @@ fn pipeline(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipeline_plan");
     group.throughput(Throughput::Elements(1));
     for tenant in ["plain", "hooked"] {
-        let tenant = config.tenant(tenant).unwrap().clone();
+        let tenant = built.tenant(tenant).unwrap().clone();
         let name = if tenant.script.is_some() { "with hook (premium_block)" } else { "without hook" };
         group.bench_function(name, |b| {
             b.iter(|| {

@@ -4,13 +4,13 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use smsgate::clock::{ManualClock, SharedClock};
-use smsgate::config::Config;
 use smsgate::ingress::{parse_logto, parse_native};
 use smsgate::phone::Phone;
 use smsgate::pipeline::{Services, Trail};
 use smsgate::policy::Limiter;
 use smsgate::providers::tencent::sign::{sign, Tc3Input};
 use smsgate::providers::tencent::TencentClient;
+use smsgate::Runtime;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
@@ -77,8 +77,9 @@ fn pipeline(c: &mut Criterion) {
     for (name, yaml) in
         [("pipeline/native_to_signed_request", yaml.as_str()), ("pipeline/native_to_signed_request_no_hook", &unhooked)]
     {
-        let config = Config::from_yaml(yaml, Path::new("gateway.yaml"), &HashMap::<String, String>::new()).unwrap();
-        let tenant = config.tenant("demo").unwrap().clone();
+        let built = Runtime::from_yaml(yaml, Path::new("gateway.yaml"), &HashMap::<String, String>::new()).unwrap();
+        let config = built.config();
+        let tenant = built.tenant("demo").unwrap().clone();
         assert_eq!(tenant.script.is_some(), !name.ends_with("no_hook"));
         let clock = ManualClock::new(1_700_000_000);
         let shared: SharedClock = clock.clone();

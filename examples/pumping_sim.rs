@@ -32,6 +32,7 @@ use smsgate::pipeline::{Services, Trail};
 use smsgate::policy::Limiter;
 use smsgate::providers::tencent::TencentClient;
 use smsgate::sms::{PhoneInput, SendRequest};
+use smsgate::Runtime;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
@@ -197,8 +198,9 @@ struct Attacker {
 }
 
 pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
-    let config = config(protection);
-    let tenant = config.tenant("sim").expect("tenant").clone();
+    let runtime = Runtime::build(config(protection)).expect("the simulation's runtime builds");
+    let config = runtime.config();
+    let tenant = runtime.tenant("sim").expect("tenant").clone();
     let clock = ManualClock::new(1_704_164_645);
     let shared: SharedClock = clock.clone();
     let services: std::sync::Arc<Services> = Services::new(
@@ -357,7 +359,7 @@ fn attacker(name: &'static str, ranges: Vec<usize>, rate: f64, verify: f64, kind
 /// One send through the pipeline: true when accepted (dry run), false on `suspected_pumping`.
 async fn send(
     services: &std::sync::Arc<Services>,
-    tenant: &std::sync::Arc<smsgate::config::Tenant>,
+    tenant: &std::sync::Arc<smsgate::runtime::LiveTenant>,
     number: &str,
     second: u64,
 ) -> bool {

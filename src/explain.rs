@@ -3,11 +3,11 @@
 //! enters a prepared request, so none can be printed.
 
 use crate::clock::SharedClock;
-use crate::config::Config;
 use crate::error::GatewayError;
 use crate::pipeline::{Planned, Services, Trail};
 use crate::policy::Limiter;
 use crate::providers::tencent::TencentClient;
+use crate::runtime::Runtime;
 use crate::script::ScriptOutcome;
 use crate::sms::{PhoneInput, SendRequest};
 use serde_json::json;
@@ -37,8 +37,9 @@ pub struct Report {
 /// Explains one request. With the memory backend, limiter state lives in the serving process, so rules are
 /// judged from a fresh state: the report shows which rules apply and what they allow, not the live counts.
 /// With the redis backend the live shared counts are read (never written).
-pub async fn explain(config: Config, clock: SharedClock, input: &Input) -> Result<Report, String> {
-    let tenant = config.tenant(&input.tenant).ok_or_else(|| format!("no tenant named {}", input.tenant))?.clone();
+pub async fn explain(runtime: Runtime, clock: SharedClock, input: &Input) -> Result<Report, String> {
+    let config = runtime.config();
+    let tenant = runtime.tenant(&input.tenant).ok_or_else(|| format!("no tenant named {}", input.tenant))?.clone();
     let limiter = Limiter::from_backend(&config.limits_backend, clock.clone()).map_err(|e| e.to_string())?;
     let services = Services::new(limiter, TencentClient::new(clock.clone(), Default::default()), clock);
     let request = SendRequest {

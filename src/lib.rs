@@ -8,7 +8,8 @@
 //!  ingress)
 //! ```
 //!
-//! [`config::Config`] is the compiled, validated `gateway.yaml`; [`server::Gateway`] serves it on any
+//! [`config::Config`] is the compiled, validated `gateway.yaml`, inert; [`runtime::Runtime`] is built from it
+//! (compiled Lua hooks, body-reading slots, provider state); [`server::Gateway`] serves a runtime on any
 //! listener and swaps it whole on reload; [`pipeline::Services`] runs the stages.
 
 pub mod clock;
@@ -30,12 +31,14 @@ pub mod policy;
 pub mod protection;
 pub mod providers;
 pub mod relay;
+pub mod runtime;
 pub mod script;
 pub mod server;
 pub mod sms;
 
 pub use config::Config;
 pub use error::GatewayError;
+pub use runtime::Runtime;
 pub use server::Gateway;
 
 /// The commit this build is from (`build.rs`: `SMSGATE_COMMIT`, else `git rev-parse`), or `unknown`.

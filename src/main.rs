@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use smsgate::clock::SystemClock;
 use smsgate::config::{Config, ProcessEnv};
 use smsgate::server::Door;
-use smsgate::Gateway;
+use smsgate::{Gateway, Runtime};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -97,8 +97,9 @@ fn init_logs(format: LogFormat) -> Result<tracing_appender::non_blocking::Worker
     Ok(guard)
 }
 
-fn load(path: &Path) -> Result<Config, ExitCode> {
-    Config::load(path, &ProcessEnv).map_err(|errors| {
+/// The config at `path` and its runtime (scripts compiled), or every error printed (exit 2).
+fn load(path: &Path) -> Result<Runtime, ExitCode> {
+    Runtime::load(path, &ProcessEnv).map_err(|errors| {
         eprintln!("{errors}");
         eprintln!("{}: {} error(s)", path.display(), errors.0.len());
         ExitCode::from(2)
@@ -109,9 +110,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { print } => match load(&cli.config) {
-            Ok(config) if print => match Config::redacted_yaml(&cli.config, &ProcessEnv) {
+            Ok(runtime) if print => match Config::redacted_yaml(&cli.config, &ProcessEnv) {
                 Ok(text) => {
-                    eprintln!("{}: ok ({} tenant(s))", cli.config.display(), config.tenants.len());
+                    eprintln!("{}: ok ({} tenant(s))", cli.config.display(), runtime.tenants().len());
                     println!("# {} (secrets redacted)\n{text}", cli.config.display());
                     ExitCode::SUCCESS
                 }
@@ -120,8 +121,8 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             },
-            Ok(config) => {
-                println!("{}: ok ({} tenant(s))", cli.config.display(), config.tenants.len());
+            Ok(runtime) => {
+                println!("{}: ok ({} tenant(s))", cli.config.display(), runtime.tenants().len());
                 ExitCode::SUCCESS
             }
             Err(code) => code,
@@ -131,14 +132,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Explain { tenant, phone, usage, code, logto, json } => {
-            let config = match load(&cli.config) {
-                Ok(config) => config,
+            let gateway_runtime = match load(&cli.config) {
+                Ok(runtime) => runtime,
                 Err(code) => return code,
             };
             let input = smsgate::explain::Input { tenant, phone, usage, code, logto };
             // A small runtime: explain may read the live counts from Redis.
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-            match runtime.block_on(smsgate::explain::explain(config, SystemClock::shared(), &input)) {
+            match runtime.block_on(smsgate::explain::explain(gateway_runtime, SystemClock::shared(), &input)) {
                 Ok(report) if json => {
                     println!("{}", serde_json::to_string_pretty(&report.to_json()).unwrap_or_default());
                     ExitCode::SUCCESS
@@ -158,12 +159,12 @@ fn main() -> ExitCode {
                 Ok(guard) => guard,
                 Err(code) => return code,
             };
-            let config = match load(&cli.config) {
-                Ok(config) => config,
+            let gateway_runtime = match load(&cli.config) {
+                Ok(runtime) => runtime,
                 Err(code) => return code,
             };
             // One worker: a single-threaded runtime, with no work stealing or cross-thread wake-ups.
-            let mut builder = match config.server.workers {
+            let mut builder = match gateway_runtime.config().server.workers {
                 1 => tokio::runtime::Builder::new_current_thread(),
                 n => {
                     let mut b = tokio::runtime::Builder::new_multi_thread();
@@ -172,7 +173,7 @@ fn main() -> ExitCode {
                 }
             };
             let runtime = builder.enable_all().build().expect("tokio runtime");
-            match runtime.block_on(serve(cli.config, config)) {
+            match runtime.block_on(serve(cli.config, gateway_runtime)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "gateway stopped");
@@ -183,15 +184,14 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(path: PathBuf, config: Config) -> std::io::Result<()> {
-    let listen = config.server.listen;
-    let listener = smsgate::server::bind(listen)?;
-    let tencent = config.server.tencent_listen.map(smsgate::server::bind).transpose()?;
-    let admin = config.server.admin_listen.map(smsgate::server::bind).transpose()?;
-    let server = &config.server;
+async fn serve(path: PathBuf, runtime: Runtime) -> std::io::Result<()> {
+    let server = &runtime.config().server;
+    let listener = smsgate::server::bind(server.listen)?;
+    let tencent = server.tencent_listen.map(smsgate::server::bind).transpose()?;
+    let admin = server.admin_listen.map(smsgate::server::bind).transpose()?;
     let (main_tls, tencent_tls, admin_tls) =
         (server.tls.is_some(), server.tencent_tls.is_some(), server.admin_tls.is_some());
-    let gateway = Gateway::new(config, SystemClock::shared());
+    let gateway = Gateway::from_runtime(runtime, SystemClock::shared());
     // Signal handlers are in place before the gateway says it listens: a SIGHUP or SIGTERM sent as soon as
     // it does must reload or stop it, not meet the default action (a SIGHUP would kill it).
     use tokio::signal::unix::{signal, SignalKind};

@@ -20,6 +20,7 @@ use crate::policy::spend::{Reservation, SpendLedger};
 use crate::policy::{Decision, Limiter, Subject};
 use crate::providers::tencent::client::Dispatched;
 use crate::providers::tencent::{OutboundSms, PreparedRequest, TencentClient};
+use crate::runtime::LiveTenant;
 use crate::script::{Routed, ScriptReport};
 use crate::sms::{Accepted, Delivery};
 use crate::sms::{CallerMessage, PhoneInput, SendRequest};
@@ -239,7 +240,7 @@ impl Services {
     /// duration includes the wait for one); the request travels there and back without a copy.
     pub async fn check(
         &self,
-        tenant: &Tenant,
+        tenant: &LiveTenant,
         request: SendRequest,
         trail: &mut Trail,
     ) -> Result<Checked, GatewayError> {
@@ -251,7 +252,7 @@ impl Services {
     /// and its extra fields as they are.
     pub async fn check_with(
         &self,
-        tenant: &Tenant,
+        tenant: &LiveTenant,
         mut request: SendRequest,
         caller: Option<&CallerMessage>,
         trail: &mut Trail,
@@ -335,13 +336,13 @@ impl Services {
     /// For `explain`: every stage up to the network, with limits judged but not consumed.
     pub async fn plan(
         &self,
-        tenant: &Tenant,
+        tenant: &LiveTenant,
         request: SendRequest,
         trail: &mut Trail,
     ) -> Result<Planned, GatewayError> {
         let checked = self.check(tenant, request, trail).await?;
         if trail.test_number {
-            let request = self.tencent.prepare_next(&tenant.tencent, &checked.sms);
+            let request = self.tencent.prepare_next(&tenant.tencent, &tenant.providers.tencent, &checked.sms);
             return Ok(Planned { sms: checked.sms, request });
         }
         trail.protection = self.feedback.report(tenant, &checked.phone);
@@ -355,12 +356,12 @@ impl Services {
         if let Some(denied) = denied {
             return Err(denied);
         }
-        let request = self.tencent.prepare_next(&tenant.tencent, &checked.sms);
+        let request = self.tencent.prepare_next(&tenant.tencent, &tenant.providers.tencent, &checked.sms);
         Ok(Planned { sms: checked.sms, request })
     }
 
     /// The whole pipeline for one request.
-    pub async fn send(self: &Arc<Self>, tenant: &Arc<Tenant>, request: SendRequest, trail: &mut Trail) -> Outcome {
+    pub async fn send(self: &Arc<Self>, tenant: &Arc<LiveTenant>, request: SendRequest, trail: &mut Trail) -> Outcome {
         let checked = self.check(tenant, request, trail).await?;
         if trail.test_number {
             // The auth server generates its own code; whether it matches the configured one is logged (never
@@ -392,7 +393,7 @@ impl Services {
     /// settle; then remembers it, shares its answer and completes its de-duplication ticket.
     async fn finish_in_task(
         self: &Arc<Self>,
-        tenant: &Arc<Tenant>,
+        tenant: &Arc<LiveTenant>,
         commit: Commit,
         memo: Option<Memo>,
         shared_key: Option<String>,
@@ -407,7 +408,7 @@ impl Services {
                 Commit::Admitted(admitted) => services.deliver_admitted(&tenant, admitted, &mut owned).await,
                 Commit::Checked(checked) => services.commit_and_send(&tenant, checked, &mut owned).await,
             };
-            services.remember_accepted(&tenant, memo, &owned.request_id, &outcome);
+            services.remember_accepted(tenant.spec(), memo, &owned.request_id, &outcome);
             if let Some(key) = shared_key {
                 services.share_outcome(&tenant, &key, &outcome).await;
             }
@@ -430,7 +431,7 @@ impl Services {
     /// it, and a denial costs neither a task nor a de-duplication entry. Only an admitted send gets a task.
     async fn send_local(
         self: &Arc<Self>,
-        tenant: &Arc<Tenant>,
+        tenant: &Arc<LiveTenant>,
         checked: Checked,
         memo: Option<Memo>,
         trail: &mut Trail,
@@ -676,9 +677,9 @@ impl Services {
     }
 
     /// Dry run: signed and logged, never transmitted; the reservation is kept (it counts as a send).
-    async fn dry_run(&self, tenant: &Tenant, admitted: Admitted) -> Outcome {
+    async fn dry_run(&self, tenant: &LiveTenant, admitted: Admitted) -> Outcome {
         let sms = admitted.checked.sms;
-        let request = self.tencent.prepare_next(&tenant.tencent, &sms);
+        let request = self.tencent.prepare_next(&tenant.tencent, &tenant.providers.tencent, &sms);
         tracing::info!(
             tenant = %tenant.name,
             endpoint = %request.url,
@@ -730,13 +731,13 @@ impl Services {
     }
 
     /// Admit, deliver, settle: the stages that consume something, for one number.
-    async fn commit_and_send(&self, tenant: &Tenant, checked: Checked, trail: &mut Trail) -> Outcome {
+    async fn commit_and_send(&self, tenant: &LiveTenant, checked: Checked, trail: &mut Trail) -> Outcome {
         let admitted = self.admit(tenant, checked, trail).await?;
         self.deliver_admitted(tenant, admitted, trail).await
     }
 
     /// Deliver and settle an admitted send (or sign and log it in a dry run).
-    async fn deliver_admitted(&self, tenant: &Tenant, admitted: Admitted, trail: &mut Trail) -> Outcome {
+    async fn deliver_admitted(&self, tenant: &LiveTenant, admitted: Admitted, trail: &mut Trail) -> Outcome {
         let account = &tenant.tencent;
         if account.dry_run {
             return self.dry_run(tenant, admitted).await;
@@ -752,7 +753,7 @@ impl Services {
         };
         // Boxed: the client's future is large, and this task's is moved whole into its spawned cell, on
         // denied requests too.
-        let result = Box::pin(self.tencent.deliver(account, &sms)).await;
+        let result = Box::pin(self.tencent.deliver(account, &tenant.providers.tencent, &sms)).await;
         guard.finish();
         trail.upstream_latency = Some(started.elapsed());
         self.settle(reservation, sms.template_id, result, trail).await

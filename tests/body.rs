@@ -85,7 +85,7 @@ async fn regression_slow_body_gets_408_and_the_connection_closes() {
 async fn body_readers_are_bounded_per_tenant() {
     let mock = MockTencent::start(SECRET_KEY).await;
     let gw = TestGateway::start(compile(&yaml(&mock.endpoint(), "  body_timeout: 30s\n  max_body_readers: 2"))).await;
-    let acme = gw.gateway.config().tenant("acme").unwrap().clone();
+    let acme = gw.gateway.runtime().tenant("acme").unwrap().clone();
     let body = native("+8613800138000", "SignIn", "123456");
     let framing = format!("Content-Length: {}\r\n", body.len());
 

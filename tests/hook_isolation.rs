@@ -58,13 +58,13 @@ async fn fast_then_slow(gw: &TestGateway) {
 }
 
 fn hostile_paths(gw: &TestGateway) -> CallPaths {
-    let tenant = gw.gateway.config().tenant("hostile").unwrap().clone();
+    let tenant = gw.gateway.runtime().tenant("hostile").unwrap().clone();
     tenant.script.as_ref().expect("a hook").call_paths()
 }
 
 /// Waits until the hostile tenant's calls hold their share of the hook threads and more wait behind.
 async fn hostile_calls_running(gw: &TestGateway) {
-    let tenant = gw.gateway.config().tenant("hostile").unwrap().clone();
+    let tenant = gw.gateway.runtime().tenant("hostile").unwrap().clone();
     let hook = tenant.script.as_ref().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -347,7 +347,7 @@ async fn regression_costly_library_calls_end_with_the_budget() {
     healthy(&gw).await;
     // A script that keeps strings longer than a slice may allocate never runs inline: one instruction on
     // them (`<`, `..`) could hold the worker too long between two looks at the clock.
-    let tenant = gw.gateway.config().tenant("hostile").unwrap().clone();
+    let tenant = gw.gateway.runtime().tenant("hostile").unwrap().clone();
     let paths = tenant.script.as_ref().unwrap().call_paths();
     assert_eq!((paths.inline, paths.overruns), (0, 0), "{paths:?}");
     assert!(paths.pooled >= 31, "{paths:?}");
@@ -384,7 +384,7 @@ end
 async fn regression_hostile_doors_end_within_the_inline_slice() {
     let extra = "    script_limits: { instructions: 100000000, time: 1s }";
     let (_mock, gw, _dir) = hooks::gateway(&tenants(DOORS, extra)).await;
-    let tenant = gw.gateway.config().tenant("hostile").unwrap().clone();
+    let tenant = gw.gateway.runtime().tenant("hostile").unwrap().clone();
     let hook = tenant.script.as_ref().unwrap();
     all_cut_off_inline(
         hook,
@@ -433,7 +433,7 @@ async fn regression_hostile_doors_end_within_the_inline_slice() {
     }
 
     let (_mock, gw, _dir) = hooks::gateway(&tenants(COSTLY_SMALL, extra)).await;
-    let tenant = gw.gateway.config().tenant("hostile").unwrap().clone();
+    let tenant = gw.gateway.runtime().tenant("hostile").unwrap().clone();
     let hook = tenant.script.as_ref().unwrap();
     all_cut_off_inline(
         hook,
@@ -456,7 +456,7 @@ async fn regression_hostile_doors_end_within_the_inline_slice() {
     // tries inline and overruns, the call is made again on a hook thread and ends with the call's own
     // deadline; the calls after it go straight there; the gateway answers meanwhile.
     let (_mock, gw, _dir) = hooks::gateway(&tenants(COSTLY_SMALL, extra)).await;
-    let tenant = gw.gateway.config().tenant("hostile").unwrap().clone();
+    let tenant = gw.gateway.runtime().tenant("hostile").unwrap().clone();
     let hook = tenant.script.as_ref().unwrap();
     let before = hook.call_paths();
     let (flooded, ()) = tokio::join!(
@@ -521,7 +521,7 @@ end
 "#;
     let extra = "    script_limits: { time: 50ms }";
     let (mock, gw, _dir) = hooks::gateway(&tenants(source, extra)).await;
-    let hook_of = || gw.gateway.config().tenant("hostile").unwrap().clone();
+    let hook_of = || gw.gateway.runtime().tenant("hostile").unwrap().clone();
     for which in ["budget", "caught", "memory", "memory_caught", "deadline"] {
         send(&gw, HOSTILE_TOKEN, which).await.assert_error(500, "script_error");
         for _ in 0..3 {

@@ -8,6 +8,7 @@ use smsgate::config::{Config, ConfigErrors};
 use smsgate::error::GatewayError;
 use smsgate::pipeline::Trail;
 use smsgate::sms::{PhoneInput, SendRequest};
+use smsgate::Runtime;
 use std::path::{Path, PathBuf};
 
 /// A tenant `hooked` running `script` (relative to the config file in `dir`), plus anything in `extra`
@@ -48,6 +49,11 @@ tenants:
 
 fn load(yaml: &str, dir: &Path) -> Result<Config, ConfigErrors> {
     Config::from_yaml(yaml, &dir.join("gateway.yaml"), &env())
+}
+
+/// [`load`], then the runtime built (scripts compiled).
+fn build(yaml: &str, dir: &Path) -> Result<Runtime, ConfigErrors> {
+    Runtime::from_yaml(yaml, &dir.join("gateway.yaml"), &env())
 }
 
 fn crate_dir() -> PathBuf {
@@ -138,7 +144,7 @@ async fn premium_block_script_rejects_with_403_and_nothing_reaches_tencent() {
         assert!(metrics.contains(expected), "missing {expected}\n{metrics}");
     }
     // A one-line hook is answered inline, on the async worker, with no hand-off to the hook threads.
-    let tenant = gw.gateway.config().tenant("hooked").unwrap().clone();
+    let tenant = gw.gateway.runtime().tenant("hooked").unwrap().clone();
     let paths = tenant.script.as_ref().unwrap().call_paths();
     assert!(paths.inline >= 1 && paths.inline + paths.pooled == 2, "{paths:?}");
 }
@@ -183,7 +189,7 @@ async fn hostile_scripts_fail_with_script_error_while_a_parallel_request_succeed
 #[tokio::test]
 async fn script_errors_name_the_file_and_line() {
     let (_mock, gw, _dir) = inline(HOSTILE, "").await;
-    let tenant = gw.gateway.config().tenant("hooked").unwrap().clone();
+    let tenant = gw.gateway.runtime().tenant("hooked").unwrap().clone();
     let expect = [
         ("loop", "scripts/test.lua:4: instruction budget exhausted"),
         ("memory", "scripts/test.lua: memory limit exceeded"),
@@ -271,7 +277,7 @@ end
 #[tokio::test]
 async fn hook_memory_does_not_grow_across_10000_calls() {
     let (_mock, gw) = shipped("scripts/mainland.lua").await;
-    let tenant = gw.gateway.config().tenant("hooked").unwrap().clone();
+    let tenant = gw.gateway.runtime().tenant("hooked").unwrap().clone();
     let hook = tenant.script.as_ref().unwrap();
     let run = |n: u32| {
         let (gw, tenant) = (&gw, &tenant);
@@ -297,7 +303,7 @@ fn config_errors_for_scripts_point_at_the_key_and_the_script_line() {
     std::fs::write(dir.path().join("scripts/bad.lua"), "function on_send(req)\n  if then\nend\n").unwrap();
     std::fs::write(dir.path().join("scripts/none.lua"), "local x = 1\n").unwrap();
     let errors = |script: &str, extra: &str| -> Vec<String> {
-        match load(&hooked_yaml("http://127.0.0.1:9", script, extra), dir.path()) {
+        match build(&hooked_yaml("http://127.0.0.1:9", script, extra), dir.path()) {
             Ok(_) => panic!("{script} should fail"),
             Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
         }
@@ -325,8 +331,8 @@ fn script_limits_apply() {
         "scripts/locale.lua",
         "    script_limits: { instructions: 50000, memory: 512KiB }\n    on_script_error: skip",
     );
-    let config = load(&yaml, &crate_dir()).unwrap_or_else(|e| panic!("{e}"));
-    let hook = config.tenant("hooked").unwrap().script.as_ref().unwrap();
+    let runtime = build(&yaml, &crate_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let hook = runtime.tenant("hooked").unwrap().script.as_ref().unwrap();
     assert_eq!((hook.limits.instructions, hook.limits.memory), (50_000, 512 << 10));
     assert_eq!(hook.on_error, smsgate::script::OnScriptError::Skip);
     assert_eq!(hook.path(), "scripts/locale.lua");
@@ -355,7 +361,7 @@ async fn reload_compiles_the_new_script_and_keeps_the_old_one_on_a_syntax_error(
 #[tokio::test]
 async fn explain_shows_what_the_hook_changed() {
     let yaml = hooked_yaml("http://127.0.0.1:9", "scripts/international.lua", "");
-    let config = load(&yaml, &crate_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let runtime = build(&yaml, &crate_dir()).unwrap_or_else(|e| panic!("{e}"));
     let input = smsgate::explain::Input {
         tenant: "hooked".into(),
         phone: "+14155550100".into(),
@@ -363,7 +369,7 @@ async fn explain_shows_what_the_hook_changed() {
         code: "123456".into(),
         logto: false,
     };
-    let report = smsgate::explain::explain(config, smsgate::clock::SystemClock::shared(), &input).await.unwrap();
+    let report = smsgate::explain::explain(runtime, smsgate::clock::SystemClock::shared(), &input).await.unwrap();
     let text = report.to_string();
     for expected in [
         "normalize  +14155550100 -> +14155550100 (country US)",

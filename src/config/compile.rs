@@ -6,9 +6,9 @@ use super::check::{is_name, Compiler, Problem, MIN_TOKEN_LEN};
 use super::interp::Env;
 use super::model::*;
 use super::raw::*;
+use super::script::{OnScriptError, ScriptLimits, ScriptSpec, Settings, MAX_SCRIPT_BYTES, TIME_RANGE};
 use super::tokens::TokenTable;
 use super::Secret;
-use crate::script::{OnScriptError, ScriptHook, ScriptLimits, Settings};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -68,7 +68,7 @@ pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, V
             c.problem(format!("{path}.tokens"), "list at least one token");
         }
         // A tenant that fails leaves a None, keeping indexes aligned with the token table.
-        let tenant = compile_tenant(&mut c, name, &path, raw_tenant, base_dir, &server, env);
+        let tenant = compile_tenant(&mut c, name, &path, raw_tenant, base_dir, env);
         for (i, client) in tenant.iter().flat_map(|t| t.sdk_clients.iter().enumerate()) {
             if let Some((other, _)) = sdk_clients.insert(client.secret_id.clone(), (index, i)) {
                 let other_name = raw.tenants.keys().nth(other).map(String::as_str).unwrap_or("?");
@@ -266,7 +266,6 @@ fn compile_tenant(
     path: &str,
     raw: &RawTenant,
     base_dir: &Path,
-    server: &ServerSettings,
     env: &dyn Env,
 ) -> Option<Tenant> {
     let before = c.problems.len();
@@ -366,7 +365,6 @@ fn compile_tenant(
         conversion: feedback.conversion,
         protection: feedback.protection,
         webhook: feedback.webhook,
-        body_readers: Arc::new(tokio::sync::Semaphore::new(server.max_body_readers)),
         supabase,
         sdk_clients,
         sdk_passthrough,
@@ -442,7 +440,7 @@ fn compile_script(
     raw: &RawTenant,
     base_dir: &Path,
     settings: Settings,
-) -> Option<ScriptHook> {
+) -> Option<ScriptSpec> {
     let mut limits = ScriptLimits::default();
     if let Some(l) = &raw.script_limits {
         if let Some(n) = l.instructions {
@@ -466,7 +464,7 @@ fn compile_script(
             }
         }
         let p = format!("{path}.script_limits.time");
-        limits.time = c.duration(&p, l.time.as_ref(), limits.time, crate::script::TIME_RANGE);
+        limits.time = c.duration(&p, l.time.as_ref(), limits.time, TIME_RANGE);
     }
     let mut on_error = OnScriptError::Reject;
     if let Some(s) = &raw.on_script_error {
@@ -490,10 +488,13 @@ fn compile_script(
     };
     let p = format!("{path}.script");
     let written = c.required(&p, script)?;
-    match ScriptHook::load(&written, &base_dir.join(&written), settings, limits, on_error) {
-        Ok(hook) => Some(hook),
-        Err(message) => {
-            c.problem(&p, message);
+    // Regular files only, read with a bound: a FIFO or a device must not hang or exhaust the config load.
+    match crate::files::read_text(&base_dir.join(&written), MAX_SCRIPT_BYTES) {
+        Ok(source) => {
+            Some(ScriptSpec { path: written, source: source.into(), settings, limits, on_error, location: None })
+        }
+        Err(e) => {
+            c.problem(&p, format!("cannot read {written}: {e}"));
             None
         }
     }
@@ -613,7 +614,6 @@ fn compile_tencent(
         retry_maybe_sent: raw.retry_maybe_sent.unwrap_or(false),
         international_sign_name,
         roots,
-        preferred_credentials: Default::default(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! Configuration: `gateway.yaml` is read (bounded) into a checked YAML tree, deserialized into raw serde types
 //! (every unknown key is an error, `${VAR}` expanded), then compiled into a validated [`Config`]. Every error
-//! is reported as `file:line:col: key.path: message`.
+//! is reported as `file:line:col: key.path: message`. The compiled config is inert (values, and the files it
+//! names, read): runtime state lives in runtime.rs, built by Runtime::build, dropped with it on reload.
 
 mod check;
 mod compile;
@@ -18,6 +19,7 @@ mod locate;
 mod model;
 mod raw;
 mod redis;
+mod script;
 mod secret;
 mod tokens;
 mod yaml;
@@ -28,10 +30,15 @@ pub use duration::parse_duration;
 pub use feedback::MAX_PROTECTION_PREFIX;
 pub use interp::{Env, ProcessEnv};
 pub use model::*;
+pub use script::{
+    OnScriptError, ScriptLimits, ScriptSpec, Settings, DEFAULT_INSTRUCTIONS, DEFAULT_MEMORY, DEFAULT_TIME,
+    MAX_SCRIPT_BYTES, TIME_RANGE,
+};
 pub use secret::Secret;
 
 use locate::Locator;
 use std::fmt;
+use std::sync::Arc;
 use yaml::Problem;
 
 /// The config file is read only up to this size (8 MiB).
@@ -104,8 +111,8 @@ impl Config {
     ///
     /// Three passes, each reporting every problem it finds: the YAML tree (syntax, duplicate keys, alias
     /// budget, depth), deserialization (unknown keys, `${VAR}` references, types: a type error stops this
-    /// pass), and `compile` (values, scripts). A key with a problem from an earlier pass gets no follow-on
-    /// error from a later one.
+    /// pass), and `compile` (values; script files are read here, compiled by `Runtime::build`). A key with a
+    /// problem from an earlier pass gets no follow-on error from a later one.
     pub fn from_yaml(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigErrors> {
         let error = |p: Problem| ConfigError {
             file: path.to_path_buf(),
@@ -121,7 +128,8 @@ impl Config {
         problems.extend(cx.into_problems());
         let config = match raw {
             Ok(raw) => match compile::compile(raw, path, env) {
-                Ok(config) => {
+                Ok(mut config) => {
+                    locate_scripts(&mut config, &doc);
                     // A literal default is a guessable secret, except where nothing is ever sent (a demo).
                     let dry_run = |key: &str| {
                         let tenant = key.strip_prefix("tenants.").and_then(|rest| rest.split('.').next());
@@ -204,6 +212,21 @@ fn to_yaml(value: serde_json::Value) -> yaml_rust2::Yaml {
                 .map(|(k, v)| (Yaml::String(k), to_yaml(v)))
                 .collect(),
         ),
+    }
+}
+
+/// Records where each tenant's `script:` key is, for the errors of compiling the script (`Runtime::build`).
+fn locate_scripts(config: &mut Config, doc: &yaml::Document) {
+    if config.tenants.iter().all(|t| t.script.is_none()) {
+        return;
+    }
+    let locator = Locator::new(doc);
+    // The tenants were just compiled: nothing else holds them yet.
+    for tenant in config.tenants.iter_mut().filter_map(Arc::get_mut) {
+        let key = format!("tenants.{}.script", tenant.name);
+        if let Some(script) = &mut tenant.script {
+            script.location = locator.find(&key).map(|m| (m.line, m.column));
+        }
     }
 }
 

@@ -1,14 +1,14 @@
 //! The compiled, validated configuration: types that cannot hold a bad value. Built by `compile`, read by
-//! every pipeline stage, swapped whole on reload.
+//! every pipeline stage, swapped whole on reload. Inert: runtime state lives in runtime.rs, built by
+//! Runtime::build, dropped with it on reload.
 
-use super::Secret;
+use super::{ScriptSpec, Secret};
 pub use crate::phone::NumberType;
 use phonenumber::country;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -183,8 +183,8 @@ pub struct Tenant {
     /// With them, `templates` serve mainland numbers (+86) only and these serve every other number.
     pub international_templates: Option<Templates>,
     pub limits: Vec<LimitRule>,
-    /// The tenant's Lua hook, compiled, with its pool of states.
-    pub script: Option<crate::script::ScriptHook>,
+    /// The tenant's Lua hook, read; `Runtime::build` compiles it.
+    pub script: Option<ScriptSpec>,
     /// E.164 digits -> configured code. Requests for these numbers are answered as sent, never sent upstream
     /// and never counted.
     pub test_numbers: HashMap<u64, String>,
@@ -202,9 +202,6 @@ pub struct Tenant {
     pub protection: Vec<ProtectionRule>,
     /// Relay of delivery receipts and conversions (requires `conversion`).
     pub webhook: Option<WebhookTarget>,
-    /// Slots for reading this tenant's request bodies (`server.max_body_readers`): a tenant whose callers
-    /// trickle bodies slowly holds at most these, never another tenant's. Runtime state; a reload starts afresh.
-    pub body_readers: Arc<tokio::sync::Semaphore>,
     /// The Supabase Auth Send SMS hook, when the tenant takes it.
     pub supabase: Option<SupabaseHook>,
     /// Credentials of the tenant's callers of the Tencent-compatible API (never the real Tencent keys).
@@ -398,7 +395,9 @@ impl Tenant {
 
 #[derive(Debug)]
 pub struct TencentAccount {
-    /// The current key pair first, then the optional next one (rotation).
+    /// The current key pair first, then the optional next one (rotation). Which one the client signs with
+    /// first is runtime state (`tencent::AccountState`): it lives in runtime.rs, built by Runtime::build,
+    /// dropped with it on reload.
     pub credentials: Vec<Credentials>,
     pub sign_name: Option<String>,
     pub sdk_app_id: String,
@@ -414,9 +413,6 @@ pub struct TencentAccount {
     pub international_sign_name: Option<String>,
     /// Certificates trusted besides the built-in roots (`tencent.ca_file`), for every endpoint.
     pub roots: Option<Arc<TrustRoots>>,
-    /// Which key pair to sign with first. Runtime state (the client switches it when Tencent refuses one
-    /// pair and accepts the other); a reload starts again from the current pair.
-    pub preferred_credentials: AtomicUsize,
 }
 
 #[derive(Debug, Clone)]

@@ -25,6 +25,7 @@ use crate::policy::{Limiter, RedisStore};
 use crate::protection::{self, Event, KeyReport, KeySource, ProtectionTable};
 use crate::providers::Conversions;
 use crate::relay::Relay;
+use crate::runtime::LiveTenant;
 use prometheus_client::metrics::counter::Counter;
 use sends::TenantSends;
 use signals::StatusReport;
@@ -328,7 +329,7 @@ impl Feedback {
     /// one conversion), and gives the number its pass through blocked keys.
     pub async fn verify(
         &self,
-        tenant: &Arc<Tenant>,
+        tenant: &LiveTenant,
         phone: &Phone,
         request_id: Option<&str>,
         limiter: &Limiter,
@@ -365,7 +366,7 @@ impl Feedback {
 
     fn on_conversion(
         &self,
-        tenant: &Arc<Tenant>,
+        tenant: &LiveTenant,
         conversion: &ConversionSettings,
         send: &SendInfo,
         phone: &Phone,
@@ -376,7 +377,7 @@ impl Feedback {
         let seconds = now.saturating_sub(send.at_ms) as f64 / 1000.0;
         self.telemetry.verify_latency.get_or_create(&TenantLabels { tenant: tenant.name.to_string() }).observe(seconds);
         if conversion.report_to_tencent && !send.serial.is_empty() {
-            self.reporter.enqueue(tenant, &send.serial, (now / 1000) as i64);
+            self.reporter.enqueue(tenant.spec(), &tenant.providers, &send.serial, (now / 1000) as i64);
         }
         if let Some(target) = &tenant.webhook {
             let data = serde_json::json!({

@@ -13,6 +13,7 @@ use crate::error::GatewayError;
 use crate::feedback::Memo;
 use crate::phone::Masked;
 use crate::providers::tencent::client::{Call, Dispatched, Entry, Unconfirmed};
+use crate::runtime::LiveTenant;
 use crate::sms::{Accepted, CallExtras, Delivery};
 use crate::sms::{CallerMessage, SendRequest};
 use std::sync::Arc;
@@ -67,7 +68,7 @@ impl Services {
     /// results are in the same order.
     pub async fn send_batch(
         self: &Arc<Self>,
-        tenant: &Arc<Tenant>,
+        tenant: &Arc<LiveTenant>,
         requests: Vec<SendRequest>,
         message: &CallerMessage,
         trails: &mut Vec<Trail>,
@@ -165,7 +166,7 @@ impl Services {
     /// Admit each number, deliver the admitted ones call by call, settle each on its own entry.
     async fn commit_batch(
         self: &Arc<Self>,
-        tenant: &Arc<Tenant>,
+        tenant: &Arc<LiveTenant>,
         firsts: Vec<First>,
         trails: &mut [Trail],
     ) -> Vec<(usize, NumberResult)> {
@@ -203,7 +204,7 @@ impl Services {
     /// One SendSms call for numbers that share a message, and the settlement of each.
     async fn call(
         self: &Arc<Self>,
-        tenant: &Arc<Tenant>,
+        tenant: &Arc<LiveTenant>,
         members: Vec<Held>,
         trails: &mut [Trail],
     ) -> Vec<(usize, NumberResult)> {
@@ -212,7 +213,7 @@ impl Services {
         if account.dry_run {
             for Held { index, admitted, ticket, shared_key, memo } in members {
                 let outcome = self.dry_run(tenant, admitted).await;
-                self.remember_accepted(tenant, memo, &trails[index].request_id, &outcome);
+                self.remember_accepted(tenant.spec(), memo, &trails[index].request_id, &outcome);
                 self.finish(tenant, ticket, shared_key, &outcome).await;
                 settled.push((index, outcome.into()));
             }
@@ -232,7 +233,7 @@ impl Services {
             },
             finished: false,
         };
-        let result = Box::pin(self.tencent.deliver_many(account, &sms, &numbers)).await;
+        let result = Box::pin(self.tencent.deliver_many(account, &tenant.providers.tencent, &sms, &numbers)).await;
         guard.finish();
         let took = started.elapsed();
         let now = self.clock.unix_seconds();
@@ -267,7 +268,7 @@ impl Services {
             let trail = &mut trails[index];
             trail.upstream_latency = Some(took);
             let outcome = self.settle(reservation, checked.sms.template_id, number_result, trail).await;
-            self.remember_accepted(tenant, memo, &trail.request_id, &outcome);
+            self.remember_accepted(tenant.spec(), memo, &trail.request_id, &outcome);
             self.finish(tenant, ticket, shared_key, &outcome).await;
             settled.push((index, NumberResult { outcome, entry }));
         }

@@ -33,11 +33,18 @@ pub struct ReportLabels {
     pub result: String,
 }
 
+/// What the providers' clients learn of one tenant's accounts while serving (Tencent: the key pair it signs
+/// with first). Runtime state: held by the runtime's live tenant, made afresh on reload.
+#[derive(Debug, Default)]
+pub struct States {
+    pub tencent: Arc<tencent::AccountState>,
+}
+
 /// What a provider offers the feedback loop: being told which of its messages were verified (Tencent's
 /// ReportConversion). Reports wait in per-tenant lanes and are sent by workers: `enqueue` never waits.
 pub trait Conversions: Send + Sync {
     /// Queues one verified message (`message_id`: the provider's id, Tencent's SerialNo) verified at `at_unix`.
-    fn enqueue(&self, tenant: &Arc<Tenant>, message_id: &str, at_unix: i64);
+    fn enqueue(&self, tenant: &Arc<Tenant>, states: &States, message_id: &str, at_unix: i64);
     /// Reporting comes back on for every tenant (a reload: the account may have been allowed since).
     fn reset(&self);
     /// Starts the workers on the current runtime (once; later calls do nothing).

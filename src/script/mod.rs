@@ -1,13 +1,14 @@
 //! Script stage: a tenant's Lua hook (`on_send(req)`) may rewrite the number, usage, params, template, sign
 //! name or region, or refuse the request. Whatever it changes is checked again here, as strictly as ingress
-//! and config values are. Scripts compile with the config; a pool of ready Lua states per script serves the
-//! calls, so no request compiles anything. A call is first tried inline, on the async worker, within a
-//! small slice of its budget (`inline.rs`); one that overruns the slice, finds no ready state or finds the
-//! hook's lane busy runs on the hook threads (`pool.rs`) with the whole budget: an instruction budget, a
-//! deadline and a memory limit (`meter.rs`) that every way Lua code can run and every costly library
-//! function (`strlib.rs`, `pattern.rs`) pays into. States are built only at load and on the hook threads.
-//! The hook never reaches files, the network, the environment or the process (see `sandbox.rs` and
-//! `prelude.lua`).
+//! and config values are. The config holds the script as read ([`ScriptSpec`]: source, settings, limits,
+//! error policy); [`ScriptHook::build`] compiles it when the runtime is built (`Runtime::build`, at start and
+//! on reload), and a pool of ready Lua states per script serves the calls, so no request compiles anything.
+//! A call is first tried inline, on the async worker, within a small slice of its budget (`inline.rs`); one
+//! that overruns the slice, finds no ready state or finds the hook's lane busy runs on the hook threads
+//! (`pool.rs`) with the whole budget: an instruction budget, a deadline and a memory limit (`meter.rs`) that
+//! every way Lua code can run and every costly library function (`strlib.rs`, `pattern.rs`) pays into.
+//! States are built only at load and on the hook threads. The hook never reaches files, the network, the
+//! environment or the process (see `sandbox.rs` and `prelude.lua`).
 
 mod inline;
 mod meter;
@@ -16,7 +17,10 @@ mod pool;
 mod sandbox;
 mod strlib;
 
-use crate::config::Tenant;
+pub use crate::config::{
+    OnScriptError, ScriptLimits, ScriptSpec, Settings, DEFAULT_INSTRUCTIONS, DEFAULT_MEMORY, DEFAULT_TIME, TIME_RANGE,
+};
+use crate::config::{Tenant, MAX_SCRIPT_BYTES};
 use crate::error::GatewayError;
 use crate::phone::{mask_numbers, Phone};
 use crate::sms::SendRequest;
@@ -25,58 +29,12 @@ pub use pool::Load;
 use sandbox::{Attempt, Sandbox};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::oneshot;
 
-pub const DEFAULT_INSTRUCTIONS: u32 = 200_000;
-pub const DEFAULT_MEMORY: usize = 1 << 20;
-pub const DEFAULT_TIME: Duration = Duration::from_millis(10);
-/// The range of `script_limits.time`.
-pub const TIME_RANGE: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(1));
-const MAX_SCRIPT_BYTES: u64 = 1 << 20;
 const MAX_REJECT_CHARS: usize = 100;
 const MAX_PARAMS: usize = 16;
 const MAX_PARAM_CHARS: usize = 64;
 const MAX_SHORT: usize = 64;
-
-/// Per-call budgets of a hook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScriptLimits {
-    /// Lua VM instructions one call may run (counted in steps of 100), library work included at its
-    /// instruction price.
-    pub instructions: u32,
-    /// Bytes one call may allocate beyond what the loaded script holds; also the most the loaded script
-    /// may hold.
-    pub memory: usize,
-    /// Wall-clock time one call may run, from the moment a hook thread starts it.
-    pub time: Duration,
-}
-
-impl Default for ScriptLimits {
-    fn default() -> Self {
-        ScriptLimits { instructions: DEFAULT_INSTRUCTIONS, memory: DEFAULT_MEMORY, time: DEFAULT_TIME }
-    }
-}
-
-/// What a failing hook (error, overrun, bad return) does to the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnScriptError {
-    /// `500 script_error`: a broken policy must not be bypassed silently.
-    Reject,
-    /// Log it and go on as if the tenant had no hook.
-    Skip,
-}
-
-/// Read-only tenant settings the script sees as `smsgate.tenant`. Never a secret.
-#[derive(Debug, Clone, Default)]
-pub struct Settings {
-    pub name: String,
-    pub default_country: Option<String>,
-    pub sign_name: Option<String>,
-    pub region: Option<String>,
-    pub sdk_app_id: Option<String>,
-    pub templates: Vec<(String, String)>,
-}
 
 /// One request as the hook sees it.
 #[derive(Clone)]
@@ -135,7 +93,7 @@ pub struct ScriptHook {
 
 struct Inner {
     path: String,
-    source: String,
+    source: Arc<str>,
     settings: Settings,
     tenant: Arc<str>,
     limits: ScriptLimits,
@@ -178,8 +136,15 @@ pub enum CallError {
 }
 
 impl ScriptHook {
+    /// Compiles a tenant's script as the config read it and fills the pool: one state per call the hook may
+    /// run at once. The error names the script and the line (`scripts/x.lua:2: ...`).
+    pub fn build(spec: &ScriptSpec) -> Result<ScriptHook, String> {
+        ScriptHook::compile(&spec.path, spec.source.clone(), spec.settings.clone(), spec.limits, spec.on_error)
+    }
+
     /// Reads and compiles `file` (named `path` as the config writes it, in errors and Lua line numbers) and
-    /// fills the pool: one state per call the hook may run at once.
+    /// fills the pool, as [`ScriptHook::build`] does (for benches and tests: the gateway reads the file with
+    /// the config).
     pub fn load(
         path: &str,
         file: &Path,
@@ -196,6 +161,16 @@ impl ScriptHook {
     pub fn from_source(
         path: &str,
         source: String,
+        settings: Settings,
+        limits: ScriptLimits,
+        on_error: OnScriptError,
+    ) -> Result<ScriptHook, String> {
+        ScriptHook::compile(path, source.into(), settings, limits, on_error)
+    }
+
+    fn compile(
+        path: &str,
+        source: Arc<str>,
         settings: Settings,
         limits: ScriptLimits,
         on_error: OnScriptError,
@@ -748,6 +723,7 @@ fn check(tenant: &Tenant, input: &HookInput<'_>, verdict: RawVerdict) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// A hook with the default budgets but a deadline far off: only the tests about time may depend on
     /// how fast this (debug, shared) machine runs.

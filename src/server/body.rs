@@ -28,8 +28,8 @@ pub struct BodyLimits {
     pub timeout: Duration,
 }
 
-/// A slot for one body read from `readers` (one tenant's, see `Tenant::body_readers`), or `server_busy` when
-/// every slot is taken: requests beyond the bound are answered at once, unread.
+/// A slot for one body read from `readers` (one tenant's, see `LiveTenant::body_readers`), or `server_busy`
+/// when every slot is taken: requests beyond the bound are answered at once, unread.
 fn slot(readers: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, GatewayError> {
     readers.clone().try_acquire_owned().map_err(|_| GatewayError::ServerBusy)
 }

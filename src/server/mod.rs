@@ -1,6 +1,7 @@
 //! The HTTP front: hyper accept loop, routes, one log event and one metrics update per request, graceful
-//! shutdown, and the config swap used by reload. The config in force is one `Arc` read at the start of each
-//! request, so a request finishes on the config it started with.
+//! shutdown, and the runtime swap used by reload. The runtime in force (the config and the running pieces
+//! built from it, see `runtime.rs`) is one `Arc` read at the start of each request, so a request finishes on
+//! the config and the hooks it started with.
 
 pub mod admin;
 pub mod body;
@@ -19,6 +20,7 @@ use crate::metrics::{Metrics, RequestLabels, RuleLabels, ScriptLabels, TenantLab
 use crate::pipeline::{Services, Trail};
 use crate::policy::{Limiter, LimiterMode};
 use crate::providers::tencent::TencentClient;
+use crate::runtime::Runtime;
 use crate::sms::SendRequest;
 use crate::sms::{Accepted, Delivery};
 use arc_swap::ArcSwap;
@@ -56,14 +58,14 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     listen().map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
-/// A running gateway: the config in force and the services that outlive reloads.
+/// A running gateway: the runtime in force and the services that outlive reloads.
 #[derive(Clone)]
 pub struct Gateway {
     shared: Arc<Shared>,
 }
 
 struct Shared {
-    config: ArcSwap<Config>,
+    runtime: ArcSwap<Runtime>,
     services: Arc<Services>,
     metrics: Metrics,
     draining: AtomicBool,
@@ -103,19 +105,31 @@ impl Door {
 }
 
 impl Gateway {
+    /// A gateway serving `config`, whose runtime is built here.
+    ///
+    /// # Panics
+    ///
+    /// When a tenant's script does not compile: for a config known good (tests, benches). A config read
+    /// from a file goes through [`Runtime::load`] (which reports every error) and [`Gateway::from_runtime`].
     pub fn new(config: Config, clock: SharedClock) -> Gateway {
+        Gateway::from_runtime(built(config), clock)
+    }
+
+    /// A gateway serving `runtime`.
+    pub fn from_runtime(runtime: Runtime, clock: SharedClock) -> Gateway {
         crate::phone::Phone::warm_up();
         let metrics = Metrics::default();
+        let config = runtime.config();
         // `compile` has parsed the same URLs and CA already, so this cannot fail on a compiled config.
         let limiter = Limiter::from_backend(&config.limits_backend, clock.clone())
             .expect("limits_backend was validated by compile");
         let tencent = TencentClient::new(clock.clone(), metrics.tencent.clone());
         let services = Services::observed(limiter, tencent, clock, metrics.feedback.clone());
-        services.feedback.configure(&config);
+        services.feedback.configure(config);
         let unverified = body::Unverified::new(&config.server);
         let gateway = Gateway {
             shared: Arc::new(Shared {
-                config: ArcSwap::from_pointee(config),
+                runtime: ArcSwap::from_pointee(runtime),
                 services,
                 metrics,
                 draining: AtomicBool::new(false),
@@ -145,7 +159,7 @@ impl Gateway {
             loop {
                 every.tick().await;
                 let Some(shared) = shared.upgrade() else { return };
-                let config = shared.config.load_full();
+                let config = shared.runtime.load().config().clone();
                 shared.services.feedback.refresh(&config, &shared.services.limiter).await;
             }
         });
@@ -164,14 +178,20 @@ impl Gateway {
                 every.tick().await;
                 let Some(shared) = shared.upgrade() else { return };
                 shared.services.limiter.sweep().await;
-                shared.services.feedback.sweep(&shared.config.load());
+                shared.services.feedback.sweep(shared.runtime.load().config());
                 shared.services.dedupe.sweep().await;
             }
         });
     }
 
+    /// The config in force.
     pub fn config(&self) -> Arc<Config> {
-        self.shared.config.load_full()
+        self.shared.runtime.load().config().clone()
+    }
+
+    /// The runtime in force: the config and its tenants' running pieces (hooks, body-reading slots).
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.shared.runtime.load_full()
     }
 
     pub fn services(&self) -> &Arc<Services> {
@@ -182,16 +202,30 @@ impl Gateway {
         &self.shared.metrics
     }
 
-    /// Puts a newly compiled config in force and returns the one it replaces; requests already running keep
-    /// the old one. Limiter state lives outside the config, so rules whose name and definition did not change
-    /// keep their counts.
+    /// Puts a newly compiled config in force, its runtime built here, and returns the one it replaces;
+    /// requests already running keep the old one. Limiter state lives outside the config, so rules whose name
+    /// and definition did not change keep their counts.
+    ///
+    /// # Panics
+    ///
+    /// When a tenant's script does not compile, as [`Gateway::new`]; [`reload_from`] reports such errors and
+    /// keeps the config in force.
     pub fn reload(&self, mut config: Config) -> Arc<Config> {
+        let restart_only = self.keep_restart_settings(&mut config);
+        self.put_in_force(built(config), &restart_only).config().clone()
+    }
+
+    /// Sets the settings of `config` that take effect only on restart (listener addresses, whether a listener
+    /// speaks TLS) back to those in force, and says what else changes only on restart; the warnings are
+    /// logged by [`Gateway::put_in_force`], once the new config is known to build.
+    fn keep_restart_settings(&self, config: &mut Config) -> Vec<RestartOnly> {
         let old = self.config();
+        let mut restart_only = Vec::new();
         let (server, before) = (&mut config.server, &old.server);
         if (server.listen, server.tencent_listen, server.admin_listen)
             != (before.listen, before.tencent_listen, before.admin_listen)
         {
-            tracing::warn!("a listener's address changed: takes effect on restart");
+            restart_only.push(RestartOnly::Listener);
             (server.listen, server.tencent_listen, server.admin_listen) =
                 (before.listen, before.tencent_listen, before.admin_listen);
         }
@@ -203,26 +237,36 @@ impl Gateway {
             ("server.admin_tls", &mut server.admin_tls, &before.admin_tls),
         ] {
             if new.is_some() != old.is_some() {
-                tracing::warn!(key, "TLS turned on or off: takes effect on restart");
+                restart_only.push(RestartOnly::Tls(key));
                 new.clone_from(old);
             }
         }
-        if config.limits_backend != self.config().limits_backend {
-            tracing::warn!("limits_backend changed: the new backend takes effect on restart");
+        if config.limits_backend != old.limits_backend {
+            restart_only.push(RestartOnly::LimitsBackend);
         }
-        let (new, old) = (&config.server, &self.config().server);
+        let (new, old) = (&config.server, &old.server);
         if new.workers != old.workers {
-            tracing::warn!("server.workers changed: takes effect on restart");
+            restart_only.push(RestartOnly::Workers);
         }
         let unverified = |s: &crate::config::ServerSettings| {
             (s.max_unverified_readers, s.max_unverified_per_address, s.max_unverified_bytes)
         };
         if unverified(new) != unverified(old) {
-            tracing::warn!("server.max_unverified_* changed: takes effect on restart");
+            restart_only.push(RestartOnly::Unverified);
         }
+        restart_only
+    }
+
+    /// Puts `runtime` in force (its config passed through [`Gateway::keep_restart_settings`]) and returns
+    /// the one it replaces.
+    fn put_in_force(&self, runtime: Runtime, restart_only: &[RestartOnly]) -> Arc<Runtime> {
+        for change in restart_only {
+            change.warn();
+        }
+        let config = runtime.config();
         self.shared.services.limiter.retain_rules(config.tenants.iter().map(|t| &**t));
-        self.shared.services.feedback.configure(&config);
-        self.shared.config.swap(Arc::new(config))
+        self.shared.services.feedback.configure(config);
+        self.shared.runtime.swap(Arc::new(runtime))
     }
 
     /// Serves on `listener` until `shutdown` resolves, then stops accepting, answers `/readyz` with 503, and
@@ -389,7 +433,7 @@ impl Gateway {
             p if p.starts_with(supabase::PATH) => Route::Supabase,
             "/healthz" | "/readyz" => return self.operational(req.method(), path, &id).await,
             // With an admin listener, metrics and the admin API are served there only.
-            "/metrics" if self.shared.config.load().server.admin_listen.is_none() => {
+            "/metrics" if self.shared.runtime.load().config().server.admin_listen.is_none() => {
                 return self.operational(req.method(), path, &id).await;
             }
             _ => {
@@ -397,7 +441,7 @@ impl Gateway {
                     return signals::serve(self, route, req, &id).await;
                 }
                 if let Some(route) = admin::route_of(path) {
-                    if self.shared.config.load().server.admin_listen.is_none() {
+                    if self.shared.runtime.load().config().server.admin_listen.is_none() {
                         return admin::serve(self, route, req, &id).await;
                     }
                 }
@@ -411,9 +455,9 @@ impl Gateway {
             return self.supabase(req, &id, started).await;
         }
 
-        let config = self.config();
+        let runtime = self.runtime();
         let mut trail = Trail { request_id: id.clone(), ..Trail::default() };
-        let result = self.send(&config, route, req, &mut trail).await;
+        let result = self.send(&runtime, route, req, &mut trail).await;
         let mut response = match &result {
             Ok(accepted) => respond::accepted(accepted, &trail, &id),
             Err(e) => respond::error(e, &id, trail.limits.as_ref()),
@@ -430,7 +474,7 @@ impl Gateway {
 
     async fn send<B>(
         &self,
-        config: &Config,
+        runtime: &Runtime,
         route: Route,
         req: Request<B>,
         trail: &mut Trail,
@@ -439,8 +483,9 @@ impl Gateway {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let config = runtime.config();
         let token = ingress::bearer_token(req.headers())?;
-        let tenant = config.tenant_for_token(token).ok_or(GatewayError::Unauthorized)?.clone();
+        let tenant = runtime.tenant_for_token(token).ok_or(GatewayError::Unauthorized)?.clone();
         trail.tenant = Some(tenant.name.clone());
         ingress::require_json(req.headers())?;
         let idempotency_key = ingress::idempotency_key(req.headers())?;
@@ -486,7 +531,8 @@ impl Gateway {
             }
             _ => {
                 self.shared.metrics.set_limiter_mode(limiter.mode());
-                let (config, services) = (self.shared.config.load(), &self.shared.services);
+                let (runtime, services) = (self.shared.runtime.load(), &self.shared.services);
+                let config = runtime.config();
                 let now = services.clock.unix_seconds();
                 self.shared.metrics.set_spend_caps(config.tenants.iter().flat_map(|tenant| {
                     let uses = tenant.spend_caps.as_ref().map(|caps| services.spend.usage(&tenant.name, caps, now));
@@ -652,19 +698,23 @@ pub(crate) fn route_label(door: Door, path: &str) -> &'static str {
     }
 }
 
-/// Reload: compiles the config at `path` off to the side and puts it in force only when it compiles;
-/// otherwise logs every error and keeps serving the old one. Returns whether the new config is in force.
-/// Compiling reads files and builds Lua states: call it on a blocking thread, never on an async worker.
+/// Reload: compiles the config at `path` off to the side and builds its runtime, and puts them in force only
+/// when both succeed; otherwise logs every error and keeps serving the old ones. Returns whether the new config
+/// is in force. Compiling reads files and builds Lua states: call it on a blocking thread, never on an async
+/// worker.
 pub fn reload_from(gateway: &Gateway, path: &std::path::Path, env: &dyn crate::config::Env) -> bool {
     tracing::info!(config = %path.display(), "config reload started");
-    let result = Config::load(path, env);
+    let result = Config::load(path, env).and_then(|mut config| {
+        let restart_only = gateway.keep_restart_settings(&mut config);
+        Runtime::build(config).map(|runtime| (runtime, restart_only))
+    });
     let word = if result.is_ok() { "ok" } else { "error" };
     gateway.metrics().reloads.get_or_create(&crate::metrics::ResultLabels { result: word.into() }).inc();
     gateway.metrics().config_loaded(result.is_ok().then(|| gateway.services().clock.unix_seconds()));
     match result {
-        Ok(config) => {
-            let tenants = config.tenants.len();
-            let previous = gateway.reload(config);
+        Ok((runtime, restart_only)) => {
+            let tenants = runtime.tenants().len();
+            let previous = gateway.put_in_force(runtime, &restart_only);
             // Logged once the new config is in force: a request that follows this line gets it.
             tracing::info!(config = %path.display(), tenants, "config reloaded");
             free_when_unused(previous);
@@ -679,11 +729,41 @@ pub fn reload_from(gateway: &Gateway, path: &std::path::Path, env: &dyn crate::c
     }
 }
 
-/// Frees a replaced config on the reloading thread once the requests still using it are done (waiting at
+/// The runtime of a config known good.
+fn built(config: Config) -> Runtime {
+    Runtime::build(config).unwrap_or_else(|errors| panic!("the config's runtime does not build:\n{errors}"))
+}
+
+/// A setting whose change takes effect on restart only: the new value is not used, and the reload says so.
+#[derive(Debug, Clone, Copy)]
+enum RestartOnly {
+    Listener,
+    /// TLS turned on or off; the key of the listener's `tls` block.
+    Tls(&'static str),
+    LimitsBackend,
+    Workers,
+    Unverified,
+}
+
+impl RestartOnly {
+    fn warn(self) {
+        match self {
+            RestartOnly::Listener => tracing::warn!("a listener's address changed: takes effect on restart"),
+            RestartOnly::Tls(key) => tracing::warn!(key, "TLS turned on or off: takes effect on restart"),
+            RestartOnly::LimitsBackend => {
+                tracing::warn!("limits_backend changed: the new backend takes effect on restart")
+            }
+            RestartOnly::Workers => tracing::warn!("server.workers changed: takes effect on restart"),
+            RestartOnly::Unverified => tracing::warn!("server.max_unverified_* changed: takes effect on restart"),
+        }
+    }
+}
+
+/// Frees a replaced runtime on the reloading thread once the requests still using it are done (waiting at
 /// most 30 s), so that dropping thousands of tenants' Lua states does not land on an async worker.
-fn free_when_unused(config: Arc<Config>) {
+fn free_when_unused(runtime: Arc<Runtime>) {
     let deadline = Instant::now() + std::time::Duration::from_secs(30);
-    while Arc::strong_count(&config) > 1 && Instant::now() < deadline {
+    while Arc::strong_count(&runtime) > 1 && Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }

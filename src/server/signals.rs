@@ -8,11 +8,12 @@
 
 use super::body::{self, BodyLimits, SignedDoor};
 use super::{respond, Gateway};
-use crate::config::{Config, Tenant, SHARED_LOGTO_WEBHOOK_KEYS};
+use crate::config::{Config, SHARED_LOGTO_WEBHOOK_KEYS};
 use crate::error::GatewayError;
 use crate::feedback::signals::{self, LogtoEvent};
 use crate::feedback::telemetry::SignalLabels;
 use crate::phone::Phone;
+use crate::runtime::{LiveTenant, Runtime};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -71,13 +72,15 @@ where
     let handled = if req.method() != Method::POST {
         Err(GatewayError::MethodNotAllowed { allow: "POST" })
     } else {
-        let config = gateway.config();
+        let runtime = gateway.runtime();
         match route {
             SignalRoute::LogtoWebhook(named) => {
-                logto_webhook(gateway, &config, named.as_deref(), req, id, &mut tenant).await
+                logto_webhook(gateway, &runtime, named.as_deref(), req, id, &mut tenant).await
             }
-            SignalRoute::Verified => verified(gateway, &config, req, id, &mut tenant).await,
-            SignalRoute::TencentStatus(secret) => tencent_status(gateway, &config, &secret, req, id, &mut tenant).await,
+            SignalRoute::Verified => verified(gateway, &runtime, req, id, &mut tenant).await,
+            SignalRoute::TencentStatus(secret) => {
+                tencent_status(gateway, &runtime, &secret, req, id, &mut tenant).await
+            }
         }
     };
     let handled = handled.unwrap_or_else(|e| {
@@ -102,7 +105,7 @@ where
 
 async fn logto_webhook<B>(
     gateway: &Gateway,
-    config: &Config,
+    runtime: &Runtime,
     named: Option<&str>,
     req: Request<B>,
     id: &str,
@@ -114,12 +117,16 @@ where
 {
     // The keys an anonymous call makes us try: the named tenant's, or on the shared route those of the (at
     // most SHARED_LOGTO_WEBHOOK_KEYS, see `compile`) tenants with one. Never one per configured tenant.
-    let candidates: Vec<&Arc<Tenant>> = match named {
-        Some(name) => config.tenant(name).filter(|t| signals::logto_key(t).is_some()).into_iter().collect(),
+    let config = runtime.config();
+    let candidates: Vec<&Arc<LiveTenant>> = match named {
+        Some(name) => runtime.tenant(name).filter(|t| signals::logto_key(t).is_some()).into_iter().collect(),
         None if !config.server.shared_logto_webhook => Vec::new(),
-        None => {
-            config.tenants.iter().filter(|t| signals::logto_key(t).is_some()).take(SHARED_LOGTO_WEBHOOK_KEYS).collect()
-        }
+        None => runtime
+            .tenants()
+            .iter()
+            .filter(|t| signals::logto_key(t).is_some())
+            .take(SHARED_LOGTO_WEBHOOK_KEYS)
+            .collect(),
     };
     if candidates.is_empty() {
         return Err(GatewayError::NotFound);
@@ -173,7 +180,7 @@ fn verdict(found: usize, converted: usize) -> &'static str {
 
 async fn verified<B>(
     gateway: &Gateway,
-    config: &Config,
+    runtime: &Runtime,
     req: Request<B>,
     id: &str,
     tenant_out: &mut Option<Arc<str>>,
@@ -182,8 +189,9 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let config = runtime.config();
     let token = crate::ingress::bearer_token(req.headers())?;
-    let tenant = config.tenant_for_token(token).ok_or(GatewayError::Unauthorized)?.clone();
+    let tenant = runtime.tenant_for_token(token).ok_or(GatewayError::Unauthorized)?.clone();
     *tenant_out = Some(tenant.name.clone());
     crate::ingress::require_json(req.headers())?;
     let body = body::read(req, limits(config), &tenant.body_readers).await?;
@@ -205,7 +213,7 @@ where
 
 async fn tencent_status<B>(
     gateway: &Gateway,
-    config: &Config,
+    runtime: &Runtime,
     secret: &str,
     req: Request<B>,
     id: &str,
@@ -215,13 +223,14 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let config = runtime.config();
     // An unknown secret is an unknown route: the answer says nothing about which secrets exist.
-    let tenant = config.tenant_for_status_secret(secret).ok_or(GatewayError::NotFound)?.clone();
+    let tenant = runtime.tenant_for_status_secret(secret).ok_or(GatewayError::NotFound)?.clone();
     *tenant_out = Some(tenant.name.clone());
     let body = body::read(req, limits(config), &tenant.body_readers).await?;
     let reports = signals::parse_status(&body)?;
     let services = gateway.services();
-    let summary = services.feedback.receipts(&tenant, &reports, &services.limiter).await;
+    let summary = services.feedback.receipts(tenant.spec(), &reports, &services.limiter).await;
     Ok(Handled {
         response: respond::json(StatusCode::OK, id, r#"{"result":0,"errmsg":"OK"}"#),
         tenant: Some(tenant.name.clone()),

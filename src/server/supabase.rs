@@ -8,10 +8,10 @@
 //! stale signature is a 401, with nothing sent.
 
 use super::{body, respond, Gateway, Route};
-use crate::config::{Config, Tenant};
 use crate::error::GatewayError;
 use crate::ingress::{self, supabase};
 use crate::pipeline::Trail;
+use crate::runtime::{LiveTenant, Runtime};
 use crate::sms::Accepted;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -29,10 +29,10 @@ impl Gateway {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let config = self.config();
+        let runtime = self.runtime();
         let mut trail = Trail { request_id: id.to_owned(), ..Trail::default() };
         let mut verified = false;
-        let result = self.supabase_send(&config, req, &mut trail, &mut verified).await;
+        let result = self.supabase_send(&runtime, req, &mut trail, &mut verified).await;
         let mut response = answer(&result, verified, id);
         if trail.replayed {
             response.headers_mut().insert(respond::IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
@@ -43,7 +43,7 @@ impl Gateway {
 
     async fn supabase_send<B>(
         &self,
-        config: &Config,
+        runtime: &Runtime,
         req: Request<B>,
         trail: &mut Trail,
         verified: &mut bool,
@@ -52,7 +52,8 @@ impl Gateway {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let tenant = hook_tenant(config, req.uri().path())?.clone();
+        let config = runtime.config();
+        let tenant = hook_tenant(runtime, req.uri().path())?.clone();
         let hook = tenant.supabase.as_ref().ok_or(GatewayError::NotFound)?;
         trail.tenant = Some(tenant.name.clone());
         ingress::require_json(req.headers())?;
@@ -77,10 +78,10 @@ fn unverified(e: supabase::Unverified) -> GatewayError {
 }
 
 /// The tenant a hook request is for: named in the path, or the only tenant that takes the hook.
-fn hook_tenant<'c>(config: &'c Config, path: &str) -> Result<&'c Arc<Tenant>, GatewayError> {
+fn hook_tenant<'r>(runtime: &'r Runtime, path: &str) -> Result<&'r Arc<LiveTenant>, GatewayError> {
     match path.strip_prefix(PATH) {
         Some("") | Some("/") => {
-            let mut hooked = config.tenants.iter().filter(|t| t.supabase.is_some());
+            let mut hooked = runtime.tenants().iter().filter(|t| t.supabase.is_some());
             match (hooked.next(), hooked.next()) {
                 (Some(only), None) => Ok(only),
                 (None, _) => Err(GatewayError::NotFound),
@@ -91,7 +92,7 @@ fn hook_tenant<'c>(config: &'c Config, path: &str) -> Result<&'c Arc<Tenant>, Ga
         }
         Some(rest) => {
             let name = rest.strip_prefix('/').ok_or(GatewayError::NotFound)?;
-            config.tenant(name).filter(|t| t.supabase.is_some()).ok_or(GatewayError::NotFound)
+            runtime.tenant(name).filter(|t| t.supabase.is_some()).ok_or(GatewayError::NotFound)
         }
         None => Err(GatewayError::NotFound),
     }

@@ -7,11 +7,11 @@
 //! raise their usual exceptions.
 
 use super::{body, respond, Gateway, Route};
-use crate::config::Config;
 use crate::error::GatewayError;
 use crate::ingress::tencent_api::{self, ApiError, Head};
 use crate::pipeline::{NumberResult, Trail};
 use crate::providers::tencent::api::{self, SendStatus};
+use crate::runtime::Runtime;
 use crate::sms::Delivery;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -29,9 +29,9 @@ impl Gateway {
     {
         let started = Instant::now();
         let id = respond::request_id(req.headers());
-        let config = self.config();
+        let runtime = self.runtime();
         let mut trail = Trail { request_id: id.clone(), ..Trail::default() };
-        match self.tencent_call(&config, req, &id, started, &mut trail).await {
+        match self.tencent_call(&runtime, req, &id, started, &mut trail).await {
             Ok(response) => response,
             Err(e) => {
                 // One log event and one metrics update for a request refused whole.
@@ -45,7 +45,7 @@ impl Gateway {
 
     async fn tencent_call<B>(
         &self,
-        config: &Config,
+        runtime: &Runtime,
         req: Request<B>,
         id: &str,
         started: Instant,
@@ -55,11 +55,12 @@ impl Gateway {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let config = runtime.config();
         if req.method() != Method::POST || req.uri().path() != "/" {
             return Err(ApiError::from_gateway(GatewayError::NotFound));
         }
         let head = Head::read(req.headers())?;
-        let Some((tenant, client)) = config.sdk_client(&head.secret_id) else {
+        let Some((tenant, client)) = runtime.sdk_client(&head.secret_id) else {
             let message = "The SecretId is not known.";
             return Err(ApiError {
                 code: "AuthFailure.SecretIdNotFound",
@@ -106,7 +107,7 @@ impl Gateway {
                 .shared
                 .services
                 .tencent
-                .forward(&tenant.tencent, &head.action, &head.version, bytes.to_vec())
+                .forward(&tenant.tencent, &tenant.providers.tencent, &head.action, &head.version, bytes.to_vec())
                 .await;
             tracing::info!(request_id = %id, tenant = %tenant.name, action = %head.action,
                 outcome = forwarded.as_ref().map_or_else(|e| e.code(), |_| "forwarded"), "tencent api passthrough");

@@ -87,7 +87,7 @@ pub async fn send(gw: &TestGateway, token: &str, which: &str) -> Answer {
 /// What the hook of `tenant` did with a request whose first param is `which`, as `explain` sees it:
 /// the script error's detail (file, line, message), or what else came out.
 pub async fn detail(gw: &TestGateway, tenant: &str, which: &str) -> Result<String, String> {
-    let tenant = gw.gateway.config().tenant(tenant).unwrap().clone();
+    let tenant = gw.gateway.runtime().tenant(tenant).unwrap().clone();
     let request = SendRequest {
         phone: PhoneInput::Native("+8613800138000".into()),
         usage: "SignIn".into(),

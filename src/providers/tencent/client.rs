@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +31,21 @@ pub struct OutboundSms {
     pub params: Vec<String>,
     pub region: String,
     pub extras: CallExtras,
+}
+
+/// What the client learns about one tenant's account while serving it: which key pair to sign with first
+/// (switched when Tencent refuses one pair and accepts the other). Runtime state: it lives in runtime.rs,
+/// built by Runtime::build, dropped with it on reload, so a reload starts again from the current pair.
+#[derive(Debug, Default)]
+pub struct AccountState {
+    preferred_credentials: AtomicUsize,
+}
+
+impl AccountState {
+    /// The index in `account.credentials` of the pair to sign with first.
+    fn preferred(&self, account: &TencentAccount) -> usize {
+        self.preferred_credentials.load(Ordering::Relaxed) % account.credentials.len()
+    }
 }
 
 /// A signed request, ready to send (or to show, redacted, in dry-run and `explain`).
@@ -245,11 +260,12 @@ impl TencentClient {
     pub async fn forward(
         &self,
         account: &TencentAccount,
+        state: &AccountState,
         action: &str,
         version: &str,
         body: Vec<u8>,
     ) -> Result<(http::StatusCode, Vec<u8>), GatewayError> {
-        let key = account.preferred_credentials.load(Ordering::Relaxed) % account.credentials.len();
+        let key = state.preferred(account);
         let endpoint = &account.endpoints[self.breakers.pick(&account.endpoints, 0, self.clock.monotonic())];
         let credentials = &account.credentials[key];
         let request = TencentClient::prepare_action(
@@ -278,8 +294,8 @@ impl TencentClient {
 
     /// The request the next attempt would send: preferred key pair, first healthy endpoint, our clock
     /// corrected by the learnt skew. Used by dry run and `explain`.
-    pub fn prepare_next(&self, account: &TencentAccount, sms: &OutboundSms) -> PreparedRequest {
-        let key = account.preferred_credentials.load(Ordering::Relaxed) % account.credentials.len();
+    pub fn prepare_next(&self, account: &TencentAccount, state: &AccountState, sms: &OutboundSms) -> PreparedRequest {
+        let key = state.preferred(account);
         let endpoint = self.breakers.pick(&account.endpoints, 0, self.clock.monotonic());
         TencentClient::prepare(account, &account.credentials[key], &account.endpoints[endpoint], sms, self.timestamp())
     }
@@ -293,8 +309,13 @@ impl TencentClient {
     /// across endpoints on connect failures, re-signs once on a clock error, and tries the next key pair once
     /// on a credential error. The result is the last attempt's (never a stale error after a success), except
     /// that once an attempt may have gone out the send is unconfirmed at worst.
-    pub async fn deliver(&self, account: &TencentAccount, sms: &OutboundSms) -> Result<Dispatched, GatewayError> {
-        let mut entries = match self.deliver_many(account, sms, &[&sms.phone_e164]).await? {
+    pub async fn deliver(
+        &self,
+        account: &TencentAccount,
+        state: &AccountState,
+        sms: &OutboundSms,
+    ) -> Result<Dispatched, GatewayError> {
+        let mut entries = match self.deliver_many(account, state, sms, &[&sms.phone_e164]).await? {
             Call::Answered(entries) => entries,
             Call::Unconfirmed(unconfirmed) => return Ok(Dispatched::Unconfirmed(unconfirmed)),
         };
@@ -317,11 +338,12 @@ impl TencentClient {
     pub async fn deliver_many(
         &self,
         account: &TencentAccount,
+        state: &AccountState,
         sms: &OutboundSms,
         numbers: &[&str],
     ) -> Result<Call, GatewayError> {
         let deadline = tokio::time::Instant::now() + account.timeout;
-        let mut key = account.preferred_credentials.load(Ordering::Relaxed) % account.credentials.len();
+        let mut key = state.preferred(account);
         let mut rotated = false;
         let mut resigned = false;
         let mut attempts = 0;
@@ -367,7 +389,7 @@ impl TencentClient {
                         Ok(Call::Answered(entries)) => {
                             if rotated {
                                 // The other key pair works: use it first from now on.
-                                account.preferred_credentials.store(key, Ordering::Relaxed);
+                                state.preferred_credentials.store(key, Ordering::Relaxed);
                             }
                             return Ok(Call::Answered(entries));
                         }
@@ -652,7 +674,6 @@ mod tests {
             retry_maybe_sent: false,
             international_sign_name: None,
             roots: None,
-            preferred_credentials: Default::default(),
         };
         let sms = OutboundSms {
             phone_e164: "+8613800138000".into(),

@@ -5,10 +5,10 @@
 //! accounts: an `UnauthorizedOperation`-class answer turns reporting off for that tenant (one error line)
 //! until the config is reloaded.
 
-use super::TencentClient;
+use super::{AccountState, TencentClient};
 use crate::config::Tenant;
 use crate::lanes::{Lanes, Share};
-use crate::providers::{Conversions, ReportLabels};
+use crate::providers::{Conversions, ReportLabels, States};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde::{Deserialize, Serialize};
@@ -88,6 +88,9 @@ pub fn judge(status: http::StatusCode, body: &[u8]) -> Verdict {
 
 struct Job {
     tenant: Arc<Tenant>,
+    /// The client's state of the tenant's account (the key pair in use), from the runtime the verification
+    /// came in under.
+    state: Arc<AccountState>,
     serial_no: String,
     conversion_time: i64,
 }
@@ -101,8 +104,8 @@ pub struct Reporter {
 }
 
 impl Conversions for Reporter {
-    fn enqueue(&self, tenant: &Arc<Tenant>, message_id: &str, at_unix: i64) {
-        Reporter::enqueue(self, tenant, message_id, at_unix)
+    fn enqueue(&self, tenant: &Arc<Tenant>, states: &States, message_id: &str, at_unix: i64) {
+        Reporter::enqueue(self, tenant, &states.tencent, message_id, at_unix)
     }
 
     fn reset(&self) {
@@ -127,12 +130,13 @@ impl Reporter {
     }
 
     /// Queues one converted send; never waits.
-    pub fn enqueue(&self, tenant: &Arc<Tenant>, serial_no: &str, conversion_time: i64) {
+    pub fn enqueue(&self, tenant: &Arc<Tenant>, state: &Arc<AccountState>, serial_no: &str, conversion_time: i64) {
         if self.off.lock().unwrap_or_else(|p| p.into_inner()).contains(&tenant.name) {
             Reporter::count(&self.results, &tenant.name, "off");
             return;
         }
-        let job = Job { tenant: tenant.clone(), serial_no: serial_no.to_owned(), conversion_time };
+        let job =
+            Job { tenant: tenant.clone(), state: state.clone(), serial_no: serial_no.to_owned(), conversion_time };
         if !self.lanes.push(&tenant.name, job, 64 + serial_no.len()) {
             Reporter::count(&self.results, &tenant.name, "dropped");
         }
@@ -170,7 +174,7 @@ async fn report(client: &TencentClient, off: &Mutex<HashSet<Arc<str>>>, job: &Jo
         if off.lock().unwrap_or_else(|p| p.into_inner()).contains(&job.tenant.name) {
             return "off";
         }
-        let verdict = match client.forward(account, ACTION, super::api::VERSION, body.clone()).await {
+        let verdict = match client.forward(account, &job.state, ACTION, super::api::VERSION, body.clone()).await {
             Ok((status, answer)) => judge(status, &answer),
             Err(e) => Verdict::Retry(e.to_string()),
         };
@@ -255,7 +259,7 @@ tenants:
         let tenant = config.tenant("acme").unwrap();
         // No worker started: the first waits in the queue, the next ones find it full.
         for _ in 0..3 {
-            reporter.enqueue(tenant, "2019:0", 0);
+            reporter.enqueue(tenant, &Arc::default(), "2019:0", 0);
         }
         let dropped = results.get_or_create(&ReportLabels { tenant: "acme".into(), result: "dropped".into() }).get();
         assert_eq!(dropped, 2);
