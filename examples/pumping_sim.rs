@@ -257,7 +257,7 @@ pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
         if let Some(numbers) = due.remove(&second) {
             for number in numbers {
                 let phone = Phone::from_e164(&number).expect("valid");
-                services.feedback.verify(&tenant, &phone, None, &services.limiter).await;
+                services.feedback.verify(tenant.spec(), &tenant.providers, &phone, None, &services.limiter).await;
             }
         }
         let attacking = second >= attack_from;

@@ -23,9 +23,8 @@ use crate::error::GatewayError;
 use crate::phone::{Masked, Phone};
 use crate::policy::{Limiter, RedisStore};
 use crate::protection::{self, Event, KeyReport, KeySource, ProtectionTable};
-use crate::providers::Conversions;
+use crate::providers::{Conversions, States};
 use crate::relay::Relay;
-use crate::runtime::LiveTenant;
 use prometheus_client::metrics::counter::Counter;
 use sends::TenantSends;
 use signals::StatusReport;
@@ -327,9 +326,11 @@ impl Feedback {
     /// A verification of `phone` (Logto's webhook, `/v1/sms/verified`): converts one send to it made within
     /// `conversion.window`, the one answered with `request_id` or else the most recent (one verification,
     /// one conversion), and gives the number its pass through blocked keys.
+    /// `states`: the tenant's provider states, for the conversion report.
     pub async fn verify(
         &self,
-        tenant: &LiveTenant,
+        tenant: &Arc<Tenant>,
+        states: &States,
         phone: &Phone,
         request_id: Option<&str>,
         limiter: &Limiter,
@@ -359,14 +360,15 @@ impl Feedback {
             self.verified.verified(&tenant.name, self.number_key(&tenant.name, phone.digits()), now);
         }
         for send in &converted {
-            self.on_conversion(tenant, conversion, send, phone, now);
+            self.on_conversion(tenant, states, conversion, send, phone, now);
         }
         result
     }
 
     fn on_conversion(
         &self,
-        tenant: &LiveTenant,
+        tenant: &Arc<Tenant>,
+        states: &States,
         conversion: &ConversionSettings,
         send: &SendInfo,
         phone: &Phone,
@@ -377,7 +379,7 @@ impl Feedback {
         let seconds = now.saturating_sub(send.at_ms) as f64 / 1000.0;
         self.telemetry.verify_latency.get_or_create(&TenantLabels { tenant: tenant.name.to_string() }).observe(seconds);
         if conversion.report_to_tencent && !send.serial.is_empty() {
-            self.reporter.enqueue(tenant.spec(), &tenant.providers, &send.serial, (now / 1000) as i64);
+            self.reporter.enqueue(tenant, states, &send.serial, (now / 1000) as i64);
         }
         if let Some(target) = &tenant.webhook {
             let data = serde_json::json!({

@@ -161,7 +161,7 @@ where
         return Ok(handled("ignored", Some(format!("{event}: primaryPhone is not a valid number"))));
     };
     let services = gateway.services();
-    let result = services.feedback.verify(tenant, &phone, None, &services.limiter).await;
+    let result = services.feedback.verify(tenant.spec(), &tenant.providers, &phone, None, &services.limiter).await;
     let outcome = verdict(result.found, result.converted);
     Ok(handled(outcome, Some(format!("{event} {}", phone.masked()))))
 }
@@ -199,7 +199,10 @@ where
     let phone = Phone::from_native(&report.phone, tenant.default_country)
         .map_err(|_| GatewayError::InvalidPhone { upstream: None })?;
     let services = gateway.services();
-    let result = services.feedback.verify(&tenant, &phone, report.request_id.as_deref(), &services.limiter).await;
+    let result = services
+        .feedback
+        .verify(tenant.spec(), &tenant.providers, &phone, report.request_id.as_deref(), &services.limiter)
+        .await;
     if result.found == 0 {
         return Err(GatewayError::NoRecentSend);
     }
