@@ -4,12 +4,12 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use smsgate::clock::{ManualClock, SharedClock};
-use smsgate::ingress::{parse_logto, parse_native};
 use smsgate::phone::Phone;
 use smsgate::pipeline::{Services, Trail};
 use smsgate::policy::Limiter;
 use smsgate::providers::tencent::sign::{sign, Tc3Input};
 use smsgate::providers::tencent::TencentClient;
+use smsgate::server::doors::{logto::parse_logto, native::parse_native};
 use smsgate::Runtime;
 use std::collections::HashMap;
 use std::path::Path;

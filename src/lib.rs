@@ -19,7 +19,6 @@ pub mod error;
 pub mod explain;
 pub mod feedback;
 pub mod files;
-pub mod ingress;
 pub mod json;
 pub mod lanes;
 pub mod logfields;

@@ -20,7 +20,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Config -> running pieces, and the stages in order.
     ("assembly", &["pipeline", "runtime"]),
     // What faces the outside: front doors, the server, explain, metrics.
-    ("edges", &["explain", "ingress", "metrics", "server"]),
+    ("edges", &["explain", "metrics", "server"]),
 ];
 
 /// `src/a/b.rs` and `src/a/b/mod.rs` -> `a::b`; `src/lib.rs` -> `` (the crate root).

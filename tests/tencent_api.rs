@@ -9,7 +9,7 @@ use crate::common::python::{self, PythonProcess};
 use crate::common::*;
 use serde_json::{json, Value};
 use smsgate::error::GatewayError;
-use smsgate::ingress::tencent_api::status_code;
+use smsgate::server::doors::tencent_api::status_code;
 use std::path::Path;
 use std::time::Duration;
 

@@ -3,19 +3,15 @@
 //! built from it, see `runtime.rs`) is one `Arc` read at the start of each request, so a request finishes on
 //! the config and the hooks it started with.
 
-pub mod admin;
 pub mod body;
 mod denials;
+pub mod doors;
 mod listener;
 mod respond;
-mod signals;
-mod supabase;
-mod tencent_api;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::error::GatewayError;
-use crate::ingress;
 use crate::metrics::{Metrics, RequestLabels, RuleLabels, ScriptLabels, TenantLabels};
 use crate::pipeline::{Services, Trail};
 use crate::policy::{Limiter, LimiterMode};
@@ -25,6 +21,7 @@ use crate::sms::SendRequest;
 use crate::sms::{Accepted, Delivery};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use doors::{admin, signals, supabase};
 use http::{Method, Request, Response};
 use http_body_util::Full;
 use hyper::body::Body;
@@ -484,16 +481,16 @@ impl Gateway {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let config = runtime.config();
-        let token = ingress::bearer_token(req.headers())?;
+        let token = doors::bearer_token(req.headers())?;
         let tenant = runtime.tenant_for_token(token).ok_or(GatewayError::Unauthorized)?.clone();
         trail.tenant = Some(tenant.name.clone());
-        ingress::require_json(req.headers())?;
-        let idempotency_key = ingress::idempotency_key(req.headers())?;
+        doors::require_json(req.headers())?;
+        let idempotency_key = doors::idempotency_key(req.headers())?;
         let limits = body::BodyLimits { max_bytes: config.server.max_body_bytes, timeout: config.server.body_timeout };
         let body = body::read(req, limits, &tenant.body_readers).await?;
         let mut request: SendRequest = match route {
-            Route::Native => ingress::parse_native(&body)?,
-            Route::Logto => ingress::parse_logto(&body)?,
+            Route::Native => doors::native::parse_native(&body)?,
+            Route::Logto => doors::logto::parse_logto(&body)?,
             Route::Supabase | Route::TencentApi => {
                 return Err(GatewayError::Internal("this route has a handler of its own".into()))
             }

@@ -1,17 +1,35 @@
-//! The Supabase Auth Send SMS hook: Standard Webhooks verification (`webhook-id`, `webhook-timestamp`,
-//! `webhook-signature`: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, one or several) and the hook's body
-//! -> one [`SendRequest`]. Nothing here trusts the body before the signature over it has been checked.
+//! `POST /v1/supabase/sms` (or `/v1/supabase/sms/<tenant>`): the Supabase Auth Send SMS hook, verified, read,
+//! served and answered. The Standard Webhooks signature (`webhook-id`, `webhook-timestamp`,
+//! `webhook-signature`: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, one or several) is checked in two
+//! steps: the headers and timestamp before the body is read, the HMAC over the body after; nothing here trusts
+//! the body before the signature over it has been checked. The hook's body becomes one [`SendRequest`], and the
+//! one-number pipeline runs with the tenant's `supabase.usage`. Answers follow how Supabase Auth reads a hook's
+//! answer: it shows a message only from a 200 carrying `{"error": {"http_code", "message"}}` (answering the end
+//! user with that status), turns any other status into a generic 500, and retries only a 429 or 503 that
+//! carries `Retry-After`. So a refusal is a 200 with the error inside; a failure after which a retry can
+//! succeed without a second SMS is a real 503 with `Retry-After`; a bad or stale signature is a 401, with
+//! nothing sent.
 
-use super::body::check_code;
+use super::{check_code, require_json};
 use crate::config::{SupabaseHook, WebhookKey};
 use crate::error::GatewayError;
 use crate::json::decode;
-use crate::sms::{PhoneInput, SendRequest};
+use crate::pipeline::Trail;
+use crate::runtime::{LiveTenant, Runtime};
+use crate::server::{body, respond, Gateway, Route};
+use crate::sms::{Accepted, PhoneInput, SendRequest};
 use base64::Engine;
+use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Body;
 use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Instant;
 use subtle::ConstantTimeEq;
+
+pub const PATH: &str = "/v1/supabase/sms";
 
 /// How far `webhook-timestamp` may be from our clock, either way (as the Standard Webhooks libraries).
 pub const TOLERANCE_SECONDS: i64 = 5 * 60;
@@ -127,6 +145,130 @@ pub fn parse(body: &[u8], hook: &SupabaseHook) -> Result<SendRequest, GatewayErr
         locale: None,
         idempotency_key: None,
     })
+}
+
+impl Gateway {
+    /// Answers one hook request (the tenant is named by the path after [`PATH`], or is the only one).
+    pub(in crate::server) async fn supabase<B>(
+        &self,
+        req: Request<B>,
+        id: &str,
+        started: Instant,
+    ) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let runtime = self.runtime();
+        let mut trail = Trail { request_id: id.to_owned(), ..Trail::default() };
+        let mut verified = false;
+        let result = self.supabase_send(&runtime, req, &mut trail, &mut verified).await;
+        let mut response = answer(&result, verified, id);
+        if trail.replayed {
+            response.headers_mut().insert(respond::IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+        }
+        self.record(Route::Supabase, &result, &trail, id, started, response.status());
+        response
+    }
+
+    async fn supabase_send<B>(
+        &self,
+        runtime: &Runtime,
+        req: Request<B>,
+        trail: &mut Trail,
+        verified: &mut bool,
+    ) -> Result<Accepted, GatewayError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let config = runtime.config();
+        let tenant = hook_tenant(runtime, req.uri().path())?.clone();
+        let hook = tenant.supabase.as_ref().ok_or(GatewayError::NotFound)?;
+        trail.tenant = Some(tenant.name.clone());
+        require_json(req.headers())?;
+        let now = self.shared.services.clock.unix_seconds();
+        // Headers and timestamp first: a stale or unsigned request is refused before its body is read.
+        let envelope = Envelope::read(req.headers(), now).map_err(unverified)?;
+        let limits = body::BodyLimits { max_bytes: config.server.max_body_bytes, timeout: config.server.body_timeout };
+        let (bytes, hold) = self.shared.unverified.read(body::SignedDoor::Supabase, req, limits).await?;
+        let mut tried = 0;
+        let verified_now = envelope.verify(&hook.keys, &bytes, &mut tried);
+        self.metrics().signature_checks(body::SignedDoor::Supabase.label(), tried);
+        drop(hold);
+        verified_now.map_err(unverified)?;
+        *verified = true;
+        let request = parse(&bytes, hook)?;
+        self.shared.services.send(&tenant, request, trail).await
+    }
+}
+
+fn unverified(e: Unverified) -> GatewayError {
+    GatewayError::BadSignature(e.0)
+}
+
+/// The tenant a hook request is for: named in the path, or the only tenant that takes the hook.
+fn hook_tenant<'r>(runtime: &'r Runtime, path: &str) -> Result<&'r Arc<LiveTenant>, GatewayError> {
+    match path.strip_prefix(PATH) {
+        Some("") | Some("/") => {
+            let mut hooked = runtime.tenants().iter().filter(|t| t.supabase.is_some());
+            match (hooked.next(), hooked.next()) {
+                (Some(only), None) => Ok(only),
+                (None, _) => Err(GatewayError::NotFound),
+                (Some(_), Some(_)) => Err(GatewayError::InvalidRequest(
+                    "several tenants take the Supabase hook: name yours in the URL, /v1/supabase/sms/<tenant>".into(),
+                )),
+            }
+        }
+        Some(rest) => {
+            let name = rest.strip_prefix('/').ok_or(GatewayError::NotFound)?;
+            runtime.tenant(name).filter(|t| t.supabase.is_some()).ok_or(GatewayError::NotFound)
+        }
+        None => Err(GatewayError::NotFound),
+    }
+}
+
+/// Whether Supabase may retry: the failure may pass on its own, and nothing was sent (an upstream error is
+/// always one after which nothing went out: a send that may have gone out is answered as sent).
+fn retryable(e: &GatewayError) -> bool {
+    matches!(
+        e,
+        GatewayError::LimiterUnavailable
+            | GatewayError::ServerBusy
+            | GatewayError::ScriptBusy
+            | GatewayError::UpstreamUnavailable { .. }
+    )
+}
+
+/// Supabase reads `http_code` and `message`; `code` and `request_id` are ours, for the operator.
+fn error_body(e: &GatewayError, id: &str) -> String {
+    let error = serde_json::json!({
+        "http_code": e.status().as_u16(),
+        "message": e.public_message(),
+        "code": e.code(),
+        "request_id": id,
+    });
+    serde_json::json!({ "error": error }).to_string()
+}
+
+fn answer(result: &Result<Accepted, GatewayError>, verified: bool, id: &str) -> Response<Full<Bytes>> {
+    let e = match result {
+        Ok(_) => return respond::json(StatusCode::OK, id, "{}"),
+        Err(e) => e,
+    };
+    if retryable(e) {
+        let mut response = respond::json(e.status(), id, error_body(e, id));
+        let seconds = e.retry_after().unwrap_or(1);
+        response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        respond::close_if_unread(&mut response, e);
+        return response;
+    }
+    // Before the signature held, the request is not Supabase's: plain statuses. After it, the error rides
+    // in a 200 so that Supabase shows its message with its status.
+    let status = if verified { StatusCode::OK } else { e.status() };
+    let mut response = respond::json(status, id, error_body(e, id));
+    respond::close_if_unread(&mut response, e);
+    response
 }
 
 #[cfg(test)]

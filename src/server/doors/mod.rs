@@ -1,16 +1,19 @@
-//! Ingress: the request shapes (native, Logto's HTTP SMS connector, the Supabase hook) -> one [`SendRequest`],
-//! plus the checks that happen before a body is read (bearer token, content type). Errors name the field at fault,
-//! never its value.
+//! The front doors, one file each: what a door is (its path, how its caller proves who it is, how its body
+//! reads into a `SendRequest`, how it is served and answered) is in that door's file. Here is what doors
+//! share: the bearer token, the JSON content type and the `Idempotency-Key` header, checked before a body is
+//! read, and the field checks of the bodies. Errors name the field at fault, never its value.
 
-mod body;
+pub mod admin;
+pub mod logto;
+pub mod native;
+pub(super) mod signals;
 pub mod supabase;
 pub mod tencent_api;
-
-pub use body::{parse_logto, parse_native};
 
 use crate::error::GatewayError;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::HeaderMap;
+use std::net::IpAddr;
 
 /// The token of an `Authorization: Bearer <token>` header.
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, GatewayError> {
@@ -44,6 +47,46 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), GatewayError> {
         Ok(())
     } else {
         Err(GatewayError::UnsupportedMediaType)
+    }
+}
+
+// The field checks of the bodies (native, Logto, the Supabase hook).
+
+const MAX_CODE: usize = 12;
+const MAX_SHORT_FIELD: usize = 64;
+
+fn invalid(message: impl Into<String>) -> GatewayError {
+    GatewayError::InvalidRequest(message.into())
+}
+
+fn check_usage(usage: String, field: &str) -> Result<String, GatewayError> {
+    let ok = !usage.is_empty()
+        && usage.len() <= MAX_SHORT_FIELD
+        && usage.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    ok.then_some(usage).ok_or_else(|| invalid(format!("`{field}` must be a usage type such as SignIn")))
+}
+
+fn check_code(code: String, field: &str) -> Result<String, GatewayError> {
+    let ok = !code.is_empty() && code.len() <= MAX_CODE && code.bytes().all(|b| b.is_ascii_alphanumeric());
+    ok.then_some(code).ok_or_else(|| invalid(format!("`{field}` must be 1 to {MAX_CODE} letters or digits")))
+}
+
+fn check_ip(ip: Option<String>) -> Result<Option<IpAddr>, GatewayError> {
+    match ip.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|_| invalid("`ip` must be an IP address")),
+    }
+}
+
+fn check_locale(locale: Option<String>) -> Result<Option<String>, GatewayError> {
+    match locale {
+        Some(l)
+            if l.len() > MAX_SHORT_FIELD || !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Err(invalid("`locale` must be a language tag such as zh-CN"))
+        }
+        Some(l) if l.is_empty() => Ok(None),
+        other => Ok(other),
     }
 }
 

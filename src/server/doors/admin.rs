@@ -5,9 +5,9 @@
 //! - `DELETE /admin/v1/tenants/<tenant>/protection/<rule>/<key>`: lifts that block (`204`, or `404` when the
 //!   key is not blocked); the key is `CN` or a prefix such as `+861380` (or `%2B861380`).
 
-use super::{respond, Gateway};
 use crate::config::{Config, ProtectionKey};
 use crate::error::GatewayError;
+use crate::server::{respond, Gateway};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -19,7 +19,7 @@ const PREFIX: &str = "/admin/v1/";
 /// kept as digests and compared in constant time; a tenant token is never an admin token (`compile` refuses
 /// the same value in both).
 pub fn authorize(config: &Config, headers: &HeaderMap) -> Result<(), GatewayError> {
-    let token = crate::ingress::bearer_token(headers)?;
+    let token = super::bearer_token(headers)?;
     if config.is_admin_token(token) {
         Ok(())
     } else {
@@ -27,7 +27,7 @@ pub fn authorize(config: &Config, headers: &HeaderMap) -> Result<(), GatewayErro
     }
 }
 
-pub(super) enum AdminRoute {
+pub(in crate::server) enum AdminRoute {
     Protection { tenant: String },
     Block { tenant: String, rule: String, key: String },
 }
@@ -50,7 +50,7 @@ fn percent_decode(segment: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-pub(super) fn route_of(path: &str) -> Option<AdminRoute> {
+pub(in crate::server) fn route_of(path: &str) -> Option<AdminRoute> {
     let rest = path.strip_prefix(PREFIX)?;
     let parts: Vec<&str> = rest.split('/').collect();
     match parts[..] {
@@ -64,7 +64,12 @@ pub(super) fn route_of(path: &str) -> Option<AdminRoute> {
     }
 }
 
-pub(super) async fn serve<B>(gateway: &Gateway, route: AdminRoute, req: Request<B>, id: &str) -> Response<Full<Bytes>> {
+pub(in crate::server) async fn serve<B>(
+    gateway: &Gateway,
+    route: AdminRoute,
+    req: Request<B>,
+    id: &str,
+) -> Response<Full<Bytes>> {
     let (route_name, result) = match &route {
         AdminRoute::Protection { tenant } => ("admin_protection", protection(gateway, tenant, &req, id).await),
         AdminRoute::Block { tenant, rule, key } => ("admin_lift", lift(gateway, tenant, rule, key, &req, id).await),

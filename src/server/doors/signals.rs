@@ -6,14 +6,14 @@
 //! signature header is there). One log line and one metric per request; never the path of the status route
 //! (it holds the secret), never a number unmasked.
 
-use super::body::{self, BodyLimits, SignedDoor};
-use super::{respond, Gateway};
 use crate::config::{Config, SHARED_LOGTO_WEBHOOK_KEYS};
 use crate::error::GatewayError;
 use crate::feedback::signals::{self, LogtoEvent};
 use crate::feedback::telemetry::SignalLabels;
 use crate::phone::Phone;
 use crate::runtime::{LiveTenant, Runtime};
+use crate::server::body::{self, BodyLimits, SignedDoor};
+use crate::server::{respond, Gateway};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -23,7 +23,7 @@ use std::sync::Arc;
 const STATUS_PREFIX: &str = "/v1/tencent/status/";
 const LOGTO_WEBHOOK: &str = "/v1/logto/webhook";
 
-pub(super) enum SignalRoute {
+pub(in crate::server) enum SignalRoute {
     /// The tenant named in the path, or none (the shared route).
     LogtoWebhook(Option<String>),
     Verified,
@@ -32,7 +32,7 @@ pub(super) enum SignalRoute {
 }
 
 impl SignalRoute {
-    pub(super) fn name(&self) -> &'static str {
+    pub(in crate::server) fn name(&self) -> &'static str {
         match self {
             SignalRoute::LogtoWebhook(_) => "logto_webhook",
             SignalRoute::Verified => "verified",
@@ -41,7 +41,7 @@ impl SignalRoute {
     }
 }
 
-pub(super) fn route_of(path: &str) -> Option<SignalRoute> {
+pub(in crate::server) fn route_of(path: &str) -> Option<SignalRoute> {
     match path {
         LOGTO_WEBHOOK => Some(SignalRoute::LogtoWebhook(None)),
         "/v1/sms/verified" => Some(SignalRoute::Verified),
@@ -62,7 +62,12 @@ struct Handled {
     detail: Option<String>,
 }
 
-pub(super) async fn serve<B>(gateway: &Gateway, route: SignalRoute, req: Request<B>, id: &str) -> Response<Full<Bytes>>
+pub(in crate::server) async fn serve<B>(
+    gateway: &Gateway,
+    route: SignalRoute,
+    req: Request<B>,
+    id: &str,
+) -> Response<Full<Bytes>>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -131,7 +136,7 @@ where
     if candidates.is_empty() {
         return Err(GatewayError::NotFound);
     }
-    crate::ingress::require_json(req.headers())?;
+    super::require_json(req.headers())?;
     let header = req.headers().get(signals::LOGTO_SIGNATURE).and_then(|v| v.to_str().ok());
     let wanted = signals::logto_signature(header)
         .ok_or(GatewayError::BadSignature("missing or malformed logto-signature-sha-256 header"))?;
@@ -190,10 +195,10 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let config = runtime.config();
-    let token = crate::ingress::bearer_token(req.headers())?;
+    let token = super::bearer_token(req.headers())?;
     let tenant = runtime.tenant_for_token(token).ok_or(GatewayError::Unauthorized)?.clone();
     *tenant_out = Some(tenant.name.clone());
-    crate::ingress::require_json(req.headers())?;
+    super::require_json(req.headers())?;
     let body = body::read(req, limits(config), &tenant.body_readers).await?;
     let report = signals::parse_verified(&body)?;
     let phone = Phone::from_native(&report.phone, tenant.default_country)
