@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! ingress ──> normalize ──> script ──> template ──> policy ──> upstream ──> respond
-//! (server,    (phone)       (script)   (config)     (policy)   (tencent)    (server)
-//!  ingress)
+//! (server::   (phone)       (script)   (config)     (policy)   (tencent)    (server::
+//!  doors)                                                                    doors)
 //! ```
 //!
 //! [`config::Config`] is the compiled, validated `gateway.yaml`, inert; [`runtime::Runtime`] is built from it

@@ -1,7 +1,10 @@
-//! The HTTP front: hyper accept loop, routes, one log event and one metrics update per request, graceful
-//! shutdown, and the runtime swap used by reload. The runtime in force (the config and the running pieces
-//! built from it, see `runtime.rs`) is one `Arc` read at the start of each request, so a request finishes on
-//! the config and the hooks it started with.
+//! The HTTP front: the gateway and its hyper accept loop on each listener, the route table (which front door
+//! in `doors/` serves a path), the probes and `/metrics`, the request-duration metric of every request,
+//! graceful shutdown, and the runtime swap used by reload. The runtime in force (the config and the running
+//! pieces built from it, see `runtime.rs`) is one `Arc` read at the start of each request, so a request
+//! finishes on the config and the hooks it started with. Beside the doors: bounded body reads (`body.rs`),
+//! TLS before HTTP (`listener.rs`), the answers every route writes (`respond.rs`), and the cap on denial log
+//! lines (`denials.rs`).
 
 pub mod body;
 mod denials;
@@ -12,16 +15,14 @@ mod respond;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::error::GatewayError;
-use crate::metrics::{Metrics, RequestLabels, RuleLabels, ScriptLabels, TenantLabels};
-use crate::pipeline::{Services, Trail};
+use crate::metrics::Metrics;
+use crate::pipeline::Services;
 use crate::policy::{Limiter, LimiterMode};
 use crate::providers::tencent::TencentClient;
 use crate::runtime::Runtime;
-use crate::sms::SendRequest;
-use crate::sms::{Accepted, Delivery};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use doors::{admin, signals, supabase};
+use doors::{admin, logto, native, signals, supabase};
 use http::{Method, Request, Response};
 use http_body_util::Full;
 use hyper::body::Body;
@@ -71,6 +72,7 @@ struct Shared {
     unverified: body::Unverified,
 }
 
+/// The front doors that send: which one a send request came through, in its log line and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Native,
@@ -79,6 +81,18 @@ enum Route {
     Supabase,
     /// The Tencent-compatible API (its own listener).
     TencentApi,
+}
+
+impl Route {
+    /// The route's name in a send request's log line.
+    fn name(self) -> &'static str {
+        match self {
+            Route::Native => "native",
+            Route::Logto => "logto",
+            Route::Supabase => "supabase",
+            Route::TencentApi => "tencent_api",
+        }
+    }
 }
 
 /// What a listener serves: the gateway's routes, the Tencent-compatible API (`server.tencent_listen`), or
@@ -424,14 +438,15 @@ impl Gateway {
         let started = Instant::now();
         let id = request_id(req.headers());
         let path = req.uri().path();
-        let route = match path {
-            "/v1/sms/send" => Route::Native,
-            "/v1/logto/sms" => Route::Logto,
-            p if p.starts_with(supabase::PATH) => Route::Supabase,
-            "/healthz" | "/readyz" => return self.operational(req.method(), path, &id).await,
+        // The route table of the main listener: a front door's path, and the door that serves it.
+        match path {
+            native::PATH => self.native(req, &id, started).await,
+            logto::PATH => self.logto(req, &id, started).await,
+            p if p.starts_with(supabase::PATH) => self.supabase(req, &id, started).await,
+            "/healthz" | "/readyz" => self.operational(req.method(), path, &id).await,
             // With an admin listener, metrics and the admin API are served there only.
             "/metrics" if self.shared.runtime.load().config().server.admin_listen.is_none() => {
-                return self.operational(req.method(), path, &id).await;
+                self.operational(req.method(), path, &id).await
             }
             _ => {
                 if let Some(route) = signals::route_of(path) {
@@ -442,61 +457,9 @@ impl Gateway {
                         return admin::serve(self, route, req, &id).await;
                     }
                 }
-                return respond::error(&GatewayError::NotFound, &id, None);
+                respond::error(&GatewayError::NotFound, &id, None)
             }
-        };
-        if req.method() != Method::POST {
-            return respond::error(&GatewayError::MethodNotAllowed { allow: "POST" }, &id, None);
         }
-        if route == Route::Supabase {
-            return self.supabase(req, &id, started).await;
-        }
-
-        let runtime = self.runtime();
-        let mut trail = Trail { request_id: id.clone(), ..Trail::default() };
-        let result = self.send(&runtime, route, req, &mut trail).await;
-        let mut response = match &result {
-            Ok(accepted) => respond::accepted(accepted, &trail, &id),
-            Err(e) => respond::error(e, &id, trail.limits.as_ref()),
-        };
-        if let Err(e) = &result {
-            respond::close_if_unread(&mut response, e);
-        }
-        if trail.replayed {
-            response.headers_mut().insert(respond::IDEMPOTENT_REPLAYED, http::HeaderValue::from_static("true"));
-        }
-        self.record(route, &result, &trail, &id, started, response.status());
-        response
-    }
-
-    async fn send<B>(
-        &self,
-        runtime: &Runtime,
-        route: Route,
-        req: Request<B>,
-        trail: &mut Trail,
-    ) -> Result<Accepted, GatewayError>
-    where
-        B: Body<Data = Bytes>,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let config = runtime.config();
-        let token = doors::bearer_token(req.headers())?;
-        let tenant = runtime.tenant_for_token(token).ok_or(GatewayError::Unauthorized)?.clone();
-        trail.tenant = Some(tenant.name.clone());
-        doors::require_json(req.headers())?;
-        let idempotency_key = doors::idempotency_key(req.headers())?;
-        let limits = body::BodyLimits { max_bytes: config.server.max_body_bytes, timeout: config.server.body_timeout };
-        let body = body::read(req, limits, &tenant.body_readers).await?;
-        let mut request: SendRequest = match route {
-            Route::Native => doors::native::parse_native(&body)?,
-            Route::Logto => doors::logto::parse_logto(&body)?,
-            Route::Supabase | Route::TencentApi => {
-                return Err(GatewayError::Internal("this route has a handler of its own".into()))
-            }
-        };
-        request.idempotency_key = idempotency_key;
-        self.shared.services.send(&tenant, request, trail).await
     }
 
     /// `/healthz`, `/readyz` and `/metrics`, by GET or HEAD.
@@ -544,132 +507,6 @@ impl Gateway {
             }
         }
     }
-
-    /// The one log event and the metrics of a send request.
-    /// `status`: the HTTP status of the answer (200 for every answer of the Tencent-compatible API).
-    fn record(
-        &self,
-        route: Route,
-        result: &Result<Accepted, GatewayError>,
-        trail: &Trail,
-        id: &str,
-        started: Instant,
-        status: http::StatusCode,
-    ) {
-        let outcome = match result {
-            Ok(accepted) if accepted.delivery == Delivery::TestNumber => "test_number",
-            Ok(accepted) => respond::status_word(accepted.delivery),
-            Err(e) => e.code(),
-        };
-        let tenant_name = trail.tenant.as_deref().unwrap_or("");
-        let usage_label = match trail.usage.as_deref() {
-            Some(usage) if trail.usage_named => usage.to_owned(),
-            Some(_) => "other".to_owned(),
-            None => String::new(),
-        };
-        let metrics = &self.shared.metrics;
-        metrics
-            .requests
-            .get_or_create(&RequestLabels { tenant: tenant_name.into(), usage: usage_label, code: outcome.into() })
-            .inc();
-        if let Some(decision) = &trail.limits {
-            for rule in decision.rules.iter().filter(|r| !r.verdict.allowed) {
-                metrics
-                    .limit_denials
-                    .get_or_create(&RuleLabels {
-                        tenant: tenant_name.into(),
-                        rule: rule.name.clone(),
-                        shadow: rule.shadow,
-                    })
-                    .inc();
-                if rule.shadow {
-                    tracing::info!(request_id = %id, tenant = tenant_name, rule = %rule.name, "shadow rule would deny");
-                }
-            }
-        }
-        if let (Some(report), Some(took)) = (&trail.script, trail.script_duration) {
-            let labels = ScriptLabels { tenant: tenant_name.into(), result: report.result().into() };
-            metrics.script_results.get_or_create(&labels).inc();
-            metrics
-                .script_duration
-                .get_or_create(&TenantLabels { tenant: tenant_name.into() })
-                .observe(took.as_secs_f64());
-        }
-        if let Some(latency) = trail.upstream_latency {
-            metrics.observe_upstream(tenant_name, trail.upstream_code, outcome, latency);
-        }
-        // A replay is answered from the first send's receipt: billed once.
-        if let (Ok(Accepted { receipt: Some(receipt), .. }), Some(phone), false) =
-            (result, &trail.phone, trail.replayed)
-        {
-            metrics.observe_fee(tenant_name, phone.country_code(), receipt.fee);
-        }
-        // Under a flood, rate_limited lines are capped per tenant; the count of those left out rides on the
-        // next line written.
-        let mut suppressed = None;
-        if let (Err(GatewayError::RateLimited { .. } | GatewayError::SuspectedPumping { .. }), Some(tenant)) =
-            (result, &trail.tenant)
-        {
-            match self.shared.denial_log.admit(tenant, self.shared.services.clock.monotonic()) {
-                None => return,
-                Some(0) => {}
-                Some(n) => suppressed = Some(n),
-            }
-        }
-        let error = result.as_ref().err();
-        let level_is_warn = error.is_some_and(|e| e.status().is_server_error()) || trail.unconfirmed.is_some();
-        let route = match route {
-            Route::Native => "native",
-            Route::Logto => "logto",
-            Route::Supabase => "supabase",
-            Route::TencentApi => "tencent_api",
-        };
-        let phone = trail.phone.as_ref().map(|p| tracing::field::display(p.masked()));
-        let country = trail.phone.as_ref().map(|p| p.country_code());
-        let upstream_ms = trail.upstream_latency.map(crate::logfields::millis);
-        let latency_ms = crate::logfields::millis(started.elapsed());
-        let status = status.as_u16();
-        // Hook rejections carry the script's own text, and Tencent's its own, either of which may hold a
-        // number; an unconfirmed send says why. For the log only: answers never carry Tencent's text.
-        let detail = match (error, &trail.unconfirmed) {
-            (Some(e), _) => Some(match e.upstream() {
-                Some(u) => format!("{e}: {} ({})", u.code, u.message),
-                None => e.to_string(),
-            }),
-            (None, unconfirmed) => unconfirmed.clone(),
-        };
-        let detail = detail.map(|d| crate::phone::mask_numbers(&d).into_owned());
-        let script = trail.script.as_ref().map(|s| s.summary());
-        macro_rules! event {
-            ($level:expr) => {
-                tracing::event!(
-                    $level,
-                    request_id = %id,
-                    route,
-                    status,
-                    tenant = tenant_name,
-                    usage = trail.usage.as_deref(),
-                    phone,
-                    country,
-                    template_id = trail.template_id.as_deref(),
-                    script = script.as_deref(),
-                    outcome,
-                    upstream_code = trail.upstream_code,
-                    upstream_ms,
-                    latency_ms,
-                    detail = detail.as_deref(),
-                    replayed = trail.replayed.then_some(true),
-                    suppressed,
-                    "send request"
-                )
-            };
-        }
-        if level_is_warn {
-            event!(tracing::Level::WARN);
-        } else {
-            event!(tracing::Level::INFO);
-        }
-    }
 }
 
 /// The route a request is served as, for metrics: a closed set of names, whatever the path.
@@ -681,8 +518,8 @@ pub(crate) fn route_label(door: Door, path: &str) -> &'static str {
         (Door::Main, _) => {}
     }
     match path {
-        "/v1/sms/send" => "native",
-        "/v1/logto/sms" => "logto",
+        native::PATH => "native",
+        logto::PATH => "logto",
         "/healthz" => "healthz",
         "/readyz" => "readyz",
         "/metrics" => "metrics",

@@ -1,13 +1,19 @@
-//! `POST /v1/logto/sms`: the body Logto's HTTP SMS connector posts, read into one [`SendRequest`] with the
-//! field checks that make it safe to hand to the later stages. The rest of the door (bearer token, JSON,
-//! Idempotency-Key, the send and its answer) is the one it shares with the native API, in `doors/mod.rs`.
-//! Errors name the field at fault, never its value.
+//! `POST /v1/logto/sms`, for Logto's HTTP SMS connector. Its body, exactly what the connector posts, is read
+//! into one [`SendRequest`] with the field checks that make it safe to hand to the later stages (errors name
+//! the field at fault, never its value). The caller is a tenant's bearer token; the send and its answer are
+//! those the door shares with the native API (`doors/mod.rs`).
 
 use super::{check_code, check_ip, check_locale, check_usage};
 use crate::error::GatewayError;
 use crate::json::decode;
+use crate::server::{Gateway, Route};
 use crate::sms::{PhoneInput, SendRequest};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Body;
 use serde::Deserialize;
+use std::time::Instant;
 
 pub const PATH: &str = "/v1/logto/sms";
 
@@ -41,6 +47,17 @@ pub fn parse_logto(body: &[u8]) -> Result<SendRequest, GatewayError> {
         locale: check_locale(b.payload.locale)?,
         idempotency_key: None,
     })
+}
+
+impl Gateway {
+    /// Serves `POST /v1/logto/sms`.
+    pub(in crate::server) async fn logto<B>(&self, req: Request<B>, id: &str, started: Instant) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.serve_bearer(Route::Logto, parse_logto, req, id, started).await
+    }
 }
 
 #[cfg(test)]

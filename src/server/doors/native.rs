@@ -1,13 +1,19 @@
-//! `POST /v1/sms/send`, the native API: its body, `{"phone","usage","code"}` or `{"phone","usage","params":[...]}`,
-//! read into one [`SendRequest`] with the field checks that make it safe to hand to the later stages. The
-//! rest of the door (bearer token, JSON, Idempotency-Key, the send and its answer) is the one it shares with
-//! Logto's, in `doors/mod.rs`. Errors name the field at fault, never its value.
+//! `POST /v1/sms/send`, the native API. Its body, `{"phone","usage","code"}` or
+//! `{"phone","usage","params":[...]}`, is read into one [`SendRequest`] with the field checks that make it
+//! safe to hand to the later stages (errors name the field at fault, never its value). The caller is a
+//! tenant's bearer token; the send and its answer are those the door shares with Logto's (`doors/mod.rs`).
 
 use super::{check_code, check_ip, check_locale, check_usage, invalid};
 use crate::error::GatewayError;
 use crate::json::decode;
+use crate::server::{Gateway, Route};
 use crate::sms::{PhoneInput, SendRequest};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Body;
 use serde::Deserialize;
+use std::time::Instant;
 
 pub const PATH: &str = "/v1/sms/send";
 const MAX_PARAMS: usize = 16;
@@ -56,6 +62,22 @@ pub fn parse_native(body: &[u8]) -> Result<SendRequest, GatewayError> {
         locale: check_locale(b.locale)?,
         idempotency_key: None,
     })
+}
+
+impl Gateway {
+    /// Serves `POST /v1/sms/send`.
+    pub(in crate::server) async fn native<B>(
+        &self,
+        req: Request<B>,
+        id: &str,
+        started: Instant,
+    ) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.serve_bearer(Route::Native, parse_native, req, id, started).await
+    }
 }
 
 #[cfg(test)]

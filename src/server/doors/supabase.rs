@@ -21,7 +21,7 @@ use crate::sms::{Accepted, PhoneInput, SendRequest};
 use base64::Engine;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Body;
 use serde::Deserialize;
@@ -159,6 +159,9 @@ impl Gateway {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if req.method() != Method::POST {
+            return respond::error(&GatewayError::MethodNotAllowed { allow: "POST" }, id, None);
+        }
         let runtime = self.runtime();
         let mut trail = Trail { request_id: id.to_owned(), ..Trail::default() };
         let mut verified = false;
