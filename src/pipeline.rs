@@ -18,8 +18,7 @@ use crate::feedback::{Feedback, Memo};
 use crate::phone::{InvalidPhone, Masked, Phone};
 use crate::policy::spend::{Reservation, SpendLedger};
 use crate::policy::{Decision, Limiter, Subject};
-use crate::providers::tencent::client::Dispatched;
-use crate::providers::tencent::{OutboundSms, PreparedRequest, TencentClient};
+use crate::providers::{Dispatched, OutboundSms, PreparedRequest, Providers};
 use crate::runtime::LiveTenant;
 use crate::script::{Routed, ScriptReport};
 use crate::sms::{Accepted, Delivery};
@@ -35,7 +34,7 @@ use std::time::{Duration, Instant};
 /// The process-wide services every request uses; they outlive config reloads.
 pub struct Services {
     pub limiter: Limiter,
-    pub tencent: TencentClient,
+    pub providers: Providers,
     pub clock: SharedClock,
     pub dedupe: Arc<Dedupe>,
     pub spend: Arc<SpendLedger>,
@@ -210,24 +209,20 @@ fn spend_cap_logged(tenant: &Tenant, reserved: Result<Reservation, GatewayError>
 }
 
 impl Services {
-    pub fn new(limiter: Limiter, tencent: TencentClient, clock: SharedClock) -> Arc<Services> {
-        Services::observed(limiter, tencent, clock, crate::feedback::Telemetry::default())
+    pub fn new(limiter: Limiter, providers: Providers, clock: SharedClock) -> Arc<Services> {
+        Services::observed(limiter, providers, clock, crate::feedback::Telemetry::default())
     }
 
     /// With the feedback loop's metrics registered by the caller.
     pub fn observed(
         limiter: Limiter,
-        tencent: TencentClient,
+        providers: Providers,
         clock: SharedClock,
         feedback: crate::feedback::Telemetry,
     ) -> Arc<Services> {
         Arc::new(Services {
-            feedback: Arc::new(Feedback::new(
-                clock.clone(),
-                Box::new(tencent.reporter(feedback.reports.clone())),
-                feedback,
-            )),
-            tencent,
+            feedback: Arc::new(Feedback::new(clock.clone(), providers.conversions(feedback.reports.clone()), feedback)),
+            providers,
             dedupe: Dedupe::new(clock.clone()),
             spend: limiter.spend().clone(),
             limiter,
@@ -342,7 +337,7 @@ impl Services {
     ) -> Result<Planned, GatewayError> {
         let checked = self.check(tenant, request, trail).await?;
         if trail.test_number {
-            let request = self.tencent.prepare_next(&tenant.tencent, &tenant.providers.tencent, &checked.sms);
+            let request = self.providers.prepare(tenant, &tenant.providers, &checked.sms);
             return Ok(Planned { sms: checked.sms, request });
         }
         trail.protection = self.feedback.report(tenant, &checked.phone);
@@ -356,7 +351,7 @@ impl Services {
         if let Some(denied) = denied {
             return Err(denied);
         }
-        let request = self.tencent.prepare_next(&tenant.tencent, &tenant.providers.tencent, &checked.sms);
+        let request = self.providers.prepare(tenant, &tenant.providers, &checked.sms);
         Ok(Planned { sms: checked.sms, request })
     }
 
@@ -557,7 +552,7 @@ impl Services {
             return SharedClaim::Unshared;
         };
         // A claim outlives the longest send, so a replica that died mid-send does not block the key forever.
-        let pending_for = tenant.tencent.timeout + Duration::from_secs(5);
+        let pending_for = self.providers.timeout(tenant) + Duration::from_secs(5);
         match redis.set_new(&key, dedupe::PENDING, pending_for).await {
             Ok(true) => return SharedClaim::Held(key),
             Ok(false) => {}
@@ -679,7 +674,7 @@ impl Services {
     /// Dry run: signed and logged, never transmitted; the reservation is kept (it counts as a send).
     async fn dry_run(&self, tenant: &LiveTenant, admitted: Admitted) -> Outcome {
         let sms = admitted.checked.sms;
-        let request = self.tencent.prepare_next(&tenant.tencent, &tenant.providers.tencent, &sms);
+        let request = self.providers.prepare(tenant, &tenant.providers, &sms);
         tracing::info!(
             tenant = %tenant.name,
             endpoint = %request.url,
@@ -738,8 +733,7 @@ impl Services {
 
     /// Deliver and settle an admitted send (or sign and log it in a dry run).
     async fn deliver_admitted(&self, tenant: &LiveTenant, admitted: Admitted, trail: &mut Trail) -> Outcome {
-        let account = &tenant.tencent;
-        if account.dry_run {
+        if self.providers.dry_run(tenant) {
             return self.dry_run(tenant, admitted).await;
         }
         let Admitted { checked, reservation } = admitted;
@@ -753,7 +747,7 @@ impl Services {
         };
         // Boxed: the client's future is large, and this task's is moved whole into its spawned cell, on
         // denied requests too.
-        let result = Box::pin(self.tencent.deliver(account, &tenant.providers.tencent, &sms)).await;
+        let result = Box::pin(self.providers.deliver(tenant, &tenant.providers, &sms)).await;
         guard.finish();
         trail.upstream_latency = Some(started.elapsed());
         self.settle(reservation, sms.template_id, result, trail).await

@@ -12,7 +12,8 @@ use crate::dedupe::{self, Outcome, Ticket};
 use crate::error::GatewayError;
 use crate::feedback::Memo;
 use crate::phone::Masked;
-use crate::providers::tencent::client::{Call, Dispatched, Entry, Unconfirmed};
+use crate::providers::tencent::client::{Call, Entry};
+use crate::providers::{Dispatched, Unconfirmed};
 use crate::runtime::LiveTenant;
 use crate::sms::{Accepted, CallExtras, Delivery};
 use crate::sms::{CallerMessage, SendRequest};
@@ -233,7 +234,8 @@ impl Services {
             },
             finished: false,
         };
-        let result = Box::pin(self.tencent.deliver_many(account, &tenant.providers.tencent, &sms, &numbers)).await;
+        let result =
+            Box::pin(self.providers.tencent.deliver_many(account, &tenant.providers.tencent, &sms, &numbers)).await;
         guard.finish();
         let took = started.elapsed();
         let now = self.clock.unix_seconds();

@@ -12,26 +12,14 @@ use crate::error::{GatewayError, UpstreamDetail};
 use crate::net::breaker::Breakers;
 use crate::net::proxy::{self, HttpsClient, WrittenBody};
 use crate::phone::Masked;
-use crate::providers::{ReasonLabels, Telemetry};
-use crate::sms::{CallExtras, Receipt};
-use bytes::Bytes;
+use crate::providers::{Dispatched, OutboundSms, PreparedRequest, ReasonLabels, Telemetry, Unconfirmed};
+use crate::sms::Receipt;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The message the pipeline decided to send.
-#[derive(Debug, Clone)]
-pub struct OutboundSms {
-    pub phone_e164: String,
-    pub template_id: String,
-    pub sign_name: Option<String>,
-    pub params: Vec<String>,
-    pub region: String,
-    pub extras: CallExtras,
-}
 
 /// What the client learns about one tenant's account while serving it: which key pair to sign with first
 /// (switched when Tencent refuses one pair and accepts the other). Runtime state: it lives in runtime.rs,
@@ -48,32 +36,21 @@ impl AccountState {
     }
 }
 
-/// A signed request, ready to send (or to show, redacted, in dry-run and `explain`).
-#[derive(Clone)]
-pub struct PreparedRequest {
-    pub url: http::Uri,
-    /// Headers in the order sent, `Authorization` included.
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Bytes,
-}
-
-impl PreparedRequest {
-    /// The body for dry-run logs: the phone number masked and the template parameters (the code) hidden.
-    /// The secret key never enters a prepared request, so nothing else needs redacting.
-    pub fn redacted_body(&self) -> String {
-        let mut body: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
-        if let Some(numbers) = body.get_mut("PhoneNumberSet").and_then(|v| v.as_array_mut()) {
-            for n in numbers {
-                *n = Masked(n.as_str().unwrap_or_default()).to_string().into();
-            }
+/// A SendSms body for dry-run logs and `explain`: the numbers masked and the template parameters (the code)
+/// hidden. The secret key never enters a prepared request, so nothing else needs redacting.
+fn redacted_body(body: &[u8]) -> String {
+    let mut body: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if let Some(numbers) = body.get_mut("PhoneNumberSet").and_then(|v| v.as_array_mut()) {
+        for n in numbers {
+            *n = Masked(n.as_str().unwrap_or_default()).to_string().into();
         }
-        if let Some(params) = body.get_mut("TemplateParamSet").and_then(|v| v.as_array_mut()) {
-            for p in params {
-                *p = "***".into();
-            }
-        }
-        body.to_string()
     }
+    if let Some(params) = body.get_mut("TemplateParamSet").and_then(|v| v.as_array_mut()) {
+        for p in params {
+            *p = "***".into();
+        }
+    }
+    body.to_string()
 }
 
 /// The most a SendSms answer can legitimately hold per number: Tencent echoes `SessionContext` (up to 512
@@ -134,25 +111,6 @@ enum Exchange {
     Answered(Answer),
 }
 
-/// A send that may have gone out: the request reached Tencent (or may have) and no answer says it did not.
-/// Never reported failed and never retried into a second SMS; its numbers are remembered as possibly sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unconfirmed {
-    /// Why it is not confirmed, for the log only (never shown to a caller).
-    pub reason: String,
-    /// Tencent's own answer when it gave one (`InternalError.*`), for the log and metrics.
-    pub upstream: Option<UpstreamDetail>,
-}
-
-/// What a number handed to Tencent came to, when something may have gone out. Beside it, an `Err` always
-/// means nothing was sent: the one decision every consumer reads (answers, refunds of limits and caps,
-/// metrics, the feedback loop, retries).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Dispatched {
-    Sent(Receipt),
-    Unconfirmed(Unconfirmed),
-}
-
 /// What one SendSms call came to, for all its numbers (an `Err` beside it: nothing was sent).
 #[derive(Debug)]
 pub enum Call {
@@ -167,6 +125,24 @@ struct Answer {
     /// Tencent's clock, from the `Date` header.
     date: Option<i64>,
     body: Vec<u8>,
+}
+
+impl crate::providers::Provider for TencentClient {
+    type Account = TencentAccount;
+    type State = AccountState;
+
+    fn prepare(&self, account: &TencentAccount, state: &AccountState, sms: &OutboundSms) -> PreparedRequest {
+        self.prepare_next(account, state, sms)
+    }
+
+    fn deliver(
+        &self,
+        account: &TencentAccount,
+        state: &AccountState,
+        sms: &OutboundSms,
+    ) -> impl std::future::Future<Output = Result<Dispatched, GatewayError>> + Send {
+        TencentClient::deliver(self, account, state, sms)
+    }
 }
 
 impl TencentClient {
@@ -251,7 +227,7 @@ impl TencentClient {
             ("X-TC-Timestamp", timestamp.to_string()),
             ("Authorization", signature.authorization),
         ];
-        PreparedRequest { url: endpoint.uri.clone(), headers, body: body.into() }
+        PreparedRequest { url: endpoint.uri.clone(), headers, body: body.into(), redact: redacted_body }
     }
 
     /// One call of another action (the SDK front door's passthrough), signed with the account's preferred key
