@@ -132,7 +132,7 @@ pub struct Metrics {
     pub upstream_results: Family<UpstreamLabels, Counter>,
     pub upstream_latency: Family<TenantLabels, Histogram>,
     pub reloads: Family<ResultLabels, Counter>,
-    pub tencent: crate::providers::Telemetry,
+    pub tencent: crate::providers::ClientTelemetry,
     pub script_results: Family<ScriptLabels, Counter>,
     pub script_duration: Family<TenantLabels, Histogram>,
     pub limiter_mode: Family<ModeLabels, Gauge>,
@@ -195,7 +195,7 @@ impl Default for Metrics {
         registry.register("upstream_duration_seconds", "Tencent SendSms round trip", upstream_latency.clone());
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register("config_reloads", "Config reloads by result", reloads.clone());
-        let tencent = crate::providers::Telemetry::default();
+        let tencent = crate::providers::ClientTelemetry::default();
         registry.register("upstream_retries", "SendSms attempts retried, by reason", tencent.retries.clone());
         registry.register(
             "clock_skew_seconds",

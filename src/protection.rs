@@ -8,7 +8,7 @@
 //! sends whose window has closed, and a burst of fresh sends is never judged before its users could verify.
 //! A trip blocks the key for `block_for` and starts its count afresh (the sends that tripped it are spent),
 //! so an early lift by an operator is not undone by the same evidence. With the redis backend, blocks other
-//! replicas tripped sit in a shared map refreshed in the background (see `feedback::redis`).
+//! replicas tripped sit in a shared map refreshed in the background (see `feedback::store`).
 
 use crate::config::{ProtectionKey, ProtectionRule};
 use crate::phone::Phone;

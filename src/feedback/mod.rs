@@ -8,9 +8,9 @@
 //! nothing) and, after Tencent's answer, remembering the send: in memory, or with the redis backend in a
 //! background task (no Redis round trip on the request path). Signals, reports and webhooks run off it.
 
-mod redis;
 pub mod sends;
 pub mod signals;
+mod store;
 pub mod telemetry;
 mod verified;
 
@@ -290,7 +290,7 @@ impl Feedback {
         let Some(conversion) = &tenant.conversion else { return Ok(()) };
         let now = self.clock.unix_millis();
         let events =
-            redis::record(redis, tenant, conversion, &memo.source, memo.digits, request_id, serial, now).await?;
+            store::record(redis, tenant, conversion, &memo.source, memo.digits, request_id, serial, now).await?;
         for event in &events {
             if let Event::Tripped { rule, key, until_ms, .. } = *event {
                 self.protection.share(tenant.protection[rule].id, key, until_ms);
@@ -346,7 +346,7 @@ impl Feedback {
         let mut result = Verification { found: local.found, converted: local.newly.len() };
         let mut converted = local.newly;
         if let Some(redis) = limiter.shared() {
-            match redis::convert(redis, tenant, conversion, phone.digits(), request_id, now).await {
+            match store::convert(redis, tenant, conversion, phone.digits(), request_id, now).await {
                 Ok((found, shared)) => {
                     result.found += found;
                     result.converted += shared.len();
@@ -412,14 +412,14 @@ impl Feedback {
         if let (Some(redis), false) = (limiter.shared(), missing.is_empty()) {
             let wanted: Vec<(&str, u64)> =
                 missing.iter().map(|&i| (reports[i].sid.as_str(), reports[i].digits.unwrap_or(0))).collect();
-            match redis::receipts(redis, tenant, &wanted).await {
+            match store::receipts(redis, tenant, &wanted).await {
                 Ok(shared) => {
                     let named: Vec<usize> =
                         missing.iter().zip(&shared).filter(|(_, s)| s.is_some()).map(|(&i, _)| i).collect();
                     let serials: Vec<&str> = named.iter().map(|&i| reports[i].sid.as_str()).collect();
                     let remember = tenant.conversion.as_ref().map_or(0, |c| millis(c.remember_for)).max(1);
                     // Redis failing here counts the receipt (a repeated webhook rather than a lost one).
-                    let first = redis::first_receipts(redis, tenant, &serials, remember).await.unwrap_or_else(|e| {
+                    let first = store::first_receipts(redis, tenant, &serials, remember).await.unwrap_or_else(|e| {
                         limiter.shared_failed(&e);
                         vec![true; serials.len()]
                     });
@@ -483,7 +483,7 @@ impl Feedback {
         if tenant.protection.is_empty() {
             return;
         }
-        match redis::blocks(redis, tenant, self.clock.unix_millis(), false).await {
+        match store::blocks(redis, tenant, self.clock.unix_millis(), false).await {
             Ok((live, _)) => self.share_blocks(tenant, &live),
             Err(e) => limiter.shared_failed(&e),
         }
@@ -500,7 +500,7 @@ impl Feedback {
     pub async fn refresh(&self, config: &Config, limiter: &Limiter) {
         let Some(redis) = limiter.shared() else { return };
         for tenant in config.tenants.iter().filter(|t| !t.protection.is_empty()) {
-            match redis::blocks(redis, tenant, self.clock.unix_millis(), true).await {
+            match store::blocks(redis, tenant, self.clock.unix_millis(), true).await {
                 Ok((live, lifted)) => {
                     self.share_blocks(tenant, &live);
                     for (rule_id, key) in lifted {
@@ -547,7 +547,7 @@ impl Feedback {
         })?;
         let mut lifted = self.protection.lift(rule.id, key, self.clock.unix_millis());
         if let Some(redis) = limiter.shared() {
-            match redis::lift(redis, tenant, rule.id, key).await {
+            match store::lift(redis, tenant, rule.id, key).await {
                 Ok(shared) => lifted |= shared,
                 Err(e) => {
                     limiter.shared_failed(&e);

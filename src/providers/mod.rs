@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 /// Metrics a provider's client updates itself.
 #[derive(Clone, Default)]
-pub struct Telemetry {
+pub struct ClientTelemetry {
     pub retries: Family<ReasonLabels, Counter>,
     pub clock_skew: Gauge,
     /// 1 per endpoint whose breaker is open.
@@ -132,7 +132,7 @@ pub struct Providers {
 }
 
 impl Providers {
-    pub fn new(clock: crate::clock::SharedClock, telemetry: Telemetry) -> Providers {
+    pub fn new(clock: crate::clock::SharedClock, telemetry: ClientTelemetry) -> Providers {
         Providers { tencent: tencent::TencentClient::new(clock, telemetry) }
     }
 

@@ -12,7 +12,7 @@ use crate::error::{GatewayError, UpstreamDetail};
 use crate::net::breaker::Breakers;
 use crate::net::proxy::{self, HttpsClient, WrittenBody};
 use crate::phone::Masked;
-use crate::providers::{Dispatched, OutboundSms, PreparedRequest, ReasonLabels, Telemetry, Unconfirmed};
+use crate::providers::{ClientTelemetry, Dispatched, OutboundSms, PreparedRequest, ReasonLabels, Unconfirmed};
 use crate::sms::Receipt;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prometheus_client::metrics::counter::Counter;
@@ -93,7 +93,7 @@ pub struct TencentClient {
     breakers: Arc<Breakers>,
     /// Seconds to add to our clock to get Tencent's, learnt from `AuthFailure.SignatureExpire` answers.
     skew: Arc<AtomicI64>,
-    telemetry: Telemetry,
+    telemetry: ClientTelemetry,
 }
 
 /// How far one exchange got, from the transport's typed facts (was the connection made, did it begin to
@@ -146,7 +146,7 @@ impl crate::providers::Provider for TencentClient {
 }
 
 impl TencentClient {
-    pub fn new(clock: SharedClock, telemetry: Telemetry) -> Self {
+    pub fn new(clock: SharedClock, telemetry: ClientTelemetry) -> Self {
         TencentClient {
             http: proxy::https_client(None, None),
             routes: Arc::default(),
