@@ -25,7 +25,7 @@ use crate::sms::{Accepted, Delivery};
 use crate::sms::{CallerMessage, PhoneInput, SendRequest};
 mod batch;
 
-pub use batch::NumberResult;
+pub(crate) use batch::NumberResult;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -52,9 +52,9 @@ pub struct Trail {
     pub usage: Option<String>,
     /// The usage type as the caller (or the hook) named it, canonically spelled, when it had no template of
     /// its own and the send was judged as `Generic`.
-    pub usage_fallback_from: Option<String>,
+    pub(crate) usage_fallback_from: Option<String>,
     /// The tenant or Logto knows the usage type (else it is `other` in metrics).
-    pub usage_named: bool,
+    pub(crate) usage_named: bool,
     pub phone: Option<Phone>,
     pub template_id: Option<String>,
     pub limits: Option<Decision>,
@@ -63,15 +63,15 @@ pub struct Trail {
     /// The provider's code for the send, as a bounded label ([`crate::error::UpstreamDetail::label`]).
     pub upstream_code: Option<&'static str>,
     /// Why a send that may have gone out is not confirmed, for the log only.
-    pub unconfirmed: Option<String>,
-    pub upstream_latency: Option<Duration>,
+    pub(crate) unconfirmed: Option<String>,
+    pub(crate) upstream_latency: Option<Duration>,
     /// The answer is a repeat's: the first send's, replayed.
     pub replayed: bool,
     /// What the tenant's Lua hook did, when it has one, and how long it took.
     pub script: Option<ScriptReport>,
-    pub script_duration: Option<Duration>,
+    pub(crate) script_duration: Option<Duration>,
     /// The hook's log lines for the request: the trails of one batch share it.
-    pub hook_log: crate::script::LogBudget,
+    pub(crate) hook_log: crate::script::LogBudget,
     /// The protection state of the number's keys (`explain`).
     pub protection: Vec<crate::protection::KeyReport>,
 }
@@ -175,7 +175,7 @@ pub fn normalize(tenant: &Tenant, input: &PhoneInput) -> Result<Phone, GatewayEr
 }
 
 /// Destination rules: the tenant's country allow/deny list, blocked prefixes and allowed number types.
-pub fn destination(tenant: &Tenant, phone: &Phone) -> Result<(), GatewayError> {
+pub(crate) fn destination(tenant: &Tenant, phone: &Phone) -> Result<(), GatewayError> {
     let country_ok = tenant.countries.as_ref().is_none_or(|rule| rule.permits(phone.country_code()));
     let prefix_ok = !tenant.blocked_prefixes.iter().any(|p| phone.e164().starts_with(p.as_str()));
     if !(country_ok && prefix_ok) {
@@ -214,7 +214,7 @@ impl Services {
     }
 
     /// With the feedback loop's metrics registered by the caller.
-    pub fn observed(
+    pub(crate) fn observed(
         limiter: Limiter,
         providers: Providers,
         clock: SharedClock,
@@ -245,7 +245,7 @@ impl Services {
     /// [`Services::check`] for a caller that chose the message (the Tencent-compatible API): its TemplateId
     /// is sent unless the hook sets one or changes the usage type, its sign name unless the hook sets one,
     /// and its extra fields as they are.
-    pub async fn check_with(
+    pub(crate) async fn check_with(
         &self,
         tenant: &LiveTenant,
         mut request: SendRequest,

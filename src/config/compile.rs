@@ -617,7 +617,7 @@ fn compile_tencent(
     })
 }
 
-pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
+pub(crate) fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
     let url = url::Url::parse(text).map_err(|_| "expected a URL like https://sms.tencentcloudapi.com".to_owned())?;
     if !matches!(url.scheme(), "https" | "http") {
         return Err("the endpoint must be an http or https URL".into());

@@ -11,10 +11,10 @@
 pub mod sends;
 pub mod signals;
 mod store;
-pub mod telemetry;
+pub(crate) mod telemetry;
 mod verified;
 
-pub use sends::SendInfo;
+pub(crate) use sends::SendInfo;
 pub use telemetry::Telemetry;
 
 use crate::clock::SharedClock;
@@ -37,7 +37,7 @@ use verified::VerifiedNumbers;
 
 /// With the redis backend, how often a replica pulls the shared protection blocks (the longest a block
 /// tripped on another replica takes to reach this one).
-pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a send that passed [`Feedback::admit`] carries to [`Feedback::remember`]: the parts of the number
 /// the feedback loop needs, not the number.
@@ -60,7 +60,7 @@ pub struct Verification {
 /// What a delivery-status callback matched.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Receipts {
-    pub matched: usize,
+    pub(crate) matched: usize,
     /// Reports whose `sid` names no send smsgate remembers for this tenant and number: counted, dropped.
     pub unknown: usize,
     /// Reports naming a send whose receipt was already counted: counted as `repeated`, not relayed again.
@@ -83,7 +83,7 @@ pub struct LiftedView {
     pub rule: String,
     pub key: String,
     pub shadow: bool,
-    pub lifted_at_unix_ms: u64,
+    pub(crate) lifted_at_unix_ms: u64,
     pub strikes: u8,
 }
 
@@ -95,7 +95,7 @@ struct InFlight {
 }
 
 /// Held by background feedback work; the last one dropped wakes [`Feedback::settled`].
-pub struct Tracked(Arc<InFlight>);
+pub(crate) struct Tracked(Arc<InFlight>);
 
 impl Drop for Tracked {
     fn drop(&mut self) {
@@ -158,10 +158,6 @@ impl Feedback {
     pub fn start(&self) {
         self.reporter.start();
         self.relay.start();
-    }
-
-    pub fn telemetry(&self) -> &Telemetry {
-        &self.telemetry
     }
 
     fn number_key(&self, tenant: &str, digits: u64) -> u64 {
@@ -279,7 +275,7 @@ impl Feedback {
     /// Remembers an accepted send in Redis (run it off the request path), judging its keys there; a trip
     /// is logged here and takes effect on this replica at once. On a Redis failure (`Err(Some(e))`) the caller
     /// reports it and falls back to [`Feedback::remember`].
-    pub async fn remember_shared(
+    pub(crate) async fn remember_shared(
         &self,
         redis: &RedisStore,
         tenant: &Tenant,
@@ -302,7 +298,7 @@ impl Feedback {
     }
 
     /// Marks background work the request path started; [`Feedback::settled`] waits for it.
-    pub fn track(&self) -> Tracked {
+    pub(crate) fn track(&self) -> Tracked {
         self.inflight.count.fetch_add(1, Ordering::SeqCst);
         Tracked(self.inflight.clone())
     }
@@ -478,7 +474,7 @@ impl Feedback {
     }
 
     /// Reads the tenant's shared blocks from Redis into this replica (read only: `explain`, the admin API).
-    pub async fn load_blocks(&self, tenant: &Tenant, limiter: &Limiter) {
+    pub(crate) async fn load_blocks(&self, tenant: &Tenant, limiter: &Limiter) {
         let Some(redis) = limiter.shared() else { return };
         if tenant.protection.is_empty() {
             return;

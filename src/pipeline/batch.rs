@@ -23,7 +23,7 @@ use std::time::Instant;
 /// One number's result: the gateway's outcome and, when Tencent judged the number in this request, its entry
 /// of `SendStatusSet` as Tencent wrote it.
 #[derive(Debug)]
-pub struct NumberResult {
+pub(crate) struct NumberResult {
     pub outcome: Outcome,
     pub entry: Option<Entry>,
 }
@@ -67,7 +67,7 @@ struct CallKey<'a> {
 impl Services {
     /// Sends one caller message to many numbers. `trails` holds one trail per request, in order; the
     /// results are in the same order.
-    pub async fn send_batch(
+    pub(crate) async fn send_batch(
         self: &Arc<Self>,
         tenant: &Arc<LiveTenant>,
         requests: Vec<SendRequest>,

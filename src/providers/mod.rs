@@ -18,9 +18,9 @@ use std::sync::Arc;
 #[derive(Clone, Default)]
 pub struct ClientTelemetry {
     pub retries: Family<ReasonLabels, Counter>,
-    pub clock_skew: Gauge,
+    pub(crate) clock_skew: Gauge,
     /// 1 per endpoint whose breaker is open.
-    pub breakers_open: Family<crate::net::breaker::EndpointLabels, Gauge>,
+    pub(crate) breakers_open: Family<crate::net::breaker::EndpointLabels, Gauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,12 +39,12 @@ pub struct ReportLabels {
 /// What one send went out as; what the pipeline decided, handed to the tenant's provider.
 #[derive(Debug, Clone)]
 pub struct OutboundSms {
-    pub phone_e164: String,
+    pub(crate) phone_e164: String,
     pub template_id: String,
     pub sign_name: Option<String>,
     pub params: Vec<String>,
     pub region: String,
-    pub extras: CallExtras,
+    pub(crate) extras: CallExtras,
 }
 
 /// A signed request, ready to send (or to show, redacted, in dry-run and `explain`).
@@ -60,7 +60,7 @@ pub struct PreparedRequest {
 
 impl PreparedRequest {
     /// The body for dry-run logs and `explain`: numbers masked, template parameters (the code) hidden.
-    pub fn redacted_body(&self) -> String {
+    pub(crate) fn redacted_body(&self) -> String {
         (self.redact)(&self.body)
     }
 }
@@ -79,7 +79,7 @@ pub struct Unconfirmed {
 /// means nothing was sent: the one decision every consumer reads (answers, refunds of limits and caps,
 /// metrics, the feedback loop, retries).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Dispatched {
+pub(crate) enum Dispatched {
     Sent(Receipt),
     Unconfirmed(Unconfirmed),
 }
@@ -106,7 +106,7 @@ pub trait Conversions: Send + Sync {
 /// typed outcome: `Ok` when something went out or may have, `Err` only when nothing was sent (the classes of
 /// [`crate::error::UpstreamClass`], set where the provider read its answer). Its wire format, signer,
 /// retries within the deadline, failover across its endpoints, breakers and answer codes stay behind it.
-pub trait Provider: Send + Sync {
+pub(crate) trait Provider: Send + Sync {
     /// The tenant's section for this provider in `gateway.yaml`, compiled (inert).
     type Account: Send + Sync;
     /// What the client learns of one account while serving it (runtime state, in [`States`]).
@@ -137,12 +137,12 @@ impl Providers {
     }
 
     /// The signed request for `sms` on the tenant's provider.
-    pub fn prepare(&self, tenant: &Tenant, states: &States, sms: &OutboundSms) -> PreparedRequest {
+    pub(crate) fn prepare(&self, tenant: &Tenant, states: &States, sms: &OutboundSms) -> PreparedRequest {
         self.tencent.prepare(&tenant.tencent, &states.tencent, sms)
     }
 
     /// Sends `sms` through the tenant's provider.
-    pub async fn deliver(
+    pub(crate) async fn deliver(
         &self,
         tenant: &Tenant,
         states: &States,

@@ -61,7 +61,7 @@ pub struct LogBudget(Arc<std::sync::atomic::AtomicU32>);
 
 impl LogBudget {
     /// Lines per request, and per call.
-    pub const LINES: u32 = 20;
+    pub(crate) const LINES: u32 = 20;
 
     /// Takes one line; false when the request has written its lines.
     pub(crate) fn take(&self) -> bool {
@@ -460,7 +460,7 @@ impl Drop for HookJob {
 }
 
 /// Text fit for a log: digit runs that could be phone numbers masked, and the verification code removed.
-pub fn redact(text: &str, code: Option<&str>) -> String {
+pub(crate) fn redact(text: &str, code: Option<&str>) -> String {
     let text = match code {
         Some(code) if !code.is_empty() => text.replace(code, "***"),
         _ => text.to_owned(),

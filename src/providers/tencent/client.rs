@@ -158,12 +158,12 @@ impl TencentClient {
     }
 
     /// The ReportConversion reporter for the feedback loop, on this client (its transport and breakers).
-    pub fn reporter(&self, results: Family<crate::providers::ReportLabels, Counter>) -> super::report::Reporter {
+    pub(crate) fn reporter(&self, results: Family<crate::providers::ReportLabels, Counter>) -> super::report::Reporter {
         super::report::Reporter::new(self.clone(), super::report::QUEUE, results)
     }
 
     /// Serializes and signs `sms` for one endpoint with one key pair at `timestamp`. Pure: no I/O, no clock.
-    pub fn prepare(
+    pub(crate) fn prepare(
         account: &TencentAccount,
         credentials: &Credentials,
         endpoint: &Endpoint,
@@ -174,7 +174,7 @@ impl TencentClient {
     }
 
     /// `sms`'s message to every number of `numbers` in one call (its own `phone_e164` is not used).
-    pub fn prepare_many(
+    pub(crate) fn prepare_many(
         account: &TencentAccount,
         credentials: &Credentials,
         endpoint: &Endpoint,
@@ -198,7 +198,7 @@ impl TencentClient {
 
     /// Signs one call of any SMS action whose body is already serialized: those exact bytes are signed and
     /// sent. Pure: no I/O, no clock.
-    pub fn prepare_action(
+    pub(crate) fn prepare_action(
         credentials: &Credentials,
         endpoint: &Endpoint,
         action: &str,
@@ -233,7 +233,7 @@ impl TencentClient {
     /// One call of another action (the SDK front door's passthrough), signed with the account's preferred key
     /// pair, to its first healthy endpoint, within the account's `timeout`; no retry (the action may not be
     /// idempotent). Tencent's status and body, as they came.
-    pub async fn forward(
+    pub(crate) async fn forward(
         &self,
         account: &TencentAccount,
         state: &AccountState,
@@ -270,7 +270,12 @@ impl TencentClient {
 
     /// The request the next attempt would send: preferred key pair, first healthy endpoint, our clock
     /// corrected by the learnt skew. Used by dry run and `explain`.
-    pub fn prepare_next(&self, account: &TencentAccount, state: &AccountState, sms: &OutboundSms) -> PreparedRequest {
+    pub(crate) fn prepare_next(
+        &self,
+        account: &TencentAccount,
+        state: &AccountState,
+        sms: &OutboundSms,
+    ) -> PreparedRequest {
         let key = state.preferred(account);
         let endpoint = self.breakers.pick(&account.endpoints, 0, self.clock.monotonic());
         TencentClient::prepare(account, &account.credentials[key], &account.endpoints[endpoint], sms, self.timestamp())
@@ -285,7 +290,7 @@ impl TencentClient {
     /// across endpoints on connect failures, re-signs once on a clock error, and tries the next key pair once
     /// on a credential error. The result is the last attempt's (never a stale error after a success), except
     /// that once an attempt may have gone out the send is unconfirmed at worst.
-    pub async fn deliver(
+    pub(crate) async fn deliver(
         &self,
         account: &TencentAccount,
         state: &AccountState,
@@ -311,7 +316,7 @@ impl TencentClient {
     /// entry failed with one code is that code's error (retried as such: an API throttle on every number
     /// sent nothing). An `Err` means nothing was sent by any attempt: once one attempt may have gone out
     /// (`retry_maybe_sent`), the call is unconfirmed whatever the later attempts say.
-    pub async fn deliver_many(
+    pub(crate) async fn deliver_many(
         &self,
         account: &TencentAccount,
         state: &AccountState,
@@ -530,7 +535,7 @@ impl Entry {
 
     /// Tencent accepted this number (`Code: Ok`): its receipt; failed inside Tencent (`InternalError*`):
     /// unconfirmed; else the error its code stands for (nothing sent).
-    pub fn judge(&self, now_unix: i64) -> Result<Dispatched, GatewayError> {
+    pub(crate) fn judge(&self, now_unix: i64) -> Result<Dispatched, GatewayError> {
         let detail =
             || classify::detail(self.status.code.clone(), self.status.message.clone(), self.request_id.clone());
         match classify::classify(&self.status.code) {
@@ -559,7 +564,7 @@ impl std::ops::Deref for Entry {
 /// cannot be read or says Tencent failed inside (a non-Tencent answer, no entries, `InternalError*`): the
 /// request was received, so its numbers may have been sent; or the call's error (nothing sent): the error
 /// envelope (read whatever the status and Content-Type), or every entry failed with the same code.
-pub fn judge_many(status: http::StatusCode, body: &[u8], now_unix: i64) -> Result<Call, GatewayError> {
+pub(crate) fn judge_many(status: http::StatusCode, body: &[u8], now_unix: i64) -> Result<Call, GatewayError> {
     let unconfirmed =
         |reason: String, upstream: Option<UpstreamDetail>| Ok(Call::Unconfirmed(Unconfirmed { reason, upstream }));
     let envelope: Envelope = match serde_json::from_slice(body) {
@@ -594,7 +599,8 @@ pub fn judge_many(status: http::StatusCode, body: &[u8], now_unix: i64) -> Resul
 
 /// Tencent's answer for one number -> what became of it. Every entry is judged, so a partial answer can
 /// never read as success.
-pub fn judge(status: http::StatusCode, body: &[u8], now_unix: i64) -> Result<Dispatched, GatewayError> {
+#[cfg(test)]
+pub(crate) fn judge(status: http::StatusCode, body: &[u8], now_unix: i64) -> Result<Dispatched, GatewayError> {
     let entries = match judge_many(status, body, now_unix)? {
         Call::Answered(entries) => entries,
         Call::Unconfirmed(unconfirmed) => return Ok(Dispatched::Unconfirmed(unconfirmed)),
