@@ -10,7 +10,7 @@ use smsgate::clock::SystemClock;
 use smsgate::phone::Phone;
 use smsgate::pipeline::{Services, Trail};
 use smsgate::policy::{Limiter, MemoryStore};
-use smsgate::providers::tencent::TencentClient;
+use smsgate::providers::Providers;
 use smsgate::script::{HookInput, OnScriptError, RawVerdict, ScriptHook, ScriptLimits, Settings, SliceOutcome};
 use smsgate::sms::{PhoneInput, SendRequest};
 use smsgate::Runtime;
@@ -213,7 +213,7 @@ fn pipeline(c: &mut Criterion) {
     let clock = SystemClock::shared();
     let services = Services::new(
         Limiter::new(Arc::new(MemoryStore::default()), clock.clone()),
-        TencentClient::new(clock.clone(), Default::default()),
+        Providers::new(clock.clone(), Default::default()),
         clock,
     );
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

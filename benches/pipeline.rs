@@ -8,7 +8,7 @@ use smsgate::phone::Phone;
 use smsgate::pipeline::{Services, Trail};
 use smsgate::policy::Limiter;
 use smsgate::providers::tencent::sign::{sign, Tc3Input};
-use smsgate::providers::tencent::TencentClient;
+use smsgate::providers::Providers;
 use smsgate::server::doors::{logto::parse_logto, native::parse_native};
 use smsgate::Runtime;
 use std::collections::HashMap;
@@ -85,7 +85,7 @@ fn pipeline(c: &mut Criterion) {
         let shared: SharedClock = clock.clone();
         let services = Services::new(
             Limiter::from_backend(&config.limits_backend, shared.clone()).unwrap(),
-            TencentClient::new(shared.clone(), Default::default()),
+            Providers::new(shared.clone(), Default::default()),
             shared,
         );
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

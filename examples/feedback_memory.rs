@@ -10,7 +10,7 @@ use smsgate::clock::{ManualClock, SharedClock};
 use smsgate::config::Config;
 use smsgate::feedback::{Feedback, Telemetry};
 use smsgate::phone::Phone;
-use smsgate::providers::tencent::TencentClient;
+use smsgate::providers::Providers;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
@@ -78,7 +78,7 @@ fn main() {
     let shared: SharedClock = clock.clone();
     let feedback = Feedback::new(
         shared.clone(),
-        Box::new(TencentClient::new(shared, Default::default()).reporter(Default::default())),
+        Providers::new(shared, Default::default()).conversions(Default::default()),
         Telemetry::default(),
     );
     feedback.configure(&config);

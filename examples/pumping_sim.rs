@@ -30,7 +30,7 @@ use smsgate::config::Config;
 use smsgate::phone::Phone;
 use smsgate::pipeline::{Services, Trail};
 use smsgate::policy::Limiter;
-use smsgate::providers::tencent::TencentClient;
+use smsgate::providers::Providers;
 use smsgate::sms::{PhoneInput, SendRequest};
 use smsgate::Runtime;
 use std::collections::{BTreeMap, HashMap};
@@ -205,7 +205,7 @@ pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
     let shared: SharedClock = clock.clone();
     let services: std::sync::Arc<Services> = Services::new(
         Limiter::from_backend(&config.limits_backend, shared.clone()).expect("memory"),
-        TencentClient::new(shared.clone(), Default::default()),
+        Providers::new(shared.clone(), Default::default()),
         shared,
     );
     let mut rng = fastrand::Rng::with_seed(scenario.seed);

@@ -20,11 +20,11 @@ use tokio::sync::watch;
 pub type Outcome = Result<Accepted, GatewayError>;
 
 /// The value of a shared key while its first send is in flight.
-pub const PENDING: &str = "pending";
+pub(crate) const PENDING: &str = "pending";
 
 /// The Redis key of a request, `smsgate:{tenant}:dedupe:<hmac>` (under the deployment's storage key); None
 /// when it has neither an idempotency key nor a code.
-pub fn shared_key(
+pub(crate) fn shared_key(
     storage: &crate::policy::StorageKey,
     tenant: &crate::config::Tenant,
     idempotency_key: Option<&str>,
@@ -104,7 +104,7 @@ pub struct Dedupe {
 }
 
 /// What a request is to the de-duplicator.
-pub enum Claim {
+pub(crate) enum Claim {
     /// The first: send, then complete the ticket.
     First(Ticket),
     /// A repeat of a finished send: its answer.
@@ -160,7 +160,7 @@ impl Dedupe {
         }
     }
 
-    pub fn claim(self: &Arc<Self>, key: u64, window: Duration) -> Claim {
+    pub(crate) fn claim(self: &Arc<Self>, key: u64, window: Duration) -> Claim {
         match self.claim_admitted(key, window, || Ok::<(), std::convert::Infallible>(())) {
             Ok(Admission::Replay(outcome)) => Claim::Replay(outcome),
             Ok(Admission::Wait(first)) => Claim::Wait(first),

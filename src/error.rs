@@ -125,7 +125,7 @@ impl GatewayError {
     /// content the caller chose was refused (or the provider's own per-number limits), so refused numbers cannot
     /// buy unlimited calls to the provider. The provider unreachable, throttling its API, or refusing the
     /// operator's account, template or quota is no reason to lock the user out.
-    pub fn quota_comes_back(&self) -> bool {
+    pub(crate) fn quota_comes_back(&self) -> bool {
         match self.upstream() {
             None => true,
             Some(u) => matches!(
@@ -194,7 +194,7 @@ impl GatewayError {
     }
 
     /// A short message fit to show a person (Logto shows it to the end user). Never internal detail.
-    pub fn public_message(&self) -> Cow<'static, str> {
+    pub(crate) fn public_message(&self) -> Cow<'static, str> {
         use GatewayError::*;
         match self {
             InvalidRequest(detail) => Cow::Owned(format!("Invalid request: {detail}.")),
@@ -272,7 +272,7 @@ impl GatewayError {
 /// A wait as a person reads it (Logto shows the message to the end user): `30 seconds`, `20 minutes`,
 /// `1 hour 24 minutes`, `1 day 6 hours`: at most two units, the smaller rounded up so the person never
 /// comes back too early.
-pub fn human_wait(seconds: u64) -> String {
+pub(crate) fn human_wait(seconds: u64) -> String {
     fn unit(n: u64, name: &str) -> String {
         if n == 1 {
             format!("1 {name}")
@@ -304,7 +304,7 @@ pub fn human_wait(seconds: u64) -> String {
     }
 }
 
-pub fn retry_after_seconds(d: Duration) -> u64 {
+pub(crate) fn retry_after_seconds(d: Duration) -> u64 {
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     secs.max(1)
 }

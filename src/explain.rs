@@ -6,7 +6,7 @@ use crate::clock::SharedClock;
 use crate::error::GatewayError;
 use crate::pipeline::{Planned, Services, Trail};
 use crate::policy::Limiter;
-use crate::providers::tencent::TencentClient;
+use crate::providers::Providers;
 use crate::runtime::Runtime;
 use crate::script::ScriptOutcome;
 use crate::sms::{PhoneInput, SendRequest};
@@ -41,7 +41,7 @@ pub async fn explain(runtime: Runtime, clock: SharedClock, input: &Input) -> Res
     let config = runtime.config();
     let tenant = runtime.tenant(&input.tenant).ok_or_else(|| format!("no tenant named {}", input.tenant))?.clone();
     let limiter = Limiter::from_backend(&config.limits_backend, clock.clone()).map_err(|e| e.to_string())?;
-    let services = Services::new(limiter, TencentClient::new(clock.clone(), Default::default()), clock);
+    let services = Services::new(limiter, Providers::new(clock.clone(), Default::default()), clock);
     let request = SendRequest {
         phone: if input.logto {
             PhoneInput::Logto(input.phone.clone())

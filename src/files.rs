@@ -9,7 +9,7 @@ use std::path::Path;
 
 /// Why a file was not read. `Display` names the reason, never the file's content.
 #[derive(Debug)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     Io(std::io::Error),
     /// A directory, FIFO, device or socket: reading one can block forever or never end.
     NotRegular(&'static str),
@@ -61,7 +61,7 @@ fn irregular(file_type: FileType) -> Option<&'static str> {
 /// The type is checked before opening, so a FIFO is never opened (opening one blocks until a writer comes),
 /// and again on the open file, in case the path was swapped in between; the open itself does not block
 /// (`O_NONBLOCK`) and cannot make a terminal the controlling one. At most `max + 1` bytes are read.
-pub fn read_text(path: &Path, max: u64) -> Result<String, ReadError> {
+pub(crate) fn read_text(path: &Path, max: u64) -> Result<String, ReadError> {
     if let Some(kind) = irregular(std::fs::metadata(path)?.file_type()) {
         return Err(ReadError::NotRegular(kind));
     }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Share {
     /// Jobs waiting at most.
-    pub jobs: usize,
+    pub(crate) jobs: usize,
     /// Bytes of waiting jobs at most (as their producer counts them).
     pub bytes: usize,
     /// Jobs in progress at once.

@@ -1,16 +1,22 @@
-//! smsgate: a declarative SMS gateway in front of Tencent Cloud SMS.
+//! smsgate: a declarative SMS gateway in front of SMS providers (Tencent Cloud SMS today).
 //!
 //! One request flows left to right through one module per stage:
 //!
 //! ```text
-//! ingress ──> normalize ──> script ──> template ──> policy ──> upstream ──> respond
-//! (server::   (phone)       (script)   (config)     (policy)   (tencent)    (server::
-//!  doors)                                                                    doors)
+//! door ──────> normalize ──> script ──> template ──> policy ──> provider ───> answer
+//! (server::    (phone)       (script)   (config)     (policy,   (providers)   (server::doors)
+//!  doors)                                             dedupe)
 //! ```
+//!
+//! The modules sit in layers, each importing only from its own and lower ones (the table and its check are
+//! in tests/layers.rs): vocabulary (`sms`, `error`, `phone`, `clock`...) < data (`config`, inert) < infra
+//! (`net`, `lanes`) < components (`script`, `policy`, `dedupe`, `protection`, `feedback`, `relay`,
+//! `providers`) < assembly (`runtime`, `pipeline`) < edges (`server` and its doors, `explain`, `metrics`).
 //!
 //! [`config::Config`] is the compiled, validated `gateway.yaml`, inert; [`runtime::Runtime`] is built from it
 //! (compiled Lua hooks, body-reading slots, provider state); [`server::Gateway`] serves a runtime on any
-//! listener and swaps it whole on reload; [`pipeline::Services`] runs the stages.
+//! listener and swaps it whole on reload; [`pipeline::Services`] runs the stages and sends through
+//! [`providers::Providers`].
 
 pub mod clock;
 pub mod config;

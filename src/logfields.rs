@@ -13,7 +13,7 @@ use tracing_subscriber::fmt::FormatFields;
 
 /// A duration as milliseconds rounded to the microsecond, for a log field: `latency_ms=1.234`, a number in
 /// both formats, never `1.2345678901` nor a `Debug` string such as `1.234567ms`.
-pub fn millis(d: std::time::Duration) -> f64 {
+pub(crate) fn millis(d: std::time::Duration) -> f64 {
     (d.as_nanos() as f64 / 1_000.0).round() / 1_000.0
 }
 

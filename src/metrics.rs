@@ -23,7 +23,7 @@ const REQUEST_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
+pub(crate) struct RouteLabels {
     /// One of the gateway's route names (`native`, `logto`, `tencent_api`, `healthz`…, `other`).
     pub route: &'static str,
     /// `2xx`, `3xx`, `4xx`, `5xx` (`1xx` never leaves the gateway).
@@ -31,7 +31,7 @@ pub struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BuildLabels {
+pub(crate) struct BuildLabels {
     pub version: &'static str,
     pub commit: &'static str,
 }
@@ -44,7 +44,7 @@ pub struct CountryLabels {
 }
 
 /// The status class label of an HTTP status.
-pub fn status_class(status: u16) -> &'static str {
+pub(crate) fn status_class(status: u16) -> &'static str {
     match status {
         200..=299 => "2xx",
         300..=399 => "3xx",
@@ -61,30 +61,30 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RuleLabels {
+pub(crate) struct RuleLabels {
     pub tenant: String,
     pub rule: String,
     pub shadow: bool,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct UpstreamLabels {
+pub(crate) struct UpstreamLabels {
     pub tenant: String,
     pub code: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TenantLabels {
+pub(crate) struct TenantLabels {
     pub tenant: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ModeLabels {
+pub(crate) struct ModeLabels {
     pub mode: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ScriptLabels {
+pub(crate) struct ScriptLabels {
     pub tenant: String,
     /// unchanged, changed, rejected, failed, skipped.
     pub result: String,
@@ -96,7 +96,7 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CapLabels {
+pub(crate) struct CapLabels {
     pub tenant: String,
     /// `all` or a country code the tenant's `spend_caps.countries` names.
     pub scope: String,
@@ -116,26 +116,26 @@ pub struct Metrics {
     /// The root registry: `process_*` and, under the `smsgate_` prefix, everything else.
     registry: Registry,
     /// Every answered HTTP request by route and status class, from the request head to the answer.
-    pub request_duration: Family<RouteLabels, Histogram>,
+    pub(crate) request_duration: Family<RouteLabels, Histogram>,
     /// Fee units (Tencent's `Fee`) of sent messages, by tenant and country.
     pub fees: Family<CountryLabels, Counter>,
     /// Unix time of the last config load that was put in force (the start counts).
-    pub last_reload_success: Gauge<f64, AtomicU64>,
+    pub(crate) last_reload_success: Gauge<f64, AtomicU64>,
     /// 1 when the last reload put its config in force, 0 when it failed.
-    pub last_reload_successful: Gauge,
+    pub(crate) last_reload_successful: Gauge,
     /// Signatures computed over bodies of callers not verified yet: what anonymous calls cost in CPU.
     pub signature_checks: Family<DoorLabels, Counter>,
     /// Each spend cap's use in its current period, as this replica last saw it (set at each scrape).
-    pub spend_cap_used: Family<CapLabels, Gauge<f64, AtomicU64>>,
+    pub(crate) spend_cap_used: Family<CapLabels, Gauge<f64, AtomicU64>>,
     pub requests: Family<RequestLabels, Counter>,
-    pub limit_denials: Family<RuleLabels, Counter>,
-    pub upstream_results: Family<UpstreamLabels, Counter>,
-    pub upstream_latency: Family<TenantLabels, Histogram>,
+    pub(crate) limit_denials: Family<RuleLabels, Counter>,
+    pub(crate) upstream_results: Family<UpstreamLabels, Counter>,
+    pub(crate) upstream_latency: Family<TenantLabels, Histogram>,
     pub reloads: Family<ResultLabels, Counter>,
-    pub tencent: crate::providers::Telemetry,
-    pub script_results: Family<ScriptLabels, Counter>,
-    pub script_duration: Family<TenantLabels, Histogram>,
-    pub limiter_mode: Family<ModeLabels, Gauge>,
+    pub tencent: crate::providers::ClientTelemetry,
+    pub(crate) script_results: Family<ScriptLabels, Counter>,
+    pub(crate) script_duration: Family<TenantLabels, Histogram>,
+    pub(crate) limiter_mode: Family<ModeLabels, Gauge>,
     /// The feedback loop's metrics (conversions, receipts, protection, ReportConversion, webhooks).
     pub feedback: crate::feedback::Telemetry,
 }
@@ -195,7 +195,7 @@ impl Default for Metrics {
         registry.register("upstream_duration_seconds", "Tencent SendSms round trip", upstream_latency.clone());
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register("config_reloads", "Config reloads by result", reloads.clone());
-        let tencent = crate::providers::Telemetry::default();
+        let tencent = crate::providers::ClientTelemetry::default();
         registry.register("upstream_retries", "SendSms attempts retried, by reason", tencent.retries.clone());
         registry.register(
             "clock_skew_seconds",
@@ -262,14 +262,14 @@ impl Metrics {
     }
 
     /// One answered HTTP request.
-    pub fn observe_request(&self, route: &'static str, status: u16, took: Duration) {
+    pub(crate) fn observe_request(&self, route: &'static str, status: u16, took: Duration) {
         self.request_duration
             .get_or_create(&RouteLabels { route, class: status_class(status) })
             .observe(took.as_secs_f64());
     }
 
     /// A config load put in force (at start or by a reload) at `unix` seconds, or a reload that failed.
-    pub fn config_loaded(&self, unix: Option<i64>) {
+    pub(crate) fn config_loaded(&self, unix: Option<i64>) {
         if let Some(unix) = unix {
             self.last_reload_success.set(unix as f64);
         }
@@ -277,7 +277,7 @@ impl Metrics {
     }
 
     /// The fee Tencent reported for a sent message.
-    pub fn observe_fee(&self, tenant: &str, country: &str, fee: u32) {
+    pub(crate) fn observe_fee(&self, tenant: &str, country: &str, fee: u32) {
         if fee > 0 {
             self.fees
                 .get_or_create(&CountryLabels { tenant: tenant.into(), country: country.into() })
@@ -291,7 +291,7 @@ impl Metrics {
     }
 
     /// Sets the spend-cap gauges to `uses` (tenant, use): every cap of every tenant, the last scrape's gone.
-    pub fn set_spend_caps(&self, uses: impl IntoIterator<Item = (String, crate::policy::spend::CapUse)>) {
+    pub(crate) fn set_spend_caps(&self, uses: impl IntoIterator<Item = (String, crate::policy::spend::CapUse)>) {
         self.spend_cap_used.clear();
         for (tenant, u) in uses {
             let labels = CapLabels { tenant, scope: u.scope, period: u.period, kind: u.kind };
@@ -300,7 +300,7 @@ impl Metrics {
     }
 
     /// Sets the limiter mode gauge: 1 for `mode`, 0 for the others.
-    pub fn set_limiter_mode(&self, mode: crate::policy::LimiterMode) {
+    pub(crate) fn set_limiter_mode(&self, mode: crate::policy::LimiterMode) {
         for m in crate::policy::LimiterMode::ALL {
             self.limiter_mode.get_or_create(&ModeLabels { mode: m.as_str().into() }).set(i64::from(m == mode));
         }
@@ -308,7 +308,7 @@ impl Metrics {
 
     /// One upstream exchange: Tencent's code as a bounded label when it answered (`classify::label`), else
     /// the gateway outcome (`upstream_timeout`, `upstream_unavailable`, `maybe_sent`).
-    pub fn observe_upstream(
+    pub(crate) fn observe_upstream(
         &self,
         tenant: &str,
         tencent_code: Option<&'static str>,

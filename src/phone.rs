@@ -39,7 +39,7 @@ pub enum NumberType {
 }
 
 impl NumberType {
-    pub const ALL: [NumberType; 12] = [
+    pub(crate) const ALL: [NumberType; 12] = [
         NumberType::Mobile,
         NumberType::FixedLineOrMobile,
         NumberType::FixedLine,
@@ -197,7 +197,8 @@ impl Phone {
         self.digits
     }
 
-    pub fn calling_code(&self) -> u16 {
+    #[cfg(test)]
+    fn calling_code(&self) -> u16 {
         self.calling_code
     }
 
@@ -206,7 +207,7 @@ impl Phone {
     }
 
     /// ISO 3166 alpha-2 code of the number's region, or `ZZ` when the metadata names none.
-    pub fn country_code(&self) -> &str {
+    pub(crate) fn country_code(&self) -> &str {
         self.country.as_ref().map(|c| c.as_ref()).unwrap_or("ZZ")
     }
 
@@ -216,7 +217,7 @@ impl Phone {
     }
 
     /// Mainland China numbers (+86) take Tencent's domestic templates.
-    pub fn is_mainland_china(&self) -> bool {
+    pub(crate) fn is_mainland_china(&self) -> bool {
         self.calling_code == 86
     }
 
@@ -460,7 +461,7 @@ impl fmt::Display for Masked<'_> {
 /// single spaces, dots and hyphens between digits, as people write numbers. An IPv4 address or prefix
 /// (`198.51.100.7`, `198.51.100.`: two to four dot-separated groups of at most three digits, each at most
 /// 255) is no number and stays as it is.
-pub fn mask_numbers(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn mask_numbers(text: &str) -> std::borrow::Cow<'_, str> {
     let bytes = text.as_bytes();
     let mut out = String::new();
     let mut copied = 0;

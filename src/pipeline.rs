@@ -18,15 +18,14 @@ use crate::feedback::{Feedback, Memo};
 use crate::phone::{InvalidPhone, Masked, Phone};
 use crate::policy::spend::{Reservation, SpendLedger};
 use crate::policy::{Decision, Limiter, Subject};
-use crate::providers::tencent::client::Dispatched;
-use crate::providers::tencent::{OutboundSms, PreparedRequest, TencentClient};
+use crate::providers::{Dispatched, OutboundSms, PreparedRequest, Providers};
 use crate::runtime::LiveTenant;
 use crate::script::{Routed, ScriptReport};
 use crate::sms::{Accepted, Delivery};
 use crate::sms::{CallerMessage, PhoneInput, SendRequest};
 mod batch;
 
-pub use batch::NumberResult;
+pub(crate) use batch::NumberResult;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -35,7 +34,7 @@ use std::time::{Duration, Instant};
 /// The process-wide services every request uses; they outlive config reloads.
 pub struct Services {
     pub limiter: Limiter,
-    pub tencent: TencentClient,
+    pub providers: Providers,
     pub clock: SharedClock,
     pub dedupe: Arc<Dedupe>,
     pub spend: Arc<SpendLedger>,
@@ -53,9 +52,9 @@ pub struct Trail {
     pub usage: Option<String>,
     /// The usage type as the caller (or the hook) named it, canonically spelled, when it had no template of
     /// its own and the send was judged as `Generic`.
-    pub usage_fallback_from: Option<String>,
+    pub(crate) usage_fallback_from: Option<String>,
     /// The tenant or Logto knows the usage type (else it is `other` in metrics).
-    pub usage_named: bool,
+    pub(crate) usage_named: bool,
     pub phone: Option<Phone>,
     pub template_id: Option<String>,
     pub limits: Option<Decision>,
@@ -64,15 +63,15 @@ pub struct Trail {
     /// The provider's code for the send, as a bounded label ([`crate::error::UpstreamDetail::label`]).
     pub upstream_code: Option<&'static str>,
     /// Why a send that may have gone out is not confirmed, for the log only.
-    pub unconfirmed: Option<String>,
-    pub upstream_latency: Option<Duration>,
+    pub(crate) unconfirmed: Option<String>,
+    pub(crate) upstream_latency: Option<Duration>,
     /// The answer is a repeat's: the first send's, replayed.
     pub replayed: bool,
     /// What the tenant's Lua hook did, when it has one, and how long it took.
     pub script: Option<ScriptReport>,
-    pub script_duration: Option<Duration>,
+    pub(crate) script_duration: Option<Duration>,
     /// The hook's log lines for the request: the trails of one batch share it.
-    pub hook_log: crate::script::LogBudget,
+    pub(crate) hook_log: crate::script::LogBudget,
     /// The protection state of the number's keys (`explain`).
     pub protection: Vec<crate::protection::KeyReport>,
 }
@@ -176,7 +175,7 @@ pub fn normalize(tenant: &Tenant, input: &PhoneInput) -> Result<Phone, GatewayEr
 }
 
 /// Destination rules: the tenant's country allow/deny list, blocked prefixes and allowed number types.
-pub fn destination(tenant: &Tenant, phone: &Phone) -> Result<(), GatewayError> {
+pub(crate) fn destination(tenant: &Tenant, phone: &Phone) -> Result<(), GatewayError> {
     let country_ok = tenant.countries.as_ref().is_none_or(|rule| rule.permits(phone.country_code()));
     let prefix_ok = !tenant.blocked_prefixes.iter().any(|p| phone.e164().starts_with(p.as_str()));
     if !(country_ok && prefix_ok) {
@@ -210,24 +209,20 @@ fn spend_cap_logged(tenant: &Tenant, reserved: Result<Reservation, GatewayError>
 }
 
 impl Services {
-    pub fn new(limiter: Limiter, tencent: TencentClient, clock: SharedClock) -> Arc<Services> {
-        Services::observed(limiter, tencent, clock, crate::feedback::Telemetry::default())
+    pub fn new(limiter: Limiter, providers: Providers, clock: SharedClock) -> Arc<Services> {
+        Services::observed(limiter, providers, clock, crate::feedback::Telemetry::default())
     }
 
     /// With the feedback loop's metrics registered by the caller.
-    pub fn observed(
+    pub(crate) fn observed(
         limiter: Limiter,
-        tencent: TencentClient,
+        providers: Providers,
         clock: SharedClock,
         feedback: crate::feedback::Telemetry,
     ) -> Arc<Services> {
         Arc::new(Services {
-            feedback: Arc::new(Feedback::new(
-                clock.clone(),
-                Box::new(tencent.reporter(feedback.reports.clone())),
-                feedback,
-            )),
-            tencent,
+            feedback: Arc::new(Feedback::new(clock.clone(), providers.conversions(feedback.reports.clone()), feedback)),
+            providers,
             dedupe: Dedupe::new(clock.clone()),
             spend: limiter.spend().clone(),
             limiter,
@@ -250,7 +245,7 @@ impl Services {
     /// [`Services::check`] for a caller that chose the message (the Tencent-compatible API): its TemplateId
     /// is sent unless the hook sets one or changes the usage type, its sign name unless the hook sets one,
     /// and its extra fields as they are.
-    pub async fn check_with(
+    pub(crate) async fn check_with(
         &self,
         tenant: &LiveTenant,
         mut request: SendRequest,
@@ -342,7 +337,7 @@ impl Services {
     ) -> Result<Planned, GatewayError> {
         let checked = self.check(tenant, request, trail).await?;
         if trail.test_number {
-            let request = self.tencent.prepare_next(&tenant.tencent, &tenant.providers.tencent, &checked.sms);
+            let request = self.providers.prepare(tenant, &tenant.providers, &checked.sms);
             return Ok(Planned { sms: checked.sms, request });
         }
         trail.protection = self.feedback.report(tenant, &checked.phone);
@@ -356,7 +351,7 @@ impl Services {
         if let Some(denied) = denied {
             return Err(denied);
         }
-        let request = self.tencent.prepare_next(&tenant.tencent, &tenant.providers.tencent, &checked.sms);
+        let request = self.providers.prepare(tenant, &tenant.providers, &checked.sms);
         Ok(Planned { sms: checked.sms, request })
     }
 
@@ -557,7 +552,7 @@ impl Services {
             return SharedClaim::Unshared;
         };
         // A claim outlives the longest send, so a replica that died mid-send does not block the key forever.
-        let pending_for = tenant.tencent.timeout + Duration::from_secs(5);
+        let pending_for = self.providers.timeout(tenant) + Duration::from_secs(5);
         match redis.set_new(&key, dedupe::PENDING, pending_for).await {
             Ok(true) => return SharedClaim::Held(key),
             Ok(false) => {}
@@ -679,7 +674,7 @@ impl Services {
     /// Dry run: signed and logged, never transmitted; the reservation is kept (it counts as a send).
     async fn dry_run(&self, tenant: &LiveTenant, admitted: Admitted) -> Outcome {
         let sms = admitted.checked.sms;
-        let request = self.tencent.prepare_next(&tenant.tencent, &tenant.providers.tencent, &sms);
+        let request = self.providers.prepare(tenant, &tenant.providers, &sms);
         tracing::info!(
             tenant = %tenant.name,
             endpoint = %request.url,
@@ -738,8 +733,7 @@ impl Services {
 
     /// Deliver and settle an admitted send (or sign and log it in a dry run).
     async fn deliver_admitted(&self, tenant: &LiveTenant, admitted: Admitted, trail: &mut Trail) -> Outcome {
-        let account = &tenant.tencent;
-        if account.dry_run {
+        if self.providers.dry_run(tenant) {
             return self.dry_run(tenant, admitted).await;
         }
         let Admitted { checked, reservation } = admitted;
@@ -753,7 +747,7 @@ impl Services {
         };
         // Boxed: the client's future is large, and this task's is moved whole into its spawned cell, on
         // denied requests too.
-        let result = Box::pin(self.tencent.deliver(account, &tenant.providers.tencent, &sms)).await;
+        let result = Box::pin(self.providers.deliver(tenant, &tenant.providers, &sms)).await;
         guard.finish();
         trail.upstream_latency = Some(started.elapsed());
         self.settle(reservation, sms.template_id, result, trail).await

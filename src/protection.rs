@@ -8,7 +8,7 @@
 //! sends whose window has closed, and a burst of fresh sends is never judged before its users could verify.
 //! A trip blocks the key for `block_for` and starts its count afresh (the sends that tripped it are spent),
 //! so an early lift by an operator is not undone by the same evidence. With the redis backend, blocks other
-//! replicas tripped sit in a shared map refreshed in the background (see `feedback::redis`).
+//! replicas tripped sit in a shared map refreshed in the background (see `feedback::store`).
 
 use crate::config::{ProtectionKey, ProtectionRule};
 use crate::phone::Phone;
@@ -58,24 +58,24 @@ const CURVE_MIN: f32 = 32.0;
 /// tenant's longest prefix rule needs (at most 12, and never closer than 3 digits to the whole number).
 /// Kept with a remembered send instead of the number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct KeySource {
+pub(crate) struct KeySource {
     #[serde(rename = "c", with = "country_text")]
     pub country: [u8; 2],
     #[serde(rename = "k")]
     pub stem: u64,
     #[serde(rename = "l")]
-    pub stem_len: u8,
+    pub(crate) stem_len: u8,
 }
 
 /// The country as its two letters in JSON (Redis records), not as bytes.
 mod country_text {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(code: &[u8; 2], s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(code: &[u8; 2], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(std::str::from_utf8(code).unwrap_or("ZZ"))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 2], D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 2], D::Error> {
         let text = String::deserialize(d)?;
         match text.as_bytes() {
             [a, b] => Ok([*a, *b]),
@@ -121,7 +121,7 @@ impl KeySource {
 }
 
 /// A key as operators write and read it: `CN`, or `+861380` for a prefix.
-pub fn key_label(key: u64) -> String {
+pub(crate) fn key_label(key: u64) -> String {
     if key & COUNTRY_TAG != 0 {
         let [a, b] = (key as u16).to_be_bytes();
         format!("{}{}", a as char, b as char)
@@ -132,7 +132,7 @@ pub fn key_label(key: u64) -> String {
 }
 
 /// The key an operator named (`CN`, `+861380` or `861380`) for a rule of this kind.
-pub fn parse_key(kind: ProtectionKey, text: &str) -> Option<u64> {
+pub(crate) fn parse_key(kind: ProtectionKey, text: &str) -> Option<u64> {
     match kind {
         ProtectionKey::Country => {
             let ok = text.len() == 2 && text.bytes().all(|b| b.is_ascii_uppercase());
@@ -163,22 +163,22 @@ pub enum Event {
 #[derive(Debug, Default)]
 pub struct Admission {
     /// The first enforcing rule whose key is blocked (index into the tenant's rules).
-    pub blocked_by: Option<usize>,
+    pub(crate) blocked_by: Option<usize>,
     /// Shadow rules whose key is blocked: counted and logged, never refused.
-    pub shadow_hits: SmallVec<[usize; 2]>,
+    pub(crate) shadow_hits: SmallVec<[usize; 2]>,
     pub events: SmallVec<[Event; 2]>,
 }
 
 /// A blocked key, or one whose block lifted while its strikes are remembered (the admin API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlockState {
+pub(crate) struct BlockState {
     /// Index into the tenant's rules.
     pub rule: usize,
     pub key: u64,
     /// Unix ms the block ends; None once lifted.
-    pub until_ms: Option<u64>,
+    pub(crate) until_ms: Option<u64>,
     pub strikes: u8,
-    pub lifted_at_ms: Option<u64>,
+    pub(crate) lifted_at_ms: Option<u64>,
 }
 
 /// One key's state, for `explain` and the admin API.
@@ -188,18 +188,18 @@ pub struct KeyReport {
     pub key: String,
     pub shadow: bool,
     /// Unix ms the block ends, when blocked.
-    pub blocked_until_ms: Option<u64>,
+    pub(crate) blocked_until_ms: Option<u64>,
     /// Judged sends (conversion window passed) in the rule's window, and how many of them converted.
-    pub judged_sends: u32,
-    pub judged_converted: u32,
+    pub(crate) judged_sends: u32,
+    pub(crate) judged_converted: u32,
     /// Sends still inside their conversion window.
     pub pending: u32,
     /// The share of sends the key's baseline expects to convert, and the unverified sends above it now.
-    pub expected_conversion: f32,
+    pub(crate) expected_conversion: f32,
     pub excess: f32,
     /// Trips in a row (each blocks `ESCALATION` times longer), and when the last block lifted (unix ms).
     pub strikes: u8,
-    pub lifted_at_ms: Option<u64>,
+    pub(crate) lifted_at_ms: Option<u64>,
 }
 
 /// An exponentially weighted count of sends and of their conversions.
@@ -541,7 +541,7 @@ impl KeyState {
 type Shard = Mutex<HashMap<(u64, u64), KeyState, foldhash::fast::RandomState>>;
 
 /// Every tenant's protection state in this process, sharded by (rule, key).
-pub struct ProtectionTable {
+pub(crate) struct ProtectionTable {
     shards: Box<[Shard]>,
     /// Blocks shared through Redis: (rule id, key) -> unix ms the block ends. Empty with the memory backend,
     /// so the send path pays one atomic load for it.
@@ -758,7 +758,7 @@ impl ProtectionTable {
     }
 
     /// Replaces the shared blocks of `rules` with `blocks` (rule id, key, until ms), as read from Redis.
-    pub fn replace_shared(&self, rules: &[u64], blocks: &[(u64, u64, u64)]) {
+    pub(crate) fn replace_shared(&self, rules: &[u64], blocks: &[(u64, u64, u64)]) {
         self.shared.rcu(|map| {
             let mut map: HashMap<(u64, u64), u64> =
                 map.iter().filter(|((rule, _), _)| !rules.contains(rule)).map(|(k, v)| (*k, *v)).collect();
@@ -824,7 +824,8 @@ impl ProtectionTable {
         self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len()).sum()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Events waiting to be delivered, per tenant.
-pub const QUEUE: usize = 1024;
+pub(crate) const QUEUE: usize = 1024;
 /// Bytes of events waiting to be delivered, per tenant.
 const QUEUE_BYTES: usize = 1 << 20;
 /// Deliveries in flight at once, per tenant (each may be waiting out a back-off: at most about 65 s).
@@ -74,7 +74,7 @@ impl Relay {
     }
 
     /// Queues `{"type": kind, "timestamp": …, "data": data}` for the tenant's receiver; never waits.
-    pub fn enqueue(&self, tenant: &Arc<str>, target: &WebhookTarget, kind: &str, data: serde_json::Value) {
+    pub(crate) fn enqueue(&self, tenant: &Arc<str>, target: &WebhookTarget, kind: &str, data: serde_json::Value) {
         let timestamp = chrono::DateTime::from_timestamp_millis(self.clock.unix_millis() as i64)
             .unwrap_or_default()
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);

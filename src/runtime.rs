@@ -118,7 +118,7 @@ impl Runtime {
     }
 
     /// The tenant and credentials of a Tencent-compatible API caller, by its SecretId.
-    pub fn sdk_client(&self, secret_id: &str) -> Option<(&Arc<LiveTenant>, &Credentials)> {
+    pub(crate) fn sdk_client(&self, secret_id: &str) -> Option<(&Arc<LiveTenant>, &Credentials)> {
         let &(tenant, client) = self.config.sdk_clients.get(secret_id)?;
         let tenant = &self.tenants[tenant];
         Some((tenant, &tenant.sdk_clients[client]))

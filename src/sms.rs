@@ -46,15 +46,15 @@ impl std::fmt::Debug for SendRequest {
 pub struct CallerMessage {
     pub template_id: String,
     pub sign_name: Option<String>,
-    pub extras: CallExtras,
+    pub(crate) extras: CallExtras,
 }
 
 /// `SendSms` fields only a caller of the SDK front door sets, passed to Tencent as sent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct CallExtras {
-    pub extend_code: Option<String>,
-    pub session_context: Option<String>,
-    pub sender_id: Option<String>,
+pub(crate) struct CallExtras {
+    pub(crate) extend_code: Option<String>,
+    pub(crate) session_context: Option<String>,
+    pub(crate) sender_id: Option<String>,
 }
 
 /// The provider's acceptance of one number: its message id (Tencent's `SerialNo`), the fee in units, the

@@ -1,7 +1,7 @@
 //! The code's layers, checked: every `crate::` and `super::` path in `src/` (imports, re-exports and paths
-//! written inline, test modules included) goes to the same or a lower layer, and no two files import each
-//! other, however indirectly. [`LAYERS`] is the one place the layers are written; the README's code layout
-//! describes them.
+//! written inline, test modules included) goes to the same or a lower layer; no two files import each other,
+//! however indirectly; and outside `src/providers/`, only the files of [`NAMES_A_PROVIDER`] name a provider's
+//! own module. [`LAYERS`] is the one place the layers are written; docs/architecture.md describes them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -22,6 +22,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     // What faces the outside: front doors, the server, explain, metrics.
     ("edges", &["explain", "metrics", "server"]),
 ];
+
+/// Outside `src/providers/`, the files that may name a provider's own module: the Tencent-compatible door (its
+/// API is Tencent's by nature, wherever the door's file sits) and the batch send it alone uses (a SendSms
+/// with many numbers, answered entry by entry). Everything else goes through `providers::Providers` and the
+/// provider-neutral types beside it.
+const NAMES_A_PROVIDER: &[&str] = &["tencent_api.rs", "pipeline/batch.rs"];
 
 /// `src/a/b.rs` and `src/a/b/mod.rs` -> `a::b`; `src/lib.rs` -> `` (the crate root).
 fn module_of(relative: &Path) -> String {
@@ -210,6 +216,20 @@ fn modules_import_only_from_their_own_or_lower_layers_and_no_file_cycle() {
                 ));
             }
             graph.entry(from.clone()).or_default().insert(to);
+        }
+    }
+    for file in &files {
+        let relative = rel(&src, file);
+        if relative.starts_with("providers/") || NAMES_A_PROVIDER.iter().any(|a| relative.ends_with(a)) {
+            continue;
+        }
+        let code = code_only(&std::fs::read_to_string(file).unwrap());
+        for path in paths_in(&code) {
+            if let Some(to) = resolve(&path, &module(file), &modules) {
+                if to.starts_with("providers::") {
+                    problems.push(format!("src/{relative}: `{path}` names a provider's own module"));
+                }
+            }
         }
     }
     // Between files, and between top-level modules (a path to a folder's re-export lands on its `mod.rs`).

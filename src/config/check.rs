@@ -7,13 +7,13 @@ use super::raw::Scalar;
 use std::time::Duration;
 
 /// One problem, at a key path such as `tenants.acme.limits[2].per`.
-pub type Problem = (String, String);
+pub(crate) type KeyProblem = (String, String);
 
 pub(super) const MIN_TOKEN_LEN: usize = 16;
 pub(super) const REDIS_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(10));
 
 pub(super) struct Compiler {
-    pub(super) problems: Vec<Problem>,
+    pub(super) problems: Vec<KeyProblem>,
 }
 
 impl Compiler {

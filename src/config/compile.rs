@@ -2,7 +2,7 @@
 //! first) as `(key path, message)` pairs. `${VAR}` references were expanded when the raw config was read
 //! (`de.rs`); nothing here expands again. Messages never echo a value that could be a secret.
 
-use super::check::{is_name, Compiler, Problem, MIN_TOKEN_LEN};
+use super::check::{is_name, Compiler, KeyProblem, MIN_TOKEN_LEN};
 use super::interp::Env;
 use super::model::*;
 use super::raw::*;
@@ -35,12 +35,12 @@ fn is_digits(s: &str) -> bool {
 
 /// `env` is read for the proxy variables (`HTTPS_PROXY`, `NO_PROXY`...); `${VAR}` references were expanded
 /// before.
-pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, Vec<Problem>> {
+pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, Vec<KeyProblem>> {
     let mut c = Compiler { problems: Vec::new() };
     // Scripts resolve relative to the config file's folder.
     let base_dir = source.parent().unwrap_or(Path::new(""));
     let server = compile_server(&mut c, &raw.server, base_dir);
-    let limits_backend = super::redis::compile_backend(&mut c, &raw.limits_backend, base_dir);
+    let limits_backend = super::limits_backend::compile_backend(&mut c, &raw.limits_backend, base_dir);
 
     if raw.tenants.is_empty() {
         c.problem("tenants", "define at least one tenant");
@@ -82,7 +82,7 @@ pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, V
     let status_secrets = super::feedback::compile_status_secrets(&mut c, &raw.tenants);
     super::exposure::check(&mut c.problems, &raw, &tenants, &tokens, &admin_tokens);
     super::feedback::check_logto_secrets(&mut c, &tenants, server.shared_logto_webhook);
-    super::redis::check_storage_key_is_no_credential(&mut c, &limits_backend, &tenants, &tokens);
+    super::limits_backend::check_storage_key_is_no_credential(&mut c, &limits_backend, &tenants, &tokens);
 
     match tenants.into_iter().collect::<Option<Vec<_>>>() {
         Some(tenants) if c.problems.is_empty() => Ok(Config {
@@ -617,7 +617,7 @@ fn compile_tencent(
     })
 }
 
-pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
+pub(crate) fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
     let url = url::Url::parse(text).map_err(|_| "expected a URL like https://sms.tencentcloudapi.com".to_owned())?;
     if !matches!(url.scheme(), "https" | "http") {
         return Err("the endpoint must be an http or https URL".into());

@@ -104,12 +104,12 @@ impl<'a> Context<'a> {
     }
 
     /// Secrets written with a literal default, as problems at their keys.
-    pub fn literal_secrets(&self) -> Vec<Problem> {
+    pub(crate) fn literal_secrets(&self) -> Vec<Problem> {
         self.literal_secrets.borrow().clone()
     }
 
     /// Deserializes the whole document. The error is the one that stopped it (a type error).
-    pub fn deserialize<T: DeserializeOwned>(&'a self) -> Result<T, Problem> {
+    pub(crate) fn deserialize<T: DeserializeOwned>(&'a self) -> Result<T, Problem> {
         let root = self.doc.root();
         T::deserialize(NodeDe { cx: self, id: root, path: String::new(), key: false }).map_err(|e| {
             let (mark, path) = e.at.unwrap_or((self.doc.node(root).mark, String::new()));
@@ -118,7 +118,7 @@ impl<'a> Context<'a> {
     }
 
     /// The problems recorded while deserializing.
-    pub fn into_problems(self) -> Vec<Problem> {
+    pub(crate) fn into_problems(self) -> Vec<Problem> {
         self.problems.into_inner()
     }
 

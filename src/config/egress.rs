@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 
 /// `tencent.proxy: direct`: no proxy for this account, whatever the environment says.
-pub const DIRECT: &str = "direct";
+pub(crate) const DIRECT: &str = "direct";
 
 /// A CA file is read only up to this size.
 const MAX_CA_FILE_BYTES: u64 = 1 << 20;
@@ -30,7 +30,7 @@ fn first(env: &dyn Env, names: (&'static str, &'static str)) -> Option<(&'static
 
 /// The proxy for an endpoint: the explicit `tencent.proxy` (every endpoint, `NO_PROXY` not consulted), or
 /// what the environment says for the endpoint's scheme and host. Err names what is wrong.
-pub fn proxy_for(explicit: Option<&str>, env: &dyn Env, endpoint: &http::Uri) -> Result<Option<Proxy>, String> {
+pub(crate) fn proxy_for(explicit: Option<&str>, env: &dyn Env, endpoint: &http::Uri) -> Result<Option<Proxy>, String> {
     let (matcher, source) = match explicit.map(str::trim) {
         Some(DIRECT) => return Ok(None),
         Some(url) => {
@@ -85,7 +85,7 @@ fn env_value_unparsable(env: &dyn Env, endpoint: &http::Uri) -> bool {
 }
 
 /// Reads and parses `tencent.ca_file` (relative to the config file's folder): PEM certificates, at least one.
-pub fn read_roots(written: &str, base_dir: &Path) -> Result<TrustRoots, String> {
+pub(crate) fn read_roots(written: &str, base_dir: &Path) -> Result<TrustRoots, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let path = base_dir.join(written);

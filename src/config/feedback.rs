@@ -22,12 +22,12 @@ const MAX_MIN_SENDS: u32 = 1_000_000;
 /// `max_block_for` when unset (or `block_for` when longer).
 const DEFAULT_MAX_BLOCK: Duration = Duration::from_secs(86_400);
 /// Longest protection prefix: longer ones would name ranges of a handful of numbers.
-pub const MAX_PROTECTION_PREFIX: u8 = 12;
+pub(crate) const MAX_PROTECTION_PREFIX: u8 = 12;
 /// `whsec_` keys: Standard Webhooks asks for 24 to 64 bytes.
 const WEBHOOK_KEY_BYTES: (usize, usize) = (24, 64);
 
 /// What a tenant's feedback keys compile to.
-pub struct TenantFeedback {
+pub(crate) struct TenantFeedback {
     pub conversion: Option<ConversionSettings>,
     pub protection: Vec<ProtectionRule>,
     pub webhook: Option<WebhookTarget>,
@@ -58,7 +58,7 @@ fn secret(c: &mut Compiler, path: &str, scalar: &Scalar) -> Option<String> {
 }
 
 /// `server.admin_tokens`: digests only, distinct from every tenant token.
-pub fn compile_admin_tokens(c: &mut Compiler, raw: &[Scalar], tenant_tokens: &TokenTable) -> TokenTable {
+pub(crate) fn compile_admin_tokens(c: &mut Compiler, raw: &[Scalar], tenant_tokens: &TokenTable) -> TokenTable {
     let mut table = TokenTable::default();
     for (i, token) in raw.iter().enumerate() {
         let path = format!("server.admin_tokens[{i}]");
@@ -73,7 +73,7 @@ pub fn compile_admin_tokens(c: &mut Compiler, raw: &[Scalar], tenant_tokens: &To
 }
 
 /// `tenants.<t>.tencent.status_secret` -> tenant index (the order of `tenants`), as digests.
-pub fn compile_status_secrets(c: &mut Compiler, tenants: &BTreeMap<String, RawTenant>) -> TokenTable {
+pub(crate) fn compile_status_secrets(c: &mut Compiler, tenants: &BTreeMap<String, RawTenant>) -> TokenTable {
     let mut table = TokenTable::default();
     for (index, (name, tenant)) in tenants.iter().enumerate() {
         let Some(raw) = &tenant.tencent.status_secret else { continue };
@@ -93,7 +93,7 @@ pub fn compile_status_secrets(c: &mut Compiler, tenants: &BTreeMap<String, RawTe
 
 /// One Logto webhook signing key must identify one tenant, and the tenant-less route, when served, tries at
 /// most [`SHARED_LOGTO_WEBHOOK_KEYS`] keys.
-pub fn check_logto_secrets(c: &mut Compiler, tenants: &[Option<Arc<Tenant>>], shared_route: bool) {
+pub(crate) fn check_logto_secrets(c: &mut Compiler, tenants: &[Option<Arc<Tenant>>], shared_route: bool) {
     let mut seen: Vec<(&str, &Secret)> = Vec::new();
     for tenant in tenants.iter().flatten() {
         let Some(secret) = tenant.conversion.as_ref().and_then(|c| c.logto_webhook_secret.as_ref()) else {
@@ -119,7 +119,7 @@ pub fn check_logto_secrets(c: &mut Compiler, tenants: &[Option<Arc<Tenant>>], sh
     }
 }
 
-pub fn compile_tenant_feedback(c: &mut Compiler, tenant: &str, path: &str, raw: &RawTenant) -> TenantFeedback {
+pub(crate) fn compile_tenant_feedback(c: &mut Compiler, tenant: &str, path: &str, raw: &RawTenant) -> TenantFeedback {
     let report_to_tencent = raw.tencent.report_conversion.unwrap_or(false);
     let conversion = raw.conversion.as_ref().map(|raw| compile_conversion(c, path, raw, report_to_tencent));
     let needs = |c: &mut Compiler, present: bool, key: &str| {

@@ -57,7 +57,7 @@ pub fn expand(input: &str, env: &dyn Env) -> Result<String, String> {
 
 /// Whether a reference in `input` has a default with literal text in it (`${A:-x}`, `${A:-x${B}}`; not
 /// `${A:-${B}}`): a value that is the config's own text whenever the variable is unset.
-pub fn has_literal_default(input: &str) -> bool {
+pub(crate) fn has_literal_default(input: &str) -> bool {
     fn literal(parts: &[Part<'_>], in_default: bool) -> bool {
         parts.iter().any(|part| match part {
             Part::Text(_) | Part::Dollar => in_default,
@@ -71,7 +71,7 @@ pub fn has_literal_default(input: &str) -> bool {
 }
 
 /// Whether `text` holds a `${` that [`expand`] would read as a reference (`$${` is a literal).
-pub fn has_reference(text: &str) -> bool {
+pub(crate) fn has_reference(text: &str) -> bool {
     let bytes = text.as_bytes();
     let mut i = 0;
     while i + 1 < bytes.len() {

@@ -4,7 +4,7 @@
 use super::yaml::{Document, Mark};
 use std::collections::HashMap;
 
-pub struct Locator {
+pub(crate) struct Locator {
     nodes: HashMap<String, Mark>,
 }
 

@@ -14,20 +14,20 @@ mod egress;
 mod exposure;
 mod feedback;
 mod interp;
+mod limits_backend;
 mod listen;
 mod locate;
 mod model;
 mod raw;
-mod redis;
 mod script;
 mod secret;
 mod tokens;
 mod yaml;
 
-pub use compile::parse_endpoint;
+#[cfg(test)]
+pub(crate) use compile::parse_endpoint;
 pub(crate) use doors::{read_scope, ReadScope};
-pub use duration::parse_duration;
-pub use feedback::MAX_PROTECTION_PREFIX;
+pub(crate) use feedback::MAX_PROTECTION_PREFIX;
 pub use interp::{Env, ProcessEnv};
 pub use model::*;
 pub use script::{
@@ -42,7 +42,7 @@ use std::sync::Arc;
 use yaml::Problem;
 
 /// The config file is read only up to this size (8 MiB).
-pub const MAX_CONFIG_BYTES: u64 = 8 << 20;
+pub(crate) const MAX_CONFIG_BYTES: u64 = 8 << 20;
 use std::path::{Path, PathBuf};
 
 /// The JSON Schema (draft 2020-12) of gateway.yaml, derived from the types the config is read into, so it
@@ -56,7 +56,7 @@ pub fn json_schema() -> serde_json::Value {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub file: PathBuf,
-    pub location: Option<(usize, usize)>,
+    pub(crate) location: Option<(usize, usize)>,
     pub path: String,
     pub message: String,
 }

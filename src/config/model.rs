@@ -12,14 +12,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub const DEFAULT_ENDPOINT: &str = "https://sms.tencentcloudapi.com";
-pub const GENERIC_USAGE: &str = "Generic";
+pub(crate) const DEFAULT_ENDPOINT: &str = "https://sms.tencentcloudapi.com";
+pub(crate) const GENERIC_USAGE: &str = "Generic";
 /// The most Logto signing keys the tenant-less `/v1/logto/webhook` tries on one call: what an anonymous
 /// call to it costs (HMACs of the body), whatever the number of tenants.
-pub const SHARED_LOGTO_WEBHOOK_KEYS: usize = 8;
+pub(crate) const SHARED_LOGTO_WEBHOOK_KEYS: usize = 8;
 /// The usage types Logto's HTTP SMS connector sends (`type`), spelled as Logto spells them. Usage types
 /// match case-insensitively and are rewritten to this spelling (or to the tenant's template spelling).
-pub const LOGTO_USAGES: [&str; 9] = [
+pub(crate) const LOGTO_USAGES: [&str; 9] = [
     "SignIn",
     "Register",
     "ForgotPassword",
@@ -32,7 +32,7 @@ pub const LOGTO_USAGES: [&str; 9] = [
 ];
 /// Sent to when a tenant does not say: the numbers that can be personal mobiles. Premium-rate, toll-free,
 /// shared-cost, satellite and the like are what SMS pumping targets.
-pub const DEFAULT_NUMBER_TYPES: [NumberType; 2] = [NumberType::Mobile, NumberType::FixedLineOrMobile];
+pub(crate) const DEFAULT_NUMBER_TYPES: [NumberType; 2] = [NumberType::Mobile, NumberType::FixedLineOrMobile];
 
 #[derive(Debug)]
 pub struct Config {
@@ -65,9 +65,9 @@ pub struct ServerSettings {
     pub max_body_readers: usize,
     /// Bodies read before their caller is verified (a signature over the body: Supabase hook, Tencent API,
     /// Logto webhook), apart from every tenant's `max_body_readers`: at most this many at once per door...
-    pub max_unverified_readers: usize,
+    pub(crate) max_unverified_readers: usize,
     /// ... at most this many at once from one source address (an IPv6 /64), all doors together...
-    pub max_unverified_per_address: usize,
+    pub(crate) max_unverified_per_address: usize,
     /// ... and at most this many of their bytes in memory, all doors together.
     pub max_unverified_bytes: usize,
     /// `/v1/logto/webhook` without a tenant in the path: served while at most
@@ -96,7 +96,7 @@ pub struct ListenerTls {
     pub key_file: PathBuf,
     /// Clients must present a certificate signed by a CA of this file (mutual TLS).
     pub client_ca_file: Option<PathBuf>,
-    pub server_config: Arc<rustls::ServerConfig>,
+    pub(crate) server_config: Arc<rustls::ServerConfig>,
 }
 
 impl std::fmt::Debug for ListenerTls {
@@ -130,7 +130,7 @@ pub enum LimitsBackend {
 pub struct RedisConnect {
     pub target: RedisTarget,
     /// PEM certificates of `tls.ca_file`, trusted for `rediss://` instead of the system's roots.
-    pub ca_pem: Option<Vec<u8>>,
+    pub(crate) ca_pem: Option<Vec<u8>>,
 }
 
 impl RedisConnect {
@@ -274,7 +274,7 @@ pub struct ProtectionRule {
     pub max_excess: u32,
     pub block_for: Duration,
     /// Escalated blocks stop growing here (at least `block_for`).
-    pub max_block_for: Duration,
+    pub(crate) max_block_for: Duration,
     pub shadow: bool,
 }
 
@@ -303,7 +303,7 @@ pub enum CountryRule {
 }
 
 impl CountryRule {
-    pub fn permits(&self, country: &str) -> bool {
+    pub(crate) fn permits(&self, country: &str) -> bool {
         match self {
             CountryRule::Allow(list) => list.iter().any(|c| c == country),
             CountryRule::Deny(list) => !list.iter().any(|c| c == country),
@@ -316,21 +316,21 @@ impl CountryRule {
 pub struct Caps {
     pub daily: Option<u64>,
     pub monthly: Option<u64>,
-    pub daily_fee: Option<u64>,
-    pub monthly_fee: Option<u64>,
+    pub(crate) daily_fee: Option<u64>,
+    pub(crate) monthly_fee: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
 pub struct SpendCaps {
     /// Where days and months start, seconds east of UTC.
-    pub utc_offset_seconds: i32,
+    pub(crate) utc_offset_seconds: i32,
     pub tenant: Caps,
     /// Per ISO country code.
     pub countries: HashMap<String, Caps>,
 }
 
 /// Logto's spelling of one of its usage types, matched ignoring ASCII case.
-pub fn logto_usage(usage: &str) -> Option<&'static str> {
+pub(crate) fn logto_usage(usage: &str) -> Option<&'static str> {
     LOGTO_USAGES.iter().copied().find(|known| known.eq_ignore_ascii_case(usage))
 }
 
@@ -343,7 +343,7 @@ impl Tenant {
     /// A usage type in its one spelling: the tenant's template name or Logto's name it matches ignoring ASCII
     /// case (`register`, `REGISTER` -> `Register`), else as written. Requests, hooks and rules are all read
     /// through this, so a respelling is the same usage everywhere.
-    pub fn canonical_usage<'a>(&'a self, usage: &'a str) -> &'a str {
+    pub(crate) fn canonical_usage<'a>(&'a self, usage: &'a str) -> &'a str {
         if self.names_usage(usage) || LOGTO_USAGES.contains(&usage) {
             return usage;
         }
@@ -355,7 +355,7 @@ impl Tenant {
     }
 
     /// Whether the usage type is one the tenant or Logto knows (in its canonical spelling).
-    pub fn knows_usage(&self, usage: &str) -> bool {
+    pub(crate) fn knows_usage(&self, usage: &str) -> bool {
         self.names_usage(usage) || LOGTO_USAGES.contains(&usage)
     }
 
@@ -363,7 +363,7 @@ impl Tenant {
     /// canonical usage when the template set for this kind of number names it, else `Generic`, whose template
     /// the send then uses. A usage type the tenant has no template for cannot escape a rule written for
     /// `Generic`, nor be counted apart from it.
-    pub fn judged_usage<'a>(&'a self, usage: &'a str, mainland_china: bool) -> &'a str {
+    pub(crate) fn judged_usage<'a>(&'a self, usage: &'a str, mainland_china: bool) -> &'a str {
         let usage = self.canonical_usage(usage);
         if self.templates_for(mainland_china).0.has_usage(usage) {
             usage
@@ -385,7 +385,7 @@ impl Tenant {
     }
 
     /// The template set and sign name for a number: a number never gets a template of the wrong kind.
-    pub fn templates_for(&self, mainland_china: bool) -> (&Templates, Option<&str>) {
+    pub(crate) fn templates_for(&self, mainland_china: bool) -> (&Templates, Option<&str>) {
         match &self.international_templates {
             Some(international) if !mainland_china => (international, self.tencent.international_sign_name.as_deref()),
             _ => (&self.templates, self.tencent.sign_name.as_deref()),
@@ -426,7 +426,7 @@ pub struct Credentials {
 pub struct Endpoint {
     pub url: url::Url,
     /// The same address as the HTTP client takes it, parsed once.
-    pub uri: http::Uri,
+    pub(crate) uri: http::Uri,
     pub host: String,
     /// The HTTP proxy the endpoint is reached through (`tencent.proxy`, or the proxy environment variables
     /// as they were when the config compiled); None: directly.
@@ -437,7 +437,7 @@ pub struct Endpoint {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Proxy {
     /// `http://host:port/`, without credentials.
-    pub uri: http::Uri,
+    pub(crate) uri: http::Uri,
     /// `Basic …`, from the user and password of the proxy URL.
     pub authorization: Option<Secret>,
     /// Where it was configured, for logs and `explain`: `tencent.proxy` or a variable's name.
@@ -462,7 +462,7 @@ pub struct TrustRoots {
     pub path: String,
     pub certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// SHA-256 of the file: two configs naming the same roots share one connection pool.
-    pub fingerprint: [u8; 32],
+    pub(crate) fingerprint: [u8; 32],
 }
 
 impl std::fmt::Debug for TrustRoots {
@@ -487,7 +487,7 @@ impl Templates {
     }
 
     /// Whether the tenant names this usage type itself (not through the Generic fallback).
-    pub fn has_usage(&self, usage: &str) -> bool {
+    pub(crate) fn has_usage(&self, usage: &str) -> bool {
         self.by_usage.contains_key(usage)
     }
 
@@ -496,7 +496,7 @@ impl Templates {
         self.by_usage.keys().find(|name| name.eq_ignore_ascii_case(usage)).map(String::as_str)
     }
 
-    pub fn contains_id(&self, template_id: &str) -> bool {
+    pub(crate) fn contains_id(&self, template_id: &str) -> bool {
         self.by_usage.values().any(|id| id == template_id)
     }
 
@@ -533,7 +533,7 @@ pub struct LimitRule {
 }
 
 impl LimitRule {
-    pub fn applies_to(&self, usage: &str) -> bool {
+    pub(crate) fn applies_to(&self, usage: &str) -> bool {
         self.usages.is_empty() || self.usages.iter().any(|u| u == usage)
     }
 
@@ -555,19 +555,12 @@ impl Config {
     }
 
     /// Whether `token` is one of `server.admin_tokens` (digest lookup, constant-time compare).
-    pub fn is_admin_token(&self, token: &str) -> bool {
+    pub(crate) fn is_admin_token(&self, token: &str) -> bool {
         self.admin_tokens.lookup(token).is_some()
     }
 
     /// The tenant whose `tencent.status_secret` this is.
     pub fn tenant_for_status_secret(&self, secret: &str) -> Option<&Arc<Tenant>> {
         self.status_secrets.lookup(secret).map(|index| &self.tenants[index])
-    }
-
-    /// The tenant and credentials of a Tencent-compatible API caller, by its SecretId.
-    pub fn sdk_client(&self, secret_id: &str) -> Option<(&Arc<Tenant>, &Credentials)> {
-        let &(tenant, client) = self.sdk_clients.get(secret_id)?;
-        let tenant = &self.tenants[tenant];
-        Some((tenant, &tenant.sdk_clients[client]))
     }
 }

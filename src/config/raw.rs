@@ -17,7 +17,7 @@ use std::fmt;
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "smsgate gateway.yaml")]
-pub struct RawConfig {
+pub(crate) struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
     #[serde(default)]
@@ -27,7 +27,7 @@ pub struct RawConfig {
 
 #[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawServer {
+pub(crate) struct RawServer {
     #[serde(serialize_with = "shown::option")]
     pub listen: Option<Scalar>,
     pub max_body_bytes: Option<u64>,
@@ -48,8 +48,8 @@ pub struct RawServer {
     pub max_body_readers: Option<u64>,
     /// Bodies read before their signature is checked (Supabase hook, Tencent API, Logto webhook): at
     /// once per door, at once per source address (all doors), and their bytes (all doors).
-    pub max_unverified_readers: Option<u64>,
-    pub max_unverified_per_address: Option<u64>,
+    pub(crate) max_unverified_readers: Option<u64>,
+    pub(crate) max_unverified_per_address: Option<u64>,
     pub max_unverified_bytes: Option<u64>,
     /// Whether `/v1/logto/webhook` (no tenant in the path) is served.
     pub shared_logto_webhook: Option<bool>,
@@ -75,7 +75,7 @@ pub struct RawServer {
 /// `tls: {cert_file, key_file, client_ca_file}` of one listener: PEM files, relative to the config's folder.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawListenerTls {
+pub(crate) struct RawListenerTls {
     /// The certificate chain, leaf first.
     #[serde(serialize_with = "shown::scalar")]
     pub cert_file: Scalar,
@@ -89,7 +89,7 @@ pub struct RawListenerTls {
 
 #[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawLimitsBackend {
+pub(crate) struct RawLimitsBackend {
     #[serde(serialize_with = "shown::option")]
     pub kind: Option<Scalar>,
     /// One Redis node (the primary).
@@ -111,7 +111,7 @@ pub struct RawLimitsBackend {
 /// `sentinel: {master: mymaster, nodes: [redis://s1:26379, ...], password: ...}`.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawSentinel {
+pub(crate) struct RawSentinel {
     #[serde(serialize_with = "shown::scalar")]
     pub master: Scalar,
     pub nodes: Vec<Scalar>,
@@ -123,14 +123,14 @@ pub struct RawSentinel {
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawRedisTls {
+pub(crate) struct RawRedisTls {
     #[serde(serialize_with = "shown::scalar")]
     pub ca_file: Scalar,
 }
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawTenant {
+pub(crate) struct RawTenant {
     pub tokens: Vec<Scalar>,
     #[serde(serialize_with = "shown::option")]
     pub default_country: Option<Scalar>,
@@ -183,7 +183,7 @@ pub struct RawTenant {
 /// `conversion: { window: 10m, remember_for: 1h, logto_webhook_secret: ... }`.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawConversion {
+pub(crate) struct RawConversion {
     #[serde(serialize_with = "shown::option")]
     pub window: Option<Scalar>,
     #[serde(serialize_with = "shown::option")]
@@ -194,7 +194,7 @@ pub struct RawConversion {
 /// One `protection:` rule.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawProtection {
+pub(crate) struct RawProtection {
     #[serde(serialize_with = "shown::scalar")]
     pub name: Scalar,
     pub key: RawLimitKey,
@@ -208,7 +208,7 @@ pub struct RawProtection {
     pub block_for: Scalar,
     /// Longest block a repeat offender gets (each trip within a day of the last blocks 4x longer).
     #[serde(serialize_with = "shown::option")]
-    pub max_block_for: Option<Scalar>,
+    pub(crate) max_block_for: Option<Scalar>,
     #[serde(default)]
     pub shadow: bool,
 }
@@ -216,7 +216,7 @@ pub struct RawProtection {
 /// `webhook: { url: https://..., secret: whsec_... }`.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawWebhook {
+pub(crate) struct RawWebhook {
     pub url: Scalar,
     pub secret: Scalar,
     /// Allows a link-local or cloud-metadata receiver (169.254.0.0/16, fe80::/10, metadata hosts).
@@ -225,7 +225,7 @@ pub struct RawWebhook {
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawSupabase {
+pub(crate) struct RawSupabase {
     pub secret: Scalar,
     #[serde(serialize_with = "shown::option")]
     pub usage: Option<Scalar>,
@@ -233,7 +233,7 @@ pub struct RawSupabase {
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawSdkClient {
+pub(crate) struct RawSdkClient {
     #[serde(rename = "secretId")]
     #[serde(serialize_with = "shown::scalar")]
     pub secret_id: Scalar,
@@ -244,7 +244,7 @@ pub struct RawSdkClient {
 /// `{allow: [..]}` or `{deny: [..]}`; exactly one (checked by `compile`).
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawCountries {
+pub(crate) struct RawCountries {
     #[serde(serialize_with = "shown::option_list")]
     pub allow: Option<Vec<Scalar>>,
     #[serde(serialize_with = "shown::option_list")]
@@ -253,23 +253,23 @@ pub struct RawCountries {
 
 #[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawCaps {
+pub(crate) struct RawCaps {
     pub daily: Option<u64>,
     pub monthly: Option<u64>,
-    pub daily_fee: Option<u64>,
-    pub monthly_fee: Option<u64>,
+    pub(crate) daily_fee: Option<u64>,
+    pub(crate) monthly_fee: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawSpendCaps {
+pub(crate) struct RawSpendCaps {
     /// UTC offset where days and months start, `+08:00` (China time, as Tencent bills) by default.
     #[serde(serialize_with = "shown::option")]
     pub utc_offset: Option<Scalar>,
     pub daily: Option<u64>,
     pub monthly: Option<u64>,
-    pub daily_fee: Option<u64>,
-    pub monthly_fee: Option<u64>,
+    pub(crate) daily_fee: Option<u64>,
+    pub(crate) monthly_fee: Option<u64>,
     #[serde(default)]
     pub countries: std::collections::BTreeMap<String, RawCaps>,
 }
@@ -277,7 +277,7 @@ pub struct RawSpendCaps {
 /// `script_limits: { instructions: 200000, memory: 1MiB, time: 10ms }`.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawScriptLimits {
+pub(crate) struct RawScriptLimits {
     pub instructions: Option<u64>,
     #[serde(serialize_with = "shown::option")]
     pub memory: Option<Scalar>,
@@ -288,12 +288,12 @@ pub struct RawScriptLimits {
 /// The Logto Tencent SMS connector's JSON (camelCase, pasted as is) plus smsgate's own snake_case keys.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawTencent {
+pub(crate) struct RawTencent {
     #[serde(rename = "accessKeyId")]
     #[serde(serialize_with = "shown::scalar")]
-    pub access_key_id: Scalar,
+    pub(crate) access_key_id: Scalar,
     #[serde(rename = "accessKeySecret")]
-    pub access_key_secret: Scalar,
+    pub(crate) access_key_secret: Scalar,
     #[serde(rename = "signName")]
     #[serde(serialize_with = "shown::option")]
     pub sign_name: Option<Scalar>,
@@ -338,28 +338,28 @@ pub struct RawTencent {
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawCredentials {
+pub(crate) struct RawCredentials {
     #[serde(rename = "accessKeyId")]
     #[serde(serialize_with = "shown::scalar")]
-    pub access_key_id: Scalar,
+    pub(crate) access_key_id: Scalar,
     #[serde(rename = "accessKeySecret")]
-    pub access_key_secret: Scalar,
+    pub(crate) access_key_secret: Scalar,
 }
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawTemplate {
+pub(crate) struct RawTemplate {
     #[serde(rename = "usageType")]
     #[serde(serialize_with = "shown::scalar")]
-    pub usage_type: Scalar,
+    pub(crate) usage_type: Scalar,
     #[serde(rename = "templateCode")]
     #[serde(serialize_with = "shown::scalar")]
-    pub template_code: Scalar,
+    pub(crate) template_code: Scalar,
 }
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawLimit {
+pub(crate) struct RawLimit {
     #[serde(serialize_with = "shown::scalar")]
     pub name: Scalar,
     pub key: RawLimitKey,
@@ -375,7 +375,7 @@ pub struct RawLimit {
 
 /// `key: phone` or `key: { phone_prefix: 5 }`.
 #[derive(Debug, Clone, Copy)]
-pub enum RawLimitKey {
+pub(crate) enum RawLimitKey {
     Phone,
     Tenant,
     Ip,
@@ -467,7 +467,7 @@ mod shown {
         serializer.serialize_str(&value.0)
     }
 
-    pub fn option<S: Serializer>(value: &Option<Scalar>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn option<S: Serializer>(value: &Option<Scalar>, serializer: S) -> Result<S::Ok, S::Error> {
         match value {
             Some(value) => serializer.serialize_some(&value.0),
             None => serializer.serialize_none(),
@@ -478,7 +478,7 @@ mod shown {
         serializer.collect_seq(values.iter().map(|v| &v.0))
     }
 
-    pub fn option_list<S: Serializer>(values: &Option<Vec<Scalar>>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn option_list<S: Serializer>(values: &Option<Vec<Scalar>>, serializer: S) -> Result<S::Ok, S::Error> {
         match values {
             Some(values) => serializer.serialize_some(&values.iter().map(|v| &v.0).collect::<Vec<_>>()),
             None => serializer.serialize_none(),
@@ -489,7 +489,7 @@ mod shown {
 /// A YAML scalar read as text: strings as they are, numbers and booleans in their canonical form, so that
 /// `sdkAppId: 1400006666` and `sdkAppId: "1400006666"` mean the same thing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Scalar(pub String);
+pub(crate) struct Scalar(pub String);
 
 /// A string, or a number or boolean read as its text.
 impl JsonSchema for Scalar {

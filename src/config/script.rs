@@ -66,7 +66,7 @@ pub struct ScriptSpec {
     pub on_error: OnScriptError,
     /// Line and column of the `script:` key's value in the config file: an error compiling the script points
     /// there.
-    pub location: Option<(usize, usize)>,
+    pub(crate) location: Option<(usize, usize)>,
 }
 
 impl std::fmt::Debug for ScriptSpec {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use subtle::ConstantTimeEq;
 
 #[derive(Default)]
-pub struct TokenTable {
+pub(crate) struct TokenTable {
     by_digest: HashMap<[u8; 32], usize>,
 }
 
@@ -32,7 +32,7 @@ impl TokenTable {
         }
     }
 
-    pub fn lookup(&self, token: &str) -> Option<usize> {
+    pub(crate) fn lookup(&self, token: &str) -> Option<usize> {
         let wanted = digest(token);
         // The map finds a candidate by digest (which reveals nothing about the token); the constant-time
         // check is belt and braces against a hasher that short-circuits.

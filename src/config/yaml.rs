@@ -9,20 +9,20 @@ use std::collections::HashMap;
 use yaml_rust2::parser::{Event, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-pub type NodeId = usize;
+pub(crate) type NodeId = usize;
 
 /// Nodes may nest at most this deep, aliases expanded (a config needs about 6).
-pub const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 /// What a node weighs in the alias budget on top of its text, about what it costs once deserialized.
-pub const NODE_WEIGHT: u64 = 16;
+pub(crate) const NODE_WEIGHT: u64 = 16;
 /// Aliases may add at most this many times the file's size in weight ...
-pub const ALIAS_FACTOR: u64 = 8;
+pub(crate) const ALIAS_FACTOR: u64 = 8;
 /// ... or this much, whichever is larger.
-pub const ALIAS_FLOOR: u64 = 1 << 20;
+pub(crate) const ALIAS_FLOOR: u64 = 1 << 20;
 
 /// 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Mark {
+pub(crate) struct Mark {
     pub line: usize,
     pub column: usize,
 }
@@ -34,7 +34,7 @@ impl From<Marker> for Mark {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
+pub(crate) enum Style {
     /// An untagged plain scalar: resolved as null, boolean, number or text (YAML 1.2 core schema).
     Plain,
     /// Quoted, block, or tagged `!!str`: always text.
@@ -62,14 +62,14 @@ pub struct Node {
 
 /// A problem at a place in the file, with the key path of the node (`tenants.acme.tokens[0]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub(crate) struct Problem {
     pub mark: Option<Mark>,
     pub path: String,
     pub message: String,
 }
 
 #[derive(Debug)]
-pub struct Document {
+pub(crate) struct Document {
     nodes: Vec<Node>,
     root: NodeId,
     /// Problems that do not stop reading the document (duplicate keys, unsupported tags).

@@ -8,13 +8,13 @@
 //! nothing) and, after Tencent's answer, remembering the send: in memory, or with the redis backend in a
 //! background task (no Redis round trip on the request path). Signals, reports and webhooks run off it.
 
-mod redis;
 pub mod sends;
 pub mod signals;
-pub mod telemetry;
+mod store;
+pub(crate) mod telemetry;
 mod verified;
 
-pub use sends::SendInfo;
+pub(crate) use sends::SendInfo;
 pub use telemetry::Telemetry;
 
 use crate::clock::SharedClock;
@@ -37,7 +37,7 @@ use verified::VerifiedNumbers;
 
 /// With the redis backend, how often a replica pulls the shared protection blocks (the longest a block
 /// tripped on another replica takes to reach this one).
-pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a send that passed [`Feedback::admit`] carries to [`Feedback::remember`]: the parts of the number
 /// the feedback loop needs, not the number.
@@ -60,7 +60,7 @@ pub struct Verification {
 /// What a delivery-status callback matched.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Receipts {
-    pub matched: usize,
+    pub(crate) matched: usize,
     /// Reports whose `sid` names no send smsgate remembers for this tenant and number: counted, dropped.
     pub unknown: usize,
     /// Reports naming a send whose receipt was already counted: counted as `repeated`, not relayed again.
@@ -83,7 +83,7 @@ pub struct LiftedView {
     pub rule: String,
     pub key: String,
     pub shadow: bool,
-    pub lifted_at_unix_ms: u64,
+    pub(crate) lifted_at_unix_ms: u64,
     pub strikes: u8,
 }
 
@@ -95,7 +95,7 @@ struct InFlight {
 }
 
 /// Held by background feedback work; the last one dropped wakes [`Feedback::settled`].
-pub struct Tracked(Arc<InFlight>);
+pub(crate) struct Tracked(Arc<InFlight>);
 
 impl Drop for Tracked {
     fn drop(&mut self) {
@@ -158,10 +158,6 @@ impl Feedback {
     pub fn start(&self) {
         self.reporter.start();
         self.relay.start();
-    }
-
-    pub fn telemetry(&self) -> &Telemetry {
-        &self.telemetry
     }
 
     fn number_key(&self, tenant: &str, digits: u64) -> u64 {
@@ -279,7 +275,7 @@ impl Feedback {
     /// Remembers an accepted send in Redis (run it off the request path), judging its keys there; a trip
     /// is logged here and takes effect on this replica at once. On a Redis failure (`Err(Some(e))`) the caller
     /// reports it and falls back to [`Feedback::remember`].
-    pub async fn remember_shared(
+    pub(crate) async fn remember_shared(
         &self,
         redis: &RedisStore,
         tenant: &Tenant,
@@ -290,7 +286,7 @@ impl Feedback {
         let Some(conversion) = &tenant.conversion else { return Ok(()) };
         let now = self.clock.unix_millis();
         let events =
-            redis::record(redis, tenant, conversion, &memo.source, memo.digits, request_id, serial, now).await?;
+            store::record(redis, tenant, conversion, &memo.source, memo.digits, request_id, serial, now).await?;
         for event in &events {
             if let Event::Tripped { rule, key, until_ms, .. } = *event {
                 self.protection.share(tenant.protection[rule].id, key, until_ms);
@@ -302,7 +298,7 @@ impl Feedback {
     }
 
     /// Marks background work the request path started; [`Feedback::settled`] waits for it.
-    pub fn track(&self) -> Tracked {
+    pub(crate) fn track(&self) -> Tracked {
         self.inflight.count.fetch_add(1, Ordering::SeqCst);
         Tracked(self.inflight.clone())
     }
@@ -346,7 +342,7 @@ impl Feedback {
         let mut result = Verification { found: local.found, converted: local.newly.len() };
         let mut converted = local.newly;
         if let Some(redis) = limiter.shared() {
-            match redis::convert(redis, tenant, conversion, phone.digits(), request_id, now).await {
+            match store::convert(redis, tenant, conversion, phone.digits(), request_id, now).await {
                 Ok((found, shared)) => {
                     result.found += found;
                     result.converted += shared.len();
@@ -412,14 +408,14 @@ impl Feedback {
         if let (Some(redis), false) = (limiter.shared(), missing.is_empty()) {
             let wanted: Vec<(&str, u64)> =
                 missing.iter().map(|&i| (reports[i].sid.as_str(), reports[i].digits.unwrap_or(0))).collect();
-            match redis::receipts(redis, tenant, &wanted).await {
+            match store::receipts(redis, tenant, &wanted).await {
                 Ok(shared) => {
                     let named: Vec<usize> =
                         missing.iter().zip(&shared).filter(|(_, s)| s.is_some()).map(|(&i, _)| i).collect();
                     let serials: Vec<&str> = named.iter().map(|&i| reports[i].sid.as_str()).collect();
                     let remember = tenant.conversion.as_ref().map_or(0, |c| millis(c.remember_for)).max(1);
                     // Redis failing here counts the receipt (a repeated webhook rather than a lost one).
-                    let first = redis::first_receipts(redis, tenant, &serials, remember).await.unwrap_or_else(|e| {
+                    let first = store::first_receipts(redis, tenant, &serials, remember).await.unwrap_or_else(|e| {
                         limiter.shared_failed(&e);
                         vec![true; serials.len()]
                     });
@@ -478,12 +474,12 @@ impl Feedback {
     }
 
     /// Reads the tenant's shared blocks from Redis into this replica (read only: `explain`, the admin API).
-    pub async fn load_blocks(&self, tenant: &Tenant, limiter: &Limiter) {
+    pub(crate) async fn load_blocks(&self, tenant: &Tenant, limiter: &Limiter) {
         let Some(redis) = limiter.shared() else { return };
         if tenant.protection.is_empty() {
             return;
         }
-        match redis::blocks(redis, tenant, self.clock.unix_millis(), false).await {
+        match store::blocks(redis, tenant, self.clock.unix_millis(), false).await {
             Ok((live, _)) => self.share_blocks(tenant, &live),
             Err(e) => limiter.shared_failed(&e),
         }
@@ -500,7 +496,7 @@ impl Feedback {
     pub async fn refresh(&self, config: &Config, limiter: &Limiter) {
         let Some(redis) = limiter.shared() else { return };
         for tenant in config.tenants.iter().filter(|t| !t.protection.is_empty()) {
-            match redis::blocks(redis, tenant, self.clock.unix_millis(), true).await {
+            match store::blocks(redis, tenant, self.clock.unix_millis(), true).await {
                 Ok((live, lifted)) => {
                     self.share_blocks(tenant, &live);
                     for (rule_id, key) in lifted {
@@ -547,7 +543,7 @@ impl Feedback {
         })?;
         let mut lifted = self.protection.lift(rule.id, key, self.clock.unix_millis());
         if let Some(redis) = limiter.shared() {
-            match redis::lift(redis, tenant, rule.id, key).await {
+            match store::lift(redis, tenant, rule.id, key).await {
                 Ok(shared) => lifted |= shared,
                 Err(e) => {
                     limiter.shared_failed(&e);

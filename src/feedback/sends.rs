@@ -90,8 +90,8 @@ impl Generation {
 
 /// A remembered send, as conversions and receipts see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SendInfo {
-    pub at_ms: u64,
+pub(crate) struct SendInfo {
+    pub(crate) at_ms: u64,
     pub source: KeySource,
     /// Empty for dry-run sends.
     pub serial: String,
@@ -99,10 +99,10 @@ pub struct SendInfo {
 }
 
 /// A send to remember.
-pub struct NewSend<'a> {
+pub(crate) struct NewSend<'a> {
     /// Keyed hash of (tenant, number).
     pub number: u64,
-    pub at_ms: u64,
+    pub(crate) at_ms: u64,
     pub source: KeySource,
     pub serial: &'a str,
     pub request_id: &'a str,
@@ -110,11 +110,11 @@ pub struct NewSend<'a> {
 
 /// What a conversion found.
 #[derive(Debug, Default)]
-pub struct Converted {
+pub(crate) struct Converted {
     /// Sends to the number within the window (matching the request id when one was given).
     pub found: usize,
     /// Those this conversion marked (the others had converted already).
-    pub newly: Vec<SendInfo>,
+    pub(crate) newly: Vec<SendInfo>,
 }
 
 #[derive(Default)]
@@ -176,7 +176,7 @@ impl Log {
     }
 }
 
-pub struct SendLog {
+pub(crate) struct SendLog {
     shards: Box<[Mutex<Log>]>,
     /// Per shard.
     capacity: AtomicUsize,
@@ -201,7 +201,7 @@ impl SendLog {
     }
 
     /// `capacity` for the whole log (each shard holds a sixteenth of it).
-    pub fn set_limits(&self, capacity: usize, keep_ms: u64) {
+    pub(crate) fn set_limits(&self, capacity: usize, keep_ms: u64) {
         self.capacity.store(capacity.div_ceil(SHARDS).max(1), Ordering::Relaxed);
         self.keep_ms.store(keep_ms, Ordering::Relaxed);
     }
@@ -234,6 +234,7 @@ impl SendLog {
     }
 
     /// Remembers a send. Returns how many older sends the cap pushed out, and how many are held now.
+    #[cfg(test)]
     pub fn push(&self, send: NewSend<'_>) -> (u64, usize) {
         let (dropped, held, _) = self.push_changed(send);
         (dropped, held)
@@ -317,7 +318,8 @@ impl SendLog {
     }
 
     /// The send to `number` with this SerialNo, while it is remembered.
-    pub fn by_serial(&self, number: u64, serial: &str) -> Option<SendInfo> {
+    #[cfg(test)]
+    pub(crate) fn by_serial(&self, number: u64, serial: &str) -> Option<SendInfo> {
         let mut found = None;
         self.lock(number).walk(number, |generation, index| {
             let entry = &generation.entries[index];
@@ -389,10 +391,6 @@ impl SendLog {
         self.held.load(Ordering::Relaxed)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Sends pushed out by the cap so far.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -416,7 +414,7 @@ impl SendLog {
 }
 
 /// The remembered sends of every tenant: one [`SendLog`] each, under one cap for the process.
-pub struct TenantSends {
+pub(crate) struct TenantSends {
     logs: std::sync::RwLock<HashMap<Arc<str>, Arc<SendLog>>>,
     capacity: AtomicUsize,
     keep_ms: AtomicU64,
@@ -438,7 +436,7 @@ impl TenantSends {
     }
 
     /// The cap for the process, and how long an entry lives at least.
-    pub fn set_limits(&self, capacity: usize, keep_ms: u64) {
+    pub(crate) fn set_limits(&self, capacity: usize, keep_ms: u64) {
         self.capacity.store(capacity.max(1), Ordering::Relaxed);
         self.keep_ms.store(keep_ms, Ordering::Relaxed);
         for log in self.logs.read().unwrap_or_else(|p| p.into_inner()).values() {
@@ -492,7 +490,8 @@ impl TenantSends {
     }
 
     /// [`SendLog::by_serial`] in `tenant`'s log.
-    pub fn by_serial(&self, tenant: &str, number: u64, serial: &str) -> Option<SendInfo> {
+    #[cfg(test)]
+    pub(crate) fn by_serial(&self, tenant: &str, number: u64, serial: &str) -> Option<SendInfo> {
         self.log(tenant)?.by_serial(number, serial)
     }
 
@@ -520,10 +519,6 @@ impl TenantSends {
 
     pub fn len(&self) -> usize {
         self.logs.read().unwrap_or_else(|p| p.into_inner()).values().map(|l| l.len()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Sends pushed out by the cap so far.

@@ -8,9 +8,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 
-pub const LOGTO_SIGNATURE: &str = "logto-signature-sha-256";
+pub(crate) const LOGTO_SIGNATURE: &str = "logto-signature-sha-256";
 /// Logto's interaction hook events: a user finished signing up, in, or resetting a password.
-pub const LOGTO_EVENTS: [&str; 3] = ["PostRegister", "PostSignIn", "PostResetPassword"];
+pub(crate) const LOGTO_EVENTS: [&str; 3] = ["PostRegister", "PostSignIn", "PostResetPassword"];
 /// Longest text relayed from a Tencent report field.
 const MAX_REPORT_TEXT: usize = 128;
 
@@ -66,12 +66,12 @@ pub fn parse_logto(body: &[u8]) -> Result<LogtoEvent, GatewayError> {
 /// `POST /v1/sms/verified`: `{"phone": "...", "request_id": "..."}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct VerifiedBody {
+pub(crate) struct VerifiedBody {
     pub phone: String,
     pub request_id: Option<String>,
 }
 
-pub fn parse_verified(body: &[u8]) -> Result<VerifiedBody, GatewayError> {
+pub(crate) fn parse_verified(body: &[u8]) -> Result<VerifiedBody, GatewayError> {
     let parsed: VerifiedBody = crate::json::decode(body)?;
     if let Some(id) = &parsed.request_id {
         if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
@@ -97,7 +97,7 @@ pub struct StatusReport {
 
 impl StatusReport {
     /// The status as a metric label.
-    pub fn status_label(&self) -> &'static str {
+    pub(crate) fn status_label(&self) -> &'static str {
         match self.status.as_str() {
             "SUCCESS" => "success",
             "FAIL" => "fail",
@@ -127,7 +127,7 @@ fn digits(nationcode: &str, mobile: &str) -> Option<u64> {
 }
 
 /// Tencent's callback body: a JSON array of reports (a single object is read as one).
-pub fn parse_status(body: &[u8]) -> Result<Vec<StatusReport>, GatewayError> {
+pub(crate) fn parse_status(body: &[u8]) -> Result<Vec<StatusReport>, GatewayError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|_| GatewayError::InvalidRequest("body is not valid JSON".into()))?;
     let entries = match value {

@@ -17,7 +17,7 @@ pub struct CountryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DeliveryLabels {
+pub(crate) struct DeliveryLabels {
     pub tenant: String,
     pub country: String,
     /// success, fail, other (Tencent's `report_status`), unknown_sid (not a send smsgate remembers).
@@ -25,7 +25,7 @@ pub struct DeliveryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TenantLabels {
+pub(crate) struct TenantLabels {
     pub tenant: String,
 }
 
@@ -55,9 +55,9 @@ fn latency() -> Latency {
 pub struct Telemetry {
     pub sends: Family<CountryLabels, Counter>,
     pub conversions: Family<CountryLabels, Counter>,
-    pub deliveries: Family<DeliveryLabels, Counter>,
-    pub verify_latency: Latency,
-    pub receipt_latency: Latency,
+    pub(crate) deliveries: Family<DeliveryLabels, Counter>,
+    pub(crate) verify_latency: Latency,
+    pub(crate) receipt_latency: Latency,
     pub signals: Family<SignalLabels, Counter>,
     pub trips: Family<ProtectionLabels, Counter>,
     pub blocked: Family<ProtectionLabels, Counter>,

@@ -12,9 +12,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Consecutive connect failures that open a breaker.
-pub const FAILURES_TO_OPEN: u32 = 3;
+pub(crate) const FAILURES_TO_OPEN: u32 = 3;
 /// How long an open breaker skips its endpoint before one trial send.
-pub const COOL_DOWN: Duration = Duration::from_secs(30);
+pub(crate) const COOL_DOWN: Duration = Duration::from_secs(30);
 
 #[derive(Default, Clone, Copy)]
 struct State {
@@ -26,19 +26,19 @@ struct State {
 /// `smsgate_upstream_breaker_open{endpoint}`: 1 while the endpoint's breaker is open (from the run of
 /// failures that opens it to the answer that closes it). The endpoint is a configured scheme and host.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EndpointLabels {
+pub(crate) struct EndpointLabels {
     pub endpoint: String,
 }
 
 #[derive(Default)]
-pub struct Breakers {
+pub(crate) struct Breakers {
     states: Mutex<HashMap<String, State>>,
     open: Family<EndpointLabels, Gauge>,
 }
 
 impl Breakers {
     /// Breakers that keep `open` up to date.
-    pub fn observed(open: Family<EndpointLabels, Gauge>) -> Breakers {
+    pub(crate) fn observed(open: Family<EndpointLabels, Gauge>) -> Breakers {
         Breakers { states: Mutex::default(), open }
     }
 
@@ -58,7 +58,7 @@ impl Breakers {
 
     /// The first endpoint at or after `from` (wrapping) whose breaker is closed; None when all are open (a
     /// retry would only hit an endpoint known to be down).
-    pub fn next_closed(&self, endpoints: &[Endpoint], from: usize, now: Duration) -> Option<usize> {
+    pub(crate) fn next_closed(&self, endpoints: &[Endpoint], from: usize, now: Duration) -> Option<usize> {
         let n = endpoints.len();
         (0..n).map(|i| (from + i) % n).find(|&i| !self.is_open(&endpoints[i], now))
     }

@@ -27,12 +27,12 @@ use tower_service::Service;
 
 /// The TCP connect to an endpoint, or to the proxy and the CONNECT handshake after it, must finish within
 /// this time; past it the attempt is a connect failure.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The pooled HTTP/1 client for one egress (rustls, keep-alive).
-pub type HttpsClient = Client<hyper_rustls::HttpsConnector<EgressConnector>, WrittenBody>;
+pub(crate) type HttpsClient = Client<hyper_rustls::HttpsConnector<EgressConnector>, WrittenBody>;
 
 /// A request body that records whether the connection began to write it: until it does, Tencent cannot
 /// have the request (it acts on nothing without its body), so a failure or a deadline before that point
@@ -128,7 +128,7 @@ pub fn https_client(proxy: Option<&Proxy>, roots: Option<&TrustRoots>) -> HttpsC
 /// One client per distinct egress (proxy and extra roots), kept across reloads so their pools survive: a
 /// pooled connection never crosses from one route to another.
 #[derive(Default)]
-pub struct Routes {
+pub(crate) struct Routes {
     clients: Mutex<HashMap<RouteKey, HttpsClient>>,
 }
 

@@ -12,7 +12,8 @@ use crate::dedupe::{self, Outcome, Ticket};
 use crate::error::GatewayError;
 use crate::feedback::Memo;
 use crate::phone::Masked;
-use crate::providers::tencent::client::{Call, Dispatched, Entry, Unconfirmed};
+use crate::providers::tencent::client::{Call, Entry};
+use crate::providers::{Dispatched, Unconfirmed};
 use crate::runtime::LiveTenant;
 use crate::sms::{Accepted, CallExtras, Delivery};
 use crate::sms::{CallerMessage, SendRequest};
@@ -22,7 +23,7 @@ use std::time::Instant;
 /// One number's result: the gateway's outcome and, when Tencent judged the number in this request, its entry
 /// of `SendStatusSet` as Tencent wrote it.
 #[derive(Debug)]
-pub struct NumberResult {
+pub(crate) struct NumberResult {
     pub outcome: Outcome,
     pub entry: Option<Entry>,
 }
@@ -66,7 +67,7 @@ struct CallKey<'a> {
 impl Services {
     /// Sends one caller message to many numbers. `trails` holds one trail per request, in order; the
     /// results are in the same order.
-    pub async fn send_batch(
+    pub(crate) async fn send_batch(
         self: &Arc<Self>,
         tenant: &Arc<LiveTenant>,
         requests: Vec<SendRequest>,
@@ -233,7 +234,8 @@ impl Services {
             },
             finished: false,
         };
-        let result = Box::pin(self.tencent.deliver_many(account, &tenant.providers.tencent, &sms, &numbers)).await;
+        let result =
+            Box::pin(self.providers.tencent.deliver_many(account, &tenant.providers.tencent, &sms, &numbers)).await;
         guard.finish();
         let took = started.elapsed();
         let now = self.clock.unix_seconds();

@@ -17,7 +17,7 @@ use std::time::Duration;
 const CLUSTER_RETRIES: u32 = 3;
 
 /// The configured Redis, not yet connected.
-pub enum Topology {
+pub(crate) enum Topology {
     Node(redis::Client),
     Cluster(redis::cluster::ClusterClient),
     /// The sentinel client keeps its connections to the sentinels between resolutions.

@@ -49,11 +49,11 @@ impl Gcra {
         Gcra { interval, horizon: interval * limit }
     }
 
-    pub fn interval_ms(&self) -> u64 {
+    pub(crate) fn interval_ms(&self) -> u64 {
         self.interval
     }
 
-    pub fn horizon_ms(&self) -> u64 {
+    pub(crate) fn horizon_ms(&self) -> u64 {
         self.horizon
     }
 
@@ -102,16 +102,16 @@ impl Gcra {
 /// One give-back on a key: whose (the request's admission sequence number), when (the sequence counter at
 /// the give-back: requests admitted since have numbers above it), how much, and until when it matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GivenBack {
+pub(crate) struct GivenBack {
     pub seq: u64,
-    pub at_seq: u64,
-    pub refund: u64,
+    pub(crate) at_seq: u64,
+    pub(crate) refund: u64,
     pub until: u64,
 }
 
 /// The give-backs of one key in the last `GIVE_BACK_WINDOW_MS`, oldest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Ledger {
+pub(crate) struct Ledger {
     pub entries: Vec<GivenBack>,
 }
 
@@ -131,7 +131,7 @@ impl Ledger {
         }
     }
 
-    pub fn prune(&mut self, now: u64) {
+    pub(crate) fn prune(&mut self, now: u64) {
         self.entries.retain(|e| e.until > now);
     }
 }

@@ -21,7 +21,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
-pub const SHARDS: usize = 64;
+pub(crate) const SHARDS: usize = 64;
 /// A shard sweeps expired entries whenever it has grown to this many since the last sweep (or twice the
 /// live count then), so sweeping is amortized O(1) per insert.
 const MIN_SWEEP: usize = 1024;
@@ -282,7 +282,7 @@ impl MemoryStore {
 
     /// Records TATs decided elsewhere (the redis backend's decisions, kept here as this replica's own record):
     /// each key keeps the later of its TAT and the given one. TATs not after `now` are skipped.
-    pub fn absorb(&self, entries: &[(Check, u64)], now: u64) {
+    pub(crate) fn absorb(&self, entries: &[(Check, u64)], now: u64) {
         for (check, tat) in entries.iter().filter(|(_, tat)| *tat > now) {
             let at = self.place(check);
             let mut shard = lock(&self.shards[shard_of(check)]);
@@ -317,7 +317,7 @@ impl MemoryStore {
 
     /// Lowers each check's TAT to at most the given one (None: drop it): this replica's own record follows a
     /// give-back made in Redis.
-    pub fn lower_to(&self, entries: &[(Check, Option<u64>)]) {
+    pub(crate) fn lower_to(&self, entries: &[(Check, Option<u64>)]) {
         for (check, tat) in entries {
             let at = self.place(check);
             let mut shard = lock(&self.shards[shard_of(check)]);
@@ -331,7 +331,7 @@ impl MemoryStore {
 
     /// The live entries of one of the `SHARDS` shards as (rule id, key, TAT): what the redis backend writes
     /// back into Redis when it returns after an outage.
-    pub fn live_entries(&self, shard: usize, now: u64) -> Vec<(u64, u64, u64)> {
+    pub(crate) fn live_entries(&self, shard: usize, now: u64) -> Vec<(u64, u64, u64)> {
         let rules: HashMap<u16, u64> = self
             .slots
             .read()
@@ -399,7 +399,7 @@ impl MemoryStore {
 
     /// Sweeps one of the `SHARDS` shards: callers on an async runtime yield between shards, so a sweep of
     /// a million entries never holds a worker thread (or a shard's lock) for long.
-    pub fn sweep_shard(&self, shard: usize, now: u64) {
+    pub(crate) fn sweep_shard(&self, shard: usize, now: u64) {
         let mut s = lock(&self.shards[shard % SHARDS]);
         s.drop_expired(now);
         if s.packed.len() < s.packed.capacity() / 4 {
@@ -412,7 +412,7 @@ impl MemoryStore {
 
     /// Forgets every rule not in `live` (after a reload): frees their slots and drops their entries, so
     /// state and slots follow the config in force.
-    pub fn retain_rules(&self, live: &[u64]) {
+    pub(crate) fn retain_rules(&self, live: &[u64]) {
         let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
         let gone: Vec<(u64, u16)> =
             slots.by_rule.iter().filter(|(id, _)| !live.contains(id)).map(|(&id, &slot)| (id, slot)).collect();

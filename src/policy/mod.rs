@@ -59,7 +59,7 @@ pub struct Decision {
     /// The longest wait among the denying enforcing rules.
     pub retry_after: Duration,
     /// The enforcing rule that denied with the longest wait.
-    pub denied_by: Option<String>,
+    pub(crate) denied_by: Option<String>,
     pub rules: Vec<RuleReport>,
     /// What a committed, allowed decision took, for [`Limiter::give_back`].
     taken: Option<Taken>,
@@ -137,7 +137,7 @@ pub enum LimiterMode {
 }
 
 impl LimiterMode {
-    pub const ALL: [LimiterMode; 5] = [
+    pub(crate) const ALL: [LimiterMode; 5] = [
         LimiterMode::Memory,
         LimiterMode::Redis,
         LimiterMode::LocalFallback,
@@ -323,7 +323,7 @@ impl Limiter {
     }
 
     /// The memory backend: every decision is made in this process, without waiting.
-    pub fn is_local(&self) -> bool {
+    pub(crate) fn is_local(&self) -> bool {
         self.redis.is_none()
     }
 
@@ -336,7 +336,7 @@ impl Limiter {
     }
 
     /// For `/readyz`: pings Redis when it is believed up (a failure switches the mode), and reports the mode.
-    pub async fn check_ready(&self) -> LimiterMode {
+    pub(crate) async fn check_ready(&self) -> LimiterMode {
         if let Some(link) = &self.redis {
             if link.healthy.load(Ordering::SeqCst) {
                 if let Err(e) = link.store.ping().await {
@@ -389,7 +389,7 @@ impl Limiter {
     }
 
     /// [`Limiter::decide`] for the memory backend, which never waits: None with the redis backend.
-    pub fn decide_now(&self, tenant: &Tenant, subject: &Subject<'_>, commit: bool) -> Option<Decision> {
+    pub(crate) fn decide_now(&self, tenant: &Tenant, subject: &Subject<'_>, commit: bool) -> Option<Decision> {
         if self.redis.is_some() {
             return None;
         }
@@ -462,7 +462,7 @@ impl Limiter {
         self.redis.as_ref().filter(|link| link.healthy.load(Ordering::SeqCst)).map(|link| &link.store)
     }
 
-    pub fn shared_failed(&self, error: &RedisError) {
+    pub(crate) fn shared_failed(&self, error: &RedisError) {
         if let Some(link) = &self.redis {
             link.failed(error);
         }
@@ -480,7 +480,7 @@ impl Limiter {
     }
 
     /// Drops in-process state of rules that are no longer configured (after a reload).
-    pub fn retain_rules<'a>(&self, tenants: impl IntoIterator<Item = &'a Tenant>) {
+    pub(crate) fn retain_rules<'a>(&self, tenants: impl IntoIterator<Item = &'a Tenant>) {
         let live: Vec<u64> = tenants.into_iter().flat_map(|t| t.limits.iter().map(|r| r.id)).collect();
         self.memory.retain_rules(&live);
         if let Some(link) = &self.redis {

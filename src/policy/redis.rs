@@ -227,17 +227,17 @@ return out
 /// One spend counter of a reservation in Redis: its caps (0: none), the TTL to give it, and the gateway's
 /// mirror of it (messages, fee), which stands in for a counter Redis does not hold.
 #[derive(Debug, Clone, Copy)]
-pub struct SpendCounter {
-    pub message_cap: u64,
-    pub fee_cap: u64,
-    pub ttl_ms: u64,
+pub(crate) struct SpendCounter {
+    pub(crate) message_cap: u64,
+    pub(crate) fee_cap: u64,
+    pub(crate) ttl_ms: u64,
     pub floor: (u64, u64),
 }
 
 /// What the spend script answered: the first counter at a cap (and whether the fee cap) or None when
 /// reserved, and every counter's (messages, fee) afterwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpendAnswer {
+pub(crate) struct SpendAnswer {
     pub refused: Option<(usize, bool)>,
     pub counts: Vec<(u64, u64)>,
 }
@@ -245,10 +245,10 @@ pub struct SpendAnswer {
 /// One counter written back after an outage: (messages, fee) Redis had as last seen by the gateway, what was
 /// added since without Redis, and the TTL.
 #[derive(Debug, Clone, Copy)]
-pub struct SpendMerge {
+pub(crate) struct SpendMerge {
     pub base: (u64, u64),
     pub pending: (u64, u64),
-    pub ttl_ms: u64,
+    pub(crate) ttl_ms: u64,
 }
 
 /// What the limiter script read: each rule's TAT (None: no state), and the request's admission number when
@@ -348,7 +348,7 @@ impl StorageKey {
     }
 
     /// The first 128 bits of [`StorageKey::digest`] in hex.
-    pub fn hex16(&self, parts: &[&[u8]]) -> String {
+    pub(crate) fn hex16(&self, parts: &[&[u8]]) -> String {
         hex::encode(&self.digest(parts)[..16])
     }
 }
@@ -480,12 +480,17 @@ impl RedisStore {
 
     /// Raises each (rule id, key) of `tenant` to at least the given TAT, with a TTL to match; returns how many
     /// keys were raised. One script call: keep batches small enough for the time-out.
-    pub async fn merge(&self, tenant: &str, entries: &[(u64, u64, u64)], now_ms: u64) -> Result<usize, RedisError> {
+    pub(crate) async fn merge(
+        &self,
+        tenant: &str,
+        entries: &[(u64, u64, u64)],
+        now_ms: u64,
+    ) -> Result<usize, RedisError> {
         self.run_script(merge_call(&self.merge_script, &self.storage_key, tenant, entries, now_ms)).await
     }
 
     /// `SET key value NX PX ttl`: true when this call created the key.
-    pub async fn set_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, RedisError> {
+    pub(crate) async fn set_new(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, RedisError> {
         let (key, value, ttl) = (key.to_owned(), value.to_owned(), ttl.as_millis().max(1) as u64);
         self.bounded(|mut c| async move {
             let set: Option<String> =
@@ -516,7 +521,11 @@ impl RedisStore {
 
     /// Spend caps, atomically (see [`SPEND_SCRIPT`]): if no counter has reached its caps, adds one message to
     /// each (and refreshes its expiry).
-    pub async fn reserve_spend(&self, keys: &[String], counters: &[SpendCounter]) -> Result<SpendAnswer, RedisError> {
+    pub(crate) async fn reserve_spend(
+        &self,
+        keys: &[String],
+        counters: &[SpendCounter],
+    ) -> Result<SpendAnswer, RedisError> {
         let values: Vec<u64> = self.run_script(spend_call(&self.spend_script, keys, counters)).await?;
         if values.len() != 2 + 2 * keys.len() {
             return Err(RedisError::Shape(values.len(), keys.len()));
@@ -528,7 +537,11 @@ impl RedisStore {
 
     /// Writes the gateway's spend counters back (see [`SPEND_MERGE_SCRIPT`]); every counter's (messages,
     /// fee) afterwards.
-    pub async fn merge_spend(&self, keys: &[String], merges: &[SpendMerge]) -> Result<Vec<(u64, u64)>, RedisError> {
+    pub(crate) async fn merge_spend(
+        &self,
+        keys: &[String],
+        merges: &[SpendMerge],
+    ) -> Result<Vec<(u64, u64)>, RedisError> {
         let values: Vec<u64> = self.run_script(spend_merge_call(&self.spend_merge_script, keys, merges)).await?;
         if values.len() != 2 * keys.len() {
             return Err(RedisError::Shape(values.len(), keys.len()));
@@ -537,19 +550,24 @@ impl RedisStore {
     }
 
     /// Adds `delta` to field `m` (messages) or `f` (fee) of each spend counter.
-    pub async fn adjust_spend(&self, keys: &[String], field: &'static str, delta: i64) -> Result<(), RedisError> {
+    pub(crate) async fn adjust_spend(
+        &self,
+        keys: &[String],
+        field: &'static str,
+        delta: i64,
+    ) -> Result<(), RedisError> {
         self.run_pipeline(adjust_spend_pipeline(keys, field, delta)).await
     }
 
     /// Runs a script call (this module's or another's) on the shared connection, bounded like every call.
-    pub async fn run_script<T: redis::FromRedisValue>(&self, call: Call<'_>) -> Result<T, RedisError> {
+    pub(crate) async fn run_script<T: redis::FromRedisValue>(&self, call: Call<'_>) -> Result<T, RedisError> {
         debug_assert!(one_slot(call.keys()), "keys of one call in several slots: {:?}", call.keys());
         let invocation = call.invocation;
         self.bounded(|mut c| async move { invocation.invoke_async(&mut c).await }).await
     }
 
     /// Runs a pipeline of plain commands on the shared connection, bounded like every call.
-    pub async fn run_pipeline<T: redis::FromRedisValue>(&self, pipe: redis::Pipeline) -> Result<T, RedisError> {
+    pub(crate) async fn run_pipeline<T: redis::FromRedisValue>(&self, pipe: redis::Pipeline) -> Result<T, RedisError> {
         debug_assert!(one_slot(&pipeline_keys(&pipe)), "keys of one pipeline in several slots");
         self.bounded(|mut c| async move { pipe.query_async(&mut c).await }).await
     }
@@ -561,7 +579,7 @@ impl RedisStore {
     }
 
     /// The key numbers are hashed under in this store's keys.
-    pub fn storage_key(&self) -> &StorageKey {
+    pub(crate) fn storage_key(&self) -> &StorageKey {
         &self.storage_key
     }
 

@@ -168,7 +168,7 @@ impl SpendLedger {
 
     /// Reserves one message for `tenant` to `country` at `now_unix` in this process, or refuses when a cap
     /// is reached. With the redis backend this is the fallback: it counts from what Redis last admitted.
-    pub fn reserve(
+    pub(crate) fn reserve(
         &self,
         tenant: &Arc<str>,
         caps: &SpendCaps,
@@ -224,7 +224,7 @@ impl SpendLedger {
 
     /// The same in Redis, shared by every replica; the counters Redis returns are mirrored here. The outer
     /// error is Redis failing (the caller falls back to [`SpendLedger::reserve`]).
-    pub async fn reserve_shared(
+    pub(crate) async fn reserve_shared(
         &self,
         redis: &RedisStore,
         tenant: &Arc<str>,
@@ -275,7 +275,7 @@ impl SpendLedger {
     }
 
     /// Gives back a reservation made in this process ([`SpendLedger::reserve`]).
-    pub fn release_local(&self, keys: Vec<Key>) {
+    pub(crate) fn release_local(&self, keys: Vec<Key>) {
         self.adjust_mirror(&keys, |s| {
             s.messages = s.messages.saturating_sub(1);
             s.pending_messages = s.pending_messages.saturating_sub(1);
@@ -317,7 +317,7 @@ impl SpendLedger {
     /// Writes this replica's counters into Redis (after an outage, before Redis is trusted again): each
     /// becomes the larger of Redis's count and the mirror's, plus what was added here meanwhile. Returns how
     /// many counters were written.
-    pub async fn write_back(&self, redis: &RedisStore, now_ms: u64) -> Result<usize, RedisError> {
+    pub(crate) async fn write_back(&self, redis: &RedisStore, now_ms: u64) -> Result<usize, RedisError> {
         let snapshot: Vec<(Key, Spent)> = {
             let mut spent = self.lock();
             spent.retain(|_, s| s.expires_ms > now_ms);

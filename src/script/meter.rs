@@ -16,19 +16,19 @@ use std::time::{Duration, Instant};
 /// checks. Each hook costs about 100 ns, so 100 adds about 1 ns per instruction (measured in
 /// BENCHMARKS.md); a larger step would let a loop of expensive instructions (comparing or
 /// concatenating strings near the memory limit) run that many more before its deadline is noticed.
-pub const STEP: u32 = 100;
+pub(crate) const STEP: u32 = 100;
 /// Bytes copied or scanned by a library function for the price of one instruction. Measured: a VM
 /// instruction takes about 5 ns under the count hook; copying takes about 0.1 ns a byte and scanning
 /// less, so 32 bytes a unit charges such work at or above its time.
-pub const BYTES_PER_UNIT: u64 = 32;
+pub(crate) const BYTES_PER_UNIT: u64 = 32;
 
 /// A call's wall-clock time is capped at its time limit plus this, however long it waited for a CPU (a
 /// container whose CPU quota runs out stalls every thread for up to a quota period, 100 ms by default).
-pub const WALL_SLACK: Duration = Duration::from_secs(1);
+pub(crate) const WALL_SLACK: Duration = Duration::from_secs(1);
 
 /// Why a call was cut off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cut {
+pub(crate) enum Cut {
     Instructions,
     Time,
     Memory,
@@ -70,7 +70,7 @@ fn thread_cpu_ns() -> Option<u64> {
 
 /// What one Lua state shares between its count hook and its charged functions. A state serves one call
 /// at a time; the atomics only make it `Sync` (they are never contended).
-pub struct Meter {
+pub(crate) struct Meter {
     /// Instruction units left in this call; at or below zero the budget is spent.
     left: AtomicI64,
     /// When to look at the time again (monotonic clock).
@@ -135,7 +135,7 @@ impl Meter {
         *self.message.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    pub fn set_memory_limit(&self, limit: usize) {
+    pub(crate) fn set_memory_limit(&self, limit: usize) {
         self.memory_limit.store(limit, Relaxed);
     }
 
@@ -172,7 +172,7 @@ impl Meter {
 
     /// The count hook: `STEP` more instructions ran. `Some` when that ends the call (the hook then calls
     /// `cut_off` with the line it is at).
-    pub fn tick(&self) -> Option<Cut> {
+    pub(crate) fn tick(&self) -> Option<Cut> {
         let left = self.left.fetch_sub(i64::from(STEP), Relaxed) - i64::from(STEP);
         if left <= 0 {
             return Some(Cut::Instructions);
@@ -184,7 +184,7 @@ impl Meter {
     }
 
     /// Pays `units` for work done outside the VM (by a library function called from `lua`).
-    pub fn charge(&self, lua: &Lua, units: u64) -> mlua::Result<()> {
+    pub(crate) fn charge(&self, lua: &Lua, units: u64) -> mlua::Result<()> {
         if self.cut().is_some() {
             return Err(self.spent_error());
         }
@@ -200,13 +200,13 @@ impl Meter {
     }
 
     /// Pays for `bytes` copied or scanned, plus `items` values moved.
-    pub fn charge_work(&self, lua: &Lua, bytes: usize, items: usize) -> mlua::Result<()> {
+    pub(crate) fn charge_work(&self, lua: &Lua, bytes: usize, items: usize) -> mlua::Result<()> {
         self.charge(lua, bytes as u64 / BYTES_PER_UNIT + items as u64 + 1)
     }
 
     /// Takes up to `want` units (at least one) for work paid in advance, such as pattern matching steps;
     /// `refund` gives back what was not used.
-    pub fn draw(&self, lua: &Lua, want: u64) -> mlua::Result<u64> {
+    pub(crate) fn draw(&self, lua: &Lua, want: u64) -> mlua::Result<u64> {
         if self.cut().is_some() {
             return Err(self.spent_error());
         }
@@ -234,7 +234,7 @@ impl Meter {
         self.credit_ns.fetch_add(by, Relaxed);
     }
 
-    pub fn refund(&self, units: u64) {
+    pub(crate) fn refund(&self, units: u64) {
         self.left.fetch_add(units.min(i64::MAX as u64) as i64, Relaxed);
     }
 
@@ -251,12 +251,12 @@ impl Meter {
     }
 
     /// Marks the call cut off by memory (the script caught Lua's own "not enough memory").
-    pub fn memory_spent(&self, lua: &Lua) -> mlua::Error {
+    pub(crate) fn memory_spent(&self, lua: &Lua) -> mlua::Error {
         self.cut_off(lua, Cut::Memory, caller(lua))
     }
 
     /// The error a cut-off call raises wherever it is.
-    pub fn spent_error(&self) -> mlua::Error {
+    pub(crate) fn spent_error(&self) -> mlua::Error {
         mlua::Error::RuntimeError(self.message().unwrap_or_else(|| format!("{}: call cut off", self.script)))
     }
 
@@ -303,10 +303,10 @@ pub fn caller(lua: &Lua) -> Option<(String, usize)> {
 
 /// The chunk name of the sandbox's own Lua wrappers around library functions. Error positions and names
 /// skip their frames, so an error reads as if the script had called the library function itself.
-pub const WRAPPER_CHUNK: &str = "=smsgate";
+pub(crate) const WRAPPER_CHUNK: &str = "=smsgate";
 
 /// How many stack levels just above the running host function are sandbox wrappers.
-pub fn wrapper_frames(lua: &Lua) -> usize {
+pub(crate) fn wrapper_frames(lua: &Lua) -> usize {
     let mut n = 0;
     while lua.inspect_stack(1 + n, |d| d.source().source.as_deref() == Some(WRAPPER_CHUNK)).unwrap_or(false) {
         n += 1;
@@ -315,7 +315,7 @@ pub fn wrapper_frames(lua: &Lua) -> usize {
 }
 
 /// `10ms`, `1s`, `200µs`: a duration as the config writes it (an inline slice's, below a millisecond).
-pub fn duration_text(d: Duration) -> String {
+pub(crate) fn duration_text(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
         return format!("{}µs", d.as_micros());

@@ -61,7 +61,7 @@ pub struct LogBudget(Arc<std::sync::atomic::AtomicU32>);
 
 impl LogBudget {
     /// Lines per request, and per call.
-    pub const LINES: u32 = 20;
+    pub(crate) const LINES: u32 = 20;
 
     /// Takes one line; false when the request has written its lines.
     pub(crate) fn take(&self) -> bool {
@@ -460,7 +460,7 @@ impl Drop for HookJob {
 }
 
 /// Text fit for a log: digit runs that could be phone numbers masked, and the verification code removed.
-pub fn redact(text: &str, code: Option<&str>) -> String {
+pub(crate) fn redact(text: &str, code: Option<&str>) -> String {
     let text = match code {
         Some(code) if !code.is_empty() => text.replace(code, "***"),
         _ => text.to_owned(),
@@ -581,11 +581,11 @@ pub async fn stage(
     let checked = verdict.and_then(|verdict| check(tenant, &input, verdict));
     let code = request.code.as_deref();
     match checked {
-        Ok(Checked::Routed(routed, changes)) => (Ok(routed), report(ScriptOutcome::Changed(changes))),
-        Ok(Checked::NoNumber) => {
+        Ok(Verdict::Routed(routed, changes)) => (Ok(routed), report(ScriptOutcome::Changed(changes))),
+        Ok(Verdict::NoNumber) => {
             (Err(GatewayError::InvalidPhone { upstream: None }), report(ScriptOutcome::Changed(Vec::new())))
         }
-        Ok(Checked::Reject(message)) => {
+        Ok(Verdict::Reject(message)) => {
             let message = public_reject(&message, code);
             (Err(GatewayError::Rejected(message.clone())), report(ScriptOutcome::Rejected(message)))
         }
@@ -632,7 +632,7 @@ fn is_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_SHORT && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-enum Checked {
+enum Verdict {
     Routed(Routed, Vec<Change>),
     Reject(String),
     /// Neither the caller nor the hook gave a valid number: the caller's fault, as without a hook.
@@ -641,9 +641,9 @@ enum Checked {
 
 /// Checks the hook's changes as strictly as ingress and config values; `Err` is the hook's fault
 /// (`script_error`).
-fn check(tenant: &Tenant, input: &HookInput<'_>, verdict: RawVerdict) -> Result<Checked, String> {
+fn check(tenant: &Tenant, input: &HookInput<'_>, verdict: RawVerdict) -> Result<Verdict, String> {
     let (phone, usage, params, template_id, sign_name, region) = match verdict {
-        RawVerdict::Reject(message) => return Ok(Checked::Reject(message)),
+        RawVerdict::Reject(message) => return Ok(Verdict::Reject(message)),
         RawVerdict::Proceed { phone, usage, params, template_id, sign_name, region } => {
             (phone, usage, params, template_id, sign_name, region)
         }
@@ -661,11 +661,11 @@ fn check(tenant: &Tenant, input: &HookInput<'_>, verdict: RawVerdict) -> Result<
             }
             // A failed repair of a number that was already invalid stays the caller's fault; breaking a
             // valid number is the hook's.
-            Err(_) if before.is_none() => return Ok(Checked::NoNumber),
+            Err(_) if before.is_none() => return Ok(Verdict::NoNumber),
             Err(_) => return Err("on_send set req.phone to a number that does not parse".into()),
         },
         (None, Some(before)) => before.clone(),
-        (None, None) => return Ok(Checked::NoNumber),
+        (None, None) => return Ok(Verdict::NoNumber),
     };
     let final_usage = match usage {
         Some(u) if is_name(&u) => {
@@ -717,7 +717,7 @@ fn check(tenant: &Tenant, input: &HookInput<'_>, verdict: RawVerdict) -> Result<
     }
     let routed =
         Routed { phone: final_phone, usage: final_usage, params: final_params, template_id, sign_name, region };
-    Ok(Checked::Routed(routed, changes))
+    Ok(Verdict::Routed(routed, changes))
 }
 
 #[cfg(test)]

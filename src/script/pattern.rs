@@ -6,7 +6,7 @@
 //! call's budget or deadline is spent.
 
 /// Captures per pattern (`LUA_MAXCAPTURES`).
-pub const MAX_CAPTURES: usize = 32;
+pub(crate) const MAX_CAPTURES: usize = 32;
 /// Nesting depth of `match` (`MAXCCALLS` in lstrlib.c).
 const MAX_DEPTH: usize = 200;
 const ESC: u8 = b'%';
@@ -16,7 +16,7 @@ const FUEL_CHUNK: u64 = 4096;
 
 /// Why matching stopped without an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stop {
+pub(crate) enum Stop {
     /// The budget or the deadline ran out (the `Fuel` says which).
     Spent,
     /// A malformed pattern or capture, worded as lstrlib.c words it.
@@ -24,7 +24,7 @@ pub enum Stop {
 }
 
 /// Where matching steps come from: the call's budget.
-pub trait Fuel {
+pub(crate) trait Fuel {
     /// Up to `want` more steps (at least one), or `Stop::Spent`.
     fn draw(&mut self, want: u64) -> Result<u64, Stop>;
     /// Steps drawn but not used.
@@ -54,7 +54,7 @@ pub enum Captured {
 }
 
 /// The state of one match (lstrlib.c's `MatchState`) over `src` with `pat`.
-pub struct Matcher<'a, F: Fuel> {
+pub(crate) struct Matcher<'a, F: Fuel> {
     src: &'a [u8],
     pat: &'a [u8],
     depth: usize,
@@ -65,7 +65,7 @@ pub struct Matcher<'a, F: Fuel> {
 }
 
 /// Whether `pat` has no magic character, so a plain search finds what matching would (`nospecials`).
-pub fn no_specials(pat: &[u8]) -> bool {
+pub(crate) fn no_specials(pat: &[u8]) -> bool {
     // strpbrk stops at each NUL, but lstrlib.c goes on past it: every byte is looked at.
     !pat.iter().any(|b| SPECIALS.contains(b))
 }
@@ -85,7 +85,7 @@ impl<'a, F: Fuel> Matcher<'a, F> {
 
     /// Matches the pattern from `pat_start` (past a `^` anchor) at `s`: the end of the match, if any.
     /// Captures of the last successful call are read with [`Matcher::capture`].
-    pub fn match_at(&mut self, s: usize, pat_start: usize) -> Result<Option<usize>, Stop> {
+    pub(crate) fn match_at(&mut self, s: usize, pat_start: usize) -> Result<Option<usize>, Stop> {
         self.level = 0;
         self.depth = MAX_DEPTH;
         self.do_match(s, pat_start)
@@ -443,7 +443,7 @@ fn match_class(c: u8, class: u8) -> bool {
 
 /// Plain search (`lmemfind`) of `needle` in `hay`, paid for by the bytes scanned: the offset of the
 /// first occurrence.
-pub fn find_plain<F: Fuel>(hay: &[u8], needle: &[u8], fuel: &mut F) -> Result<Option<usize>, Stop> {
+pub(crate) fn find_plain<F: Fuel>(hay: &[u8], needle: &[u8], fuel: &mut F) -> Result<Option<usize>, Stop> {
     if needle.is_empty() {
         return Ok(Some(0));
     }

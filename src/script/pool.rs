@@ -14,12 +14,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Calls one hook may have waiting for a thread.
-pub const MAX_WAITING: usize = 256;
+pub(crate) const MAX_WAITING: usize = 256;
 /// The longest a call waits for a thread before it is refused.
-pub const MAX_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// One hook call handed to the pool.
-pub trait Job: Send {
+pub(crate) trait Job: Send {
     /// Runs the call on a pool thread.
     fn run(self: Box<Self>);
     /// Answers the caller that the call could not start in time (the hook is busy).
@@ -43,7 +43,7 @@ struct LaneState {
 
 /// The calls of one hook: those waiting and how many run.
 #[derive(Default)]
-pub struct Lane {
+pub(crate) struct Lane {
     state: Mutex<LaneState>,
 }
 
@@ -151,7 +151,7 @@ impl Pool {
 impl Lane {
     /// Queues a call; `Err` gives it back when the lane is full or stalled (its oldest call has waited
     /// past `MAX_WAIT`): the hook is busy.
-    pub fn submit(self: &Arc<Self>, job: Box<dyn Job>) -> Result<(), Box<dyn Job>> {
+    pub(crate) fn submit(self: &Arc<Self>, job: Box<dyn Job>) -> Result<(), Box<dyn Job>> {
         let pool = pool();
         let list = {
             let mut st = lock(&self.state);
@@ -174,7 +174,7 @@ impl Lane {
 
     /// Whether a new call may skip the queue and run inline: none of this hook's calls waits for a
     /// thread, and fewer than its share run on them.
-    pub fn quiet(&self) -> bool {
+    pub(crate) fn quiet(&self) -> bool {
         let st = lock(&self.state);
         st.waiting.is_empty() && st.running < share()
     }

@@ -18,7 +18,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 
 /// The registry name of Lua's own `select`, for the trusted prelude (scripts get the charged one).
-pub const C_SELECT: &str = "smsgate.c_select";
+pub(crate) const C_SELECT: &str = "smsgate.c_select";
 
 /// `string.sub`, `byte`, `upper` and `lower` on strings up to this many bytes run Lua's own C code.
 const SHORT_STRING: usize = 256;

@@ -18,7 +18,7 @@ use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::pipeline::Services;
 use crate::policy::{Limiter, LimiterMode};
-use crate::providers::tencent::TencentClient;
+use crate::providers::Providers;
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -134,8 +134,8 @@ impl Gateway {
         // `compile` has parsed the same URLs and CA already, so this cannot fail on a compiled config.
         let limiter = Limiter::from_backend(&config.limits_backend, clock.clone())
             .expect("limits_backend was validated by compile");
-        let tencent = TencentClient::new(clock.clone(), metrics.tencent.clone());
-        let services = Services::observed(limiter, tencent, clock, metrics.feedback.clone());
+        let providers = Providers::new(clock.clone(), metrics.tencent.clone());
+        let services = Services::observed(limiter, providers, clock, metrics.feedback.clone());
         services.feedback.configure(config);
         let unverified = body::Unverified::new(&config.server);
         let gateway = Gateway {

@@ -3,27 +3,27 @@
 
 use serde::{Deserialize, Serialize};
 
-pub const ACTION: &str = "SendSms";
+pub(crate) const ACTION: &str = "SendSms";
 pub const VERSION: &str = "2021-01-11";
-pub const SERVICE: &str = "sms";
-pub const CONTENT_TYPE: &str = "application/json; charset=utf-8";
+pub(crate) const SERVICE: &str = "sms";
+pub(crate) const CONTENT_TYPE: &str = "application/json; charset=utf-8";
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct SendSmsRequest<'a> {
-    pub phone_number_set: &'a [&'a str],
-    pub sms_sdk_app_id: &'a str,
+pub(crate) struct SendSmsRequest<'a> {
+    pub(crate) phone_number_set: &'a [&'a str],
+    pub(crate) sms_sdk_app_id: &'a str,
     pub template_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sign_name: Option<&'a str>,
-    pub template_param_set: &'a [String],
+    pub(crate) template_param_set: &'a [String],
     /// The SDK front door passes these three as its caller sent them; the other routes never set them.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub extend_code: Option<&'a str>,
+    pub(crate) extend_code: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub session_context: Option<&'a str>,
+    pub(crate) session_context: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sender_id: Option<&'a str>,
+    pub(crate) sender_id: Option<&'a str>,
 }
 
 /// Both answer shapes: `{"Response":{"SendStatusSet":[...],"RequestId"}}` and
@@ -39,7 +39,7 @@ pub struct ResponseBody {
     #[serde(rename = "Error")]
     pub error: Option<ApiError>,
     #[serde(rename = "SendStatusSet", default)]
-    pub send_status_set: Vec<SendStatus>,
+    pub(crate) send_status_set: Vec<SendStatus>,
     #[serde(rename = "RequestId", default)]
     pub request_id: String,
 }
@@ -59,17 +59,17 @@ pub struct SendStatus {
     #[serde(rename = "SerialNo", default)]
     pub serial_no: String,
     #[serde(rename = "PhoneNumber", default)]
-    pub phone_number: String,
+    pub(crate) phone_number: String,
     #[serde(rename = "Fee", default)]
     pub fee: u32,
     #[serde(rename = "SessionContext", default)]
-    pub session_context: String,
+    pub(crate) session_context: String,
     #[serde(rename = "Code")]
     pub code: String,
     #[serde(rename = "Message", default)]
     pub message: String,
     #[serde(rename = "IsoCode", default)]
-    pub iso_code: String,
+    pub(crate) iso_code: String,
 }
 
 #[cfg(test)]

@@ -112,7 +112,7 @@ pub fn detail(code: String, message: String, request_id: String) -> UpstreamDeta
 const CHINA_UTC_OFFSET: i64 = 8 * 3600;
 
 /// How long a per-number throttle lasts: its window, or for daily limits until midnight China time.
-pub fn recipient_retry_after(code: &str, now_unix: i64) -> Duration {
+pub(crate) fn recipient_retry_after(code: &str, now_unix: i64) -> Duration {
     let until_china_midnight = || {
         let local = now_unix + CHINA_UTC_OFFSET;
         Duration::from_secs((86_400 - local.rem_euclid(86_400)) as u64)
@@ -129,7 +129,7 @@ pub fn recipient_retry_after(code: &str, now_unix: i64) -> Duration {
 
 /// The gateway error for a refused send (any class but `Sent`). A send path never takes a
 /// `TransientMaybeSent` code here: `client::Entry::judge` and `judge_many` make it `Unconfirmed` first.
-pub fn to_error(detail: UpstreamDetail, now_unix: i64) -> GatewayError {
+pub(crate) fn to_error(detail: UpstreamDetail, now_unix: i64) -> GatewayError {
     match detail.class {
         Class::RecipientThrottle => GatewayError::UpstreamRateLimited {
             retry_after: recipient_retry_after(&detail.code, now_unix),

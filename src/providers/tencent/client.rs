@@ -12,26 +12,14 @@ use crate::error::{GatewayError, UpstreamDetail};
 use crate::net::breaker::Breakers;
 use crate::net::proxy::{self, HttpsClient, WrittenBody};
 use crate::phone::Masked;
-use crate::providers::{ReasonLabels, Telemetry};
-use crate::sms::{CallExtras, Receipt};
-use bytes::Bytes;
+use crate::providers::{ClientTelemetry, Dispatched, OutboundSms, PreparedRequest, ReasonLabels, Unconfirmed};
+use crate::sms::Receipt;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The message the pipeline decided to send.
-#[derive(Debug, Clone)]
-pub struct OutboundSms {
-    pub phone_e164: String,
-    pub template_id: String,
-    pub sign_name: Option<String>,
-    pub params: Vec<String>,
-    pub region: String,
-    pub extras: CallExtras,
-}
 
 /// What the client learns about one tenant's account while serving it: which key pair to sign with first
 /// (switched when Tencent refuses one pair and accepts the other). Runtime state: it lives in runtime.rs,
@@ -48,32 +36,21 @@ impl AccountState {
     }
 }
 
-/// A signed request, ready to send (or to show, redacted, in dry-run and `explain`).
-#[derive(Clone)]
-pub struct PreparedRequest {
-    pub url: http::Uri,
-    /// Headers in the order sent, `Authorization` included.
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Bytes,
-}
-
-impl PreparedRequest {
-    /// The body for dry-run logs: the phone number masked and the template parameters (the code) hidden.
-    /// The secret key never enters a prepared request, so nothing else needs redacting.
-    pub fn redacted_body(&self) -> String {
-        let mut body: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
-        if let Some(numbers) = body.get_mut("PhoneNumberSet").and_then(|v| v.as_array_mut()) {
-            for n in numbers {
-                *n = Masked(n.as_str().unwrap_or_default()).to_string().into();
-            }
+/// A SendSms body for dry-run logs and `explain`: the numbers masked and the template parameters (the code)
+/// hidden. The secret key never enters a prepared request, so nothing else needs redacting.
+fn redacted_body(body: &[u8]) -> String {
+    let mut body: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if let Some(numbers) = body.get_mut("PhoneNumberSet").and_then(|v| v.as_array_mut()) {
+        for n in numbers {
+            *n = Masked(n.as_str().unwrap_or_default()).to_string().into();
         }
-        if let Some(params) = body.get_mut("TemplateParamSet").and_then(|v| v.as_array_mut()) {
-            for p in params {
-                *p = "***".into();
-            }
-        }
-        body.to_string()
     }
+    if let Some(params) = body.get_mut("TemplateParamSet").and_then(|v| v.as_array_mut()) {
+        for p in params {
+            *p = "***".into();
+        }
+    }
+    body.to_string()
 }
 
 /// The most a SendSms answer can legitimately hold per number: Tencent echoes `SessionContext` (up to 512
@@ -116,7 +93,7 @@ pub struct TencentClient {
     breakers: Arc<Breakers>,
     /// Seconds to add to our clock to get Tencent's, learnt from `AuthFailure.SignatureExpire` answers.
     skew: Arc<AtomicI64>,
-    telemetry: Telemetry,
+    telemetry: ClientTelemetry,
 }
 
 /// How far one exchange got, from the transport's typed facts (was the connection made, did it begin to
@@ -132,25 +109,6 @@ enum Exchange {
     /// it may have been sent.
     NoAnswer(String),
     Answered(Answer),
-}
-
-/// A send that may have gone out: the request reached Tencent (or may have) and no answer says it did not.
-/// Never reported failed and never retried into a second SMS; its numbers are remembered as possibly sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unconfirmed {
-    /// Why it is not confirmed, for the log only (never shown to a caller).
-    pub reason: String,
-    /// Tencent's own answer when it gave one (`InternalError.*`), for the log and metrics.
-    pub upstream: Option<UpstreamDetail>,
-}
-
-/// What a number handed to Tencent came to, when something may have gone out. Beside it, an `Err` always
-/// means nothing was sent: the one decision every consumer reads (answers, refunds of limits and caps,
-/// metrics, the feedback loop, retries).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Dispatched {
-    Sent(Receipt),
-    Unconfirmed(Unconfirmed),
 }
 
 /// What one SendSms call came to, for all its numbers (an `Err` beside it: nothing was sent).
@@ -169,8 +127,26 @@ struct Answer {
     body: Vec<u8>,
 }
 
+impl crate::providers::Provider for TencentClient {
+    type Account = TencentAccount;
+    type State = AccountState;
+
+    fn prepare(&self, account: &TencentAccount, state: &AccountState, sms: &OutboundSms) -> PreparedRequest {
+        self.prepare_next(account, state, sms)
+    }
+
+    fn deliver(
+        &self,
+        account: &TencentAccount,
+        state: &AccountState,
+        sms: &OutboundSms,
+    ) -> impl std::future::Future<Output = Result<Dispatched, GatewayError>> + Send {
+        TencentClient::deliver(self, account, state, sms)
+    }
+}
+
 impl TencentClient {
-    pub fn new(clock: SharedClock, telemetry: Telemetry) -> Self {
+    pub fn new(clock: SharedClock, telemetry: ClientTelemetry) -> Self {
         TencentClient {
             http: proxy::https_client(None, None),
             routes: Arc::default(),
@@ -182,12 +158,12 @@ impl TencentClient {
     }
 
     /// The ReportConversion reporter for the feedback loop, on this client (its transport and breakers).
-    pub fn reporter(&self, results: Family<crate::providers::ReportLabels, Counter>) -> super::report::Reporter {
+    pub(crate) fn reporter(&self, results: Family<crate::providers::ReportLabels, Counter>) -> super::report::Reporter {
         super::report::Reporter::new(self.clone(), super::report::QUEUE, results)
     }
 
     /// Serializes and signs `sms` for one endpoint with one key pair at `timestamp`. Pure: no I/O, no clock.
-    pub fn prepare(
+    pub(crate) fn prepare(
         account: &TencentAccount,
         credentials: &Credentials,
         endpoint: &Endpoint,
@@ -198,7 +174,7 @@ impl TencentClient {
     }
 
     /// `sms`'s message to every number of `numbers` in one call (its own `phone_e164` is not used).
-    pub fn prepare_many(
+    pub(crate) fn prepare_many(
         account: &TencentAccount,
         credentials: &Credentials,
         endpoint: &Endpoint,
@@ -222,7 +198,7 @@ impl TencentClient {
 
     /// Signs one call of any SMS action whose body is already serialized: those exact bytes are signed and
     /// sent. Pure: no I/O, no clock.
-    pub fn prepare_action(
+    pub(crate) fn prepare_action(
         credentials: &Credentials,
         endpoint: &Endpoint,
         action: &str,
@@ -251,13 +227,13 @@ impl TencentClient {
             ("X-TC-Timestamp", timestamp.to_string()),
             ("Authorization", signature.authorization),
         ];
-        PreparedRequest { url: endpoint.uri.clone(), headers, body: body.into() }
+        PreparedRequest { url: endpoint.uri.clone(), headers, body: body.into(), redact: redacted_body }
     }
 
     /// One call of another action (the SDK front door's passthrough), signed with the account's preferred key
     /// pair, to its first healthy endpoint, within the account's `timeout`; no retry (the action may not be
     /// idempotent). Tencent's status and body, as they came.
-    pub async fn forward(
+    pub(crate) async fn forward(
         &self,
         account: &TencentAccount,
         state: &AccountState,
@@ -294,7 +270,12 @@ impl TencentClient {
 
     /// The request the next attempt would send: preferred key pair, first healthy endpoint, our clock
     /// corrected by the learnt skew. Used by dry run and `explain`.
-    pub fn prepare_next(&self, account: &TencentAccount, state: &AccountState, sms: &OutboundSms) -> PreparedRequest {
+    pub(crate) fn prepare_next(
+        &self,
+        account: &TencentAccount,
+        state: &AccountState,
+        sms: &OutboundSms,
+    ) -> PreparedRequest {
         let key = state.preferred(account);
         let endpoint = self.breakers.pick(&account.endpoints, 0, self.clock.monotonic());
         TencentClient::prepare(account, &account.credentials[key], &account.endpoints[endpoint], sms, self.timestamp())
@@ -309,7 +290,7 @@ impl TencentClient {
     /// across endpoints on connect failures, re-signs once on a clock error, and tries the next key pair once
     /// on a credential error. The result is the last attempt's (never a stale error after a success), except
     /// that once an attempt may have gone out the send is unconfirmed at worst.
-    pub async fn deliver(
+    pub(crate) async fn deliver(
         &self,
         account: &TencentAccount,
         state: &AccountState,
@@ -335,7 +316,7 @@ impl TencentClient {
     /// entry failed with one code is that code's error (retried as such: an API throttle on every number
     /// sent nothing). An `Err` means nothing was sent by any attempt: once one attempt may have gone out
     /// (`retry_maybe_sent`), the call is unconfirmed whatever the later attempts say.
-    pub async fn deliver_many(
+    pub(crate) async fn deliver_many(
         &self,
         account: &TencentAccount,
         state: &AccountState,
@@ -554,7 +535,7 @@ impl Entry {
 
     /// Tencent accepted this number (`Code: Ok`): its receipt; failed inside Tencent (`InternalError*`):
     /// unconfirmed; else the error its code stands for (nothing sent).
-    pub fn judge(&self, now_unix: i64) -> Result<Dispatched, GatewayError> {
+    pub(crate) fn judge(&self, now_unix: i64) -> Result<Dispatched, GatewayError> {
         let detail =
             || classify::detail(self.status.code.clone(), self.status.message.clone(), self.request_id.clone());
         match classify::classify(&self.status.code) {
@@ -583,7 +564,7 @@ impl std::ops::Deref for Entry {
 /// cannot be read or says Tencent failed inside (a non-Tencent answer, no entries, `InternalError*`): the
 /// request was received, so its numbers may have been sent; or the call's error (nothing sent): the error
 /// envelope (read whatever the status and Content-Type), or every entry failed with the same code.
-pub fn judge_many(status: http::StatusCode, body: &[u8], now_unix: i64) -> Result<Call, GatewayError> {
+pub(crate) fn judge_many(status: http::StatusCode, body: &[u8], now_unix: i64) -> Result<Call, GatewayError> {
     let unconfirmed =
         |reason: String, upstream: Option<UpstreamDetail>| Ok(Call::Unconfirmed(Unconfirmed { reason, upstream }));
     let envelope: Envelope = match serde_json::from_slice(body) {
@@ -618,7 +599,8 @@ pub fn judge_many(status: http::StatusCode, body: &[u8], now_unix: i64) -> Resul
 
 /// Tencent's answer for one number -> what became of it. Every entry is judged, so a partial answer can
 /// never read as success.
-pub fn judge(status: http::StatusCode, body: &[u8], now_unix: i64) -> Result<Dispatched, GatewayError> {
+#[cfg(test)]
+pub(crate) fn judge(status: http::StatusCode, body: &[u8], now_unix: i64) -> Result<Dispatched, GatewayError> {
     let entries = match judge_many(status, body, now_unix)? {
         Call::Answered(entries) => entries,
         Call::Unconfirmed(unconfirmed) => return Ok(Dispatched::Unconfirmed(unconfirmed)),

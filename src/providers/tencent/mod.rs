@@ -8,4 +8,4 @@ pub mod client;
 pub mod report;
 pub mod sign;
 
-pub use client::{AccountState, OutboundSms, PreparedRequest, TencentClient};
+pub(crate) use client::{AccountState, TencentClient};

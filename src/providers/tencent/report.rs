@@ -16,9 +16,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const ACTION: &str = "ReportConversion";
+pub(crate) const ACTION: &str = "ReportConversion";
 /// Conversions waiting to be reported, per tenant.
-pub const QUEUE: usize = 1024;
+pub(crate) const QUEUE: usize = 1024;
 /// Reports in progress at once, per tenant (in the order they came).
 const WORKERS: usize = 1;
 /// Attempts per report, the first included, and the pause before each retry.
@@ -26,10 +26,10 @@ const BACKOFF: [Duration; 3] = [Duration::from_millis(500), Duration::from_secs(
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ReportConversionRequest<'a> {
-    pub sms_sdk_app_id: &'a str,
+pub(crate) struct ReportConversionRequest<'a> {
+    pub(crate) sms_sdk_app_id: &'a str,
     pub serial_no: &'a str,
-    pub conversion_time: i64,
+    pub(crate) conversion_time: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,7 +54,7 @@ struct Status {
 
 /// What one answer means.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Reported,
     /// Worth another try (no answer, throttled, Tencent's internal error).
     Retry(String),
@@ -65,7 +65,7 @@ pub enum Verdict {
 }
 
 /// Reads a ReportConversion answer.
-pub fn judge(status: http::StatusCode, body: &[u8]) -> Verdict {
+pub(crate) fn judge(status: http::StatusCode, body: &[u8]) -> Verdict {
     let Ok(envelope) = serde_json::from_slice::<Envelope>(body) else {
         return Verdict::Retry(format!("unreadable answer with HTTP status {status}"));
     };
@@ -96,7 +96,7 @@ struct Job {
 }
 
 /// The tenants' lanes and their workers.
-pub struct Reporter {
+pub(crate) struct Reporter {
     lanes: Lanes<Job>,
     client: TencentClient,
     off: Arc<Mutex<HashSet<Arc<str>>>>,
@@ -130,7 +130,13 @@ impl Reporter {
     }
 
     /// Queues one converted send; never waits.
-    pub fn enqueue(&self, tenant: &Arc<Tenant>, state: &Arc<AccountState>, serial_no: &str, conversion_time: i64) {
+    pub(crate) fn enqueue(
+        &self,
+        tenant: &Arc<Tenant>,
+        state: &Arc<AccountState>,
+        serial_no: &str,
+        conversion_time: i64,
+    ) {
         if self.off.lock().unwrap_or_else(|p| p.into_inner()).contains(&tenant.name) {
             Reporter::count(&self.results, &tenant.name, "off");
             return;

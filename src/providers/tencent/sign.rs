@@ -9,8 +9,8 @@ use std::fmt::Write;
 
 type HmacSha256 = Hmac<Sha256>;
 
-pub const ALGORITHM: &str = "TC3-HMAC-SHA256";
-pub const SIGNED_HEADERS: &str = "content-type;host";
+pub(crate) const ALGORITHM: &str = "TC3-HMAC-SHA256";
+pub(crate) const SIGNED_HEADERS: &str = "content-type;host";
 
 /// What one signature covers.
 #[derive(Debug, Clone, Copy)]
@@ -29,11 +29,11 @@ pub struct Tc3Input<'a> {
 /// A signature and the intermediate values the published vectors check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tc3Signature {
-    pub payload_hash: String,
-    pub canonical_request_hash: String,
+    pub(crate) payload_hash: String,
+    pub(crate) canonical_request_hash: String,
     /// UTC date of the timestamp, `YYYY-MM-DD`.
     pub date: String,
-    pub signing_key: [u8; 32],
+    pub(crate) signing_key: [u8; 32],
     pub signature: String,
     /// The full `Authorization` header value.
     pub authorization: String,
@@ -56,7 +56,7 @@ pub fn utc_date(timestamp: i64) -> String {
 }
 
 /// kSigning = HMAC(HMAC(HMAC("TC3" + key, date), service), "tc3_request").
-pub fn signing_key(secret_key: &str, date: &str, service: &str) -> [u8; 32] {
+pub(crate) fn signing_key(secret_key: &str, date: &str, service: &str) -> [u8; 32] {
     let k_date = hmac(format!("TC3{secret_key}").as_bytes(), date.as_bytes());
     let k_service = hmac(&k_date, service.as_bytes());
     hmac(&k_service, b"tc3_request")
@@ -91,7 +91,7 @@ fn signing_key_cached(secret_key: &str, date: &str, service: &str) -> [u8; 32] {
 /// The canonical request of a `POST /` with an empty query: each signed header as `name:value` (names and
 /// values lower-cased and trimmed, names in ascending order), the signed header names `;`-joined, and the
 /// payload hash. Returns the canonical request and the `SignedHeaders` list it covers.
-pub fn canonical_request(headers: &[(&str, &str)], payload_hash: &str) -> (String, String) {
+pub(crate) fn canonical_request(headers: &[(&str, &str)], payload_hash: &str) -> (String, String) {
     let mut sorted: Vec<(String, &str)> =
         headers.iter().map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim())).collect();
     sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -126,7 +126,7 @@ fn signature_with(key: &[u8; 32], date: &str, service: &str, timestamp: i64, can
 }
 
 /// SHA-256 of `data`, lower-case hex (the payload and canonical request hashes).
-pub fn hash_hex(data: &[u8]) -> String {
+pub(crate) fn hash_hex(data: &[u8]) -> String {
     sha256_hex(data)
 }
 

@@ -588,6 +588,7 @@ impl Gateway {
             let forwarded = self
                 .shared
                 .services
+                .providers
                 .tencent
                 .forward(&tenant.tencent, &tenant.providers.tencent, &head.action, &head.version, bytes.to_vec())
                 .await;

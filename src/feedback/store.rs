@@ -351,7 +351,7 @@ pub async fn receipts(
 
 /// Marks each SerialNo's receipt as counted, for `remember_ms`; true for each the first to do so (a repeat
 /// within the call, or of an earlier call on any replica, is false).
-pub async fn first_receipts(
+pub(crate) async fn first_receipts(
     store: &RedisStore,
     tenant: &Tenant,
     serials: &[&str],
