@@ -72,7 +72,7 @@ struct Shared {
     unverified: body::Unverified,
 }
 
-/// The front doors that send: which one a send request came through, in its log line and metrics.
+/// The front doors that send: which one a send request came through, named in its log line (`doors::record`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Native,
