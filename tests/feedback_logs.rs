@@ -1,25 +1,12 @@
 //! What the feedback loop writes to the log, through the real path: a protection trip and its lift are one
 //! line each however many sends hit the block, an unauthorized ReportConversion is one error line however
 //! many conversions follow, and no number, code, token or secret (the status path secret included) is
-//! written. One test alone in its binary: `tracing` caches call-site interest process-wide, so a capturing
-//! subscriber must not share the process with tests on other threads.
+//! written. The log is captured with `common::logs` (one global subscriber; a scoped one raced with the tests
+//! beside it).
 
 use crate::common::mock::MockTencent;
 use crate::common::*;
 use std::time::Duration;
-
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 const STATUS_SECRET: &str = "tencent-status-acme-0123456789";
 const LOGTO_KEY: &str = "logto-signing-key-acme-0123456789";
@@ -60,13 +47,7 @@ async fn count_of(gw: &TestGateway, series: &str) -> String {
 
 #[tokio::test]
 async fn trips_lifts_and_a_refused_report_are_logged_once_and_nothing_secret_is() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // Callsites another test registered while no subscriber of this thread existed may have cached "never":
-    // with every test in one binary, re-evaluate them now that this one does.
-    tracing::callsite::rebuild_interest_cache();
+    let captured = crate::common::logs::capture();
     let mock = MockTencent::start(SECRET_KEY).await;
     mock.reply_report("UnauthorizedOperation.SmsSdkAppIdVerifyFail");
     let gw = TestGateway::start(compile(&yaml(&mock.endpoint()))).await;
@@ -98,7 +79,7 @@ async fn trips_lifts_and_a_refused_report_are_logged_once_and_nothing_secret_is(
     assert_eq!(gw.post("/v1/sms/send", &native("+8613800138020", "SignIn", "102030")).await.status, 200);
     gw.gateway.services().feedback.sweep(&gw.gateway.config());
 
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     let lines = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
     assert_eq!(lines("protection: key tripped"), 1, "{log}");
     assert_eq!(lines("protection: block lifted"), 1, "{log}");

@@ -1,37 +1,16 @@
-//! Log volume under a flood of denials, through the real path. Alone in its binary: `tracing` caches each
-//! call site's interest process-wide, so a scoped subscriber in one test races with tests running beside it
-//! on other threads, and the lines it should capture can be filtered out.
+//! Log volume under a flood of denials, and hook log lines, through the real path. The log is captured with
+//! `common::logs` (one global subscriber; a scoped one raced with the tests beside it).
 
 use crate::common::mock::MockTencent;
 use crate::common::*;
 use std::time::Duration;
-
-/// Collects what a `tracing` subscriber writes, for tests that read the log.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// A flood of denials writes at most 20 `rate_limited` lines per tenant per second; the first line of the
 /// next second says how many were left out, and metrics still count every denial. (The test runtime is
 /// single-threaded, so the capturing subscriber sees the gateway's events.)
 #[tokio::test]
 async fn a_flood_of_denials_writes_a_capped_count_of_log_lines() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // Callsites another test registered while no subscriber of this thread existed may have cached "never":
-    // with every test in one binary, re-evaluate them now that this one does.
-    tracing::callsite::rebuild_interest_cache();
+    let captured = crate::common::logs::capture();
     let mock = MockTencent::start(SECRET_KEY).await;
     let gw = TestGateway::start(compile(&config_yaml(&mock.endpoint(), PHONE_LIMITS, ""))).await;
     assert_eq!(gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "0")).await.status, 200);
@@ -43,7 +22,7 @@ async fn a_flood_of_denials_writes_a_capped_count_of_log_lines() {
     gw.clock.advance(Duration::from_secs(1));
     gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "51")).await.assert_error(429, "rate_limited");
 
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     let denials: Vec<&str> = log.lines().filter(|l| l.contains("outcome=\"rate_limited\"")).collect();
     assert_eq!(denials.len(), 21, "{log}");
     assert!(denials[..20].iter().all(|l| !l.contains("suppressed")), "{log}");

@@ -2,6 +2,7 @@
 //! and records what it received, and a gateway started on 127.0.0.1:0 against it.
 
 pub mod hooks;
+pub mod logs;
 pub mod mock;
 pub mod process;
 pub mod proxy;
