@@ -87,7 +87,7 @@ mod country_text {
 impl KeySource {
     /// The key source of a number for these rules: the stem keeps only the digits the longest prefix rule
     /// uses.
-    pub fn of(phone: &Phone, rules: &[ProtectionRule]) -> KeySource {
+    pub(crate) fn of(phone: &Phone, rules: &[ProtectionRule]) -> KeySource {
         let needed = rules
             .iter()
             .filter_map(|r| match r.key {
@@ -102,13 +102,13 @@ impl KeySource {
         KeySource { country: [code[0], code[1]], stem: phone.prefix(stem_len as u8), stem_len: stem_len as u8 }
     }
 
-    pub fn country(&self) -> &str {
+    pub(crate) fn country(&self) -> &str {
         std::str::from_utf8(&self.country).unwrap_or("ZZ")
     }
 
     /// The key of a rule: the country, or the first N digits (fewer for short numbers: see above), tagged
     /// with their count so `+1234` and `+12340` differ.
-    pub fn key(&self, kind: ProtectionKey) -> u64 {
+    pub(crate) fn key(&self, kind: ProtectionKey) -> u64 {
         match kind {
             ProtectionKey::Country => COUNTRY_TAG | u64::from(u16::from_be_bytes(self.country)),
             ProtectionKey::PhonePrefix(n) => {
@@ -583,7 +583,13 @@ impl ProtectionTable {
     }
 
     /// Judges a send to `source` against every rule: blocked keys, trips, lifts. Consumes nothing.
-    pub fn admit(&self, rules: &[ProtectionRule], conversion_ms: u64, source: &KeySource, now: u64) -> Admission {
+    pub(crate) fn admit(
+        &self,
+        rules: &[ProtectionRule],
+        conversion_ms: u64,
+        source: &KeySource,
+        now: u64,
+    ) -> Admission {
         let mut admission = Admission::default();
         let shared = self.shared.load();
         for (index, rule) in rules.iter().enumerate() {
@@ -629,7 +635,7 @@ impl ProtectionTable {
     }
 
     /// Counts an accepted send at `at` (unix ms) for every rule.
-    pub fn record(&self, rules: &[ProtectionRule], source: &KeySource, at: u64) {
+    pub(crate) fn record(&self, rules: &[ProtectionRule], source: &KeySource, at: u64) {
         for rule in rules {
             let key = source.key(rule.key);
             let mut shard = self.shard(rule.id, key);
@@ -641,7 +647,7 @@ impl ProtectionTable {
     }
 
     /// Marks a send made at `sent_at` to `source` as converted at `now`, for every rule.
-    pub fn convert(&self, rules: &[ProtectionRule], source: &KeySource, sent_at: u64, now: u64) {
+    pub(crate) fn convert(&self, rules: &[ProtectionRule], source: &KeySource, sent_at: u64, now: u64) {
         let delay = now.saturating_sub(sent_at);
         let slot = DELAY_BOUNDS.partition_point(|&b| b < delay).min(DELAY_BOUNDS.len() - 1);
         for rule in rules {
@@ -660,7 +666,7 @@ impl ProtectionTable {
     }
 
     /// The state of every rule's key for a number.
-    pub fn report(&self, rules: &[ProtectionRule], source: &KeySource, now: u64) -> Vec<KeyReport> {
+    pub(crate) fn report(&self, rules: &[ProtectionRule], source: &KeySource, now: u64) -> Vec<KeyReport> {
         let shared = self.shared.load();
         rules
             .iter()
@@ -682,7 +688,7 @@ impl ProtectionTable {
 
     /// Every live block of these rules, local and shared, and the keys whose block lifted while their
     /// strikes are remembered (the next trip escalates), sorted by rule index and key.
-    pub fn blocks(&self, rules: &[ProtectionRule], now: u64) -> Vec<BlockState> {
+    pub(crate) fn blocks(&self, rules: &[ProtectionRule], now: u64) -> Vec<BlockState> {
         let index_of: HashMap<u64, usize> = rules.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
         let mut found: HashMap<(usize, u64), BlockState> = HashMap::new();
         for shard in self.shards.iter() {
@@ -724,7 +730,7 @@ impl ProtectionTable {
 
     /// Lifts a block early (an operator's call): the key starts afresh, its strikes forgotten. Whether it
     /// was blocked here.
-    pub fn lift(&self, rule: u64, key: u64, now: u64) -> bool {
+    pub(crate) fn lift(&self, rule: u64, key: u64, now: u64) -> bool {
         let mut lifted = false;
         if let Some(state) = self.shard(rule, key).get_mut(&(rule, key)) {
             lifted = state.blocked_until > now;
@@ -749,7 +755,7 @@ impl ProtectionTable {
     }
 
     /// Adds one shared block (this replica tripped it in Redis).
-    pub fn share(&self, rule: u64, key: u64, until: u64) {
+    pub(crate) fn share(&self, rule: u64, key: u64, until: u64) {
         self.shared.rcu(|map| {
             let mut map = HashMap::clone(map);
             map.insert((rule, key), until);
@@ -770,7 +776,7 @@ impl ProtectionTable {
     /// Matures and judges every key (trips and lifts), and drops idle keys and the state of rules no longer
     /// configured. `rules` maps a live rule id to the rule, its index among its tenant's rules and its
     /// tenant's conversion window; every event comes with the rule id (the caller logs and counts each).
-    pub fn sweep(&self, rules: &HashMap<u64, (&ProtectionRule, usize, u64)>, now: u64) -> Vec<(u64, Event)> {
+    pub(crate) fn sweep(&self, rules: &HashMap<u64, (&ProtectionRule, usize, u64)>, now: u64) -> Vec<(u64, Event)> {
         let mut out = Vec::new();
         self.stats().retain(|rule, _| rules.contains_key(rule));
         let learned: HashMap<u64, (Curve, HashMap<[u8; 2], f32>)> = self
@@ -820,7 +826,7 @@ impl ProtectionTable {
     }
 
     /// Keys tracked (for tests and the memory example).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len()).sum()
     }
 

@@ -1,6 +1,8 @@
 //! The SMS-pumping simulation (examples/pumping_sim.rs) as a deterministic test on the injected clock, through
 //! the real pipeline: a short scenario of honest traffic in 8 countries with attackers hidden in it.
 
+// The example is its own crate root too, where `pub` is right.
+#[allow(unreachable_pub)]
 #[path = "../examples/pumping_sim.rs"]
 mod sim;
 

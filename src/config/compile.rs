@@ -35,7 +35,7 @@ fn is_digits(s: &str) -> bool {
 
 /// `env` is read for the proxy variables (`HTTPS_PROXY`, `NO_PROXY`...); `${VAR}` references were expanded
 /// before.
-pub fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, Vec<KeyProblem>> {
+pub(super) fn compile(raw: RawConfig, source: &Path, env: &dyn Env) -> Result<Config, Vec<KeyProblem>> {
     let mut c = Compiler { problems: Vec::new() };
     // Scripts resolve relative to the config file's folder.
     let base_dir = source.parent().unwrap_or(Path::new(""));

@@ -21,7 +21,7 @@ use std::fmt;
 
 /// A deserialization error: the message, and where (filled in by the innermost node that saw it).
 #[derive(Debug)]
-pub struct Error {
+pub(super) struct Error {
     message: String,
     at: Option<(Mark, String)>,
 }
@@ -73,7 +73,7 @@ fn kind<'u>(unexpected: &Unexpected<'u>) -> &'u str {
 
 /// One deserialization of a document: the tree, the environment, and the problems recorded on the way that
 /// do not stop it (unknown keys, unset variables).
-pub struct Context<'a> {
+pub(super) struct Context<'a> {
     doc: &'a Document,
     env: &'a dyn Env,
     problems: RefCell<Vec<Problem>>,
@@ -99,7 +99,7 @@ fn is_secret_path(path: &str) -> bool {
 }
 
 impl<'a> Context<'a> {
-    pub fn new(doc: &'a Document, env: &'a dyn Env) -> Self {
+    pub(super) fn new(doc: &'a Document, env: &'a dyn Env) -> Self {
         Context { doc, env, problems: RefCell::new(Vec::new()), literal_secrets: RefCell::new(Vec::new()) }
     }
 

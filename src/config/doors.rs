@@ -13,7 +13,7 @@ const MAX_SECRET_ID: usize = 128;
 
 /// The Supabase hook: `secret` as Supabase shows it (`v1,whsec_<base64>`; several `|`-separated, as
 /// Supabase's own `GOTRUE_HOOK_SEND_SMS_SECRETS` writes a rotation), `usage` a usage-type name.
-pub fn supabase(path: &str, raw: &RawSupabase, problems: &mut Vec<(String, String)>) -> Option<SupabaseHook> {
+pub(super) fn supabase(path: &str, raw: &RawSupabase, problems: &mut Vec<(String, String)>) -> Option<SupabaseHook> {
     let mut keys = Vec::new();
     for written in raw.secret.0.split('|') {
         let written = written.trim();
@@ -43,7 +43,7 @@ pub fn supabase(path: &str, raw: &RawSupabase, problems: &mut Vec<(String, Strin
 
 /// The SDK clients: SecretIds are printable words, SecretKeys at least 16 characters, and neither may be
 /// the tenant's real Tencent credentials (callers get keys of their own).
-pub fn sdk_clients(
+pub(super) fn sdk_clients(
     path: &str,
     raw: &[RawSdkClient],
     real: &[Credentials],
@@ -102,7 +102,12 @@ pub(crate) fn read_scope(action: &str) -> Option<ReadScope> {
 
 /// Passthrough actions: Tencent action names (`PullSmsSendStatus`), not SendSms (always served with policy);
 /// only the reads of [`READ_ACTIONS`] unless `unscoped` (they are forwarded with the tenant's real keys).
-pub fn passthrough(path: &str, raw: &[Scalar], unscoped: bool, problems: &mut Vec<(String, String)>) -> Vec<String> {
+pub(super) fn passthrough(
+    path: &str,
+    raw: &[Scalar],
+    unscoped: bool,
+    problems: &mut Vec<(String, String)>,
+) -> Vec<String> {
     let mut actions: Vec<String> = Vec::new();
     for (i, action) in raw.iter().enumerate() {
         let name = action.0.trim();

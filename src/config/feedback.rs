@@ -33,7 +33,7 @@ pub(crate) struct TenantFeedback {
     pub webhook: Option<WebhookTarget>,
 }
 
-pub fn max_remembered_sends(c: &mut Compiler, raw: Option<u64>) -> usize {
+pub(super) fn max_remembered_sends(c: &mut Compiler, raw: Option<u64>) -> usize {
     match raw {
         None => 1_000_000,
         Some(n) if (REMEMBERED_RANGE.0..=REMEMBERED_RANGE.1).contains(&n) => n as usize,

@@ -43,7 +43,7 @@ enum Part<'a> {
 }
 
 /// Expands every `${...}` reference in `input`. The error names the variable, never its value.
-pub fn expand(input: &str, env: &dyn Env) -> Result<String, String> {
+pub(super) fn expand(input: &str, env: &dyn Env) -> Result<String, String> {
     if !input.contains('$') {
         return Ok(input.to_owned());
     }

@@ -10,13 +10,13 @@ pub(crate) struct Locator {
 
 impl Locator {
     /// Indexes every node of `doc` by its key path.
-    pub fn new(doc: &Document) -> Self {
+    pub(super) fn new(doc: &Document) -> Self {
         Locator { nodes: doc.paths() }
     }
 
     /// Where the node at `path` starts; for a path that is not in the file (a missing key, or a node inside an
     /// aliased one), where its nearest present ancestor starts.
-    pub fn find(&self, path: &str) -> Option<Mark> {
+    pub(super) fn find(&self, path: &str) -> Option<Mark> {
         let mut path = path;
         loop {
             if let Some(mark) = self.nodes.get(path) {

@@ -463,7 +463,7 @@ mod shown {
     use super::Scalar;
     use serde::Serializer;
 
-    pub fn scalar<S: Serializer>(value: &Scalar, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn scalar<S: Serializer>(value: &Scalar, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&value.0)
     }
 
@@ -474,7 +474,7 @@ mod shown {
         }
     }
 
-    pub fn list<S: Serializer>(values: &[Scalar], serializer: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn list<S: Serializer>(values: &[Scalar], serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(values.iter().map(|v| &v.0))
     }
 

@@ -22,7 +22,7 @@ fn digest(token: &str) -> [u8; 32] {
 
 impl TokenTable {
     /// Adds a token for a tenant; returns the tenant index already holding it, if any.
-    pub fn insert(&mut self, token: &str, tenant: usize) -> Result<(), usize> {
+    pub(crate) fn insert(&mut self, token: &str, tenant: usize) -> Result<(), usize> {
         match self.by_digest.entry(digest(token)) {
             std::collections::hash_map::Entry::Occupied(e) => Err(*e.get()),
             std::collections::hash_map::Entry::Vacant(e) => {

@@ -42,7 +42,7 @@ pub(crate) enum Style {
 }
 
 #[derive(Debug)]
-pub enum Kind {
+pub(super) enum Kind {
     Scalar {
         value: String,
         style: Style,
@@ -55,7 +55,7 @@ pub enum Kind {
 }
 
 #[derive(Debug)]
-pub struct Node {
+pub(super) struct Node {
     pub kind: Kind,
     pub mark: Mark,
 }
@@ -79,7 +79,7 @@ pub(crate) struct Document {
 impl Document {
     /// Parses `text`. The error is a problem that stops reading: a syntax error, a second document, an
     /// alias budget or nesting depth exceeded.
-    pub fn parse(text: &str) -> Result<Document, Problem> {
+    pub(super) fn parse(text: &str) -> Result<Document, Problem> {
         let budget = ALIAS_FLOOR.max(ALIAS_FACTOR.saturating_mul(text.len() as u64));
         let mut builder = Builder { budget, ..Builder::default() };
         let mut parser = Parser::new_from_str(text);
@@ -116,16 +116,16 @@ impl Document {
         Ok(Document { nodes: builder.nodes, root, problems: builder.problems })
     }
 
-    pub fn root(&self) -> NodeId {
+    pub(super) fn root(&self) -> NodeId {
         self.root
     }
 
-    pub fn node(&self, id: NodeId) -> &Node {
+    pub(super) fn node(&self, id: NodeId) -> &Node {
         &self.nodes[id]
     }
 
     /// The node itself, or the node an alias names.
-    pub fn resolve(&self, id: NodeId) -> NodeId {
+    pub(super) fn resolve(&self, id: NodeId) -> NodeId {
         match self.nodes[id].kind {
             Kind::Alias(target) => target,
             _ => id,
@@ -133,7 +133,7 @@ impl Document {
     }
 
     /// A scalar's text (through an alias), as a mapping key reads.
-    pub fn scalar(&self, id: NodeId) -> Option<&str> {
+    pub(super) fn scalar(&self, id: NodeId) -> Option<&str> {
         match &self.nodes[self.resolve(id)].kind {
             Kind::Scalar { value, .. } => Some(value),
             _ => None,
@@ -142,7 +142,7 @@ impl Document {
 
     /// Every node's key path and mark, for locating errors found after deserialization. Aliases are not
     /// followed: a path inside an aliased node finds the alias (see `Locator::find`).
-    pub fn paths(&self) -> HashMap<String, Mark> {
+    pub(super) fn paths(&self) -> HashMap<String, Mark> {
         let mut out = HashMap::new();
         let mut todo = vec![(self.root, String::new())];
         while let Some((id, path)) = todo.pop() {
@@ -166,7 +166,7 @@ impl Document {
 }
 
 /// `parent.key`, or `key` at the top.
-pub fn join(parent: &str, key: &str) -> String {
+pub(super) fn join(parent: &str, key: &str) -> String {
     if parent.is_empty() {
         key.to_owned()
     } else {

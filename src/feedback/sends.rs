@@ -188,7 +188,7 @@ pub(crate) struct SendLog {
 }
 
 impl SendLog {
-    pub fn new(capacity: usize) -> SendLog {
+    pub(crate) fn new(capacity: usize) -> SendLog {
         let log = SendLog {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             capacity: AtomicUsize::new(1),
@@ -235,7 +235,7 @@ impl SendLog {
 
     /// Remembers a send. Returns how many older sends the cap pushed out, and how many are held now.
     #[cfg(test)]
-    pub fn push(&self, send: NewSend<'_>) -> (u64, usize) {
+    pub(crate) fn push(&self, send: NewSend<'_>) -> (u64, usize) {
         let (dropped, held, _) = self.push_changed(send);
         (dropped, held)
     }
@@ -297,7 +297,7 @@ impl SendLog {
     /// Marks one send to `number` made within `window_ms` before `now_ms` as converted: the one answered with
     /// `request_id` when given, else the most recent. One verification converts one send, so a number that
     /// verifies once does not convert every send to it (`found` is 0 or 1).
-    pub fn convert(&self, number: u64, now_ms: u64, window_ms: u64, request_id: Option<&str>) -> Converted {
+    pub(crate) fn convert(&self, number: u64, now_ms: u64, window_ms: u64, request_id: Option<&str>) -> Converted {
         let mut out = Converted::default();
         self.lock(number).walk(number, |generation, index| {
             let entry = &generation.entries[index];
@@ -334,7 +334,7 @@ impl SendLog {
 
     /// [`SendLog::by_serial`] for a delivery receipt: also whether it is the first receipt naming the send
     /// (the send is marked, so a receipt repeated within a callback or across callbacks counts once).
-    pub fn receipt(&self, number: u64, serial: &str) -> Option<(SendInfo, bool)> {
+    pub(crate) fn receipt(&self, number: u64, serial: &str) -> Option<(SendInfo, bool)> {
         let mut found = None;
         self.lock(number).walk(number, |generation, index| {
             let entry = &generation.entries[index];
@@ -349,7 +349,7 @@ impl SendLog {
     }
 
     /// Drops what has aged out (so memory follows traffic even when no send comes to trigger it).
-    pub fn sweep(&self, now_ms: u64) {
+    pub(crate) fn sweep(&self, now_ms: u64) {
         for shard in self.shards.iter() {
             let mut log = shard.lock().unwrap_or_else(|p| p.into_inner());
             let before = log.len;
@@ -360,7 +360,7 @@ impl SendLog {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.all().map(|log| log.len).sum()
     }
 
@@ -392,12 +392,12 @@ impl SendLog {
     }
 
     /// Sends pushed out by the cap so far.
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
     /// Bytes the log's vectors, arenas and indexes hold (what the memory example reports beside RSS).
-    pub fn footprint(&self) -> usize {
+    pub(crate) fn footprint(&self) -> usize {
         self.all()
             .map(|log| {
                 let capacity = log.latest.capacity();
@@ -425,7 +425,7 @@ pub(crate) struct TenantSends {
 }
 
 impl TenantSends {
-    pub fn new(capacity: usize) -> TenantSends {
+    pub(crate) fn new(capacity: usize) -> TenantSends {
         TenantSends {
             logs: Default::default(),
             capacity: AtomicUsize::new(capacity.max(1)),
@@ -450,7 +450,7 @@ impl TenantSends {
 
     /// Remembers a send of `tenant`. Returns how many sends the cap pushed out (the tenant's own, or those of
     /// the tenant holding the most), and how many are held now.
-    pub fn push(&self, tenant: &Arc<str>, send: NewSend<'_>) -> (u64, usize) {
+    pub(crate) fn push(&self, tenant: &Arc<str>, send: NewSend<'_>) -> (u64, usize) {
         let log = self.log(tenant).unwrap_or_else(|| {
             let mut logs = self.logs.write().unwrap_or_else(|p| p.into_inner());
             logs.entry(tenant.clone())
@@ -478,7 +478,7 @@ impl TenantSends {
     }
 
     /// [`SendLog::convert`] in `tenant`'s log.
-    pub fn convert(
+    pub(crate) fn convert(
         &self,
         tenant: &str,
         number: u64,
@@ -496,12 +496,12 @@ impl TenantSends {
     }
 
     /// [`SendLog::receipt`] in `tenant`'s log.
-    pub fn receipt(&self, tenant: &str, number: u64, serial: &str) -> Option<(SendInfo, bool)> {
+    pub(crate) fn receipt(&self, tenant: &str, number: u64, serial: &str) -> Option<(SendInfo, bool)> {
         self.log(tenant)?.receipt(number, serial)
     }
 
     /// Drops what has aged out, and the logs left empty.
-    pub fn sweep(&self, now_ms: u64) {
+    pub(crate) fn sweep(&self, now_ms: u64) {
         let logs: Vec<Arc<SendLog>> = self.logs.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         for log in &logs {
             log.sweep(now_ms);
@@ -517,18 +517,18 @@ impl TenantSends {
         });
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.logs.read().unwrap_or_else(|p| p.into_inner()).values().map(|l| l.len()).sum()
     }
 
     /// Sends pushed out by the cap so far.
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         let live: u64 = self.logs.read().unwrap_or_else(|p| p.into_inner()).values().map(|l| l.dropped()).sum();
         self.dropped_before.load(Ordering::Relaxed) + live
     }
 
     /// Bytes the logs hold.
-    pub fn footprint(&self) -> usize {
+    pub(crate) fn footprint(&self) -> usize {
         self.logs.read().unwrap_or_else(|p| p.into_inner()).values().map(|l| l.footprint()).sum()
     }
 }

@@ -231,7 +231,7 @@ fn record_call(
 
 /// Records an accepted send and judges its keys; the trips and lifts it caused.
 #[allow(clippy::too_many_arguments)]
-pub async fn record(
+pub(super) async fn record(
     store: &RedisStore,
     tenant: &Tenant,
     conversion: &ConversionSettings,
@@ -274,7 +274,7 @@ fn parse_stored(at_ms: u64, json: &str) -> Option<SendInfo> {
 
 /// Marks the sends to the number within the window converted (only `request_id`'s when given), and counts
 /// them for the tenant's protection keys. Returns how many sends it found and those it marked.
-pub async fn convert(
+pub(super) async fn convert(
     store: &RedisStore,
     tenant: &Tenant,
     conversion: &ConversionSettings,
@@ -328,7 +328,7 @@ fn count_conversion_call(tenant: &Tenant, conversion: &ConversionSettings, conve
 
 /// The sends delivery receipts name, in order: `(SerialNo, E.164 digits)` -> the send, when this tenant made
 /// it to that number.
-pub async fn receipts(
+pub(super) async fn receipts(
     store: &RedisStore,
     tenant: &Tenant,
     wanted: &[(&str, u64)],
@@ -381,7 +381,7 @@ fn receipts_pipeline(tenant: &Tenant, wanted: &[(&str, u64)]) -> redis::Pipeline
 
 /// The tenant's live blocks `(rule id, key, until)` and, when `expire`, the ended ones this call deleted
 /// (each is returned to exactly one caller, which logs the lift).
-pub async fn blocks(
+pub(super) async fn blocks(
     store: &RedisStore,
     tenant: &Tenant,
     now: u64,
@@ -405,7 +405,7 @@ pub async fn blocks(
 }
 
 /// Lifts a block (an operator's call) and starts the key afresh; whether a block was there.
-pub async fn lift(store: &RedisStore, tenant: &Tenant, rule: u64, key: u64) -> Result<bool, RedisError> {
+pub(super) async fn lift(store: &RedisStore, tenant: &Tenant, rule: u64, key: u64) -> Result<bool, RedisError> {
     let (removed,): (i64,) = store.run_pipeline(lift_pipeline(tenant, rule, key)).await?;
     Ok(removed > 0)
 }

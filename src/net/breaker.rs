@@ -52,7 +52,7 @@ impl Breakers {
     }
 
     /// The first endpoint at or after `from` (wrapping) whose breaker is closed; the primary if all are open.
-    pub fn pick(&self, endpoints: &[Endpoint], from: usize, now: Duration) -> usize {
+    pub(crate) fn pick(&self, endpoints: &[Endpoint], from: usize, now: Duration) -> usize {
         self.next_closed(endpoints, from, now).unwrap_or(0)
     }
 
@@ -63,7 +63,7 @@ impl Breakers {
         (0..n).map(|i| (from + i) % n).find(|&i| !self.is_open(&endpoints[i], now))
     }
 
-    pub fn failure(&self, endpoint: &Endpoint, now: Duration) {
+    pub(crate) fn failure(&self, endpoint: &Endpoint, now: Duration) {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         let state = states.entry(endpoint.url.as_str().to_owned()).or_default();
         state.failures += 1;
@@ -78,7 +78,7 @@ impl Breakers {
         }
     }
 
-    pub fn success(&self, endpoint: &Endpoint) {
+    pub(crate) fn success(&self, endpoint: &Endpoint) {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(state) = states.remove(endpoint.url.as_str()) {
             if state.open_until.is_some() {

@@ -140,7 +140,7 @@ struct RouteKey {
 
 impl Routes {
     /// The client for this egress, made on first use.
-    pub fn client(&self, proxy: Option<&Proxy>, roots: Option<&Arc<TrustRoots>>) -> HttpsClient {
+    pub(crate) fn client(&self, proxy: Option<&Proxy>, roots: Option<&Arc<TrustRoots>>) -> HttpsClient {
         let key = RouteKey {
             proxy: proxy.map(|p| (p.uri.to_string(), p.authorization.as_ref().map(|a| a.expose().to_owned()))),
             roots: roots.map(|r| r.fingerprint),

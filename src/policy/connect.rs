@@ -26,7 +26,7 @@ pub(crate) enum Topology {
 
 /// A live connection, cheap to clone (every clone shares the multiplexed sockets).
 #[derive(Clone)]
-pub enum Connection {
+pub(super) enum Connection {
     Node(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
@@ -37,7 +37,7 @@ fn certificates(ca_pem: &Option<Vec<u8>>) -> Option<TlsCertificates> {
 
 impl Topology {
     /// Builds the clients (nothing connects yet). Fails only on what `smsgate check` refuses already.
-    pub fn new(connect: &RedisConnect, timeout: Duration) -> RedisResult<Topology> {
+    pub(super) fn new(connect: &RedisConnect, timeout: Duration) -> RedisResult<Topology> {
         let certs = certificates(&connect.ca_pem);
         Ok(match &connect.target {
             RedisTarget::Node(url) => match certs {
@@ -106,7 +106,7 @@ impl Topology {
 
     /// Opens a connection: to the node; to every primary of the Cluster (after reading its slots from the
     /// first seed that answers); to the primary the sentinels name now.
-    pub async fn connect(&self, timeout: Duration) -> RedisResult<Connection> {
+    pub(super) async fn connect(&self, timeout: Duration) -> RedisResult<Connection> {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
@@ -125,7 +125,7 @@ impl Topology {
 
 impl Connection {
     /// PING the node, or every primary of the Cluster: the probe that says Redis can take writes again.
-    pub async fn ping(&mut self) -> RedisResult<()> {
+    pub(super) async fn ping(&mut self) -> RedisResult<()> {
         match self {
             Connection::Node(c) => redis::cmd("PING").query_async::<String>(c).await.map(drop),
             Connection::Cluster(c) => {

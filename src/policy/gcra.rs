@@ -118,13 +118,13 @@ pub(crate) struct Ledger {
 impl Ledger {
     /// How far give-backs made after request `seq` was admitted, of requests admitted before it, moved its
     /// interval: each removed an interval ahead of it in the key's queue.
-    pub fn moved(&self, seq: u64, now: u64) -> u64 {
+    pub(super) fn moved(&self, seq: u64, now: u64) -> u64 {
         self.entries.iter().filter(|e| e.until > now && e.at_seq >= seq && e.seq < seq).map(|e| e.refund).sum()
     }
 
     /// Records a give-back of request `seq` made when the counter read `at_seq`, and forgets what no request
     /// that may still give back can need.
-    pub fn record(&mut self, seq: u64, at_seq: u64, refund: u64, now: u64) {
+    pub(super) fn record(&mut self, seq: u64, at_seq: u64, refund: u64, now: u64) {
         self.prune(now);
         if refund > 0 {
             self.entries.push(GivenBack { seq, at_seq, refund, until: now + GIVE_BACK_WINDOW_MS });

@@ -98,7 +98,7 @@ pub(crate) struct Meter {
 }
 
 impl Meter {
-    pub fn new(script: Arc<str>) -> Arc<Meter> {
+    pub(super) fn new(script: Arc<str>) -> Arc<Meter> {
         Arc::new(Meter {
             left: AtomicI64::new(0),
             deadline_ns: AtomicU64::new(0),
@@ -119,7 +119,7 @@ impl Meter {
 
     /// Starts a call (or the script's load): `instructions` units, `time` from now. `credit_host`: whether
     /// the time the host's own functions take is given back (see [`Meter::extend`]).
-    pub fn start(&self, instructions: u64, time: Duration, memory: usize, credit_host: bool) {
+    pub(super) fn start(&self, instructions: u64, time: Duration, memory: usize, credit_host: bool) {
         self.left.store(instructions.min(i64::MAX as u64) as i64, Relaxed);
         let (now, time_ns) = (now_ns(), time.as_nanos() as u64);
         self.deadline_ns.store(now.saturating_add(time_ns), Relaxed);
@@ -161,12 +161,12 @@ impl Meter {
     }
 
     /// Why the call was cut off, if it was.
-    pub fn cut(&self) -> Option<Cut> {
+    pub(super) fn cut(&self) -> Option<Cut> {
         Cut::from_u8(self.cut.load(Relaxed))
     }
 
     /// The message of the cut-off: `scripts/x.lua:12: instruction budget exhausted (200000 per call)`.
-    pub fn message(&self) -> Option<String> {
+    pub(super) fn message(&self) -> Option<String> {
         self.message.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -224,7 +224,7 @@ impl Meter {
 
     /// Moves the deadline by `by`: the time the host's own functions took, which their charge pays for.
     /// Nothing in a slice started without that credit.
-    pub fn extend(&self, by: Duration) {
+    pub(super) fn extend(&self, by: Duration) {
         if !self.credit_host.load(Relaxed) {
             return;
         }
@@ -240,7 +240,7 @@ impl Meter {
 
     /// Checks that `bytes` more may be allocated (by a function that builds its result outside Lua's
     /// heap before handing it over) without passing the call's memory limit.
-    pub fn room(&self, lua: &Lua, bytes: usize) -> mlua::Result<()> {
+    pub(super) fn room(&self, lua: &Lua, bytes: usize) -> mlua::Result<()> {
         let limit = self.memory_limit.load(Relaxed);
         let fits = || limit == 0 || lua.used_memory().saturating_add(bytes) <= limit;
         // Like Lua's allocator, collect the garbage before giving up.
@@ -262,7 +262,7 @@ impl Meter {
 
     /// Records why the call stops and makes sure no Lua instruction runs again in it: from now on the
     /// count hook fires before every instruction and fails.
-    pub fn cut_off(&self, lua: &Lua, why: Cut, at: Option<(String, usize)>) -> mlua::Error {
+    pub(super) fn cut_off(&self, lua: &Lua, why: Cut, at: Option<(String, usize)>) -> mlua::Error {
         let first = self.cut.compare_exchange(0, why.to_u8(), Relaxed, Relaxed).is_ok();
         if first {
             let at = match at {
@@ -292,7 +292,7 @@ impl Meter {
 }
 
 /// File and line of the Lua code that called the running library function.
-pub fn caller(lua: &Lua) -> Option<(String, usize)> {
+pub(super) fn caller(lua: &Lua) -> Option<(String, usize)> {
     lua.inspect_stack(1 + wrapper_frames(lua), |d| {
         let line = d.current_line()?;
         let src = d.source().short_src?.into_owned();

@@ -46,7 +46,7 @@ struct Capture {
 
 /// One capture of a successful match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Captured {
+pub(super) enum Captured {
     /// `src[start..end]`.
     Span(usize, usize),
     /// A position capture `()`: 1-based.
@@ -71,7 +71,7 @@ pub(crate) fn no_specials(pat: &[u8]) -> bool {
 }
 
 impl<'a, F: Fuel> Matcher<'a, F> {
-    pub fn new(src: &'a [u8], pat: &'a [u8], fuel: &'a mut F) -> Matcher<'a, F> {
+    pub(super) fn new(src: &'a [u8], pat: &'a [u8], fuel: &'a mut F) -> Matcher<'a, F> {
         Matcher {
             src,
             pat,
@@ -92,13 +92,13 @@ impl<'a, F: Fuel> Matcher<'a, F> {
     }
 
     /// Number of captures the last match made (0: the whole match is the only one).
-    pub fn levels(&self) -> usize {
+    pub(super) fn levels(&self) -> usize {
         self.level
     }
 
     /// Capture `i` of the last match over `s..e` (`get_onecapture`): the whole match when the pattern
     /// has no captures and `i == 0`.
-    pub fn capture(&self, i: usize, s: usize, e: usize) -> Result<Captured, Stop> {
+    pub(super) fn capture(&self, i: usize, s: usize, e: usize) -> Result<Captured, Stop> {
         if i >= self.level {
             if i != 0 {
                 return Err(Stop::Error(format!("invalid capture index %{}", i + 1)));
@@ -114,7 +114,7 @@ impl<'a, F: Fuel> Matcher<'a, F> {
     }
 
     /// Steps used so far that were drawn from the fuel.
-    pub fn finish(self) {
+    pub(super) fn finish(self) {
         self.fuel.refund(self.steps);
     }
 

@@ -67,13 +67,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Threads of the pool: the available parallelism, at least two (so that a hook's share leaves room). Read
 /// once: finding it reads the cgroup's files, too slow for every call.
-pub fn threads() -> usize {
+pub(super) fn threads() -> usize {
     static THREADS: OnceLock<usize> = OnceLock::new();
     *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get()).max(2))
 }
 
 /// Calls of one hook that may run at once.
-pub fn share() -> usize {
+pub(super) fn share() -> usize {
     (threads() / 2).max(1)
 }
 
@@ -179,7 +179,7 @@ impl Lane {
         st.waiting.is_empty() && st.running < share()
     }
 
-    pub fn load(&self) -> Load {
+    pub(super) fn load(&self) -> Load {
         let st = lock(&self.state);
         Load { running: st.running, waiting: st.waiting.len() }
     }

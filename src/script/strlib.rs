@@ -58,7 +58,7 @@ const MAX_RESULTS: u64 = 999_000;
 
 /// Installs the charged functions into the real `string`, `table` and `utf8` tables (so method calls
 /// on strings use them too) and the base `select` and `tonumber`.
-pub fn install(lua: &Lua, meter: &Arc<Meter>) -> mlua::Result<()> {
+pub(super) fn install(lua: &Lua, meter: &Arc<Meter>) -> mlua::Result<()> {
     let g = lua.globals();
     let string: Table = g.get("string")?;
     let table: Table = g.get("table")?;

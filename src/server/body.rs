@@ -23,7 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// How bodies of one tenant (or of the unauthenticated routes) may be read.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimits {
-    pub max_bytes: usize,
+    pub(crate) max_bytes: usize,
     /// The whole body, first byte to last, must arrive within this time.
     pub timeout: Duration,
 }
@@ -122,7 +122,7 @@ const ADDRESS_SHARE: usize = 8;
 /// [`ServerSettings::max_unverified_bytes`] of their bytes for all doors together (an eighth of it per
 /// source). Beyond any of them, the request is answered `503 server_busy` at once, the rest of its body
 /// unread. Sized at start.
-pub(crate) struct Unverified {
+pub struct Unverified {
     doors: [Arc<Semaphore>; 3],
     per_address: usize,
     bytes_per_address: usize,

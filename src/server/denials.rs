@@ -8,10 +8,10 @@ use std::time::Duration;
 
 /// Denial lines per tenant per second. An SMS-pumping flood runs at thousands of requests a second; a line
 /// for each would cost more than the denial itself and fill the disk.
-pub const PER_SECOND: u32 = 20;
+pub(crate) const PER_SECOND: u32 = 20;
 
 #[derive(Default)]
-pub struct DenialLog {
+pub(crate) struct DenialLog {
     tenants: Mutex<HashMap<Arc<str>, Window, foldhash::fast::RandomState>>,
 }
 
@@ -25,7 +25,7 @@ struct Window {
 impl DenialLog {
     /// Whether a denial for `tenant` at `now` (monotonic) gets its line: `Some(n)` with the number of
     /// denials left out since the tenant's previous line, or `None` to leave this one out.
-    pub fn admit(&self, tenant: &Arc<str>, now: Duration) -> Option<u64> {
+    pub(super) fn admit(&self, tenant: &Arc<str>, now: Duration) -> Option<u64> {
         let second = now.as_secs();
         let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
         let window = match tenants.get_mut(tenant) {

@@ -389,13 +389,13 @@ impl Gateway {
         self.shared.draining.store(true, Ordering::SeqCst);
     }
 
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.shared.draining.load(Ordering::Relaxed)
     }
 
     /// Answers one request of the admin listener (`server.admin_listen`): the probes, `/metrics` and the
     /// admin API; anything else is 404.
-    pub async fn handle_admin<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    pub(crate) async fn handle_admin<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

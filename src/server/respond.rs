@@ -10,11 +10,11 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use std::borrow::Cow;
 
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// Marks an answer replayed from an earlier send with the same key.
-pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+pub(crate) const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// The caller's `X-Request-Id` when it is a sane token, else a fresh random one.
 pub fn request_id(headers: &HeaderMap) -> String {
@@ -34,7 +34,7 @@ fn fresh_request_id() -> String {
     digits.iter().map(|&b| char::from(b)).collect()
 }
 
-pub fn status_word(delivery: Delivery) -> &'static str {
+pub(crate) fn status_word(delivery: Delivery) -> &'static str {
     match delivery {
         Delivery::Sent => "sent",
         Delivery::DryRun => "dry_run",
@@ -43,7 +43,12 @@ pub fn status_word(delivery: Delivery) -> &'static str {
     }
 }
 
-pub fn text(status: StatusCode, id: &str, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+pub(super) fn text(
+    status: StatusCode,
+    id: &str,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -55,7 +60,7 @@ pub fn text(status: StatusCode, id: &str, content_type: &'static str, body: impl
 }
 
 /// An answer without a body (`204 No Content`).
-pub fn empty(status: StatusCode, id: &str) -> Response<Full<Bytes>> {
+pub(super) fn empty(status: StatusCode, id: &str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = status;
     if let Ok(id) = HeaderValue::try_from(id) {
@@ -64,7 +69,7 @@ pub fn empty(status: StatusCode, id: &str) -> Response<Full<Bytes>> {
     response
 }
 
-pub fn json(status: StatusCode, id: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+pub(super) fn json(status: StatusCode, id: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     text(status, id, "application/json", body)
 }
 
@@ -119,7 +124,7 @@ fn error_body(e: &GatewayError, id: &str) -> Vec<u8> {
     })
 }
 
-pub fn accepted(accepted: &Accepted, trail: &Trail, id: &str) -> Response<Full<Bytes>> {
+pub(super) fn accepted(accepted: &Accepted, trail: &Trail, id: &str) -> Response<Full<Bytes>> {
     let body = to_json(&AcceptedBody {
         status: status_word(accepted.delivery),
         request_id: id,
@@ -135,13 +140,13 @@ pub fn accepted(accepted: &Accepted, trail: &Trail, id: &str) -> Response<Full<B
 
 /// `Connection: close` when `e` left the body unread or partly read: the connection cannot carry another
 /// request.
-pub fn close_if_unread(response: &mut Response<Full<Bytes>>, e: &GatewayError) {
+pub(crate) fn close_if_unread(response: &mut Response<Full<Bytes>>, e: &GatewayError) {
     if matches!(e, GatewayError::PayloadTooLarge | GatewayError::RequestTimeout | GatewayError::ServerBusy) {
         response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
 }
 
-pub fn error(e: &GatewayError, id: &str, decision: Option<&Decision>) -> Response<Full<Bytes>> {
+pub(super) fn error(e: &GatewayError, id: &str, decision: Option<&Decision>) -> Response<Full<Bytes>> {
     let mut response = json(e.status(), id, error_body(e, id));
     rate_limit_headers(&mut response, decision);
     let headers = response.headers_mut();

@@ -9,7 +9,7 @@ use smsgate::pipeline::Trail;
 use smsgate::sms::{PhoneInput, SendRequest};
 
 /// One tenant of a hook gateway.
-pub struct HookTenant<'a> {
+pub(crate) struct HookTenant<'a> {
     pub name: &'a str,
     /// Bearer token (at least 16 characters).
     pub token: &'a str,
@@ -21,7 +21,7 @@ pub struct HookTenant<'a> {
 
 /// The YAML of a gateway with `tenants`, scripts under `<script_dir>scripts/` (relative to the config
 /// file when `script_dir` is empty), limits off and de-duplication off.
-pub fn yaml(endpoint: &str, listen: &str, script_dir: &str, tenants: &[HookTenant<'_>]) -> String {
+pub(crate) fn yaml(endpoint: &str, listen: &str, script_dir: &str, tenants: &[HookTenant<'_>]) -> String {
     let mut out = format!("server:\n  listen: {listen}\n  shutdown_grace: 10s\n  drain_delay: 0s\ntenants:\n");
     for t in tenants {
         out.push_str(&format!(
@@ -56,7 +56,7 @@ pub fn yaml(endpoint: &str, listen: &str, script_dir: &str, tenants: &[HookTenan
 }
 
 /// Writes the scripts of `tenants` into `dir/scripts`.
-pub fn write_scripts(dir: &std::path::Path, tenants: &[HookTenant<'_>]) {
+pub(crate) fn write_scripts(dir: &std::path::Path, tenants: &[HookTenant<'_>]) {
     std::fs::create_dir_all(dir.join("scripts")).unwrap();
     for t in tenants {
         if let Some(source) = t.script {
@@ -66,7 +66,7 @@ pub fn write_scripts(dir: &std::path::Path, tenants: &[HookTenant<'_>]) {
 }
 
 /// An in-process gateway serving `tenants` against a mock Tencent.
-pub async fn gateway(tenants: &[HookTenant<'_>]) -> (MockTencent, TestGateway, tempfile::TempDir) {
+pub(crate) async fn gateway(tenants: &[HookTenant<'_>]) -> (MockTencent, TestGateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     write_scripts(dir.path(), tenants);
     let mock = MockTencent::start(SECRET_KEY).await;
@@ -76,17 +76,17 @@ pub async fn gateway(tenants: &[HookTenant<'_>]) -> (MockTencent, TestGateway, t
 }
 
 /// A native send whose first param picks what the hook does.
-pub fn body(which: &str) -> String {
+pub(crate) fn body(which: &str) -> String {
     serde_json::json!({"phone": "+8613800138000", "usage": "SignIn", "params": [which]}).to_string()
 }
 
-pub async fn send(gw: &TestGateway, token: &str, which: &str) -> Answer {
+pub(crate) async fn send(gw: &TestGateway, token: &str, which: &str) -> Answer {
     gw.post_as("/v1/sms/send", &body(which), Some(token)).await
 }
 
 /// What the hook of `tenant` did with a request whose first param is `which`, as `explain` sees it:
 /// the script error's detail (file, line, message), or what else came out.
-pub async fn detail(gw: &TestGateway, tenant: &str, which: &str) -> Result<String, String> {
+pub(crate) async fn detail(gw: &TestGateway, tenant: &str, which: &str) -> Result<String, String> {
     let tenant = gw.gateway.runtime().tenant(tenant).unwrap().clone();
     let request = SendRequest {
         phone: PhoneInput::Native("+8613800138000".into()),
@@ -106,6 +106,6 @@ pub async fn detail(gw: &TestGateway, tenant: &str, which: &str) -> Result<Strin
 }
 
 /// Whether a script error's detail says the call was cut off by its instruction budget or its deadline.
-pub fn cut_off(detail: &str) -> bool {
+pub(crate) fn cut_off(detail: &str) -> bool {
     detail.contains("instruction budget exhausted") || detail.contains("time limit exceeded")
 }

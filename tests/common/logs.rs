@@ -13,13 +13,13 @@ thread_local! {
 }
 
 /// What one capture has collected so far; the capture ends when this is dropped.
-pub struct Captured {
+pub(crate) struct Captured {
     bytes: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Captured {
     /// The log so far, as text.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8(self.bytes.lock().unwrap().clone()).unwrap()
     }
 }
@@ -32,7 +32,7 @@ impl Drop for Captured {
 
 /// Starts capturing what this thread logs (text format, no colours), until the returned value is dropped.
 /// Tests that read the log run on a current-thread runtime, so the gateway's events are on this thread.
-pub fn capture() -> Captured {
+pub(crate) fn capture() -> Captured {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(|| ThreadWriter).finish();

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 /// How the mock answers the next request.
 #[derive(Debug, Clone)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// `SendStatusSet` with `Code: Ok` for every number.
     Ok,
     /// A per-number failure code.
@@ -34,14 +34,14 @@ pub enum Reply {
 
 /// One request as the mock saw it.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub headers: HashMap<String, String>,
     pub body: serde_json::Value,
     pub signature_valid: bool,
 }
 
 impl Seen {
-    pub fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers.get(&name.to_ascii_lowercase()).map(String::as_str).unwrap_or("")
     }
 }
@@ -63,7 +63,7 @@ struct State {
 }
 
 #[derive(Clone)]
-pub struct MockTencent {
+pub(crate) struct MockTencent {
     pub addr: SocketAddr,
     secret_key: String,
     state: Arc<Mutex<State>>,
@@ -73,17 +73,17 @@ pub struct MockTencent {
 
 impl MockTencent {
     /// Starts a mock that checks signatures made with `secret_key`. With no reply queued it answers Ok.
-    pub async fn start(secret_key: &str) -> MockTencent {
+    pub(crate) async fn start(secret_key: &str) -> MockTencent {
         MockTencent::serve(0, secret_key, None).await
     }
 
     /// The same on a given loopback port (0: any), such as one that refused connections until now.
-    pub async fn start_on(port: u16, secret_key: &str) -> MockTencent {
+    pub(crate) async fn start_on(port: u16, secret_key: &str) -> MockTencent {
         MockTencent::serve(port, secret_key, None).await
     }
 
     /// The same mock over TLS, with a server certificate for 127.0.0.1 signed by `ca`.
-    pub async fn start_tls(secret_key: &str, ca: &super::tls::TestCa) -> MockTencent {
+    pub(crate) async fn start_tls(secret_key: &str, ca: &super::tls::TestCa) -> MockTencent {
         MockTencent::serve(0, secret_key, Some(ca.acceptor())).await
     }
 
@@ -115,41 +115,41 @@ impl MockTencent {
         mock
     }
 
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
     }
 
-    pub fn reply(&self, reply: Reply) {
+    pub(crate) fn reply(&self, reply: Reply) {
         self.state.lock().unwrap().replies.push_back(reply);
     }
 
     /// Sets Tencent's clock and enforces the 5-minute timestamp window against it.
-    pub fn set_clock(&self, unix: i64) {
+    pub(crate) fn set_clock(&self, unix: i64) {
         self.state.lock().unwrap().clock = Some(unix);
     }
 
     /// Answers `AuthFailure.SignatureFailure` to requests whose signature does not verify.
-    pub fn strict_signatures(&self) {
+    pub(crate) fn strict_signatures(&self) {
         self.state.lock().unwrap().strict = true;
     }
 
-    pub fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.state.lock().unwrap().seen.clone()
     }
 
     /// The requests of one action (`SendSms`, `ReportConversion`).
-    pub fn seen_action(&self, action: &str) -> Vec<Seen> {
+    pub(crate) fn seen_action(&self, action: &str) -> Vec<Seen> {
         self.seen().into_iter().filter(|s| s.header("x-tc-action") == action).collect()
     }
 
     /// Answers the next ReportConversion call with this error code.
-    pub fn reply_report(&self, code: &'static str) {
+    pub(crate) fn reply_report(&self, code: &'static str) {
         self.state.lock().unwrap().report_replies.push_back(code);
     }
 
     /// From now on, ReportConversion calls are recorded and never answered.
-    pub fn hang_reports(&self) {
+    pub(crate) fn hang_reports(&self) {
         self.state.lock().unwrap().hang_reports = true;
     }
 

@@ -1,14 +1,14 @@
 //! Test harness: a mock Tencent SendSms server that checks every TC3 signature with its own implementation
 //! and records what it received, and a gateway started on 127.0.0.1:0 against it.
 
-pub mod hooks;
-pub mod logs;
-pub mod mock;
-pub mod process;
-pub mod proxy;
-pub mod python;
-pub mod redis_server;
-pub mod tls;
+pub(crate) mod hooks;
+pub(crate) mod logs;
+pub(crate) mod mock;
+pub(crate) mod process;
+pub(crate) mod proxy;
+pub(crate) mod python;
+pub(crate) mod redis_server;
+pub(crate) mod tls;
 
 use smsgate::clock::{ManualClock, SharedClock};
 use smsgate::config::Config;
@@ -20,18 +20,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-pub const TOKEN: &str = "test-token-acme-0001";
-pub const OTHER_TOKEN: &str = "test-token-beta-0001";
-pub const SECRET_ID: &str = "AKIDtestsecretid";
-pub const SECRET_KEY: &str = "test-secret-key-never-logged";
+pub(crate) const TOKEN: &str = "test-token-acme-0001";
+pub(crate) const OTHER_TOKEN: &str = "test-token-beta-0001";
+pub(crate) const SECRET_ID: &str = "AKIDtestsecretid";
+pub(crate) const SECRET_KEY: &str = "test-secret-key-never-logged";
 /// 2024-01-02 03:04:05 UTC.
-pub const START_UNIX: i64 = 1704164645;
+pub(crate) const START_UNIX: i64 = 1704164645;
 /// `limits_backend.key` of the tests' redis backends.
-pub const STORAGE_KEY: &str = "test-storage-key-0123456789abcdef0123";
+pub(crate) const STORAGE_KEY: &str = "test-storage-key-0123456789abcdef0123";
 
 /// A gateway config with tenant `acme` (templates SignIn and Generic, limits as given) pointed at `endpoint`,
 /// and tenant `beta` without a Generic template.
-pub fn config_yaml(endpoint: &str, limits: &str, extra_tencent: &str) -> String {
+pub(crate) fn config_yaml(endpoint: &str, limits: &str, extra_tencent: &str) -> String {
     format!(
         r#"
 server:
@@ -72,18 +72,18 @@ tenants:
     )
 }
 
-pub const PHONE_LIMITS: &str = "      - { name: burst, key: phone, limit: 1, per: 30s }\n      - { name: tenant, key: tenant, limit: 100, per: 1s }";
+pub(crate) const PHONE_LIMITS: &str = "      - { name: burst, key: phone, limit: 1, per: 30s }\n      - { name: tenant, key: tenant, limit: 100, per: 1s }";
 
-pub fn env() -> HashMap<String, String> {
+pub(crate) fn env() -> HashMap<String, String> {
     HashMap::from([("ACME_SECRET".to_owned(), SECRET_KEY.to_owned())])
 }
 
-pub fn compile(yaml: &str) -> Config {
+pub(crate) fn compile(yaml: &str) -> Config {
     Config::from_yaml(yaml, Path::new("test.yaml"), &env()).unwrap_or_else(|e| panic!("config: {e}"))
 }
 
 /// A gateway serving on an ephemeral port; shut down when dropped.
-pub struct TestGateway {
+pub(crate) struct TestGateway {
     pub addr: SocketAddr,
     /// The Tencent-compatible API's listener, when started with [`TestGateway::start_doors`].
     pub tencent_addr: Option<SocketAddr>,
@@ -94,17 +94,17 @@ pub struct TestGateway {
 }
 
 impl TestGateway {
-    pub async fn start(config: Config) -> TestGateway {
+    pub(crate) async fn start(config: Config) -> TestGateway {
         TestGateway::start_at(config, START_UNIX).await
     }
 
     /// With the injected clock starting at `unix` seconds (tests whose peers check wall-clock timestamps).
-    pub async fn start_at(config: Config, unix: i64) -> TestGateway {
+    pub(crate) async fn start_at(config: Config, unix: i64) -> TestGateway {
         TestGateway::serve(config, unix, false).await
     }
 
     /// Also serving the Tencent-compatible API on a second ephemeral port.
-    pub async fn start_doors(config: Config, unix: i64) -> TestGateway {
+    pub(crate) async fn start_doors(config: Config, unix: i64) -> TestGateway {
         TestGateway::serve(config, unix, true).await
     }
 
@@ -133,16 +133,16 @@ impl TestGateway {
         TestGateway { addr, tencent_addr, gateway, clock, http: reqwest::Client::new(), stop: Some(stop) }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// POSTs a JSON body with the acme token.
-    pub async fn post(&self, path: &str, body: &str) -> Answer {
+    pub(crate) async fn post(&self, path: &str, body: &str) -> Answer {
         self.post_as(path, body, Some(TOKEN)).await
     }
 
-    pub async fn post_as(&self, path: &str, body: &str, token: Option<&str>) -> Answer {
+    pub(crate) async fn post_as(&self, path: &str, body: &str, token: Option<&str>) -> Answer {
         let mut request =
             self.http.post(self.url(path)).header("content-type", "application/json").body(body.to_owned());
         if let Some(token) = token {
@@ -162,14 +162,14 @@ impl Drop for TestGateway {
 
 /// A gateway answer, read whole.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     pub json: serde_json::Value,
 }
 
 impl Answer {
-    pub async fn from(response: reqwest::Response) -> Answer {
+    pub(crate) async fn from(response: reqwest::Response) -> Answer {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let text = response.text().await.unwrap();
@@ -177,16 +177,16 @@ impl Answer {
         Answer { status, headers, json }
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    pub fn error_code(&self) -> &str {
+    pub(crate) fn error_code(&self) -> &str {
         self.json["error"]["code"].as_str().unwrap_or("<none>")
     }
 
     /// Asserts an error answer's status and code, and the contract every error shares.
-    pub fn assert_error(&self, status: u16, code: &str) {
+    pub(crate) fn assert_error(&self, status: u16, code: &str) {
         assert_eq!((self.status, self.error_code()), (status, code), "{:#}", self.json);
         let id = self.header("x-request-id").expect("X-Request-Id on every answer");
         assert_eq!(self.json["error"]["request_id"], id);
@@ -195,17 +195,17 @@ impl Answer {
     }
 }
 
-pub fn native(phone: &str, usage: &str, code: &str) -> String {
+pub(crate) fn native(phone: &str, usage: &str, code: &str) -> String {
     serde_json::json!({"phone": phone, "usage": usage, "code": code}).to_string()
 }
 
 /// The gateway's `/metrics` text.
-pub async fn metrics(gw: &TestGateway) -> String {
+pub(crate) async fn metrics(gw: &TestGateway) -> String {
     gw.http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap()
 }
 
 /// The value of the sample whose line starts with `series` (name and labels), or 0.
-pub fn sample(metrics: &str, series: &str) -> f64 {
+pub(crate) fn sample(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
@@ -213,7 +213,7 @@ pub fn sample(metrics: &str, series: &str) -> f64 {
 }
 
 /// Polls the metrics until `series` reaches `value` (background workers), up to 20 s.
-pub async fn wait_for_sample(gw: &TestGateway, series: &str, value: f64) -> String {
+pub(crate) async fn wait_for_sample(gw: &TestGateway, series: &str, value: f64) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let text = metrics(gw).await;

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub struct Server {
+pub(crate) struct Server {
     pub child: Child,
     pub addr: String,
     pub config_path: PathBuf,
@@ -17,7 +17,7 @@ pub struct Server {
 
 impl Server {
     /// Writes `config` to a temp dir and serves it; returns once the gateway logged its address.
-    pub fn spawn(config: &str, env: &[(&str, &str)]) -> Server {
+    pub(crate) fn spawn(config: &str, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("gateway.yaml");
         std::fs::write(&config_path, config).unwrap();
@@ -50,18 +50,18 @@ impl Server {
     }
 
     /// The `addr` field of the first log line containing `needle` (another listener's address).
-    pub fn logged_addr(&mut self, needle: &str) -> String {
+    pub(crate) fn logged_addr(&mut self, needle: &str) -> String {
         let line = self.wait_for_log(needle);
         let event: serde_json::Value = serde_json::from_str(&line).unwrap();
         event["addr"].as_str().unwrap().to_owned()
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// A native send with the acme token, its answer read whole.
-    pub async fn send(&self, http: &reqwest::Client, phone: &str, code: &str) -> super::Answer {
+    pub(crate) async fn send(&self, http: &reqwest::Client, phone: &str, code: &str) -> super::Answer {
         let request = http.post(self.url("/v1/sms/send")).bearer_auth(super::TOKEN);
         let response = request
             .header("content-type", "application/json")
@@ -73,12 +73,12 @@ impl Server {
     }
 
     /// The first log line containing `needle`, waiting for it up to 20 s.
-    pub fn wait_for_log(&mut self, needle: &str) -> String {
+    pub(crate) fn wait_for_log(&mut self, needle: &str) -> String {
         self.wait_for_nth_log(needle, 1)
     }
 
     /// The `n`th log line containing `needle`, waiting for it up to 20 s.
-    pub fn wait_for_nth_log(&mut self, needle: &str, n: usize) -> String {
+    pub(crate) fn wait_for_nth_log(&mut self, needle: &str, n: usize) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(line) = self.log.lock().unwrap().lines().filter(|l| l.contains(needle)).nth(n - 1) {
@@ -92,17 +92,17 @@ impl Server {
         }
     }
 
-    pub fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let ok = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
         assert!(ok.success());
     }
 
-    pub fn write_config(&self, config: &str) {
+    pub(crate) fn write_config(&self, config: &str) {
         std::fs::write(&self.config_path, config).unwrap();
     }
 
     /// Waits for the process to exit, up to 20 s.
-    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -113,7 +113,7 @@ impl Server {
         }
     }
 
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 }

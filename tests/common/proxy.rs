@@ -8,7 +8,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     Relay,
     /// Answer every request with this status (407, 403, 502...) and close.
     Refuse(u16),
@@ -18,7 +18,7 @@ pub enum Mode {
 
 /// One request as the proxy saw it: its request line and `Proxy-Authorization` header.
 #[derive(Debug, Clone)]
-pub struct Asked {
+pub(crate) struct Asked {
     pub request_line: String,
     pub proxy_authorization: Option<String>,
 }
@@ -31,7 +31,7 @@ struct State {
 }
 
 #[derive(Clone)]
-pub struct TestProxy {
+pub(crate) struct TestProxy {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
     mode: Arc<Mutex<Mode>>,
@@ -40,7 +40,7 @@ pub struct TestProxy {
 }
 
 impl TestProxy {
-    pub async fn start(mode: Mode, required_authorization: Option<&str>) -> TestProxy {
+    pub(crate) async fn start(mode: Mode, required_authorization: Option<&str>) -> TestProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = TestProxy {
             addr: listener.local_addr().unwrap(),
@@ -57,15 +57,15 @@ impl TestProxy {
         proxy
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    pub fn asked(&self) -> Vec<Asked> {
+    pub(crate) fn asked(&self) -> Vec<Asked> {
         self.state.lock().unwrap().asked.clone()
     }
 
-    pub fn carried(&self) -> Vec<u8> {
+    pub(crate) fn carried(&self) -> Vec<u8> {
         self.state.lock().unwrap().carried.clone()
     }
 

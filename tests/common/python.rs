@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 /// The interpreter, or None (after printing why) when it is missing and not required.
-pub fn interpreter() -> Option<PathBuf> {
+pub(crate) fn interpreter() -> Option<PathBuf> {
     let path = std::env::var_os("SMSGATE_TEST_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
@@ -31,13 +31,13 @@ pub fn interpreter() -> Option<PathBuf> {
 
 /// A Python script from `tests/python/` running as a child process; its stdout lines are collected. Killed
 /// on drop.
-pub struct PythonProcess {
+pub(crate) struct PythonProcess {
     child: Child,
     lines: mpsc::Receiver<String>,
 }
 
 impl PythonProcess {
-    pub fn spawn(python: &Path, script: &str, args: &[&str]) -> PythonProcess {
+    pub(crate) fn spawn(python: &Path, script: &str, args: &[&str]) -> PythonProcess {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
         let mut child = Command::new(python)
             .arg(&script)
@@ -60,7 +60,7 @@ impl PythonProcess {
     }
 
     /// The next line the script printed, parsed as JSON, waiting up to 30 s.
-    pub fn next_json(&mut self) -> serde_json::Value {
+    pub(crate) fn next_json(&mut self) -> serde_json::Value {
         match self.lines.recv_timeout(Duration::from_secs(30)) {
             Ok(line) => serde_json::from_str(&line).unwrap_or_else(|_| panic!("a JSON line, got {line:?}")),
             Err(_) => {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub struct RedisServer {
+pub(crate) struct RedisServer {
     pub port: u16,
     binary: PathBuf,
     /// Arguments before `--port` (a sentinel's config file), kept for restarts.
@@ -31,18 +31,18 @@ fn find_binary() -> Option<PathBuf> {
 }
 
 /// A port nothing listens on right now (bound, read, released).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl RedisServer {
     /// Starts a server, or returns None (after printing why) when Redis is not installed and not required.
-    pub fn start() -> Option<RedisServer> {
+    pub(crate) fn start() -> Option<RedisServer> {
         RedisServer::start_with(&[])
     }
 
     /// The same with extra `redis-server` arguments, such as `--enable-debug-command local`.
-    pub fn start_with(args: &[&str]) -> Option<RedisServer> {
+    pub(crate) fn start_with(args: &[&str]) -> Option<RedisServer> {
         let binary = required_binary()?;
         Some(RedisServer::spawn(binary, free_port(), Vec::new(), args.iter().map(|a| a.to_string()).collect(), None))
     }
@@ -56,7 +56,7 @@ impl RedisServer {
 
     /// A server that speaks TLS only, with a certificate for 127.0.0.1 signed by `ca` (clients need not
     /// present one).
-    pub fn start_tls(ca: &super::tls::TestCa, dir: &std::path::Path) -> Option<RedisServer> {
+    pub(crate) fn start_tls(ca: &super::tls::TestCa, dir: &std::path::Path) -> Option<RedisServer> {
         let binary = required_binary()?;
         let (cert, key) = ca.server_files(dir);
         let port = free_port();
@@ -78,7 +78,7 @@ impl RedisServer {
         Some(RedisServer::spawn(binary, port, Vec::new(), args.to_vec(), Some(pem)))
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let scheme = if self.tls_ca.is_some() { "rediss" } else { "redis" };
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
@@ -95,7 +95,7 @@ impl RedisServer {
     }
 
     /// One command on a fresh connection (for set-up and assertions).
-    pub fn query<T: redis::FromRedisValue>(&self, args: &[&str]) -> redis::RedisResult<T> {
+    pub(crate) fn query<T: redis::FromRedisValue>(&self, args: &[&str]) -> redis::RedisResult<T> {
         let mut c = self.client().get_connection_with_timeout(Duration::from_secs(2))?;
         let mut cmd = redis::cmd(args[0]);
         for arg in &args[1..] {
@@ -104,12 +104,12 @@ impl RedisServer {
         cmd.query(&mut c)
     }
 
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.child.is_some()
     }
 
     /// Starts (again) on the same port, with empty state, and waits until it answers PING.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.kill();
         let child = Command::new(&self.binary)
             .args(&self.leading)
@@ -136,7 +136,7 @@ impl RedisServer {
     }
 
     /// Kills the server (SIGKILL: no goodbye to clients, as in a crash).
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -145,14 +145,14 @@ impl RedisServer {
 
     /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: connections stay open but nothing answers, as with
     /// a Redis stuck in a long command or a network stall.
-    pub fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().expect("running").id().to_string();
         let status = Command::new("kill").args([signal, &pid]).status().expect("kill runs");
         assert!(status.success(), "kill {signal} {pid}");
     }
 
     /// The installed server's major version (`redis-server --version`), 0 when it cannot be read.
-    pub fn major_version() -> u32 {
+    pub(crate) fn major_version() -> u32 {
         let Some(binary) = find_binary() else { return 0 };
         let out = Command::new(binary).arg("--version").output().map(|o| o.stdout).unwrap_or_default();
         let text = String::from_utf8_lossy(&out);
@@ -160,7 +160,7 @@ impl RedisServer {
     }
 
     /// A synchronous connection for assertions on keys.
-    pub fn connection(&self) -> redis::Connection {
+    pub(crate) fn connection(&self) -> redis::Connection {
         self.client().get_connection().unwrap()
     }
 }
@@ -177,7 +177,7 @@ fn required_binary() -> Option<PathBuf> {
 }
 
 /// Polls `ready` until it holds, failing the test with `what` after `within`.
-pub fn wait_until(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !ready() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -190,13 +190,13 @@ fn info_field(info: &str, field: &str) -> Option<String> {
 }
 
 /// A Redis Cluster of 6 nodes on loopback: 3 primaries with one replica each, node timeout 500 ms.
-pub struct RedisCluster {
+pub(crate) struct RedisCluster {
     pub nodes: Vec<RedisServer>,
     _dir: tempfile::TempDir,
 }
 
 impl RedisCluster {
-    pub fn start() -> Option<RedisCluster> {
+    pub(crate) fn start() -> Option<RedisCluster> {
         let binary = required_binary()?;
         let dir = tempfile::tempdir().unwrap();
         let mut nodes = Vec::new();
@@ -239,12 +239,12 @@ impl RedisCluster {
         Some(cluster)
     }
 
-    pub fn seeds(&self) -> Vec<String> {
+    pub(crate) fn seeds(&self) -> Vec<String> {
         self.nodes.iter().filter(|n| n.is_running()).map(|n| n.url()).collect()
     }
 
     /// Until every running node sees the cluster ok with every slot served, and every replica is in sync.
-    pub fn wait_ready(&self) {
+    pub(crate) fn wait_ready(&self) {
         wait_until("the cluster to be ok", Duration::from_secs(30), || {
             self.nodes.iter().filter(|n| n.is_running()).all(|n| {
                 let Ok(info) = n.query::<String>(&["CLUSTER", "INFO"]) else { return false };
@@ -262,13 +262,13 @@ impl RedisCluster {
     }
 
     /// The slot of `key`.
-    pub fn slot(&self, key: &str) -> u16 {
+    pub(crate) fn slot(&self, key: &str) -> u16 {
         let node = self.nodes.iter().find(|n| n.is_running()).unwrap();
         node.query::<u16>(&["CLUSTER", "KEYSLOT", key]).unwrap()
     }
 
     /// The index of the node that serves `slot` now (as the first running node sees it).
-    pub fn owner(&self, slot: u16) -> usize {
+    pub(crate) fn owner(&self, slot: u16) -> usize {
         let node = self.nodes.iter().find(|n| n.is_running()).unwrap();
         let slots: redis::Value = node.query(&["CLUSTER", "SLOTS"]).unwrap();
         let redis::Value::Array(ranges) = slots else { panic!("CLUSTER SLOTS: {slots:?}") };
@@ -288,7 +288,7 @@ impl RedisCluster {
     }
 
     /// The index of a replica of primary `node`.
-    pub fn replica_of(&self, node: usize) -> usize {
+    pub(crate) fn replica_of(&self, node: usize) -> usize {
         let id = self.id(node);
         (0..self.nodes.len())
             .find(|&i| {
@@ -303,7 +303,7 @@ impl RedisCluster {
     /// Moves `slot` from its primary to primary `to` as `redis-cli --cluster reshard` does: IMPORTING /
     /// MIGRATING, `MIGRATE` of its keys in batches, then `SETSLOT NODE` everywhere. `between` runs after each
     /// batch (so a test can send while the slot is half moved).
-    pub fn move_slot(&self, slot: u16, to: usize, mut between: impl FnMut()) {
+    pub(crate) fn move_slot(&self, slot: u16, to: usize, mut between: impl FnMut()) {
         let from = self.owner(slot);
         assert_ne!(from, to);
         let (from_id, to_id, slot) = (self.id(from), self.id(to), slot.to_string());
@@ -353,7 +353,7 @@ impl RedisCluster {
     }
 
     /// SIGKILL node `node` (a crash) and wait until its replica serves its slots and the cluster is ok again.
-    pub fn kill_and_wait_failover(&mut self, node: usize, slot: u16) {
+    pub(crate) fn kill_and_wait_failover(&mut self, node: usize, slot: u16) {
         let replica = self.replica_of(node);
         self.nodes[node].kill();
         wait_until("the replica to take over", Duration::from_secs(30), || {
@@ -371,7 +371,7 @@ impl RedisCluster {
 }
 
 /// A primary and its replica watched by 3 sentinels (`mymaster`, down after 500 ms, quorum 2).
-pub struct RedisSentinel {
+pub(crate) struct RedisSentinel {
     pub primary: RedisServer,
     pub replica: RedisServer,
     pub sentinels: Vec<RedisServer>,
@@ -379,9 +379,9 @@ pub struct RedisSentinel {
 }
 
 impl RedisSentinel {
-    pub const MASTER: &'static str = "mymaster";
+    pub(crate) const MASTER: &'static str = "mymaster";
 
-    pub fn start() -> Option<RedisSentinel> {
+    pub(crate) fn start() -> Option<RedisSentinel> {
         let binary = required_binary()?;
         let dir = tempfile::tempdir().unwrap();
         let primary = RedisServer::spawn(binary.clone(), free_port(), Vec::new(), Vec::new(), None);
@@ -429,12 +429,12 @@ impl RedisSentinel {
         Some(set)
     }
 
-    pub fn urls(&self) -> Vec<String> {
+    pub(crate) fn urls(&self) -> Vec<String> {
         self.sentinels.iter().map(RedisServer::url).collect()
     }
 
     /// The primary's port as the running sentinels report it.
-    pub fn primary_port(&self) -> Option<u16> {
+    pub(crate) fn primary_port(&self) -> Option<u16> {
         self.sentinels.iter().filter(|s| s.is_running()).find_map(|s| {
             s.query::<(String, u16)>(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self::MASTER]).ok().map(|(_, p)| p)
         })

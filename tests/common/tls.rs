@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-pub struct TestCa {
+pub(crate) struct TestCa {
     cert: rcgen::Certificate,
     key: KeyPair,
     /// The CA certificate as PEM, in a file of its own.
@@ -16,7 +16,7 @@ pub struct TestCa {
 }
 
 impl TestCa {
-    pub fn new() -> TestCa {
+    pub(crate) fn new() -> TestCa {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -30,7 +30,7 @@ impl TestCa {
 
     /// A fresh certificate for 127.0.0.1 (and localhost) signed by this CA, and its key, as PEM files in
     /// `dir`: for a `redis-server --tls-port`.
-    pub fn server_files(&self, dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    pub(crate) fn server_files(&self, dir: &std::path::Path) -> (PathBuf, PathBuf) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
         params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
@@ -43,7 +43,7 @@ impl TestCa {
 
     /// A client certificate (CN `name`) signed by this CA, as one PEM (certificate then key), for
     /// `reqwest::Identity::from_pem`.
-    pub fn client_identity_pem(&self, name: &str) -> Vec<u8> {
+    pub(crate) fn client_identity_pem(&self, name: &str) -> Vec<u8> {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(rcgen::DnType::CommonName, name);
@@ -53,17 +53,17 @@ impl TestCa {
     }
 
     /// The CA certificate as PEM.
-    pub fn pem(&self) -> String {
+    pub(crate) fn pem(&self) -> String {
         self.cert.pem()
     }
 
     /// The CA certificate (DER).
-    pub fn der(&self) -> CertificateDer<'static> {
+    pub(crate) fn der(&self) -> CertificateDer<'static> {
         CertificateDer::from(self.cert.der().to_vec())
     }
 
     /// A TLS acceptor with a fresh certificate for 127.0.0.1 (and localhost) signed by this CA.
-    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
         params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));

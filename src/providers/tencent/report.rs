@@ -119,7 +119,7 @@ impl Conversions for Reporter {
 
 impl Reporter {
     /// `capacity`: reports waiting per tenant.
-    pub fn new(client: TencentClient, capacity: usize, results: Family<ReportLabels, Counter>) -> Reporter {
+    pub(crate) fn new(client: TencentClient, capacity: usize, results: Family<ReportLabels, Counter>) -> Reporter {
         // A job is a SerialNo (Tencent's are short; a longer one is still counted) and a few fixed fields.
         let share = Share { jobs: capacity, bytes: capacity * 256, workers: WORKERS };
         Reporter { lanes: Lanes::new(share), client, off: Arc::default(), results }
@@ -149,12 +149,12 @@ impl Reporter {
     }
 
     /// Reporting comes back on for every tenant (after a reload: the account may have been allow-listed).
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         self.off.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Starts the workers on the current runtime (once; later calls do nothing).
-    pub fn start(&self) {
+    pub(crate) fn start(&self) {
         let (client, off, results) = (self.client.clone(), self.off.clone(), self.results.clone());
         self.lanes.start(move |job: Job| {
             let (client, off, results) = (client.clone(), off.clone(), results.clone());

@@ -18,7 +18,7 @@ const PREFIX: &str = "/admin/v1/";
 /// The one admin authentication check: `Authorization: Bearer <one of server.admin_tokens>`. Tokens are
 /// kept as digests and compared in constant time; a tenant token is never an admin token (`compile` refuses
 /// the same value in both).
-pub fn authorize(config: &Config, headers: &HeaderMap) -> Result<(), GatewayError> {
+pub(crate) fn authorize(config: &Config, headers: &HeaderMap) -> Result<(), GatewayError> {
     let token = super::bearer_token(headers)?;
     if config.is_admin_token(token) {
         Ok(())

@@ -37,7 +37,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 /// The token of an `Authorization: Bearer <token>` header.
-pub fn bearer_token(headers: &HeaderMap) -> Result<&str, GatewayError> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, GatewayError> {
     let value = headers.get(AUTHORIZATION).ok_or(GatewayError::Unauthorized)?;
     let value = value.to_str().map_err(|_| GatewayError::Unauthorized)?;
     let (scheme, token) = value.trim().split_once(' ').ok_or(GatewayError::Unauthorized)?;
@@ -61,7 +61,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, GatewayErr
 }
 
 /// Bodies must be JSON: `application/json` or `application/*+json`, any parameters.
-pub fn require_json(headers: &HeaderMap) -> Result<(), GatewayError> {
+pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), GatewayError> {
     let value = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).ok_or(GatewayError::UnsupportedMediaType)?;
     let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {

@@ -32,7 +32,7 @@ use subtle::ConstantTimeEq;
 pub const PATH: &str = "/v1/supabase/sms";
 
 /// How far `webhook-timestamp` may be from our clock, either way (as the Standard Webhooks libraries).
-pub const TOLERANCE_SECONDS: i64 = 5 * 60;
+pub(crate) const TOLERANCE_SECONDS: i64 = 5 * 60;
 const MAX_ID: usize = 256;
 /// More signatures than this in one header are not looked at (Supabase sends one per configured secret).
 const MAX_SIGNATURES: usize = 8;

@@ -30,11 +30,11 @@ use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 /// The service of every credential scope this API accepts.
-pub const SERVICE: &str = "sms";
+pub(crate) const SERVICE: &str = "sms";
 /// How far `X-TC-Timestamp` may be from the gateway's clock, either way (Tencent's window).
-pub const TOLERANCE_SECONDS: i64 = 300;
+pub(crate) const TOLERANCE_SECONDS: i64 = 300;
 /// Numbers per SendSms, as Tencent allows.
-pub const MAX_NUMBERS: usize = 200;
+pub(crate) const MAX_NUMBERS: usize = 200;
 const MAX_PARAMS: usize = 16;
 const MAX_PARAM_CHARS: usize = 64;
 const MAX_FIELD: usize = 512;
@@ -64,7 +64,7 @@ impl ApiError {
 
     /// The envelope for a gateway error that stops the whole request before any number is looked at (body
     /// bounds, reading slots).
-    pub fn from_gateway(e: GatewayError) -> ApiError {
+    pub(crate) fn from_gateway(e: GatewayError) -> ApiError {
         use GatewayError::*;
         let code = match &e {
             PayloadTooLarge => "RequestSizeLimitExceeded",
@@ -96,10 +96,9 @@ impl ApiError {
 }
 
 /// The signed head of a request, read before its body.
-pub struct Head {
+pub(crate) struct Head {
     pub action: String,
     pub version: String,
-    pub region: String,
     pub timestamp: i64,
     pub secret_id: String,
     date: String,
@@ -113,7 +112,7 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 
 impl Head {
     /// The `X-TC-*` headers and the `Authorization` header, parsed; nothing verified yet.
-    pub fn read(headers: &HeaderMap) -> Result<Head, ApiError> {
+    pub(crate) fn read(headers: &HeaderMap) -> Result<Head, ApiError> {
         let required = |name: &'static str| {
             header(headers, name).map(str::to_owned).ok_or_else(|| {
                 ApiError::invalid("MissingParameter", format!("The request is missing the `{name}` header."))
@@ -122,7 +121,8 @@ impl Head {
         let action = required("x-tc-action")?;
         let version = required("x-tc-version")?;
         let timestamp = required("x-tc-timestamp")?;
-        let region = required("x-tc-region")?;
+        // Required as Tencent requires it; the region a send goes to is the tenant's (or its hook's).
+        required("x-tc-region")?;
         let timestamp: i64 = timestamp
             .parse()
             .map_err(|_| ApiError::invalid("InvalidParameter", "`X-TC-Timestamp` must be unix seconds."))?;
@@ -186,7 +186,6 @@ impl Head {
         Ok(Head {
             action,
             version,
-            region,
             timestamp,
             secret_id: secret_id.to_owned(),
             date: date.to_owned(),
@@ -196,7 +195,7 @@ impl Head {
     }
 
     /// `X-TC-Timestamp` within 5 minutes of `now`, and the scope's date its UTC date.
-    pub fn check_time(&self, now: i64) -> Result<(), ApiError> {
+    pub(crate) fn check_time(&self, now: i64) -> Result<(), ApiError> {
         if (self.timestamp - now).abs() > TOLERANCE_SECONDS {
             return Err(ApiError::auth(
                 "AuthFailure.SignatureExpire",
@@ -213,7 +212,7 @@ impl Head {
     }
 
     /// The signature over the signed headers and these exact body bytes, under the caller's key.
-    pub fn verify(&self, client: &Credentials, body: &[u8]) -> Result<(), ApiError> {
+    pub(crate) fn verify(&self, client: &Credentials, body: &[u8]) -> Result<(), ApiError> {
         let pairs: Vec<(&str, &str)> = self.signed_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         let (canonical, _) = sign::canonical_request(&pairs, &sign::hash_hex(body));
         let expected =
@@ -226,7 +225,7 @@ impl Head {
     }
 
     /// The signed `Content-Type` is JSON.
-    pub fn is_json(&self) -> bool {
+    pub(crate) fn is_json(&self) -> bool {
         self.signed_headers.iter().any(|(n, v)| {
             n == "content-type"
                 && v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
@@ -298,7 +297,7 @@ fn printable(s: &str, max: usize) -> bool {
 /// The usage type the tenant maps a TemplateId to: a named usage before `Generic`, then by name; None when
 /// the TemplateId is none of the tenant's. The send is also judged by the rules of the template's other
 /// usages (`Tenant::template_usages`).
-pub fn usage_for_template(tenant: &Tenant, template_id: &str) -> Option<String> {
+pub(crate) fn usage_for_template(tenant: &Tenant, template_id: &str) -> Option<String> {
     tenant.template_usages(template_id).into_iter().min_by_key(|u| (*u == GENERIC_USAGE, *u)).map(str::to_owned)
 }
 
@@ -312,7 +311,7 @@ fn phone_input(number: &str) -> PhoneInput {
 
 /// A SendSms body -> the caller's message and one request per number, after the checks that refuse the
 /// whole request: number count, the tenant's SmsSdkAppId and templates, parameter and field bounds.
-pub fn parse_send_sms(body: &[u8], tenant: &Tenant) -> Result<SendSms, ApiError> {
+pub(crate) fn parse_send_sms(body: &[u8], tenant: &Tenant) -> Result<SendSms, ApiError> {
     let b = decode_body(body)?;
     if b.phone_number_set.is_empty() {
         return Err(ApiError::invalid("MissingParameter.EmptyPhoneNumberSet", "PhoneNumberSet is empty."));
@@ -498,7 +497,7 @@ pub fn status_code(e: &GatewayError, rule_window: Option<Duration>) -> &str {
 
 /// The message of a refused number: the gateway's public message, never Tencent's text (a caller such as
 /// Logto shows it to the end user; the operator finds Tencent's in the log).
-pub fn status_message(e: &GatewayError) -> String {
+pub(crate) fn status_message(e: &GatewayError) -> String {
     crate::phone::mask_numbers(&e.public_message()).into_owned()
 }
 
