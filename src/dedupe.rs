@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
-pub type Outcome = Result<Accepted, GatewayError>;
+pub(crate) type Outcome = Result<Accepted, GatewayError>;
 
 /// The value of a shared key while its first send is in flight.
 pub(crate) const PENDING: &str = "pending";
@@ -247,7 +247,7 @@ impl Drop for Ticket {
 }
 
 /// The answer of the send a repeat waited on.
-pub async fn wait(mut receiver: watch::Receiver<Option<Outcome>>) -> Outcome {
+pub(crate) async fn wait(mut receiver: watch::Receiver<Option<Outcome>>) -> Outcome {
     loop {
         if let Some(outcome) = receiver.borrow_and_update().clone() {
             return outcome;

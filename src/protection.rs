@@ -151,7 +151,7 @@ pub(crate) fn parse_key(kind: ProtectionKey, text: &str) -> Option<u64> {
 
 /// Something that happened to a key; the caller logs it and counts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// The rule (index into the tenant's rules) blocked the key until `until_ms` (unix ms).
     /// `excess`: unverified sends above what the key's baseline predicts; `strike`: its trips in a row.
     Tripped { rule: usize, key: u64, sends: u32, converted: u32, excess: u32, strike: u8, until_ms: u64 },
@@ -161,7 +161,7 @@ pub enum Event {
 
 /// The verdict for one send.
 #[derive(Debug, Default)]
-pub struct Admission {
+pub(crate) struct Admission {
     /// The first enforcing rule whose key is blocked (index into the tenant's rules).
     pub(crate) blocked_by: Option<usize>,
     /// Shadow rules whose key is blocked: counted and logged, never refused.

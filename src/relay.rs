@@ -39,7 +39,7 @@ pub struct RelayLabels {
 }
 
 /// The `webhook-signature` value for one attempt: `v1,` and the base64 of HMAC-SHA256(key, "id.ts.body").
-pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+pub(crate) fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key");
     mac.update(id.as_bytes());
     mac.update(b".");
@@ -56,7 +56,7 @@ struct Event {
     body: Bytes,
 }
 
-pub struct Relay {
+pub(crate) struct Relay {
     lanes: Lanes<Event>,
     clock: SharedClock,
     results: Family<RelayLabels, Counter>,
@@ -68,7 +68,7 @@ fn count(results: &Family<RelayLabels, Counter>, tenant: &str, result: &str) {
 
 impl Relay {
     /// `capacity`: events waiting per tenant.
-    pub fn new(clock: SharedClock, capacity: usize, results: Family<RelayLabels, Counter>) -> Relay {
+    pub(crate) fn new(clock: SharedClock, capacity: usize, results: Family<RelayLabels, Counter>) -> Relay {
         let lanes = Lanes::new(Share { jobs: capacity, bytes: QUEUE_BYTES, workers: WORKERS });
         Relay { lanes, clock, results }
     }
@@ -92,7 +92,7 @@ impl Relay {
     }
 
     /// Starts the workers on the current runtime (once; later calls do nothing).
-    pub fn start(&self) {
+    pub(crate) fn start(&self) {
         let (clock, results) = (self.clock.clone(), self.results.clone());
         let http = https_client(None, None);
         self.lanes.start(move |event: Event| {

@@ -2,5 +2,5 @@
 //! roots, the answer-size-bounded client and the typed "was the request written" outcome ([`proxy`]), and
 //! per-endpoint circuit breakers ([`breaker`]). Nothing here knows a provider's API.
 
-pub mod breaker;
-pub mod proxy;
+pub(crate) mod breaker;
+pub(crate) mod proxy;

@@ -37,14 +37,14 @@ pub(crate) type HttpsClient = Client<hyper_rustls::HttpsConnector<EgressConnecto
 /// A request body that records whether the connection began to write it: until it does, Tencent cannot
 /// have the request (it acts on nothing without its body), so a failure or a deadline before that point
 /// certainly sent nothing. The typed fact behind every "was anything sent?" (see `client::Exchange`).
-pub struct WrittenBody {
+pub(crate) struct WrittenBody {
     body: Full<Bytes>,
     written: Arc<AtomicBool>,
 }
 
 impl WrittenBody {
     /// `body`, and the flag the connection sets when it starts writing it.
-    pub fn new(body: Bytes) -> (WrittenBody, Arc<AtomicBool>) {
+    pub(crate) fn new(body: Bytes) -> (WrittenBody, Arc<AtomicBool>) {
         let written = Arc::new(AtomicBool::new(false));
         (WrittenBody { body: Full::new(body), written: written.clone() }, written)
     }
@@ -86,7 +86,7 @@ fn system_roots() -> &'static [rustls::pki_types::CertificateDer<'static>] {
 
 /// A client for `proxy` (None: direct) trusting the built-in roots (Mozilla's, compiled in), the host's
 /// trust store (`system_roots`) and `roots` (a tenant's `ca_file`).
-pub fn https_client(proxy: Option<&Proxy>, roots: Option<&TrustRoots>) -> HttpsClient {
+pub(crate) fn https_client(proxy: Option<&Proxy>, roots: Option<&TrustRoots>) -> HttpsClient {
     let mut tcp = HttpConnector::new();
     tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
     tcp.set_nodelay(true);
@@ -160,7 +160,7 @@ struct ProxyTarget {
 /// Dials an endpoint directly or through the proxy; TLS, when the endpoint is https, is layered on top by
 /// hyper-rustls, inside the tunnel.
 #[derive(Clone)]
-pub struct EgressConnector {
+pub(crate) struct EgressConnector {
     tcp: HttpConnector,
     proxy: Option<ProxyTarget>,
 }
@@ -203,7 +203,7 @@ impl Service<Uri> for EgressConnector {
 }
 
 /// A connection to an endpoint or to the proxy in front of it.
-pub struct EgressStream {
+pub(crate) struct EgressStream {
     io: TokioIo<TcpStream>,
     /// Plain http through a proxy: requests go in absolute form (`POST http://host/`).
     forwarded: bool,
