@@ -125,7 +125,8 @@ pub(crate) trait Provider: Send + Sync {
 }
 
 /// Every provider the gateway sends through, and which one a tenant's send goes to. Adding a provider is
-/// its folder, its config section, a field here and an arm in each match below.
+/// its folder, its config section, a field here and its case in each method below (with one provider, each
+/// calls Tencent's client directly; choosing among several per tenant and route is the routing issue's).
 #[derive(Clone)]
 pub struct Providers {
     pub tencent: tencent::TencentClient,
