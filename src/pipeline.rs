@@ -23,9 +23,7 @@ use crate::runtime::LiveTenant;
 use crate::script::{Routed, ScriptReport};
 use crate::sms::{Accepted, Delivery};
 use crate::sms::{CallerMessage, PhoneInput, SendRequest};
-mod batch;
-
-pub(crate) use batch::NumberResult;
+pub(crate) mod batch;
 
 use std::net::IpAddr;
 use std::sync::Arc;

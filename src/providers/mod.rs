@@ -164,6 +164,6 @@ impl Providers {
 
     /// The conversion reports of the feedback loop, with their results counted in `results`.
     pub fn conversions(&self, results: Family<ReportLabels, Counter>) -> Box<dyn Conversions> {
-        Box::new(self.tencent.reporter(results))
+        Box::new(tencent::report::Reporter::new(self.tencent.clone(), tencent::report::QUEUE, results))
     }
 }

@@ -15,8 +15,6 @@ use crate::phone::Masked;
 use crate::providers::{ClientTelemetry, Dispatched, OutboundSms, PreparedRequest, ReasonLabels, Unconfirmed};
 use crate::sms::Receipt;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,11 +153,6 @@ impl TencentClient {
             skew: Arc::default(),
             telemetry,
         }
-    }
-
-    /// The ReportConversion reporter for the feedback loop, on this client (its transport and breakers).
-    pub(crate) fn reporter(&self, results: Family<crate::providers::ReportLabels, Counter>) -> super::report::Reporter {
-        super::report::Reporter::new(self.clone(), super::report::QUEUE, results)
     }
 
     /// Serializes and signs `sms` for one endpoint with one key pair at `timestamp`. Pure: no I/O, no clock.

@@ -12,7 +12,8 @@
 use crate::config::{read_scope, ReadScope};
 use crate::config::{Credentials, Tenant, GENERIC_USAGE};
 use crate::error::GatewayError;
-use crate::pipeline::{NumberResult, Trail};
+use crate::pipeline::batch::NumberResult;
+use crate::pipeline::Trail;
 use crate::providers::tencent::api::{self, SendStatus};
 use crate::providers::tencent::sign;
 use crate::runtime::Runtime;
