@@ -227,6 +227,7 @@ fn modules_import_only_from_their_own_or_lower_layers_and_no_file_cycle() {
             let mut paths = Vec::new();
             expand_tree("", statement.split(" use ").nth(1).unwrap(), &mut paths);
             for path in paths {
+                let path = path.strip_prefix("self::").unwrap_or(&path);
                 let (child, name) = (path.split("::").next().unwrap(), path.rsplit("::").next().unwrap());
                 if modules.contains(&join(&folder, child)) {
                     reexports.insert((folder.clone(), name.to_owned()), join(&folder, child));

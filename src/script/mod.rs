@@ -10,6 +10,7 @@
 //! States are built only at load and on the hook threads. The hook never reaches files, the network, the
 //! environment or the process (see `sandbox.rs` and `prelude.lua`).
 
+mod call;
 mod inline;
 mod meter;
 mod pattern;
@@ -24,6 +25,8 @@ use crate::config::{Tenant, MAX_SCRIPT_BYTES};
 use crate::error::GatewayError;
 use crate::phone::{mask_numbers, Phone};
 use crate::sms::SendRequest;
+pub(crate) use call::redact;
+pub use call::{HookInput, LogBudget, RawVerdict};
 pub use inline::{CallPaths, COOLDOWN, SLICE_INSTRUCTIONS, SLICE_MEMORY, SLICE_TIME};
 pub use pool::Load;
 use sandbox::{Attempt, Sandbox};
@@ -35,54 +38,6 @@ const MAX_REJECT_CHARS: usize = 100;
 const MAX_PARAMS: usize = 16;
 const MAX_PARAM_CHARS: usize = 64;
 const MAX_SHORT: usize = 64;
-
-/// One request as the hook sees it.
-#[derive(Clone)]
-pub struct HookInput<'a> {
-    pub tenant: &'a str,
-    /// None when the number as written did not parse; the hook may still supply one.
-    pub phone: Option<&'a Phone>,
-    pub raw_phone: &'a str,
-    pub usage: &'a str,
-    pub code: Option<&'a str>,
-    pub params: &'a [String],
-    pub ip: Option<String>,
-    pub locale: Option<&'a str>,
-    pub request_id: Option<&'a str>,
-    /// The request's log budget, shared by every call the request makes (a batch calls the hook once per
-    /// number); None: the call's own.
-    pub log_budget: Option<&'a LogBudget>,
-}
-
-/// Log lines the hook may still write for one request, all its calls together: a 200-number batch writes
-/// at most [`LogBudget::LINES`] lines, as one call does. Cloned, it is the same budget.
-#[derive(Debug, Clone, Default)]
-pub struct LogBudget(Arc<std::sync::atomic::AtomicU32>);
-
-impl LogBudget {
-    /// Lines per request, and per call.
-    pub(crate) const LINES: u32 = 20;
-
-    /// Takes one line; false when the request has written its lines.
-    pub(crate) fn take(&self) -> bool {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < LogBudget::LINES
-    }
-}
-
-/// What the hook returned, before it is checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RawVerdict {
-    Reject(String),
-    /// Each field is Some when the hook set or changed it.
-    Proceed {
-        phone: Option<String>,
-        usage: Option<String>,
-        params: Option<Vec<String>>,
-        template_id: Option<String>,
-        sign_name: Option<String>,
-        region: Option<String>,
-    },
-}
 
 /// A tenant's compiled hook, its pool of Lua states and its lane on the hook threads.
 pub struct ScriptHook {
@@ -457,15 +412,6 @@ impl Drop for HookJob {
         let path = self.hook.path.clone();
         self.answer(Err(CallError::Failed(format!("{path}: the hook call was dropped"))));
     }
-}
-
-/// Text fit for a log: digit runs that could be phone numbers masked, and the verification code removed.
-pub(crate) fn redact(text: &str, code: Option<&str>) -> String {
-    let text = match code {
-        Some(code) if !code.is_empty() => text.replace(code, "***"),
-        _ => text.to_owned(),
-    };
-    mask_numbers(&text).into_owned()
 }
 
 /// One change the hook made, for explain and the request log.

@@ -3,8 +3,9 @@
 //! one call of `on_send`. A state is built once (the script compiled then) and reused for many calls,
 //! unless a call was cut off; it never touches files, the network or the process.
 
+use super::call::{redact, HookInput, LogBudget, RawVerdict};
 use super::meter::{caller, describe, Cut, Meter, STEP};
-use super::{HookInput, RawVerdict, ScriptLimits, Settings};
+use crate::config::{ScriptLimits, Settings};
 use crate::phone::Phone;
 use mlua::{ChunkMode, Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, Variadic, VmState};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -19,8 +20,8 @@ type Returned =
 
 const PRELUDE: &str = include_str!("prelude.lua");
 /// Log lines one call may write; more are dropped so a looping script cannot flood the log (and the
-/// request's [`super::LogBudget`] bounds all its calls together).
-const MAX_LOG_LINES: u32 = super::LogBudget::LINES;
+/// request's [`LogBudget`] bounds all its calls together).
+const MAX_LOG_LINES: u32 = LogBudget::LINES;
 const MAX_LOG_CHARS: usize = 512;
 /// What `smsgate.parse_phone` charges, in instructions: about the time one parse takes (6 µs, see
 /// BENCHMARKS.md), at 5 ns an instruction.
@@ -46,7 +47,7 @@ pub(super) enum Attempt {
 struct CallContext {
     logs: u32,
     /// The request's lines, all its calls together.
-    budget: super::LogBudget,
+    budget: LogBudget,
     request_id: Option<String>,
     code: Option<String>,
     /// The lines of a slice, written when it completes.
@@ -147,7 +148,7 @@ impl Sandbox {
         let meter = Meter::new(path.into());
         let context = Arc::new(Mutex::new(CallContext {
             logs: 0,
-            budget: super::LogBudget::default(),
+            budget: LogBudget::default(),
             request_id: None,
             code: None,
             held: None,
@@ -288,7 +289,7 @@ impl Sandbox {
                 _ => Level::ERROR,
             };
             let message = message.to_string_lossy();
-            let message = super::redact(truncate(&message, MAX_LOG_CHARS), cx.code.as_deref());
+            let message = redact(truncate(&message, MAX_LOG_CHARS), cx.code.as_deref());
             match &mut cx.held {
                 Some(held) => held.push((level, message)),
                 None => cx.write(level, &message),
