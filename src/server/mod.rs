@@ -9,6 +9,7 @@
 pub mod body;
 mod denials;
 pub mod doors;
+mod gateway;
 mod listener;
 mod respond;
 
@@ -33,6 +34,8 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
 
+pub use gateway::Gateway;
+use gateway::Shared;
 pub use respond::request_id;
 
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -54,45 +57,6 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
         socket.listen(LISTEN_BACKLOG)
     };
     listen().map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
-}
-
-/// A running gateway: the runtime in force and the services that outlive reloads.
-#[derive(Clone)]
-pub struct Gateway {
-    shared: Arc<Shared>,
-}
-
-struct Shared {
-    runtime: ArcSwap<Runtime>,
-    services: Arc<Services>,
-    metrics: Metrics,
-    draining: AtomicBool,
-    denial_log: denials::DenialLog,
-    /// Slots and bytes for bodies read before their caller is verified, apart from every tenant's.
-    unverified: body::Unverified,
-}
-
-/// The front doors that send: which one a send request came through, named in its log line (`doors::record`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Native,
-    Logto,
-    /// The Supabase Auth Send SMS hook.
-    Supabase,
-    /// The Tencent-compatible API (its own listener).
-    TencentApi,
-}
-
-impl Route {
-    /// The route's name in a send request's log line.
-    fn name(self) -> &'static str {
-        match self {
-            Route::Native => "native",
-            Route::Logto => "logto",
-            Route::Supabase => "supabase",
-            Route::TencentApi => "tencent_api",
-        }
-    }
 }
 
 /// What a listener serves: the gateway's routes, the Tencent-compatible API (`server.tencent_listen`), or

@@ -3,10 +3,11 @@
 //! the field at fault, never its value). The caller is a tenant's bearer token; the send and its answer are
 //! those the door shares with the native API (`doors/mod.rs`).
 
+use super::Route;
 use super::{check_code, check_ip, check_locale, check_usage};
 use crate::error::GatewayError;
 use crate::json::decode;
-use crate::server::{Gateway, Route};
+use crate::server::Gateway;
 use crate::sms::{PhoneInput, SendRequest};
 use bytes::Bytes;
 use http::{Request, Response};

@@ -26,7 +26,7 @@ use crate::error::GatewayError;
 use crate::metrics::{RequestLabels, RuleLabels, ScriptLabels, TenantLabels};
 use crate::pipeline::Trail;
 use crate::runtime::Runtime;
-use crate::server::{body, respond, Gateway, Route};
+use crate::server::{body, respond, Gateway};
 use crate::sms::{Accepted, Delivery, SendRequest};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -35,6 +35,29 @@ use http_body_util::Full;
 use hyper::body::Body;
 use std::net::IpAddr;
 use std::time::Instant;
+
+/// The front doors that send: which one a send request came through, named in its log line (`doors::record`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    Native,
+    Logto,
+    /// The Supabase Auth Send SMS hook.
+    Supabase,
+    /// The Tencent-compatible API (its own listener).
+    TencentApi,
+}
+
+impl Route {
+    /// The route's name in a send request's log line.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Route::Native => "native",
+            Route::Logto => "logto",
+            Route::Supabase => "supabase",
+            Route::TencentApi => "tencent_api",
+        }
+    }
+}
 
 /// The token of an `Authorization: Bearer <token>` header.
 pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, GatewayError> {

@@ -10,13 +10,14 @@
 //! succeed without a second SMS is a real 503 with `Retry-After`; a bad or stale signature is a 401, with
 //! nothing sent.
 
+use super::Route;
 use super::{check_code, require_json};
 use crate::config::{SupabaseHook, WebhookKey};
 use crate::error::GatewayError;
 use crate::json::decode;
 use crate::pipeline::Trail;
 use crate::runtime::{LiveTenant, Runtime};
-use crate::server::{body, respond, Gateway, Route};
+use crate::server::{body, respond, Gateway};
 use crate::sms::{Accepted, PhoneInput, SendRequest};
 use base64::Engine;
 use bytes::Bytes;

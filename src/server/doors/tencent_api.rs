@@ -9,6 +9,7 @@
 //! every refusal carries Tencent's code (a whole request in Tencent's error envelope, a single number in
 //! `SendStatusSet`), so the SDKs raise their usual exceptions.
 
+use super::Route;
 use crate::config::{read_scope, ReadScope};
 use crate::config::{Credentials, Tenant, GENERIC_USAGE};
 use crate::error::GatewayError;
@@ -17,7 +18,7 @@ use crate::pipeline::Trail;
 use crate::providers::tencent::api::{self, SendStatus};
 use crate::providers::tencent::sign;
 use crate::runtime::Runtime;
-use crate::server::{body, respond, Gateway, Route};
+use crate::server::{body, respond, Gateway};
 use crate::sms::CallExtras;
 use crate::sms::Delivery;
 use crate::sms::{CallerMessage, PhoneInput, SendRequest};
