@@ -85,3 +85,35 @@ pub struct Accepted {
     pub template_id: String,
     pub receipt: Option<Receipt>,
 }
+
+/// The SMS providers the gateway sends through: a closed set (a metrics label, a route's `via`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderId {
+    Tencent,
+    Aliyun,
+    Twilio,
+}
+
+impl ProviderId {
+    pub const ALL: [ProviderId; 3] = [ProviderId::Tencent, ProviderId::Aliyun, ProviderId::Twilio];
+
+    /// The name `gateway.yaml`, metrics and logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderId::Tencent => "tencent",
+            ProviderId::Aliyun => "aliyun",
+            ProviderId::Twilio => "twilio",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ProviderId> {
+        ProviderId::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for ProviderId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

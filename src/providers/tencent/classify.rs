@@ -3,6 +3,7 @@
 
 pub use crate::error::UpstreamClass as Class;
 use crate::error::{GatewayError, UpstreamDetail};
+use crate::providers::codes::{until_china_midnight, Table};
 use std::time::Duration;
 
 impl Class {
@@ -30,7 +31,7 @@ impl Class {
     }
 }
 
-/// Exact codes, checked before the prefixes below.
+/// Exact codes, checked before the families below.
 pub const EXACT: &[(&str, Class)] = &[
     ("Ok", Class::Sent),
     ("LimitExceeded.GlobalSmsSendingRateLimit", Class::TransientNotSent),
@@ -69,84 +70,50 @@ pub const EXACT: &[(&str, Class)] = &[
     ("LimitExceeded.DailyLimit", Class::AccountQuota),
 ];
 
-/// Code families, by prefix.
-pub const PREFIXES: &[(&str, Class)] = &[
-    ("RequestLimitExceeded", Class::TransientNotSent),
-    ("InternalError.", Class::TransientMaybeSent),
-    ("AuthFailure.", Class::OperatorConfig),
-    ("UnauthorizedOperation.", Class::OperatorConfig),
-    ("UnsupportedOperation.", Class::CallerInput),
-];
+/// Tencent's codes, classified.
+pub(crate) const TABLE: Table = Table {
+    provider: "Tencent",
+    exact: EXACT,
+    families: &[
+        ("RequestLimitExceeded", "RequestLimitExceeded*", Class::TransientNotSent),
+        ("InternalError.", "InternalError.*", Class::TransientMaybeSent),
+        ("AuthFailure.", "AuthFailure.*", Class::OperatorConfig),
+        ("UnauthorizedOperation.", "UnauthorizedOperation.*", Class::OperatorConfig),
+        ("UnsupportedOperation.", "UnsupportedOperation.*", Class::CallerInput),
+    ],
+    invalid_phone: &["InvalidParameterValue.IncorrectPhoneNumber"],
+    retry_after: recipient_retry_after,
+};
 
 pub fn classify(code: &str) -> Class {
-    EXACT
-        .iter()
-        .find(|(c, _)| *c == code)
-        .or_else(|| PREFIXES.iter().find(|(p, _)| code.starts_with(p)))
-        .map_or(Class::Unknown, |(_, class)| *class)
+    TABLE.classify(code)
 }
 
-/// A Tencent code as a metrics label or a log word: the code itself when the table lists it exactly, its
-/// family (`InternalError.*`) when a prefix matches, else `other`. A closed set whatever an upstream
-/// answers: an invented code never becomes a new label value.
+/// A Tencent code as a metrics label or a log word (a closed set, [`Table::label`]).
 pub(crate) fn label(code: &str) -> &'static str {
-    const FAMILIES: &[(&str, &str)] = &[
-        ("RequestLimitExceeded", "RequestLimitExceeded*"),
-        ("InternalError.", "InternalError.*"),
-        ("AuthFailure.", "AuthFailure.*"),
-        ("UnauthorizedOperation.", "UnauthorizedOperation.*"),
-        ("UnsupportedOperation.", "UnsupportedOperation.*"),
-    ];
-    if let Some((exact, _)) = EXACT.iter().find(|(c, _)| *c == code) {
-        return exact;
-    }
-    FAMILIES.iter().find(|(prefix, _)| code.starts_with(prefix)).map_or("other", |(_, family)| family)
+    TABLE.label(code)
 }
 
-/// Tencent's answer for a send as the gateway's typed detail: its class and bounded label decided here, once,
-/// where the answer is read; every consumer (answers, refunds, metrics, feedback, retries) reads those.
+/// Tencent's answer for a send as the gateway's typed detail.
 pub fn detail(code: String, message: String, request_id: String) -> UpstreamDetail {
-    UpstreamDetail { class: classify(&code), label: label(&code), code, message, request_id }
+    TABLE.detail(code, message, request_id)
 }
-
-const CHINA_UTC_OFFSET: i64 = 8 * 3600;
 
 /// How long a per-number throttle lasts: its window, or for daily limits until midnight China time.
 pub(crate) fn recipient_retry_after(code: &str, now_unix: i64) -> Duration {
-    let until_china_midnight = || {
-        let local = now_unix + CHINA_UTC_OFFSET;
-        Duration::from_secs((86_400 - local.rem_euclid(86_400)) as u64)
-    };
     match code {
         "LimitExceeded.PhoneNumberThirtySecondLimit" => Duration::from_secs(30),
         "LimitExceeded.PhoneNumberOneHourLimit" => Duration::from_secs(3600),
         "LimitExceeded.PhoneNumberDailyLimit" | "LimitExceeded.PhoneNumberSameContentDailyLimit" => {
-            until_china_midnight()
+            until_china_midnight(now_unix)
         }
         _ => Duration::from_secs(60),
     }
 }
 
-/// The gateway error for a refused send (any class but `Sent`). A send path never takes a
-/// `TransientMaybeSent` code here: `client::Entry::judge` and `judge_many` make it `Unconfirmed` first.
+/// The gateway error for a refused send (any class but `Sent`).
 pub(crate) fn to_error(detail: UpstreamDetail, now_unix: i64) -> GatewayError {
-    match detail.class {
-        Class::RecipientThrottle => GatewayError::UpstreamRateLimited {
-            retry_after: recipient_retry_after(&detail.code, now_unix),
-            upstream: detail,
-        },
-        Class::TransientNotSent | Class::TransientMaybeSent => GatewayError::UpstreamUnavailable {
-            reason: format!("Tencent answered {}", detail.code),
-            upstream: Some(detail),
-        },
-        Class::CallerInput if detail.code == "InvalidParameterValue.IncorrectPhoneNumber" => {
-            GatewayError::InvalidPhone { upstream: Some(detail) }
-        }
-        Class::Clock | Class::OperatorConfig | Class::CallerInput | Class::AccountQuota | Class::Unknown => {
-            GatewayError::UpstreamRejected(detail)
-        }
-        Class::Sent => GatewayError::Internal("an accepted send was classified as an error".into()),
-    }
+    TABLE.to_error(detail, now_unix)
 }
 
 #[cfg(test)]
