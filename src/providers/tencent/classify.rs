@@ -70,17 +70,20 @@ pub const EXACT: &[(&str, Class)] = &[
     ("LimitExceeded.DailyLimit", Class::AccountQuota),
 ];
 
+/// Code families, by prefix: `(prefix, label, class)`.
+pub const FAMILIES: &[(&str, &str, Class)] = &[
+    ("RequestLimitExceeded", "RequestLimitExceeded*", Class::TransientNotSent),
+    ("InternalError.", "InternalError.*", Class::TransientMaybeSent),
+    ("AuthFailure.", "AuthFailure.*", Class::OperatorConfig),
+    ("UnauthorizedOperation.", "UnauthorizedOperation.*", Class::OperatorConfig),
+    ("UnsupportedOperation.", "UnsupportedOperation.*", Class::CallerInput),
+];
+
 /// Tencent's codes, classified.
 pub(crate) const TABLE: Table = Table {
     provider: "Tencent",
     exact: EXACT,
-    families: &[
-        ("RequestLimitExceeded", "RequestLimitExceeded*", Class::TransientNotSent),
-        ("InternalError.", "InternalError.*", Class::TransientMaybeSent),
-        ("AuthFailure.", "AuthFailure.*", Class::OperatorConfig),
-        ("UnauthorizedOperation.", "UnauthorizedOperation.*", Class::OperatorConfig),
-        ("UnsupportedOperation.", "UnsupportedOperation.*", Class::CallerInput),
-    ],
+    families: FAMILIES,
     invalid_phone: &["InvalidParameterValue.IncorrectPhoneNumber"],
     retry_after: recipient_retry_after,
 };
