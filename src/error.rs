@@ -138,6 +138,21 @@ impl GatewayError {
         }
     }
 
+    /// Whether the next provider of a route may take a send this error refused: nothing was sent, and the
+    /// cause is the provider's as a whole (unreachable before the request was written, the deadline passed
+    /// before it was, its API throttling the account, its refusal of the operator's account, quota or clock),
+    /// never the number or the text (an invalid number, that number's limit at the provider).
+    pub(crate) fn fails_over(&self) -> bool {
+        match self {
+            GatewayError::UpstreamTimeout | GatewayError::UpstreamUnavailable { upstream: None, .. } => true,
+            GatewayError::UpstreamUnavailable { upstream: Some(u), .. } => u.class == UpstreamClass::TransientNotSent,
+            GatewayError::UpstreamRejected(u) => {
+                matches!(u.class, UpstreamClass::OperatorConfig | UpstreamClass::AccountQuota | UpstreamClass::Clock)
+            }
+            _ => false,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         use GatewayError::*;
         match self {

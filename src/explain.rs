@@ -63,7 +63,7 @@ pub async fn explain(runtime: Runtime, clock: SharedClock, input: &Input) -> Res
     Ok(Report {
         tenant: tenant.name.to_string(),
         input_phone: input.phone.clone(),
-        dry_run: tenant.tencent.dry_run,
+        dry_run: trail.provider.and_then(|p| tenant.upstream(p)).is_some_and(|u| u.dry_run),
         number_types: tenant.number_types.clone(),
         live_counts: !matches!(config.limits_backend, crate::config::LimitsBackend::Memory),
         trail,

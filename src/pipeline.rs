@@ -21,7 +21,7 @@ use crate::policy::{Decision, Limiter, Subject};
 use crate::providers::{Dispatched, OutboundSms, PreparedRequest, Providers};
 use crate::runtime::LiveTenant;
 use crate::script::{Routed, ScriptReport};
-use crate::sms::{Accepted, Delivery};
+use crate::sms::{Accepted, Delivery, ProviderId, Via};
 use crate::sms::{CallerMessage, PhoneInput, SendRequest};
 pub(crate) mod batch;
 
@@ -72,6 +72,12 @@ pub struct Trail {
     pub(crate) hook_log: crate::script::LogBudget,
     /// The protection state of the number's keys (`explain`).
     pub protection: Vec<crate::protection::KeyReport>,
+    /// The providers the send may go through, in its route's order (or the hook's choice first).
+    pub via: Option<Via>,
+    /// The provider the send went to (or would go to first).
+    pub provider: Option<ProviderId>,
+    /// The providers that refused the send before, nothing sent, with their error code.
+    pub(crate) failed_over: Vec<(ProviderId, &'static str)>,
 }
 
 /// A request that passed every stage that consumes nothing.
@@ -85,6 +91,8 @@ pub struct Checked {
     /// The other usage types the send stands for: a caller that named only a template several usages share
     /// is judged by the rules of each (`Tenant::template_usages`).
     pub(crate) also_usages: Vec<String>,
+    /// The providers that may send it, in order (failover).
+    pub(crate) via: Via,
 }
 
 impl Checked {
@@ -133,6 +141,8 @@ enum SharedClaim {
 pub struct Planned {
     pub sms: OutboundSms,
     pub request: PreparedRequest,
+    /// The provider the send would go to first.
+    pub provider: ProviderId,
 }
 
 /// Held by a send from the moment it is handed to Tencent; if it is dropped unfinished (the process stops
@@ -193,9 +203,20 @@ pub fn template<'t>(
     usage: &str,
     phone: &Phone,
 ) -> Result<(&'t str, Option<&'t str>), GatewayError> {
-    let (templates, sign_name) = tenant.templates_for(phone.is_mainland_china());
-    let id = templates.resolve(usage).ok_or_else(|| GatewayError::NoTemplate { usage: usage.to_owned() })?;
+    let no_template = || GatewayError::NoTemplate { usage: usage.to_owned() };
+    let (templates, sign_name) = tenant.tencent.as_ref().ok_or_else(no_template)?.templates_for(phone.is_mainland_china());
+    let id = templates.resolve(usage).ok_or_else(no_template)?;
     Ok((id, sign_name))
+}
+
+/// Route stage: the providers that may take the number's send, in order: its route's (by country or prefix,
+/// else the default route), with the hook's choice first when it made one.
+pub(crate) fn route(tenant: &Tenant, phone: &Phone, chosen: Option<ProviderId>) -> Via {
+    let via = Via::from_iter(tenant.route_for(phone.country_code(), phone.e164()).via.iter().copied());
+    match chosen {
+        Some(id) => via.with_first(id),
+        None => via,
+    }
 }
 
 /// A spend-cap refusal is logged at error level where it happens: sends stay refused until the cap resets.
@@ -277,9 +298,10 @@ impl Services {
                 template_id: None,
                 sign_name: None,
                 region: None,
+                provider: None,
             },
         };
-        let Routed { phone, usage, params, template_id, sign_name, region } = routed;
+        let Routed { phone, usage, params, template_id, sign_name, region, provider } = routed;
         trail.phone = Some(phone.clone());
         // The usage the send is made under: a usage type without a template of its own (for this kind of
         // number) goes out with the Generic template, so it is limited, de-duplicated and counted as Generic.
@@ -290,9 +312,18 @@ impl Services {
         trail.usage_named = tenant.knows_usage(judged);
         let usage = judged.to_owned();
         destination(tenant, &phone)?;
+        let via = route(tenant, &phone, provider);
+        trail.via = Some(via);
+        let mainland_china = phone.is_mainland_china();
+        let tencent_sign_name = || tenant.tencent.as_ref().and_then(|t| t.templates_for(mainland_china).1);
         let mut also_usages = Vec::new();
         let (template_id, kind_sign_name) = match (template_id, caller) {
-            (Some(id), _) => (id, tenant.templates_for(phone.is_mainland_china()).1),
+            // Tencent's template matters only when Tencent may send; else the first provider's must exist.
+            _ if !via.iter().any(|p| p == ProviderId::Tencent) => {
+                let id = tenant.template_of(via.first(), &usage, mainland_china);
+                (id.ok_or_else(|| GatewayError::NoTemplate { usage: usage.clone() })?.to_owned(), None)
+            }
+            (Some(id), _) => (id, tencent_sign_name()),
             // The caller's TemplateId, unless the hook moved the send to another usage type; the send stands
             // for every usage the template serves.
             (None, Some(caller)) if asked_usage.as_deref() == Some(canonical) => {
@@ -302,7 +333,7 @@ impl Services {
                     .filter(|u| *u != usage)
                     .map(str::to_owned)
                     .collect();
-                (caller.template_id.clone(), tenant.templates_for(phone.is_mainland_china()).1)
+                (caller.template_id.clone(), tencent_sign_name())
             }
             (None, _) => {
                 let (id, sign_name) = template(tenant, &usage, &phone)?;
@@ -320,10 +351,12 @@ impl Services {
                 .or_else(|| caller.and_then(|c| c.sign_name.clone()))
                 .or_else(|| kind_sign_name.map(str::to_owned)),
             params,
-            region: region.unwrap_or_else(|| tenant.tencent.region.clone()),
+            region: region.or_else(|| tenant.tencent.as_ref().map(|t| t.region.clone())).unwrap_or_default(),
             extras: caller.map(|c| c.extras.clone()).unwrap_or_default(),
+            usage: usage.clone(),
+            mainland_china,
         };
-        Ok(Checked { phone, usage, ip, code, idempotency_key, sms, also_usages })
+        Ok(Checked { phone, usage, ip, code, idempotency_key, sms, also_usages, via })
     }
 
     /// For `explain`: every stage up to the network, with limits judged but not consumed.
@@ -334,9 +367,11 @@ impl Services {
         trail: &mut Trail,
     ) -> Result<Planned, GatewayError> {
         let checked = self.check(tenant, request, trail).await?;
+        let provider = self.providers.order(tenant, checked.via).first();
+        trail.provider = Some(provider);
         if trail.test_number {
-            let request = self.providers.prepare(tenant, &tenant.providers, &checked.sms);
-            return Ok(Planned { sms: checked.sms, request });
+            let request = self.providers.prepare(tenant, &tenant.providers, provider, &checked.sms)?;
+            return Ok(Planned { sms: checked.sms, request, provider });
         }
         trail.protection = self.feedback.report(tenant, &checked.phone);
         if let Some(blocked) = trail.protection.iter().find(|k| !k.shadow && k.blocked_until_ms.is_some()) {
@@ -349,8 +384,8 @@ impl Services {
         if let Some(denied) = denied {
             return Err(denied);
         }
-        let request = self.providers.prepare(tenant, &tenant.providers, &checked.sms);
-        Ok(Planned { sms: checked.sms, request })
+        let request = self.providers.prepare(tenant, &tenant.providers, provider, &checked.sms)?;
+        Ok(Planned { sms: checked.sms, request, provider })
     }
 
     /// The whole pipeline for one request.
@@ -367,6 +402,7 @@ impl Services {
                 delivery: Delivery::TestNumber,
                 template_id: checked.sms.template_id,
                 receipt: None,
+                provider: None,
             });
         }
         // Before de-duplication, spend caps and limits: a blocked key consumes nothing.
@@ -468,7 +504,11 @@ impl Services {
     /// Remembers an accepted send for the feedback loop: in memory at once, or with the redis backend in a
     /// task of its own, so the answer never waits on Redis for it.
     fn remember(self: &Arc<Self>, tenant: &Arc<Tenant>, memo: Memo, request_id: &str, accepted: &Accepted) {
-        let serial = accepted.receipt.as_ref().map_or("", |r| r.serial_no.as_str());
+        let serial = match (&accepted.receipt, accepted.provider) {
+            (Some(receipt), Some(provider)) => crate::sms::message_key(provider, &receipt.serial_no),
+            _ => "".into(),
+        };
+        let serial = serial.as_ref();
         if self.limiter.shared().is_none() {
             self.feedback.remember(tenant, &memo, request_id, serial);
             return;
@@ -670,18 +710,27 @@ impl Services {
     }
 
     /// Dry run: signed and logged, never transmitted; the reservation is kept (it counts as a send).
-    async fn dry_run(&self, tenant: &LiveTenant, admitted: Admitted) -> Outcome {
+    async fn dry_run(&self, tenant: &LiveTenant, admitted: Admitted, provider: ProviderId, trail: &mut Trail) -> Outcome {
         let sms = admitted.checked.sms;
-        let request = self.providers.prepare(tenant, &tenant.providers, &sms);
+        let request = match self.providers.prepare(tenant, &tenant.providers, provider, &sms) {
+            Ok(request) => request,
+            Err(e) => {
+                self.give_back(admitted.reservation).await;
+                return Err(e);
+            }
+        };
+        let template_id = self.providers.template(tenant, provider, &sms).unwrap_or_default();
+        trail.template_id = Some(template_id.clone());
         tracing::info!(
             tenant = %tenant.name,
+            provider = %provider,
             endpoint = %request.url,
             region = %sms.region,
             body = %request.redacted_body(),
             "dry run: signed, not sent"
         );
         self.keep(admitted.reservation, 0).await;
-        Ok(Accepted { delivery: Delivery::DryRun, template_id: sms.template_id, receipt: None })
+        Ok(Accepted { delivery: Delivery::DryRun, template_id, receipt: None, provider: Some(provider) })
     }
 
     /// Settle phase, for one admitted number once its upstream result is known: the fee is kept, or the
@@ -692,21 +741,23 @@ impl Services {
         &self,
         reservation: Option<Reservation>,
         template_id: String,
+        provider: ProviderId,
         result: Result<Dispatched, GatewayError>,
         trail: &mut Trail,
     ) -> Outcome {
+        let provider = Some(provider);
         match result {
             Ok(Dispatched::Sent(receipt)) => {
                 trail.upstream_code = Some("Ok");
                 self.keep(reservation, receipt.fee).await;
-                Ok(Accepted { delivery: Delivery::Sent, template_id, receipt: Some(receipt) })
+                Ok(Accepted { delivery: Delivery::Sent, template_id, receipt: Some(receipt), provider })
             }
             Ok(Dispatched::Unconfirmed(unconfirmed)) => {
                 // Counted as one billed message: the cap errs on the side of the bill.
                 self.keep(reservation, 1).await;
                 trail.upstream_code = unconfirmed.upstream.as_ref().map(|u| u.label);
                 trail.unconfirmed = Some(unconfirmed.reason);
-                Ok(Accepted { delivery: Delivery::MaybeSent, template_id, receipt: None })
+                Ok(Accepted { delivery: Delivery::MaybeSent, template_id, receipt: None, provider })
             }
             // Nothing was sent (the client's decision): the spend comes back, and the quota unless the caller's
             // number or text was refused.
@@ -731,8 +782,10 @@ impl Services {
 
     /// Deliver and settle an admitted send (or sign and log it in a dry run).
     async fn deliver_admitted(&self, tenant: &LiveTenant, admitted: Admitted, trail: &mut Trail) -> Outcome {
-        if self.providers.dry_run(tenant) {
-            return self.dry_run(tenant, admitted).await;
+        let via = self.providers.order(tenant, admitted.checked.via);
+        trail.provider = Some(via.first());
+        if self.providers.dry_run(tenant, via.first()) {
+            return self.dry_run(tenant, admitted, via.first(), trail).await;
         }
         let Admitted { checked, reservation } = admitted;
         let sms = checked.sms;
@@ -745,9 +798,12 @@ impl Services {
         };
         // Boxed: the client's future is large, and this task's is moved whole into its spawned cell, on
         // denied requests too.
-        let result = Box::pin(self.providers.deliver(tenant, &tenant.providers, &sms)).await;
+        let delivered = Box::pin(self.providers.deliver(tenant, &tenant.providers, via, &sms)).await;
         guard.finish();
         trail.upstream_latency = Some(started.elapsed());
-        self.settle(reservation, sms.template_id, result, trail).await
+        trail.provider = Some(delivered.provider);
+        trail.template_id = Some(delivered.template_id.clone());
+        trail.failed_over = delivered.failed_over;
+        self.settle(reservation, delivered.template_id, delivered.provider, delivered.result, trail).await
     }
 }

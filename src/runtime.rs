@@ -5,6 +5,7 @@
 //! config key that states it. The gateway swaps a whole runtime on reload: runtime state lives here, built by
 //! Runtime::build, dropped with it on reload (a reload starts every piece afresh).
 
+use crate::sms::ProviderId;
 use crate::config::{self, Config, ConfigError, ConfigErrors, Credentials, Env};
 use crate::providers::States;
 use crate::script::ScriptHook;
@@ -112,9 +113,9 @@ impl Runtime {
         self.config.tokens.lookup(token).map(|index| &self.tenants[index])
     }
 
-    /// The tenant whose `tencent.status_secret` this is.
-    pub fn tenant_for_status_secret(&self, secret: &str) -> Option<&Arc<LiveTenant>> {
-        self.config.status_secrets.lookup(secret).map(|index| &self.tenants[index])
+    /// The tenant whose `<provider>.status_secret` this is.
+    pub fn tenant_for_status_secret(&self, provider: ProviderId, secret: &str) -> Option<&Arc<LiveTenant>> {
+        self.config.status_secrets[provider.index()].lookup(secret).map(|index| &self.tenants[index])
     }
 
     /// The tenant and credentials of a Tencent-compatible API caller, by its SecretId.

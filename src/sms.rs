@@ -82,12 +82,27 @@ pub enum Delivery {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Accepted {
     pub delivery: Delivery,
+    /// The template it went out with: Tencent's TemplateId, Aliyun's TemplateCode, or for Twilio the usage
+    /// type whose text was sent.
     pub template_id: String,
     pub receipt: Option<Receipt>,
+    /// The provider that took it (None for a test number: nothing was handed to any).
+    #[serde(default)]
+    pub provider: Option<ProviderId>,
+}
+
+/// A send that may have gone out: the request reached the provider (or may have) and no answer says it did not.
+/// Never reported failed and never retried into a second SMS; its numbers are remembered as possibly sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unconfirmed {
+    /// Why it is not confirmed, for the log only (never shown to a caller).
+    pub reason: String,
+    /// The provider's own answer when it gave one (Tencent's `InternalError.*`), for the log and metrics.
+    pub upstream: Option<crate::error::UpstreamDetail>,
 }
 
 /// The SMS providers the gateway sends through: a closed set (a metrics label, a route's `via`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderId {
     Tencent,
@@ -107,13 +122,99 @@ impl ProviderId {
         }
     }
 
+    /// Its place in [`ProviderId::ALL`], for tables indexed by provider.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn from_name(name: &str) -> Option<ProviderId> {
         ProviderId::ALL.into_iter().find(|p| p.as_str() == name)
     }
 }
 
+/// How a provider's message id is remembered (and matched by its delivery receipts): Tencent's SerialNo as it
+/// is (as remembered before there were other providers), another provider's as `<provider>:<id>`, so two
+/// providers' ids never meet and each remembered send names its provider.
+pub fn message_key(provider: ProviderId, id: &str) -> std::borrow::Cow<'_, str> {
+    match provider {
+        ProviderId::Tencent => std::borrow::Cow::Borrowed(id),
+        other => std::borrow::Cow::Owned(format!("{}:{id}", other.as_str())),
+    }
+}
+
+/// The provider a remembered message key names, and its own id.
+pub fn split_message_key(key: &str) -> (ProviderId, &str) {
+    for other in [ProviderId::Aliyun, ProviderId::Twilio] {
+        if let Some(id) = key.strip_prefix(other.as_str()).and_then(|rest| rest.strip_prefix(':')) {
+            return (other, id);
+        }
+    }
+    (ProviderId::Tencent, key)
+}
+
 impl std::fmt::Display for ProviderId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The providers a send may go through, in order: its route's, or the one the hook chose first. At most one
+/// of each provider; inline, so routing allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Via {
+    list: [ProviderId; 3],
+    len: u8,
+}
+
+impl Via {
+    pub fn one(id: ProviderId) -> Via {
+        Via { list: [id; 3], len: 1 }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = ProviderId> + '_ {
+        self.list[..usize::from(self.len)].iter().copied()
+    }
+
+    pub fn first(&self) -> ProviderId {
+        self.list[0]
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `id` first, then the others in their order.
+    pub fn with_first(&self, id: ProviderId) -> Via {
+        Via::from_iter(std::iter::once(id).chain(self.iter().filter(|p| *p != id)))
+    }
+}
+
+impl FromIterator<ProviderId> for Via {
+    /// The providers in order, each once (repeats and any beyond three are dropped).
+    fn from_iter<I: IntoIterator<Item = ProviderId>>(providers: I) -> Via {
+        let mut via = Via { list: [ProviderId::Tencent; 3], len: 0 };
+        for id in providers {
+            if usize::from(via.len) < via.list.len() && !via.iter().any(|p| p == id) {
+                via.list[usize::from(via.len)] = id;
+                via.len += 1;
+            }
+        }
+        via
+    }
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, id) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(id.as_str())?;
+        }
+        Ok(())
     }
 }

@@ -280,15 +280,26 @@ fn compile_tenant(
             }
         }
     });
-    let tencent = compile_tencent(c, &format!("{path}.tencent"), &raw.tencent, base_dir, env);
-    let templates = compile_templates(c, &format!("{path}.tencent.templates"), &raw.tencent.templates);
-    let international_templates = raw
-        .tencent
-        .international_templates
-        .as_ref()
-        .map(|t| compile_templates(c, &format!("{path}.tencent.international_templates"), t));
-    let template_sets: Vec<&Templates> = std::iter::once(&templates).chain(&international_templates).collect();
-    let limits = compile_limits(c, name, &format!("{path}.limits"), &raw.limits, &template_sets);
+    if raw.tencent.is_none() && raw.aliyun.is_none() && raw.twilio.is_none() {
+        c.problem(path, "configure at least one provider: tencent, aliyun or twilio");
+    }
+    let tencent = raw.tencent.as_ref().map(|t| compile_tencent(c, &format!("{path}.tencent"), t, base_dir, env));
+    let aliyun = raw.aliyun.as_ref().map(|a| compile_aliyun(c, &format!("{path}.aliyun"), a, base_dir, env));
+    let twilio = raw.twilio.as_ref().map(|t| compile_twilio(c, &format!("{path}.twilio"), t, base_dir, env));
+    let (tencent, aliyun, twilio) = (tencent.flatten(), aliyun.flatten(), twilio.flatten());
+    let usages = usages(tencent.as_ref(), aliyun.as_ref(), twilio.as_ref());
+    let configured: Vec<ProviderId> = [
+        tencent.as_ref().map(|_| ProviderId::Tencent),
+        aliyun.as_ref().map(|_| ProviderId::Aliyun),
+        twilio.as_ref().map(|_| ProviderId::Twilio),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let routes = compile_routes(c, path, raw, &configured, &|id, usage| {
+        can_send(id, usage, tencent.as_ref(), aliyun.as_ref(), twilio.as_ref())
+    }, &usages);
+    let limits = compile_limits(c, name, &format!("{path}.limits"), &raw.limits, &usages);
     let number_types = compile_number_types(c, &format!("{path}.number_types"), raw.number_types.as_deref());
     let test_numbers = compile_test_numbers(c, &format!("{path}.test_numbers"), &raw.test_numbers, &number_types);
     let countries = raw.countries.as_ref().and_then(|rule| {
@@ -330,7 +341,10 @@ fn compile_tenant(
         sign_name: tencent.as_ref().and_then(|t| t.sign_name.clone()),
         region: tencent.as_ref().map(|t| t.region.clone()),
         sdk_app_id: tencent.as_ref().map(|t| t.sdk_app_id.clone()),
-        templates: templates.iter().map(|(u, id)| (u.to_owned(), id.to_owned())).collect(),
+        templates: tencent
+            .as_ref()
+            .map(|t| t.templates.iter().map(|(u, id)| (u.to_owned(), id.to_owned())).collect())
+            .unwrap_or_default(),
     };
     let script = compile_script(c, path, raw, base_dir, settings);
     let feedback = super::feedback::compile_tenant_feedback(c, name, path, raw);
@@ -351,9 +365,11 @@ fn compile_tenant(
     Some(Tenant {
         name: name.into(),
         default_country,
-        tencent: tencent?,
-        templates,
-        international_templates,
+        tencent,
+        aliyun,
+        twilio,
+        routes: routes?,
+        usages,
         limits,
         countries,
         blocked_prefixes,
@@ -552,9 +568,41 @@ fn compile_tencent(
         }
         ok
     });
-    let default_endpoint = Scalar(DEFAULT_ENDPOINT.to_owned());
+    let upstream = compile_upstream(c, path, &raw.upstream(), DEFAULT_ENDPOINT, base_dir, env);
+    let templates = compile_templates(c, &format!("{path}.templates"), &raw.templates);
+    let international_templates =
+        raw.international_templates.as_ref().map(|t| compile_templates(c, &format!("{path}.international_templates"), t));
+    let international_sign_name =
+        raw.international_sign_name.as_ref().and_then(|s| c.required(&format!("{path}.international_sign_name"), s));
+    if international_sign_name.is_some() && raw.international_templates.is_none() {
+        c.problem(format!("{path}.international_sign_name"), "applies only with international_templates");
+    }
+    let mut credentials = vec![current?];
+    credentials.extend(next.flatten());
+    Some(TencentAccount {
+        credentials,
+        sign_name,
+        sdk_app_id: sdk_app_id?,
+        region: region?,
+        templates,
+        international_templates,
+        international_sign_name,
+        upstream: upstream?,
+    })
+}
+
+/// The keys every provider section shares: endpoints, deadline, attempts, dry run, proxy, trust roots.
+fn compile_upstream(
+    c: &mut Compiler,
+    path: &str,
+    raw: &RawUpstream<'_>,
+    default_endpoint: &str,
+    base_dir: &Path,
+    env: &dyn Env,
+) -> Option<Upstream> {
+    let default_endpoint = Scalar(default_endpoint.to_owned());
     let mut endpoints = Vec::new();
-    let listed = std::iter::once((format!("{path}.endpoint"), raw.endpoint.as_ref().unwrap_or(&default_endpoint)))
+    let listed = std::iter::once((format!("{path}.endpoint"), raw.endpoint.unwrap_or(&default_endpoint)))
         .chain(raw.fallback_endpoints.iter().enumerate().map(|(i, e)| (format!("{path}.fallback_endpoints[{i}]"), e)));
     for (endpoint_path, scalar) in listed {
         let Some(text) = c.required(&endpoint_path, scalar) else { continue };
@@ -566,17 +614,12 @@ fn compile_tencent(
             Err(message) => c.problem(&endpoint_path, message),
         }
     }
-    let timeout = c.duration(&format!("{path}.timeout"), raw.timeout.as_ref(), Duration::from_secs(5), TIMEOUT_RANGE);
+    let timeout = c.duration(&format!("{path}.timeout"), raw.timeout, Duration::from_secs(5), TIMEOUT_RANGE);
     let max_attempts = raw.max_attempts.unwrap_or(3);
     if !(1..=10).contains(&max_attempts) {
         c.problem(format!("{path}.max_attempts"), "must be between 1 and 10");
     }
-    let international_sign_name =
-        raw.international_sign_name.as_ref().and_then(|s| c.required(&format!("{path}.international_sign_name"), s));
-    if international_sign_name.is_some() && raw.international_templates.is_none() {
-        c.problem(format!("{path}.international_sign_name"), "applies only with international_templates");
-    }
-    let explicit_proxy = raw.proxy.as_ref().and_then(|p| c.required(&format!("{path}.proxy"), p));
+    let explicit_proxy = raw.proxy.and_then(|p| c.required(&format!("{path}.proxy"), p));
     for endpoint in &mut endpoints {
         match super::egress::proxy_for(explicit_proxy.as_deref(), env, &endpoint.uri) {
             Ok(proxy) => endpoint.proxy = proxy,
@@ -586,7 +629,7 @@ fn compile_tencent(
             }
         }
     }
-    let roots = raw.ca_file.as_ref().and_then(|f| {
+    let roots = raw.ca_file.and_then(|f| {
         let p = format!("{path}.ca_file");
         let written = c.required(&p, f)?;
         match super::egress::read_roots(&written, base_dir) {
@@ -597,24 +640,283 @@ fn compile_tencent(
             }
         }
     });
-    let mut credentials = vec![current?];
-    credentials.extend(next.flatten());
     if endpoints.len() != 1 + raw.fallback_endpoints.len() {
         return None;
     }
-    Some(TencentAccount {
-        credentials,
-        sign_name,
-        sdk_app_id: sdk_app_id?,
-        region: region?,
+    Some(Upstream {
         endpoints,
         timeout,
         dry_run: raw.dry_run.unwrap_or(false),
         max_attempts: max_attempts.clamp(1, 10),
         retry_maybe_sent: raw.retry_maybe_sent.unwrap_or(false),
-        international_sign_name,
         roots,
     })
+}
+
+/// A usage type as a template list names it, in its one spelling; a problem when it is not a name or is
+/// listed twice (usage types match ignoring case).
+fn template_usage<'a>(c: &mut Compiler, path: &str, written: &'a str, seen: &Templates) -> Option<&'a str> {
+    let usage = logto_usage(written).unwrap_or(written);
+    if !is_name(usage) {
+        c.problem(path, "expected a usage type such as SignIn or Generic");
+        None
+    } else if seen.spelling(usage).is_some() {
+        c.problem(path, format!("usage type {usage} is listed twice (usage types match ignoring case)"));
+        None
+    } else {
+        Some(usage)
+    }
+}
+
+/// A provider's text that must be there and not be empty.
+fn nonempty(c: &mut Compiler, path: &str, scalar: &Scalar) -> Option<String> {
+    let text = c.required(path, scalar)?;
+    if text.trim().is_empty() {
+        c.problem(path, "must not be empty");
+        return None;
+    }
+    Some(text)
+}
+
+fn compile_aliyun(c: &mut Compiler, path: &str, raw: &RawAliyun, base_dir: &Path, env: &dyn Env) -> Option<AliyunAccount> {
+    let access_key_id = nonempty(c, &format!("{path}.accessKeyId"), &raw.access_key_id);
+    let access_key_secret = nonempty(c, &format!("{path}.accessKeySecret"), &raw.access_key_secret);
+    let sign_name = nonempty(c, &format!("{path}.signName"), &raw.sign_name);
+    let upstream = compile_upstream(c, path, &raw.upstream(), ALIYUN_ENDPOINT, base_dir, env);
+    let (mut china, mut overseas) = (Templates::default(), Templates::default());
+    if raw.templates.is_empty() {
+        c.problem(format!("{path}.templates"), "list at least one template (usageType and templateCode)");
+    }
+    let code_ok = |code: &str| !code.is_empty() && code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    for (i, t) in raw.templates.iter().enumerate() {
+        let Some(usage) = template_usage(c, &format!("{path}.templates[{i}].usageType"), &t.usage_type.0, &china)
+        else {
+            continue;
+        };
+        let (for_china, for_overseas) = match &t.template_code {
+            RawTemplateCode::One(code) => (code, code),
+            RawTemplateCode::Split { china, overseas } => (china, overseas),
+        };
+        if !code_ok(&for_china.0) || !code_ok(&for_overseas.0) {
+            c.problem(format!("{path}.templates[{i}].templateCode"), "expected an Aliyun TemplateCode such as SMS_154950909");
+            continue;
+        }
+        china.insert(usage.to_owned(), for_china.0.clone());
+        overseas.insert(usage.to_owned(), for_overseas.0.clone());
+    }
+    Some(AliyunAccount {
+        access_key_id: access_key_id?,
+        access_key_secret: Secret::new(access_key_secret?),
+        sign_name: sign_name?,
+        china,
+        overseas,
+        upstream: upstream?,
+    })
+}
+
+fn compile_twilio(c: &mut Compiler, path: &str, raw: &RawTwilio, base_dir: &Path, env: &dyn Env) -> Option<TwilioAccount> {
+    let sid = |c: &mut Compiler, key: &str, scalar: &Scalar, prefix: &str| {
+        let p = format!("{path}.{key}");
+        let text = c.required(&p, scalar)?;
+        let ok = text.len() == 34 && text.starts_with(prefix) && text[2..].bytes().all(|b| b.is_ascii_alphanumeric());
+        if !ok {
+            c.problem(&p, format!("expected a Twilio SID: {prefix} and 32 letters or digits"));
+            return None;
+        }
+        Some(text)
+    };
+    let account_sid = sid(c, "accountSID", &raw.account_sid, "AC");
+    let messaging_service_sid = sid(c, "fromMessagingServiceSID", &raw.messaging_service_sid, "MG");
+    let auth_token = nonempty(c, &format!("{path}.authToken"), &raw.auth_token);
+    let upstream = compile_upstream(c, path, &raw.upstream(), TWILIO_ENDPOINT, base_dir, env);
+    let mut templates = Templates::default();
+    if raw.templates.is_empty() {
+        c.problem(format!("{path}.templates"), "list at least one template (usageType and content)");
+    }
+    for (i, t) in raw.templates.iter().enumerate() {
+        let Some(usage) = template_usage(c, &format!("{path}.templates[{i}].usageType"), &t.usage_type.0, &templates)
+        else {
+            continue;
+        };
+        if !t.content.0.contains("{{code}}") && !t.content.0.contains("{{ code }}") {
+            c.problem(format!("{path}.templates[{i}].content"), "the text must hold {{code}}, where the code goes");
+            continue;
+        }
+        templates.insert(usage.to_owned(), t.content.0.clone());
+    }
+    let public_url = raw.public_url.as_ref().and_then(|u| {
+        let p = format!("{path}.public_url");
+        let text = c.required(&p, u)?;
+        match url::Url::parse(&text) {
+            Ok(url) if matches!(url.scheme(), "https" | "http") && url.query().is_none() && url.host().is_some() => {
+                Some(text.trim_end_matches('/').to_owned())
+            }
+            _ => {
+                c.problem(&p, "expected the gateway's public base URL, like https://sms.example.com");
+                None
+            }
+        }
+    });
+    let status_callback = match (&public_url, raw.status_secret.as_ref()) {
+        (Some(base), Some(secret)) => Some(format!("{base}/v1/twilio/status/{}", secret.0)),
+        (None, Some(_)) => {
+            c.problem(
+                format!("{path}.public_url"),
+                "status callbacks need the URL Twilio reaches the gateway at (their signature covers it)",
+            );
+            None
+        }
+        (Some(_), None) => {
+            c.problem(format!("{path}.public_url"), "applies only with status_secret");
+            None
+        }
+        (None, None) => None,
+    };
+    Some(TwilioAccount {
+        account_sid: account_sid?,
+        auth_token: Secret::new(auth_token?),
+        messaging_service_sid: messaging_service_sid?,
+        disable_risk_check: raw.disable_risk_check.unwrap_or(false),
+        templates,
+        status_callback,
+        upstream: upstream?,
+    })
+}
+
+/// The usage types the tenant's providers name, per kind of number.
+fn usages(tencent: Option<&TencentAccount>, aliyun: Option<&AliyunAccount>, twilio: Option<&TwilioAccount>) -> Usages {
+    let mut usages = Usages::default();
+    let mut add = |set: &Templates, mainland: bool, international: bool| {
+        for (usage, _) in set.iter() {
+            if mainland {
+                usages.mainland.insert(usage.to_owned());
+            }
+            if international {
+                usages.international.insert(usage.to_owned());
+            }
+        }
+    };
+    if let Some(t) = tencent {
+        add(t.templates_for(true).0, true, false);
+        add(t.templates_for(false).0, false, true);
+    }
+    if let Some(a) = aliyun {
+        add(&a.china, true, false);
+        add(&a.overseas, false, true);
+    }
+    if let Some(t) = twilio {
+        add(&t.templates, true, true);
+    }
+    usages
+}
+
+/// Whether provider `id` has a template (its own or `Generic`) for `usage`, for both kinds of number.
+fn can_send(
+    id: ProviderId,
+    usage: &str,
+    tencent: Option<&TencentAccount>,
+    aliyun: Option<&AliyunAccount>,
+    twilio: Option<&TwilioAccount>,
+) -> bool {
+    match id {
+        ProviderId::Tencent => {
+            tencent.is_some_and(|t| [true, false].iter().all(|m| t.templates_for(*m).0.resolve(usage).is_some()))
+        }
+        ProviderId::Aliyun => aliyun.is_some_and(|a| a.china.resolve(usage).is_some() && a.overseas.resolve(usage).is_some()),
+        ProviderId::Twilio => twilio.is_some_and(|t| t.templates.resolve(usage).is_some()),
+    }
+}
+
+/// `routes:`: each names providers the tenant configures, and the last one is the default (neither
+/// countries nor prefixes) when more than one provider is configured; with one provider and no routes, one
+/// default route through it. Every provider of a route can send every usage type the tenant names.
+fn compile_routes(
+    c: &mut Compiler,
+    path: &str,
+    raw: &RawTenant,
+    configured: &[ProviderId],
+    can_send: &dyn Fn(ProviderId, &str) -> bool,
+    usages: &Usages,
+) -> Option<Vec<Route>> {
+    let before = c.problems.len();
+    if raw.routes.is_empty() {
+        return match configured {
+            [one] => Some(vec![Route { countries: Vec::new(), prefixes: Vec::new(), via: vec![*one], index: None }]),
+            [] => None,
+            _ => {
+                c.problem(
+                    format!("{path}.routes"),
+                    "with more than one provider, list routes ending with a default one (`- { via: [...] }`)",
+                );
+                None
+            }
+        };
+    }
+    let mut routes = Vec::new();
+    for (i, r) in raw.routes.iter().enumerate() {
+        let p = format!("{path}.routes[{i}]");
+        let countries: Vec<String> = r
+            .countries
+            .iter()
+            .enumerate()
+            .filter_map(|(k, code)| country_code(c, &format!("{p}.countries[{k}]"), &code.0))
+            .collect();
+        let mut prefixes = Vec::new();
+        for (k, prefix) in r.prefixes.iter().enumerate() {
+            let text = &prefix.0;
+            let ok = text.len() >= 2 && text.len() <= 16 && text.starts_with('+') && text[1..].bytes().all(|b| b.is_ascii_digit());
+            if ok {
+                prefixes.push(text.clone());
+            } else {
+                c.problem(format!("{p}.prefixes[{k}]"), "expected an E.164 prefix such as +8529");
+            }
+        }
+        let mut via = Vec::new();
+        if r.via.is_empty() {
+            c.problem(format!("{p}.via"), "name at least one provider");
+        }
+        for (k, name) in r.via.iter().enumerate() {
+            let vp = format!("{p}.via[{k}]");
+            match ProviderId::from_name(&name.0) {
+                None => c.problem(&vp, "expected tencent, aliyun or twilio"),
+                Some(id) if !configured.contains(&id) => {
+                    c.problem(&vp, format!("the tenant has no `{id}:` section"))
+                }
+                Some(id) if via.contains(&id) => c.problem(&vp, format!("{id} is listed twice")),
+                Some(id) => {
+                    let missing: Vec<&str> = usages.all().filter(|u| !can_send(id, u)).collect();
+                    if !missing.is_empty() {
+                        c.problem(
+                            &vp,
+                            format!(
+                                "{id} has no template for usage type {} (nor {GENERIC_USAGE}): sends routed here would fail",
+                                missing.join(", ")
+                            ),
+                        );
+                    }
+                    via.push(id);
+                }
+            }
+        }
+        let route = Route { countries, prefixes, via, index: Some(i) };
+        if route.is_default() && i + 1 != raw.routes.len() {
+            c.problem(&p, "a route without countries or prefixes takes every number: it must be the last one");
+        }
+        routes.push(route);
+    }
+    if routes.last().is_some_and(|r| !r.is_default()) {
+        if configured.len() > 1 {
+            c.problem(
+                format!("{path}.routes"),
+                "with more than one provider, the last route is the default one: `- { via: [...] }` without \
+                 countries or prefixes",
+            );
+        } else {
+            // One provider: numbers no route names go through it.
+            routes.push(Route { countries: Vec::new(), prefixes: Vec::new(), via: configured.to_vec(), index: None });
+        }
+    }
+    (c.problems.len() == before).then_some(routes)
 }
 
 pub(crate) fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
@@ -642,17 +944,12 @@ fn compile_templates(c: &mut Compiler, path: &str, raw: &[RawTemplate]) -> Templ
     for (i, t) in raw.iter().enumerate() {
         // Usage types match ignoring case: Logto's own types take Logto's spelling, and two names that differ
         // only in case are one usage type.
-        let usage = logto_usage(&t.usage_type.0).unwrap_or(&t.usage_type.0);
         let code = &t.template_code.0;
-        if !is_name(usage) {
-            c.problem(format!("{path}[{i}].usageType"), "expected a usage type such as SignIn or Generic");
-        } else if !is_digits(code) {
+        let Some(usage) = template_usage(c, &format!("{path}[{i}].usageType"), &t.usage_type.0, &templates) else {
+            continue;
+        };
+        if !is_digits(code) {
             c.problem(format!("{path}[{i}].templateCode"), "expected a numeric Tencent TemplateId");
-        } else if templates.spelling(usage).is_some() {
-            c.problem(
-                format!("{path}[{i}].usageType"),
-                format!("usage type {usage} is listed twice (usage types match ignoring case)"),
-            );
         } else {
             templates.insert(usage.to_owned(), code.clone());
         }
@@ -663,13 +960,13 @@ fn compile_templates(c: &mut Compiler, path: &str, raw: &[RawTemplate]) -> Templ
 /// A rule's `usage` entry in its canonical spelling. It must be a usage type a send can be judged under:
 /// one the tenant has a template for, or `Generic` (every usage type without a template of its own is judged
 /// as `Generic`). Anything else would leave the rule silently dead, so it is an error.
-fn rule_usage(name: &str, templates: &[&Templates]) -> Result<String, String> {
+fn rule_usage(name: &str, usages: &Usages) -> Result<String, String> {
     if !is_name(name) {
         return Err("expected a usage type such as SignIn".into());
     }
-    let canonical = templates.iter().find_map(|t| t.spelling(name)).or_else(|| logto_usage(name));
+    let canonical = usages.spelling(name).or_else(|| logto_usage(name));
     match canonical {
-        Some(usage) if usage == GENERIC_USAGE || templates.iter().any(|t| t.has_usage(usage)) => Ok(usage.to_owned()),
+        Some(usage) if usage == GENERIC_USAGE || usages.names(usage) => Ok(usage.to_owned()),
         Some(usage) => Err(format!(
             "the tenant has no template for usage type {usage}: such sends use the Generic template and are \
              judged as Generic, so this rule would never apply (add a {usage} template or name Generic)"
@@ -687,7 +984,7 @@ fn compile_limits(
     tenant: &str,
     path: &str,
     raw: &[RawLimit],
-    templates: &[&Templates],
+    usages: &Usages,
 ) -> Vec<LimitRule> {
     let mut names = HashSet::new();
     let mut rules = Vec::new();
@@ -719,13 +1016,13 @@ fn compile_limits(
         if c.problems.len() == before && per.as_millis() < u128::from(limit.get()) {
             c.problem(format!("{p}.limit"), "more than one per millisecond: lower limit or raise per");
         }
-        let mut usages = Vec::new();
+        let mut rule_usages = Vec::new();
         for (j, u) in r.usage.iter().enumerate() {
-            match rule_usage(&u.0, templates) {
-                Ok(usage) if usages.contains(&usage) => {
+            match rule_usage(&u.0, usages) {
+                Ok(usage) if rule_usages.contains(&usage) => {
                     c.problem(format!("{p}.usage[{j}]"), format!("usage type {usage} is listed twice"))
                 }
-                Ok(usage) => usages.push(usage),
+                Ok(usage) => rule_usages.push(usage),
                 Err(message) => c.problem(format!("{p}.usage[{j}]"), message),
             }
         }
@@ -733,8 +1030,8 @@ fn compile_limits(
             continue;
         }
         let mut h = DefaultHasher::new();
-        (tenant, &name, key, limit, per, &usages, r.shadow).hash(&mut h);
-        rules.push(LimitRule { id: h.finish(), name, key, limit, per, usages, shadow: r.shadow });
+        (tenant, &name, key, limit, per, &rule_usages, r.shadow).hash(&mut h);
+        rules.push(LimitRule { id: h.finish(), name, key, limit, per, usages: rule_usages, shadow: r.shadow });
     }
     rules
 }

@@ -82,8 +82,9 @@ pub(super) struct Context<'a> {
 }
 
 /// Keys whose values are secrets (the last segment of a key path, without its index).
-const SECRET_KEYS: [&str; 8] = [
+const SECRET_KEYS: [&str; 9] = [
     "accessKeySecret",
+    "authToken",
     "secretKey",
     "secret",
     "status_secret",

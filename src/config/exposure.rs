@@ -78,10 +78,9 @@ pub(super) fn check(
         }
         for (k, client) in tenant.sdk_clients.iter().enumerate() {
             let key = client.secret_key.expose();
-            let real =
-                compiled.iter().find(|(_, _, t)| t.tencent.credentials.iter().any(|r| r.secret_key.expose() == key));
+            let real = compiled.iter().find(|(_, _, t)| t.provider_secrets().any(|s| s == key));
             let what = if let Some((owner, _, _)) = real {
-                Some(format!("tenant {owner}'s real Tencent key"))
+                Some(format!("tenant {owner}'s real provider secret"))
             } else if let Some(owner) = tokens.lookup(key) {
                 Some(format!("a token of tenant {}", names.get(owner).unwrap_or(&"?")))
             } else {
@@ -91,7 +90,8 @@ pub(super) fn check(
                 problem(problems, format!("{path}.sdk_clients[{k}].secretKey"), format!("must differ from {what}"));
             }
         }
-        if let Some(secret) = &raw_tenant.tencent.status_secret {
+        for (provider, section) in raw_tenant.provider_sections() {
+            let Some(secret) = section.status_secret else { continue };
             let what = if admin_tokens.lookup(&secret.0).is_some() {
                 Some("an admin token".to_owned())
             } else {
@@ -99,7 +99,7 @@ pub(super) fn check(
             };
             if let Some(what) = what {
                 // The status secret travels in a URL path (proxies log paths): it must open nothing else.
-                problem(problems, format!("{path}.tencent.status_secret"), format!("must differ from {what}"));
+                problem(problems, format!("{path}.{provider}.status_secret"), format!("must differ from {what}"));
             }
         }
         if let (Some(webhook), Some(raw_webhook)) = (&tenant.webhook, &raw_tenant.webhook) {
@@ -114,9 +114,12 @@ pub(super) fn check(
                 );
             }
         }
-        if !tenant.tencent.dry_run && raw_tenant.tencent.allow_plain_http != Some(true) {
-            let plain = tenant
-                .tencent
+        for (provider, section) in raw_tenant.provider_sections() {
+            let Some(upstream) = tenant.upstream(provider) else { continue };
+            if upstream.dry_run || section.allow_plain_http == Some(true) {
+                continue;
+            }
+            let plain = upstream
                 .endpoints
                 .iter()
                 .enumerate()
@@ -125,17 +128,19 @@ pub(super) fn check(
                 let key = if n == 0 { "endpoint".to_owned() } else { format!("fallback_endpoints[{}]", n - 1) };
                 problem(
                     problems,
-                    format!("{path}.tencent.{key}"),
-                    "real sends over plain http leave the host unencrypted: use https, a loopback address, or set \
-                     tencent.allow_plain_http: true",
+                    format!("{path}.{provider}.{key}"),
+                    format!(
+                        "real sends over plain http leave the host unencrypted: use https, a loopback address, or set \
+                         {provider}.allow_plain_http: true"
+                    ),
                 );
             }
         }
         // Every usage a door produces from the config resolves to a template for every kind of number.
         if let Some(hook) = &tenant.supabase {
             let usage = tenant.canonical_usage(&hook.usage);
-            let sets = std::iter::once(&tenant.templates).chain(&tenant.international_templates);
-            if sets.into_iter().any(|t| t.resolve(usage).is_none()) {
+            let unserved = |p: crate::sms::ProviderId| [true, false].iter().any(|m| tenant.template_of(p, usage, *m).is_none());
+            if tenant.providers().any(unserved) {
                 problem(
                     problems,
                     format!("{path}.supabase.usage"),

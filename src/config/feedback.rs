@@ -72,23 +72,39 @@ pub(crate) fn compile_admin_tokens(c: &mut Compiler, raw: &[Scalar], tenant_toke
     table
 }
 
-/// `tenants.<t>.tencent.status_secret` -> tenant index (the order of `tenants`), as digests.
-pub(crate) fn compile_status_secrets(c: &mut Compiler, tenants: &BTreeMap<String, RawTenant>) -> TokenTable {
-    let mut table = TokenTable::default();
+/// Each provider's `tenants.<t>.<provider>.status_secret` -> tenant index (the order of `tenants`), as
+/// digests, indexed by [`crate::sms::ProviderId::index`].
+pub(crate) fn compile_status_secrets(c: &mut Compiler, tenants: &BTreeMap<String, RawTenant>) -> [TokenTable; 3] {
+    let mut tables: [TokenTable; 3] = Default::default();
     for (index, (name, tenant)) in tenants.iter().enumerate() {
-        let Some(raw) = &tenant.tencent.status_secret else { continue };
-        let path = format!("tenants.{name}.tencent.status_secret");
-        let Some(text) = secret(c, &path, raw) else { continue };
-        if !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            c.problem(&path, "a path secret uses letters, digits, `-` and `_` only (it is part of a URL)");
-        } else if tenant.conversion.is_none() {
-            c.problem(&path, "delivery receipts need a `conversion:` block (sends are remembered only with one)");
-        } else if let Err(other) = table.insert(&text, index) {
-            let other = tenants.keys().nth(other).map(String::as_str).unwrap_or("?");
-            c.problem(&path, format!("this status secret is already used by tenant {other}"));
+        for (provider, section) in tenant.provider_sections() {
+            let Some(raw) = section.status_secret else { continue };
+            let path = format!("tenants.{name}.{provider}.status_secret");
+            status_secret(c, tenants, &path, raw, tenant, index, &mut tables[provider.index()]);
         }
     }
-    table
+    tables
+}
+
+/// One status secret: a path-safe secret, a tenant with a `conversion:` block, used by one tenant only.
+fn status_secret(
+    c: &mut Compiler,
+    tenants: &BTreeMap<String, RawTenant>,
+    path: &str,
+    raw: &Scalar,
+    tenant: &RawTenant,
+    index: usize,
+    table: &mut TokenTable,
+) {
+    let Some(text) = secret(c, path, raw) else { return };
+    if !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        c.problem(path, "a path secret uses letters, digits, `-` and `_` only (it is part of a URL)");
+    } else if tenant.conversion.is_none() {
+        c.problem(path, "delivery receipts need a `conversion:` block (sends are remembered only with one)");
+    } else if let Err(other) = table.insert(&text, index) {
+        let other = tenants.keys().nth(other).map(String::as_str).unwrap_or("?");
+        c.problem(path, format!("this status secret is already used by tenant {other}"));
+    }
 }
 
 /// One Logto webhook signing key must identify one tenant, and the tenant-less route, when served, tries at
@@ -120,7 +136,7 @@ pub(crate) fn check_logto_secrets(c: &mut Compiler, tenants: &[Option<Arc<Tenant
 }
 
 pub(crate) fn compile_tenant_feedback(c: &mut Compiler, tenant: &str, path: &str, raw: &RawTenant) -> TenantFeedback {
-    let report_to_tencent = raw.tencent.report_conversion.unwrap_or(false);
+    let report_to_tencent = raw.tencent.as_ref().and_then(|t| t.report_conversion).unwrap_or(false);
     let conversion = raw.conversion.as_ref().map(|raw| compile_conversion(c, path, raw, report_to_tencent));
     let needs = |c: &mut Compiler, present: bool, key: &str| {
         if present && conversion.is_none() {

@@ -83,7 +83,7 @@ fn storage_key(c: &mut Compiler, raw: Option<&Scalar>) -> Secret {
     Secret::new(text)
 }
 
-/// `limits_backend.key` is the deployment's own: not a tenant's Tencent secret (a provider's key rotates, and
+/// `limits_backend.key` is the deployment's own: not a tenant's provider secret (a provider's key rotates, and
 /// whoever holds it could then name the numbers in Redis) nor a tenant token.
 pub(super) fn check_storage_key_is_no_credential(
     c: &mut Compiler,
@@ -93,9 +93,9 @@ pub(super) fn check_storage_key_is_no_credential(
 ) {
     let LimitsBackend::Redis { key, .. } = backend else { return };
     let key = key.expose();
-    let secret = tenants.iter().flatten().any(|t| t.tencent.credentials.iter().any(|cr| cr.secret_key.expose() == key));
+    let secret = tenants.iter().flatten().any(|t| t.provider_secrets().any(|s| s == key));
     if !key.is_empty() && (secret || tokens.lookup(key).is_some()) {
-        c.problem("limits_backend.key", "must be the deployment's own key, not a tenant's Tencent secret or token");
+        c.problem("limits_backend.key", "must be the deployment's own key, not a tenant's provider secret or token");
     }
 }
 

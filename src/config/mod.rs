@@ -133,7 +133,7 @@ impl Config {
                     // A literal default is a guessable secret, except where nothing is ever sent (a demo).
                     let dry_run = |key: &str| {
                         let tenant = key.strip_prefix("tenants.").and_then(|rest| rest.split('.').next());
-                        tenant.and_then(|t| config.tenant(t)).is_some_and(|t| t.tencent.dry_run)
+                        tenant.and_then(|t| config.tenant(t)).is_some_and(|t| t.dry_run())
                     };
                     problems.extend(literal_secrets.into_iter().filter(|p| !dry_run(&p.path)));
                     Some(config)

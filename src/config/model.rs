@@ -4,6 +4,8 @@
 
 use super::{ScriptSpec, Secret};
 pub use crate::phone::NumberType;
+pub use crate::sms::ProviderId;
+use std::collections::BTreeSet;
 use phonenumber::country;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,6 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) const DEFAULT_ENDPOINT: &str = "https://sms.tencentcloudapi.com";
+pub(crate) const ALIYUN_ENDPOINT: &str = "https://dysmsapi.aliyuncs.com";
+pub(crate) const TWILIO_ENDPOINT: &str = "https://api.twilio.com";
 pub(crate) const GENERIC_USAGE: &str = "Generic";
 /// The most Logto signing keys the tenant-less `/v1/logto/webhook` tries on one call: what an anonymous
 /// call to it costs (HMACs of the body), whatever the number of tenants.
@@ -44,8 +48,8 @@ pub struct Config {
     pub(crate) tokens: super::tokens::TokenTable,
     /// Admin API bearer tokens, as digests (the index is unused).
     pub(crate) admin_tokens: super::tokens::TokenTable,
-    /// `tencent.status_secret` digests -> tenant index.
-    pub(crate) status_secrets: super::tokens::TokenTable,
+    /// Each provider's `status_secret` digests -> tenant index (indexed by [`ProviderId::index`]).
+    pub(crate) status_secrets: [super::tokens::TokenTable; 3],
     /// SecretId of an SDK client -> (tenant index, client index).
     pub(crate) sdk_clients: HashMap<String, (usize, usize)>,
 }
@@ -178,10 +182,15 @@ pub struct Tenant {
     pub name: Arc<str>,
     /// Country used to read native-API numbers written without `+` or `00`.
     pub default_country: Option<country::Id>,
-    pub tencent: TencentAccount,
-    pub templates: Templates,
-    /// With them, `templates` serve mainland numbers (+86) only and these serve every other number.
-    pub international_templates: Option<Templates>,
+    /// The tenant's provider accounts: at least one.
+    pub tencent: Option<TencentAccount>,
+    pub aliyun: Option<AliyunAccount>,
+    pub twilio: Option<TwilioAccount>,
+    /// Which providers take a number's send, in order (failover): the first route whose countries or
+    /// prefixes match, else the last one, the default. With one provider, one default route through it.
+    pub routes: Vec<Route>,
+    /// The usage types the tenant's providers have templates for, for each kind of number.
+    pub usages: Usages,
     pub limits: Vec<LimitRule>,
     /// The tenant's Lua hook, read; `Runtime::build` compiles it.
     pub script: Option<ScriptSpec>,
@@ -335,9 +344,9 @@ pub(crate) fn logto_usage(usage: &str) -> Option<&'static str> {
 }
 
 impl Tenant {
-    /// Whether the tenant names this usage type in either template set (not through the Generic fallback).
+    /// Whether the tenant names this usage type in any provider's templates (not through the Generic fallback).
     pub fn names_usage(&self, usage: &str) -> bool {
-        self.templates.has_usage(usage) || self.international_templates.as_ref().is_some_and(|t| t.has_usage(usage))
+        self.usages.names(usage)
     }
 
     /// A usage type in its one spelling: the tenant's template name or Logto's name it matches ignoring ASCII
@@ -347,11 +356,7 @@ impl Tenant {
         if self.names_usage(usage) || LOGTO_USAGES.contains(&usage) {
             return usage;
         }
-        self.templates
-            .spelling(usage)
-            .or_else(|| self.international_templates.as_ref().and_then(|t| t.spelling(usage)))
-            .or_else(|| logto_usage(usage))
-            .unwrap_or(usage)
+        self.usages.spelling(usage).or_else(|| logto_usage(usage)).unwrap_or(usage)
     }
 
     /// Whether the usage type is one the tenant or Logto knows (in its canonical spelling).
@@ -360,23 +365,25 @@ impl Tenant {
     }
 
     /// The usage type a send is made and judged under (template, limits, de-duplication, metrics): the
-    /// canonical usage when the template set for this kind of number names it, else `Generic`, whose template
-    /// the send then uses. A usage type the tenant has no template for cannot escape a rule written for
-    /// `Generic`, nor be counted apart from it.
+    /// canonical usage when the tenant's templates for this kind of number name it, else `Generic`, whose
+    /// template the send then uses. A usage type the tenant has no template for cannot escape a rule written
+    /// for `Generic`, nor be counted apart from it. The same whichever provider the send then goes to.
     pub(crate) fn judged_usage<'a>(&'a self, usage: &'a str, mainland_china: bool) -> &'a str {
         let usage = self.canonical_usage(usage);
-        if self.templates_for(mainland_china).0.has_usage(usage) {
+        if self.usages.has(usage, mainland_china) {
             usage
         } else {
             GENERIC_USAGE
         }
     }
 
-    /// Every usage type whose template (mainland or international) is `template_id`, in their canonical
-    /// spelling, sorted and without repeats. A door that knows only the template (the Tencent-compatible API)
-    /// is judged by the rules of all of them: a template two usages share cannot escape a rule of either.
+    /// Every usage type whose Tencent template (mainland or international) is `template_id`, in their
+    /// canonical spelling, sorted and without repeats. A door that knows only the template (the
+    /// Tencent-compatible API) is judged by the rules of all of them: a template two usages share cannot
+    /// escape a rule of either.
     pub(crate) fn template_usages(&self, template_id: &str) -> Vec<&str> {
-        let sets = std::iter::once(&self.templates).chain(self.international_templates.as_ref());
+        let Some(tencent) = &self.tencent else { return Vec::new() };
+        let sets = std::iter::once(&tencent.templates).chain(tencent.international_templates.as_ref());
         let mut usages: Vec<&str> =
             sets.flat_map(|set| set.iter().filter(|(_, id)| *id == template_id).map(|(usage, _)| usage)).collect();
         usages.sort_unstable();
@@ -384,13 +391,167 @@ impl Tenant {
         usages
     }
 
-    /// The template set and sign name for a number: a number never gets a template of the wrong kind.
-    pub(crate) fn templates_for(&self, mainland_china: bool) -> (&Templates, Option<&str>) {
-        match &self.international_templates {
-            Some(international) if !mainland_china => (international, self.tencent.international_sign_name.as_deref()),
-            _ => (&self.templates, self.tencent.sign_name.as_deref()),
+    /// The route a number's send takes: the first whose countries or prefixes match, else the default.
+    pub(crate) fn route_for(&self, country: &str, e164: &str) -> &Route {
+        self.routes.iter().find(|r| r.matches(country, e164)).unwrap_or_else(|| {
+            self.routes.last().expect("a compiled tenant has a default route")
+        })
+    }
+
+    /// Provider `id`'s template for a usage type and kind of number (its own, else its `Generic`): Tencent's
+    /// TemplateId, Aliyun's TemplateCode, or for Twilio the usage type whose text is sent.
+    pub(crate) fn template_of(&self, id: ProviderId, usage: &str, mainland_china: bool) -> Option<&str> {
+        match id {
+            ProviderId::Tencent => self.tencent.as_ref()?.templates_for(mainland_china).0.resolve(usage),
+            ProviderId::Aliyun => self.aliyun.as_ref()?.templates_for(mainland_china).resolve(usage),
+            ProviderId::Twilio => self.twilio.as_ref()?.templates.resolved_usage(usage),
         }
     }
+
+    /// The secrets of the tenant's provider accounts (Tencent's secret keys, Aliyun's AccessKey secret,
+    /// Twilio's auth token): nothing else in the config may reuse one.
+    pub(crate) fn provider_secrets(&self) -> impl Iterator<Item = &str> {
+        let tencent = self.tencent.iter().flat_map(|t| t.credentials.iter().map(|c| c.secret_key.expose()));
+        let aliyun = self.aliyun.iter().map(|a| a.access_key_secret.expose());
+        let twilio = self.twilio.iter().map(|t| t.auth_token.expose());
+        tencent.chain(aliyun).chain(twilio)
+    }
+
+    /// The providers the tenant configures, in [`ProviderId::ALL`] order.
+    pub fn providers(&self) -> impl Iterator<Item = ProviderId> + '_ {
+        ProviderId::ALL.into_iter().filter(|p| self.upstream(*p).is_some())
+    }
+
+    /// How provider `id`'s account is reached, when the tenant configures it.
+    pub fn upstream(&self, id: ProviderId) -> Option<&Upstream> {
+        match id {
+            ProviderId::Tencent => self.tencent.as_ref().map(|a| &a.upstream),
+            ProviderId::Aliyun => self.aliyun.as_ref().map(|a| &a.upstream),
+            ProviderId::Twilio => self.twilio.as_ref().map(|a| &a.upstream),
+        }
+    }
+
+    /// Whether every send of the tenant is signed and logged, never transmitted: each provider it
+    /// configures is in dry run.
+    pub fn dry_run(&self) -> bool {
+        self.providers().all(|p| self.upstream(p).is_some_and(|u| u.dry_run))
+    }
+
+    /// The longest time a send may take: the sum of its route's deadlines (each failover gets its own).
+    pub fn longest_send(&self) -> Duration {
+        let per_route = |r: &Route| r.via.iter().filter_map(|p| self.upstream(*p)).map(|u| u.timeout).sum();
+        self.routes.iter().map(per_route).max().unwrap_or_default()
+    }
+}
+
+/// One `routes:` entry: the numbers it takes (by country or E.164 prefix; neither: the default route) and the
+/// providers that send them, in order.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub countries: Vec<String>,
+    /// E.164 prefixes with `+`.
+    pub prefixes: Vec<String>,
+    pub via: Vec<ProviderId>,
+    /// Its place in `routes:` (0-based), for `explain` and logs; `None` for the implicit single-provider route.
+    pub index: Option<usize>,
+}
+
+impl Route {
+    pub(crate) fn is_default(&self) -> bool {
+        self.countries.is_empty() && self.prefixes.is_empty()
+    }
+
+    fn matches(&self, country: &str, e164: &str) -> bool {
+        self.countries.iter().any(|c| c == country) || self.prefixes.iter().any(|p| e164.starts_with(p.as_str()))
+    }
+}
+
+/// The usage types a tenant's providers have templates for, for mainland China numbers and for the others:
+/// the union over its providers, so a usage is judged the same whichever provider sends it (`check` makes
+/// sure every provider of a route can send every usage, with its `Generic` template at least).
+#[derive(Debug, Default)]
+pub struct Usages {
+    pub(crate) mainland: BTreeSet<String>,
+    pub(crate) international: BTreeSet<String>,
+}
+
+impl Usages {
+    pub(crate) fn names(&self, usage: &str) -> bool {
+        self.mainland.contains(usage) || self.international.contains(usage)
+    }
+
+    pub(crate) fn has(&self, usage: &str, mainland_china: bool) -> bool {
+        if mainland_china {
+            self.mainland.contains(usage)
+        } else {
+            self.international.contains(usage)
+        }
+    }
+
+    /// The templates' own spelling of a usage type matched ignoring ASCII case.
+    pub(crate) fn spelling(&self, usage: &str) -> Option<&str> {
+        self.mainland.iter().chain(&self.international).find(|n| n.eq_ignore_ascii_case(usage)).map(String::as_str)
+    }
+
+    /// Every usage type named, for either kind of number.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &str> {
+        self.mainland.union(&self.international).map(String::as_str)
+    }
+}
+
+/// How a provider account is reached, the same keys for every provider (`endpoint`, `fallback_endpoints`,
+/// `timeout`, `dry_run`, `max_attempts`, `retry_maybe_sent`, `proxy`, `ca_file`).
+#[derive(Debug)]
+pub struct Upstream {
+    /// The primary endpoint first, then the fallbacks, in order.
+    pub endpoints: Vec<Endpoint>,
+    /// Deadline for the whole send on this provider, retries included.
+    pub timeout: Duration,
+    pub dry_run: bool,
+    /// Attempts per send, the first included (at least 1).
+    pub max_attempts: u32,
+    pub retry_maybe_sent: bool,
+    /// Certificates trusted besides the built-in roots (`ca_file`), for every endpoint.
+    pub roots: Option<Arc<TrustRoots>>,
+}
+
+/// `aliyun:`: Logto's Aliyun SMS connector config, compiled.
+#[derive(Debug)]
+pub struct AliyunAccount {
+    pub access_key_id: String,
+    pub access_key_secret: Secret,
+    pub sign_name: String,
+    /// Usage type -> TemplateCode for mainland China numbers, and for the others (Logto's
+    /// `{china, overseas}` form; a plain code serves both).
+    pub china: Templates,
+    pub overseas: Templates,
+    pub upstream: Upstream,
+}
+
+impl AliyunAccount {
+    pub(crate) fn templates_for(&self, mainland_china: bool) -> &Templates {
+        if mainland_china {
+            &self.china
+        } else {
+            &self.overseas
+        }
+    }
+}
+
+/// `twilio:`: Logto's Twilio SMS connector config, compiled.
+#[derive(Debug)]
+pub struct TwilioAccount {
+    pub account_sid: String,
+    pub auth_token: Secret,
+    pub messaging_service_sid: String,
+    /// `disableRiskCheck`: sent as `RiskCheck=disable`.
+    pub disable_risk_check: bool,
+    /// Usage type -> message text, `{{code}}` replaced by the code.
+    pub templates: Templates,
+    /// The `StatusCallback` URL Twilio posts delivery statuses to (`public_url` + `/v1/twilio/status/<secret>`),
+    /// and against which their signature is checked.
+    pub status_callback: Option<String>,
+    pub upstream: Upstream,
 }
 
 #[derive(Debug)]
@@ -402,17 +563,22 @@ pub struct TencentAccount {
     pub sign_name: Option<String>,
     pub sdk_app_id: String,
     pub region: String,
-    /// The primary endpoint first, then the fallbacks, in order.
-    pub endpoints: Vec<Endpoint>,
-    /// Deadline for the whole send, retries included.
-    pub timeout: Duration,
-    pub dry_run: bool,
-    /// Attempts per send, the first included (at least 1).
-    pub max_attempts: u32,
-    pub retry_maybe_sent: bool,
+    /// Usage type -> TemplateId.
+    pub templates: Templates,
+    /// With them, `templates` serve mainland numbers (+86) only and these serve every other number.
+    pub international_templates: Option<Templates>,
     pub international_sign_name: Option<String>,
-    /// Certificates trusted besides the built-in roots (`tencent.ca_file`), for every endpoint.
-    pub roots: Option<Arc<TrustRoots>>,
+    pub upstream: Upstream,
+}
+
+impl TencentAccount {
+    /// The template set and sign name for a number: a number never gets a template of the wrong kind.
+    pub(crate) fn templates_for(&self, mainland_china: bool) -> (&Templates, Option<&str>) {
+        match &self.international_templates {
+            Some(international) if !mainland_china => (international, self.international_sign_name.as_deref()),
+            _ => (&self.templates, self.sign_name.as_deref()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -484,6 +650,11 @@ impl Templates {
 
     pub fn resolve(&self, usage: &str) -> Option<&str> {
         self.by_usage.get(usage).or_else(|| self.by_usage.get(GENERIC_USAGE)).map(String::as_str)
+    }
+
+    /// The usage type whose template `usage` resolves to: itself, or `Generic`.
+    pub(crate) fn resolved_usage(&self, usage: &str) -> Option<&str> {
+        self.by_usage.get_key_value(usage).or_else(|| self.by_usage.get_key_value(GENERIC_USAGE)).map(|(k, _)| k.as_str())
     }
 
     /// Whether the tenant names this usage type itself (not through the Generic fallback).
@@ -559,8 +730,8 @@ impl Config {
         self.admin_tokens.lookup(token).is_some()
     }
 
-    /// The tenant whose `tencent.status_secret` this is.
-    pub fn tenant_for_status_secret(&self, secret: &str) -> Option<&Arc<Tenant>> {
-        self.status_secrets.lookup(secret).map(|index| &self.tenants[index])
+    /// The tenant whose `<provider>.status_secret` this is.
+    pub fn tenant_for_status_secret(&self, provider: ProviderId, secret: &str) -> Option<&Arc<Tenant>> {
+        self.status_secrets[provider.index()].lookup(secret).map(|index| &self.tenants[index])
     }
 }

@@ -134,7 +134,15 @@ pub(crate) struct RawTenant {
     pub tokens: Vec<Scalar>,
     #[serde(serialize_with = "shown::option")]
     pub default_country: Option<Scalar>,
-    pub tencent: RawTencent,
+    /// Logto's Tencent SMS connector config, plus smsgate's keys.
+    pub tencent: Option<RawTencent>,
+    /// Logto's Aliyun SMS connector config, plus smsgate's keys.
+    pub aliyun: Option<RawAliyun>,
+    /// Logto's Twilio SMS connector config, plus smsgate's keys.
+    pub twilio: Option<RawTwilio>,
+    /// Which providers send which numbers, in order (failover); optional with one provider.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub limits: Vec<RawLimit>,
     /// E.164 number -> the fixed code the auth server accepts for it (staging, app-store review logins).
@@ -334,6 +342,253 @@ pub(crate) struct RawTencent {
     /// A PEM file of certificates trusted besides the built-in roots.
     #[serde(serialize_with = "shown::option")]
     pub ca_file: Option<Scalar>,
+}
+
+// The keys every provider section shares (endpoint to ca_file, status_secret) are written out in each: serde
+// cannot `flatten` a struct into one that denies unknown keys. `RawUpstream` reads them the same way.
+
+/// `aliyun:`: Logto's Aliyun SMS connector JSON as is, plus smsgate's keys.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAliyun {
+    #[serde(rename = "accessKeyId")]
+    #[serde(serialize_with = "shown::scalar")]
+    pub(crate) access_key_id: Scalar,
+    #[serde(rename = "accessKeySecret")]
+    pub(crate) access_key_secret: Scalar,
+    #[serde(rename = "signName")]
+    #[serde(serialize_with = "shown::scalar")]
+    pub sign_name: Scalar,
+    pub templates: Vec<RawAliyunTemplate>,
+    /// Logto's key, accepted and unused: smsgate always knows a number's country.
+    #[serde(rename = "strictPhoneRegionNumberCheck")]
+    pub strict_phone_region_number_check: Option<bool>,
+    #[serde(serialize_with = "shown::option")]
+    pub endpoint: Option<Scalar>,
+    #[serde(default)]
+    #[serde(serialize_with = "shown::list")]
+    pub fallback_endpoints: Vec<Scalar>,
+    #[serde(serialize_with = "shown::option")]
+    pub timeout: Option<Scalar>,
+    pub dry_run: Option<bool>,
+    pub allow_plain_http: Option<bool>,
+    pub max_attempts: Option<u32>,
+    pub retry_maybe_sent: Option<bool>,
+    pub proxy: Option<Scalar>,
+    #[serde(serialize_with = "shown::option")]
+    pub ca_file: Option<Scalar>,
+    /// Path secret of the delivery-report push, `/v1/aliyun/status/<secret>`.
+    pub status_secret: Option<Scalar>,
+}
+
+/// One Aliyun template: Logto's `{type, usageType, templateCode}`.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAliyunTemplate {
+    /// Logto's template type, accepted and unused.
+    #[serde(rename = "type")]
+    pub kind: Option<u64>,
+    #[serde(rename = "usageType")]
+    #[serde(serialize_with = "shown::scalar")]
+    pub(crate) usage_type: Scalar,
+    #[serde(rename = "templateCode")]
+    pub(crate) template_code: RawTemplateCode,
+}
+
+/// An Aliyun TemplateCode for every number, or Logto's `{china, overseas}` pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RawTemplateCode {
+    One(Scalar),
+    Split { china: Scalar, overseas: Scalar },
+}
+
+impl Serialize for RawTemplateCode {
+    // Template codes are not secret.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            RawTemplateCode::One(code) => serializer.serialize_str(&code.0),
+            RawTemplateCode::Split { china, overseas } => {
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry("china", &china.0)?;
+                map.serialize_entry("overseas", &overseas.0)?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl JsonSchema for RawTemplateCode {
+    fn schema_name() -> Cow<'static, str> {
+        "TemplateCode".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "oneOf": [
+                { "type": ["string", "number"] },
+                {
+                    "type": "object",
+                    "properties": { "china": { "type": ["string", "number"] }, "overseas": { "type": ["string", "number"] } },
+                    "required": ["china", "overseas"],
+                    "additionalProperties": false
+                }
+            ]
+        })
+    }
+}
+
+// By hand: an untagged enum would buffer the value and lose the unknown-key and position reporting of `de.rs`.
+impl<'de> Deserialize<'de> for RawTemplateCode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CodeVisitor;
+        impl<'de> Visitor<'de> for CodeVisitor {
+            type Value = RawTemplateCode;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a template code, or {china: code, overseas: code}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawTemplateCode, E> {
+                Ok(RawTemplateCode::One(Scalar(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<RawTemplateCode, E> {
+                Ok(RawTemplateCode::One(Scalar(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawTemplateCode, E> {
+                Ok(RawTemplateCode::One(Scalar(v.to_string())))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawTemplateCode, A::Error> {
+                let (mut china, mut overseas) = (None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "china" => china = Some(map.next_value::<Scalar>()?),
+                        "overseas" => overseas = Some(map.next_value::<Scalar>()?),
+                        other => return Err(de::Error::unknown_field(other, &["china", "overseas"])),
+                    }
+                }
+                match (china, overseas) {
+                    (Some(china), Some(overseas)) => Ok(RawTemplateCode::Split { china, overseas }),
+                    (None, _) => Err(de::Error::missing_field("china")),
+                    (_, None) => Err(de::Error::missing_field("overseas")),
+                }
+            }
+        }
+        deserializer.deserialize_any(CodeVisitor)
+    }
+}
+
+/// `twilio:`: Logto's Twilio SMS connector JSON as is, plus smsgate's keys.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTwilio {
+    #[serde(rename = "accountSID")]
+    #[serde(serialize_with = "shown::scalar")]
+    pub(crate) account_sid: Scalar,
+    #[serde(rename = "authToken")]
+    pub(crate) auth_token: Scalar,
+    #[serde(rename = "fromMessagingServiceSID")]
+    #[serde(serialize_with = "shown::scalar")]
+    pub messaging_service_sid: Scalar,
+    #[serde(rename = "disableRiskCheck")]
+    pub disable_risk_check: Option<bool>,
+    pub templates: Vec<RawTwilioTemplate>,
+    #[serde(serialize_with = "shown::option")]
+    pub endpoint: Option<Scalar>,
+    #[serde(default)]
+    #[serde(serialize_with = "shown::list")]
+    pub fallback_endpoints: Vec<Scalar>,
+    #[serde(serialize_with = "shown::option")]
+    pub timeout: Option<Scalar>,
+    pub dry_run: Option<bool>,
+    pub allow_plain_http: Option<bool>,
+    pub max_attempts: Option<u32>,
+    pub retry_maybe_sent: Option<bool>,
+    pub proxy: Option<Scalar>,
+    #[serde(serialize_with = "shown::option")]
+    pub ca_file: Option<Scalar>,
+    /// Path secret of the status callbacks, `/v1/twilio/status/<secret>`.
+    pub status_secret: Option<Scalar>,
+    /// The gateway's public base URL, as Twilio reaches it: the status callback's address and signature.
+    #[serde(serialize_with = "shown::option")]
+    pub public_url: Option<Scalar>,
+}
+
+/// One Twilio template: Logto's `{usageType, content}`, `{{code}}` standing for the code.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTwilioTemplate {
+    #[serde(rename = "usageType")]
+    #[serde(serialize_with = "shown::scalar")]
+    pub(crate) usage_type: Scalar,
+    #[serde(serialize_with = "shown::scalar")]
+    pub(crate) content: Scalar,
+}
+
+/// One `routes:` entry.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    #[serde(default)]
+    #[serde(serialize_with = "shown::list")]
+    pub countries: Vec<Scalar>,
+    #[serde(default)]
+    #[serde(serialize_with = "shown::list")]
+    pub prefixes: Vec<Scalar>,
+    #[serde(serialize_with = "shown::list")]
+    pub via: Vec<Scalar>,
+}
+
+/// The keys every provider section shares, read from any of them.
+pub(crate) struct RawUpstream<'a> {
+    pub endpoint: Option<&'a Scalar>,
+    pub fallback_endpoints: &'a [Scalar],
+    pub timeout: Option<&'a Scalar>,
+    pub dry_run: Option<bool>,
+    pub allow_plain_http: Option<bool>,
+    pub max_attempts: Option<u32>,
+    pub retry_maybe_sent: Option<bool>,
+    pub proxy: Option<&'a Scalar>,
+    pub ca_file: Option<&'a Scalar>,
+    pub status_secret: Option<&'a Scalar>,
+}
+
+macro_rules! raw_upstream {
+    ($($t:ty),*) => {$(
+        impl $t {
+            pub(crate) fn upstream(&self) -> RawUpstream<'_> {
+                RawUpstream {
+                    endpoint: self.endpoint.as_ref(),
+                    fallback_endpoints: &self.fallback_endpoints,
+                    timeout: self.timeout.as_ref(),
+                    dry_run: self.dry_run,
+                    allow_plain_http: self.allow_plain_http,
+                    max_attempts: self.max_attempts,
+                    retry_maybe_sent: self.retry_maybe_sent,
+                    proxy: self.proxy.as_ref(),
+                    ca_file: self.ca_file.as_ref(),
+                    status_secret: self.status_secret.as_ref(),
+                }
+            }
+        }
+    )*};
+}
+raw_upstream!(RawTencent, RawAliyun, RawTwilio);
+
+impl RawTenant {
+    /// Each provider section the tenant has, with its shared keys.
+    pub(crate) fn provider_sections(&self) -> Vec<(crate::sms::ProviderId, RawUpstream<'_>)> {
+        use crate::sms::ProviderId;
+        let mut sections = Vec::new();
+        if let Some(t) = &self.tencent {
+            sections.push((ProviderId::Tencent, t.upstream()));
+        }
+        if let Some(a) = &self.aliyun {
+            sections.push((ProviderId::Aliyun, a.upstream()));
+        }
+        if let Some(t) = &self.twilio {
+            sections.push((ProviderId::Twilio, t.upstream()));
+        }
+        sections
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]

@@ -374,7 +374,8 @@ impl Feedback {
         self.telemetry.conversions.get_or_create(&labels).inc();
         let seconds = now.saturating_sub(send.at_ms) as f64 / 1000.0;
         self.telemetry.verify_latency.get_or_create(&TenantLabels { tenant: tenant.name.to_string() }).observe(seconds);
-        if conversion.report_to_tencent && !send.serial.is_empty() {
+        let tencent = crate::sms::split_message_key(&send.serial).0 == crate::sms::ProviderId::Tencent;
+        if conversion.report_to_tencent && tencent && !send.serial.is_empty() {
             self.reporter.enqueue(tenant, states, &send.serial, (now / 1000) as i64);
         }
         if let Some(target) = &tenant.webhook {

@@ -4,3 +4,4 @@
 
 pub(crate) mod breaker;
 pub(crate) mod proxy;
+pub(crate) mod transport;

@@ -15,7 +15,7 @@ use crate::phone::Masked;
 use crate::providers::tencent::client::{Call, Entry};
 use crate::providers::{Dispatched, Unconfirmed};
 use crate::runtime::LiveTenant;
-use crate::sms::{Accepted, CallExtras, Delivery};
+use crate::sms::{Accepted, CallExtras, Delivery, ProviderId, Via};
 use crate::sms::{CallerMessage, SendRequest};
 use std::sync::Arc;
 use std::time::Instant;
@@ -102,8 +102,12 @@ impl Services {
                 }
             }
             if trail.test_number {
-                let accepted =
-                    Accepted { delivery: Delivery::TestNumber, template_id: checked.sms.template_id, receipt: None };
+                let accepted = Accepted {
+                    delivery: Delivery::TestNumber,
+                    template_id: checked.sms.template_id,
+                    receipt: None,
+                    provider: None,
+                };
                 results[index] = Some(Ok(accepted).into());
                 continue;
             }
@@ -183,6 +187,17 @@ impl Services {
                 }
             }
         }
+        // A number whose route starts elsewhere than Tencent goes out on its own, through its route.
+        let (admitted, elsewhere): (Vec<Held>, Vec<Held>) = admitted
+            .into_iter()
+            .partition(|h| self.providers.order(tenant, h.admitted.checked.via).first() == ProviderId::Tencent);
+        for Held { index, admitted, ticket, shared_key, memo } in elsewhere {
+            let trail = &mut trails[index];
+            let outcome = self.deliver_admitted(tenant, admitted, trail).await;
+            self.remember_accepted(tenant.spec(), memo, &trail.request_id, &outcome);
+            self.finish(tenant, ticket, shared_key, &outcome).await;
+            settled.push((index, outcome.into()));
+        }
         // Group by call, in the order the numbers came.
         let mut calls: Vec<Vec<usize>> = Vec::new();
         for (k, held) in admitted.iter().enumerate() {
@@ -209,11 +224,11 @@ impl Services {
         members: Vec<Held>,
         trails: &mut [Trail],
     ) -> Vec<(usize, NumberResult)> {
-        let account = &tenant.tencent;
         let mut settled = Vec::with_capacity(members.len());
-        if account.dry_run {
+        let Some(account) = tenant.tencent.as_ref() else { return settled };
+        if account.upstream.dry_run {
             for Held { index, admitted, ticket, shared_key, memo } in members {
-                let outcome = self.dry_run(tenant, admitted).await;
+                let outcome = self.dry_run(tenant, admitted, ProviderId::Tencent, &mut trails[index]).await;
                 self.remember_accepted(tenant.spec(), memo, &trails[index].request_id, &outcome);
                 self.finish(tenant, ticket, shared_key, &outcome).await;
                 settled.push((index, outcome.into()));
@@ -269,7 +284,24 @@ impl Services {
             };
             let trail = &mut trails[index];
             trail.upstream_latency = Some(took);
-            let outcome = self.settle(reservation, checked.sms.template_id, number_result, trail).await;
+            trail.provider = Some(ProviderId::Tencent);
+            let rest = Via::from_iter(
+                self.providers.order(tenant, checked.via).iter().filter(|p| *p != ProviderId::Tencent),
+            );
+            let (provider, template_id, number_result, entry) = match number_result {
+                // Tencent sent nothing, for a reason of its own: the number's route goes on.
+                Err(e) if e.fails_over() && !rest.is_empty() => {
+                    trail.failed_over.push((ProviderId::Tencent, e.upstream().map_or(e.code(), |u| u.label)));
+                    let delivered =
+                        Box::pin(self.providers.deliver(tenant, &tenant.providers, rest, &checked.sms)).await;
+                    trail.failed_over.extend(delivered.failed_over);
+                    trail.provider = Some(delivered.provider);
+                    (delivered.provider, delivered.template_id, delivered.result, None)
+                }
+                result => (ProviderId::Tencent, checked.sms.template_id, result, entry),
+            };
+            trail.template_id = Some(template_id.clone());
+            let outcome = self.settle(reservation, template_id, provider, number_result, trail).await;
             self.remember_accepted(tenant.spec(), memo, &trail.request_id, &outcome);
             self.finish(tenant, ticket, shared_key, &outcome).await;
             settled.push((index, NumberResult { outcome, entry }));

@@ -1,14 +1,16 @@
 //! SMS providers, one folder each. A provider owns its wire types, its signer, its client (built on the
 //! shared egress of [`crate::net`]), the classification of its answers into the gateway's typed outcome,
-//! and its delivery-report plumbing. Tencent Cloud SMS is the one provider today.
+//! and its delivery-report plumbing. [`Providers`] holds them all and sends along a tenant's routes.
 
 pub(crate) mod codes;
 pub mod tencent;
 
 use crate::config::Tenant;
-use crate::error::{GatewayError, UpstreamDetail};
-use crate::sms::{CallExtras, Receipt};
-use bytes::Bytes;
+use crate::error::GatewayError;
+pub use crate::net::transport::{PreparedRequest, ReasonLabels};
+pub use crate::sms::Unconfirmed;
+use crate::net::transport::Transport;
+use crate::sms::{CallExtras, ProviderId, Receipt, Via};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -22,11 +24,6 @@ pub struct ClientTelemetry {
     pub(crate) clock_skew: Gauge,
     /// 1 per endpoint whose breaker is open.
     pub(crate) breakers_open: Family<crate::net::breaker::EndpointLabels, Gauge>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: String,
 }
 
 /// `smsgate_report_conversion_total{tenant,result}`: what became of each conversion report to a provider.
@@ -46,34 +43,10 @@ pub struct OutboundSms {
     pub params: Vec<String>,
     pub region: String,
     pub(crate) extras: CallExtras,
-}
-
-/// A signed request, ready to send (or to show, redacted, in dry-run and `explain`).
-#[derive(Clone)]
-pub struct PreparedRequest {
-    pub url: http::Uri,
-    /// Headers in the order sent, `Authorization` included.
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Bytes,
-    /// The provider's redaction of its own body (numbers masked, codes hidden).
-    pub(crate) redact: fn(&[u8]) -> String,
-}
-
-impl PreparedRequest {
-    /// The body for dry-run logs and `explain`: numbers masked, template parameters (the code) hidden.
-    pub(crate) fn redacted_body(&self) -> String {
-        (self.redact)(&self.body)
-    }
-}
-
-/// A send that may have gone out: the request reached the provider (or may have) and no answer says it did not.
-/// Never reported failed and never retried into a second SMS; its numbers are remembered as possibly sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unconfirmed {
-    /// Why it is not confirmed, for the log only (never shown to a caller).
-    pub reason: String,
-    /// The provider's own answer when it gave one (Tencent's `InternalError.*`), for the log and metrics.
-    pub upstream: Option<UpstreamDetail>,
+    /// The usage type the send is made under, and the kind of number: the other providers' templates are
+    /// chosen from them.
+    pub(crate) usage: String,
+    pub(crate) mainland_china: bool,
 }
 
 /// What a number handed to a provider came to, when something may have gone out. Beside it, an `Err` always
@@ -125,42 +98,131 @@ pub(crate) trait Provider: Send + Sync {
     ) -> impl std::future::Future<Output = Result<Dispatched, GatewayError>> + Send;
 }
 
-/// Every provider the gateway sends through, and which one a tenant's send goes to. Adding a provider is
-/// its folder, its config section, a field here and its case in each method below (with one provider, each
-/// calls Tencent's client directly; choosing among several per tenant and route is the routing issue's).
+/// Every provider the gateway sends through, on one shared transport, and the choice among a tenant's: a
+/// send goes to its route's providers in order, the next taking it only when the one before certainly sent
+/// nothing for a reason of its own ([`GatewayError::fails_over`]). Adding a provider is its folder, its
+/// config section, a field here and its arm in [`Providers::prepare`] and [`Providers::deliver_one`].
 #[derive(Clone)]
 pub struct Providers {
+    transport: Transport,
     pub tencent: tencent::TencentClient,
+}
+
+/// What a send through its route came to: the provider that took it (or the last one tried), the template it
+/// used there, the providers it failed over from, and the outcome (an `Err`: nothing was sent by any).
+#[derive(Debug)]
+pub(crate) struct Delivered {
+    pub(crate) provider: ProviderId,
+    pub(crate) template_id: String,
+    /// Each provider that refused the send before, with its error's code (empty on the common path: no
+    /// allocation).
+    pub(crate) failed_over: Vec<(ProviderId, &'static str)>,
+    pub(crate) result: Result<Dispatched, GatewayError>,
 }
 
 impl Providers {
     pub fn new(clock: crate::clock::SharedClock, telemetry: ClientTelemetry) -> Providers {
-        Providers { tencent: tencent::TencentClient::new(clock, telemetry) }
+        let transport = Transport::new(clock.clone(), telemetry.retries.clone(), telemetry.breakers_open.clone());
+        Providers {
+            tencent: tencent::TencentClient::new(transport.clone(), clock, telemetry.clock_skew.clone()),
+            transport,
+        }
     }
 
-    /// The signed request for `sms` on the tenant's provider.
-    pub(crate) fn prepare(&self, tenant: &Tenant, states: &States, sms: &OutboundSms) -> PreparedRequest {
-        self.tencent.prepare(&tenant.tencent, &states.tencent, sms)
+    /// The order a send tries its route: as routed, except that a provider whose every endpoint is known to be
+    /// down goes after those that are not. When a breaker's cool-down is over, its provider takes its place
+    /// again (the trial send goes to it).
+    pub(crate) fn order(&self, tenant: &Tenant, via: Via) -> Via {
+        let down = |id: &ProviderId| tenant.upstream(*id).is_none_or(|u| self.transport.all_down(u));
+        if via.len() == 1 || !via.iter().any(|id| down(&id)) {
+            return via;
+        }
+        Via::from_iter(via.iter().filter(|id| !down(id)).chain(via.iter().filter(down)))
     }
 
-    /// Sends `sms` through the tenant's provider.
-    pub(crate) async fn deliver(
+    /// The template `sms` goes out with on provider `id`: Tencent's TemplateId as the pipeline chose it, else
+    /// the provider's template for the send's usage type and kind of number.
+    pub(crate) fn template(&self, tenant: &Tenant, id: ProviderId, sms: &OutboundSms) -> Option<String> {
+        match id {
+            ProviderId::Tencent => Some(sms.template_id.clone()),
+            other => tenant.template_of(other, &sms.usage, sms.mainland_china).map(str::to_owned),
+        }
+    }
+
+    /// The signed request for `sms` on provider `id` of the tenant.
+    pub(crate) fn prepare(
         &self,
         tenant: &Tenant,
         states: &States,
+        id: ProviderId,
+        sms: &OutboundSms,
+    ) -> Result<PreparedRequest, GatewayError> {
+        let no_account = || GatewayError::Internal(format!("the tenant has no {id} account"));
+        match id {
+            ProviderId::Tencent => {
+                let account = tenant.tencent.as_ref().ok_or_else(no_account)?;
+                Ok(self.tencent.prepare(account, &states.tencent, sms))
+            }
+            ProviderId::Aliyun | ProviderId::Twilio => Err(no_account()),
+        }
+    }
+
+    /// Sends `sms` through its route `via`: each provider in [`Providers::order`], the next only when the one
+    /// before failed over; never a second provider once one may have sent it.
+    pub(crate) async fn deliver(&self, tenant: &Tenant, states: &States, via: Via, sms: &OutboundSms) -> Delivered {
+        let order = self.order(tenant, via);
+        let mut failed_over = Vec::new();
+        let mut candidates = order.iter().peekable();
+        loop {
+            let id = candidates.next().expect("a route names at least one provider");
+            let template_id = self.template(tenant, id, sms).unwrap_or_default();
+            let result = self.deliver_one(tenant, states, id, sms).await;
+            match &result {
+                Err(e) if e.fails_over() => {
+                    if let Some(next) = candidates.peek() {
+                        tracing::warn!(
+                            tenant = %tenant.name,
+                            provider = %id,
+                            next = %next,
+                            code = e.upstream().map_or(e.code(), |u| u.label),
+                            "nothing was sent: failing over to the route's next provider"
+                        );
+                        failed_over.push((id, e.upstream().map_or(e.code(), |u| u.label)));
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            return Delivered { provider: id, template_id, failed_over, result };
+        }
+    }
+
+    /// One provider's send (its own retries and endpoints inside its deadline).
+    async fn deliver_one(
+        &self,
+        tenant: &Tenant,
+        states: &States,
+        id: ProviderId,
         sms: &OutboundSms,
     ) -> Result<Dispatched, GatewayError> {
-        Provider::deliver(&self.tencent, &tenant.tencent, &states.tencent, sms).await
+        let no_account = || GatewayError::Internal(format!("the tenant has no {id} account"));
+        match id {
+            ProviderId::Tencent => {
+                let account = tenant.tencent.as_ref().ok_or_else(no_account)?;
+                Provider::deliver(&self.tencent, account, &states.tencent, sms).await
+            }
+            ProviderId::Aliyun | ProviderId::Twilio => Err(no_account()),
+        }
     }
 
-    /// Whether the tenant's sends are signed and logged, never transmitted.
-    pub fn dry_run(&self, tenant: &Tenant) -> bool {
-        tenant.tencent.dry_run
+    /// Whether sends through provider `id` are signed and logged, never transmitted.
+    pub fn dry_run(&self, tenant: &Tenant, id: ProviderId) -> bool {
+        tenant.upstream(id).is_some_and(|u| u.dry_run)
     }
 
-    /// The deadline of one send on the tenant's provider, retries included.
+    /// The longest a send of the tenant may take, failovers included.
     pub fn timeout(&self, tenant: &Tenant) -> std::time::Duration {
-        tenant.tencent.timeout
+        tenant.longest_send()
     }
 
     /// The conversion reports of the feedback loop, with their results counted in `results`.

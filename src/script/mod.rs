@@ -483,6 +483,8 @@ pub struct Routed {
     pub template_id: Option<String>,
     pub sign_name: Option<String>,
     pub region: Option<String>,
+    /// The provider the hook chose to send first (`req.provider`).
+    pub provider: Option<crate::sms::ProviderId>,
 }
 
 /// The script stage. `normalized` is the normalize stage's result: a hook may repair a number that did not
@@ -551,6 +553,7 @@ pub async fn stage(
                         template_id: None,
                         sign_name: None,
                         region: None,
+                        provider: None,
                     });
                     (unhooked, report(ScriptOutcome::Skipped(detail)))
                 }
@@ -637,7 +640,8 @@ fn check(tenant: &Tenant, input: &HookInput<'_>, verdict: RawVerdict) -> Result<
     };
     if let Some(id) = &template_id {
         // Only a template of the number's kind (mainland or international, when the tenant has both).
-        if !tenant.templates_for(final_phone.is_mainland_china()).0.contains_id(id) {
+        let templates = tenant.tencent.as_ref().map(|t| t.templates_for(final_phone.is_mainland_china()).0);
+        if !templates.is_some_and(|t| t.contains_id(id)) {
             return Err(format!(
                 "req.template_id {} is not one of the tenant's templates for this number",
                 mask_numbers(id)
@@ -649,7 +653,8 @@ fn check(tenant: &Tenant, input: &HookInput<'_>, verdict: RawVerdict) -> Result<
         if name.trim().is_empty() || name.chars().count() > MAX_SHORT || name.chars().any(char::is_control) {
             return Err(format!("req.sign_name must be 1 to {MAX_SHORT} printable characters"));
         }
-        changes.push(Change { field: "sign_name", from: tenant.tencent.sign_name.clone(), to: name.clone() });
+        let from = tenant.tencent.as_ref().and_then(|t| t.sign_name.clone());
+        changes.push(Change { field: "sign_name", from, to: name.clone() });
     }
     if let Some(r) = &region {
         let ok = matches!(r.split_once('-'), Some((a, b)) if a.len() == 2
@@ -659,10 +664,18 @@ fn check(tenant: &Tenant, input: &HookInput<'_>, verdict: RawVerdict) -> Result<
         if !ok {
             return Err("req.region must be a Tencent Cloud region such as ap-singapore".into());
         }
-        changes.push(Change { field: "region", from: Some(tenant.tencent.region.clone()), to: r.clone() });
+        let from = tenant.tencent.as_ref().map(|t| t.region.clone());
+        changes.push(Change { field: "region", from, to: r.clone() });
     }
-    let routed =
-        Routed { phone: final_phone, usage: final_usage, params: final_params, template_id, sign_name, region };
+    let routed = Routed {
+        phone: final_phone,
+        usage: final_usage,
+        params: final_params,
+        template_id,
+        sign_name,
+        region,
+        provider: None,
+    };
     Ok(Verdict::Routed(routed, changes))
 }
 

@@ -9,15 +9,13 @@ use super::sign::{self, Tc3Input};
 use crate::clock::SharedClock;
 use crate::config::{Credentials, Endpoint, TencentAccount};
 use crate::error::{GatewayError, UpstreamDetail};
-use crate::net::breaker::Breakers;
-use crate::net::proxy::{self, HttpsClient, WrittenBody};
+use crate::net::transport::{Answer, Attempt, Exchange, Step, Transport};
 use crate::phone::Masked;
-use crate::providers::{ClientTelemetry, Dispatched, OutboundSms, PreparedRequest, ReasonLabels, Unconfirmed};
+use crate::providers::{Dispatched, OutboundSms, PreparedRequest, Unconfirmed};
 use crate::sms::Receipt;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use prometheus_client::metrics::gauge::Gauge;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// What the client learns about one tenant's account while serving it: which key pair to sign with first
 /// (switched when Tencent refuses one pair and accepts the other). Runtime state: it lives in runtime.rs,
@@ -69,9 +67,6 @@ pub(crate) const fn answer_limit(numbers: usize) -> usize {
     ANSWER_BYTES_BASE + numbers * ANSWER_BYTES_PER_NUMBER
 }
 
-/// First back-off before a retry; doubled per retry, with full jitter, always inside the send's deadline.
-const BACKOFF_BASE: Duration = Duration::from_millis(25);
-
 /// Credential errors after which the other key pair (rotation) is tried: nothing was sent.
 const CREDENTIAL_ERRORS: &[&str] = &[
     "AuthFailure.SecretIdNotFound",
@@ -80,33 +75,14 @@ const CREDENTIAL_ERRORS: &[&str] = &[
     "AuthFailure.InvalidAuthorization",
 ];
 
-/// Cheap to clone: clones share the connection pools, the endpoint breakers and the clock-skew estimate.
+/// Cheap to clone: clones share the transport (pools, endpoint breakers) and the clock-skew estimate.
 #[derive(Clone)]
 pub struct TencentClient {
-    /// Direct, built-in roots: the common case.
-    http: HttpsClient,
-    /// Through a proxy or with extra roots: one client per distinct egress.
-    routes: Arc<proxy::Routes>,
+    transport: Transport,
     clock: SharedClock,
-    breakers: Arc<Breakers>,
     /// Seconds to add to our clock to get Tencent's, learnt from `AuthFailure.SignatureExpire` answers.
     skew: Arc<AtomicI64>,
-    telemetry: ClientTelemetry,
-}
-
-/// How far one exchange got, from the transport's typed facts (was the connection made, did it begin to
-/// write the body): the one source of "was anything sent?" for a call.
-enum Exchange {
-    /// Nothing of the request was written (no connection, a request that could not be built, the deadline
-    /// first): nothing was sent, safe to retry or fail over. `timed_out`: the deadline passed.
-    NotWritten {
-        reason: String,
-        timed_out: bool,
-    },
-    /// The request was written and no whole answer came back (reset, truncated, too large, the deadline):
-    /// it may have been sent.
-    NoAnswer(String),
-    Answered(Answer),
+    clock_skew: Gauge,
 }
 
 /// What one SendSms call came to, for all its numbers (an `Err` beside it: nothing was sent).
@@ -116,13 +92,6 @@ pub enum Call {
     Answered(Vec<Entry>),
     /// No usable answer after the request was written: every number may have been sent.
     Unconfirmed(Unconfirmed),
-}
-
-struct Answer {
-    status: http::StatusCode,
-    /// Tencent's clock, from the `Date` header.
-    date: Option<i64>,
-    body: Vec<u8>,
 }
 
 impl crate::providers::Provider for TencentClient {
@@ -144,15 +113,8 @@ impl crate::providers::Provider for TencentClient {
 }
 
 impl TencentClient {
-    pub fn new(clock: SharedClock, telemetry: ClientTelemetry) -> Self {
-        TencentClient {
-            http: proxy::https_client(None, None),
-            routes: Arc::default(),
-            clock,
-            breakers: Arc::new(Breakers::observed(telemetry.breakers_open.clone())),
-            skew: Arc::default(),
-            telemetry,
-        }
+    pub(crate) fn new(transport: Transport, clock: SharedClock, clock_skew: Gauge) -> Self {
+        TencentClient { transport, clock, skew: Arc::default(), clock_skew }
     }
 
     /// Serializes and signs `sms` for one endpoint with one key pair at `timestamp`. Pure: no I/O, no clock.
@@ -235,7 +197,8 @@ impl TencentClient {
         body: Vec<u8>,
     ) -> Result<(http::StatusCode, Vec<u8>), GatewayError> {
         let key = state.preferred(account);
-        let endpoint = &account.endpoints[self.breakers.pick(&account.endpoints, 0, self.clock.monotonic())];
+        let upstream = &account.upstream;
+        let endpoint = &upstream.endpoints[self.transport.pick(upstream)];
         let credentials = &account.credentials[key];
         let request = TencentClient::prepare_action(
             credentials,
@@ -246,16 +209,17 @@ impl TencentClient {
             body,
             self.timestamp(),
         );
-        let deadline = tokio::time::Instant::now() + account.timeout;
-        match self.exchange(account, endpoint, request, deadline, PASSTHROUGH_ANSWER_BYTES).await {
+        let deadline = tokio::time::Instant::now() + upstream.timeout;
+        let breakers = &self.transport.breakers;
+        match self.transport.exchange(upstream, endpoint, request, deadline, PASSTHROUGH_ANSWER_BYTES).await {
             Exchange::NotWritten { timed_out: true, .. } => Err(GatewayError::UpstreamTimeout),
             Exchange::NotWritten { reason, .. } => {
-                self.breakers.failure(endpoint, self.clock.monotonic());
+                breakers.failure(endpoint, self.clock.monotonic());
                 Err(GatewayError::UpstreamUnavailable { reason, upstream: None })
             }
             Exchange::NoAnswer(reason) => Err(GatewayError::UpstreamUnavailable { reason, upstream: None }),
             Exchange::Answered(answer) => {
-                self.breakers.success(endpoint);
+                breakers.success(endpoint);
                 Ok((answer.status, answer.body))
             }
         }
@@ -270,8 +234,8 @@ impl TencentClient {
         sms: &OutboundSms,
     ) -> PreparedRequest {
         let key = state.preferred(account);
-        let endpoint = self.breakers.pick(&account.endpoints, 0, self.clock.monotonic());
-        TencentClient::prepare(account, &account.credentials[key], &account.endpoints[endpoint], sms, self.timestamp())
+        let endpoint = &account.upstream.endpoints[self.transport.pick(&account.upstream)];
+        TencentClient::prepare(account, &account.credentials[key], endpoint, sms, self.timestamp())
     }
 
     fn timestamp(&self) -> i64 {
@@ -304,11 +268,11 @@ impl TencentClient {
     }
 
     /// One SendSms call for every number of `numbers` (`sms`'s message; its own number is not used), with the
-    /// retries, failover and re-signing of [`TencentClient::deliver`]. The answer is Tencent's entry per
-    /// number, each with the call's RequestId, not yet judged, or the call unconfirmed; a call whose every
-    /// entry failed with one code is that code's error (retried as such: an API throttle on every number
-    /// sent nothing). An `Err` means nothing was sent by any attempt: once one attempt may have gone out
-    /// (`retry_maybe_sent`), the call is unconfirmed whatever the later attempts say.
+    /// transport's retries and failover, re-signed once on a clock error and with the next key pair once on a
+    /// credential error. The answer is Tencent's entry per number, each with the call's RequestId, not yet
+    /// judged, or the call unconfirmed; a call whose every entry failed with one code is that code's error
+    /// (retried as such: an API throttle on every number sent nothing). An `Err` means nothing was sent by
+    /// any attempt.
     pub(crate) async fn deliver_many(
         &self,
         account: &TencentAccount,
@@ -316,109 +280,24 @@ impl TencentClient {
         sms: &OutboundSms,
         numbers: &[&str],
     ) -> Result<Call, GatewayError> {
-        let deadline = tokio::time::Instant::now() + account.timeout;
-        let mut key = state.preferred(account);
-        let mut rotated = false;
-        let mut resigned = false;
-        let mut attempts = 0;
-        let mut endpoint = self.breakers.pick(&account.endpoints, 0, self.clock.monotonic());
-        // The first attempt that may have gone out: from then on the call is unconfirmed at worst.
-        let mut maybe_sent: Option<Unconfirmed> = None;
-        let finish = |last: Result<Call, GatewayError>, maybe_sent: Option<Unconfirmed>| match (last, maybe_sent) {
-            (Err(_), Some(earlier)) => Ok(Call::Unconfirmed(earlier)),
-            (last, _) => last,
+        let mut call = SendCall {
+            client: self,
+            account,
+            state,
+            sms,
+            numbers,
+            key: state.preferred(account),
+            rotated: false,
+            resigned: false,
         };
-        loop {
-            attempts += 1;
-            let target = &account.endpoints[endpoint];
-            let request =
-                TencentClient::prepare_many(account, &account.credentials[key], target, sms, numbers, self.timestamp());
-            let exchange = self.exchange(account, target, request, deadline, answer_limit(numbers.len())).await;
-            let (last, reason) = match exchange {
-                Exchange::NotWritten { timed_out: true, .. } => {
-                    return finish(Err(GatewayError::UpstreamTimeout), maybe_sent)
-                }
-                Exchange::NotWritten { reason, .. } => {
-                    self.breakers.failure(target, self.clock.monotonic());
-                    let error = GatewayError::UpstreamUnavailable { reason, upstream: None };
-                    match self.breakers.next_closed(&account.endpoints, endpoint + 1, self.clock.monotonic()) {
-                        Some(next) => endpoint = next,
-                        // Every endpoint is known to be down: this send made its one attempt.
-                        None => return finish(Err(error), maybe_sent),
-                    }
-                    (Err(error), "connect")
-                }
-                Exchange::NoAnswer(reason) => {
-                    self.breakers.success(target);
-                    let unconfirmed = Unconfirmed { reason, upstream: None };
-                    if !account.retry_maybe_sent {
-                        return Ok(Call::Unconfirmed(unconfirmed));
-                    }
-                    maybe_sent.get_or_insert(unconfirmed.clone());
-                    (Ok(Call::Unconfirmed(unconfirmed)), "maybe_sent")
-                }
-                Exchange::Answered(answer) => {
-                    self.breakers.success(target);
-                    let error = match judge_many(answer.status, &answer.body, self.timestamp()) {
-                        Ok(Call::Answered(entries)) => {
-                            if rotated {
-                                // The other key pair works: use it first from now on.
-                                state.preferred_credentials.store(key, Ordering::Relaxed);
-                            }
-                            return Ok(Call::Answered(entries));
-                        }
-                        Ok(Call::Unconfirmed(unconfirmed)) => {
-                            if !account.retry_maybe_sent {
-                                return Ok(Call::Unconfirmed(unconfirmed));
-                            }
-                            maybe_sent.get_or_insert(unconfirmed.clone());
-                            (Ok(Call::Unconfirmed(unconfirmed)), "maybe_sent")
-                        }
-                        Err(error) => {
-                            let code = error.upstream().map(|u| u.code.clone()).unwrap_or_default();
-                            match classify::classify(&code) {
-                                classify::Class::Clock if !resigned => {
-                                    resigned = true;
-                                    attempts -= 1;
-                                    self.learn_skew(answer.date, &code);
-                                    continue;
-                                }
-                                _ if CREDENTIAL_ERRORS.contains(&code.as_str())
-                                    && !rotated
-                                    && account.credentials.len() > 1 =>
-                                {
-                                    rotated = true;
-                                    attempts -= 1;
-                                    key = (key + 1) % account.credentials.len();
-                                    tracing::warn!(code = %code, "Tencent refused the key pair; trying the other one");
-                                    continue;
-                                }
-                                classify::Class::TransientNotSent => (Err(error), "throttled"),
-                                _ => return finish(Err(error), maybe_sent),
-                            }
-                        }
-                    };
-                    error
-                }
-            };
-            if attempts >= account.max_attempts {
-                return finish(last, maybe_sent);
-            }
-            let backoff = BACKOFF_BASE.saturating_mul(1 << (attempts - 1).min(8));
-            let pause = backoff.mul_f64(fastrand::f64());
-            if tokio::time::Instant::now() + pause >= deadline {
-                return finish(last, maybe_sent);
-            }
-            self.telemetry.retries.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
-            tokio::time::sleep(pause).await;
-        }
+        self.transport.call(&account.upstream, &mut call).await
     }
 
     fn learn_skew(&self, tencent_now: Option<i64>, code: &str) {
         let ours = self.clock.unix_seconds();
         let skew = tencent_now.map_or(0, |theirs| theirs - ours);
         self.skew.store(skew, Ordering::Relaxed);
-        self.telemetry.clock_skew.set(skew);
+        self.clock_skew.set(skew);
         tracing::warn!(
             code,
             skew_seconds = skew,
@@ -426,92 +305,68 @@ impl TencentClient {
         );
     }
 
-    /// The client that reaches `endpoint`: the shared direct one, or the one of its proxy and roots.
-    fn client_for(&self, account: &TencentAccount, endpoint: &Endpoint) -> Option<HttpsClient> {
-        if endpoint.proxy.is_none() && account.roots.is_none() {
-            return None;
-        }
-        Some(self.routes.client(endpoint.proxy.as_ref(), account.roots.as_ref()))
-    }
+}
 
-    /// One request to `endpoint`, its answer read up to `limit` bytes, all before `deadline`; how far it got.
-    async fn exchange(
-        &self,
-        account: &TencentAccount,
-        endpoint: &Endpoint,
-        request: PreparedRequest,
-        deadline: tokio::time::Instant,
-        limit: usize,
-    ) -> Exchange {
-        let routed = self.client_for(account, endpoint);
-        let http = routed.as_ref().unwrap_or(&self.http);
-        let mut builder = http::Request::post(request.url);
-        for (name, value) in request.headers {
-            // `Host` is written as signed; the client adds one only when the request has none.
-            builder = builder.header(name, value);
-        }
-        if let Some(proxy) = endpoint.proxy.as_ref().filter(|_| endpoint.url.scheme() == "http") {
-            // Plain http goes to the proxy itself: the request carries the proxy's credentials (through a
-            // CONNECT tunnel, only the CONNECT does).
-            if let Some(authorization) = &proxy.authorization {
-                builder = builder.header(http::header::PROXY_AUTHORIZATION, authorization.expose());
-            }
-        }
-        let (body, written) = WrittenBody::new(request.body);
-        let request =
-            match builder.header(http::header::USER_AGENT, concat!("smsgate/", env!("CARGO_PKG_VERSION"))).body(body) {
-                Ok(request) => request,
-                Err(e) => {
-                    return Exchange::NotWritten {
-                        reason: format!("connect: request could not be built: {e}"),
-                        timed_out: false,
-                    }
-                }
-            };
-        let was_written = || written.load(Ordering::Acquire);
-        let attempt = async {
-            let response = match http.request(request).await {
-                Ok(response) => response,
-                Err(e) if e.is_connect() || !was_written() => {
-                    return Exchange::NotWritten { reason: format!("connect: {}", chain(&e)), timed_out: false }
-                }
-                Err(e) => return Exchange::NoAnswer(format!("transport: {}", chain(&e))),
-            };
-            let status = response.status();
-            let date = response
-                .headers()
-                .get(http::header::DATE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
-                .map(|d| d.timestamp());
-            match Limited::new(response.into_body(), limit).collect().await {
-                Ok(collected) => Exchange::Answered(Answer { status, date, body: collected.to_bytes().to_vec() }),
-                Err(e) if e.is::<LengthLimitError>() => {
-                    Exchange::NoAnswer(format!("answer over {limit} bytes, more than Tencent can legitimately send"))
-                }
-                Err(e) => Exchange::NoAnswer(format!("transport: reading the answer: {}", chain(&*e))),
-            }
-        };
-        match tokio::time::timeout_at(deadline, attempt).await {
-            Ok(exchange) => exchange,
-            Err(_) if was_written() => Exchange::NoAnswer("no answer within the deadline".into()),
-            Err(_) => Exchange::NotWritten {
-                reason: "the deadline passed before the request was written".into(),
-                timed_out: true,
-            },
-        }
+/// One SendSms call in the making: which key pair signs it, and whether it was re-signed or rotated already.
+struct SendCall<'a> {
+    client: &'a TencentClient,
+    account: &'a TencentAccount,
+    state: &'a AccountState,
+    sms: &'a OutboundSms,
+    numbers: &'a [&'a str],
+    key: usize,
+    rotated: bool,
+    resigned: bool,
+}
+
+impl From<Unconfirmed> for Call {
+    fn from(unconfirmed: Unconfirmed) -> Call {
+        Call::Unconfirmed(unconfirmed)
     }
 }
 
-/// An error and its sources, `: `-separated. The chain carries no secret: only addresses and protocol errors.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut reason = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        reason.push_str(&format!(": {s}"));
-        source = s.source();
+impl Attempt for SendCall<'_> {
+    type Output = Call;
+
+    fn request(&mut self, endpoint: &Endpoint) -> PreparedRequest {
+        let credentials = &self.account.credentials[self.key];
+        let timestamp = self.client.timestamp();
+        TencentClient::prepare_many(self.account, credentials, endpoint, self.sms, self.numbers, timestamp)
     }
-    reason
+
+    fn judge(&mut self, answer: Answer) -> Step<Call> {
+        let error = match judge_many(answer.status, &answer.body, self.client.timestamp()) {
+            Ok(Call::Answered(entries)) => {
+                if self.rotated {
+                    // The other key pair works: use it first from now on.
+                    self.state.preferred_credentials.store(self.key, Ordering::Relaxed);
+                }
+                return Step::Done(Ok(Call::Answered(entries)));
+            }
+            Ok(Call::Unconfirmed(unconfirmed)) => return Step::MaybeSent(unconfirmed),
+            Err(error) => error,
+        };
+        let code = error.upstream().map(|u| u.code.clone()).unwrap_or_default();
+        match classify::classify(&code) {
+            classify::Class::Clock if !self.resigned => {
+                self.resigned = true;
+                self.client.learn_skew(answer.date(), &code);
+                Step::Again
+            }
+            _ if CREDENTIAL_ERRORS.contains(&code.as_str()) && !self.rotated && self.account.credentials.len() > 1 => {
+                self.rotated = true;
+                self.key = (self.key + 1) % self.account.credentials.len();
+                tracing::warn!(code = %code, "Tencent refused the key pair; trying the other one");
+                Step::Again
+            }
+            classify::Class::TransientNotSent => Step::Retry(error, "throttled"),
+            _ => Step::Done(Err(error)),
+        }
+    }
+
+    fn answer_limit(&self) -> usize {
+        answer_limit(self.numbers.len())
+    }
 }
 
 /// One number's entry of an answer, with the call's RequestId.
@@ -642,13 +497,17 @@ mod tests {
             sign_name: Some("Demo".into()),
             sdk_app_id: "1400006666".into(),
             region: "ap-guangzhou".into(),
-            endpoints: vec![endpoint.clone()],
-            timeout: Duration::from_secs(5),
-            dry_run: true,
-            max_attempts: 1,
-            retry_maybe_sent: false,
+            templates: Default::default(),
+            international_templates: None,
             international_sign_name: None,
-            roots: None,
+            upstream: crate::config::Upstream {
+                endpoints: vec![endpoint.clone()],
+                timeout: std::time::Duration::from_secs(5),
+                dry_run: true,
+                max_attempts: 1,
+                retry_maybe_sent: false,
+                roots: None,
+            },
         };
         let sms = OutboundSms {
             phone_e164: "+8613800138000".into(),

@@ -11,6 +11,7 @@ use crate::error::GatewayError;
 use crate::feedback::signals::{self, LogtoEvent};
 use crate::feedback::telemetry::SignalLabels;
 use crate::phone::Phone;
+use crate::sms::ProviderId;
 use crate::runtime::{LiveTenant, Runtime};
 use crate::server::body::{self, BodyLimits, SignedDoor};
 use crate::server::{respond, Gateway};
@@ -233,7 +234,7 @@ where
 {
     let config = runtime.config();
     // An unknown secret is an unknown route: the answer says nothing about which secrets exist.
-    let tenant = runtime.tenant_for_status_secret(secret).ok_or(GatewayError::NotFound)?.clone();
+    let tenant = runtime.tenant_for_status_secret(ProviderId::Tencent, secret).ok_or(GatewayError::NotFound)?.clone();
     *tenant_out = Some(tenant.name.clone());
     let body = body::read(req, limits(config), &tenant.body_readers).await?;
     let reports = signals::parse_status(&body)?;
