@@ -2,6 +2,7 @@
 //! shared egress of [`crate::net`]), the classification of its answers into the gateway's typed outcome,
 //! and its delivery-report plumbing. [`Providers`] holds them all and sends along a tenant's routes.
 
+pub(crate) mod aliyun;
 pub(crate) mod codes;
 pub mod tencent;
 
