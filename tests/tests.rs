@@ -20,6 +20,7 @@ mod limiter;
 mod limits;
 mod listeners;
 mod logs;
+mod logto_connectors;
 mod metrics;
 mod ops;
 mod pumping;

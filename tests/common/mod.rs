@@ -4,6 +4,7 @@
 pub(crate) mod hooks;
 pub(crate) mod logs;
 pub(crate) mod mock;
+pub(crate) mod node;
 pub(crate) mod process;
 pub(crate) mod proxy;
 pub(crate) mod python;
