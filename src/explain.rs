@@ -123,7 +123,7 @@ impl Report {
             Ok(planned) => {
                 let headers: serde_json::Map<_, _> =
                     planned.request.headers.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-                out["request"] = json!({"method": "POST", "url": planned.request.url.to_string(), "headers": headers,
+                out["request"] = json!({"method": "POST", "url": planned.request.redacted_url(), "headers": headers,
                     "body": shown_body(&planned.request.body)});
                 out["outcome"] = json!("would send");
             }
@@ -239,7 +239,7 @@ impl fmt::Display for Report {
             Ok(planned) => {
                 let mode = if self.dry_run { "dry run: would sign and log, not send" } else { "would send" };
                 writeln!(f, "upstream   {mode}\n")?;
-                writeln!(f, "POST {}", planned.request.url)?;
+                writeln!(f, "POST {}", planned.request.redacted_url())?;
                 for (name, value) in &planned.request.headers {
                     writeln!(f, "{name}: {value}")?;
                 }

@@ -724,7 +724,7 @@ impl Services {
         tracing::info!(
             tenant = %tenant.name,
             provider = %provider,
-            endpoint = %request.url,
+            endpoint = %request.redacted_url(),
             region = %sms.region,
             body = %request.redacted_body(),
             "dry run: signed, not sent"

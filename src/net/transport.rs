@@ -38,12 +38,24 @@ pub struct PreparedRequest {
     pub body: Bytes,
     /// The provider's redaction of its own body (numbers masked, codes hidden).
     pub(crate) redact: fn(&[u8]) -> String,
+    /// The provider's redaction of its URL, for a provider that sends the number or the code in the query.
+    pub(crate) redact_url: fn(&http::Uri) -> String,
 }
 
 impl PreparedRequest {
     /// The body for dry-run logs and `explain`: numbers masked, template parameters (the code) hidden.
     pub(crate) fn redacted_body(&self) -> String {
         (self.redact)(&self.body)
+    }
+
+    /// The URL for dry-run logs and `explain`, redacted as the body is.
+    pub(crate) fn redacted_url(&self) -> String {
+        (self.redact_url)(&self.url)
+    }
+
+    /// [`PreparedRequest::redact_url`] of a provider whose URL holds nothing to hide.
+    pub(crate) fn plain_url(url: &http::Uri) -> String {
+        url.to_string()
     }
 }
 
@@ -238,9 +250,9 @@ impl Transport {
         let routed = self.client_for(upstream, endpoint);
         let http = routed.as_ref().unwrap_or(&self.http);
         let mut builder = http::Request::post(request.url);
-        for (name, value) in request.headers {
+        for (name, value) in &request.headers {
             // `Host` is written as signed; the client adds one only when the request has none.
-            builder = builder.header(name, value);
+            builder = builder.header(*name, value);
         }
         if let Some(proxy) = endpoint.proxy.as_ref().filter(|_| endpoint.url.scheme() == "http") {
             // Plain http goes to the proxy itself: the request carries the proxy's credentials (through a
@@ -250,8 +262,12 @@ impl Transport {
             }
         }
         let (body, written) = WrittenBody::new(request.body);
+        // A provider that signs the user agent sets it itself.
+        if !request.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("user-agent")) {
+            builder = builder.header(http::header::USER_AGENT, concat!("smsgate/", env!("CARGO_PKG_VERSION")));
+        }
         let request =
-            match builder.header(http::header::USER_AGENT, concat!("smsgate/", env!("CARGO_PKG_VERSION"))).body(body) {
+            match builder.body(body) {
                 Ok(request) => request,
                 Err(e) => {
                     return Exchange::NotWritten {

@@ -107,6 +107,7 @@ pub(crate) trait Provider: Send + Sync {
 pub struct Providers {
     transport: Transport,
     pub tencent: tencent::TencentClient,
+    aliyun: aliyun::AliyunClient,
 }
 
 /// What a send through its route came to: the provider that took it (or the last one tried), the template it
@@ -125,7 +126,8 @@ impl Providers {
     pub fn new(clock: crate::clock::SharedClock, telemetry: ClientTelemetry) -> Providers {
         let transport = Transport::new(clock.clone(), telemetry.retries.clone(), telemetry.breakers_open.clone());
         Providers {
-            tencent: tencent::TencentClient::new(transport.clone(), clock, telemetry.clock_skew.clone()),
+            tencent: tencent::TencentClient::new(transport.clone(), clock.clone(), telemetry.clock_skew.clone()),
+            aliyun: aliyun::AliyunClient::new(transport.clone(), clock),
             transport,
         }
     }
@@ -164,7 +166,8 @@ impl Providers {
                 let account = tenant.tencent.as_ref().ok_or_else(no_account)?;
                 Ok(self.tencent.prepare(account, &states.tencent, sms))
             }
-            ProviderId::Aliyun | ProviderId::Twilio => Err(no_account()),
+            ProviderId::Aliyun => Ok(self.aliyun.prepare(tenant.aliyun.as_ref().ok_or_else(no_account)?, &(), sms)),
+            ProviderId::Twilio => Err(no_account()),
         }
     }
 
@@ -212,7 +215,11 @@ impl Providers {
                 let account = tenant.tencent.as_ref().ok_or_else(no_account)?;
                 Provider::deliver(&self.tencent, account, &states.tencent, sms).await
             }
-            ProviderId::Aliyun | ProviderId::Twilio => Err(no_account()),
+            ProviderId::Aliyun => {
+                let account = tenant.aliyun.as_ref().ok_or_else(no_account)?;
+                Provider::deliver(&self.aliyun, account, &(), sms).await
+            }
+            ProviderId::Twilio => Err(no_account()),
         }
     }
 

@@ -182,7 +182,13 @@ impl TencentClient {
             ("X-TC-Timestamp", timestamp.to_string()),
             ("Authorization", signature.authorization),
         ];
-        PreparedRequest { url: endpoint.uri.clone(), headers, body: body.into(), redact: redacted_body }
+        PreparedRequest {
+            url: endpoint.uri.clone(),
+            headers,
+            body: body.into(),
+            redact: redacted_body,
+            redact_url: PreparedRequest::plain_url,
+        }
     }
 
     /// One call of another action (the SDK front door's passthrough), signed with the account's preferred key
