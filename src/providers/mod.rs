@@ -4,6 +4,7 @@
 
 pub(crate) mod codes;
 pub mod tencent;
+pub(crate) mod twilio;
 
 use crate::config::Tenant;
 use crate::error::{GatewayError, UpstreamDetail};
