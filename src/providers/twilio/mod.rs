@@ -8,3 +8,4 @@
 #![allow(dead_code, reason = "the Twilio client that calls these is built on another branch")]
 
 pub(crate) mod api;
+pub(crate) mod classify;
