@@ -9,3 +9,4 @@
 
 pub(crate) mod api;
 pub(crate) mod classify;
+pub(crate) mod sign;
