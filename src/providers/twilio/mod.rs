@@ -9,4 +9,5 @@
 
 pub(crate) mod api;
 pub(crate) mod classify;
+pub(crate) mod report;
 pub(crate) mod sign;
