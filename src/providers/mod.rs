@@ -5,6 +5,7 @@
 pub(crate) mod aliyun;
 pub(crate) mod codes;
 pub mod tencent;
+pub(crate) mod twilio;
 
 use crate::config::Tenant;
 use crate::error::GatewayError;
