@@ -265,7 +265,7 @@ mod tests {
     use crate::sms::Delivery;
 
     fn accepted() -> Accepted {
-        Accepted { delivery: Delivery::Sent, template_id: "1110".into(), receipt: None }
+        Accepted { delivery: Delivery::Sent, template_id: "1110".into(), receipt: None, provider: None }
     }
 
     #[tokio::test]

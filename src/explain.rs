@@ -9,7 +9,7 @@ use crate::policy::Limiter;
 use crate::providers::Providers;
 use crate::runtime::Runtime;
 use crate::script::ScriptOutcome;
-use crate::sms::{PhoneInput, SendRequest};
+use crate::sms::{PhoneInput, ProviderId, SendRequest};
 use serde_json::json;
 use std::fmt;
 
@@ -23,6 +23,8 @@ pub struct Input {
 
 pub struct Report {
     tenant: String,
+    /// Which route the number took and why.
+    route: String,
     input_phone: String,
     trail: Trail,
     outcome: Result<Planned, GatewayError>,
@@ -60,7 +62,9 @@ pub async fn explain(runtime: Runtime, clock: SharedClock, input: &Input) -> Res
     services.feedback.load_blocks(&tenant, &services.limiter).await;
     let shared_state = services.limiter.shared().is_some();
     let outcome = services.plan(&tenant, request, &mut trail).await;
+    let route = describe_route(&tenant, &trail);
     Ok(Report {
+        route,
         tenant: tenant.name.to_string(),
         input_phone: input.phone.clone(),
         dry_run: trail.provider.and_then(|p| tenant.upstream(p)).is_some_and(|u| u.dry_run),
@@ -72,7 +76,34 @@ pub async fn explain(runtime: Runtime, clock: SharedClock, input: &Input) -> Res
     })
 }
 
+/// The route a send took, in words: which `routes:` entry matched and why, the providers in order, and the
+/// hook's choice.
+fn describe_route(tenant: &crate::config::Tenant, trail: &Trail) -> String {
+    let Some(via) = trail.via else { return String::new() };
+    let why = match trail.route.and_then(|i| tenant.routes.get(i).map(|r| (i, r))) {
+        None => "the tenant's one provider".to_owned(),
+        Some((i, r)) if r.is_default() => format!("routes[{i}], the default route"),
+        Some((i, r)) => {
+            let matched: Vec<&str> = trail.phone.as_ref().map_or_else(Vec::new, |p| {
+                let by_country = r.countries.iter().filter(|c| *c == p.country_code());
+                by_country
+                    .chain(r.prefixes.iter().filter(|x| p.e164().starts_with(x.as_str())))
+                    .map(String::as_str)
+                    .collect()
+            });
+            format!("routes[{i}], matched by {}", matched.join(", "))
+        }
+    };
+    let hook = trail.hook_provider.map_or(String::new(), |p| format!("; the hook chose {p} first"));
+    format!("{why}: via {via}{hook}")
+}
+
 impl Report {
+    fn route_json(&self) -> serde_json::Value {
+        json!({"why": self.route, "via": self.trail.via.map(|v| v.iter().collect::<Vec<_>>()),
+               "provider": self.trail.provider})
+    }
+
     /// The number as the normalize stage left it, before any hook rewrite.
     fn normalized(&self) -> Option<&crate::phone::Phone> {
         match &self.trail.script {
@@ -122,9 +153,11 @@ impl Report {
         match &self.outcome {
             Ok(planned) => {
                 let headers: serde_json::Map<_, _> =
-                    planned.request.headers.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+                    planned.request.redacted_headers().map(|(k, v)| (k.to_string(), json!(v))).collect();
+                out["provider"] = json!(planned.provider);
+                out["route"] = self.route_json();
                 out["request"] = json!({"method": "POST", "url": planned.request.redacted_url(), "headers": headers,
-                    "body": shown_body(&planned.request.body)});
+                    "body": shown_body(planned)});
                 out["outcome"] = json!("would send");
             }
             Err(e) => {
@@ -136,7 +169,13 @@ impl Report {
 }
 
 /// The signed body as explain prints it: TemplateParamSet (the code) as `***`, everything else as sent.
-fn shown_body(body: &[u8]) -> String {
+/// The body as `explain` shows it: Tencent's with the number as the operator gave it and the code hidden;
+/// another provider's as its dry-run log shows it.
+fn shown_body(planned: &Planned) -> String {
+    if planned.provider != ProviderId::Tencent {
+        return planned.request.redacted_body();
+    }
+    let body = &planned.request.body;
     let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else { return "<unreadable body>".into() };
     if let Some(params) = value.get_mut("TemplateParamSet").and_then(|v| v.as_array_mut()) {
         for p in params {
@@ -188,8 +227,12 @@ impl fmt::Display for Report {
                 (None, _) => {}
             }
         }
+        if !self.route.is_empty() {
+            let first = self.trail.provider.map_or(String::new(), |p| format!(" -> {p}"));
+            writeln!(f, "route      {}{first}", self.route)?;
+        }
         if self.trail.test_number {
-            writeln!(f, "policy     test number: not counted, answered as sent without calling Tencent")?;
+            writeln!(f, "policy     test number: not counted, answered as sent without calling a provider")?;
         }
         for key in &self.trail.protection {
             let shadow = if key.shadow { " (shadow)" } else { "" };
@@ -240,11 +283,11 @@ impl fmt::Display for Report {
                 let mode = if self.dry_run { "dry run: would sign and log, not send" } else { "would send" };
                 writeln!(f, "upstream   {mode}\n")?;
                 writeln!(f, "POST {}", planned.request.redacted_url())?;
-                for (name, value) in &planned.request.headers {
+                for (name, value) in planned.request.redacted_headers() {
                     writeln!(f, "{name}: {value}")?;
                 }
-                writeln!(f, "\n{}", shown_body(&planned.request.body))?;
-                writeln!(f, "\n(TemplateParamSet shown as ***; the signature covers the real values)")
+                writeln!(f, "\n{}", shown_body(planned))?;
+                writeln!(f, "\n(the code is shown as ***; the signature covers the real values)")
             }
             Err(e) => writeln!(f, "outcome    {} {}: {}", e.status().as_u16(), e.code(), e.public_message()),
         }

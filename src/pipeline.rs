@@ -74,6 +74,10 @@ pub struct Trail {
     pub protection: Vec<crate::protection::KeyReport>,
     /// The providers the send may go through, in its route's order (or the hook's choice first).
     pub via: Option<Via>,
+    /// The route's place in `routes:` (None: the tenant's one provider, no `routes:`).
+    pub route: Option<usize>,
+    /// The provider the hook chose to send first.
+    pub hook_provider: Option<ProviderId>,
     /// The provider the send went to (or would go to first).
     pub provider: Option<ProviderId>,
     /// The providers that refused the send before, nothing sent, with their error code.
@@ -204,18 +208,20 @@ pub fn template<'t>(
     phone: &Phone,
 ) -> Result<(&'t str, Option<&'t str>), GatewayError> {
     let no_template = || GatewayError::NoTemplate { usage: usage.to_owned() };
-    let (templates, sign_name) = tenant.tencent.as_ref().ok_or_else(no_template)?.templates_for(phone.is_mainland_china());
+    let (templates, sign_name) =
+        tenant.tencent.as_ref().ok_or_else(no_template)?.templates_for(phone.is_mainland_china());
     let id = templates.resolve(usage).ok_or_else(no_template)?;
     Ok((id, sign_name))
 }
 
 /// Route stage: the providers that may take the number's send, in order: its route's (by country or prefix,
-/// else the default route), with the hook's choice first when it made one.
-pub(crate) fn route(tenant: &Tenant, phone: &Phone, chosen: Option<ProviderId>) -> Via {
-    let via = Via::from_iter(tenant.route_for(phone.country_code(), phone.e164()).via.iter().copied());
+/// else the default route), with the hook's choice first when it made one; and the route's place in `routes:`.
+pub(crate) fn route(tenant: &Tenant, phone: &Phone, chosen: Option<ProviderId>) -> (Via, Option<usize>) {
+    let route = tenant.route_for(phone.country_code(), phone.e164());
+    let via = Via::from_iter(route.via.iter().copied());
     match chosen {
-        Some(id) => via.with_first(id),
-        None => via,
+        Some(id) => (via.with_first(id), route.index),
+        None => (via, route.index),
     }
 }
 
@@ -312,8 +318,10 @@ impl Services {
         trail.usage_named = tenant.knows_usage(judged);
         let usage = judged.to_owned();
         destination(tenant, &phone)?;
-        let via = route(tenant, &phone, provider);
+        let (via, route_index) = route(tenant, &phone, provider);
         trail.via = Some(via);
+        trail.route = route_index;
+        trail.hook_provider = provider;
         let mainland_china = phone.is_mainland_china();
         let tencent_sign_name = || tenant.tencent.as_ref().and_then(|t| t.templates_for(mainland_china).1);
         let mut also_usages = Vec::new();
@@ -710,7 +718,13 @@ impl Services {
     }
 
     /// Dry run: signed and logged, never transmitted; the reservation is kept (it counts as a send).
-    async fn dry_run(&self, tenant: &LiveTenant, admitted: Admitted, provider: ProviderId, trail: &mut Trail) -> Outcome {
+    async fn dry_run(
+        &self,
+        tenant: &LiveTenant,
+        admitted: Admitted,
+        provider: ProviderId,
+        trail: &mut Trail,
+    ) -> Outcome {
         let sms = admitted.checked.sms;
         let request = match self.providers.prepare(tenant, &tenant.providers, provider, &sms) {
             Ok(request) => request,

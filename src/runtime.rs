@@ -5,10 +5,10 @@
 //! config key that states it. The gateway swaps a whole runtime on reload: runtime state lives here, built by
 //! Runtime::build, dropped with it on reload (a reload starts every piece afresh).
 
-use crate::sms::ProviderId;
 use crate::config::{self, Config, ConfigError, ConfigErrors, Credentials, Env};
 use crate::providers::States;
 use crate::script::ScriptHook;
+use crate::sms::ProviderId;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::Semaphore;

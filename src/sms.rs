@@ -101,6 +101,31 @@ pub struct Unconfirmed {
     pub upstream: Option<crate::error::UpstreamDetail>,
 }
 
+/// One delivery report, whatever the provider that pushed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusReport {
+    /// The send's message key ([`message_key`]: Tencent's SerialNo, `aliyun:<BizId>`, `twilio:<MessageSid>`).
+    pub sid: String,
+    /// The number's E.164 digits, when the report names it.
+    pub digits: Option<u64>,
+    /// `SUCCESS`, `FAIL` or what the provider wrote.
+    pub status: String,
+    pub errmsg: String,
+    pub description: String,
+    pub user_receive_time: String,
+}
+
+impl StatusReport {
+    /// The status as a metric label.
+    pub(crate) fn status_label(&self) -> &'static str {
+        match self.status.as_str() {
+            "SUCCESS" => "success",
+            "FAIL" => "fail",
+            _ => "other",
+        }
+    }
+}
+
 /// The SMS providers the gateway sends through: a closed set (a metrics label, a route's `via`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

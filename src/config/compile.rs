@@ -296,9 +296,14 @@ fn compile_tenant(
     .into_iter()
     .flatten()
     .collect();
-    let routes = compile_routes(c, path, raw, &configured, &|id, usage| {
-        can_send(id, usage, tencent.as_ref(), aliyun.as_ref(), twilio.as_ref())
-    }, &usages);
+    let routes = compile_routes(
+        c,
+        path,
+        raw,
+        &configured,
+        &|id, usage| can_send(id, usage, tencent.as_ref(), aliyun.as_ref(), twilio.as_ref()),
+        &usages,
+    );
     let limits = compile_limits(c, name, &format!("{path}.limits"), &raw.limits, &usages);
     let number_types = compile_number_types(c, &format!("{path}.number_types"), raw.number_types.as_deref());
     let test_numbers = compile_test_numbers(c, &format!("{path}.test_numbers"), &raw.test_numbers, &number_types);
@@ -570,8 +575,10 @@ fn compile_tencent(
     });
     let upstream = compile_upstream(c, path, &raw.upstream(), DEFAULT_ENDPOINT, base_dir, env);
     let templates = compile_templates(c, &format!("{path}.templates"), &raw.templates);
-    let international_templates =
-        raw.international_templates.as_ref().map(|t| compile_templates(c, &format!("{path}.international_templates"), t));
+    let international_templates = raw
+        .international_templates
+        .as_ref()
+        .map(|t| compile_templates(c, &format!("{path}.international_templates"), t));
     let international_sign_name =
         raw.international_sign_name.as_ref().and_then(|s| c.required(&format!("{path}.international_sign_name"), s));
     if international_sign_name.is_some() && raw.international_templates.is_none() {
@@ -678,7 +685,13 @@ fn nonempty(c: &mut Compiler, path: &str, scalar: &Scalar) -> Option<String> {
     Some(text)
 }
 
-fn compile_aliyun(c: &mut Compiler, path: &str, raw: &RawAliyun, base_dir: &Path, env: &dyn Env) -> Option<AliyunAccount> {
+fn compile_aliyun(
+    c: &mut Compiler,
+    path: &str,
+    raw: &RawAliyun,
+    base_dir: &Path,
+    env: &dyn Env,
+) -> Option<AliyunAccount> {
     let access_key_id = nonempty(c, &format!("{path}.accessKeyId"), &raw.access_key_id);
     let access_key_secret = nonempty(c, &format!("{path}.accessKeySecret"), &raw.access_key_secret);
     let sign_name = nonempty(c, &format!("{path}.signName"), &raw.sign_name);
@@ -687,7 +700,9 @@ fn compile_aliyun(c: &mut Compiler, path: &str, raw: &RawAliyun, base_dir: &Path
     if raw.templates.is_empty() {
         c.problem(format!("{path}.templates"), "list at least one template (usageType and templateCode)");
     }
-    let code_ok = |code: &str| !code.is_empty() && code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let code_ok = |code: &str| {
+        !code.is_empty() && code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
     for (i, t) in raw.templates.iter().enumerate() {
         let Some(usage) = template_usage(c, &format!("{path}.templates[{i}].usageType"), &t.usage_type.0, &china)
         else {
@@ -698,7 +713,10 @@ fn compile_aliyun(c: &mut Compiler, path: &str, raw: &RawAliyun, base_dir: &Path
             RawTemplateCode::Split { china, overseas } => (china, overseas),
         };
         if !code_ok(&for_china.0) || !code_ok(&for_overseas.0) {
-            c.problem(format!("{path}.templates[{i}].templateCode"), "expected an Aliyun TemplateCode such as SMS_154950909");
+            c.problem(
+                format!("{path}.templates[{i}].templateCode"),
+                "expected an Aliyun TemplateCode such as SMS_154950909",
+            );
             continue;
         }
         china.insert(usage.to_owned(), for_china.0.clone());
@@ -714,7 +732,13 @@ fn compile_aliyun(c: &mut Compiler, path: &str, raw: &RawAliyun, base_dir: &Path
     })
 }
 
-fn compile_twilio(c: &mut Compiler, path: &str, raw: &RawTwilio, base_dir: &Path, env: &dyn Env) -> Option<TwilioAccount> {
+fn compile_twilio(
+    c: &mut Compiler,
+    path: &str,
+    raw: &RawTwilio,
+    base_dir: &Path,
+    env: &dyn Env,
+) -> Option<TwilioAccount> {
     let sid = |c: &mut Compiler, key: &str, scalar: &Scalar, prefix: &str| {
         let p = format!("{path}.{key}");
         let text = c.required(&p, scalar)?;
@@ -822,7 +846,9 @@ fn can_send(
         ProviderId::Tencent => {
             tencent.is_some_and(|t| [true, false].iter().all(|m| t.templates_for(*m).0.resolve(usage).is_some()))
         }
-        ProviderId::Aliyun => aliyun.is_some_and(|a| a.china.resolve(usage).is_some() && a.overseas.resolve(usage).is_some()),
+        ProviderId::Aliyun => {
+            aliyun.is_some_and(|a| a.china.resolve(usage).is_some() && a.overseas.resolve(usage).is_some())
+        }
         ProviderId::Twilio => twilio.is_some_and(|t| t.templates.resolve(usage).is_some()),
     }
 }
@@ -864,7 +890,10 @@ fn compile_routes(
         let mut prefixes = Vec::new();
         for (k, prefix) in r.prefixes.iter().enumerate() {
             let text = &prefix.0;
-            let ok = text.len() >= 2 && text.len() <= 16 && text.starts_with('+') && text[1..].bytes().all(|b| b.is_ascii_digit());
+            let ok = text.len() >= 2
+                && text.len() <= 16
+                && text.starts_with('+')
+                && text[1..].bytes().all(|b| b.is_ascii_digit());
             if ok {
                 prefixes.push(text.clone());
             } else {
@@ -879,9 +908,7 @@ fn compile_routes(
             let vp = format!("{p}.via[{k}]");
             match ProviderId::from_name(&name.0) {
                 None => c.problem(&vp, "expected tencent, aliyun or twilio"),
-                Some(id) if !configured.contains(&id) => {
-                    c.problem(&vp, format!("the tenant has no `{id}:` section"))
-                }
+                Some(id) if !configured.contains(&id) => c.problem(&vp, format!("the tenant has no `{id}:` section")),
                 Some(id) if via.contains(&id) => c.problem(&vp, format!("{id} is listed twice")),
                 Some(id) => {
                     let missing: Vec<&str> = usages.all().filter(|u| !can_send(id, u)).collect();
@@ -979,13 +1006,7 @@ fn rule_usage(name: &str, usages: &Usages) -> Result<String, String> {
     }
 }
 
-fn compile_limits(
-    c: &mut Compiler,
-    tenant: &str,
-    path: &str,
-    raw: &[RawLimit],
-    usages: &Usages,
-) -> Vec<LimitRule> {
+fn compile_limits(c: &mut Compiler, tenant: &str, path: &str, raw: &[RawLimit], usages: &Usages) -> Vec<LimitRule> {
     let mut names = HashSet::new();
     let mut rules = Vec::new();
     for (i, r) in raw.iter().enumerate() {

@@ -139,7 +139,8 @@ pub(super) fn check(
         // Every usage a door produces from the config resolves to a template for every kind of number.
         if let Some(hook) = &tenant.supabase {
             let usage = tenant.canonical_usage(&hook.usage);
-            let unserved = |p: crate::sms::ProviderId| [true, false].iter().any(|m| tenant.template_of(p, usage, *m).is_none());
+            let unserved =
+                |p: crate::sms::ProviderId| [true, false].iter().any(|m| tenant.template_of(p, usage, *m).is_none());
             if tenant.providers().any(unserved) {
                 problem(
                     problems,

@@ -5,8 +5,8 @@
 use super::{ScriptSpec, Secret};
 pub use crate::phone::NumberType;
 pub use crate::sms::ProviderId;
-use std::collections::BTreeSet;
 use phonenumber::country;
+use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -393,9 +393,10 @@ impl Tenant {
 
     /// The route a number's send takes: the first whose countries or prefixes match, else the default.
     pub(crate) fn route_for(&self, country: &str, e164: &str) -> &Route {
-        self.routes.iter().find(|r| r.matches(country, e164)).unwrap_or_else(|| {
-            self.routes.last().expect("a compiled tenant has a default route")
-        })
+        self.routes
+            .iter()
+            .find(|r| r.matches(country, e164))
+            .unwrap_or_else(|| self.routes.last().expect("a compiled tenant has a default route"))
     }
 
     /// Provider `id`'s template for a usage type and kind of number (its own, else its `Generic`): Tencent's
@@ -654,12 +655,10 @@ impl Templates {
 
     /// The usage type whose template `usage` resolves to: itself, or `Generic`.
     pub(crate) fn resolved_usage(&self, usage: &str) -> Option<&str> {
-        self.by_usage.get_key_value(usage).or_else(|| self.by_usage.get_key_value(GENERIC_USAGE)).map(|(k, _)| k.as_str())
-    }
-
-    /// Whether the tenant names this usage type itself (not through the Generic fallback).
-    pub(crate) fn has_usage(&self, usage: &str) -> bool {
-        self.by_usage.contains_key(usage)
+        self.by_usage
+            .get_key_value(usage)
+            .or_else(|| self.by_usage.get_key_value(GENERIC_USAGE))
+            .map(|(k, _)| k.as_str())
     }
 
     /// The template's own spelling of a usage type matched ignoring ASCII case.

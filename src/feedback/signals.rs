@@ -81,30 +81,7 @@ pub(crate) fn parse_verified(body: &[u8]) -> Result<VerifiedBody, GatewayError> 
     Ok(parsed)
 }
 
-/// One entry of Tencent's delivery-status callback.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusReport {
-    /// The send's SerialNo.
-    pub sid: String,
-    /// The E.164 digits `nationcode` and `mobile` name, when they do.
-    pub digits: Option<u64>,
-    /// `SUCCESS`, `FAIL` or what Tencent wrote.
-    pub status: String,
-    pub errmsg: String,
-    pub description: String,
-    pub user_receive_time: String,
-}
-
-impl StatusReport {
-    /// The status as a metric label.
-    pub(crate) fn status_label(&self) -> &'static str {
-        match self.status.as_str() {
-            "SUCCESS" => "success",
-            "FAIL" => "fail",
-            _ => "other",
-        }
-    }
-}
+pub use crate::sms::StatusReport;
 
 /// A field as text, whether Tencent wrote it as a string or a number.
 fn text(entry: &Value, field: &str) -> String {

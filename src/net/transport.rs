@@ -53,6 +53,15 @@ impl PreparedRequest {
         (self.redact_url)(&self.url)
     }
 
+    /// The headers for `explain`: a Basic `Authorization` (Twilio's, the credentials themselves) hidden; a
+    /// signature (Tencent's, Aliyun's) shown, since it opens nothing else.
+    pub(crate) fn redacted_headers(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.headers.iter().map(|(name, value)| {
+            let hidden = name.eq_ignore_ascii_case("authorization") && value.starts_with("Basic ");
+            (*name, if hidden { "Basic **REDACTED**" } else { value.as_str() })
+        })
+    }
+
     /// [`PreparedRequest::redact_url`] of a provider whose URL holds nothing to hide.
     pub(crate) fn plain_url(url: &http::Uri) -> String {
         url.to_string()
@@ -64,7 +73,10 @@ impl PreparedRequest {
 pub(crate) enum Exchange {
     /// Nothing of the request was written (no connection, a request that could not be built, the deadline
     /// first): nothing was sent, safe to retry or fail over. `timed_out`: the deadline passed.
-    NotWritten { reason: String, timed_out: bool },
+    NotWritten {
+        reason: String,
+        timed_out: bool,
+    },
     /// The request was written and no whole answer came back (reset, truncated, too large, the deadline):
     /// it may have been sent.
     NoAnswer(String),
@@ -158,7 +170,11 @@ impl Transport {
     /// across endpoints on connect failures. The result is the last attempt's (never a stale error after a
     /// success), except that once an attempt may have gone out the call is unconfirmed at worst. An `Err`
     /// means nothing was sent by any attempt.
-    pub(crate) async fn call<A: Attempt>(&self, upstream: &Upstream, attempt: &mut A) -> Result<A::Output, GatewayError> {
+    pub(crate) async fn call<A: Attempt>(
+        &self,
+        upstream: &Upstream,
+        attempt: &mut A,
+    ) -> Result<A::Output, GatewayError> {
         let deadline = tokio::time::Instant::now() + upstream.timeout;
         let mut attempts = 0;
         let mut endpoint = self.pick(upstream);
@@ -266,16 +282,15 @@ impl Transport {
         if !request.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("user-agent")) {
             builder = builder.header(http::header::USER_AGENT, concat!("smsgate/", env!("CARGO_PKG_VERSION")));
         }
-        let request =
-            match builder.body(body) {
-                Ok(request) => request,
-                Err(e) => {
-                    return Exchange::NotWritten {
-                        reason: format!("connect: request could not be built: {e}"),
-                        timed_out: false,
-                    }
+        let request = match builder.body(body) {
+            Ok(request) => request,
+            Err(e) => {
+                return Exchange::NotWritten {
+                    reason: format!("connect: request could not be built: {e}"),
+                    timed_out: false,
                 }
-            };
+            }
+        };
         let was_written = || written.load(Ordering::Acquire);
         let attempt = async {
             let response = match http.request(request).await {
@@ -292,9 +307,9 @@ impl Transport {
                     headers: head.headers,
                     body: collected.to_bytes().to_vec(),
                 }),
-                Err(e) if e.is::<LengthLimitError>() => {
-                    Exchange::NoAnswer(format!("answer over {limit} bytes, more than the provider can legitimately send"))
-                }
+                Err(e) if e.is::<LengthLimitError>() => Exchange::NoAnswer(format!(
+                    "answer over {limit} bytes, more than the provider can legitimately send"
+                )),
                 Err(e) => Exchange::NoAnswer(format!("transport: reading the answer: {}", chain(&*e))),
             }
         };

@@ -285,9 +285,8 @@ impl Services {
             let trail = &mut trails[index];
             trail.upstream_latency = Some(took);
             trail.provider = Some(ProviderId::Tencent);
-            let rest = Via::from_iter(
-                self.providers.order(tenant, checked.via).iter().filter(|p| *p != ProviderId::Tencent),
-            );
+            let rest =
+                Via::from_iter(self.providers.order(tenant, checked.via).iter().filter(|p| *p != ProviderId::Tencent));
             let (provider, template_id, number_result, entry) = match number_result {
                 // Tencent sent nothing, for a reason of its own: the number's route goes on.
                 Err(e) if e.fails_over() && !rest.is_empty() => {

@@ -9,10 +9,10 @@ pub(crate) mod twilio;
 
 use crate::config::Tenant;
 use crate::error::GatewayError;
+use crate::net::transport::Transport;
 pub use crate::net::transport::{PreparedRequest, ReasonLabels};
 pub use crate::sms::Unconfirmed;
-use crate::net::transport::Transport;
-use crate::sms::{CallExtras, ProviderId, Receipt, Via};
+use crate::sms::{CallExtras, ProviderId, Receipt, StatusReport, Via};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -100,6 +100,81 @@ pub(crate) trait Provider: Send + Sync {
     ) -> impl std::future::Future<Output = Result<Dispatched, GatewayError>> + Send;
 }
 
+/// The delivery reports of one push to `/v1/<provider>/status/<secret>` (Aliyun's SmsReport, Twilio's status
+/// callbacks), as the feedback loop reads them, with the answer the provider expects. Tencent's callback is
+/// read by the feedback loop itself (`feedback::signals::parse_status`).
+pub(crate) struct Pushed {
+    /// Final reports only: Twilio's intermediate statuses (`queued`, `sent`...) are left out, so a later
+    /// final one still counts as the first receipt of its message.
+    pub(crate) reports: Vec<StatusReport>,
+    /// The body of the answer (JSON), or None for an empty 204.
+    pub(crate) ack: Option<&'static str>,
+}
+
+/// A number as a report writes it (E.164 with or without `+`, or Aliyun's 11 mainland digits) as E.164 digits.
+fn report_digits(written: &str) -> Option<u64> {
+    let digits = written.strip_prefix('+').unwrap_or(written);
+    let digits = if digits.len() == 11 && digits.starts_with('1') { format!("86{digits}") } else { digits.to_owned() };
+    let ok = !digits.is_empty() && digits.len() <= 15 && digits.bytes().all(|b| b.is_ascii_digit());
+    ok.then(|| digits.parse().ok()).flatten()
+}
+
+/// Reads a push of delivery reports from provider `id` for `tenant` (found by its status secret): Twilio's
+/// signature (`signature`: its `X-Twilio-Signature`) checked against the callback URL the tenant's messages
+/// name, and its account checked; Aliyun's push carries no signature (the path secret is its proof). Nothing
+/// is trusted from a push that does not read whole.
+pub(crate) fn read_push(
+    tenant: &Tenant,
+    id: ProviderId,
+    signature: Option<&str>,
+    body: &[u8],
+) -> Result<Pushed, GatewayError> {
+    let text = |s: &str| s.chars().filter(|c| !c.is_control()).take(128).collect::<String>();
+    match id {
+        ProviderId::Aliyun => {
+            let reports = aliyun::report::parse(body).map_err(|why| GatewayError::InvalidRequest(why.into()))?;
+            let reports = reports
+                .into_iter()
+                .map(|r| StatusReport {
+                    sid: crate::sms::message_key(ProviderId::Aliyun, &r.biz_id).into_owned(),
+                    digits: report_digits(&r.phone),
+                    status: if r.success { "SUCCESS" } else { "FAIL" }.into(),
+                    errmsg: text(&r.err_code),
+                    description: String::new(),
+                    user_receive_time: String::new(),
+                })
+                .collect();
+            Ok(Pushed { reports, ack: Some(aliyun::report::ACK) })
+        }
+        ProviderId::Twilio => {
+            let account = tenant.twilio.as_ref().ok_or(GatewayError::NotFound)?;
+            let url = account.status_callback.as_deref().ok_or(GatewayError::NotFound)?;
+            let (params, report) =
+                twilio::report::parse(body).map_err(|why| GatewayError::InvalidRequest(why.into()))?;
+            twilio::sign::check(account.auth_token.expose(), url, &params, signature.unwrap_or_default())
+                .map_err(GatewayError::BadSignature)?;
+            if report.account_sid != account.account_sid {
+                return Err(GatewayError::BadSignature("a callback for another Twilio account"));
+            }
+            let status = match report.outcome {
+                twilio::report::Outcome::Delivered => "SUCCESS",
+                twilio::report::Outcome::Failed => "FAIL",
+                twilio::report::Outcome::Pending => return Ok(Pushed { reports: Vec::new(), ack: None }),
+            };
+            let reports = vec![StatusReport {
+                sid: crate::sms::message_key(ProviderId::Twilio, &report.message_sid).into_owned(),
+                digits: report_digits(&report.to),
+                status: status.into(),
+                errmsg: text(report.error_code.as_deref().unwrap_or_default()),
+                description: String::new(),
+                user_receive_time: String::new(),
+            }];
+            Ok(Pushed { reports, ack: None })
+        }
+        ProviderId::Tencent => Err(GatewayError::Internal("Tencent's callback is read by the feedback loop".into())),
+    }
+}
+
 /// Every provider the gateway sends through, on one shared transport, and the choice among a tenant's: a
 /// send goes to its route's providers in order, the next taking it only when the one before certainly sent
 /// nothing for a reason of its own ([`GatewayError::fails_over`]). Adding a provider is its folder, its
@@ -109,6 +184,7 @@ pub struct Providers {
     transport: Transport,
     pub tencent: tencent::TencentClient,
     aliyun: aliyun::AliyunClient,
+    twilio: twilio::TwilioClient,
 }
 
 /// What a send through its route came to: the provider that took it (or the last one tried), the template it
@@ -128,7 +204,8 @@ impl Providers {
         let transport = Transport::new(clock.clone(), telemetry.retries.clone(), telemetry.breakers_open.clone());
         Providers {
             tencent: tencent::TencentClient::new(transport.clone(), clock.clone(), telemetry.clock_skew.clone()),
-            aliyun: aliyun::AliyunClient::new(transport.clone(), clock),
+            aliyun: aliyun::AliyunClient::new(transport.clone(), clock.clone()),
+            twilio: twilio::TwilioClient::new(transport.clone(), clock),
             transport,
         }
     }
@@ -168,7 +245,7 @@ impl Providers {
                 Ok(self.tencent.prepare(account, &states.tencent, sms))
             }
             ProviderId::Aliyun => Ok(self.aliyun.prepare(tenant.aliyun.as_ref().ok_or_else(no_account)?, &(), sms)),
-            ProviderId::Twilio => Err(no_account()),
+            ProviderId::Twilio => Ok(self.twilio.prepare(tenant.twilio.as_ref().ok_or_else(no_account)?, &(), sms)),
         }
     }
 
@@ -220,7 +297,10 @@ impl Providers {
                 let account = tenant.aliyun.as_ref().ok_or_else(no_account)?;
                 Provider::deliver(&self.aliyun, account, &(), sms).await
             }
-            ProviderId::Twilio => Err(no_account()),
+            ProviderId::Twilio => {
+                let account = tenant.twilio.as_ref().ok_or_else(no_account)?;
+                Provider::deliver(&self.twilio, account, &(), sms).await
+            }
         }
     }
 

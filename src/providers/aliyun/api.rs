@@ -6,9 +6,6 @@ use serde::Deserialize;
 
 pub(crate) const ACTION: &str = "SendSms";
 pub(crate) const VERSION: &str = "2017-05-25";
-/// The public endpoint (mainland China). Aliyun also serves SendSms on regional endpoints
-/// (`dysmsapi.ap-southeast-1.aliyuncs.com`…), which the config may name instead.
-pub(crate) const DEFAULT_ENDPOINT: &str = "https://dysmsapi.aliyuncs.com";
 
 const MAINLAND_CHINA: &str = "+86";
 

@@ -310,7 +310,6 @@ impl TencentClient {
             "Tencent refused our timestamp: re-signing once; check this host's clock"
         );
     }
-
 }
 
 /// One SendSms call in the making: which key pair signs it, and whether it was re-signed or rotated already.
@@ -522,6 +521,8 @@ mod tests {
             params: vec!["654321".into()],
             region: "ap-guangzhou".into(),
             extras: Default::default(),
+            usage: "SignIn".into(),
+            mainland_china: true,
         };
         let request = TencentClient::prepare(&account, &credentials, &endpoint, &sms, 1700000000);
         let body = request.redacted_body();

@@ -249,7 +249,7 @@ mod tests {
     async fn a_full_queue_drops_and_counts() {
         let results = Family::<ReportLabels, Counter>::default();
         let reporter = Reporter::new(
-            TencentClient::new(crate::clock::SystemClock::shared(), Default::default()),
+            crate::providers::Providers::new(crate::clock::SystemClock::shared(), Default::default()).tencent,
             1,
             results.clone(),
         );

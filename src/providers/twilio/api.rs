@@ -6,8 +6,6 @@ use base64::Engine as _;
 use serde::{Deserialize, Deserializer};
 use std::borrow::Cow;
 
-/// Twilio's API host; a region or a test mock replaces it in config.
-pub(crate) const DEFAULT_ENDPOINT: &str = "https://api.twilio.com";
 pub(crate) const CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 /// Asked for explicitly: the path's `.json` already selects JSON, but a proxy's error page then says what it is.
 pub(crate) const ACCEPT: &str = "application/json";
@@ -143,7 +141,7 @@ pub(crate) fn redact(body: &[u8]) -> String {
 }
 
 /// A created Message resource (HTTP 201), the fields the gateway reads. Twilio writes `num_segments` and
-/// `price` as strings and `error_code` as a number; each is read whichever way it comes, and a field of an
+/// as strings and `error_code` as a number; each is read whichever way it comes, and a field of an
 /// unexpected type reads as absent rather than making the whole answer unreadable.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct Message {
@@ -158,11 +156,6 @@ pub(crate) struct Message {
     pub(crate) error_message: Option<String>,
     #[serde(default, deserialize_with = "loose")]
     pub(crate) num_segments: Option<String>,
-    /// Negative, in `price_unit`; usually null until the message is sent.
-    #[serde(default, deserialize_with = "loose")]
-    pub(crate) price: Option<String>,
-    #[serde(default, deserialize_with = "loose")]
-    pub(crate) price_unit: Option<String>,
 }
 
 /// Twilio's error answer: `{"code": 21211, "message": "...", "more_info": "https://...", "status": 400}`.
@@ -173,11 +166,6 @@ pub(crate) struct ApiError {
     pub(crate) code: Option<String>,
     #[serde(default, deserialize_with = "loose")]
     pub(crate) message: Option<String>,
-    #[serde(default, deserialize_with = "loose")]
-    pub(crate) more_info: Option<String>,
-    /// The HTTP status, repeated.
-    #[serde(default, deserialize_with = "loose")]
-    pub(crate) status: Option<String>,
 }
 
 /// A string or a number as text; null, booleans, arrays and objects as absent.
@@ -291,13 +279,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!((failed.error_code.as_deref(), failed.num_segments.as_deref()), (Some("30450"), Some("1")));
-        assert_eq!(failed.price.as_deref(), Some("-0.0075"));
         let error: ApiError = serde_json::from_str(
             r#"{"code":21211,"message":"The 'To' number 5551234567 is not a valid phone number.",
                 "more_info":"https://www.twilio.com/docs/errors/21211","status":400}"#,
         )
         .unwrap();
-        assert_eq!((error.code.as_deref(), error.status.as_deref()), (Some("21211"), Some("400")));
+        assert_eq!(error.code.as_deref(), Some("21211"));
         let odd: ApiError = serde_json::from_str(r#"{"code":{"x":1},"message":["a"]}"#).unwrap();
         assert_eq!((odd.code, odd.message), (None, None));
     }

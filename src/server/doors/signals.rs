@@ -11,25 +11,32 @@ use crate::error::GatewayError;
 use crate::feedback::signals::{self, LogtoEvent};
 use crate::feedback::telemetry::SignalLabels;
 use crate::phone::Phone;
-use crate::sms::ProviderId;
 use crate::runtime::{LiveTenant, Runtime};
 use crate::server::body::{self, BodyLimits, SignedDoor};
 use crate::server::{respond, Gateway};
+use crate::sms::ProviderId;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Body;
 use std::sync::Arc;
 
-const STATUS_PREFIX: &str = "/v1/tencent/status/";
+/// `/v1/<provider>/status/<secret>`: each provider's delivery reports.
+const STATUS_PREFIXES: [(&str, ProviderId); 3] = [
+    ("/v1/tencent/status/", ProviderId::Tencent),
+    ("/v1/aliyun/status/", ProviderId::Aliyun),
+    ("/v1/twilio/status/", ProviderId::Twilio),
+];
+/// Twilio's signature of its status callbacks.
+const TWILIO_SIGNATURE: &str = "x-twilio-signature";
 const LOGTO_WEBHOOK: &str = "/v1/logto/webhook";
 
 pub(in crate::server) enum SignalRoute {
     /// The tenant named in the path, or none (the shared route).
     LogtoWebhook(Option<String>),
     Verified,
-    /// The path secret.
-    TencentStatus(String),
+    /// A provider's delivery reports, and the path secret.
+    Status(ProviderId, String),
 }
 
 impl SignalRoute {
@@ -37,7 +44,9 @@ impl SignalRoute {
         match self {
             SignalRoute::LogtoWebhook(_) => "logto_webhook",
             SignalRoute::Verified => "verified",
-            SignalRoute::TencentStatus(_) => "tencent_status",
+            SignalRoute::Status(ProviderId::Tencent, _) => "tencent_status",
+            SignalRoute::Status(ProviderId::Aliyun, _) => "aliyun_status",
+            SignalRoute::Status(ProviderId::Twilio, _) => "twilio_status",
         }
     }
 }
@@ -50,7 +59,9 @@ pub(in crate::server) fn route_of(path: &str) -> Option<SignalRoute> {
             if let Some(tenant) = path.strip_prefix(LOGTO_WEBHOOK).and_then(|rest| rest.strip_prefix('/')) {
                 return Some(SignalRoute::LogtoWebhook(Some(tenant.to_owned())));
             }
-            path.strip_prefix(STATUS_PREFIX).map(|secret| SignalRoute::TencentStatus(secret.to_owned()))
+            STATUS_PREFIXES.iter().find_map(|(prefix, provider)| {
+                path.strip_prefix(prefix).map(|secret| SignalRoute::Status(*provider, secret.to_owned()))
+            })
         }
     }
 }
@@ -84,8 +95,8 @@ where
                 logto_webhook(gateway, &runtime, named.as_deref(), req, id, &mut tenant).await
             }
             SignalRoute::Verified => verified(gateway, &runtime, req, id, &mut tenant).await,
-            SignalRoute::TencentStatus(secret) => {
-                tencent_status(gateway, &runtime, &secret, req, id, &mut tenant).await
+            SignalRoute::Status(provider, secret) => {
+                status(gateway, &runtime, provider, &secret, req, id, &mut tenant).await
             }
         }
     };
@@ -220,9 +231,10 @@ where
     })
 }
 
-async fn tencent_status<B>(
+async fn status<B>(
     gateway: &Gateway,
     runtime: &Runtime,
+    provider: ProviderId,
     secret: &str,
     req: Request<B>,
     id: &str,
@@ -234,14 +246,28 @@ where
 {
     let config = runtime.config();
     // An unknown secret is an unknown route: the answer says nothing about which secrets exist.
-    let tenant = runtime.tenant_for_status_secret(ProviderId::Tencent, secret).ok_or(GatewayError::NotFound)?.clone();
+    let tenant = runtime.tenant_for_status_secret(provider, secret).ok_or(GatewayError::NotFound)?.clone();
     *tenant_out = Some(tenant.name.clone());
+    // Twilio signs its callbacks: one without a signature is refused before its body is read.
+    let signature = req.headers().get(TWILIO_SIGNATURE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if provider == ProviderId::Twilio && signature.is_none() {
+        return Err(GatewayError::BadSignature("missing X-Twilio-Signature"));
+    }
     let body = body::read(req, limits(config), &tenant.body_readers).await?;
-    let reports = signals::parse_status(&body)?;
+    let (reports, ack) = match provider {
+        ProviderId::Tencent => (signals::parse_status(&body)?, Some(r#"{"result":0,"errmsg":"OK"}"#)),
+        other => {
+            let pushed = crate::providers::read_push(&tenant, other, signature.as_deref(), &body)?;
+            (pushed.reports, pushed.ack)
+        }
+    };
     let services = gateway.services();
     let summary = services.feedback.receipts(tenant.spec(), &reports, &services.limiter).await;
     Ok(Handled {
-        response: respond::json(StatusCode::OK, id, r#"{"result":0,"errmsg":"OK"}"#),
+        response: match ack {
+            Some(ack) => respond::json(StatusCode::OK, id, ack),
+            None => respond::empty(StatusCode::NO_CONTENT, id),
+        },
         tenant: Some(tenant.name.clone()),
         outcome: if summary.unknown == 0 { "accepted" } else { "accepted_with_unknown_sid" },
         detail: Some(format!(

@@ -591,7 +591,13 @@ impl Gateway {
                 .services
                 .providers
                 .tencent
-                .forward(tencent_account(&tenant)?, &tenant.providers.tencent, &head.action, &head.version, bytes.to_vec())
+                .forward(
+                    tencent_account(&tenant)?,
+                    &tenant.providers.tencent,
+                    &head.action,
+                    &head.version,
+                    bytes.to_vec(),
+                )
                 .await;
             tracing::info!(request_id = %id, tenant = %tenant.name, action = %head.action,
                 outcome = forwarded.as_ref().map_or_else(|e| e.code(), |_| "forwarded"), "tencent api passthrough");
