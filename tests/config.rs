@@ -36,8 +36,8 @@ fn errors(yaml: &str) -> Vec<String> {
 fn the_good_config_compiles() {
     let config = Config::from_yaml(GOOD, Path::new("gw.yaml"), &env()).unwrap();
     let acme = config.tenant("acme").unwrap();
-    assert_eq!(acme.tencent.sdk_app_id, "1400006666", "an unquoted number reads as text");
-    assert_eq!(acme.tencent.credentials[0].secret_key.expose(), "s3cr3t-value-xyz");
+    assert_eq!(acme.tencent.as_ref().unwrap().sdk_app_id, "1400006666", "an unquoted number reads as text");
+    assert_eq!(acme.tencent.as_ref().unwrap().credentials[0].secret_key.expose(), "s3cr3t-value-xyz");
     assert_eq!(config.server.max_body_bytes, 16384);
     assert!(config.tenant_for_token("token-for-acme-00001").is_some());
 }
@@ -235,7 +235,7 @@ fn the_shipped_gateway_yaml_compiles() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.yaml");
     let config = Config::load(&path, &HashMap::<String, String>::new()).unwrap_or_else(|e| panic!("{e}"));
     let demo = config.tenant("demo").expect("a demo tenant");
-    assert!(demo.tencent.dry_run, "the demo tenant must never transmit");
+    assert!(demo.tencent.as_ref().unwrap().upstream.dry_run, "the demo tenant must never transmit");
     assert!(config.tenant_for_token("demo-token-0123456789").is_some(), "the README's token works");
 }
 
@@ -269,10 +269,12 @@ fn the_commented_production_tenant_compiles_once_uncommented() {
     );
     let config = Config::from_yaml(&uncommented, Path::new("gateway.yaml"), &env).unwrap_or_else(|e| panic!("{e}"));
     let acme = config.tenant("acme").unwrap();
-    assert!(!acme.tencent.dry_run);
+    assert!(!acme.tencent.as_ref().unwrap().upstream.dry_run);
     assert!(acme.conversion.as_ref().is_some_and(|c| c.report_to_tencent && c.logto_webhook_secret.is_some()));
     assert_eq!(acme.protection.len(), 2);
-    assert!(config.tenant_for_status_secret("TENCENT_STATUS_SECRET-value-0123456789").is_some());
+    assert!(config
+        .tenant_for_status_secret(smsgate::sms::ProviderId::Tencent, "TENCENT_STATUS_SECRET-value-0123456789")
+        .is_some());
 }
 
 /// The feedback loop's keys: what each refuses, at its key path, never echoing a secret.
@@ -440,13 +442,16 @@ fn regression_nested_default_is_not_a_literal_token() {
             .replace("      region: ap-guangzhou\n", "      region: ap-guangzhou\n      dry_run: true\n");
         let config =
             Config::from_yaml(&yaml, Path::new("gw.yaml"), &env()).unwrap_or_else(|e| panic!("{written}: {e}"));
-        let secret = &config.tenant("acme").unwrap().tencent.credentials[0].secret_key;
+        let secret = &config.tenant("acme").unwrap().tencent.as_ref().unwrap().credentials[0].secret_key;
         assert_eq!(secret.expose(), expected, "{written}");
     }
     // A value from the environment is used verbatim: it cannot smuggle in a reference.
     let injected = env_with(&[("SECRET", "${OTHER_SECRET}")]);
     let config = Config::from_yaml(GOOD, Path::new("gw.yaml"), &injected).unwrap();
-    assert_eq!(config.tenant("acme").unwrap().tencent.credentials[0].secret_key.expose(), "${OTHER_SECRET}");
+    assert_eq!(
+        config.tenant("acme").unwrap().tencent.as_ref().unwrap().credentials[0].secret_key.expose(),
+        "${OTHER_SECRET}"
+    );
 
     // Anything that is not a complete reference is an error naming the key and no value.
     for bad in ["${UNSET_A:-${SECRET}", "${UNSET_A:-x", "${SECRET:?hunter2-message}", "${SECRET-hunter2}", "${ }"] {

@@ -92,7 +92,7 @@ async fn https_proxy_from_the_environment_and_no_proxy() {
 
     let via_env = compile_with(&yaml, &[("https_proxy", &proxy.url())]);
     let acme = via_env.tenant("acme").unwrap();
-    assert_eq!(acme.tencent.endpoints[0].proxy.as_ref().unwrap().source, "https_proxy");
+    assert_eq!(acme.tencent.as_ref().unwrap().upstream.endpoints[0].proxy.as_ref().unwrap().source, "https_proxy");
     let gw = TestGateway::start(via_env).await;
     assert_eq!(gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "123456")).await.status, 200);
     assert_eq!(proxy.asked().len(), 1);
@@ -108,7 +108,7 @@ async fn https_proxy_from_the_environment_and_no_proxy() {
     // An explicit `direct` ignores the environment.
     let direct = tencent_keys(&[("ca_file", ca.pem_path.display().to_string()), ("proxy", "direct".into())]);
     let config = compile_with(&config_yaml(&mock.endpoint(), PHONE_LIMITS, &direct), &[("HTTPS_PROXY", &proxy.url())]);
-    assert!(config.tenant("acme").unwrap().tencent.endpoints[0].proxy.is_none());
+    assert!(config.tenant("acme").unwrap().tencent.as_ref().unwrap().upstream.endpoints[0].proxy.is_none());
 }
 
 #[tokio::test]
