@@ -54,6 +54,7 @@ fn hook_calls(c: &mut Criterion) {
         usage: "SignIn",
         code: Some("123456"),
         params: &params,
+        providers: None,
         ip: None,
         locale,
         request_id: Some("bench"),
@@ -167,7 +168,7 @@ fn hook_calls(c: &mut Criterion) {
                 for _ in 0..iters {
                     let sent = request.take().unwrap();
                     let (verdict, back) = runtime
-                        .block_on(hook.dispatch(sent, phone.clone(), "bench", &smsgate::script::LogBudget::default()))
+                        .block_on(hook.dispatch(sent, phone.clone(), None, "bench", &smsgate::script::LogBudget::default()))
                         .unwrap();
                     black_box(verdict.unwrap());
                     request = Some(back);

@@ -71,6 +71,14 @@ pub(crate) struct RuleLabels {
 pub(crate) struct UpstreamLabels {
     pub tenant: String,
     pub code: String,
+    /// `tencent`, `aliyun`, `twilio`.
+    pub provider: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ProviderLabels {
+    pub tenant: String,
+    pub provider: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -130,7 +138,9 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub(crate) limit_denials: Family<RuleLabels, Counter>,
     pub(crate) upstream_results: Family<UpstreamLabels, Counter>,
-    pub(crate) upstream_latency: Family<TenantLabels, Histogram>,
+    pub(crate) upstream_latency: Family<ProviderLabels, Histogram>,
+    /// Sends a provider refused with nothing sent, passed on to the route's next one.
+    pub(crate) upstream_failovers: Family<UpstreamLabels, Counter>,
     pub reloads: Family<ResultLabels, Counter>,
     pub tencent: crate::providers::ClientTelemetry,
     pub(crate) script_results: Family<ScriptLabels, Counter>,
@@ -188,11 +198,17 @@ impl Default for Metrics {
             limit_denials.clone(),
         );
         let upstream_results = Family::<UpstreamLabels, Counter>::default();
-        registry.register("upstream_results", "Tencent SendSms answers by code", upstream_results.clone());
-        let upstream_latency = Family::<TenantLabels, Histogram>::new_with_constructor(|| {
+        registry.register("upstream_results", "Provider answers to sends, by provider and code", upstream_results.clone());
+        let upstream_failovers = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "upstream_failovers",
+            "Sends a provider refused with nothing sent, passed to the route's next provider",
+            upstream_failovers.clone(),
+        );
+        let upstream_latency = Family::<ProviderLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.005, 2.0, 12))
         });
-        registry.register("upstream_duration_seconds", "Tencent SendSms round trip", upstream_latency.clone());
+        registry.register("upstream_duration_seconds", "A send's round trip to its providers", upstream_latency.clone());
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register("config_reloads", "Config reloads by result", reloads.clone());
         let tencent = crate::providers::ClientTelemetry::default();
@@ -243,6 +259,7 @@ impl Default for Metrics {
             limit_denials,
             upstream_results,
             upstream_latency,
+            upstream_failovers,
             reloads,
             tencent,
             limiter_mode,
@@ -306,17 +323,27 @@ impl Metrics {
         }
     }
 
-    /// One upstream exchange: Tencent's code as a bounded label when it answered (`classify::label`), else
-    /// the gateway outcome (`upstream_timeout`, `upstream_unavailable`, `maybe_sent`).
+    /// One send handed to its providers: the last provider's code as a bounded label when it answered (its
+    /// table's `label`), else the gateway outcome (`upstream_timeout`, `upstream_unavailable`, `maybe_sent`);
+    /// and each provider it failed over from, with that provider's code.
     pub(crate) fn observe_upstream(
         &self,
         tenant: &str,
-        tencent_code: Option<&'static str>,
+        provider: crate::sms::ProviderId,
+        code: Option<&'static str>,
         outcome: &'static str,
         latency: Duration,
+        failed_over: &[(crate::sms::ProviderId, &'static str)],
     ) {
-        let code = tencent_code.unwrap_or(outcome);
-        self.upstream_results.get_or_create(&UpstreamLabels { tenant: tenant.into(), code: code.into() }).inc();
-        self.upstream_latency.get_or_create(&TenantLabels { tenant: tenant.into() }).observe(latency.as_secs_f64());
+        let code = code.unwrap_or(outcome);
+        let provider = provider.as_str();
+        let labels = UpstreamLabels { tenant: tenant.into(), code: code.into(), provider };
+        self.upstream_results.get_or_create(&labels).inc();
+        let labels = ProviderLabels { tenant: tenant.into(), provider };
+        self.upstream_latency.get_or_create(&labels).observe(latency.as_secs_f64());
+        for (from, code) in failed_over {
+            let labels = UpstreamLabels { tenant: tenant.into(), code: (*code).into(), provider: from.as_str() };
+            self.upstream_failovers.get_or_create(&labels).inc();
+        }
     }
 }

@@ -212,6 +212,12 @@ impl Via {
         self.len == 0
     }
 
+    /// The providers as one small number, two bits each in order (`index + 1`; 0 ends the list): how the Lua
+    /// hook receives its candidates without an allocation.
+    pub fn code(&self) -> u8 {
+        self.iter().enumerate().fold(0, |code, (i, id)| code | ((id.index() as u8 + 1) << (2 * i)))
+    }
+
     /// `id` first, then the others in their order.
     pub fn with_first(&self, id: ProviderId) -> Via {
         Via::from_iter(std::iter::once(id).chain(self.iter().filter(|p| *p != id)))

@@ -174,7 +174,7 @@ fn the_redis_backend_requires_a_storage_key() {
     assert!(errs[0].ends_with("limits_backend.key: applies to kind: redis only"), "{errs:#?}");
     // Not a provider's secret (here the tenant's Tencent secret, from the environment) nor a tenant token.
     let errs = errors(&format!("limits_backend:\n  kind: redis\n  key: ${{SECRET}}\n{GOOD}"));
-    let own = "limits_backend.key: must be the deployment's own key, not a tenant's Tencent secret or token";
+    let own = "limits_backend.key: must be the deployment's own key, not a tenant's provider secret or token";
     assert!(errs.iter().any(|e| e.ends_with(own)), "{errs:#?}");
     let errs = errors(&format!("limits_backend:\n  kind: redis\n  key: token-for-acme-00001\n{GOOD}"));
     assert!(errs.iter().any(|e| e.ends_with(own)), "{errs:#?}");
@@ -721,7 +721,7 @@ fn regression_check_accepted_configs_that_weaken_security_silently() {
         (two_tenants("", hook, hook), "tenants.b.supabase.secret: this secret is already used by tenant a"),
         (
             two_tenants("", "", &sdk("real-tencent-key-of-a-0001")),
-            "tenants.b.sdk_clients[0].secretKey: must differ from tenant a's real Tencent key",
+            "tenants.b.sdk_clients[0].secretKey: must differ from tenant a's real provider secret",
         ),
         (
             two_tenants("", "", &sdk("token-for-a-0000001")),

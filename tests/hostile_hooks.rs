@@ -136,6 +136,7 @@ fn with_input<T>(which: &str, f: impl FnOnce(&HookInput<'_>) -> T) -> T {
         usage: "SignIn",
         code: None,
         params: &params,
+        providers: None,
         ip: None,
         locale: None,
         request_id: Some("inline"),

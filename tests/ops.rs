@@ -116,9 +116,9 @@ async fn metrics_count_the_requests_made_and_logs_hold_no_secrets() {
         r#"smsgate_requests_total{tenant="acme",usage="SignIn",code="invalid_phone"} 1"#,
         r#"smsgate_requests_total{tenant="",usage="",code="unauthorized"} 1"#,
         r#"smsgate_rate_limit_denials_total{tenant="acme",rule="burst",shadow="false"} 1"#,
-        r#"smsgate_upstream_results_total{tenant="acme",code="Ok"} 1"#,
-        r#"smsgate_upstream_results_total{tenant="acme",code="FailedOperation.TemplateIncorrectOrUnapproved"} 1"#,
-        r#"smsgate_upstream_duration_seconds_count{tenant="acme"} 2"#,
+        r#"smsgate_upstream_results_total{tenant="acme",code="Ok",provider="tencent"} 1"#,
+        r#"smsgate_upstream_results_total{tenant="acme",code="FailedOperation.TemplateIncorrectOrUnapproved",provider="tencent"} 1"#,
+        r#"smsgate_upstream_duration_seconds_count{tenant="acme",provider="tencent"} 2"#,
     ] {
         assert!(m.contains(expected), "missing {expected}\n{m}");
     }

@@ -71,7 +71,7 @@ async fn regression_a_cut_answer_is_maybe_sent_never_failed_nor_sent_again() {
         metrics.contains(r#"smsgate_requests_total{tenant="acme",usage="SignIn",code="maybe_sent"} 4"#),
         "{metrics}"
     );
-    assert!(metrics.contains(r#"smsgate_upstream_results_total{tenant="acme",code="maybe_sent"} 2"#), "{metrics}");
+    assert!(metrics.contains(r#"smsgate_upstream_results_total{tenant="acme",code="maybe_sent",provider="tencent"} 2"#), "{metrics}");
 }
 
 /// The same class by the native door and other shapes: an answer slower than the deadline after the
@@ -174,8 +174,8 @@ async fn regression_invented_upstream_codes_stay_a_closed_set_of_labels() {
     assert_eq!(
         labels,
         [
-            r#"smsgate_upstream_results_total{tenant="acme",code="InternalError.*"} 20"#,
-            r#"smsgate_upstream_results_total{tenant="acme",code="other"} 20"#,
+            r#"smsgate_upstream_results_total{tenant="acme",code="InternalError.*",provider="tencent"} 20"#,
+            r#"smsgate_upstream_results_total{tenant="acme",code="other",provider="tencent"} 20"#,
         ],
         "{metrics}"
     );

@@ -355,6 +355,11 @@ fn compile_tenant(
     let feedback = super::feedback::compile_tenant_feedback(c, name, path, raw);
     let supabase =
         raw.supabase.as_ref().and_then(|s| super::doors::supabase(&format!("{path}.supabase"), s, &mut c.problems));
+    // The Tencent-compatible API answers for the tenant's Tencent application (its SdkAppId, its templates).
+    if raw.tencent.is_none() && (!raw.sdk_clients.is_empty() || !raw.sdk_passthrough.is_empty()) {
+        let key = if raw.sdk_clients.is_empty() { "sdk_passthrough" } else { "sdk_clients" };
+        c.problem(format!("{path}.{key}"), "the Tencent-compatible API needs a `tencent:` section (its SdkAppId and templates)");
+    }
     let real = tencent.as_ref().map_or(&[][..], |t| &t.credentials[..]);
     let sdk_clients =
         super::doors::sdk_clients(&format!("{path}.sdk_clients"), &raw.sdk_clients, real, &mut c.problems);

@@ -15,6 +15,9 @@ pub struct HookInput<'a> {
     pub usage: &'a str,
     pub code: Option<&'a str>,
     pub params: &'a [String],
+    /// The providers the send would go through, for the number as the caller wrote it (None: it did not
+    /// parse): `req.providers`.
+    pub providers: Option<crate::sms::Via>,
     pub ip: Option<String>,
     pub locale: Option<&'a str>,
     pub request_id: Option<&'a str>,
@@ -50,6 +53,7 @@ pub enum RawVerdict {
         template_id: Option<String>,
         sign_name: Option<String>,
         region: Option<String>,
+        provider: Option<String>,
     },
 }
 

@@ -24,7 +24,7 @@ pub use crate::config::{
 use crate::config::{Tenant, MAX_SCRIPT_BYTES};
 use crate::error::GatewayError;
 use crate::phone::{mask_numbers, Phone};
-use crate::sms::SendRequest;
+use crate::sms::{ProviderId, SendRequest, Via};
 pub(crate) use call::redact;
 pub use call::{HookInput, LogBudget, RawVerdict};
 pub use inline::{CallPaths, COOLDOWN, SLICE_INSTRUCTIONS, SLICE_MEMORY, SLICE_TIME};
@@ -182,10 +182,11 @@ impl ScriptHook {
         &self,
         request: SendRequest,
         phone: Option<Phone>,
+        providers: Option<Via>,
         request_id: &str,
         log_budget: &LogBudget,
     ) -> Option<(Result<RawVerdict, CallError>, SendRequest)> {
-        let cut_off = match self.inner.try_inline(&request, phone.as_ref(), request_id, log_budget) {
+        let cut_off = match self.inner.try_inline(&request, phone.as_ref(), providers, request_id, log_budget) {
             Inline::Answered(result) => return Some((result.map_err(CallError::Failed), request)),
             Inline::NotTried => None,
             Inline::CutOff(state, _) => Some(state),
@@ -196,6 +197,7 @@ impl ScriptHook {
             hook: self.inner.clone(),
             request: Some(request),
             phone,
+            providers,
             request_id: request_id.to_owned(),
             log_budget: log_budget.clone(),
             reply: Some(reply),
@@ -244,6 +246,7 @@ fn hook_input<'a>(
     tenant: &'a str,
     request: &'a SendRequest,
     phone: Option<&'a Phone>,
+    providers: Option<Via>,
     request_id: &'a str,
     log_budget: &'a LogBudget,
 ) -> HookInput<'a> {
@@ -257,6 +260,7 @@ fn hook_input<'a>(
         usage: &request.usage,
         code: request.code.as_deref(),
         params: &request.params,
+        providers,
         ip: request.ip.map(|ip| ip.to_string()),
         locale: request.locale.as_deref(),
         request_id: Some(request_id),
@@ -300,11 +304,18 @@ impl Inner {
 
     /// The inline attempt, on the calling thread: only on a state already built, only while no call of
     /// this hook waits for a hook thread and none overran lately.
-    fn try_inline(&self, request: &SendRequest, phone: Option<&Phone>, request_id: &str, log: &LogBudget) -> Inline {
+    fn try_inline(
+        &self,
+        request: &SendRequest,
+        phone: Option<&Phone>,
+        providers: Option<Via>,
+        request_id: &str,
+        log: &LogBudget,
+    ) -> Inline {
         if !self.gate.open(request_bytes(request)) || !self.lane.quiet() {
             return Inline::NotTried;
         }
-        self.slice(&hook_input(&self.tenant, request, phone, request_id, log))
+        self.slice(&hook_input(&self.tenant, request, phone, providers, request_id, log))
     }
 
     /// One call within the slice on a pooled state (none built here); a cut-off closes the gate.
@@ -362,6 +373,7 @@ struct HookJob {
     hook: Arc<Inner>,
     request: Option<SendRequest>,
     phone: Option<Phone>,
+    providers: Option<Via>,
     request_id: String,
     log_budget: LogBudget,
     reply: Option<oneshot::Sender<(Result<RawVerdict, CallError>, SendRequest)>>,
@@ -381,7 +393,14 @@ impl HookJob {
 impl pool::Job for HookJob {
     fn run(mut self: Box<Self>) {
         let Some(request) = self.request.as_ref() else { return };
-        let input = hook_input(&self.hook.tenant, request, self.phone.as_ref(), &self.request_id, &self.log_budget);
+        let input = hook_input(
+            &self.hook.tenant,
+            request,
+            self.phone.as_ref(),
+            self.providers,
+            &self.request_id,
+            &self.log_budget,
+        );
         let hook = self.hook.clone();
         let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook.call(&input)));
         let (result, discarded) = match called {
@@ -502,7 +521,11 @@ pub async fn stage(
 ) -> (Result<Routed, GatewayError>, Option<ScriptReport>) {
     let before = normalized.as_ref().ok().cloned();
     let report = |outcome| Some(ScriptReport { path: hook.inner.path.clone(), before: before.clone(), outcome });
-    let Some((called, request)) = hook.dispatch(request, before.clone(), request_id, log_budget).await else {
+    let providers = before
+        .as_ref()
+        .map(|p| Via::from_iter(tenant.route_for(p.country_code(), p.e164()).via.iter().copied()));
+    let Some((called, request)) = hook.dispatch(request, before.clone(), providers, request_id, log_budget).await
+    else {
         let detail = format!("{}: the hook call was lost", hook.path());
         return (Err(GatewayError::Internal(detail.clone())), report(ScriptOutcome::Failed(detail)));
     };
@@ -521,6 +544,7 @@ pub async fn stage(
         usage: &request.usage,
         code: request.code.as_deref(),
         params: &request.params,
+        providers,
         ip: None,
         locale: request.locale.as_deref(),
         request_id: Some(request_id),
@@ -591,10 +615,10 @@ enum Verdict {
 /// Checks the hook's changes as strictly as ingress and config values; `Err` is the hook's fault
 /// (`script_error`).
 fn check(tenant: &Tenant, input: &HookInput<'_>, verdict: RawVerdict) -> Result<Verdict, String> {
-    let (phone, usage, params, template_id, sign_name, region) = match verdict {
+    let (phone, usage, params, template_id, sign_name, region, provider) = match verdict {
         RawVerdict::Reject(message) => return Ok(Verdict::Reject(message)),
-        RawVerdict::Proceed { phone, usage, params, template_id, sign_name, region } => {
-            (phone, usage, params, template_id, sign_name, region)
+        RawVerdict::Proceed { phone, usage, params, template_id, sign_name, region, provider } => {
+            (phone, usage, params, template_id, sign_name, region, provider)
         }
     };
     let mut changes = Vec::new();
@@ -667,6 +691,19 @@ fn check(tenant: &Tenant, input: &HookInput<'_>, verdict: RawVerdict) -> Result<
         let from = tenant.tencent.as_ref().map(|t| t.region.clone());
         changes.push(Change { field: "region", from, to: r.clone() });
     }
+    let provider = match provider {
+        None => None,
+        Some(name) => match ProviderId::from_name(&name).filter(|id| tenant.upstream(*id).is_some()) {
+            Some(id) => {
+                changes.push(Change { field: "provider", from: None, to: id.to_string() });
+                Some(id)
+            }
+            None => {
+                let names: Vec<&str> = tenant.providers().map(ProviderId::as_str).collect();
+                return Err(format!("req.provider must be one of the tenant's providers: {}", names.join(", ")));
+            }
+        },
+    };
     let routed = Routed {
         phone: final_phone,
         usage: final_usage,
@@ -674,7 +711,7 @@ fn check(tenant: &Tenant, input: &HookInput<'_>, verdict: RawVerdict) -> Result<
         template_id,
         sign_name,
         region,
-        provider: None,
+        provider,
     };
     Ok(Verdict::Routed(routed, changes))
 }
@@ -713,6 +750,7 @@ mod tests {
             usage: "SignIn",
             code: Some("123456"),
             params: &params,
+            providers: None,
             ip: None,
             locale: None,
             request_id: Some("r1"),
@@ -743,7 +781,7 @@ mod tests {
         };
         let phone = Phone::from_e164("+8613800138000").ok();
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        runtime.block_on(hook.dispatch(request, phone, "r1", &LogBudget::default())).expect("an answer").0
+        runtime.block_on(hook.dispatch(request, phone, None, "r1", &LogBudget::default())).expect("an answer").0
     }
 
     /// Whether a cut-off message names the slice's own limits (not the call's whole budget).
@@ -847,7 +885,15 @@ mod tests {
     }
 
     fn unchanged() -> RawVerdict {
-        RawVerdict::Proceed { phone: None, usage: None, params: None, template_id: None, sign_name: None, region: None }
+        RawVerdict::Proceed {
+            phone: None,
+            usage: None,
+            params: None,
+            template_id: None,
+            sign_name: None,
+            region: None,
+            provider: None,
+        }
     }
 
     #[test]

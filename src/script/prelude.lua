@@ -152,8 +152,27 @@ end
 -- hook's error) and the values; the host checks what the values mean (a number that parses, a template the
 -- tenant has). `arm` puts the heap limit in force for the script's own code only.
 local KNOWN = { tenant = true, phone = true, raw_phone = true, country = true, usage = true, code = true,
-  params = true, ip = true, locale = true, template_id = true, sign_name = true, region = true }
-local WRITABLE = "; the hook may set phone, usage, params, template_id, sign_name, region"
+  params = true, ip = true, locale = true, template_id = true, sign_name = true, region = true, providers = true,
+  provider = true }
+local WRITABLE = "; the hook may set phone, usage, params, template_id, sign_name, region, provider"
+
+-- `req.providers`: the send's candidate providers in order, read-only, one shared list per order. The host
+-- passes them as a small number (two bits a provider, `index + 1`, 0 ends the list).
+local PROVIDER_NAMES = { "tencent", "aliyun", "twilio" }
+local provider_lists = {}
+local function providers_of(code)
+  local list = provider_lists[code]
+  if list == nil then
+    local names, c = {}, code
+    while c > 0 and #names < 3 do
+      names[#names + 1] = PROVIDER_NAMES[c % 4]
+      c = c // 4
+    end
+    list = readonly(names)
+    provider_lists[code] = list
+  end
+  return list
+end
 local SHAPE = ' (return nothing, req, or {reject = "message"})'
 local MAX_PARAMS = 17 -- one more than allowed, so that the host sees and refuses too many
 
@@ -166,12 +185,13 @@ local function text(req, field)
 end
 
 local function make_invoke(on_send, tenant, arm, disarm)
-  return function(phone, raw_phone, country, usage, code, ip, locale, ...)
+  return function(phone, raw_phone, country, usage, code, ip, locale, candidates, ...)
     local env = setmetatable({}, EM)
     DM.__index, DM.__newindex = env, env
     local n = c_select("#", ...)
+    local providers = providers_of(candidates)
     local req = { tenant = tenant, phone = phone, raw_phone = raw_phone, country = country, usage = usage,
-      code = code, params = { ... }, ip = ip, locale = locale }
+      code = code, params = { ... }, ip = ip, locale = locale, providers = providers }
     arm()
     local ok, r = pcall(on_send, req)
     disarm()
@@ -204,6 +224,7 @@ local function make_invoke(on_send, tenant, arm, disarm)
     if rawget(req, "code") ~= code then return 3, "req.code is read-only" end
     if rawget(req, "ip") ~= ip then return 3, "req.ip is read-only" end
     if rawget(req, "locale") ~= locale then return 3, "req.locale is read-only" end
+    if not rawequal(rawget(req, "providers"), providers) then return 3, "req.providers is read-only" end
     local new_phone = rawget(req, "phone")
     if new_phone == nil and phone ~= nil then return 3, "on_send cleared req.phone" end
     if new_phone ~= nil and type(new_phone) ~= "string" then
@@ -217,6 +238,8 @@ local function make_invoke(on_send, tenant, arm, disarm)
     if e2 then return 3, e2 end
     local region, e3 = text(req, "region")
     if e3 then return 3, e3 end
+    local provider, e4 = text(req, "provider")
+    if e4 then return 3, e4 end
     local params = rawget(req, "params")
     if type(params) ~= "table" then return 3, "req.params must be a list of strings, not a " .. type(params) end
     local m = min(rawlen(params), MAX_PARAMS)
@@ -233,15 +256,15 @@ local function make_invoke(on_send, tenant, arm, disarm)
       if not changed and v ~= c_select(i, ...) then changed = true end
     end
     if new_phone == phone and new_usage == usage and not changed and template_id == nil and sign_name == nil
-        and region == nil then
+        and region == nil and provider == nil then
       return 0
     end
     if new_phone == phone then new_phone = nil end
     if new_usage == usage then new_usage = nil end
     if not changed then
-      return 1, new_phone, new_usage, template_id, sign_name, region, false
+      return 1, new_phone, new_usage, template_id, sign_name, region, provider, false
     end
-    return 1, new_phone, new_usage, template_id, sign_name, region, true, unpack(out, 1, m)
+    return 1, new_phone, new_usage, template_id, sign_name, region, provider, true, unpack(out, 1, m)
   end
 end
 

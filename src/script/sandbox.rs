@@ -15,8 +15,17 @@ use tracing::Level;
 
 /// What the trampoline returns: status, then (message or phone), usage, template_id, sign_name, region,
 /// whether params changed, and the params.
-type Returned =
-    (u8, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, bool, Variadic<String>);
+type Returned = (
+    u8,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    bool,
+    Variadic<String>,
+);
 
 const PRELUDE: &str = include_str!("prelude.lua");
 /// Log lines one call may write; more are dropped so a looping script cannot flood the log (and the
@@ -395,9 +404,10 @@ impl Sandbox {
             input.code,
             input.ip.as_deref(),
             input.locale,
+            input.providers.map_or(0, |via| via.code()),
             Variadic::from_iter(input.params.iter().map(String::as_str)),
         );
-        let (status, a, usage, template_id, sign_name, region, params_changed, params): Returned =
+        let (status, a, usage, template_id, sign_name, region, provider, params_changed, params): Returned =
             self.invoke.call(args)?;
         Ok(match status {
             0 => Ok(RawVerdict::Proceed {
@@ -407,6 +417,7 @@ impl Sandbox {
                 template_id: None,
                 sign_name: None,
                 region: None,
+                provider: None,
             }),
             1 => Ok(RawVerdict::Proceed {
                 phone: a,
@@ -415,6 +426,7 @@ impl Sandbox {
                 template_id,
                 sign_name,
                 region,
+                provider,
             }),
             2 => Ok(RawVerdict::Reject(a.unwrap_or_default())),
             _ => Err(a.unwrap_or_else(|| "on_send failed".into())),

@@ -249,8 +249,8 @@ impl Gateway {
                 .get_or_create(&TenantLabels { tenant: tenant_name.into() })
                 .observe(took.as_secs_f64());
         }
-        if let Some(latency) = trail.upstream_latency {
-            metrics.observe_upstream(tenant_name, trail.upstream_code, outcome, latency);
+        if let (Some(latency), Some(provider)) = (trail.upstream_latency, trail.provider) {
+            metrics.observe_upstream(tenant_name, provider, trail.upstream_code, outcome, latency, &trail.failed_over);
         }
         // A replay is answered from the first send's receipt: billed once.
         if let (Ok(Accepted { receipt: Some(receipt), .. }), Some(phone), false) =
@@ -289,6 +289,10 @@ impl Gateway {
         };
         let detail = detail.map(|d| crate::phone::mask_numbers(&d).into_owned());
         let script = trail.script.as_ref().map(|s| s.summary());
+        let failed_over = (!trail.failed_over.is_empty()).then(|| {
+            let hops: Vec<String> = trail.failed_over.iter().map(|(p, code)| format!("{p}: {code}")).collect();
+            hops.join(", ")
+        });
         macro_rules! event {
             ($level:expr) => {
                 tracing::event!(
@@ -301,6 +305,8 @@ impl Gateway {
                     phone,
                     country,
                     template_id = trail.template_id.as_deref(),
+                    provider = trail.provider.map(crate::sms::ProviderId::as_str),
+                    failed_over = failed_over.as_deref(),
                     script = script.as_deref(),
                     outcome,
                     upstream_code = trail.upstream_code,
