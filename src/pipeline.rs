@@ -802,7 +802,7 @@ impl Services {
             return self.dry_run(tenant, admitted, via.first(), trail).await;
         }
         let Admitted { checked, reservation } = admitted;
-        let sms = checked.sms;
+        let sms = &checked.sms;
         let started = Instant::now();
         let guard = HandedOver {
             request_id: trail.request_id.clone(),
@@ -812,12 +812,17 @@ impl Services {
         };
         // Boxed: the client's future is large, and this task's is moved whole into its spawned cell, on
         // denied requests too.
-        let delivered = Box::pin(self.providers.deliver(tenant, &tenant.providers, via, &sms)).await;
+        let delivered = Box::pin(self.providers.deliver(tenant, &tenant.providers, via, sms)).await;
         guard.finish();
-        trail.upstream_latency = Some(started.elapsed());
         trail.provider = Some(delivered.provider);
         trail.template_id = Some(delivered.template_id.clone());
         trail.failed_over = delivered.failed_over;
+        if delivered.dry_run {
+            // The providers before it sent nothing: the route ended at a provider in dry run.
+            let admitted = Admitted { checked, reservation };
+            return self.dry_run(tenant, admitted, delivered.provider, trail).await;
+        }
+        trail.upstream_latency = Some(started.elapsed());
         self.settle(reservation, delivered.template_id, delivered.provider, delivered.result, trail).await
     }
 }

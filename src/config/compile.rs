@@ -918,10 +918,11 @@ fn compile_routes(
                 Some(id) => {
                     let missing: Vec<&str> = usages.all().filter(|u| !can_send(id, u)).collect();
                     if !missing.is_empty() {
+                        let nor = if missing == [GENERIC_USAGE] { String::new() } else { format!(" (nor {GENERIC_USAGE})") };
                         c.problem(
                             &vp,
                             format!(
-                                "{id} has no template for usage type {} (nor {GENERIC_USAGE}): sends routed here would fail",
+                                "{id} has no template for usage type {}{nor}: sends routed here would fail",
                                 missing.join(", ")
                             ),
                         );

@@ -181,7 +181,7 @@ impl<'a> NodeDe<'a> {
                 mark: Some(self.mark()),
                 path: self.path.clone(),
                 message: "a secret must not have a literal default (`${VAR:-text}`): the text would be the secret \
-                          whenever VAR is unset (allowed only for a tenant with tencent.dry_run: true)"
+                          whenever VAR is unset (allowed only for a tenant whose providers all have dry_run: true)"
                     .into(),
             });
         }

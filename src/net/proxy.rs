@@ -34,9 +34,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The pooled HTTP/1 client for one egress (rustls, keep-alive).
 pub(crate) type HttpsClient = Client<hyper_rustls::HttpsConnector<EgressConnector>, WrittenBody>;
 
-/// A request body that records whether the connection began to write it: until it does, Tencent cannot
+/// A request body that records whether the connection began to write it: until it does, the provider cannot
 /// have the request (it acts on nothing without its body), so a failure or a deadline before that point
-/// certainly sent nothing. The typed fact behind every "was anything sent?" (see `client::Exchange`).
+/// certainly sent nothing (an empty body counts as written once the head is). The typed fact behind every "was anything sent?" (see `client::Exchange`).
 pub(crate) struct WrittenBody {
     body: Full<Bytes>,
     written: Arc<AtomicBool>,
@@ -63,7 +63,14 @@ impl Body for WrittenBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        let end = self.body.is_end_stream();
+        if end {
+            // An empty body (Aliyun's SendSms sends everything in its query) is never polled: hyper asks this
+            // as it writes the request head on a connection, so from here the request may be the provider's.
+            // Asked earlier, it errs on the safe side: a send reads as maybe sent, never as sent nowhere.
+            self.written.store(true, Ordering::Release);
+        }
+        end
     }
 
     fn size_hint(&self) -> SizeHint {

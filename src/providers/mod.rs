@@ -196,6 +196,8 @@ pub(crate) struct Delivered {
     /// Each provider that refused the send before, with its error's code (empty on the common path: no
     /// allocation).
     pub(crate) failed_over: Vec<(ProviderId, &'static str)>,
+    /// `provider` is in dry run: the send stopped there, signed and not transmitted (`result` is unused).
+    pub(crate) dry_run: bool,
     pub(crate) result: Result<Dispatched, GatewayError>,
 }
 
@@ -250,7 +252,8 @@ impl Providers {
     }
 
     /// Sends `sms` through its route `via`: each provider in [`Providers::order`], the next only when the one
-    /// before failed over; never a second provider once one may have sent it.
+    /// before failed over; never a second provider once one may have sent it. A provider in dry run ends the
+    /// route there, whether it comes first or after a failover: it never transmits.
     pub(crate) async fn deliver(&self, tenant: &Tenant, states: &States, via: Via, sms: &OutboundSms) -> Delivered {
         let order = self.order(tenant, via);
         let mut failed_over = Vec::new();
@@ -258,6 +261,10 @@ impl Providers {
         loop {
             let id = candidates.next().expect("a route names at least one provider");
             let template_id = self.template(tenant, id, sms).unwrap_or_default();
+            if self.dry_run(tenant, id) {
+                let result = Err(GatewayError::Internal("a dry run is not delivered".into()));
+                return Delivered { provider: id, template_id, failed_over, dry_run: true, result };
+            }
             let result = self.deliver_one(tenant, states, id, sms).await;
             match &result {
                 Err(e) if e.fails_over() => {
@@ -275,7 +282,7 @@ impl Providers {
                 }
                 _ => {}
             }
-            return Delivered { provider: id, template_id, failed_over, result };
+            return Delivered { provider: id, template_id, failed_over, dry_run: false, result };
         }
     }
 

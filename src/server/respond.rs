@@ -90,6 +90,9 @@ struct AcceptedBody<'a> {
     request_id: &'a str,
     tenant: Option<&'a str>,
     template_id: &'a str,
+    /// The provider that took the send (none for a test number).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<crate::sms::ProviderId>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     test_number: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,6 +133,7 @@ pub(super) fn accepted(accepted: &Accepted, trail: &Trail, id: &str) -> Response
         request_id: id,
         tenant: trail.tenant.as_deref(),
         template_id: &accepted.template_id,
+        provider: accepted.provider,
         test_number: accepted.delivery == Delivery::TestNumber,
         upstream: accepted.receipt.as_ref(),
     });
