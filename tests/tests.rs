@@ -4,6 +4,7 @@
 mod common;
 
 mod abuse;
+mod aliyun;
 mod body;
 mod cli;
 mod config;

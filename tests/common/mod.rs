@@ -1,6 +1,8 @@
 //! Test harness: a mock Tencent SendSms server that checks every TC3 signature with its own implementation
 //! and records what it received, and a gateway started on 127.0.0.1:0 against it.
 
+pub(crate) mod aliyun_mock;
+pub(crate) mod aliyun_verify;
 pub(crate) mod hooks;
 pub(crate) mod logs;
 pub(crate) mod mock;
