@@ -168,7 +168,13 @@ fn hook_calls(c: &mut Criterion) {
                 for _ in 0..iters {
                     let sent = request.take().unwrap();
                     let (verdict, back) = runtime
-                        .block_on(hook.dispatch(sent, phone.clone(), None, "bench", &smsgate::script::LogBudget::default()))
+                        .block_on(hook.dispatch(
+                            sent,
+                            phone.clone(),
+                            None,
+                            "bench",
+                            &smsgate::script::LogBudget::default(),
+                        ))
                         .unwrap();
                     black_box(verdict.unwrap());
                     request = Some(back);

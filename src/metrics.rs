@@ -198,7 +198,11 @@ impl Default for Metrics {
             limit_denials.clone(),
         );
         let upstream_results = Family::<UpstreamLabels, Counter>::default();
-        registry.register("upstream_results", "Provider answers to sends, by provider and code", upstream_results.clone());
+        registry.register(
+            "upstream_results",
+            "Provider answers to sends, by provider and code",
+            upstream_results.clone(),
+        );
         let upstream_failovers = Family::<UpstreamLabels, Counter>::default();
         registry.register(
             "upstream_failovers",
@@ -208,7 +212,11 @@ impl Default for Metrics {
         let upstream_latency = Family::<ProviderLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.005, 2.0, 12))
         });
-        registry.register("upstream_duration_seconds", "A send's round trip to its providers", upstream_latency.clone());
+        registry.register(
+            "upstream_duration_seconds",
+            "A send's round trip to its providers",
+            upstream_latency.clone(),
+        );
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register("config_reloads", "Config reloads by result", reloads.clone());
         let tencent = crate::providers::ClientTelemetry::default();

@@ -238,15 +238,11 @@ async fn answers_that_may_have_sent_are_maybe_sent_never_failures() {
 /// The request was read whole by Aliyun, then the connection dropped, or no answer came within the deadline:
 /// it may have gone out, so `maybe_sent`, one request only.
 ///
-/// FAILS on main (6bdb410): SendSms's body is empty, and `net::proxy::WrittenBody` marks a request written
-/// only when its body is polled, which hyper never does for a body that `is_end_stream()` from the start.
-/// So a dropped connection after Aliyun read the request is taken for "never written": a connect failure,
-/// retried, and the SMS goes out twice (the mock sees 2 requests, the caller gets `sent`); and a silent
-/// Aliyun ends in 504 `upstream_timeout` (nothing sent, quota given back) instead of `maybe_sent`. Setting
-/// the flag in `WrittenBody::is_end_stream` when it returns true (hyper asks it as it writes the head, on
-/// the connection) makes this test pass.
+/// Found by this test: SendSms's body is empty, and `net::proxy::WrittenBody` marked a request written only
+/// when its body was polled, which hyper never does for a body that `is_end_stream()` from the start: a
+/// connection dropped after Aliyun read the request was retried (two SMS), and a silent Aliyun ended in 504
+/// `upstream_timeout` with the quota given back.
 #[tokio::test]
-#[ignore = "bug in src/net/proxy.rs WrittenBody: an empty body is never marked written (see the doc comment)"]
 async fn regression_a_dropped_or_unanswered_request_is_maybe_sent_and_never_sent_again() {
     let (mock, gw) = setup("", "").await;
     assert_maybe_sent_once_each(&mock, &gw, &[AliyunReply::Drop, AliyunReply::Slow(Duration::from_secs(3))]).await;

@@ -165,10 +165,19 @@ fn check_refuses_routes_a_send_could_not_take() {
             "    routes:\n      - { via: [twilio] }\n      - { countries: [CN], via: [tencent] }\n",
             "tenants.acme.routes[0]: a route without countries or prefixes takes every number: it must be the last one",
         ),
-        ("    routes:\n      - { via: [twillio] }\n", "tenants.acme.routes[0].via[0]: expected tencent, aliyun or twilio"),
+        (
+            "    routes:\n      - { via: [twillio] }\n",
+            "tenants.acme.routes[0].via[0]: expected tencent, aliyun or twilio",
+        ),
         ("    routes:\n      - { via: [aliyun, aliyun] }\n", "tenants.acme.routes[0].via[1]: aliyun is listed twice"),
-        ("    routes:\n      - { countries: [XX], via: [aliyun] }\n      - { via: [tencent] }\n", "tenants.acme.routes[0].countries[0]"),
-        ("    routes:\n      - { prefixes: [\"8529\"], via: [aliyun] }\n      - { via: [tencent] }\n", "tenants.acme.routes[0].prefixes[0]: expected an E.164 prefix"),
+        (
+            "    routes:\n      - { countries: [XX], via: [aliyun] }\n      - { via: [tencent] }\n",
+            "tenants.acme.routes[0].countries[0]",
+        ),
+        (
+            "    routes:\n      - { prefixes: [\"8529\"], via: [aliyun] }\n      - { via: [tencent] }\n",
+            "tenants.acme.routes[0].prefixes[0]: expected an E.164 prefix",
+        ),
     ];
     for (routes, expected) in cases {
         let e = errors(&yaml(routes, ""));
@@ -179,8 +188,10 @@ fn check_refuses_routes_a_send_could_not_take() {
 #[test]
 fn check_refuses_a_route_through_a_provider_without_the_tenants_usages_or_section() {
     // Twilio has no SignIn template and no Generic either: a SignIn send routed there could not be sent.
-    let without_generic = yaml(ROUTES, "").replace(r#"{ usageType: Generic, content: "Your code is {{code}}" }"#,
-        r#"{ usageType: Register, content: "Your code is {{code}}" }"#);
+    let without_generic = yaml(ROUTES, "").replace(
+        r#"{ usageType: Generic, content: "Your code is {{code}}" }"#,
+        r#"{ usageType: Register, content: "Your code is {{code}}" }"#,
+    );
     let e = errors(&without_generic);
     assert!(e.contains("tenants.acme.routes[2].via[0]: twilio has no template for usage type"), "{e}");
     assert!(e.contains("SignIn"), "{e}");

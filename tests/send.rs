@@ -311,7 +311,10 @@ async fn operational_routes_and_request_ids() {
         metrics.contains(r#"smsgate_requests_total{tenant="acme",usage="",code="invalid_request"} 1"#),
         "{metrics}"
     );
-    assert!(metrics.contains(r#"smsgate_upstream_results_total{tenant="acme",code="Ok",provider="tencent"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"smsgate_upstream_results_total{tenant="acme",code="Ok",provider="tencent"} 1"#),
+        "{metrics}"
+    );
     assert!(!metrics.contains("13800138000"));
 }
 

@@ -29,6 +29,7 @@ mod pumping_defense;
 mod redis;
 mod redis_ha;
 mod reliability;
+mod routing;
 mod script;
 mod sdk_policy;
 mod send;

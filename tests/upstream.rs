@@ -71,7 +71,10 @@ async fn regression_a_cut_answer_is_maybe_sent_never_failed_nor_sent_again() {
         metrics.contains(r#"smsgate_requests_total{tenant="acme",usage="SignIn",code="maybe_sent"} 4"#),
         "{metrics}"
     );
-    assert!(metrics.contains(r#"smsgate_upstream_results_total{tenant="acme",code="maybe_sent",provider="tencent"} 2"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"smsgate_upstream_results_total{tenant="acme",code="maybe_sent",provider="tencent"} 2"#),
+        "{metrics}"
+    );
 }
 
 /// The same class by the native door and other shapes: an answer slower than the deadline after the

@@ -358,7 +358,10 @@ fn compile_tenant(
     // The Tencent-compatible API answers for the tenant's Tencent application (its SdkAppId, its templates).
     if raw.tencent.is_none() && (!raw.sdk_clients.is_empty() || !raw.sdk_passthrough.is_empty()) {
         let key = if raw.sdk_clients.is_empty() { "sdk_passthrough" } else { "sdk_clients" };
-        c.problem(format!("{path}.{key}"), "the Tencent-compatible API needs a `tencent:` section (its SdkAppId and templates)");
+        c.problem(
+            format!("{path}.{key}"),
+            "the Tencent-compatible API needs a `tencent:` section (its SdkAppId and templates)",
+        );
     }
     let real = tencent.as_ref().map_or(&[][..], |t| &t.credentials[..]);
     let sdk_clients =
@@ -918,7 +921,8 @@ fn compile_routes(
                 Some(id) => {
                     let missing: Vec<&str> = usages.all().filter(|u| !can_send(id, u)).collect();
                     if !missing.is_empty() {
-                        let nor = if missing == [GENERIC_USAGE] { String::new() } else { format!(" (nor {GENERIC_USAGE})") };
+                        let nor =
+                            if missing == [GENERIC_USAGE] { String::new() } else { format!(" (nor {GENERIC_USAGE})") };
                         c.problem(
                             &vp,
                             format!(

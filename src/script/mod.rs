@@ -521,9 +521,8 @@ pub async fn stage(
 ) -> (Result<Routed, GatewayError>, Option<ScriptReport>) {
     let before = normalized.as_ref().ok().cloned();
     let report = |outcome| Some(ScriptReport { path: hook.inner.path.clone(), before: before.clone(), outcome });
-    let providers = before
-        .as_ref()
-        .map(|p| Via::from_iter(tenant.route_for(p.country_code(), p.e164()).via.iter().copied()));
+    let providers =
+        before.as_ref().map(|p| Via::from_iter(tenant.route_for(p.country_code(), p.e164()).via.iter().copied()));
     let Some((called, request)) = hook.dispatch(request, before.clone(), providers, request_id, log_budget).await
     else {
         let detail = format!("{}: the hook call was lost", hook.path());
