@@ -36,4 +36,5 @@ mod send;
 mod shares;
 mod supabase;
 mod tencent_api;
+mod twilio;
 mod upstream;

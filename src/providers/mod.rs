@@ -112,9 +112,15 @@ pub(crate) struct Pushed {
 }
 
 /// A number as a report writes it (E.164 with or without `+`, or Aliyun's 11 mainland digits) as E.164 digits.
+/// Only a number written without `+` can be Aliyun's mainland digits: `+1` and ten digits (Twilio's `To` for
+/// the US and Canada) is E.164 already.
 fn report_digits(written: &str) -> Option<u64> {
-    let digits = written.strip_prefix('+').unwrap_or(written);
-    let digits = if digits.len() == 11 && digits.starts_with('1') { format!("86{digits}") } else { digits.to_owned() };
+    let (e164, digits) = match written.strip_prefix('+') {
+        Some(digits) => (true, digits),
+        None => (false, written),
+    };
+    let mainland = !e164 && digits.len() == 11 && digits.starts_with('1');
+    let digits = if mainland { format!("86{digits}") } else { digits.to_owned() };
     let ok = !digits.is_empty() && digits.len() <= 15 && digits.bytes().all(|b| b.is_ascii_digit());
     ok.then(|| digits.parse().ok()).flatten()
 }
@@ -324,5 +330,21 @@ impl Providers {
     /// The conversion reports of the feedback loop, with their results counted in `results`.
     pub fn conversions(&self, results: Family<ReportLabels, Counter>) -> Box<dyn Conversions> {
         Box::new(tencent::report::Reporter::new(self.tencent.clone(), tencent::report::QUEUE, results))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report_digits;
+
+    #[test]
+    fn report_numbers_read_as_e164_digits() {
+        assert_eq!(report_digits("13800138000"), Some(8613800138000), "Aliyun's mainland digits");
+        assert_eq!(report_digits("85298765432"), Some(85298765432));
+        assert_eq!(report_digits("+8613800138000"), Some(8613800138000));
+        // Regression: Twilio's `+1` numbers were read as mainland digits, so their receipts matched no send.
+        assert_eq!(report_digits("+14155550100"), Some(14155550100));
+        assert_eq!(report_digits(""), None);
+        assert_eq!(report_digits("+1415555x100"), None);
     }
 }

@@ -12,6 +12,8 @@ pub(crate) mod proxy;
 pub(crate) mod python;
 pub(crate) mod redis_server;
 pub(crate) mod tls;
+pub(crate) mod twilio_mock;
+pub(crate) mod twilio_verify;
 
 use smsgate::clock::{ManualClock, SharedClock};
 use smsgate::config::Config;
