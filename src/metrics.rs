@@ -168,7 +168,7 @@ impl Default for Metrics {
         let fees = Family::<CountryLabels, Counter>::default();
         registry.register(
             "upstream_fee_units",
-            "Fee units Tencent reported for sent messages (its billing units), by tenant and country",
+            "Fee units the provider reported for sent messages (its billing units), by tenant and country",
             fees.clone(),
         );
         let last_reload_success = Gauge::<f64, AtomicU64>::default();

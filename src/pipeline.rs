@@ -762,7 +762,7 @@ impl Services {
         let provider = Some(provider);
         match result {
             Ok(Dispatched::Sent(receipt)) => {
-                trail.upstream_code = Some("Ok");
+                trail.upstream_code = provider.map(crate::providers::sent_code);
                 self.keep(reservation, receipt.fee).await;
                 Ok(Accepted { delivery: Delivery::Sent, template_id, receipt: Some(receipt), provider })
             }

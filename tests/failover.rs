@@ -3,10 +3,10 @@
 //! never on a per-number answer, never once it may have gone out. Each case counts the requests that
 //! reached each mock: at most one SMS per request, whatever fails.
 
-use crate::common::aliyun_mock::{AliyunReply, MockAliyun, ALIYUN_KEY_ID};
+use crate::common::aliyun_mock::{MockAliyun, ALIYUN_KEY_ID};
 use crate::common::mock::{MockTencent, Reply};
-use crate::common::tencent_api::{codes, now, sdk, send_sms, SDK_ID, SDK_KEY};
 use crate::common::*;
+use crate::tencent_api::{codes, now, sdk, send_sms, SDK_ID, SDK_KEY};
 use std::time::Duration;
 
 const ALIYUN_SECRET: &str = "aliyun-test-secret-0001";
@@ -70,11 +70,16 @@ async fn a_provider_refusing_connections_fails_over_and_the_next_one_sends_once(
     assert_eq!(aliyun.sent(), 1, "one SMS");
     assert!(aliyun.seen()[0].signature_valid);
     let metrics = metrics(&gw).await;
-    let failed_over = r#"smsgate_upstream_failovers_total{tenant="acme",code="upstream_unavailable",provider="tencent"} 1"#;
+    let failed_over =
+        r#"smsgate_upstream_failovers_total{tenant="acme",code="upstream_unavailable",provider="tencent"} 1"#;
     assert!(metrics.contains(failed_over), "{metrics}");
-    assert!(metrics.contains(r#"smsgate_upstream_results_total{tenant="acme",code="OK",provider="aliyun"} 1"#), "{metrics}");
-    // Limits are judged once per request, whichever provider sent it: the number's one send is used.
-    send(&gw, "+8613800138000").await.assert_error(429, "rate_limited");
+    assert!(
+        metrics.contains(r#"smsgate_upstream_results_total{tenant="acme",code="OK",provider="aliyun"} 1"#),
+        "{metrics}"
+    );
+    // Limits are judged once per request, whichever provider sent it: the number's one send is used (another
+    // code, so that de-duplication does not answer it).
+    gw.post("/v1/sms/send", &native("+8613800138000", "SignIn", "654321")).await.assert_error(429, "rate_limited");
     assert_eq!(aliyun.sent(), 1);
 }
 
@@ -137,13 +142,19 @@ async fn an_open_breaker_sends_traffic_to_the_next_provider_and_a_recovered_one_
         assert_eq!(answer.json["provider"], "aliyun", "{:#}", answer.json);
     }
     let metrics_text = metrics(&gw).await;
-    let failovers = sample(&metrics_text, r#"smsgate_upstream_failovers_total{tenant="acme",code="upstream_unavailable",provider="tencent"}"#);
+    let failovers = sample(
+        &metrics_text,
+        r#"smsgate_upstream_failovers_total{tenant="acme",code="upstream_unavailable",provider="tencent"}"#,
+    );
     assert_eq!(failovers, 3.0, "{metrics_text}");
     // Open: Aliyun is asked first, Tencent not at all.
     let answer = send(&gw, "+8613800138009").await;
     assert_eq!(answer.json["provider"], "aliyun");
     let metrics_text = metrics(&gw).await;
-    let failovers = sample(&metrics_text, r#"smsgate_upstream_failovers_total{tenant="acme",code="upstream_unavailable",provider="tencent"}"#);
+    let failovers = sample(
+        &metrics_text,
+        r#"smsgate_upstream_failovers_total{tenant="acme",code="upstream_unavailable",provider="tencent"}"#,
+    );
     assert_eq!(failovers, 3.0, "Tencent was skipped, not tried");
     // Tencent comes back; once the cool-down is over, the trial send goes to it and it keeps the traffic.
     let tencent = MockTencent::start_on(port, SECRET_KEY).await;
@@ -175,11 +186,13 @@ async fn tencent_sdk_callers_fail_over_too() {
     let aliyun = MockAliyun::start(ALIYUN_SECRET).await;
     let tencent = format!("http://127.0.0.1:{}", closed_port());
     let extra = format!("    sdk_clients: [{{ secretId: {SDK_ID}, secretKey: {SDK_KEY} }}]\n");
-    let yaml = yaml(&tencent, &aliyun.endpoint(), &extra).replace("server:\n", "server:\n  tencent_listen: 127.0.0.1:0\n");
+    let yaml =
+        yaml(&tencent, &aliyun.endpoint(), &extra).replace("server:\n", "server:\n  tencent_listen: 127.0.0.1:0\n");
     let gw = TestGateway::start_doors(compile(&yaml), now()).await;
     let Some(answers) = sdk(&gw, vec![send_sms(&["+8613800138000", "+8613800138001"])]).await else { return };
     assert_eq!(codes(&answers[0]), ["Ok", "Ok"], "{:#}", answers[0]);
     assert_eq!(aliyun.sent(), 2, "each number went out once, through Aliyun");
-    let numbers: Vec<_> = aliyun.seen().iter().map(|s| s.param("PhoneNumbers").unwrap_or_default().to_owned()).collect();
+    let numbers: Vec<_> =
+        aliyun.seen().iter().map(|s| s.param("PhoneNumbers").unwrap_or_default().to_owned()).collect();
     assert_eq!(numbers, ["13800138000", "13800138001"]);
 }

@@ -11,6 +11,7 @@ mod config;
 mod deploy;
 mod doors;
 mod egress;
+mod failover;
 mod feedback;
 mod feedback_logs;
 mod feedback_redis;

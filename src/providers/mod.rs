@@ -111,6 +111,16 @@ pub(crate) struct Pushed {
     pub(crate) ack: Option<&'static str>,
 }
 
+/// The code a provider's acceptance of a send is counted under (`smsgate_upstream_results_total{code}`):
+/// its own word for it.
+pub(crate) fn sent_code(id: ProviderId) -> &'static str {
+    match id {
+        ProviderId::Tencent => "Ok",
+        ProviderId::Aliyun => aliyun::classify::OK,
+        ProviderId::Twilio => "accepted",
+    }
+}
+
 /// A number as a report writes it (E.164 with or without `+`, or Aliyun's 11 mainland digits) as E.164 digits.
 /// Only a number written without `+` can be Aliyun's mainland digits: `+1` and ten digits (Twilio's `To` for
 /// the US and Canada) is E.164 already.

@@ -707,6 +707,14 @@ fn entry(result: &NumberResult, trail: &Trail, written: &str, session_context: &
     status
 }
 
+/// The tenant's Tencent account: `check` allows SDK callers only beside one, so its absence is a bug.
+fn tencent_account(tenant: &crate::config::Tenant) -> Result<&crate::config::TencentAccount, ApiError> {
+    tenant
+        .tencent
+        .as_ref()
+        .ok_or_else(|| ApiError::from_gateway(GatewayError::Internal("SDK callers without a tencent section".into())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -815,12 +823,4 @@ mod tests {
         assert_eq!(phone_input("+14155550100"), PhoneInput::Logto("+14155550100".into()));
         assert_eq!(phone_input("8613800138000"), PhoneInput::Logto("8613800138000".into()));
     }
-}
-
-/// The tenant's Tencent account: `check` allows SDK callers only beside one, so its absence is a bug.
-fn tencent_account(tenant: &crate::config::Tenant) -> Result<&crate::config::TencentAccount, ApiError> {
-    tenant
-        .tencent
-        .as_ref()
-        .ok_or_else(|| ApiError::from_gateway(GatewayError::Internal("SDK callers without a tencent section".into())))
 }
