@@ -104,5 +104,62 @@ fn pipeline(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, signing, parsing, pipeline);
+/// The stages that consume nothing (normalize, destination rules, route, template) for a Tencent-only tenant and
+/// for a tenant with three providers and three routes, the number in the last (default) route: the difference
+/// is what choosing a provider costs.
+fn routing(c: &mut Criterion) {
+    let tencent = r#"
+    tencent:
+      accessKeyId: AKIDexample
+      accessKeySecret: secret-key-example-0001
+      signName: Sig
+      sdkAppId: "1400006666"
+      region: ap-guangzhou
+      templates: [{ usageType: SignIn, templateCode: "1110" }, { usageType: Generic, templateCode: "1113" }]
+      dry_run: true
+"#;
+    let others = r#"
+    aliyun:
+      accessKeyId: LTAI5tTestKeyId
+      accessKeySecret: aliyun-secret-example-0001
+      signName: Sig
+      templates: [{ usageType: SignIn, templateCode: SMS_1 }, { usageType: Generic, templateCode: SMS_2 }]
+      dry_run: true
+    twilio:
+      accountSID: AC0123456789abcdef0123456789abcdef
+      authToken: twilio-token-example-0001
+      fromMessagingServiceSID: MG0123456789abcdef0123456789abcdef
+      templates: [{ usageType: Generic, content: "Your code is {{code}}" }]
+      dry_run: true
+    routes:
+      - { countries: [CN], via: [tencent, aliyun] }
+      - { prefixes: ["+8529"], via: [aliyun] }
+      - { via: [twilio, tencent] }
+"#;
+    for (name, providers) in [
+        ("routing/check_tencent_only", tencent.to_owned()),
+        ("routing/check_three_routes", format!("{tencent}{others}")),
+    ] {
+        let yaml = format!("tenants:\n  acme:\n    tokens: [\"bench-token-0123456789\"]\n{providers}");
+        let built = Runtime::from_yaml(&yaml, Path::new("gateway.yaml"), &HashMap::<String, String>::new()).unwrap();
+        let tenant = built.tenant("acme").unwrap().clone();
+        let shared: SharedClock = ManualClock::new(1_700_000_000);
+        let services = Services::new(
+            Limiter::from_backend(&built.config().limits_backend, shared.clone()).unwrap(),
+            Providers::new(shared.clone(), Default::default()),
+            shared,
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        Phone::warm_up();
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let request = parse_native(br#"{"phone":"+14155550100","usage":"SignIn","code":"123456"}"#).unwrap();
+                let mut trail = Trail::default();
+                runtime.block_on(services.check(&tenant, black_box(request), &mut trail)).unwrap()
+            })
+        });
+    }
+}
+
+criterion_group!(benches, signing, parsing, pipeline, routing);
 criterion_main!(benches);

@@ -377,6 +377,7 @@ impl Services {
         let checked = self.check(tenant, request, trail).await?;
         let provider = self.providers.order(tenant, checked.via).first();
         trail.provider = Some(provider);
+        trail.template_id = self.providers.template(tenant, provider, &checked.sms);
         if trail.test_number {
             let request = self.providers.prepare(tenant, &tenant.providers, provider, &checked.sms)?;
             return Ok(Planned { sms: checked.sms, request, provider });
