@@ -780,11 +780,20 @@ fn compile_twilio(
         let p = format!("{path}.public_url");
         let text = c.required(&p, u)?;
         match url::Url::parse(&text) {
-            Ok(url) if matches!(url.scheme(), "https" | "http") && url.query().is_none() && url.host().is_some() => {
+            Ok(url)
+                if matches!(url.scheme(), "https" | "http")
+                    && url.query().is_none()
+                    && url.host().is_some()
+                    && url.username().is_empty()
+                    && url.password().is_none() =>
+            {
                 Some(text.trim_end_matches('/').to_owned())
             }
             _ => {
-                c.problem(&p, "expected the gateway's public base URL, like https://sms.example.com");
+                c.problem(
+                    &p,
+                    "expected the gateway's public base URL, like https://sms.example.com (no credentials, no query)",
+                );
                 None
             }
         }

@@ -111,6 +111,11 @@ pub(crate) struct Pushed {
     pub(crate) ack: Option<&'static str>,
 }
 
+/// A report's text field as the feedback loop keeps it: no control characters, at most 128 characters.
+pub(crate) fn report_text(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(128).collect()
+}
+
 /// The code a provider's acceptance of a send is counted under (`smsgate_upstream_results_total{code}`):
 /// its own word for it.
 pub(crate) fn sent_code(id: ProviderId) -> &'static str {
@@ -124,7 +129,7 @@ pub(crate) fn sent_code(id: ProviderId) -> &'static str {
 /// A number as a report writes it (E.164 with or without `+`, or Aliyun's 11 mainland digits) as E.164 digits.
 /// Only a number written without `+` can be Aliyun's mainland digits: `+1` and ten digits (Twilio's `To` for
 /// the US and Canada) is E.164 already.
-fn report_digits(written: &str) -> Option<u64> {
+pub(crate) fn report_digits(written: &str) -> Option<u64> {
     let (e164, digits) = match written.strip_prefix('+') {
         Some(digits) => (true, digits),
         None => (false, written),
@@ -145,47 +150,11 @@ pub(crate) fn read_push(
     signature: Option<&str>,
     body: &[u8],
 ) -> Result<Pushed, GatewayError> {
-    let text = |s: &str| s.chars().filter(|c| !c.is_control()).take(128).collect::<String>();
     match id {
-        ProviderId::Aliyun => {
-            let reports = aliyun::report::parse(body).map_err(|why| GatewayError::InvalidRequest(why.into()))?;
-            let reports = reports
-                .into_iter()
-                .map(|r| StatusReport {
-                    sid: crate::sms::message_key(ProviderId::Aliyun, &r.biz_id).into_owned(),
-                    digits: report_digits(&r.phone),
-                    status: if r.success { "SUCCESS" } else { "FAIL" }.into(),
-                    errmsg: text(&r.err_code),
-                    description: String::new(),
-                    user_receive_time: String::new(),
-                })
-                .collect();
-            Ok(Pushed { reports, ack: Some(aliyun::report::ACK) })
-        }
+        ProviderId::Aliyun => aliyun::report::receipts(body),
         ProviderId::Twilio => {
             let account = tenant.twilio.as_ref().ok_or(GatewayError::NotFound)?;
-            let url = account.status_callback.as_deref().ok_or(GatewayError::NotFound)?;
-            let (params, report) =
-                twilio::report::parse(body).map_err(|why| GatewayError::InvalidRequest(why.into()))?;
-            twilio::sign::check(account.auth_token.expose(), url, &params, signature.unwrap_or_default())
-                .map_err(GatewayError::BadSignature)?;
-            if report.account_sid != account.account_sid {
-                return Err(GatewayError::BadSignature("a callback for another Twilio account"));
-            }
-            let status = match report.outcome {
-                twilio::report::Outcome::Delivered => "SUCCESS",
-                twilio::report::Outcome::Failed => "FAIL",
-                twilio::report::Outcome::Pending => return Ok(Pushed { reports: Vec::new(), ack: None }),
-            };
-            let reports = vec![StatusReport {
-                sid: crate::sms::message_key(ProviderId::Twilio, &report.message_sid).into_owned(),
-                digits: report_digits(&report.to),
-                status: status.into(),
-                errmsg: text(report.error_code.as_deref().unwrap_or_default()),
-                description: String::new(),
-                user_receive_time: String::new(),
-            }];
-            Ok(Pushed { reports, ack: None })
+            twilio::report::receipts(account, signature, body)
         }
         ProviderId::Tencent => Err(GatewayError::Internal("Tencent's callback is read by the feedback loop".into())),
     }

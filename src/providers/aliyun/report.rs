@@ -24,6 +24,25 @@ pub(crate) struct Report {
     pub(crate) phone: String,
 }
 
+/// A push as the feedback loop's receipts (matched by `aliyun:<BizId>`), answered [`ACK`]; a push that does
+/// not read whole is refused (400) and Aliyun sends it again.
+pub(crate) fn receipts(body: &[u8]) -> Result<crate::providers::Pushed, crate::error::GatewayError> {
+    use crate::sms::{message_key, ProviderId, StatusReport};
+    let reports = parse(body).map_err(|why| crate::error::GatewayError::InvalidRequest(why.into()))?;
+    let reports = reports
+        .into_iter()
+        .map(|r| StatusReport {
+            sid: message_key(ProviderId::Aliyun, &r.biz_id).into_owned(),
+            digits: crate::providers::report_digits(&r.phone),
+            status: if r.success { "SUCCESS" } else { "FAIL" }.into(),
+            errmsg: crate::providers::report_text(&r.err_code),
+            description: String::new(),
+            user_receive_time: String::new(),
+        })
+        .collect();
+    Ok(crate::providers::Pushed { reports, ack: Some(ACK) })
+}
+
 /// Reads one push. The whole push is refused, with a stable reason for the log, when its shape is not
 /// Aliyun's: no entry is half-read, and Aliyun pushes again what it was refused. Unknown fields are ignored.
 pub(crate) fn parse(body: &[u8]) -> Result<Vec<Report>, &'static str> {

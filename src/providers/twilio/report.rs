@@ -48,6 +48,41 @@ pub(crate) struct Report {
     pub(crate) to: String,
 }
 
+/// A status callback for `account` as the feedback loop's receipts (matched by `twilio:<MessageSid>`): its
+/// signature checked against the callback URL the account's messages name, its account checked; an
+/// intermediate status (`queued`, `sent`...) reads as no receipt, so a later final one is still the first.
+/// Answered 204.
+pub(crate) fn receipts(
+    account: &crate::config::TwilioAccount,
+    signature: Option<&str>,
+    body: &[u8],
+) -> Result<crate::providers::Pushed, crate::error::GatewayError> {
+    use crate::error::GatewayError;
+    use crate::providers::{report_digits, report_text, Pushed};
+    use crate::sms::{message_key, ProviderId, StatusReport};
+    let url = account.status_callback.as_deref().ok_or(GatewayError::NotFound)?;
+    let (params, report) = parse(body).map_err(|why| GatewayError::InvalidRequest(why.into()))?;
+    super::sign::check(account.auth_token.expose(), url, &params, signature.unwrap_or_default())
+        .map_err(GatewayError::BadSignature)?;
+    if report.account_sid != account.account_sid {
+        return Err(GatewayError::BadSignature("a callback for another Twilio account"));
+    }
+    let status = match report.outcome {
+        Outcome::Delivered => "SUCCESS",
+        Outcome::Failed => "FAIL",
+        Outcome::Pending => return Ok(Pushed { reports: Vec::new(), ack: None }),
+    };
+    let reports = vec![StatusReport {
+        sid: message_key(ProviderId::Twilio, &report.message_sid).into_owned(),
+        digits: report_digits(&report.to),
+        status: status.into(),
+        errmsg: report_text(report.error_code.as_deref().unwrap_or_default()),
+        description: String::new(),
+        user_receive_time: String::new(),
+    }];
+    Ok(Pushed { reports, ack: None })
+}
+
 /// Reads a callback's form body. The parameters come back as decoded, every pair in the order sent, for the
 /// signature; invalid UTF-8 is decoded lossily (the signature then fails: Twilio signed the original). The
 /// fields read must each have one value: a name repeated with a different value is refused, since which
