@@ -171,7 +171,7 @@ impl Drop for HandedOver {
                 request_id = %self.request_id,
                 tenant = %self.tenant,
                 phone = %self.phone,
-                "send abandoned after it was handed to Tencent: outcome unknown"
+                "send abandoned after it was handed to a provider: outcome unknown"
             );
         }
     }

@@ -154,11 +154,14 @@ fn whole(hook: &ScriptHook, which: &str) -> Result<RawVerdict, String> {
     with_input(which, |input| hook.call(input))
 }
 
-/// Runs every door in `names` and checks each ended the call with a budget or deadline error.
+/// Runs every door in `names` and checks each ended the call with a budget or deadline error. The memory
+/// budget counts as one: `compare` builds two copies of a 4 MiB string under an 8 MiB budget, which ends on
+/// the memory limit or the deadline depending on how much of the budget `req` itself takes (a field more,
+/// such as `req.providers`, tips it).
 async fn all_cut_off(gw: &TestGateway, names: &[&str]) {
     for which in names {
         let d = detail(gw, "hostile", which).await.unwrap_or_else(|e| panic!("{e}"));
-        assert!(cut_off(&d), "{which}: {d}");
+        assert!(cut_off(&d) || d.contains("memory limit exceeded"), "{which}: {d}");
         assert!(d.starts_with("scripts/hostile.lua"), "{which}: {d}");
     }
 }
