@@ -238,3 +238,58 @@ fn the_host_trust_store_is_trusted_besides_the_built_in_roots() {
     assert_eq!(answer.status, 503, "another CA in the store does not vouch for the mock");
     assert_eq!(mock.seen().len(), 1, "nothing more reached the mock");
 }
+
+/// Aliyun's and Twilio's clients take the same egress as Tencent's (`net::transport`): through the tenant's
+/// proxy, with its credentials, signed for the endpoint's own host.
+#[tokio::test]
+async fn every_provider_goes_through_the_configured_proxy() {
+    use crate::common::aliyun_mock::{MockAliyun, ALIYUN_KEY_ID};
+    use crate::common::twilio_mock::MockTwilio;
+    let aliyun = MockAliyun::start("aliyun-test-secret-0001").await;
+    let twilio = MockTwilio::start("AC0123456789abcdef0123456789abcdef", "twilio-test-token-0001").await;
+    let proxy = TestProxy::start(Mode::Relay, Some(AUTH)).await;
+    let proxy_url = format!("http://user:pw@{}", proxy.addr);
+    let yaml = format!(
+        r#"
+server:
+  listen: 127.0.0.1:0
+tenants:
+  acme:
+    tokens: ["{TOKEN}"]
+    aliyun:
+      accessKeyId: {ALIYUN_KEY_ID}
+      accessKeySecret: aliyun-test-secret-0001
+      signName: Sig
+      templates: [{{ usageType: Generic, templateCode: SMS_154950913 }}]
+      endpoint: {aliyun}
+      proxy: "{proxy_url}"
+    twilio:
+      accountSID: AC0123456789abcdef0123456789abcdef
+      authToken: twilio-test-token-0001
+      fromMessagingServiceSID: MG0123456789abcdef0123456789abcdef
+      templates: [{{ usageType: Generic, content: "Code {{{{code}}}}" }}]
+      endpoint: {twilio}
+      proxy: "{proxy_url}"
+    routes:
+      - {{ countries: [CN], via: [aliyun] }}
+      - {{ via: [twilio] }}
+"#,
+        aliyun = aliyun.endpoint(),
+        twilio = twilio.endpoint(),
+    );
+    let gw = TestGateway::start(compile(&yaml)).await;
+    for (phone, provider) in [("+8613800138000", "aliyun"), ("+14155550100", "twilio")] {
+        let answer = gw.post("/v1/sms/send", &native(phone, "SignIn", "123456")).await;
+        assert_eq!((answer.status, &answer.json["provider"]), (200, &provider.into()), "{:#}", answer.json);
+    }
+    assert!(aliyun.seen()[0].signature_valid, "signed for Aliyun's own host, through the proxy");
+    assert_eq!(twilio.sent().len(), 1);
+    let asked = proxy.asked();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert!(asked[0].request_line.starts_with(&format!("POST http://{}/?", aliyun.addr)), "{asked:?}");
+    assert!(
+        asked[1].request_line.starts_with(&format!("POST http://{}/2010-04-01/Accounts/", twilio.addr)),
+        "{asked:?}"
+    );
+    assert!(asked.iter().all(|a| a.proxy_authorization.as_deref() == Some(AUTH)), "{asked:?}");
+}

@@ -154,6 +154,11 @@ impl MockAliyun {
             let mut parts = line.trim_end().splitn(3, ' ');
             let method = parts.next().unwrap_or("").to_owned();
             let target = parts.next().unwrap_or("").to_owned();
+            // A plain-http request through a proxy arrives in absolute form (`http://host:port/?query`).
+            let target = match target.strip_prefix("http://").and_then(|rest| rest.find('/').map(|i| &rest[i..])) {
+                Some(origin_form) => origin_form.to_owned(),
+                None => target,
+            };
             let mut headers = Vec::new();
             loop {
                 line.clear();

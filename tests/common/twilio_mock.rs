@@ -151,7 +151,12 @@ impl MockTwilio {
             }
             let mut parts = line.split_whitespace();
             let method = parts.next().unwrap_or("").to_owned();
-            let path = parts.next().unwrap_or("").to_owned();
+            let target = parts.next().unwrap_or("");
+            // A plain-http request through a proxy arrives in absolute form (`http://host:port/path`).
+            let path = match target.strip_prefix("http://").and_then(|rest| rest.find('/').map(|i| &rest[i..])) {
+                Some(path) => path.to_owned(),
+                None => target.to_owned(),
+            };
             let mut headers = HashMap::new();
             loop {
                 line.clear();
