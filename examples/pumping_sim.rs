@@ -17,10 +17,14 @@
 //! - `repeat`: five times a prefix's honest rate; refused, it probes every 5 minutes and comes back at full
 //!   rate when a probe passes.
 //!
-//! For each configuration (a `protection:` block) it prints, per attacker, the attack SMS sent (leaked)
-//! in the day, and the share of honest users refused inside its range(s); and over all, the honest users
-//! refused outside attacked ranges. Run: `cargo run --release --example pumping_sim` (the table is in
-//! BENCHMARKS.md). `tests/pumping.rs` runs a shorter scenario and checks the goals.
+//! For each configuration (a `protection:` block: the old rule and the shipped one, or `SIM_PROTECTION`,
+//! several separated by `;;`) it prints, per attacker, the attack SMS sent (leaked) in the day, the share of
+//! honest sends refused inside its range(s) and, of those to numbers that had verified a code before, the
+//! share refused; and over all, the honest sends refused outside attacked ranges (by prefix when any).
+//! Every random draw of the honest traffic is made whatever the answers, and each attacker draws from its
+//! own stream, so every configuration meets the same honest traffic. `SIM_HOURLY=1` prints each attacker's
+//! leak by hour. Run: `cargo run --release --example pumping_sim` (the table is in BENCHMARKS.md).
+//! `tests/pumping.rs` runs a shorter scenario and checks the goals.
 
 // Also compiled into tests/pumping.rs, which uses `run` and not `main`.
 #![allow(dead_code)]
@@ -57,9 +61,10 @@ impl Default for Scenario {
 pub const OLD_RULE: &str =
     "[{ name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 30, min_conversion: 0.2, block_for: 1h }]";
 
-/// The excess rule: the old rule plus `max_excess: 20` (the shipped rule's shape).
-pub const EXCESS_RULE: &str = "[{ name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 30, min_conversion: 0.2, \
-                               max_excess: 20, block_for: 1h }]";
+/// The shipped rule (gateway.yaml): the old rule with `max_excess: 20` and `block_for: 3h`.
+pub const EXCESS_RULE: &str =
+    "[{ name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 30, min_conversion: 0.2, \
+                               max_excess: 20, block_for: 3h }]";
 
 /// What one attacker did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -74,6 +79,8 @@ pub struct AttackOutcome {
     /// Of those, sends to numbers that had verified a code before, and those refused.
     pub verified_inside: u64,
     pub verified_inside_refused: u64,
+    /// Attack SMS sent in each hour of the attack.
+    pub sent_by_hour: Vec<u64>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -373,6 +380,11 @@ pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
                 a.out.attempts += 1;
                 if send(&services, &tenant, &number, second).await {
                     a.out.sent += 1;
+                    let hour = ((second - attack_from) / 3600) as usize;
+                    if a.out.sent_by_hour.len() <= hour {
+                        a.out.sent_by_hour.resize(hour + 1, 0);
+                    }
+                    a.out.sent_by_hour[hour] += 1;
                     a.paused_until = None;
                     if verifies {
                         due.entry(second + delay).or_default().push(number);
@@ -383,10 +395,8 @@ pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
             }
         }
     }
-    let mut by_prefix: Vec<(String, u64)> = refused_outside
-        .into_iter()
-        .map(|(p, n)| (prefixes[p].shape.chars().skip(1).take(6).collect(), n))
-        .collect();
+    let mut by_prefix: Vec<(String, u64)> =
+        refused_outside.into_iter().map(|(p, n)| (prefixes[p].shape.chars().skip(1).take(6).collect(), n)).collect();
     by_prefix.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     out.refused_outside_by_prefix = by_prefix;
     out.attacks = attackers.into_iter().map(|a| a.out).collect();
@@ -476,6 +486,13 @@ fn main() {
                 join(&|a| share(a.honest_inside_refused, a.honest_inside)),
                 join(&|a| share(a.verified_inside_refused, a.verified_inside)),
             );
+        }
+        if std::env::var_os("SIM_HOURLY").is_some() {
+            for o in &outcomes {
+                for a in &o.attacks {
+                    println!("{}: sent by hour of the attack {:?}", a.name, a.sent_by_hour);
+                }
+            }
         }
         for o in &outcomes {
             if !o.refused_outside_by_prefix.is_empty() {

@@ -554,7 +554,9 @@ impl KeyState {
         if now > self.last_block_end.saturating_add(rule.max_block_for.as_millis() as u64) {
             self.strikes = 0;
         }
-        let factor = u64::from(ESCALATION).saturating_pow(u32::from(self.strikes));
+        // A key of a country where the rule tripped other keys lately is blocked as long as a repeat
+        // offender with as many strikes: a spread attack's keys do not each reopen after `block_for`.
+        let factor = u64::from(ESCALATION).saturating_pow(u32::from(self.strikes).max(context.pressure));
         let block =
             (rule.block_for.as_millis() as u64).saturating_mul(factor).min(rule.max_block_for.as_millis() as u64);
         let until_ms = now + block;
