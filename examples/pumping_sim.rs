@@ -17,10 +17,14 @@
 //! - `repeat`: five times a prefix's honest rate; refused, it probes every 5 minutes and comes back at full
 //!   rate when a probe passes.
 //!
-//! For each configuration (a `protection:` block) it prints, per attacker, the attack SMS sent (leaked)
-//! in the day, and the share of honest users refused inside its range(s); and over all, the honest users
-//! refused outside attacked ranges. Run: `cargo run --release --example pumping_sim` (the table is in
-//! BENCHMARKS.md). `tests/pumping.rs` runs a shorter scenario and checks the goals.
+//! For each configuration (a `protection:` block: the old rule and the shipped one, or `SIM_PROTECTION`,
+//! several separated by `;;`) it prints, per attacker, the attack SMS sent (leaked) in the day, the share of
+//! honest sends refused inside its range(s) and, of those to numbers that had verified a code before, the
+//! share refused; and over all, the honest sends refused outside attacked ranges (by prefix when any).
+//! Every random draw of the honest traffic is made whatever the answers, and each attacker draws from its
+//! own stream, so every configuration meets the same honest traffic. `SIM_HOURLY=1` prints each attacker's
+//! leak by hour. Run: `cargo run --release --example pumping_sim` (the table is in BENCHMARKS.md).
+//! `tests/pumping.rs` runs a shorter scenario and checks the goals.
 
 // Also compiled into tests/pumping.rs, which uses `run` and not `main`.
 #![allow(dead_code)]
@@ -57,6 +61,11 @@ impl Default for Scenario {
 pub const OLD_RULE: &str =
     "[{ name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 30, min_conversion: 0.2, block_for: 1h }]";
 
+/// The shipped rule (gateway.yaml): the old rule with `max_excess: 20` and `block_for: 3h`.
+pub const EXCESS_RULE: &str =
+    "[{ name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 30, min_conversion: 0.2, \
+                               max_excess: 20, block_for: 3h }]";
+
 /// What one attacker did.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct AttackOutcome {
@@ -67,6 +76,11 @@ pub struct AttackOutcome {
     /// Honest sends to its range(s) during the attack, and those refused.
     pub honest_inside: u64,
     pub honest_inside_refused: u64,
+    /// Of those, sends to numbers that had verified a code before, and those refused.
+    pub verified_inside: u64,
+    pub verified_inside_refused: u64,
+    /// Attack SMS sent in each hour of the attack.
+    pub sent_by_hour: Vec<u64>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -76,6 +90,8 @@ pub struct Outcome {
     pub honest_outside: u64,
     pub honest_outside_refused: u64,
     pub honest_verified_sends: u64,
+    /// Honest refusals outside attacked ranges by prefix (its first six digits), most first.
+    pub refused_outside_by_prefix: Vec<(String, u64)>,
 }
 
 const CONVERSION_WINDOW: &str = "10m";
@@ -177,6 +193,15 @@ fn number_of(rng: &mut fastrand::Rng, shape: &str) -> String {
     }
 }
 
+/// What an honest user does after a code is sent: asks again at that second (then verifies the second
+/// code), or verifies (or not) after `delay` seconds.
+#[derive(Clone, Copy)]
+struct Behaviour {
+    asks_again: Option<u64>,
+    verifies: bool,
+    delay: u64,
+}
+
 #[derive(Clone, Copy)]
 enum Kind {
     Steady,
@@ -195,6 +220,8 @@ struct Attacker {
     /// Repeat attacker: refused, next probe at this second.
     paused_until: Option<u64>,
     out: AttackOutcome,
+    /// The attacker's own randomness: what it does never shifts the honest traffic.
+    rng: fastrand::Rng,
 }
 
 pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
@@ -243,12 +270,19 @@ pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
         attacker("repeat", vec![13], 5.0 * prefixes[13].rate, 0.0, Kind::Repeat),
     ];
     let mut attackers = attackers;
+    for (i, a) in attackers.iter_mut().enumerate() {
+        a.rng = fastrand::Rng::with_seed(scenario.seed.wrapping_mul(1000).wrapping_add(i as u64 + 1));
+    }
+    // Numbers that verified a code (a verification that found its send), and refusals outside by prefix.
+    let mut verified: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut refused_outside: HashMap<usize, u64> = HashMap::new();
     let attacked: HashMap<usize, usize> =
         attackers.iter().enumerate().flat_map(|(a, att)| att.ranges.iter().map(move |&r| (r, a))).collect();
     let mut out = Outcome::default();
-    // (second due, number) of verifications to come; (second due, prefix, number) of honest retries.
+    // (second due, number) of verifications to come; (second due, prefix, number, its verification) of
+    // honest retries.
     let mut due: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    let mut retries: BTreeMap<u64, Vec<(usize, String)>> = BTreeMap::new();
+    let mut retries: BTreeMap<u64, Vec<(usize, String, Behaviour)>> = BTreeMap::new();
     let attack_from = scenario.warmup_hours * 3600;
     let end = attack_from + scenario.attack_hours * 3600;
     let mut honest_credit = 0.0;
@@ -257,13 +291,17 @@ pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
         if let Some(numbers) = due.remove(&second) {
             for number in numbers {
                 let phone = Phone::from_e164(&number).expect("valid");
-                services.feedback.verify(tenant.spec(), &tenant.providers, &phone, None, &services.limiter).await;
+                let found =
+                    services.feedback.verify(tenant.spec(), &tenant.providers, &phone, None, &services.limiter).await;
+                if found.found > 0 {
+                    verified.insert(number);
+                }
             }
         }
         let attacking = second >= attack_from;
         // Honest users: new arrivals and retries.
         honest_credit += scenario.honest_per_second;
-        let mut arrivals: Vec<(usize, String, bool)> = Vec::new();
+        let mut arrivals: Vec<(usize, String, Behaviour)> = Vec::new();
         while honest_credit >= 1.0 {
             honest_credit -= 1.0;
             let x = rng.f64() * total;
@@ -281,34 +319,45 @@ pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
                 }
                 n
             };
-            arrivals.push((p, number, false));
+            // Every draw is made here, whatever the answers, so each configuration meets the same honest
+            // traffic (a retry carries its own).
+            let asks_again = (rng.f64() < 0.15).then(|| second + rng.u64(30..=60));
+            let verifies = rng.f64() < prefix.verify;
+            let delay = if rng.f64() < 0.05 { rng.u64(600..=1200) } else { rng.u64(1..=10) };
+            arrivals.push((p, number, Behaviour { asks_again, verifies, delay }));
         }
         if let Some(list) = retries.remove(&second) {
-            arrivals.extend(list.into_iter().map(|(p, n)| (p, n, true)));
+            arrivals.extend(list);
         }
-        for (p, number, retry) in arrivals {
+        for (p, number, Behaviour { asks_again, verifies, delay }) in arrivals {
+            let had_history = verified.contains(&number);
             let ok = send(&services, &tenant, &number, second).await;
             let inside = attacking.then(|| attacked.get(&p)).flatten();
             match inside {
                 Some(&a) => {
-                    attackers[a].out.honest_inside += 1;
-                    attackers[a].out.honest_inside_refused += u64::from(!ok);
+                    let out = &mut attackers[a].out;
+                    out.honest_inside += 1;
+                    out.honest_inside_refused += u64::from(!ok);
+                    out.verified_inside += u64::from(had_history);
+                    out.verified_inside_refused += u64::from(had_history && !ok);
                 }
                 None => {
                     out.honest_outside += 1;
                     out.honest_outside_refused += u64::from(!ok);
+                    if !ok {
+                        *refused_outside.entry(p).or_default() += 1;
+                    }
                 }
             }
             if !ok {
                 continue;
             }
-            if !retry && rng.f64() < 0.15 {
-                retries.entry(second + rng.u64(30..=60)).or_default().push((p, number));
+            if let Some(at) = asks_again {
+                retries.entry(at).or_default().push((p, number, Behaviour { asks_again: None, verifies, delay }));
                 continue;
             }
-            if rng.f64() < prefixes[p].verify {
+            if verifies {
                 out.honest_verified_sends += 1;
-                let delay = if rng.f64() < 0.05 { rng.u64(600..=1200) } else { rng.u64(1..=10) };
                 due.entry(second + delay).or_default().push(number);
             }
         }
@@ -324,14 +373,21 @@ pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
                         continue;
                     }
                 }
-                let range = a.ranges[rng.usize(0..a.ranges.len())];
-                let number = number_of(&mut rng, &prefixes[range].shape);
+                let range = a.ranges[a.rng.usize(0..a.ranges.len())];
+                let number = number_of(&mut a.rng, &prefixes[range].shape);
+                let verifies = a.rng.f64() < a.verify;
+                let delay = a.rng.u64(5..=30);
                 a.out.attempts += 1;
                 if send(&services, &tenant, &number, second).await {
                     a.out.sent += 1;
+                    let hour = ((second - attack_from) / 3600) as usize;
+                    if a.out.sent_by_hour.len() <= hour {
+                        a.out.sent_by_hour.resize(hour + 1, 0);
+                    }
+                    a.out.sent_by_hour[hour] += 1;
                     a.paused_until = None;
-                    if rng.f64() < a.verify {
-                        due.entry(second + rng.u64(5..=30)).or_default().push(number);
+                    if verifies {
+                        due.entry(second + delay).or_default().push(number);
                     }
                 } else if matches!(a.kind, Kind::Repeat) {
                     a.paused_until = Some(second + 300);
@@ -339,6 +395,10 @@ pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
             }
         }
     }
+    let mut by_prefix: Vec<(String, u64)> =
+        refused_outside.into_iter().map(|(p, n)| (prefixes[p].shape.chars().skip(1).take(6).collect(), n)).collect();
+    by_prefix.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    out.refused_outside_by_prefix = by_prefix;
     out.attacks = attackers.into_iter().map(|a| a.out).collect();
     out
 }
@@ -353,6 +413,7 @@ fn attacker(name: &'static str, ranges: Vec<usize>, rate: f64, verify: f64, kind
         credit: 0.0,
         paused_until: None,
         out: AttackOutcome { name, ..AttackOutcome::default() },
+        rng: fastrand::Rng::new(),
     }
 }
 
@@ -389,9 +450,10 @@ fn main() {
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 2]);
-    let mut configs: Vec<(&str, String)> = vec![("old rule (prefix 6, 30, 0.2)", OLD_RULE.to_owned())];
+    let mut configs: Vec<(&str, String)> =
+        vec![("old rule (prefix 6, 30, 0.2)", OLD_RULE.to_owned()), ("excess rule", EXCESS_RULE.to_owned())];
     if let Ok(extra) = std::env::var("SIM_PROTECTION") {
-        configs = vec![("SIM_PROTECTION", extra)];
+        configs = extra.split(";;").map(|c| ("SIM_PROTECTION", c.trim().to_owned())).collect();
     }
     let hours = |name: &str, default: u64| std::env::var(name).ok().and_then(|h| h.parse().ok()).unwrap_or(default);
     let scenario = Scenario {
@@ -407,23 +469,37 @@ fn main() {
         let outcomes: Vec<Outcome> =
             seeds.iter().map(|&seed| runtime.block_on(run(&Scenario { seed, ..scenario }, &protection))).collect();
         println!("\n{name}: {protection}\n");
-        println!("| attacker | attempted | leaked | honest refused inside its range(s) |");
-        println!("| --- | ---: | ---: | ---: |");
+        println!(
+            "| attacker | attempted | leaked | honest refused inside its range(s) | of them with a verification before |"
+        );
+        println!("| --- | ---: | ---: | ---: | ---: |");
         for i in 0..outcomes[0].attacks.len() {
             let cells: Vec<&AttackOutcome> = outcomes.iter().map(|o| &o.attacks[i]).collect();
             let join =
                 |f: &dyn Fn(&AttackOutcome) -> String| cells.iter().map(|a| f(a)).collect::<Vec<_>>().join(" / ");
+            let share = |n: u64, of: u64| format!("{:.1} % of {of}", 100.0 * n as f64 / of.max(1) as f64);
             println!(
-                "| {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} |",
                 cells[0].name,
                 join(&|a| a.attempts.to_string()),
-                join(&|a| format!("{} ({:.0} %)", a.sent, 100.0 * a.sent as f64 / a.attempts.max(1) as f64)),
-                join(&|a| format!(
-                    "{:.1} % of {}",
-                    100.0 * a.honest_inside_refused as f64 / a.honest_inside.max(1) as f64,
-                    a.honest_inside
-                )),
+                join(&|a| format!("{} ({:.1} %)", a.sent, 100.0 * a.sent as f64 / a.attempts.max(1) as f64)),
+                join(&|a| share(a.honest_inside_refused, a.honest_inside)),
+                join(&|a| share(a.verified_inside_refused, a.verified_inside)),
             );
+        }
+        if std::env::var_os("SIM_HOURLY").is_some() {
+            for o in &outcomes {
+                for a in &o.attacks {
+                    println!("{}: sent by hour of the attack {:?}", a.name, a.sent_by_hour);
+                }
+            }
+        }
+        for o in &outcomes {
+            if !o.refused_outside_by_prefix.is_empty() {
+                let top: Vec<String> =
+                    o.refused_outside_by_prefix.iter().take(8).map(|(p, n)| format!("+{p}: {n}")).collect();
+                println!("\nrefused outside attacked ranges, by prefix: {}", top.join(", "));
+            }
         }
         let outside: Vec<String> =
             outcomes.iter().map(|o| format!("{} of {}", o.honest_outside_refused, o.honest_outside)).collect();

@@ -1,7 +1,7 @@
 //! The pumping defense through the real path (HTTP into the gateway, injected clock, memory backend): a
 //! block tripped by the excess over a prefix's own baseline, an escalation, the pass of a number that
-//! verified before, a trip by the housekeeping sweep (logged and counted like any), and one verification
-//! converting one send (issue 19 item 9).
+//! verified before, a trip by the housekeeping sweep (logged and counted like any), one verification
+//! converting one send (issue 19 item 9), and a spread attack whose later prefixes trip sooner.
 
 use crate::common::mock::MockTencent;
 use crate::common::*;
@@ -219,4 +219,61 @@ async fn regression_one_verification_converts_one_send_not_every_send_to_the_num
     gw.clock.advance(Duration::from_secs(61));
     send(&gw, "+8613800138002", "300001").await.assert_error(403, "suspected_pumping");
     send(&gw, "+8613900139002", "300002").await.assert_error(403, "suspected_pumping");
+}
+
+/// A spread attack adds up (issue 23 #2): unverified sends over several prefixes of one country. The first
+/// prefix trips at `max_excess`; once it has, another prefix of the country trips at half of it and is
+/// blocked four times longer; a prefix of the country whose users verify is not refused; both trips are
+/// counted.
+#[tokio::test]
+async fn a_spread_attack_trips_each_further_prefix_of_the_country_sooner() {
+    let rule = "{ name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 1000, min_conversion: 0.01, \
+                max_excess: 8, block_for: 30m }";
+    let (_mock, gw) = setup(rule).await;
+    let prefixes = ["861380", "861390", "861370"];
+    // Users who verify on three prefixes: the rule learns how fast they verify and each prefix's baseline
+    // (once their sends have left the window), then one more verified send each.
+    for i in 0..60 {
+        let number = format!("+{}0138{i:03}", prefixes[i % 3]);
+        assert_eq!(send(&gw, &number, "123456").await.status, 200);
+        gw.clock.advance(Duration::from_secs(1));
+        assert_eq!(verified(&gw, &number).await, 204);
+        gw.clock.advance(Duration::from_secs(1));
+    }
+    gw.clock.advance(Duration::from_secs(3700));
+    for prefix in prefixes {
+        let number = format!("+{prefix}0138500");
+        assert_eq!(send(&gw, &number, "123456").await.status, 200);
+        gw.clock.advance(Duration::from_secs(1));
+        assert_eq!(verified(&gw, &number).await, 204);
+        gw.clock.advance(Duration::from_secs(1));
+    }
+    // Unverified sends, one a second, until the prefix is refused: how many went out.
+    let mut cut_after = Vec::new();
+    for prefix in &prefixes[..2] {
+        let mut sent = 0;
+        for i in 0..40 {
+            let answer = send(&gw, &format!("+{prefix}0139{i:03}"), "654321").await;
+            gw.clock.advance(Duration::from_secs(1));
+            if answer.status == 403 {
+                answer.assert_error(403, "suspected_pumping");
+                break;
+            }
+            sent += 1;
+        }
+        cut_after.push(sent);
+    }
+    assert!((8..=9).contains(&cut_after[0]), "the first prefix is cut at max_excess: {cut_after:?}");
+    assert!((4..=5).contains(&cut_after[1]), "the second at half of it: {cut_after:?}");
+    let user = "+8613700138600";
+    assert_eq!(send(&gw, user, "123456").await.status, 200, "a prefix of the country without excess is open");
+    assert_eq!(metric(&gw, TRIPS).await, 2.0);
+    let blocks = admin(&gw).await;
+    assert_eq!(blocks["blocks"].as_array().map(Vec::len), Some(2), "{blocks:#}");
+    // The second prefix, tripped while the first was blocked, is blocked as long as a second strike (4x
+    // 30m), with one strike of its own.
+    let second = blocks["blocks"].as_array().unwrap().iter().find(|b| b["key"] == "+861390").unwrap();
+    let left = second["until_unix_ms"].as_u64().unwrap() - gw.clock.unix_millis();
+    assert!((2 * 3600 - 5) * 1000 < left && left <= 2 * 3600 * 1000, "{blocks:#}");
+    assert_eq!(second["strikes"], 1);
 }

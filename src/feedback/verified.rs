@@ -11,14 +11,22 @@ use std::sync::{Arc, Mutex};
 pub(crate) const HISTORY_MS: u64 = 30 * 86_400_000;
 /// Sends a number may receive through a block since its last verification.
 pub(crate) const ALLOWANCE: u8 = 2;
-/// Numbers remembered per tenant.
-pub(crate) const PER_TENANT: usize = 100_000;
+/// Numbers remembered per tenant: about 20 MB at most (16 bytes an entry with the table's slack). A tenant
+/// whose verified users outnumber it forgets its older half, and they pass a block again once they verify.
+pub(crate) const PER_TENANT: usize = 1_000_000;
 
+/// 8 bytes with its key's 8: the verification time in unix seconds and the sends let through since.
 #[derive(Clone, Copy)]
 struct Entry {
-    verified_ms: u64,
+    verified_s: u32,
     /// Sends let through a block since the last verification.
     spent: u8,
+}
+
+impl Entry {
+    fn verified_ms(&self) -> u64 {
+        u64::from(self.verified_s) * 1000
+    }
 }
 
 type Numbers = HashMap<u64, Entry, foldhash::fast::RandomState>;
@@ -40,14 +48,14 @@ impl VerifiedNumbers {
         if numbers.len() >= PER_TENANT && !numbers.contains_key(&number) {
             forget_older_half(numbers);
         }
-        numbers.insert(number, Entry { verified_ms: now, spent: 0 });
+        numbers.insert(number, Entry { verified_s: (now / 1000).min(u64::from(u32::MAX)) as u32, spent: 0 });
     }
 
     /// Whether `number` may pass a blocked key now; when it may, one send of its allowance is spent.
     pub(crate) fn pass(&self, tenant: &str, number: u64, now: u64) -> bool {
         let mut tenants = self.lock();
         let Some(entry) = tenants.get_mut(tenant).and_then(|n| n.get_mut(&number)) else { return false };
-        if entry.spent >= ALLOWANCE || entry.verified_ms.saturating_add(HISTORY_MS) < now {
+        if entry.spent >= ALLOWANCE || entry.verified_ms().saturating_add(HISTORY_MS) < now {
             return false;
         }
         entry.spent += 1;
@@ -58,7 +66,7 @@ impl VerifiedNumbers {
     pub(crate) fn sweep(&self, live: &[&str], now: u64) {
         let mut tenants = self.lock();
         tenants.retain(|name, numbers| {
-            numbers.retain(|_, e| e.verified_ms.saturating_add(HISTORY_MS) >= now);
+            numbers.retain(|_, e| e.verified_ms().saturating_add(HISTORY_MS) >= now);
             live.contains(&&**name) && !numbers.is_empty()
         });
     }
@@ -71,10 +79,10 @@ impl VerifiedNumbers {
 }
 
 fn forget_older_half(numbers: &mut Numbers) {
-    let mut times: Vec<u64> = numbers.values().map(|e| e.verified_ms).collect();
+    let mut times: Vec<u32> = numbers.values().map(|e| e.verified_s).collect();
     let middle = times.len() / 2;
     let (_, &mut cut, _) = times.select_nth_unstable(middle);
-    numbers.retain(|_, e| e.verified_ms > cut);
+    numbers.retain(|_, e| e.verified_s > cut);
 }
 
 #[cfg(test)]
@@ -101,7 +109,7 @@ mod tests {
         let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
         v.verified(&b, 7, 0);
         for n in 0..(PER_TENANT as u64 + 10) {
-            v.verified(&a, n, n);
+            v.verified(&a, n, n * 1000);
         }
         assert!(v.len("a") <= PER_TENANT && v.len("a") >= PER_TENANT / 2, "{}", v.len("a"));
         assert_eq!(v.len("b"), 1);
