@@ -158,20 +158,22 @@ local WRITABLE = "; the hook may set phone, usage, params, template_id, sign_nam
 
 -- `req.providers`: the send's candidate providers in order, read-only, one shared list per order. The host
 -- passes them as a small number (two bits a provider, `index + 1`, 0 ends the list).
+-- Every list is built here, once per state: a call only looks its list up.
 local PROVIDER_NAMES = { "tencent", "aliyun", "twilio" }
 local provider_lists = {}
-local function providers_of(code)
-  local list = provider_lists[code]
-  if list == nil then
-    local names, c = {}, code
-    while c > 0 and #names < 3 do
-      names[#names + 1] = PROVIDER_NAMES[c % 4]
-      c = c // 4
-    end
-    list = readonly(names)
-    provider_lists[code] = list
+for code = 0, 63 do
+  local names, c = {}, code
+  while c > 0 and #names < 3 do
+    local name = PROVIDER_NAMES[c % 4]
+    if name == nil then break end
+    names[#names + 1] = name
+    c = c // 4
   end
-  return list
+  provider_lists[code] = readonly(names)
+end
+local EMPTY_PROVIDERS = provider_lists[0]
+local function providers_of(code)
+  return provider_lists[code] or EMPTY_PROVIDERS
 end
 local SHAPE = ' (return nothing, req, or {reject = "message"})'
 local MAX_PARAMS = 17 -- one more than allowed, so that the host sees and refuses too many
