@@ -53,8 +53,10 @@ async fn fast_then_slow(gw: &TestGateway) {
         let fast = hooks::send(gw, HOSTILE_TOKEN, "fast").await;
         assert_eq!(fast.status, 200, "{:#}", fast.json);
     }
+    // The slice is wall-clock (200 µs): on a busy machine a fast call may be preempted past it and overrun
+    // (closing the inline path for COOLDOWN); either way the inline path was tried.
     let paths = hostile_paths(gw);
-    assert!(paths.inline >= 1, "fast calls are answered inline: {paths:?}");
+    assert!(paths.inline + paths.overruns >= 1, "fast calls take the inline path: {paths:?}");
 }
 
 fn hostile_paths(gw: &TestGateway) -> CallPaths {
