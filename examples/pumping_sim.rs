@@ -17,10 +17,14 @@
 //! - `repeat`: five times a prefix's honest rate; refused, it probes every 5 minutes and comes back at full
 //!   rate when a probe passes.
 //!
+//! And an honest surge (a campaign): one prefix's honest traffic triples for two hours of the attack day,
+//! which must not trip it.
+//!
 //! For each configuration (a `protection:` block: the old rule and the shipped one, or `SIM_PROTECTION`,
 //! several separated by `;;`) it prints, per attacker, the attack SMS sent (leaked) in the day, the share of
 //! honest sends refused inside its range(s) and, of those to numbers that had verified a code before, the
-//! share refused; and over all, the honest sends refused outside attacked ranges (by prefix when any).
+//! share refused; and over all, the honest sends refused outside attacked ranges (by prefix when any), and
+//! those of the surge.
 //! Every random draw of the honest traffic is made whatever the answers, and each attacker draws from its
 //! own stream, so every configuration meets the same honest traffic. `SIM_HOURLY=1` prints each attacker's
 //! leak by hour. Run: `cargo run --release --example pumping_sim` (the table is in BENCHMARKS.md).
@@ -61,10 +65,10 @@ impl Default for Scenario {
 pub const OLD_RULE: &str =
     "[{ name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 30, min_conversion: 0.2, block_for: 1h }]";
 
-/// The shipped rule (gateway.yaml): the old rule with `max_excess: 20` and `block_for: 3h`.
+/// The shipped rule (gateway.yaml): the old rule with `max_excess: 10` and `block_for: 3h`.
 pub const EXCESS_RULE: &str =
     "[{ name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 30, min_conversion: 0.2, \
-                               max_excess: 20, block_for: 3h }]";
+                               max_excess: 10, block_for: 3h }]";
 
 /// What one attacker did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -90,6 +94,10 @@ pub struct Outcome {
     pub honest_outside: u64,
     pub honest_outside_refused: u64,
     pub honest_verified_sends: u64,
+    /// Honest sends to the surge prefix from its surge to an hour after (outside attacked ranges), and those
+    /// refused.
+    pub surge: u64,
+    pub surge_refused: u64,
     /// Honest refusals outside attacked ranges by prefix (its first six digits), most first.
     pub refused_outside_by_prefix: Vec<(String, u64)>,
 }
@@ -130,6 +138,10 @@ const SHAPES: [&str; 8] = [
     "+63 9#########",  // PH
 ];
 const PREFIXES_PER_COUNTRY: usize = 23;
+/// The prefix (rank) whose honest traffic triples for `SURGE_LENGTH` s from `SURGE_FROM` s into the attacks.
+const SURGE: usize = 10;
+const SURGE_FROM: u64 = 8 * 3600;
+const SURGE_LENGTH: u64 = 2 * 3600;
 
 struct Prefix {
     /// The number with its prefix digits filled and the rest `#`.
@@ -286,6 +298,7 @@ pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
     let attack_from = scenario.warmup_hours * 3600;
     let end = attack_from + scenario.attack_hours * 3600;
     let mut honest_credit = 0.0;
+    let (mut surge_credit, mut surge_rng) = (0.0, fastrand::Rng::with_seed(scenario.seed.wrapping_mul(7919)));
     for second in 0..end {
         clock.advance(Duration::from_secs(1));
         if let Some(numbers) = due.remove(&second) {
@@ -326,6 +339,19 @@ pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
             let delay = if rng.f64() < 0.05 { rng.u64(600..=1200) } else { rng.u64(1..=10) };
             arrivals.push((p, number, Behaviour { asks_again, verifies, delay }));
         }
+        // An honest surge (a campaign): the surge prefix's traffic triples for two hours of the attack day,
+        // new users behaving like its others, from a stream of their own.
+        if (attack_from + SURGE_FROM..attack_from + SURGE_FROM + SURGE_LENGTH).contains(&second) {
+            surge_credit += 2.0 * prefixes[SURGE].rate;
+            while surge_credit >= 1.0 {
+                surge_credit -= 1.0;
+                let number = number_of(&mut surge_rng, &prefixes[SURGE].shape);
+                let asks_again = (surge_rng.f64() < 0.15).then(|| second + surge_rng.u64(30..=60));
+                let verifies = surge_rng.f64() < prefixes[SURGE].verify;
+                let delay = if surge_rng.f64() < 0.05 { surge_rng.u64(600..=1200) } else { surge_rng.u64(1..=10) };
+                arrivals.push((SURGE, number, Behaviour { asks_again, verifies, delay }));
+            }
+        }
         if let Some(list) = retries.remove(&second) {
             arrivals.extend(list);
         }
@@ -342,6 +368,12 @@ pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
                     out.verified_inside_refused += u64::from(had_history && !ok);
                 }
                 None => {
+                    if p == SURGE
+                        && (attack_from + SURGE_FROM..attack_from + SURGE_FROM + SURGE_LENGTH + 3600).contains(&second)
+                    {
+                        out.surge += 1;
+                        out.surge_refused += u64::from(!ok);
+                    }
                     out.honest_outside += 1;
                     out.honest_outside_refused += u64::from(!ok);
                     if !ok {
@@ -504,5 +536,7 @@ fn main() {
         let outside: Vec<String> =
             outcomes.iter().map(|o| format!("{} of {}", o.honest_outside_refused, o.honest_outside)).collect();
         println!("\nhonest refused outside attacked ranges: {}", outside.join(" / "));
+        let surge: Vec<String> = outcomes.iter().map(|o| format!("{} of {}", o.surge_refused, o.surge)).collect();
+        println!("of them, in an honest surge (a prefix's traffic tripled for 2 h): {}", surge.join(" / "));
     }
 }

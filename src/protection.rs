@@ -52,6 +52,9 @@ const ESCALATION: u32 = 4;
 /// The most a key's `max_excess` is halved, by its own strikes and by other keys of its country that the
 /// rule tripped within `max_block_for` (a spread attack adds up): a quarter of it at least.
 const MAX_HALVINGS: u32 = 2;
+/// A block lets sends through to numbers with a verification history until their unverified excess
+/// passes this fraction of `max_excess` (of `min_sends` when larger) plus the spread of honest sends.
+const EXEMPT_BUDGET: f32 = 4.0;
 /// Recent trips a rule remembers per country (for the halvings above).
 const COUNTRY_TRIPS: usize = 16;
 /// Verification delays (ms) the delay curve counts by: a send younger than its window is expected to have
@@ -64,6 +67,15 @@ const DELAY_BOUNDS: [u64; 16] = [
 const SHORT_MS: u64 = 60_000;
 /// Verifications a rule's delay curve needs before young sends are judged on it.
 const CURVE_MIN: f32 = 32.0;
+/// A key's usual volume is an exponentially decayed count of its sends with this time constant (ms)...
+const VOLUME_TAU_MS: f32 = 3.0 * 3_600_000.0;
+/// ...learned over at least this long before it bounds anything (ms).
+const VOLUME_MIN_SPAN_MS: u64 = 3_600_000;
+/// The baseline's error is a share of the sends a horizon holds, but of no more than this many times the
+/// key's usual volume over the horizon (plus `VOLUME_SLACK_SENDS`): an error in the expected conversion is
+/// an error about the key's honest sends, and sends above its usual volume are what is judged.
+const VOLUME_SLACK: f32 = 2.0;
+const VOLUME_SLACK_SENDS: f32 = 8.0;
 
 /// What protection keys are made of: a number's country and a stem of its leading digits, as many as the
 /// tenant's longest prefix rule needs (at most 12, and never closer than 3 digits to the whole number).
@@ -168,6 +180,9 @@ pub(crate) enum Event {
     Tripped { rule: usize, key: u64, sends: u32, converted: u32, excess: u32, strike: u8, until_ms: u64 },
     /// The key's block ended (its time was up).
     Lifted { rule: usize, key: u64 },
+    /// The sends the key's block let through to numbers with a verification history stopped converting as
+    /// its baseline predicts: no more are let through until the block ends.
+    ExemptionsClosed { rule: usize, key: u64, excess: u32 },
 }
 
 /// The verdict for one send.
@@ -327,6 +342,16 @@ struct Context<'a> {
     prior: f32,
     /// Other keys of the key's country the rule tripped within `max_block_for` (at most `MAX_HALVINGS`).
     pressure: u32,
+    /// The tenant's conversion window (ms).
+    conversion_ms: u64,
+}
+
+impl Context<'_> {
+    /// How long each tally of `KeyState::excess` spans: `SHORT_MS`, the conversion window, and that with
+    /// the rule's window.
+    fn horizons(&self, rule: &ProtectionRule) -> [u64; 3] {
+        [SHORT_MS, self.conversion_ms, self.conversion_ms + rule.window.as_millis() as u64]
+    }
 }
 
 /// Unverified sends above a baseline over some sends, and what honest traffic gives it by chance.
@@ -336,13 +361,54 @@ struct Tally {
     variance: f32,
     /// The sends counted (fresh ones weighed by the delay curve).
     sends: f32,
+    /// The most sends the baseline's error applies to (the key's usual volume over the horizon, with slack).
+    usual: f32,
 }
 
 impl Tally {
     /// The excess honest traffic may reach: `floor`, or the chance spread plus the baseline's error (a
-    /// share `error` of the sends).
-    fn threshold(&self, floor: f32, error: f32) -> f32 {
-        floor.max(DEVIATIONS * self.variance.sqrt() + error * self.sends)
+    /// share `error` of the sends, up to the key's usual volume).
+    fn threshold(&self, floor: f32, error: f32, deviations: f32) -> f32 {
+        let usual = (self.usual / self.sends.max(1.0)).min(1.0);
+        floor.max(deviations * (self.variance * usual).sqrt() + error * self.sends * usual)
+    }
+}
+
+/// A key's usual volume: sends that left its judged window while it was not suspect, decayed with
+/// `VOLUME_TAU_MS`.
+#[derive(Debug, Default, Clone, Copy)]
+struct Volume {
+    count: f32,
+    /// Unix ms the count is decayed to (the end of the last step seen).
+    at: u64,
+    /// Time learned (suspect steps excluded), ms.
+    span: u64,
+}
+
+impl Volume {
+    /// A step of `sends` ending at `end` left the window; a suspect key's steps teach nothing, and the
+    /// time they cover is not counted.
+    fn learn(&mut self, sends: u32, end: u64, suspect: bool) {
+        let gap = end.saturating_sub(self.at);
+        if self.at == 0 {
+            self.at = end;
+        } else if !suspect {
+            self.count *= (-(gap as f32) / VOLUME_TAU_MS).exp();
+            self.span = self.span.saturating_add(gap);
+        }
+        if !suspect {
+            self.count += sends as f32;
+        }
+        self.at = self.at.max(end);
+    }
+
+    /// Expected sends over `horizon` ms at the usual rate, with slack; unbounded until learned.
+    fn usual(&self, horizon: u64) -> f32 {
+        if self.span < VOLUME_MIN_SPAN_MS {
+            return f32::INFINITY;
+        }
+        let weight = VOLUME_TAU_MS * (1.0 - (-(self.span as f32) / VOLUME_TAU_MS).exp());
+        VOLUME_SLACK * self.count / weight * horizon as f32 + VOLUME_SLACK_SENDS
     }
 }
 
@@ -364,6 +430,7 @@ struct KeyState {
     /// Converted entries in `pending`.
     pending_converted: u32,
     baseline: Baseline,
+    volume: Volume,
     /// The last judgement found the key well above its baseline: its sends do not teach the baseline.
     suspect: bool,
     /// Unix second of the last judgement of the excess (judged at most once a second).
@@ -379,6 +446,8 @@ struct KeyState {
     converted: u32,
     /// Unix ms; 0 when not blocked.
     blocked_until: u64,
+    /// This block lets no more sends through to numbers with a verification history.
+    exemptions_closed: bool,
 }
 
 fn step_ms(rule: &ProtectionRule) -> u64 {
@@ -426,6 +495,7 @@ impl KeyState {
             self.sends -= b.sends;
             self.converted -= b.converted;
             self.buckets.pop_front();
+            self.volume.learn(b.sends, (u64::from(b.step) + 1) * step, self.suspect);
             // Sends teach the baseline as they leave the judged window, so an attack inside the window is
             // judged against the key's past, never against itself; a suspect key's sends teach nothing.
             if !self.suspect {
@@ -438,6 +508,7 @@ impl KeyState {
     }
 
     fn reset(&mut self) {
+        self.exemptions_closed = false;
         self.pending.clear();
         self.pending_converted = 0;
         self.suspect = false;
@@ -462,7 +533,7 @@ impl KeyState {
     /// rule's window. A fresh send is weighed by the share of verifications that come within its age (none
     /// counts before the delay curve is learned). The shorter horizons catch an attack on a busy key within
     /// seconds, before the window's honest sends add their spread to the threshold.
-    fn excess(&self, p: f32, curve: &Curve, now: u64) -> [Tally; 3] {
+    fn excess(&self, p: f32, curve: &Curve, now: u64, horizons: [u64; 3]) -> [Tally; 3] {
         let (mut sends, mut variance, mut converted) = (0.0f32, 0.0f32, 0u32);
         let mut short = None;
         if curve.learned {
@@ -491,17 +562,18 @@ impl KeyState {
             variance += rest * (1.0 - p);
             converted = self.pending_converted;
         }
-        let tally = |(sends, variance, converted): (f32, f32, u32)| Tally {
+        let tally = |(sends, variance, converted): (f32, f32, u32), horizon: u64| Tally {
             excess: sends - converted as f32 / p,
             variance: variance / p,
             sends,
+            usual: self.volume.usual(horizon),
         };
-        let short = tally(short.unwrap_or_default());
-        let pending = tally((sends, variance, converted));
+        let short = tally(short.unwrap_or_default(), horizons[0]);
+        let pending = tally((sends, variance, converted), horizons[1]);
         sends += self.sends as f32;
         variance += self.sends as f32 * (1.0 - p);
         converted += self.converted;
-        [short, pending, tally((sends, variance, converted))]
+        [short, pending, tally((sends, variance, converted), horizons[2])]
     }
 
     /// Whether the key is blocked now, tripping or lifting it as its counts say.
@@ -523,6 +595,7 @@ impl KeyState {
         }
         if self.blocked_until != 0 {
             self.blocked_until = 0;
+            self.exemptions_closed = false;
             self.lifted_at = now;
             events.push(Event::Lifted { rule: index, key });
         }
@@ -536,7 +609,7 @@ impl KeyState {
             return false;
         }
         let p = self.expected(context.prior);
-        let tallies = self.excess(p, context.curve, now);
+        let tallies = self.excess(p, context.curve, now, context.horizons(rule));
         let max_block = rule.max_block_for.as_millis() as u64;
         let strikes = if now > self.last_block_end.saturating_add(max_block) { 0 } else { self.strikes };
         let floor = floor(rule, strikes, context.pressure);
@@ -545,9 +618,14 @@ impl KeyState {
         // (Half the threshold, not half the floor: on a busy key the spread of honest traffic passes half
         // the floor every other second, and learning only from the seconds it did not taught the baseline
         // the high side of its own spread, until honest traffic tripped it.)
-        let error = self.model_error();
-        self.suspect = rule.max_excess > 0 && tallies.iter().any(|t| t.excess * 2.0 > t.threshold(floor, error));
-        let over = tallies.iter().any(|t| t.excess >= t.threshold(floor, error));
+        // A key on probation (its strikes remembered) is judged by half the deviations and half the
+        // baseline's error: it was attacked lately, and an attacker back after a lift must not get a fresh
+        // allowance of the same size.
+        let (error, deviations) =
+            if strikes > 0 { (self.model_error() / 2.0, DEVIATIONS / 2.0) } else { (self.model_error(), DEVIATIONS) };
+        self.suspect =
+            rule.max_excess > 0 && tallies.iter().any(|t| t.excess * 2.0 > t.threshold(floor, error, deviations));
+        let over = tallies.iter().any(|t| t.excess >= t.threshold(floor, error, deviations));
         if !pooled && (rule.max_excess == 0 || !over) {
             return false;
         }
@@ -574,6 +652,32 @@ impl KeyState {
         self.blocked_until = until_ms;
         self.reset();
         true
+    }
+
+    /// Whether the key's block may let one more send through to a number with a verification history.
+    /// While blocked, the key counts only such sends (refused ones are never recorded, and a trip starts
+    /// its counts afresh): an attacker whose numbers happen to be verified users' gets as many through as
+    /// their excess over the key's expected conversion needs to pass `EXEMPT_BUDGET` of `max_excess` and
+    /// the spread of honest exemptions, then none until the block ends.
+    fn exempt(
+        &mut self,
+        index: usize,
+        key: u64,
+        rule: &ProtectionRule,
+        context: &Context<'_>,
+        now: u64,
+    ) -> Option<Event> {
+        if self.exemptions_closed {
+            return None;
+        }
+        let p = self.expected(context.prior);
+        let budget = (rule.max_excess.max(rule.min_sends) as f32 / EXEMPT_BUDGET).max(1.0);
+        // Honest exemptions are judged by their own spread, whatever the key's usual volume.
+        let tallies =
+            self.excess(p, context.curve, now, context.horizons(rule)).map(|t| Tally { usual: f32::INFINITY, ..t });
+        let over = tallies.iter().find(|t| t.excess >= t.threshold(budget, 0.0, DEVIATIONS))?;
+        self.exemptions_closed = true;
+        Some(Event::ExemptionsClosed { rule: index, key, excess: over.excess.max(0.0) as u32 })
     }
 
     fn record(&mut self, at: u64) {
@@ -627,7 +731,11 @@ impl KeyState {
             judged_converted: self.converted,
             pending: self.pending.len() as u32,
             expected_conversion: p,
-            excess: self.excess(p, context.curve, now).iter().map(|t| t.excess).fold(0.0, f32::max),
+            excess: self
+                .excess(p, context.curve, now, context.horizons(rule))
+                .iter()
+                .map(|t| t.excess)
+                .fold(0.0, f32::max),
             strikes: self.strikes,
             lifted_at_ms: (self.lifted_at != 0).then_some(self.lifted_at),
         }
@@ -707,7 +815,7 @@ impl ProtectionTable {
                     }
                     Some(state) => {
                         let (curve, prior, pressure) = self.learned(rule, key, source.country, now);
-                        let context = Context { curve: &curve, prior, pressure };
+                        let context = Context { curve: &curve, prior, pressure, conversion_ms };
                         let events = &mut admission.events;
                         state.judge(index, key, rule, conversion_ms, &context, now, events, &mut learned)
                     }
@@ -730,6 +838,36 @@ impl ProtectionTable {
             }
         }
         admission
+    }
+
+    /// Whether `rule`'s block of `source`'s key may let one more send through to a number with a
+    /// verification history (see `KeyState::exempt`). A block known only from Redis has no counts here
+    /// and lets it through.
+    pub(crate) fn exempt(
+        &self,
+        rules: &[ProtectionRule],
+        index: usize,
+        conversion_ms: u64,
+        source: &KeySource,
+        now: u64,
+        events: &mut SmallVec<[Event; 2]>,
+    ) -> bool {
+        let rule = &rules[index];
+        let key = source.key(rule.key);
+        let (curve, prior, pressure) = self.learned(rule, key, source.country, now);
+        let context = Context { curve: &curve, prior, pressure, conversion_ms };
+        let mut shard = self.shard(rule.id, key);
+        let Some(state) = shard.get_mut(&(rule.id, key)) else { return true };
+        if state.exemptions_closed {
+            return false;
+        }
+        match state.exempt(index, key, rule, &context, now) {
+            Some(event) => {
+                events.push(event);
+                false
+            }
+            None => true,
+        }
     }
 
     /// What left a key's window teaches its country's prior too.
@@ -773,14 +911,20 @@ impl ProtectionTable {
     }
 
     /// The state of every rule's key for a number.
-    pub(crate) fn report(&self, rules: &[ProtectionRule], source: &KeySource, now: u64) -> Vec<KeyReport> {
+    pub(crate) fn report(
+        &self,
+        rules: &[ProtectionRule],
+        conversion_ms: u64,
+        source: &KeySource,
+        now: u64,
+    ) -> Vec<KeyReport> {
         let shared = self.shared.load();
         rules
             .iter()
             .map(|rule| {
                 let key = source.key(rule.key);
                 let (curve, prior, pressure) = self.learned(rule, key, source.country, now);
-                let context = Context { curve: &curve, prior, pressure };
+                let context = Context { curve: &curve, prior, pressure, conversion_ms };
                 let mut report = match self.shard(rule.id, key).get(&(rule.id, key)) {
                     Some(state) => state.report(rule, key, &context, now),
                     None => KeyState::default().report(rule, key, &context, now),
@@ -906,7 +1050,7 @@ impl ProtectionTable {
                 let memory = rule.max_block_for.as_millis() as u64;
                 let pressure = country.map_or(0, |c| c.pressure(*key, now, memory));
                 let mut events = SmallVec::new();
-                let context = Context { curve, prior, pressure };
+                let context = Context { curve, prior, pressure, conversion_ms };
                 state.judged_second = 0;
                 let mut baseline = Baseline::default();
                 state.judge(index, *key, rule, conversion_ms, &context, now, &mut events, &mut baseline);
@@ -1051,7 +1195,7 @@ mod tests {
         table.convert(&rules, &s, t0 + 500, t0 + 3000);
         let a = table.admit(&rules, conv, &s, t0 + conv + 5000);
         assert_eq!(a.blocked_by, None);
-        let r = &table.report(&rules, &s, t0 + conv + 5000)[0];
+        let r = &table.report(&rules, conv, &s, t0 + conv + 5000)[0];
         assert_eq!((r.judged_sends, r.judged_converted, r.pending), (4, 2, 0));
         // One more unconverted send matures: 2 of 5 is below half.
         table.record(&rules, &s, t0 + 6000);
@@ -1072,7 +1216,7 @@ mod tests {
         let later = t0 + 3600 * 1000 + 2 * 60 * 1000;
         table.record(&rules, &s, later);
         assert_eq!(table.admit(&rules, conv, &s, later + conv).blocked_by, None);
-        assert_eq!(table.report(&rules, &s, later + conv)[0].judged_sends, 1);
+        assert_eq!(table.report(&rules, conv, &s, later + conv)[0].judged_sends, 1);
     }
 
     #[test]
@@ -1204,6 +1348,60 @@ mod tests {
             attack_sends += 2;
         }
         assert!((20..=40).contains(&attack_sends), "cut after {attack_sends} attack sends");
+    }
+
+    /// Issue 23, partial verification: an attack at five times a key's usual volume that verifies half its
+    /// numbers (the key's users verify 80 %) adds a third of a send to the excess each. Judged against the
+    /// key's usual volume (the baseline's error and the honest spread are those of its usual sends, not of
+    /// the attack's), it is cut after 102 attack sends; judged on all the sends, as before, after 144.
+    #[test]
+    fn a_partly_verifying_attack_is_judged_against_the_keys_usual_volume() {
+        let table = ProtectionTable::default();
+        let rules = [excess_rule(10)];
+        let conv = 10 * MIN;
+        let s = source("+8613800138000");
+        let t = honest(&table, &rules, conv, &[s], 1_700_000_000_000, 4 * 3600, 10_000, 4);
+        let mut due: VecDeque<(u64, u64)> = VecDeque::new();
+        let mut attack_sends = 0;
+        for i in 0..3_000u64 {
+            let now = t + i * 2000;
+            while let Some(&(at, sent)) = due.front().filter(|(at, _)| *at <= now) {
+                due.pop_front();
+                table.convert(&rules, &s, sent, at);
+            }
+            if table.admit(&rules, conv, &s, now).blocked_by.is_some() {
+                break;
+            }
+            table.record(&rules, &s, now);
+            if i % 5 == 0 {
+                // The key's users go on: one send every 10 s, 4 of 5 verified.
+                if i % 25 != 0 {
+                    due.push_back((now + 2000, now));
+                }
+                continue;
+            }
+            attack_sends += 1;
+            if i % 2 == 0 {
+                due.push_back((now + 5000, now));
+            }
+        }
+        assert!((10..=115).contains(&attack_sends), "cut after {attack_sends} attack sends");
+    }
+
+    /// Escalation: a key whose block lifted while its strike is remembered is on probation, and the same
+    /// attack back trips it after fewer sends than the first time.
+    #[test]
+    fn an_attacker_back_after_a_lift_is_cut_sooner() {
+        let table = ProtectionTable::default();
+        let rules = [excess_rule(20)];
+        let conv = MIN;
+        let s = source("+8613800138000");
+        let t = honest(&table, &rules, conv, &[s], 1_700_000_000_000, 2 * 3600, 10_000, 4);
+        let (first, _) = attack(&table, &rules, conv, &s, t);
+        let lifted = t + u64::from(first) * 1000 + rules[0].block_for.as_millis() as u64 + 1000;
+        let t = honest(&table, &rules, conv, &[s], lifted, 1800, 10_000, 4);
+        let (second, _) = attack(&table, &rules, conv, &s, t);
+        assert!(second < first, "first cut after {first} sends, the second after {second}");
     }
 
     /// A spread attack adds up: each other key of the country the rule tripped lately halves a key's

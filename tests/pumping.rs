@@ -8,7 +8,7 @@ mod sim;
 
 /// The shipped rule (gateway.yaml).
 const EXCESS: &str = "[{ name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 30, min_conversion: 0.2, \
-                      max_excess: 20, block_for: 3h }]";
+                      max_excess: 10, block_for: 3h }]";
 
 fn attack<'a>(o: &'a sim::Outcome, name: &str) -> &'a sim::AttackOutcome {
     o.attacks.iter().find(|a| a.name == name).unwrap()
@@ -23,7 +23,9 @@ async fn the_excess_over_a_baseline_cuts_attacks_the_pooled_rule_lets_through() 
     let excess = sim::run(&scenario, EXCESS).await;
     let busy = attack(&pooled, "busy-2.5x");
     assert_eq!(busy.sent, busy.attempts, "{pooled:#?}");
-    for name in ["busy-2.5x", "5x"] {
+    // Judged against the prefix's usual volume, the attacker that verifies a quarter of its numbers is cut
+    // within the hour too (it went through whole before).
+    for name in ["busy-2.5x", "5x", "partial-25"] {
         let a = attack(&excess, name);
         assert!(a.sent * 4 < a.attempts, "{name}: {a:?}");
     }
@@ -31,9 +33,9 @@ async fn the_excess_over_a_baseline_cuts_attacks_the_pooled_rule_lets_through() 
         assert!(attack(&excess, name).sent < attack(&pooled, name).sent, "{name}: {excess:#?}");
     }
     // Two hours of history at 2 users a second leave small prefixes' baselines thin, and the margin for a
-    // thin baseline (the key's country's rate may not be its own) lets the partly verifying attackers
-    // through this hour: the day-long simulation cuts them (BENCHMARKS.md).
-    assert_eq!(attack(&excess, "partial-25").sent, attack(&excess, "partial-25").attempts);
+    // thin baseline (the key's country's rate may not be its own) lets the attacker verifying half its
+    // numbers through this hour: the day-long simulation cuts it (BENCHMARKS.md).
+    assert_eq!(attack(&excess, "partial-50").sent, attack(&excess, "partial-50").attempts);
     // Issue 23, collateral: the goal is no honest refusal outside attacked ranges. The day-long simulation
     // meets it (0 of 1.14M, both seeds); this short one does not: one honest prefix (+639516, 46 sends)
     // trips on its thin baseline. Held here to what it is, so a regression shows.

@@ -1,6 +1,7 @@
 //! The pumping defense through the real path (HTTP into the gateway, injected clock, memory backend): a
 //! block tripped by the excess over a prefix's own baseline, an escalation, the pass of a number that
-//! verified before, a trip by the housekeeping sweep (logged and counted like any), one verification
+//! verified before and the block's closing of such passes once they stop converting, a trip by the
+//! housekeeping sweep (logged and counted like any), one verification
 //! converting one send (issue 19 item 9), and a spread attack whose later prefixes trip sooner.
 
 use crate::common::mock::MockTencent;
@@ -174,6 +175,45 @@ async fn a_number_that_verified_before_passes_its_blocked_prefix() {
     let exempted = r#"smsgate_protection_exempted_total{tenant="acme",rule="prefix",shadow="false"}"#;
     assert_eq!(metric(&gw, exempted).await, 3.0);
     assert_eq!(mock.seen_action("SendSms").len(), 1 + 3 + 3);
+}
+
+/// Issue 23, collateral against leak: an attacker whose numbers happen to be verified users' gets through
+/// a block with their allowance only until those sends' unverified excess tells (judged like any excess):
+/// then the block closes its exemptions, logged and counted, and refuses every number until it ends. A
+/// verified user the attacker never hit is refused too; the next block's exemptions are open again.
+#[tokio::test]
+async fn an_attack_on_verified_numbers_closes_the_blocks_exemptions() {
+    // A block lets through unverified exemptions up to a quarter of `max_excess`, and the honest spread.
+    let rule = "{ name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 3, min_conversion: 0.5, \
+                max_excess: 20, block_for: 30m }";
+    let (mock, gw) = setup(rule).await;
+    let user = |i: u32| format!("+86138001380{i:02}");
+    for i in 0..50 {
+        assert_eq!(send(&gw, &user(i), "111111").await.status, 200);
+        assert_eq!(verified(&gw, &user(i)).await, 204);
+    }
+    // Their sends leave the rule's window (an hour).
+    gw.clock.advance(Duration::from_secs(3700));
+    condemn(&gw, 0).await;
+    let mut passed = 0;
+    for i in 0..40 {
+        if send(&gw, &user(i), "222222").await.status == 200 {
+            passed += 1;
+        }
+        gw.clock.advance(Duration::from_secs(1));
+    }
+    assert!((5..=30).contains(&passed), "{passed} of the attack's sends passed");
+    let closed = r#"smsgate_protection_exemptions_closed_total{tenant="acme",rule="prefix",shadow="false"}"#;
+    assert_eq!(metric(&gw, closed).await, 1.0);
+    send(&gw, &user(45), "333333").await.assert_error(403, "suspected_pumping");
+    assert_eq!(mock.seen_action("SendSms").len() as u32, 50 + 3 + passed);
+    // The block ends (30 minutes). The unverified sends it let through are evidence like any: the key
+    // trips again at once, for longer, and the new block starts with its exemptions open.
+    gw.clock.advance(Duration::from_secs(30 * 60));
+    send(&gw, "+8613800138199", "123456").await.assert_error(403, "suspected_pumping");
+    assert_eq!(metric(&gw, TRIPS).await, 2.0);
+    assert_eq!(admin(&gw).await["blocks"][0]["strikes"], 2);
+    assert_eq!(send(&gw, &user(46), "444444").await.status, 200, "a verified user passes the new block");
 }
 
 /// Regression (issue 23 #6): a trip found by the housekeeping sweep, with no send to the key, was neither

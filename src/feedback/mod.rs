@@ -185,6 +185,19 @@ impl Feedback {
                     if rule.shadow { " (shadow: not blocked)" } else { ": sends to it are refused" }
                 );
             }
+            Event::ExemptionsClosed { rule, key, excess } => {
+                let rule = &tenant.protection[rule];
+                self.telemetry.exemptions_closed.get_or_create(&protection_labels(tenant, rule)).inc();
+                tracing::warn!(
+                    tenant = %tenant.name,
+                    rule = %rule.name,
+                    key = %protection::key_label(key),
+                    excess,
+                    shadow = rule.shadow,
+                    "protection: the sends this block let through to numbers with a verification history are not \
+                     converting; no more are let through until the block ends"
+                );
+            }
             Event::Lifted { rule, key } => {
                 let rule = &tenant.protection[rule];
                 self.telemetry.lifts.get_or_create(&protection_labels(tenant, rule)).inc();
@@ -211,18 +224,28 @@ impl Feedback {
         let source = KeySource::of(phone, &tenant.protection);
         if !tenant.protection.is_empty() {
             let now = self.clock.unix_millis();
-            let admission = self.protection.admit(&tenant.protection, millis(conversion.window), &source, now);
+            let mut admission = self.protection.admit(&tenant.protection, millis(conversion.window), &source, now);
+            let hit = admission.blocked_by.or(admission.shadow_hits.first().copied());
+            let exempt = hit.is_some_and(|rule| {
+                let number = self.number_key(&tenant.name, phone.digits());
+                self.verified.pass(&tenant.name, number, now, || {
+                    self.protection.exempt(
+                        &tenant.protection,
+                        rule,
+                        millis(conversion.window),
+                        &source,
+                        now,
+                        &mut admission.events,
+                    )
+                })
+            });
             for event in &admission.events {
                 self.log_event(tenant, event);
             }
-            let hit = admission.blocked_by.or(admission.shadow_hits.first().copied());
-            if let Some(rule) = hit {
-                let number = self.number_key(&tenant.name, phone.digits());
-                if self.verified.pass(&tenant.name, number, now) {
-                    let rule = &tenant.protection[rule];
-                    self.telemetry.exempted.get_or_create(&protection_labels(tenant, rule)).inc();
-                    return Ok(Some(Memo { source, digits: phone.digits() }));
-                }
+            if let (true, Some(rule)) = (exempt, hit) {
+                let rule = &tenant.protection[rule];
+                self.telemetry.exempted.get_or_create(&protection_labels(tenant, rule)).inc();
+                return Ok(Some(Memo { source, digits: phone.digits() }));
             }
             for &rule in &admission.shadow_hits {
                 self.count_blocked(tenant, &tenant.protection[rule]);
@@ -239,7 +262,8 @@ impl Feedback {
     /// The protection state of a number's keys, judged but never changed (`explain`).
     pub fn report(&self, tenant: &Tenant, phone: &Phone) -> Vec<KeyReport> {
         let source = KeySource::of(phone, &tenant.protection);
-        self.protection.report(&tenant.protection, &source, self.clock.unix_millis())
+        let conversion_ms = tenant.conversion.as_ref().map_or(0, |c| millis(c.window));
+        self.protection.report(&tenant.protection, conversion_ms, &source, self.clock.unix_millis())
     }
 
     /// Remembers an accepted send in this process (the memory backend, or Redis unreachable).

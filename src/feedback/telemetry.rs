@@ -62,6 +62,7 @@ pub struct Telemetry {
     pub trips: Family<ProtectionLabels, Counter>,
     pub blocked: Family<ProtectionLabels, Counter>,
     pub exempted: Family<ProtectionLabels, Counter>,
+    pub exemptions_closed: Family<ProtectionLabels, Counter>,
     pub lifts: Family<ProtectionLabels, Counter>,
     pub remembered: Gauge,
     pub dropped: Counter,
@@ -81,6 +82,7 @@ impl Default for Telemetry {
             trips: Family::default(),
             blocked: Family::default(),
             exempted: Family::default(),
+            exemptions_closed: Family::default(),
             lifts: Family::default(),
             remembered: Gauge::default(),
             dropped: Counter::default(),
@@ -136,6 +138,11 @@ impl Telemetry {
             "protection_exempted",
             "Sends to a number with a verification history let through a blocked key (shadow: would have been)",
             self.exempted.clone(),
+        );
+        registry.register(
+            "protection_exemptions_closed",
+            "Blocks whose sends to numbers with a verification history stopped converting: no more are let through",
+            self.exemptions_closed.clone(),
         );
         registry.register(
             "protection_lifts",

@@ -51,11 +51,12 @@ impl VerifiedNumbers {
         numbers.insert(number, Entry { verified_s: (now / 1000).min(u64::from(u32::MAX)) as u32, spent: 0 });
     }
 
-    /// Whether `number` may pass a blocked key now; when it may, one send of its allowance is spent.
-    pub(crate) fn pass(&self, tenant: &str, number: u64, now: u64) -> bool {
+    /// Whether `number` may pass a blocked key now and the key lets it (`key_allows`, asked only for a
+    /// number with its allowance left); when it passes, one send of its allowance is spent.
+    pub(crate) fn pass(&self, tenant: &str, number: u64, now: u64, key_allows: impl FnOnce() -> bool) -> bool {
         let mut tenants = self.lock();
         let Some(entry) = tenants.get_mut(tenant).and_then(|n| n.get_mut(&number)) else { return false };
-        if entry.spent >= ALLOWANCE || entry.verified_ms().saturating_add(HISTORY_MS) < now {
+        if entry.spent >= ALLOWANCE || entry.verified_ms().saturating_add(HISTORY_MS) < now || !key_allows() {
             return false;
         }
         entry.spent += 1;
@@ -93,14 +94,16 @@ mod tests {
     fn an_allowance_is_spent_and_renewed_by_a_verification() {
         let v = VerifiedNumbers::default();
         let t: Arc<str> = "t".into();
-        assert!(!v.pass("t", 1, 0), "no history, no pass");
+        let yes = || true;
+        assert!(!v.pass("t", 1, 0, yes), "no history, no pass");
         v.verified(&t, 1, 0);
-        assert!(v.pass("t", 1, 1) && v.pass("t", 1, 2));
-        assert!(!v.pass("t", 1, 3), "the allowance is spent");
+        assert!(!v.pass("t", 1, 1, || false), "the key's exemptions are closed");
+        assert!(v.pass("t", 1, 1, yes) && v.pass("t", 1, 2, yes), "a refusal by the key spent nothing");
+        assert!(!v.pass("t", 1, 3, yes), "the allowance is spent");
         v.verified(&t, 1, 4);
-        assert!(v.pass("t", 1, 5));
-        assert!(!v.pass("u", 1, 5), "another tenant's history is not this one's");
-        assert!(!v.pass("t", 1, 4 + HISTORY_MS + 1), "too old");
+        assert!(v.pass("t", 1, 5, yes));
+        assert!(!v.pass("u", 1, 5, yes), "another tenant's history is not this one's");
+        assert!(!v.pass("t", 1, 4 + HISTORY_MS + 1, yes), "too old");
     }
 
     #[test]
@@ -113,6 +116,6 @@ mod tests {
         }
         assert!(v.len("a") <= PER_TENANT && v.len("a") >= PER_TENANT / 2, "{}", v.len("a"));
         assert_eq!(v.len("b"), 1);
-        assert!(v.pass("a", PER_TENANT as u64 + 9, 0));
+        assert!(v.pass("a", PER_TENANT as u64 + 9, 0, || true));
     }
 }
