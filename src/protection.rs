@@ -53,7 +53,7 @@ const ESCALATION: u32 = 4;
 /// rule tripped within `max_block_for` (a spread attack adds up): a quarter of it at least.
 const MAX_HALVINGS: u32 = 2;
 /// A block lets sends through to numbers with a verification history until their unverified excess
-/// passes this fraction of `max_excess` (of `min_sends` when larger) plus the spread of honest sends.
+/// passes `max_excess` (or `min_sends`, when larger) divided by this, and the spread of honest sends.
 const EXEMPT_BUDGET: f32 = 4.0;
 /// Recent trips a rule remembers per country (for the halvings above).
 const COUNTRY_TRIPS: usize = 16;
@@ -657,8 +657,9 @@ impl KeyState {
     /// Whether the key's block may let one more send through to a number with a verification history.
     /// While blocked, the key counts only such sends (refused ones are never recorded, and a trip starts
     /// its counts afresh): an attacker whose numbers happen to be verified users' gets as many through as
-    /// their excess over the key's expected conversion needs to pass `EXEMPT_BUDGET` of `max_excess` and
-    /// the spread of honest exemptions, then none until the block ends.
+    /// their excess over the key's expected conversion needs to pass a quarter of `max_excess` (see
+    /// `EXEMPT_BUDGET`) and the spread of honest exemptions, then none until the block ends. A shadow rule's
+    /// key counts every send, so its exemptions close sooner than an enforcing rule's would.
     fn exempt(
         &mut self,
         index: usize,
