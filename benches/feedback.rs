@@ -66,7 +66,7 @@ fn send_path(c: &mut Criterion) {
                     // 100 sends a second: the windows slide, old sends mature and leave as in a real day.
                     clock.advance(Duration::from_millis(10));
                     let phone = &phones[i % phones.len()];
-                    if let Some(memo) = feedback.admit(&tenant, black_box(phone)).unwrap() {
+                    if let Some(memo) = feedback.admit(&tenant, black_box(phone), false).unwrap() {
                         feedback.remember(&tenant, &memo, request_id, serial);
                     }
                 }

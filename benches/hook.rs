@@ -160,6 +160,7 @@ fn hook_calls(c: &mut Criterion) {
             ip: None,
             locale: input.locale.map(str::to_owned),
             idempotency_key: None,
+            vouched: false,
         });
         let phone = input.phone.cloned();
         dispatched.bench_function(*name, |b| {
@@ -232,6 +233,7 @@ fn pipeline(c: &mut Criterion) {
         ip: None,
         locale: None,
         idempotency_key: None,
+        vouched: false,
     };
     let mut group = c.benchmark_group("pipeline_plan");
     group.throughput(Throughput::Elements(1));

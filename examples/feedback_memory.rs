@@ -58,7 +58,7 @@ fn spray(
         let phone = Phone::from_e164(&format!("+86138{:08}", (*seen * 987_654_323) % 100_000_000)).expect("valid");
         *seen += 1;
         clock.advance(step);
-        let memo = feedback.admit(tenant, &phone).expect("never blocked here").expect("feedback is on");
+        let memo = feedback.admit(tenant, &phone, false).expect("never blocked here").expect("feedback is on");
         let serial = format!("2433:{:028}", *seen);
         let request_id = format!("{:032x}", u128::from(*seen) * 0x9e37_79b9_7f4a_7c15);
         feedback.remember(tenant, &memo, &request_id, &serial);

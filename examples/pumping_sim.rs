@@ -27,7 +27,8 @@
 //! those of the surge.
 //! Every random draw of the honest traffic is made whatever the answers, and each attacker draws from its
 //! own stream, so every configuration meets the same honest traffic. `SIM_HOURLY=1` prints each attacker's
-//! leak by hour. Run: `cargo run --release --example pumping_sim` (the table is in BENCHMARKS.md).
+//! leak by hour. `SIM_CHALLENGE=0.9`: a refused honest user passes the caller's challenge (a CAPTCHA) with
+//! that probability and is sent again with `vouched`; `SIM_ATTACKER_CHALLENGE` the same for the attackers. Run: `cargo run --release --example pumping_sim` (the table is in BENCHMARKS.md).
 //! `tests/pumping.rs` runs a shorter scenario and checks the goals.
 
 // Also compiled into tests/pumping.rs, which uses `run` and not `main`.
@@ -53,11 +54,23 @@ pub struct Scenario {
     pub attack_hours: u64,
     pub honest_per_second: f64,
     pub seed: u64,
+    /// The share of refused honest users who pass the caller's own challenge (a CAPTCHA) and are sent again
+    /// with `vouched` (0: the caller has no challenge).
+    pub challenge: f64,
+    /// The same for an attacker's refused sends (1: it solves every challenge).
+    pub attacker_challenge: f64,
 }
 
 impl Default for Scenario {
     fn default() -> Self {
-        Scenario { warmup_hours: 6, attack_hours: 24, honest_per_second: 10.0, seed: 1 }
+        Scenario {
+            warmup_hours: 6,
+            attack_hours: 24,
+            honest_per_second: 10.0,
+            seed: 1,
+            challenge: 0.0,
+            attacker_challenge: 0.0,
+        }
     }
 }
 
@@ -234,6 +247,8 @@ struct Attacker {
     out: AttackOutcome,
     /// The attacker's own randomness: what it does never shifts the honest traffic.
     rng: fastrand::Rng,
+    /// Its challenge outcomes, apart: solving challenges or not changes nothing else it does.
+    challenge_rng: fastrand::Rng,
 }
 
 pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
@@ -284,6 +299,7 @@ pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
     let mut attackers = attackers;
     for (i, a) in attackers.iter_mut().enumerate() {
         a.rng = fastrand::Rng::with_seed(scenario.seed.wrapping_mul(1000).wrapping_add(i as u64 + 1));
+        a.challenge_rng = fastrand::Rng::with_seed(scenario.seed.wrapping_mul(3000).wrapping_add(i as u64 + 1));
     }
     // Numbers that verified a code (a verification that found its send), and refusals outside by prefix.
     let mut verified: std::collections::HashSet<String> = std::collections::HashSet::new();
@@ -299,6 +315,7 @@ pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
     let end = attack_from + scenario.attack_hours * 3600;
     let mut honest_credit = 0.0;
     let (mut surge_credit, mut surge_rng) = (0.0, fastrand::Rng::with_seed(scenario.seed.wrapping_mul(7919)));
+    let mut challenge_rng = fastrand::Rng::with_seed(scenario.seed.wrapping_mul(104_729));
     for second in 0..end {
         clock.advance(Duration::from_secs(1));
         if let Some(numbers) = due.remove(&second) {
@@ -357,7 +374,12 @@ pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
         }
         for (p, number, Behaviour { asks_again, verifies, delay }) in arrivals {
             let had_history = verified.contains(&number);
-            let ok = send(&services, &tenant, &number, second).await;
+            // Drawn whatever the answer, from a stream of its own: the honest traffic stays the same.
+            let passes_challenge = challenge_rng.f64() < scenario.challenge;
+            let mut ok = send(&services, &tenant, &number, second, false).await;
+            if !ok && passes_challenge {
+                ok = send(&services, &tenant, &number, second, true).await;
+            }
             let inside = attacking.then(|| attacked.get(&p)).flatten();
             match inside {
                 Some(&a) => {
@@ -410,7 +432,12 @@ pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
                 let verifies = a.rng.f64() < a.verify;
                 let delay = a.rng.u64(5..=30);
                 a.out.attempts += 1;
-                if send(&services, &tenant, &number, second).await {
+                let passes_challenge = a.challenge_rng.f64() < scenario.attacker_challenge;
+                let mut ok = send(&services, &tenant, &number, second, false).await;
+                if !ok && passes_challenge {
+                    ok = send(&services, &tenant, &number, second, true).await;
+                }
+                if ok {
                     a.out.sent += 1;
                     let hour = ((second - attack_from) / 3600) as usize;
                     if a.out.sent_by_hour.len() <= hour {
@@ -446,15 +473,18 @@ fn attacker(name: &'static str, ranges: Vec<usize>, rate: f64, verify: f64, kind
         paused_until: None,
         out: AttackOutcome { name, ..AttackOutcome::default() },
         rng: fastrand::Rng::new(),
+        challenge_rng: fastrand::Rng::new(),
     }
 }
 
-/// One send through the pipeline: true when accepted (dry run), false on `suspected_pumping`.
+/// One send through the pipeline (`vouched`: the caller vouches for the user): true when accepted (dry
+/// run), false on `suspected_pumping`.
 async fn send(
     services: &std::sync::Arc<Services>,
     tenant: &std::sync::Arc<smsgate::runtime::LiveTenant>,
     number: &str,
     second: u64,
+    vouched: bool,
 ) -> bool {
     let request = SendRequest {
         phone: PhoneInput::Native(number.to_owned()),
@@ -464,6 +494,7 @@ async fn send(
         ip: None,
         locale: None,
         idempotency_key: None,
+        vouched,
     };
     let mut trail = Trail::default();
     match services.send(tenant, request, &mut trail).await {
@@ -488,14 +519,22 @@ fn main() {
         configs = extra.split(";;").map(|c| ("SIM_PROTECTION", c.trim().to_owned())).collect();
     }
     let hours = |name: &str, default: u64| std::env::var(name).ok().and_then(|h| h.parse().ok()).unwrap_or(default);
+    let share = |name: &str| std::env::var(name).ok().and_then(|h| h.parse().ok()).unwrap_or(0.0);
     let scenario = Scenario {
         warmup_hours: hours("SIM_WARMUP_HOURS", 6),
         attack_hours: hours("SIM_ATTACK_HOURS", 24),
+        challenge: share("SIM_CHALLENGE"),
+        attacker_challenge: share("SIM_ATTACKER_CHALLENGE"),
         ..Scenario::default()
     };
     println!(
-        "warm-up {} h, attacks {} h, honest {}/s; seeds {seeds:?}; leak = attack SMS sent in the attack hours",
-        scenario.warmup_hours, scenario.attack_hours, scenario.honest_per_second
+        "warm-up {} h, attacks {} h, honest {}/s; seeds {seeds:?}; leak = attack SMS sent in the attack hours; \
+         refused users passing the caller's challenge: honest {}, attackers {}",
+        scenario.warmup_hours,
+        scenario.attack_hours,
+        scenario.honest_per_second,
+        scenario.challenge,
+        scenario.attacker_challenge
     );
     for (name, protection) in configs {
         let outcomes: Vec<Outcome> =

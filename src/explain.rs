@@ -56,6 +56,7 @@ pub async fn explain(runtime: Runtime, clock: SharedClock, input: &Input) -> Res
         ip: None,
         locale: None,
         idempotency_key: None,
+        vouched: false,
     };
     let mut trail = Trail { tenant: Some(tenant.name.clone()), ..Trail::default() };
     // With the redis backend, the live blocks are read (never written).

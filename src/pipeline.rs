@@ -91,6 +91,8 @@ pub struct Checked {
     pub ip: Option<IpAddr>,
     pub code: Option<String>,
     pub idempotency_key: Option<String>,
+    /// The caller vouches for the end user (`SendRequest::vouched`).
+    pub vouched: bool,
     pub sms: OutboundSms,
     /// The other usage types the send stands for: a caller that named only a template several usages share
     /// is judged by the rules of each (`Tenant::template_usages`).
@@ -286,7 +288,7 @@ impl Services {
         trail.usage_named = tenant.knows_usage(&request.usage);
         let normalized = normalize(tenant, &request.phone);
         trail.phone = normalized.as_ref().ok().cloned();
-        let (ip, idempotency_key) = (request.ip, request.idempotency_key.take());
+        let (ip, idempotency_key, vouched) = (request.ip, request.idempotency_key.take(), request.vouched);
         let code = request.code.clone();
         let routed = match &tenant.script {
             Some(hook) => {
@@ -364,7 +366,7 @@ impl Services {
             usage: usage.clone(),
             mainland_china,
         };
-        Ok(Checked { phone, usage, ip, code, idempotency_key, sms, also_usages, via })
+        Ok(Checked { phone, usage, ip, code, idempotency_key, vouched, sms, also_usages, via })
     }
 
     /// For `explain`: every stage up to the network, with limits judged but not consumed.
@@ -415,7 +417,7 @@ impl Services {
             });
         }
         // Before de-duplication, spend caps and limits: a blocked key consumes nothing.
-        let memo = self.feedback.admit(tenant, &checked.phone)?;
+        let memo = self.feedback.admit(tenant, &checked.phone, checked.vouched)?;
         if self.limiter.is_local() {
             return self.send_local(tenant, checked, memo, trail).await;
         }

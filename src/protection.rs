@@ -180,9 +180,10 @@ pub(crate) enum Event {
     Tripped { rule: usize, key: u64, sends: u32, converted: u32, excess: u32, strike: u8, until_ms: u64 },
     /// The key's block ended (its time was up).
     Lifted { rule: usize, key: u64 },
-    /// The sends the key's block let through to numbers with a verification history stopped converting as
-    /// its baseline predicts: no more are let through until the block ends.
-    ExemptionsClosed { rule: usize, key: u64, excess: u32 },
+    /// The sends the key's block let through as one kind of exemption stopped converting as its baseline
+    /// predicts: no more of that kind are let through until the block ends.
+    /// `vouched`: of sends the caller vouched for; otherwise of numbers with a verification history.
+    ExemptionsClosed { rule: usize, key: u64, vouched: bool, excess: u32 },
 }
 
 /// The verdict for one send.
@@ -419,8 +420,10 @@ struct Bucket {
     converted: u32,
 }
 
-/// A pending entry: unix ms << 2 | converted (the bit above is spare).
+/// A pending entry: unix ms << 2 | vouched | converted.
 const CONVERTED: u64 = 1;
+/// The send passed as one the caller vouched for (a block's exemption of that kind).
+const VOUCHED: u64 = 2;
 
 #[derive(Debug, Default)]
 struct KeyState {
@@ -446,8 +449,11 @@ struct KeyState {
     converted: u32,
     /// Unix ms; 0 when not blocked.
     blocked_until: u64,
-    /// This block lets no more sends through to numbers with a verification history.
-    exemptions_closed: bool,
+    /// This block lets no more sends through of each kind of exemption: [numbers with a verification
+    /// history, sends the caller vouched for].
+    exemptions_closed: [bool; 2],
+    /// Exemptions of each kind (as above) that left `pending` during this block: (sends, converted).
+    exempted: [(u32, u32); 2],
 }
 
 fn step_ms(rule: &ProtectionRule) -> u64 {
@@ -475,6 +481,12 @@ impl KeyState {
             self.pending.pop_front();
             let converted = (entry & CONVERTED) as u32;
             self.pending_converted -= converted;
+            if self.blocked_until != 0 {
+                // Recorded while blocked: an exemption, judged for the rest of the block with its kind.
+                let kind = &mut self.exempted[usize::from(entry & VOUCHED != 0)];
+                kind.0 += 1;
+                kind.1 += converted;
+            }
             let index = (at / step) as u32;
             match self.buckets.back_mut() {
                 Some(b) if b.step == index => {
@@ -508,7 +520,8 @@ impl KeyState {
     }
 
     fn reset(&mut self) {
-        self.exemptions_closed = false;
+        self.exemptions_closed = [false; 2];
+        self.exempted = [(0, 0); 2];
         self.pending.clear();
         self.pending_converted = 0;
         self.suspect = false;
@@ -595,7 +608,8 @@ impl KeyState {
         }
         if self.blocked_until != 0 {
             self.blocked_until = 0;
-            self.exemptions_closed = false;
+            self.exemptions_closed = [false; 2];
+            self.exempted = [(0, 0); 2];
             self.lifted_at = now;
             events.push(Event::Lifted { rule: index, key });
         }
@@ -654,11 +668,14 @@ impl KeyState {
         true
     }
 
-    /// Whether the key's block may let one more send through to a number with a verification history.
-    /// While blocked, the key counts only such sends (refused ones are never recorded, and a trip starts
-    /// its counts afresh): an attacker whose numbers happen to be verified users' gets as many through as
-    /// their excess over the key's expected conversion needs to pass a quarter of `max_excess` (see
-    /// `EXEMPT_BUDGET`) and the spread of honest exemptions, then none until the block ends. A shadow rule's
+    /// Whether the key's block may let one more exemption of a kind through (`vouched`: a send the caller
+    /// vouched for; otherwise a number with a verification history). While blocked, the key counts only
+    /// exemptions (refused sends are never recorded, and a trip starts its counts afresh), each kind apart:
+    /// honest vouched users who verify must not hide an attacker hitting verified users' numbers, nor the
+    /// other way round. Judged over the last minute, the sends still inside their conversion window and the
+    /// whole block, each kind's excess over the key's expected conversion may reach a quarter of
+    /// `max_excess` (see `EXEMPT_BUDGET`) and four deviations of honest exemptions; past it, that kind is
+    /// closed until the block ends. A shadow rule's
     /// key counts every send, so its exemptions close sooner than an enforcing rule's would.
     fn exempt(
         &mut self,
@@ -667,22 +684,54 @@ impl KeyState {
         rule: &ProtectionRule,
         context: &Context<'_>,
         now: u64,
+        vouched: bool,
     ) -> Option<Event> {
-        if self.exemptions_closed {
+        let kind = usize::from(vouched);
+        if self.exemptions_closed[kind] {
             return None;
         }
         let p = self.expected(context.prior);
         let budget = (rule.max_excess.max(rule.min_sends) as f32 / EXEMPT_BUDGET).max(1.0);
-        // Honest exemptions are judged by their own spread, whatever the key's usual volume.
-        let tallies =
-            self.excess(p, context.curve, now, context.horizons(rule)).map(|t| Tally { usual: f32::INFINITY, ..t });
-        let over = tallies.iter().find(|t| t.excess >= t.threshold(budget, 0.0, DEVIATIONS))?;
-        self.exemptions_closed = true;
-        Some(Event::ExemptionsClosed { rule: index, key, excess: over.excess.max(0.0) as u32 })
+        let (curve, tag) = (context.curve, if vouched { VOUCHED } else { 0 });
+        let full = curve.full();
+        // (tally, converted) over the last minute, the conversion window, and the block.
+        let mut tallies = [(Tally::default(), 0u32); 3];
+        for &entry in self.pending.iter().filter(|&&e| e & VOUCHED == tag) {
+            let age = now.saturating_sub(entry >> 2);
+            // Before the delay curve is learned, a send counts once its conversion window has passed (it
+            // then leaves `pending`): none here.
+            let f = match (curve.learned, age < full) {
+                (false, _) => continue,
+                (true, true) => curve.share(age),
+                (true, false) => 1.0,
+            };
+            let horizons = if age < SHORT_MS { &mut tallies[..] } else { &mut tallies[1..] };
+            for (tally, count) in horizons {
+                tally.sends += f;
+                tally.variance += f * (1.0 - p * f) / p;
+                *count += (entry & CONVERTED) as u32;
+            }
+        }
+        let (sends, converted) = self.exempted[kind];
+        let (block, block_converted) = &mut tallies[2];
+        block.sends += sends as f32;
+        block.variance += sends as f32 * (1.0 - p) / p;
+        *block_converted += converted;
+        // Users who vouched for themselves are first-time users, whose conversion may fall short of the
+        // key's (asked again, gave up): their judgement allows the baseline's error. Numbers that verified
+        // before are held to the key's rate.
+        let error = if vouched { MODEL_ERROR } else { 0.0 };
+        let over = tallies.into_iter().find_map(|(mut t, c)| {
+            t.excess = t.sends - c as f32 / p;
+            t.usual = f32::INFINITY;
+            (t.excess >= t.threshold(budget, error, DEVIATIONS)).then_some(t.excess)
+        })?;
+        self.exemptions_closed[kind] = true;
+        Some(Event::ExemptionsClosed { rule: index, key, vouched, excess: over.max(0.0) as u32 })
     }
 
-    fn record(&mut self, at: u64) {
-        let entry = at << 2;
+    fn record(&mut self, at: u64, vouched: bool) {
+        let entry = at << 2 | if vouched { VOUCHED } else { 0 };
         match self.pending.back() {
             Some(&last) if last > entry => {
                 let at = self.pending.partition_point(|&p| p <= entry);
@@ -844,6 +893,7 @@ impl ProtectionTable {
     /// Whether `rule`'s block of `source`'s key may let one more send through to a number with a
     /// verification history (see `KeyState::exempt`). A block known only from Redis has no counts here
     /// and lets it through.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn exempt(
         &self,
         rules: &[ProtectionRule],
@@ -851,6 +901,7 @@ impl ProtectionTable {
         conversion_ms: u64,
         source: &KeySource,
         now: u64,
+        vouched: bool,
         events: &mut SmallVec<[Event; 2]>,
     ) -> bool {
         let rule = &rules[index];
@@ -859,10 +910,10 @@ impl ProtectionTable {
         let context = Context { curve: &curve, prior, pressure, conversion_ms };
         let mut shard = self.shard(rule.id, key);
         let Some(state) = shard.get_mut(&(rule.id, key)) else { return true };
-        if state.exemptions_closed {
+        if state.exemptions_closed[usize::from(vouched)] {
             return false;
         }
-        match state.exempt(index, key, rule, &context, now) {
+        match state.exempt(index, key, rule, &context, now, vouched) {
             Some(event) => {
                 events.push(event);
                 false
@@ -880,15 +931,16 @@ impl ProtectionTable {
         }
     }
 
-    /// Counts an accepted send at `at` (unix ms) for every rule.
-    pub(crate) fn record(&self, rules: &[ProtectionRule], source: &KeySource, at: u64) {
+    /// Counts an accepted send at `at` (unix ms) for every rule (`vouched`: it passed a block as a send the
+    /// caller vouched for).
+    pub(crate) fn record(&self, rules: &[ProtectionRule], source: &KeySource, at: u64, vouched: bool) {
         for rule in rules {
             let key = source.key(rule.key);
             let mut shard = self.shard(rule.id, key);
             let state = shard
                 .entry((rule.id, key))
                 .or_insert_with(|| KeyState { country: source.country, ..KeyState::default() });
-            state.record(at);
+            state.record(at, vouched);
         }
     }
 
@@ -1161,7 +1213,7 @@ mod tests {
         let t0 = 1_700_000_000_000;
         for i in 0..10 {
             assert!(table.admit(&rules, conv, &s, t0 + i).blocked_by.is_none());
-            table.record(&rules, &s, t0 + i);
+            table.record(&rules, &s, t0 + i, false);
         }
         // Ten unconverted sends, all still inside their window: not failures yet.
         assert!(table.admit(&rules, conv, &s, t0 + conv - 1).blocked_by.is_none());
@@ -1187,7 +1239,7 @@ mod tests {
         let conv = 10 * MIN;
         let t0 = 1_700_000_000_000;
         for i in 0..4 {
-            table.record(&rules, &s, t0 + i * 1000);
+            table.record(&rules, &s, t0 + i * 1000, false);
         }
         // Two of the four verify within their window: 50 % is not below 50 %.
         table.convert(&rules, &s, t0, t0 + 1000);
@@ -1199,7 +1251,7 @@ mod tests {
         let r = &table.report(&rules, conv, &s, t0 + conv + 5000)[0];
         assert_eq!((r.judged_sends, r.judged_converted, r.pending), (4, 2, 0));
         // One more unconverted send matures: 2 of 5 is below half.
-        table.record(&rules, &s, t0 + 6000);
+        table.record(&rules, &s, t0 + 6000, false);
         assert_eq!(table.admit(&rules, conv, &s, t0 + conv + 6000).blocked_by, Some(0));
     }
 
@@ -1211,11 +1263,11 @@ mod tests {
         let conv = 10 * MIN;
         let t0 = 1_700_000_000_000;
         for i in 0..4 {
-            table.record(&rules, &s, t0 + i);
+            table.record(&rules, &s, t0 + i, false);
         }
         // Over an hour later, four old failures are out of the window: a fifth does not trip the key.
         let later = t0 + 3600 * 1000 + 2 * 60 * 1000;
-        table.record(&rules, &s, later);
+        table.record(&rules, &s, later, false);
         assert_eq!(table.admit(&rules, conv, &s, later + conv).blocked_by, None);
         assert_eq!(table.report(&rules, conv, &s, later + conv)[0].judged_sends, 1);
     }
@@ -1227,7 +1279,7 @@ mod tests {
         shadow.shadow = true;
         let rules = [shadow];
         let s = source("+8613800138000");
-        table.record(&rules, &s, 0);
+        table.record(&rules, &s, 0, false);
         let a = table.admit(&rules, 1000, &s, 2000);
         assert_eq!((a.blocked_by, &a.shadow_hits[..]), (None, &[0][..]));
         assert!(matches!(a.events[..], [Event::Tripped { .. }]));
@@ -1238,7 +1290,7 @@ mod tests {
         let table = ProtectionTable::default();
         let rules = [rule(1, 0.5)];
         let s = source("+8613800138000");
-        table.record(&rules, &s, 0);
+        table.record(&rules, &s, 0, false);
         assert_eq!(table.admit(&rules, 1000, &s, 2000).blocked_by, Some(0));
         let key = s.key(ProtectionKey::PhonePrefix(6));
         let block = BlockState { rule: 0, key, until_ms: Some(2000 + 3600 * 1000), strikes: 1, lifted_at_ms: None };
@@ -1290,7 +1342,7 @@ mod tests {
             }
             for s in sources {
                 assert_eq!(table.admit(rules, conv, s, t).blocked_by, None, "an honest key blocked at {t}");
-                table.record(rules, s, t);
+                table.record(rules, s, t, false);
             }
             if i % 5 < verified {
                 due.push_back((t + 2000, t));
@@ -1313,7 +1365,7 @@ mod tests {
                 });
                 return (n, excess.expect("the trip is reported"));
             }
-            table.record(rules, s, t);
+            table.record(rules, s, t, false);
         }
         panic!("never tripped")
     }
@@ -1340,12 +1392,12 @@ mod tests {
             if table.admit(&rules, conv, &s, now).blocked_by.is_some() {
                 break;
             }
-            table.record(&rules, &s, now);
+            table.record(&rules, &s, now, false);
             if i % 5 != 0 {
                 due.push_back((now + 2000, now));
             }
-            table.record(&rules, &s, now);
-            table.record(&rules, &s, now);
+            table.record(&rules, &s, now, false);
+            table.record(&rules, &s, now, false);
             attack_sends += 2;
         }
         assert!((20..=40).contains(&attack_sends), "cut after {attack_sends} attack sends");
@@ -1373,7 +1425,7 @@ mod tests {
             if table.admit(&rules, conv, &s, now).blocked_by.is_some() {
                 break;
             }
-            table.record(&rules, &s, now);
+            table.record(&rules, &s, now, false);
             if i % 5 == 0 {
                 // The key's users go on: one send every 10 s, 4 of 5 verified.
                 if i % 25 != 0 {
@@ -1442,13 +1494,13 @@ mod tests {
         let conv = 1000;
         // Five prefixes (+861380 to +861384), ten numbers each.
         for i in 0..50u64 {
-            table.record(&rules, &source(&format!("+86138{:08}", i * 1_000_000)), 0);
+            table.record(&rules, &source(&format!("+86138{:08}", i * 1_000_000)), 0, false);
         }
         assert_eq!(table.len(), 5);
         let live: HashMap<u64, (&ProtectionRule, usize, u64)> = HashMap::from([(7, (&rules[0], 0, conv))]);
         table.sweep(&live, 3600 * 1000 + 120_000);
         assert_eq!(table.len(), 0, "every send left the window");
-        table.record(&rules, &source("+8613800138000"), 0);
+        table.record(&rules, &source("+8613800138000"), 0, false);
         table.sweep(&HashMap::new(), 1);
         assert!(table.is_empty(), "a removed rule's state is dropped");
     }

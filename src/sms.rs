@@ -25,6 +25,9 @@ pub struct SendRequest {
     pub locale: Option<String>,
     /// The caller's `Idempotency-Key` header: repeats with the same key get the first answer.
     pub idempotency_key: Option<String>,
+    /// The caller vouches for the end user (its own challenge passed, or the number confirmed in its
+    /// records): the send may pass a protection block while the block's exemptions are open.
+    pub vouched: bool,
 }
 
 impl std::fmt::Debug for SendRequest {
@@ -35,6 +38,7 @@ impl std::fmt::Debug for SendRequest {
             .field("params", &self.params.len())
             .field("ip", &self.ip)
             .field("locale", &self.locale)
+            .field("vouched", &self.vouched)
             .finish_non_exhaustive()
     }
 }

@@ -18,7 +18,8 @@ fn attack<'a>(o: &'a sim::Outcome, name: &str) -> &'a sim::AttackOutcome {
 /// the excess over the prefix's baseline cuts it, and the partly verifying attackers leak less.
 #[tokio::test]
 async fn the_excess_over_a_baseline_cuts_attacks_the_pooled_rule_lets_through() {
-    let scenario = sim::Scenario { warmup_hours: 2, attack_hours: 1, honest_per_second: 2.0, seed: 3 };
+    let scenario =
+        sim::Scenario { warmup_hours: 2, attack_hours: 1, honest_per_second: 2.0, seed: 3, ..Default::default() };
     let pooled = sim::run(&scenario, sim::OLD_RULE).await;
     let excess = sim::run(&scenario, EXCESS).await;
     let busy = attack(&pooled, "busy-2.5x");
@@ -50,7 +51,8 @@ async fn the_excess_over_a_baseline_cuts_attacks_the_pooled_rule_lets_through() 
 /// The same scenario twice gives the same numbers: the simulation is deterministic.
 #[tokio::test]
 async fn the_simulation_is_deterministic() {
-    let scenario = sim::Scenario { warmup_hours: 1, attack_hours: 1, honest_per_second: 0.5, seed: 5 };
+    let scenario =
+        sim::Scenario { warmup_hours: 1, attack_hours: 1, honest_per_second: 0.5, seed: 5, ..Default::default() };
     let (a, b) = (sim::run(&scenario, EXCESS).await, sim::run(&scenario, EXCESS).await);
     assert_eq!(a, b);
 }

@@ -216,6 +216,49 @@ async fn an_attack_on_verified_numbers_closes_the_blocks_exemptions() {
     assert_eq!(send(&gw, &user(46), "444444").await.status, 200, "a verified user passes the new block");
 }
 
+/// Issue 23, a user who proves themself: a send the caller vouches for (`"vouched": true`, after its own
+/// challenge) passes a blocked prefix with no verification history. A caller that vouches for everything
+/// (or an attacker past its challenge) gets through only until the vouched sends' unverified excess closes
+/// the block's vouched exemptions; then they are refused like any, while numbers with a verification
+/// history, judged apart, still pass.
+#[tokio::test]
+async fn a_vouched_send_passes_a_block_until_its_exemptions_close() {
+    let rule = "{ name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 3, min_conversion: 0.5, \
+                max_excess: 20, block_for: 30m }";
+    let (mock, gw) = setup(rule).await;
+    // The tenant's users verify within a second (the delay curve young sends are judged on is learned);
+    // their sends leave the rule's window.
+    for i in 0..40 {
+        let user = format!("+86138001380{i:02}");
+        assert_eq!(send(&gw, &user, "111111").await.status, 200);
+        assert_eq!(verified(&gw, &user).await, 204);
+    }
+    gw.clock.advance(Duration::from_secs(3700));
+    condemn(&gw, 0).await;
+    let vouched =
+        |phone: &str| serde_json::json!({"phone": phone, "usage": "SignIn", "code": "123456", "vouched": true});
+    send(&gw, "+8613800138200", "123456").await.assert_error(403, "suspected_pumping");
+    // A user who proved themself passes, and verifies.
+    assert_eq!(gw.post("/v1/sms/send", &vouched("+8613800138201").to_string()).await.status, 200);
+    assert_eq!(verified(&gw, "+8613800138201").await, 204);
+    // A caller vouching for every number of an attack.
+    let mut passed = 0;
+    for i in 0..40 {
+        if gw.post("/v1/sms/send", &vouched(&format!("+86138001383{i:02}")).to_string()).await.status == 200 {
+            passed += 1;
+        }
+        gw.clock.advance(Duration::from_secs(1));
+    }
+    assert!((3..=30).contains(&passed), "{passed} of 40 vouched attack sends passed");
+    let closed = r#"smsgate_protection_exemptions_closed_total{tenant="acme",rule="prefix",shadow="false"}"#;
+    assert_eq!(metric(&gw, closed).await, 1.0);
+    gw.post("/v1/sms/send", &vouched("+8613800138202").to_string()).await.assert_error(403, "suspected_pumping");
+    // Each kind of exemption is judged apart: numbers with a verification history still pass.
+    assert_eq!(send(&gw, "+8613800138000", "222222").await.status, 200);
+    assert_eq!(metric(&gw, closed).await, 1.0);
+    assert_eq!(mock.seen_action("SendSms").len() as u32, 40 + 3 + 1 + passed + 1);
+}
+
 /// Regression (issue 23 #6): a trip found by the housekeeping sweep, with no send to the key, was neither
 /// logged nor counted. Now it is counted (and logged by the same call) and listed like any other.
 #[tokio::test]

@@ -95,6 +95,7 @@ fn native_request(phone: &str, params: &[&str]) -> SendRequest {
         ip: None,
         locale: None,
         idempotency_key: None,
+        vouched: false,
     }
 }
 

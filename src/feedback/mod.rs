@@ -46,6 +46,8 @@ pub struct Memo {
     source: KeySource,
     /// E.164 digits: hashed (memory) or HMAC'd (Redis) when remembered, never stored.
     digits: u64,
+    /// The send passed a block as one the caller vouched for.
+    vouched: bool,
 }
 
 /// What a verification report found.
@@ -185,17 +187,18 @@ impl Feedback {
                     if rule.shadow { " (shadow: not blocked)" } else { ": sends to it are refused" }
                 );
             }
-            Event::ExemptionsClosed { rule, key, excess } => {
+            Event::ExemptionsClosed { rule, key, vouched, excess } => {
                 let rule = &tenant.protection[rule];
                 self.telemetry.exemptions_closed.get_or_create(&protection_labels(tenant, rule)).inc();
                 tracing::warn!(
                     tenant = %tenant.name,
                     rule = %rule.name,
                     key = %protection::key_label(key),
+                    exemption = if vouched { "vouched" } else { "verified_number" },
                     excess,
                     shadow = rule.shadow,
-                    "protection: the sends this block let through to numbers with a verification history are not \
-                     converting; no more are let through until the block ends"
+                    "protection: the sends this block let through as exemptions of this kind are not converting; \
+                     no more are let through until the block ends"
                 );
             }
             Event::Lifted { rule, key } => {
@@ -217,35 +220,37 @@ impl Feedback {
     }
 
     /// Before a send consumes anything: `403 suspected_pumping` when one of the number's protection keys is
-    /// blocked by an enforcing rule (shadow rules count and let it through). Trips and lifts happen here
-    /// (logged once). Returns what [`Feedback::remember`] needs, or None when the tenant has no feedback loop.
-    pub fn admit(&self, tenant: &Tenant, phone: &Phone) -> Result<Option<Memo>, GatewayError> {
+    /// blocked by an enforcing rule (shadow rules count and let it through). A number with a verification
+    /// history, within its allowance, or a send the caller vouched for, passes while the block's exemptions
+    /// are open. Trips and lifts happen here (logged once). Returns what [`Feedback::remember`] needs, or None
+    /// when the tenant has no feedback loop.
+    pub fn admit(&self, tenant: &Tenant, phone: &Phone, vouched: bool) -> Result<Option<Memo>, GatewayError> {
         let Some(conversion) = &tenant.conversion else { return Ok(None) };
         let source = KeySource::of(phone, &tenant.protection);
         if !tenant.protection.is_empty() {
             let now = self.clock.unix_millis();
             let mut admission = self.protection.admit(&tenant.protection, millis(conversion.window), &source, now);
             let hit = admission.blocked_by.or(admission.shadow_hits.first().copied());
-            let exempt = hit.is_some_and(|rule| {
+            // An exemption: the caller vouched for the user, or the number has a verification history (each
+            // kind passes while the block lets that kind through). Some(true) for the first.
+            let exempt = hit.and_then(|rule| {
+                let window = millis(conversion.window);
+                let events = &mut admission.events;
+                let mut key_allows =
+                    |kind| self.protection.exempt(&tenant.protection, rule, window, &source, now, kind, events);
+                if vouched && key_allows(true) {
+                    return Some(true);
+                }
                 let number = self.number_key(&tenant.name, phone.digits());
-                self.verified.pass(&tenant.name, number, now, || {
-                    self.protection.exempt(
-                        &tenant.protection,
-                        rule,
-                        millis(conversion.window),
-                        &source,
-                        now,
-                        &mut admission.events,
-                    )
-                })
+                self.verified.pass(&tenant.name, number, now, || key_allows(false)).then_some(false)
             });
             for event in &admission.events {
                 self.log_event(tenant, event);
             }
-            if let (true, Some(rule)) = (exempt, hit) {
+            if let (Some(vouched), Some(rule)) = (exempt, hit) {
                 let rule = &tenant.protection[rule];
                 self.telemetry.exempted.get_or_create(&protection_labels(tenant, rule)).inc();
-                return Ok(Some(Memo { source, digits: phone.digits() }));
+                return Ok(Some(Memo { source, digits: phone.digits(), vouched }));
             }
             for &rule in &admission.shadow_hits {
                 self.count_blocked(tenant, &tenant.protection[rule]);
@@ -256,7 +261,7 @@ impl Feedback {
                 return Err(GatewayError::SuspectedPumping { rule: rule.name.clone() });
             }
         }
-        Ok(Some(Memo { source, digits: phone.digits() }))
+        Ok(Some(Memo { source, digits: phone.digits(), vouched: false }))
     }
 
     /// The protection state of a number's keys, judged but never changed (`explain`).
@@ -272,7 +277,7 @@ impl Feedback {
             return;
         }
         let now = self.clock.unix_millis();
-        self.protection.record(&tenant.protection, &memo.source, now);
+        self.protection.record(&tenant.protection, &memo.source, now, memo.vouched);
         let number = self.number_key(&tenant.name, memo.digits);
         let (dropped, len) = self
             .sends

@@ -136,12 +136,13 @@ impl Telemetry {
         );
         registry.register(
             "protection_exempted",
-            "Sends to a number with a verification history let through a blocked key (shadow: would have been)",
+            "Sends let through a blocked key: to a number with a verification history, or vouched for by the caller \
+             (shadow: would have been)",
             self.exempted.clone(),
         );
         registry.register(
             "protection_exemptions_closed",
-            "Blocks whose sends to numbers with a verification history stopped converting: no more are let through",
+            "Blocks whose exemptions of one kind (verified numbers, vouched sends) stopped converting: no more let through",
             self.exemptions_closed.clone(),
         );
         registry.register(

@@ -112,7 +112,7 @@ impl Services {
                 continue;
             }
             // Before de-duplication, spend caps and limits: a number in a blocked range consumes nothing.
-            let memo = match self.feedback.admit(tenant, &checked.phone) {
+            let memo = match self.feedback.admit(tenant, &checked.phone, checked.vouched) {
                 Ok(memo) => memo,
                 Err(e) => {
                     results[index] = Some(Err(e).into());

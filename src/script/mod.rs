@@ -777,6 +777,7 @@ mod tests {
             ip: None,
             locale: None,
             idempotency_key: None,
+            vouched: false,
         };
         let phone = Phone::from_e164("+8613800138000").ok();
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();

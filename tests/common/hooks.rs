@@ -96,6 +96,7 @@ pub(crate) async fn detail(gw: &TestGateway, tenant: &str, which: &str) -> Resul
         ip: None,
         locale: None,
         idempotency_key: None,
+        vouched: false,
     };
     let mut trail = Trail::default();
     match gw.gateway.services().plan(&tenant, request, &mut trail).await {

@@ -47,6 +47,7 @@ pub fn parse_logto(body: &[u8]) -> Result<SendRequest, GatewayError> {
         ip: check_ip(b.ip)?,
         locale: check_locale(b.payload.locale)?,
         idempotency_key: None,
+        vouched: false,
     })
 }
 

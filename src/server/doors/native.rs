@@ -30,6 +30,9 @@ struct NativeBody {
     params: Option<Vec<String>>,
     ip: Option<String>,
     locale: Option<String>,
+    /// The caller vouches for the end user (see `SendRequest::vouched`).
+    #[serde(default)]
+    vouched: bool,
 }
 
 pub fn parse_native(body: &[u8]) -> Result<SendRequest, GatewayError> {
@@ -62,6 +65,7 @@ pub fn parse_native(body: &[u8]) -> Result<SendRequest, GatewayError> {
         ip: check_ip(b.ip)?,
         locale: check_locale(b.locale)?,
         idempotency_key: None,
+        vouched: b.vouched,
     })
 }
 
@@ -97,7 +101,9 @@ mod tests {
         let r = parse_native(br#"{"phone":"+8613800138000","usage":"SignIn","code":"123456"}"#).unwrap();
         assert_eq!((r.params, r.code.as_deref()), (vec!["123456".to_owned()], Some("123456")));
         let r = parse_native(br#"{"phone":"+8613800138000","usage":"Generic","params":["a","b"]}"#).unwrap();
-        assert_eq!((r.params.len(), r.code), (2, None));
+        assert_eq!((r.params.len(), r.code, r.vouched), (2, None, false));
+        let r = parse_native(br#"{"phone":"+8613800138000","usage":"SignIn","code":"1","vouched":true}"#).unwrap();
+        assert!(r.vouched);
     }
 
     #[test]
@@ -118,5 +124,9 @@ mod tests {
         assert!(err(parse_native(br#"{"phone":"+1","usage":"Sign In","code":"1"}"#)).contains("usage"));
         assert!(err(parse_native(br#"{"phone":"+1","usage":"SignIn","code":"1","ip":"999.1.1.1"}"#)).contains("ip"));
         assert_eq!(err(parse_native(br#"{"phone":"+1","usage":"SignIn","code":"1"} x"#)), "body is not valid JSON");
+        assert_eq!(
+            err(parse_native(br#"{"phone":"+1","usage":"SignIn","code":"1","vouched":"yes"}"#)),
+            "field `vouched` has the wrong type"
+        );
     }
 }

@@ -109,6 +109,8 @@ struct HookBody {
 #[derive(Deserialize)]
 struct HookUser {
     phone: Option<String>,
+    /// Set once the user confirmed `phone` with a code.
+    phone_confirmed_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -128,6 +130,13 @@ struct HookMetadata {
 /// the tenant's configured usage type, and the end user's IP when Supabase passed it.
 pub fn parse(body: &[u8], hook: &SupabaseHook) -> Result<SendRequest, GatewayError> {
     let b: HookBody = decode(body)?;
+    let confirmed = b
+        .user
+        .as_ref()
+        .filter(|u| u.phone_confirmed_at.as_deref().is_some_and(|at| !at.trim().is_empty()))
+        .and_then(|u| u.phone.as_deref())
+        .map(|p| p.trim().trim_start_matches('+').to_owned())
+        .filter(|p| !p.is_empty());
     let phone = b
         .sms
         .phone
@@ -135,6 +144,9 @@ pub fn parse(body: &[u8], hook: &SupabaseHook) -> Result<SendRequest, GatewayErr
         .or_else(|| b.user.and_then(|u| u.phone))
         .filter(|p| !p.trim().is_empty())
         .ok_or_else(|| GatewayError::InvalidRequest("missing field `user.phone`".into()))?;
+    // Supabase confirmed this number with a code before (a sign-in, not a change to a new number): the
+    // user has proved it, as a number with a verification history in smsgate has.
+    let vouched = confirmed.is_some_and(|c| c == phone.trim().trim_start_matches('+'));
     let code = check_code(b.sms.otp, "sms.otp")?;
     let ip = b.metadata.and_then(|m| m.ip_address).and_then(|ip| ip.trim().parse().ok());
     Ok(SendRequest {
@@ -145,6 +157,7 @@ pub fn parse(body: &[u8], hook: &SupabaseHook) -> Result<SendRequest, GatewayErr
         ip,
         locale: None,
         idempotency_key: None,
+        vouched,
     })
 }
 
@@ -350,5 +363,24 @@ mod tests {
         assert_eq!(r.ip, Some("203.0.113.7".parse().unwrap()));
         assert!(parse(br#"{"user":{"phone":""},"sms":{"otp":"1"}}"#, &hook).is_err());
         assert!(parse(br#"{"user":{"phone":"1"},"sms":{"otp":"http://x"}}"#, &hook).is_err());
+    }
+
+    /// A number Supabase confirmed before is vouched for; a change to a new number, an unconfirmed user or
+    /// an empty confirmation time is not.
+    #[test]
+    fn a_number_supabase_confirmed_is_vouched_for() {
+        let hook = SupabaseHook { keys: vec![key()], usage: "Generic".into() };
+        let vouched = |body: &str| parse(body.as_bytes(), &hook).unwrap().vouched;
+        let at = r#""phone_confirmed_at":"2026-01-02T03:04:05Z""#;
+        assert!(vouched(&format!(r#"{{"user":{{"phone":"8613800138000",{at}}},"sms":{{"otp":"1"}}}}"#)));
+        assert!(vouched(&format!(
+            r#"{{"user":{{"phone":"8613800138000",{at}}},"sms":{{"otp":"1","phone":"+8613800138000"}}}}"#
+        )));
+        assert!(!vouched(&format!(
+            r#"{{"user":{{"phone":"8613800138000",{at}}},"sms":{{"otp":"1","phone":"+14155550100"}}}}"#
+        )));
+        assert!(!vouched(r#"{"user":{"phone":"8613800138000"},"sms":{"otp":"1"}}"#));
+        assert!(!vouched(r#"{"user":{"phone":"8613800138000","phone_confirmed_at":null},"sms":{"otp":"1"}}"#));
+        assert!(!vouched(r#"{"user":{"phone":"8613800138000","phone_confirmed_at":""},"sms":{"otp":"1"}}"#));
     }
 }

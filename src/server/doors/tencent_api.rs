@@ -380,6 +380,7 @@ pub(crate) fn parse_send_sms(body: &[u8], tenant: &Tenant) -> Result<SendSms, Ap
             ip: None,
             locale: None,
             idempotency_key: None,
+            vouched: false,
         })
         .collect();
     let message = CallerMessage {
