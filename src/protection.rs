@@ -206,6 +206,14 @@ pub(crate) struct BlockState {
     pub(crate) until_ms: Option<u64>,
     pub strikes: u8,
     pub(crate) lifted_at_ms: Option<u64>,
+    /// The kinds of exemption this block lets through no more: [numbers with a verification history,
+    /// sends the caller vouched for].
+    pub(crate) exemptions_closed: [bool; 2],
+}
+
+/// The names of the closed kinds of exemption, for the admin API.
+pub(crate) fn exemption_names(closed: [bool; 2]) -> Vec<&'static str> {
+    ["verified_number", "vouched"].into_iter().zip(closed).filter_map(|(name, c)| c.then_some(name)).collect()
 }
 
 /// One key's state, for `explain` and the admin API.
@@ -1009,6 +1017,7 @@ impl ProtectionTable {
                             until_ms: blocked.then_some(state.blocked_until),
                             strikes: state.strikes,
                             lifted_at_ms: (!blocked && state.lifted_at != 0).then_some(state.lifted_at),
+                            exemptions_closed: if blocked { state.exemptions_closed } else { [false; 2] },
                         },
                     );
                 }
@@ -1022,6 +1031,7 @@ impl ProtectionTable {
                     until_ms: None,
                     strikes: 1,
                     lifted_at_ms: None,
+                    exemptions_closed: [false; 2],
                 });
                 held.until_ms = Some(held.until_ms.unwrap_or(0).max(until));
                 held.lifted_at_ms = None;
@@ -1293,7 +1303,14 @@ mod tests {
         table.record(&rules, &s, 0, false);
         assert_eq!(table.admit(&rules, 1000, &s, 2000).blocked_by, Some(0));
         let key = s.key(ProtectionKey::PhonePrefix(6));
-        let block = BlockState { rule: 0, key, until_ms: Some(2000 + 3600 * 1000), strikes: 1, lifted_at_ms: None };
+        let block = BlockState {
+            rule: 0,
+            key,
+            until_ms: Some(2000 + 3600 * 1000),
+            strikes: 1,
+            lifted_at_ms: None,
+            exemptions_closed: [false; 2],
+        };
         assert_eq!(table.blocks(&rules, 2000), vec![block]);
         assert!(table.lift(7, key, 3000));
         assert!(!table.lift(7, key, 3000), "nothing left to lift");

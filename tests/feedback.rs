@@ -416,7 +416,7 @@ async fn the_admin_api_lists_and_lifts_a_block() {
     let until = (START_UNIX + 61) * 1000 + 30 * 60 * 1000;
     assert_eq!(
         listed.json["blocks"],
-        serde_json::json!([{"rule": "prefix", "key": "+861380", "shadow": false, "until_unix_ms": until, "strikes": 1}])
+        serde_json::json!([{"rule": "prefix", "key": "+861380", "shadow": false, "until_unix_ms": until, "strikes": 1, "exemptions_closed": []}])
     );
     assert_eq!(listed.json["rules"][0]["key"], serde_json::json!({"phone_prefix": 6}));
     // A tenant's token is not an admin token.

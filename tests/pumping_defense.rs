@@ -205,6 +205,7 @@ async fn an_attack_on_verified_numbers_closes_the_blocks_exemptions() {
     assert!((5..=30).contains(&passed), "{passed} of the attack's sends passed");
     let closed = r#"smsgate_protection_exemptions_closed_total{tenant="acme",rule="prefix",shadow="false"}"#;
     assert_eq!(metric(&gw, closed).await, 1.0);
+    assert_eq!(admin(&gw).await["blocks"][0]["exemptions_closed"], serde_json::json!(["verified_number"]));
     send(&gw, &user(45), "333333").await.assert_error(403, "suspected_pumping");
     assert_eq!(mock.seen_action("SendSms").len() as u32, 50 + 3 + passed);
     // The block ends (30 minutes). The unverified sends it let through are evidence like any: the key
@@ -212,7 +213,9 @@ async fn an_attack_on_verified_numbers_closes_the_blocks_exemptions() {
     gw.clock.advance(Duration::from_secs(30 * 60));
     send(&gw, "+8613800138199", "123456").await.assert_error(403, "suspected_pumping");
     assert_eq!(metric(&gw, TRIPS).await, 2.0);
-    assert_eq!(admin(&gw).await["blocks"][0]["strikes"], 2);
+    let renewed = admin(&gw).await;
+    assert_eq!(renewed["blocks"][0]["strikes"], 2);
+    assert_eq!(renewed["blocks"][0]["exemptions_closed"], serde_json::json!([]));
     assert_eq!(send(&gw, &user(46), "444444").await.status, 200, "a verified user passes the new block");
 }
 
@@ -253,6 +256,7 @@ async fn a_vouched_send_passes_a_block_until_its_exemptions_close() {
     let closed = r#"smsgate_protection_exemptions_closed_total{tenant="acme",rule="prefix",shadow="false"}"#;
     assert_eq!(metric(&gw, closed).await, 1.0);
     gw.post("/v1/sms/send", &vouched("+8613800138202").to_string()).await.assert_error(403, "suspected_pumping");
+    assert_eq!(admin(&gw).await["blocks"][0]["exemptions_closed"], serde_json::json!(["vouched"]));
     // Each kind of exemption is judged apart: numbers with a verification history still pass.
     assert_eq!(send(&gw, "+8613800138000", "222222").await.status, 200);
     assert_eq!(metric(&gw, closed).await, 1.0);

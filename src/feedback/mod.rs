@@ -77,6 +77,9 @@ pub struct BlockView {
     pub shadow: bool,
     pub until_unix_ms: u64,
     pub strikes: u8,
+    /// The kinds of exemption the block lets through no more (`verified_number`, `vouched`): their sends
+    /// stopped converting.
+    pub exemptions_closed: Vec<&'static str>,
 }
 
 /// A key whose block lifted while its strikes are remembered (its next trip escalates), for the admin API.
@@ -552,9 +555,14 @@ impl Feedback {
             let rule = &tenant.protection[state.rule];
             let (name, key, shadow) = (rule.name.clone(), protection::key_label(state.key), rule.shadow);
             match (state.until_ms, state.lifted_at_ms) {
-                (Some(until_unix_ms), _) => {
-                    blocks.push(BlockView { rule: name, key, shadow, until_unix_ms, strikes: state.strikes })
-                }
+                (Some(until_unix_ms), _) => blocks.push(BlockView {
+                    rule: name,
+                    key,
+                    shadow,
+                    until_unix_ms,
+                    strikes: state.strikes,
+                    exemptions_closed: protection::exemption_names(state.exemptions_closed),
+                }),
                 (None, Some(lifted_at_unix_ms)) => {
                     lifted.push(LiftedView { rule: name, key, shadow, lifted_at_unix_ms, strikes: state.strikes })
                 }
