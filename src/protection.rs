@@ -55,6 +55,13 @@ const MAX_HALVINGS: u32 = 2;
 /// A block lets sends through to numbers with a verification history until their unverified excess
 /// passes `max_excess` (or `min_sends`, when larger) divided by this, and the spread of honest sends.
 const EXEMPT_BUDGET: f32 = 4.0;
+/// Keys a rule sums per country for a spread attack (the most recently judged ones).
+const SPREAD_KEYS: usize = 256;
+/// Under a country's spread alarm, a key trips when its last minute's excess passes this many deviations
+/// of honest traffic (and a quarter of `max_excess`) and its conversion window's excess passes as many:
+/// without the error margin of a lone key's judgement. (At 3 and 2, the simulation's honest prefixes
+/// tripped: 26k honest sends refused in a day.)
+const SPREAD_DEVIATIONS: f32 = 3.0;
 /// Recent trips a rule remembers per country (for the halvings above).
 const COUNTRY_TRIPS: usize = 16;
 /// Verification delays (ms) the delay curve counts by: a send younger than its window is expected to have
@@ -264,6 +271,11 @@ struct CountryStats {
     baseline: Baseline,
     /// The country's last trips, (key, unix ms), oldest first.
     trips: VecDeque<(u64, u64)>,
+    /// The last minute's excess of each key judged lately and its variance, and when (unix ms): their sum
+    /// is the country's (a spread attack adds up across keys none of which passes its own threshold).
+    recent: HashMap<u64, (f32, f32, u64)>,
+    /// Unix ms a spread alarm of the country lasts until.
+    alarm_until: u64,
 }
 
 impl CountryStats {
@@ -279,6 +291,29 @@ impl CountryStats {
             }
         }
         seen.len() as u32
+    }
+
+    /// A key's last-minute excess and variance as judged now; raises the country's alarm when the sum over
+    /// its keys judged within the last minute passes `floor` and four deviations of the sum.
+    fn contribute(&mut self, key: u64, excess: f32, variance: f32, floor: f32, now: u64) {
+        if self.recent.len() >= SPREAD_KEYS && !self.recent.contains_key(&key) {
+            self.recent.retain(|_, &mut (_, _, at)| at + SHORT_MS > now);
+            if self.recent.len() >= SPREAD_KEYS {
+                let oldest = self.recent.iter().min_by_key(|(_, e)| e.2).map(|(k, _)| *k);
+                oldest.map(|k| self.recent.remove(&k));
+            }
+        }
+        self.recent.insert(key, (excess, variance, now));
+        let (mut sum, mut spread) = (0.0f32, 0.0f32);
+        for &(e, v, at) in self.recent.values() {
+            if at + SHORT_MS > now {
+                sum += e;
+                spread += v;
+            }
+        }
+        if sum >= floor.max(DEVIATIONS * spread.sqrt()) {
+            self.alarm_until = now + SHORT_MS;
+        }
     }
 
     fn tripped(&mut self, key: u64, now: u64) {
@@ -353,6 +388,8 @@ struct Context<'a> {
     pressure: u32,
     /// The tenant's conversion window (ms).
     conversion_ms: u64,
+    /// The key's country is under a spread alarm (see `CountryStats::contribute`).
+    alarm: bool,
 }
 
 impl Context<'_> {
@@ -378,8 +415,18 @@ impl Tally {
     /// The excess honest traffic may reach: `floor`, or the chance spread plus the baseline's error (a
     /// share `error` of the sends, up to the key's usual volume).
     fn threshold(&self, floor: f32, error: f32, deviations: f32) -> f32 {
-        let usual = (self.usual / self.sends.max(1.0)).min(1.0);
+        let usual = self.usual_share();
         floor.max(deviations * (self.variance * usual).sqrt() + error * self.sends * usual)
+    }
+
+    /// The share of the sends the key's usual volume accounts for (1 when it accounts for them all).
+    fn usual_share(&self) -> f32 {
+        (self.usual / self.sends.max(1.0)).min(1.0)
+    }
+
+    /// The variance honest traffic gives the excess: that of the key's usual volume at most.
+    fn spread(&self) -> f32 {
+        self.variance * self.usual_share()
     }
 }
 
@@ -609,6 +656,7 @@ impl KeyState {
         now: u64,
         events: &mut SmallVec<[Event; 2]>,
         learned: &mut Baseline,
+        spread: &mut Option<(f32, f32)>,
     ) -> bool {
         *learned = self.mature(rule, conversion_ms, now);
         if self.blocked_until > now {
@@ -648,7 +696,16 @@ impl KeyState {
         self.suspect =
             rule.max_excess > 0 && tallies.iter().any(|t| t.excess * 2.0 > t.threshold(floor, error, deviations));
         let over = tallies.iter().any(|t| t.excess >= t.threshold(floor, error, deviations));
-        if !pooled && (rule.max_excess == 0 || !over) {
+        // A spread attack: the last minute's excess of the country's keys adds up (the country's alarm), and
+        // a key whose own last minute is well above its baseline, confirmed over its conversion window, is
+        // one of the attack's keys.
+        let [short, pending, _] = &tallies;
+        *spread = Some((short.excess, short.spread()));
+        let quarter = (rule.max_excess as f32 / (1u32 << MAX_HALVINGS) as f32).max(1.0);
+        let spread_trip = context.alarm
+            && short.excess >= quarter.max(SPREAD_DEVIATIONS * short.spread().sqrt())
+            && pending.excess >= SPREAD_DEVIATIONS * pending.spread().sqrt();
+        if !pooled && (rule.max_excess == 0 || !(over || spread_trip)) {
             return false;
         }
         if now > self.last_block_end.saturating_add(rule.max_block_for.as_millis() as u64) {
@@ -838,13 +895,14 @@ impl ProtectionTable {
 
     /// The rule's delay curve, the expected conversion of a new key of `source`'s country, and the other
     /// keys of that country the rule tripped lately.
-    fn learned(&self, rule: &ProtectionRule, key: u64, country: [u8; 2], now: u64) -> (Curve, f32, u32) {
+    fn learned(&self, rule: &ProtectionRule, key: u64, country: [u8; 2], now: u64) -> (Curve, f32, u32, bool) {
         let stats = self.stats();
         let stats = stats.get(&rule.id);
         let country = stats.and_then(|s| s.countries.get(&country));
         let prior = country.and_then(|c| c.baseline.rate()).unwrap_or(FIRST_GUESS);
         let pressure = country.map_or(0, |c| c.pressure(key, now, rule.max_block_for.as_millis() as u64));
-        (Curve::of(stats), prior, pressure)
+        let alarm = country.is_some_and(|c| c.alarm_until > now);
+        (Curve::of(stats), prior, pressure, alarm)
     }
 
     /// Remembers a trip of `key` in its country's recent trips.
@@ -864,7 +922,7 @@ impl ProtectionTable {
         let shared = self.shared.load();
         for (index, rule) in rules.iter().enumerate() {
             let key = source.key(rule.key);
-            let mut learned = Baseline::default();
+            let (mut learned, mut spread) = (Baseline::default(), None);
             let mut blocked = {
                 let mut shard = self.shard(rule.id, key);
                 match shard.get_mut(&(rule.id, key)) {
@@ -872,14 +930,19 @@ impl ProtectionTable {
                         state.blocked_until > now
                     }
                     Some(state) => {
-                        let (curve, prior, pressure) = self.learned(rule, key, source.country, now);
-                        let context = Context { curve: &curve, prior, pressure, conversion_ms };
+                        let (curve, prior, pressure, alarm) = self.learned(rule, key, source.country, now);
+                        let context = Context { curve: &curve, prior, pressure, conversion_ms, alarm };
                         let events = &mut admission.events;
-                        state.judge(index, key, rule, conversion_ms, &context, now, events, &mut learned)
+                        state.judge(index, key, rule, conversion_ms, &context, now, events, &mut learned, &mut spread)
                     }
                     None => false,
                 }
             };
+            if let (Some((excess, variance)), true) = (spread, rule.max_excess > 0) {
+                let mut stats = self.stats();
+                let country = stats.entry(rule.id).or_default().countries.entry(source.country).or_default();
+                country.contribute(key, excess, variance, rule.max_excess as f32, now);
+            }
             self.teach_prior(rule.id, source.country, learned);
             if admission.events.iter().any(|e| matches!(e, Event::Tripped { rule, .. } if *rule == index)) {
                 self.tripped(rule.id, source.country, key, now);
@@ -914,8 +977,8 @@ impl ProtectionTable {
     ) -> bool {
         let rule = &rules[index];
         let key = source.key(rule.key);
-        let (curve, prior, pressure) = self.learned(rule, key, source.country, now);
-        let context = Context { curve: &curve, prior, pressure, conversion_ms };
+        let (curve, prior, pressure, alarm) = self.learned(rule, key, source.country, now);
+        let context = Context { curve: &curve, prior, pressure, conversion_ms, alarm };
         let mut shard = self.shard(rule.id, key);
         let Some(state) = shard.get_mut(&(rule.id, key)) else { return true };
         if state.exemptions_closed[usize::from(vouched)] {
@@ -984,8 +1047,8 @@ impl ProtectionTable {
             .iter()
             .map(|rule| {
                 let key = source.key(rule.key);
-                let (curve, prior, pressure) = self.learned(rule, key, source.country, now);
-                let context = Context { curve: &curve, prior, pressure, conversion_ms };
+                let (curve, prior, pressure, alarm) = self.learned(rule, key, source.country, now);
+                let context = Context { curve: &curve, prior, pressure, conversion_ms, alarm };
                 let mut report = match self.shard(rule.id, key).get(&(rule.id, key)) {
                     Some(state) => state.report(rule, key, &context, now),
                     None => KeyState::default().report(rule, key, &context, now),
@@ -1112,11 +1175,13 @@ impl ProtectionTable {
                 let prior = country.and_then(|c| c.baseline.rate()).unwrap_or(FIRST_GUESS);
                 let memory = rule.max_block_for.as_millis() as u64;
                 let pressure = country.map_or(0, |c| c.pressure(*key, now, memory));
+                let alarm = country.is_some_and(|c| c.alarm_until > now);
                 let mut events = SmallVec::new();
-                let context = Context { curve, prior, pressure, conversion_ms };
+                let context = Context { curve, prior, pressure, conversion_ms, alarm };
                 state.judged_second = 0;
                 let mut baseline = Baseline::default();
-                state.judge(index, *key, rule, conversion_ms, &context, now, &mut events, &mut baseline);
+                let mut spread = None;
+                state.judge(index, *key, rule, conversion_ms, &context, now, &mut events, &mut baseline, &mut spread);
                 taught.push((*rule_id, state.country, baseline));
                 if events.iter().any(|e| matches!(e, Event::Tripped { .. })) {
                     tripped.push((*rule_id, state.country, *key));
@@ -1496,12 +1561,48 @@ mod tests {
             t += u64::from(sends + 1) * 1000;
         }
         let within = |e: u32, floor: u32| (floor..floor + 5).contains(&e);
-        assert!(within(excess[0], 20) && within(excess[1], 10), "{excess:?}");
+        // The second prefix is attacked within a minute of the first's trip: the country's last minute
+        // still holds the first one's excess (its spread alarm), and it trips at a quarter at once.
+        assert!(within(excess[0], 20) && within(excess[1], 5), "{excess:?}");
         assert!(within(excess[2], 5) && within(excess[3], 5), "at most halved twice: {excess:?}");
         assert!(within(excess[4], 20), "another country: {excess:?}");
         assert_eq!(floor(&rules[0], 0, 0), 20.0);
         assert_eq!(floor(&rules[0], 1, 0), 10.0);
         assert_eq!(floor(&rules[0], 3, 2), 5.0, "own strikes count too, to a quarter");
+    }
+
+    /// Issue 23, spread attacks: ten prefixes of one country each get an unverified send every 10 s. Their
+    /// last minute adds up to the country's alarm, and each is cut on its own last minute without a lone
+    /// key's error margin, sooner than the same attack on one prefix of another country.
+    #[test]
+    fn a_spread_attack_adds_up_across_a_countrys_keys() {
+        let table = ProtectionTable::default();
+        let rules = [excess_rule(10)];
+        let conv = 10 * MIN;
+        let mut keys: Vec<KeySource> = (0..10).map(|i| source(&format!("+86138{i}0138000"))).collect();
+        keys.push(source("+33612345678"));
+        let t = honest(&table, &rules, conv, &keys, 1_700_000_000_000, 4 * 3600, 10_000, 4);
+        let mut sent = [0u32; 11];
+        let mut blocked = [false; 11];
+        for i in 0..1200u64 {
+            let now = t + i * 1000;
+            // One send a second over the ten prefixes; the lone prefix at the same rate as each of them.
+            for k in [(i % 10) as usize, 10].into_iter().filter(|&k| k < 10 || i % 10 == 0) {
+                if blocked[k] {
+                    continue;
+                }
+                if table.admit(&rules, conv, &keys[k], now).blocked_by.is_some() {
+                    blocked[k] = true;
+                    continue;
+                }
+                table.record(&rules, &keys[k], now, false);
+                sent[k] += 1;
+            }
+        }
+        assert!(blocked.iter().all(|&b| b), "{sent:?}");
+        let spread: u32 = sent[..10].iter().sum();
+        // 12 sends each, against 23 alone (and 23 each without the country's alarm).
+        assert!(spread * 3 <= 2 * 10 * sent[10], "ten prefixes {spread}, one alone {}", sent[10]);
     }
 
     #[test]
