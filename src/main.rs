@@ -106,6 +106,21 @@ fn load(path: &Path) -> Result<Runtime, ExitCode> {
     })
 }
 
+/// Writes a command's output to stdout. A reader that went away (`smsgate explain … | head`) ends it
+/// quietly, as ripgrep does (a `println!` panicked on the closed pipe); another write error is reported.
+fn emit(text: std::fmt::Arguments<'_>) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(text).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cannot write the output: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -113,24 +128,20 @@ fn main() -> ExitCode {
             Ok(runtime) if print => match Config::redacted_yaml(&cli.config, &ProcessEnv) {
                 Ok(text) => {
                     eprintln!("{}: ok ({} tenant(s))", cli.config.display(), runtime.tenants().len());
-                    println!("# {} (secrets redacted)\n{text}", cli.config.display());
-                    ExitCode::SUCCESS
+                    emit(format_args!("# {} (secrets redacted)\n{text}\n", cli.config.display()))
                 }
                 Err(errors) => {
                     eprintln!("{errors}");
                     ExitCode::from(2)
                 }
             },
-            Ok(runtime) => {
-                println!("{}: ok ({} tenant(s))", cli.config.display(), runtime.tenants().len());
-                ExitCode::SUCCESS
-            }
+            Ok(runtime) => emit(format_args!("{}: ok ({} tenant(s))\n", cli.config.display(), runtime.tenants().len())),
             Err(code) => code,
         },
-        Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&smsgate::config::json_schema()).unwrap_or_default());
-            ExitCode::SUCCESS
-        }
+        Command::Schema => emit(format_args!(
+            "{}\n",
+            serde_json::to_string_pretty(&smsgate::config::json_schema()).unwrap_or_default()
+        )),
         Command::Explain { tenant, phone, usage, code, logto, json } => {
             let gateway_runtime = match load(&cli.config) {
                 Ok(runtime) => runtime,
@@ -141,13 +152,9 @@ fn main() -> ExitCode {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
             match runtime.block_on(smsgate::explain::explain(gateway_runtime, SystemClock::shared(), &input)) {
                 Ok(report) if json => {
-                    println!("{}", serde_json::to_string_pretty(&report.to_json()).unwrap_or_default());
-                    ExitCode::SUCCESS
+                    emit(format_args!("{}\n", serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()))
                 }
-                Ok(report) => {
-                    print!("{report}");
-                    ExitCode::SUCCESS
-                }
+                Ok(report) => emit(format_args!("{report}")),
                 Err(message) => {
                     eprintln!("{message}");
                     ExitCode::from(2)

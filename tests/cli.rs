@@ -66,6 +66,25 @@ fn config_comes_from_smsgate_config_by_default() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/gw.yaml: cannot read the config file"));
 }
 
+/// Regression: `smsgate explain … | head` panicked on the closed pipe. A reader that went away ends the
+/// output quietly, with success, for every command that prints.
+#[test]
+fn regression_a_closed_stdout_ends_the_output_quietly() {
+    let explain = ["explain", "--tenant", "demo", "--phone", "+8613800138000", "--usage", "SignIn"];
+    for args in [
+        &explain[..],
+        &["schema"],
+        &["check", "--print"],
+        &["explain", "--json", "--tenant", "demo", "--phone", "+8613800138000", "--usage", "SignIn"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = bin().args(args).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && !stderr.contains("panicked"), "{args:?}: {:?} {stderr}", out.status);
+    }
+}
+
 #[test]
 fn explain_shows_each_stage_and_the_signed_request_without_the_secret() {
     let out = bin()
