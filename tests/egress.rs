@@ -137,6 +137,37 @@ async fn regression_proxy_down_is_upstream_unavailable_and_gives_the_quota_back(
     assert_eq!(mock.seen().len(), 1);
 }
 
+/// Regression (breakers were keyed by the endpoint's URL alone): a tenant whose proxy is down opened the
+/// breaker of every tenant reaching the same URL, and theirs skipped it. A breaker is now per way to an
+/// endpoint: `acme`'s dead proxy opens `<url> via <proxy>`, and `beta`, reaching the URL directly, still
+/// sends to it rather than to its fallback.
+#[tokio::test]
+async fn a_tenants_dead_proxy_opens_its_own_breaker_not_another_tenants() {
+    let (mock, fallback) = (MockTencent::start(SECRET_KEY).await, MockTencent::start(SECRET_KEY).await);
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let extra = tencent_keys(&[("proxy", format!("http://{dead}"))]);
+    let beta_endpoint = format!("endpoint: {}\n    limits:", mock.endpoint());
+    let yaml = config_yaml(&mock.endpoint(), PHONE_LIMITS, &extra).replace(
+        &beta_endpoint,
+        &format!("endpoint: {}\n      fallback_endpoints: [\"{}\"]\n    limits:", mock.endpoint(), fallback.endpoint()),
+    );
+    assert!(yaml.contains("fallback_endpoints"), "{yaml}");
+    let gw = TestGateway::start(compile(&yaml)).await;
+    for i in 0..3 {
+        let answer = gw.post("/v1/sms/send", &native(&format!("+861380013800{i}"), "SignIn", "123456")).await;
+        answer.assert_error(503, "upstream_unavailable");
+    }
+    let metrics = gw.gateway.metrics().render();
+    let url = mock.endpoint();
+    let url = url.trim_end_matches('/');
+    let proxied = format!(r#"smsgate_upstream_breaker_open{{endpoint="{url}/ via http://{dead}/"}} 1"#);
+    assert!(metrics.contains(&proxied), "{metrics}");
+    assert!(!metrics.contains(&format!(r#"smsgate_upstream_breaker_open{{endpoint="{url}/"}} 1"#)), "{metrics}");
+    let answer = gw.post_as("/v1/sms/send", &native("+8613800138000", "SignIn", "123456"), Some(OTHER_TOKEN)).await;
+    assert_eq!(answer.status, 200, "{:#}", answer.json);
+    assert_eq!((mock.seen().len(), fallback.seen().len()), (1, 0), "beta's primary, not its fallback");
+}
+
 #[tokio::test]
 async fn proxy_refusing_the_tunnel_is_a_connect_failure() {
     for status in [403, 407, 502] {

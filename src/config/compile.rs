@@ -637,7 +637,7 @@ fn compile_upstream(
     let explicit_proxy = raw.proxy.and_then(|p| c.required(&format!("{path}.proxy"), p));
     for endpoint in &mut endpoints {
         match super::egress::proxy_for(explicit_proxy.as_deref(), env, &endpoint.uri) {
-            Ok(proxy) => endpoint.proxy = proxy,
+            Ok(proxy) => endpoint.set_proxy(proxy),
             Err(message) => {
                 c.problem(format!("{path}.proxy"), message);
                 break;
@@ -979,7 +979,8 @@ pub(crate) fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
         None => host.to_owned(),
     };
     let uri = url.as_str().parse().map_err(|_| "the endpoint is not a valid URI".to_owned())?;
-    Ok(Endpoint { url, uri, host, proxy: None })
+    let way = url.to_string();
+    Ok(Endpoint { url, uri, host, proxy: None, way })
 }
 
 fn compile_templates(c: &mut Compiler, path: &str, raw: &[RawTemplate]) -> Templates {

@@ -598,6 +598,21 @@ pub struct Endpoint {
     /// The HTTP proxy the endpoint is reached through (`tencent.proxy`, or the proxy environment variables
     /// as they were when the config compiled); None: directly.
     pub proxy: Option<Proxy>,
+    /// The way to it, its breaker's name: the URL, with ` via <proxy>` when proxied (the proxy's address,
+    /// never its credentials). A tenant whose proxy fails opens its own way's breaker, not the breaker of
+    /// the tenants that reach the same URL directly or through another proxy.
+    pub(crate) way: String,
+}
+
+impl Endpoint {
+    /// Sets the proxy the endpoint is reached through, and names the way accordingly.
+    pub(crate) fn set_proxy(&mut self, proxy: Option<Proxy>) {
+        self.way = match &proxy {
+            Some(p) => format!("{} via {}", self.url, p.uri),
+            None => self.url.to_string(),
+        };
+        self.proxy = proxy;
+    }
 }
 
 /// An HTTP proxy in front of Tencent: a CONNECT tunnel for https endpoints, absolute-form requests for http.

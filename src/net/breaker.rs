@@ -1,4 +1,5 @@
-//! Per-endpoint circuit breakers, for any provider's endpoints: after a run of connect failures an endpoint is skipped for a cool-down,
+//! Per-endpoint circuit breakers, for any provider's endpoints, one per way to an endpoint (directly, or
+//! through one proxy: `Endpoint::way`): after a run of connect failures an endpoint is skipped for a cool-down,
 //! so a dead region does not cost every send a connect time-out. When every endpoint is open the primary is
 //! tried anyway, once per send and without retries: a send that might work beats one refused outright. A
 //! breaker logs when it opens and when its endpoint answers again, not at every failure.
@@ -24,7 +25,8 @@ struct State {
 }
 
 /// `smsgate_upstream_breaker_open{endpoint}`: 1 while the endpoint's breaker is open (from the run of
-/// failures that opens it to the answer that closes it). The endpoint is a configured scheme and host.
+/// failures that opens it to the answer that closes it). The endpoint is a configured scheme and host, with
+/// ` via <proxy>` when reached through a proxy.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct EndpointLabels {
     pub endpoint: String,
@@ -43,12 +45,12 @@ impl Breakers {
     }
 
     fn set_open(&self, endpoint: &Endpoint, open: bool) {
-        self.open.get_or_create(&EndpointLabels { endpoint: endpoint.url.to_string() }).set(i64::from(open));
+        self.open.get_or_create(&EndpointLabels { endpoint: endpoint.way.clone() }).set(i64::from(open));
     }
 
     fn is_open(&self, endpoint: &Endpoint, now: Duration) -> bool {
         let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        states.get(endpoint.url.as_str()).and_then(|s| s.open_until).is_some_and(|until| now < until)
+        states.get(endpoint.way.as_str()).and_then(|s| s.open_until).is_some_and(|until| now < until)
     }
 
     /// The first endpoint at or after `from` (wrapping) whose breaker is closed; the primary if all are open.
@@ -65,14 +67,14 @@ impl Breakers {
 
     pub(crate) fn failure(&self, endpoint: &Endpoint, now: Duration) {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        let state = states.entry(endpoint.url.as_str().to_owned()).or_default();
+        let state = states.entry(endpoint.way.clone()).or_default();
         state.failures += 1;
         if state.failures >= FAILURES_TO_OPEN {
             let was_open = state.open_until.is_some();
             state.open_until = Some(now + COOL_DOWN);
             if !was_open {
                 self.set_open(endpoint, true);
-                tracing::warn!(endpoint = %endpoint.url, failures = state.failures, cool_down_s = COOL_DOWN.as_secs(),
+                tracing::warn!(endpoint = %endpoint.way, failures = state.failures, cool_down_s = COOL_DOWN.as_secs(),
                     "endpoint unreachable: skipping it while other endpoints answer");
             }
         }
@@ -80,10 +82,10 @@ impl Breakers {
 
     pub(crate) fn success(&self, endpoint: &Endpoint) {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(state) = states.remove(endpoint.url.as_str()) {
+        if let Some(state) = states.remove(endpoint.way.as_str()) {
             if state.open_until.is_some() {
                 self.set_open(endpoint, false);
-                tracing::info!(endpoint = %endpoint.url, "endpoint answers again");
+                tracing::info!(endpoint = %endpoint.way, "endpoint answers again");
             }
         }
     }
