@@ -1434,6 +1434,20 @@ mod tests {
         t
     }
 
+    /// Delivers the conversions (due at, sent at) due by `now`.
+    fn convert_due(
+        table: &ProtectionTable,
+        rules: &[ProtectionRule],
+        s: &KeySource,
+        due: &mut VecDeque<(u64, u64)>,
+        now: u64,
+    ) {
+        while let Some(&(at, sent)) = due.front().filter(|(at, _)| *at <= now) {
+            due.pop_front();
+            table.convert(rules, s, sent, at);
+        }
+    }
+
     /// Unverified sends to `s`, one a second from `from`, until the key trips: the sends that went out and
     /// the excess the trip reported.
     fn attack(table: &ProtectionTable, rules: &[ProtectionRule], conv: u64, s: &KeySource, from: u64) -> (u32, u32) {
@@ -1467,10 +1481,7 @@ mod tests {
         let mut due: VecDeque<(u64, u64)> = VecDeque::new();
         for i in 0..600u64 {
             let now = t + i * 1000;
-            while let Some(&(at, sent)) = due.front().filter(|(at, _)| *at <= now) {
-                due.pop_front();
-                table.convert(&rules, &s, sent, at);
-            }
+            convert_due(&table, &rules, &s, &mut due, now);
             if table.admit(&rules, conv, &s, now).blocked_by.is_some() {
                 break;
             }
@@ -1500,10 +1511,7 @@ mod tests {
         let mut attack_sends = 0;
         for i in 0..3_000u64 {
             let now = t + i * 2000;
-            while let Some(&(at, sent)) = due.front().filter(|(at, _)| *at <= now) {
-                due.pop_front();
-                table.convert(&rules, &s, sent, at);
-            }
+            convert_due(&table, &rules, &s, &mut due, now);
             if table.admit(&rules, conv, &s, now).blocked_by.is_some() {
                 break;
             }
