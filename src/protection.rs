@@ -193,6 +193,15 @@ pub(crate) enum Event {
     ExemptionsClosed { rule: usize, key: u64, vouched: bool, excess: u32 },
 }
 
+/// What a recorded send was, besides its key and time.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Sent {
+    /// It passed a block as a send the caller vouched for.
+    pub(crate) vouched: bool,
+    /// Its number had a verification history.
+    pub(crate) history: bool,
+}
+
 /// The verdict for one send.
 #[derive(Debug, Default)]
 pub(crate) struct Admission {
@@ -475,10 +484,14 @@ struct Bucket {
     converted: u32,
 }
 
-/// A pending entry: unix ms << 2 | vouched | converted.
+/// A pending entry: unix ms << `SHIFT` | history | vouched | converted.
+const SHIFT: u32 = 3;
 const CONVERTED: u64 = 1;
 /// The send passed as one the caller vouched for (a block's exemption of that kind).
 const VOUCHED: u64 = 2;
+/// The number had a verification history when it was sent to: such sends teach the key's expected
+/// conversion of its returning users, what a block's verified-number exemptions are judged by.
+const HISTORY: u64 = 4;
 
 #[derive(Debug, Default)]
 struct KeyState {
@@ -488,6 +501,9 @@ struct KeyState {
     /// Converted entries in `pending`.
     pending_converted: u32,
     baseline: Baseline,
+    /// The same for the sends to numbers with a verification history, learned outside blocks: what the
+    /// key's returning users convert, which may differ from the whole key's.
+    returning: Baseline,
     volume: Volume,
     /// The last judgement found the key well above its baseline: its sends do not teach the baseline.
     suspect: bool,
@@ -529,7 +545,7 @@ impl KeyState {
     fn mature(&mut self, rule: &ProtectionRule, conversion_ms: u64, now: u64) -> Baseline {
         let step = step_ms(rule);
         while let Some(&entry) = self.pending.front() {
-            let at = entry >> 2;
+            let at = entry >> SHIFT;
             if at + conversion_ms > now {
                 break;
             }
@@ -541,6 +557,8 @@ impl KeyState {
                 let kind = &mut self.exempted[usize::from(entry & VOUCHED != 0)];
                 kind.0 += 1;
                 kind.1 += converted;
+            } else if entry & HISTORY != 0 && !self.suspect {
+                self.returning.learn(1.0, converted as f32, KEY_MEMORY);
             }
             let index = (at / step) as u32;
             match self.buckets.back_mut() {
@@ -608,7 +626,7 @@ impl KeyState {
             let full = curve.full();
             let mut visited = 0;
             for &entry in self.pending.iter().rev() {
-                let age = now.saturating_sub(entry >> 2);
+                let age = now.saturating_sub(entry >> SHIFT);
                 if age >= SHORT_MS && short.is_none() {
                     short = Some((sends, variance, converted));
                 }
@@ -756,13 +774,22 @@ impl KeyState {
             return None;
         }
         let p = self.expected(context.prior);
+        // Numbers with a verification history are the key's returning users: judged by what they convert
+        // (learned outside blocks), leaning on the key's rate while that is thin. Judged by the whole key's
+        // rate, returning users who convert better hid an attacker's hits on their numbers.
+        let p = if vouched {
+            p
+        } else {
+            let r = self.returning;
+            ((r.converted + PRIOR_WEIGHT * p) / (r.sends + PRIOR_WEIGHT)).clamp(LOWEST_RATE, 1.0)
+        };
         let budget = (rule.max_excess.max(rule.min_sends) as f32 / EXEMPT_BUDGET).max(1.0);
         let (curve, tag) = (context.curve, if vouched { VOUCHED } else { 0 });
         let full = curve.full();
         // (tally, converted) over the last minute, the conversion window, and the block.
         let mut tallies = [(Tally::default(), 0u32); 3];
         for &entry in self.pending.iter().filter(|&&e| e & VOUCHED == tag) {
-            let age = now.saturating_sub(entry >> 2);
+            let age = now.saturating_sub(entry >> SHIFT);
             // Before the delay curve is learned, a send counts once its conversion window has passed (it
             // then leaves `pending`): none here.
             let f = match (curve.learned, age < full) {
@@ -795,8 +822,8 @@ impl KeyState {
         Some(Event::ExemptionsClosed { rule: index, key, vouched, excess: over.max(0.0) as u32 })
     }
 
-    fn record(&mut self, at: u64, vouched: bool) {
-        let entry = at << 2 | if vouched { VOUCHED } else { 0 };
+    fn record(&mut self, at: u64, vouched: bool, history: bool) {
+        let entry = at << SHIFT | if vouched { VOUCHED } else { 0 } | if history { HISTORY } else { 0 };
         match self.pending.back() {
             Some(&last) if last > entry => {
                 let at = self.pending.partition_point(|&p| p <= entry);
@@ -807,9 +834,9 @@ impl KeyState {
     }
 
     fn convert(&mut self, rule: &ProtectionRule, sent_at: u64) {
-        let start = self.pending.partition_point(|&p| p >> 2 < sent_at);
+        let start = self.pending.partition_point(|&p| p >> SHIFT < sent_at);
         for entry in self.pending.range_mut(start..) {
-            if *entry >> 2 != sent_at {
+            if *entry >> SHIFT != sent_at {
                 break;
             }
             if *entry & CONVERTED == 0 {
@@ -1002,16 +1029,15 @@ impl ProtectionTable {
         }
     }
 
-    /// Counts an accepted send at `at` (unix ms) for every rule (`vouched`: it passed a block as a send the
-    /// caller vouched for).
-    pub(crate) fn record(&self, rules: &[ProtectionRule], source: &KeySource, at: u64, vouched: bool) {
+    /// Counts an accepted send at `at` (unix ms) for every rule.
+    pub(crate) fn record(&self, rules: &[ProtectionRule], source: &KeySource, at: u64, sent: Sent) {
         for rule in rules {
             let key = source.key(rule.key);
             let mut shard = self.shard(rule.id, key);
             let state = shard
                 .entry((rule.id, key))
                 .or_insert_with(|| KeyState { country: source.country, ..KeyState::default() });
-            state.record(at, vouched);
+            state.record(at, sent.vouched, sent.history);
         }
     }
 
@@ -1288,7 +1314,7 @@ mod tests {
         let t0 = 1_700_000_000_000;
         for i in 0..10 {
             assert!(table.admit(&rules, conv, &s, t0 + i).blocked_by.is_none());
-            table.record(&rules, &s, t0 + i, false);
+            table.record(&rules, &s, t0 + i, Sent::default());
         }
         // Ten unconverted sends, all still inside their window: not failures yet.
         assert!(table.admit(&rules, conv, &s, t0 + conv - 1).blocked_by.is_none());
@@ -1314,7 +1340,7 @@ mod tests {
         let conv = 10 * MIN;
         let t0 = 1_700_000_000_000;
         for i in 0..4 {
-            table.record(&rules, &s, t0 + i * 1000, false);
+            table.record(&rules, &s, t0 + i * 1000, Sent::default());
         }
         // Two of the four verify within their window: 50 % is not below 50 %.
         table.convert(&rules, &s, t0, t0 + 1000);
@@ -1326,7 +1352,7 @@ mod tests {
         let r = &table.report(&rules, conv, &s, t0 + conv + 5000)[0];
         assert_eq!((r.judged_sends, r.judged_converted, r.pending), (4, 2, 0));
         // One more unconverted send matures: 2 of 5 is below half.
-        table.record(&rules, &s, t0 + 6000, false);
+        table.record(&rules, &s, t0 + 6000, Sent::default());
         assert_eq!(table.admit(&rules, conv, &s, t0 + conv + 6000).blocked_by, Some(0));
     }
 
@@ -1338,11 +1364,11 @@ mod tests {
         let conv = 10 * MIN;
         let t0 = 1_700_000_000_000;
         for i in 0..4 {
-            table.record(&rules, &s, t0 + i, false);
+            table.record(&rules, &s, t0 + i, Sent::default());
         }
         // Over an hour later, four old failures are out of the window: a fifth does not trip the key.
         let later = t0 + 3600 * 1000 + 2 * 60 * 1000;
-        table.record(&rules, &s, later, false);
+        table.record(&rules, &s, later, Sent::default());
         assert_eq!(table.admit(&rules, conv, &s, later + conv).blocked_by, None);
         assert_eq!(table.report(&rules, conv, &s, later + conv)[0].judged_sends, 1);
     }
@@ -1354,7 +1380,7 @@ mod tests {
         shadow.shadow = true;
         let rules = [shadow];
         let s = source("+8613800138000");
-        table.record(&rules, &s, 0, false);
+        table.record(&rules, &s, 0, Sent::default());
         let a = table.admit(&rules, 1000, &s, 2000);
         assert_eq!((a.blocked_by, &a.shadow_hits[..]), (None, &[0][..]));
         assert!(matches!(a.events[..], [Event::Tripped { .. }]));
@@ -1365,7 +1391,7 @@ mod tests {
         let table = ProtectionTable::default();
         let rules = [rule(1, 0.5)];
         let s = source("+8613800138000");
-        table.record(&rules, &s, 0, false);
+        table.record(&rules, &s, 0, Sent::default());
         assert_eq!(table.admit(&rules, 1000, &s, 2000).blocked_by, Some(0));
         let key = s.key(ProtectionKey::PhonePrefix(6));
         let block = BlockState {
@@ -1424,7 +1450,7 @@ mod tests {
             }
             for s in sources {
                 assert_eq!(table.admit(rules, conv, s, t).blocked_by, None, "an honest key blocked at {t}");
-                table.record(rules, s, t, false);
+                table.record(rules, s, t, Sent::default());
             }
             if i % 5 < verified {
                 due.push_back((t + 2000, t));
@@ -1461,7 +1487,7 @@ mod tests {
                 });
                 return (n, excess.expect("the trip is reported"));
             }
-            table.record(rules, s, t, false);
+            table.record(rules, s, t, Sent::default());
         }
         panic!("never tripped")
     }
@@ -1485,12 +1511,12 @@ mod tests {
             if table.admit(&rules, conv, &s, now).blocked_by.is_some() {
                 break;
             }
-            table.record(&rules, &s, now, false);
+            table.record(&rules, &s, now, Sent::default());
             if i % 5 != 0 {
                 due.push_back((now + 2000, now));
             }
-            table.record(&rules, &s, now, false);
-            table.record(&rules, &s, now, false);
+            table.record(&rules, &s, now, Sent::default());
+            table.record(&rules, &s, now, Sent::default());
             attack_sends += 2;
         }
         assert!((20..=40).contains(&attack_sends), "cut after {attack_sends} attack sends");
@@ -1515,7 +1541,7 @@ mod tests {
             if table.admit(&rules, conv, &s, now).blocked_by.is_some() {
                 break;
             }
-            table.record(&rules, &s, now, false);
+            table.record(&rules, &s, now, Sent::default());
             if i % 5 == 0 {
                 // The key's users go on: one send every 10 s, 4 of 5 verified.
                 if i % 25 != 0 {
@@ -1603,7 +1629,7 @@ mod tests {
                     blocked[k] = true;
                     continue;
                 }
-                table.record(&rules, &keys[k], now, false);
+                table.record(&rules, &keys[k], now, Sent::default());
                 sent[k] += 1;
             }
         }
@@ -1613,6 +1639,61 @@ mod tests {
         assert!(spread * 3 <= 2 * 10 * sent[10], "ten prefixes {spread}, one alone {}", sent[10]);
     }
 
+    /// A block's verified-number exemptions are judged by what the key's returning users convert (95 %
+    /// here, against 70 % for the whole key): an attacker's hits on their numbers, one for every two honest
+    /// returning users, close them after 8 hits. Judged by the whole key's rate, the hits hid behind the
+    /// returning users' better conversion for 31.
+    #[test]
+    fn verified_exemptions_are_judged_by_the_returning_users_rate() {
+        let table = ProtectionTable::default();
+        // The shipped rule's shape: a block lets through 30 / 4 unverified exemptions beyond the spread.
+        let rules = [ProtectionRule { max_excess: 10, ..rule(30, 0.2) }];
+        let conv = 10 * MIN;
+        let s = source("+8613800138000");
+        let returning = Sent { vouched: false, history: true };
+        let mut due: VecDeque<(u64, u64)> = VecDeque::new();
+        // Three hours: every 5 s a returning user (19 of 20 verify) and a new one (9 of 20 verify).
+        let mut t = 1_700_000_000_000;
+        for i in 0..3 * 720u64 {
+            convert_due(&table, &rules, &s, &mut due, t);
+            let a = table.admit(&rules, conv, &s, t);
+            assert_eq!(a.blocked_by, None, "{i} {:?}", a.events);
+            table.record(&rules, &s, t, returning);
+            if i % 20 != 0 {
+                due.push_back((t + 2000, t));
+            }
+            table.record(&rules, &s, t + 1, Sent::default());
+            // Spread over the hour, not the first 9 of every 20 (a first bucket converting 94 % would be
+            // the key's whole baseline for a while).
+            if (i * 13 + 5) % 20 < 9 {
+                due.push_back((t + 2001, t + 1));
+            }
+            t += 5000;
+        }
+        convert_due(&table, &rules, &s, &mut due, t + 10_000);
+        let (sent, _) = attack(&table, &rules, conv, &s, t + 10_000);
+        let mut t = t + 10_000 + u64::from(sent + 1) * 1000;
+        // Blocked. Each second a returning user (19 of 20 verify), every other second a hit on a verified
+        // user's number (never verified), each let through while the key lets them.
+        let mut hits = 0;
+        for i in 0..1_200u64 {
+            convert_due(&table, &rules, &s, &mut due, t);
+            let hit = i % 2 == 1;
+            if !table.exempt(&rules, 0, conv, &s, t, false, &mut SmallVec::new()) {
+                break;
+            }
+            table.record(&rules, &s, t, returning);
+            if hit {
+                hits += 1;
+            } else if i % 40 != 0 {
+                due.push_back((t + 2000, t));
+            }
+            t += 1000;
+        }
+        // 8 hits; judged by the whole key's rate, 31.
+        assert!(hits <= 15, "{hits} hits passed before the exemptions closed");
+    }
+
     #[test]
     fn sweeps_drop_idle_keys_and_removed_rules() {
         let table = ProtectionTable::default();
@@ -1620,13 +1701,13 @@ mod tests {
         let conv = 1000;
         // Five prefixes (+861380 to +861384), ten numbers each.
         for i in 0..50u64 {
-            table.record(&rules, &source(&format!("+86138{:08}", i * 1_000_000)), 0, false);
+            table.record(&rules, &source(&format!("+86138{:08}", i * 1_000_000)), 0, Sent::default());
         }
         assert_eq!(table.len(), 5);
         let live: HashMap<u64, (&ProtectionRule, usize, u64)> = HashMap::from([(7, (&rules[0], 0, conv))]);
         table.sweep(&live, 3600 * 1000 + 120_000);
         assert_eq!(table.len(), 0, "every send left the window");
-        table.record(&rules, &source("+8613800138000"), 0, false);
+        table.record(&rules, &source("+8613800138000"), 0, Sent::default());
         table.sweep(&HashMap::new(), 1);
         assert!(table.is_empty(), "a removed rule's state is dropped");
     }

@@ -280,8 +280,10 @@ impl Feedback {
             return;
         }
         let now = self.clock.unix_millis();
-        self.protection.record(&tenant.protection, &memo.source, now, memo.vouched);
         let number = self.number_key(&tenant.name, memo.digits);
+        let history = !tenant.protection.is_empty() && self.verified.has_history(&tenant.name, number, now);
+        let sent = protection::Sent { vouched: memo.vouched, history };
+        self.protection.record(&tenant.protection, &memo.source, now, sent);
         let (dropped, len) = self
             .sends
             .push(&tenant.name, sends::NewSend { number, at_ms: now, source: memo.source, serial, request_id });

@@ -63,6 +63,13 @@ impl VerifiedNumbers {
         true
     }
 
+    /// Whether `number` verified a code within `HISTORY_MS` (nothing is spent).
+    pub(crate) fn has_history(&self, tenant: &str, number: u64, now: u64) -> bool {
+        let tenants = self.lock();
+        let entry = tenants.get(tenant).and_then(|n| n.get(&number));
+        entry.is_some_and(|e| e.verified_ms().saturating_add(HISTORY_MS) >= now)
+    }
+
     /// Drops histories older than `HISTORY_MS` and tenants no longer configured.
     pub(crate) fn sweep(&self, live: &[&str], now: u64) {
         let mut tenants = self.lock();
