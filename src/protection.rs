@@ -271,6 +271,11 @@ impl Baseline {
     fn rate(&self) -> Option<f32> {
         (self.sends >= 1.0).then(|| self.converted / self.sends)
     }
+
+    /// The share of sends expected to convert: this baseline's, leaning on `prior` while it is short.
+    fn expected(&self, prior: f32) -> f32 {
+        ((self.converted + PRIOR_WEIGHT * prior) / (self.sends + PRIOR_WEIGHT)).clamp(LOWEST_RATE, 1.0)
+    }
 }
 
 /// What a rule learns of a country across its keys.
@@ -421,6 +426,11 @@ struct Tally {
 }
 
 impl Tally {
+    /// The tally of (weighed sends, variance times `p`, converted) against the expected share `p`.
+    fn of((sends, variance, converted): (f32, f32, u32), p: f32, usual: f32) -> Tally {
+        Tally { excess: sends - converted as f32 / p, variance: variance / p, sends, usual }
+    }
+
     /// The excess honest traffic may reach: `floor`, or the chance spread plus the baseline's error (a
     /// share `error` of the sends, up to the key's usual volume).
     fn threshold(&self, floor: f32, error: f32, deviations: f32) -> f32 {
@@ -605,8 +615,7 @@ impl KeyState {
 
     /// The share of sends this key is expected to convert: its own baseline, leaning on the prior while short.
     fn expected(&self, prior: f32) -> f32 {
-        let b = self.baseline;
-        ((b.converted + PRIOR_WEIGHT * prior) / (b.sends + PRIOR_WEIGHT)).clamp(LOWEST_RATE, 1.0)
+        self.baseline.expected(prior)
     }
 
     /// How far off the expected share may be, as a share of the sends it is applied to.
@@ -620,46 +629,53 @@ impl KeyState {
     /// counts before the delay curve is learned). The shorter horizons catch an attack on a busy key within
     /// seconds, before the window's honest sends add their spread to the threshold.
     fn excess(&self, p: f32, curve: &Curve, now: u64, horizons: [u64; 3]) -> [Tally; 3] {
+        let [short, pending] = self.pending_counts(p, curve, now, None);
+        let (sends, variance, converted) = pending;
+        let judged = self.sends as f32;
+        let window = (sends + judged, variance + judged * (1.0 - p), converted + self.converted);
+        let tally = |counts, horizon| Tally::of(counts, p, self.volume.usual(horizon));
+        [tally(short, horizons[0]), tally(pending, horizons[1]), tally(window, horizons[2])]
+    }
+
+    /// The sends still inside their conversion window as (weighed sends, variance times `p`, converted),
+    /// over the last `SHORT_MS` and over all of them; `only`: just the exemptions of one kind (`VOUCHED`, or
+    /// 0 for numbers with a verification history). A fresh send is weighed by the share of verifications
+    /// that come within its age, an older one counts whole; none counts before the delay curve is learned
+    /// (a send then counts once its conversion window has passed and it has left `pending`).
+    fn pending_counts(&self, p: f32, curve: &Curve, now: u64, only: Option<u64>) -> [(f32, f32, u32); 2] {
+        if !curve.learned {
+            return [(0.0, 0.0, 0); 2];
+        }
         let (mut sends, mut variance, mut converted) = (0.0f32, 0.0f32, 0u32);
         let mut short = None;
-        if curve.learned {
-            let full = curve.full();
-            let mut visited = 0;
-            for &entry in self.pending.iter().rev() {
-                let age = now.saturating_sub(entry >> SHIFT);
-                if age >= SHORT_MS && short.is_none() {
-                    short = Some((sends, variance, converted));
-                }
-                if age >= full && short.is_some() {
-                    break;
-                }
-                visited += 1;
-                let f = if age < full { curve.share(age) } else { 1.0 };
-                sends += f;
-                variance += f * (1.0 - p * f);
-                converted += (entry & CONVERTED) as u32;
-            }
-            if short.is_none() {
+        let full = curve.full();
+        let mut visited = 0;
+        for &entry in self.pending.iter().rev() {
+            let age = now.saturating_sub(entry >> SHIFT);
+            if age >= SHORT_MS && short.is_none() {
                 short = Some((sends, variance, converted));
             }
-            // Older pending sends count whole.
+            // Past the curve's reach every send counts whole: all of them are added at once below.
+            if only.is_none() && age >= full && short.is_some() {
+                break;
+            }
+            visited += 1;
+            if only.is_some_and(|tag| entry & VOUCHED != tag) {
+                continue;
+            }
+            let f = if age < full { curve.share(age) } else { 1.0 };
+            sends += f;
+            variance += f * (1.0 - p * f);
+            converted += (entry & CONVERTED) as u32;
+        }
+        let short = short.unwrap_or((sends, variance, converted));
+        if only.is_none() {
             let rest = (self.pending.len() - visited) as f32;
             sends += rest;
             variance += rest * (1.0 - p);
             converted = self.pending_converted;
         }
-        let tally = |(sends, variance, converted): (f32, f32, u32), horizon: u64| Tally {
-            excess: sends - converted as f32 / p,
-            variance: variance / p,
-            sends,
-            usual: self.volume.usual(horizon),
-        };
-        let short = tally(short.unwrap_or_default(), horizons[0]);
-        let pending = tally((sends, variance, converted), horizons[1]);
-        sends += self.sends as f32;
-        variance += self.sends as f32 * (1.0 - p);
-        converted += self.converted;
-        [short, pending, tally((sends, variance, converted), horizons[2])]
+        [short, (sends, variance, converted)]
     }
 
     /// Whether the key is blocked now, tripping or lifting it as its counts say.
@@ -726,9 +742,8 @@ impl KeyState {
         if !pooled && (rule.max_excess == 0 || !(over || spread_trip)) {
             return false;
         }
-        if now > self.last_block_end.saturating_add(rule.max_block_for.as_millis() as u64) {
-            self.strikes = 0;
-        }
+        // Strikes older than `max_block_for` are forgotten.
+        self.strikes = strikes;
         // A key of a country where the rule tripped other keys lately is blocked as long as a repeat
         // offender with as many strikes: a spread attack's keys do not each reopen after `block_for`.
         let factor = u64::from(ESCALATION).saturating_pow(u32::from(self.strikes).max(context.pressure));
@@ -756,10 +771,12 @@ impl KeyState {
     /// exemptions (refused sends are never recorded, and a trip starts its counts afresh), each kind apart:
     /// honest vouched users who verify must not hide an attacker hitting verified users' numbers, nor the
     /// other way round. Judged over the last minute, the sends still inside their conversion window and the
-    /// whole block, each kind's excess over the key's expected conversion may reach a quarter of
-    /// `max_excess` (see `EXEMPT_BUDGET`) and four deviations of honest exemptions; past it, that kind is
-    /// closed until the block ends. A shadow rule's
-    /// key counts every send, so its exemptions close sooner than an enforcing rule's would.
+    /// whole block, each kind's excess over its expected conversion (the key's for vouched sends, its
+    /// returning users' for numbers with a history) may reach a quarter of `max_excess` (see
+    /// `EXEMPT_BUDGET`) and four deviations of honest exemptions; past it, that kind is closed until the
+    /// block ends (the event says so). A shadow rule's key counts every send, so its exemptions close sooner
+    /// than an enforcing rule's would.
+    #[allow(clippy::too_many_arguments)]
     fn exempt(
         &mut self,
         index: usize,
@@ -768,58 +785,35 @@ impl KeyState {
         context: &Context<'_>,
         now: u64,
         vouched: bool,
-    ) -> Option<Event> {
+        events: &mut SmallVec<[Event; 2]>,
+    ) -> bool {
         let kind = usize::from(vouched);
         if self.exemptions_closed[kind] {
-            return None;
+            return false;
         }
         let p = self.expected(context.prior);
         // Numbers with a verification history are the key's returning users: judged by what they convert
         // (learned outside blocks), leaning on the key's rate while that is thin. Judged by the whole key's
         // rate, returning users who convert better hid an attacker's hits on their numbers.
-        let p = if vouched {
-            p
-        } else {
-            let r = self.returning;
-            ((r.converted + PRIOR_WEIGHT * p) / (r.sends + PRIOR_WEIGHT)).clamp(LOWEST_RATE, 1.0)
-        };
+        let p = if vouched { p } else { self.returning.expected(p) };
         let budget = (rule.max_excess.max(rule.min_sends) as f32 / EXEMPT_BUDGET).max(1.0);
-        let (curve, tag) = (context.curve, if vouched { VOUCHED } else { 0 });
-        let full = curve.full();
-        // (tally, converted) over the last minute, the conversion window, and the block.
-        let mut tallies = [(Tally::default(), 0u32); 3];
-        for &entry in self.pending.iter().filter(|&&e| e & VOUCHED == tag) {
-            let age = now.saturating_sub(entry >> SHIFT);
-            // Before the delay curve is learned, a send counts once its conversion window has passed (it
-            // then leaves `pending`): none here.
-            let f = match (curve.learned, age < full) {
-                (false, _) => continue,
-                (true, true) => curve.share(age),
-                (true, false) => 1.0,
-            };
-            let horizons = if age < SHORT_MS { &mut tallies[..] } else { &mut tallies[1..] };
-            for (tally, count) in horizons {
-                tally.sends += f;
-                tally.variance += f * (1.0 - p * f) / p;
-                *count += (entry & CONVERTED) as u32;
-            }
-        }
+        let [short, pending] = self.pending_counts(p, context.curve, now, Some(if vouched { VOUCHED } else { 0 }));
+        // The whole block: those with the exemptions of the kind that left `pending` during it.
         let (sends, converted) = self.exempted[kind];
-        let (block, block_converted) = &mut tallies[2];
-        block.sends += sends as f32;
-        block.variance += sends as f32 * (1.0 - p) / p;
-        *block_converted += converted;
+        let block = (pending.0 + sends as f32, pending.1 + sends as f32 * (1.0 - p), pending.2 + converted);
         // Users who vouched for themselves are first-time users, whose conversion may fall short of the
         // key's (asked again, gave up): their judgement allows the baseline's error. Numbers that verified
-        // before are held to the key's rate.
+        // before are held to their returning users' rate. Honest exemptions are judged by their own spread,
+        // whatever the key's usual volume.
         let error = if vouched { MODEL_ERROR } else { 0.0 };
-        let over = tallies.into_iter().find_map(|(mut t, c)| {
-            t.excess = t.sends - c as f32 / p;
-            t.usual = f32::INFINITY;
+        let over = [short, pending, block].into_iter().find_map(|counts| {
+            let t = Tally::of(counts, p, f32::INFINITY);
             (t.excess >= t.threshold(budget, error, DEVIATIONS)).then_some(t.excess)
-        })?;
+        });
+        let Some(excess) = over else { return true };
         self.exemptions_closed[kind] = true;
-        Some(Event::ExemptionsClosed { rule: index, key, vouched, excess: over.max(0.0) as u32 })
+        events.push(Event::ExemptionsClosed { rule: index, key, vouched, excess: excess.max(0.0) as u32 });
+        false
     }
 
     fn record(&mut self, at: u64, vouched: bool, history: bool) {
@@ -988,9 +982,8 @@ impl ProtectionTable {
         admission
     }
 
-    /// Whether `rule`'s block of `source`'s key may let one more send through to a number with a
-    /// verification history (see `KeyState::exempt`). A block known only from Redis has no counts here
-    /// and lets it through.
+    /// Whether `rule`'s block of `source`'s key may let one more exemption of a kind through (see
+    /// `KeyState::exempt`). A block known only from Redis has no counts here and lets it through.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn exempt(
         &self,
@@ -1008,16 +1001,7 @@ impl ProtectionTable {
         let context = Context { curve: &curve, prior, pressure, conversion_ms, alarm };
         let mut shard = self.shard(rule.id, key);
         let Some(state) = shard.get_mut(&(rule.id, key)) else { return true };
-        if state.exemptions_closed[usize::from(vouched)] {
-            return false;
-        }
-        match state.exempt(index, key, rule, &context, now, vouched) {
-            Some(event) => {
-                events.push(event);
-                false
-            }
-            None => true,
-        }
+        state.exempt(index, key, rule, &context, now, vouched, events)
     }
 
     /// What left a key's window teaches its country's prior too.
