@@ -27,6 +27,11 @@ impl Entry {
     fn verified_ms(&self) -> u64 {
         u64::from(self.verified_s) * 1000
     }
+
+    /// The verification is recent enough (within `HISTORY_MS`) to count at `now`.
+    fn current(&self, now: u64) -> bool {
+        self.verified_ms().saturating_add(HISTORY_MS) >= now
+    }
 }
 
 type Numbers = HashMap<u64, Entry, foldhash::fast::RandomState>;
@@ -56,7 +61,7 @@ impl VerifiedNumbers {
     pub(crate) fn pass(&self, tenant: &str, number: u64, now: u64, key_allows: impl FnOnce() -> bool) -> bool {
         let mut tenants = self.lock();
         let Some(entry) = tenants.get_mut(tenant).and_then(|n| n.get_mut(&number)) else { return false };
-        if entry.spent >= ALLOWANCE || entry.verified_ms().saturating_add(HISTORY_MS) < now || !key_allows() {
+        if entry.spent >= ALLOWANCE || !entry.current(now) || !key_allows() {
             return false;
         }
         entry.spent += 1;
@@ -67,14 +72,14 @@ impl VerifiedNumbers {
     pub(crate) fn has_history(&self, tenant: &str, number: u64, now: u64) -> bool {
         let tenants = self.lock();
         let entry = tenants.get(tenant).and_then(|n| n.get(&number));
-        entry.is_some_and(|e| e.verified_ms().saturating_add(HISTORY_MS) >= now)
+        entry.is_some_and(|e| e.current(now))
     }
 
     /// Drops histories older than `HISTORY_MS` and tenants no longer configured.
     pub(crate) fn sweep(&self, live: &[&str], now: u64) {
         let mut tenants = self.lock();
         tenants.retain(|name, numbers| {
-            numbers.retain(|_, e| e.verified_ms().saturating_add(HISTORY_MS) >= now);
+            numbers.retain(|_, e| e.current(now));
             live.contains(&&**name) && !numbers.is_empty()
         });
     }
@@ -111,6 +116,10 @@ mod tests {
         assert!(v.pass("t", 1, 5, yes));
         assert!(!v.pass("u", 1, 5, yes), "another tenant's history is not this one's");
         assert!(!v.pass("t", 1, 4 + HISTORY_MS + 1, yes), "too old");
+        // A history is looked up without spending anything, the same 30 days.
+        assert!(v.has_history("t", 1, 6) && v.has_history("t", 1, 6));
+        assert!(!v.has_history("u", 1, 6) && !v.has_history("t", 2, 6));
+        assert!(!v.has_history("t", 1, 4 + HISTORY_MS + 1));
     }
 
     #[test]
