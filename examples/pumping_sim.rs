@@ -227,6 +227,18 @@ struct Behaviour {
     delay: u64,
 }
 
+impl Behaviour {
+    /// An honest user of a prefix whose users verify with probability `verify`, arriving at `second`: 15 %
+    /// ask again 30 to 60 s later; 5 % of those who verify do it 10 to 20 minutes late, the others 1 to 10 s
+    /// after the send.
+    fn draw(rng: &mut fastrand::Rng, verify: f64, second: u64) -> Behaviour {
+        let asks_again = (rng.f64() < 0.15).then(|| second + rng.u64(30..=60));
+        let verifies = rng.f64() < verify;
+        let delay = if rng.f64() < 0.05 { rng.u64(600..=1200) } else { rng.u64(1..=10) };
+        Behaviour { asks_again, verifies, delay }
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Kind {
     Steady,
@@ -351,10 +363,7 @@ pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
             };
             // Every draw is made here, whatever the answers, so each configuration meets the same honest
             // traffic (a retry carries its own).
-            let asks_again = (rng.f64() < 0.15).then(|| second + rng.u64(30..=60));
-            let verifies = rng.f64() < prefix.verify;
-            let delay = if rng.f64() < 0.05 { rng.u64(600..=1200) } else { rng.u64(1..=10) };
-            arrivals.push((p, number, Behaviour { asks_again, verifies, delay }));
+            arrivals.push((p, number, Behaviour::draw(&mut rng, prefix.verify, second)));
         }
         // An honest surge (a campaign): the surge prefix's traffic triples for two hours of the attack day,
         // new users behaving like its others, from a stream of their own.
@@ -363,10 +372,8 @@ pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
             while surge_credit >= 1.0 {
                 surge_credit -= 1.0;
                 let number = number_of(&mut surge_rng, &prefixes[SURGE].shape);
-                let asks_again = (surge_rng.f64() < 0.15).then(|| second + surge_rng.u64(30..=60));
-                let verifies = surge_rng.f64() < prefixes[SURGE].verify;
-                let delay = if surge_rng.f64() < 0.05 { surge_rng.u64(600..=1200) } else { surge_rng.u64(1..=10) };
-                arrivals.push((SURGE, number, Behaviour { asks_again, verifies, delay }));
+                let behaviour = Behaviour::draw(&mut surge_rng, prefixes[SURGE].verify, second);
+                arrivals.push((SURGE, number, behaviour));
             }
         }
         if let Some(list) = retries.remove(&second) {
@@ -376,10 +383,7 @@ pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
             let had_history = verified.contains(&number);
             // Drawn whatever the answer, from a stream of its own: the honest traffic stays the same.
             let passes_challenge = challenge_rng.f64() < scenario.challenge;
-            let mut ok = send(&services, &tenant, &number, second, false).await;
-            if !ok && passes_challenge {
-                ok = send(&services, &tenant, &number, second, true).await;
-            }
+            let ok = send(&services, &tenant, &number, second, passes_challenge).await;
             let inside = attacking.then(|| attacked.get(&p)).flatten();
             match inside {
                 Some(&a) => {
@@ -433,11 +437,7 @@ pub async fn run(scenario: &Scenario, protection: &str) -> Outcome {
                 let delay = a.rng.u64(5..=30);
                 a.out.attempts += 1;
                 let passes_challenge = a.challenge_rng.f64() < scenario.attacker_challenge;
-                let mut ok = send(&services, &tenant, &number, second, false).await;
-                if !ok && passes_challenge {
-                    ok = send(&services, &tenant, &number, second, true).await;
-                }
-                if ok {
+                if send(&services, &tenant, &number, second, passes_challenge).await {
                     a.out.sent += 1;
                     let hour = ((second - attack_from) / 3600) as usize;
                     if a.out.sent_by_hour.len() <= hour {
@@ -477,9 +477,22 @@ fn attacker(name: &'static str, ranges: Vec<usize>, rate: f64, verify: f64, kind
     }
 }
 
-/// One send through the pipeline (`vouched`: the caller vouches for the user): true when accepted (dry
-/// run), false on `suspected_pumping`.
+/// One send through the pipeline: true when accepted (dry run), false on `suspected_pumping`. Refused, a
+/// user who `passes_challenge` (the caller's own, a CAPTCHA) is sent again, vouched for.
 async fn send(
+    services: &std::sync::Arc<Services>,
+    tenant: &std::sync::Arc<smsgate::runtime::LiveTenant>,
+    number: &str,
+    second: u64,
+    passes_challenge: bool,
+) -> bool {
+    if send_once(services, tenant, number, second, false).await {
+        return true;
+    }
+    passes_challenge && send_once(services, tenant, number, second, true).await
+}
+
+async fn send_once(
     services: &std::sync::Arc<Services>,
     tenant: &std::sync::Arc<smsgate::runtime::LiveTenant>,
     number: &str,
