@@ -177,23 +177,36 @@ async fn a_number_that_verified_before_passes_its_blocked_prefix() {
     assert_eq!(mock.seen_action("SendSms").len(), 1 + 3 + 3);
 }
 
+/// The rule of the exemption tests: a block lets through unverified exemptions up to a quarter of
+/// `max_excess`, and the honest spread.
+const EXEMPTING: &str = "{ name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 3, min_conversion: 0.5, \
+                         max_excess: 20, block_for: 30m }";
+const CLOSED: &str = r#"smsgate_protection_exemptions_closed_total{tenant="acme",rule="prefix",shadow="false"}"#;
+
+/// A user of +861380.
+fn user(i: u32) -> String {
+    format!("+86138001380{i:02}")
+}
+
+/// `n` users of +861380 each sent a code and verified it within a second (the delay curve young sends
+/// are judged on is learned, and each has a verification history); then their sends leave the rule's
+/// window (an hour).
+async fn users_who_verified(gw: &TestGateway, n: u32) {
+    for i in 0..n {
+        assert_eq!(send(gw, &user(i), "111111").await.status, 200);
+        assert_eq!(verified(gw, &user(i)).await, 204);
+    }
+    gw.clock.advance(Duration::from_secs(3700));
+}
+
 /// Issue 23, collateral against leak: an attacker whose numbers happen to be verified users' gets through
 /// a block with their allowance only until those sends' unverified excess tells (judged like any excess):
 /// then the block closes its exemptions, logged and counted, and refuses every number until it ends. A
 /// verified user the attacker never hit is refused too; the next block's exemptions are open again.
 #[tokio::test]
 async fn an_attack_on_verified_numbers_closes_the_blocks_exemptions() {
-    // A block lets through unverified exemptions up to a quarter of `max_excess`, and the honest spread.
-    let rule = "{ name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 3, min_conversion: 0.5, \
-                max_excess: 20, block_for: 30m }";
-    let (mock, gw) = setup(rule).await;
-    let user = |i: u32| format!("+86138001380{i:02}");
-    for i in 0..50 {
-        assert_eq!(send(&gw, &user(i), "111111").await.status, 200);
-        assert_eq!(verified(&gw, &user(i)).await, 204);
-    }
-    // Their sends leave the rule's window (an hour).
-    gw.clock.advance(Duration::from_secs(3700));
+    let (mock, gw) = setup(EXEMPTING).await;
+    users_who_verified(&gw, 50).await;
     condemn(&gw, 0).await;
     let mut passed = 0;
     for i in 0..40 {
@@ -203,8 +216,7 @@ async fn an_attack_on_verified_numbers_closes_the_blocks_exemptions() {
         gw.clock.advance(Duration::from_secs(1));
     }
     assert!((5..=30).contains(&passed), "{passed} of the attack's sends passed");
-    let closed = r#"smsgate_protection_exemptions_closed_total{tenant="acme",rule="prefix",shadow="false"}"#;
-    assert_eq!(metric(&gw, closed).await, 1.0);
+    assert_eq!(metric(&gw, CLOSED).await, 1.0);
     assert_eq!(admin(&gw).await["blocks"][0]["exemptions_closed"], serde_json::json!(["verified_number"]));
     send(&gw, &user(45), "333333").await.assert_error(403, "suspected_pumping");
     assert_eq!(mock.seen_action("SendSms").len() as u32, 50 + 3 + passed);
@@ -226,21 +238,15 @@ async fn an_attack_on_verified_numbers_closes_the_blocks_exemptions() {
 /// history, judged apart, still pass.
 #[tokio::test]
 async fn a_vouched_send_passes_a_block_until_its_exemptions_close() {
-    let rule = "{ name: prefix, key: { phone_prefix: 6 }, window: 1h, min_sends: 3, min_conversion: 0.5, \
-                max_excess: 20, block_for: 30m }";
-    let (mock, gw) = setup(rule).await;
-    // The tenant's users verify within a second (the delay curve young sends are judged on is learned);
-    // their sends leave the rule's window.
-    for i in 0..40 {
-        let user = format!("+86138001380{i:02}");
-        assert_eq!(send(&gw, &user, "111111").await.status, 200);
-        assert_eq!(verified(&gw, &user).await, 204);
-    }
-    gw.clock.advance(Duration::from_secs(3700));
+    let (mock, gw) = setup(EXEMPTING).await;
+    users_who_verified(&gw, 40).await;
     condemn(&gw, 0).await;
     let vouched =
         |phone: &str| serde_json::json!({"phone": phone, "usage": "SignIn", "code": "123456", "vouched": true});
     send(&gw, "+8613800138200", "123456").await.assert_error(403, "suspected_pumping");
+    // Only the native door reads `vouched`: Logto's tolerates unknown keys and drops it.
+    let logto = r#"{"to":"8613800138203","type":"SignIn","payload":{"code":"123456"},"vouched":true}"#;
+    gw.post("/v1/logto/sms", logto).await.assert_error(403, "suspected_pumping");
     // A user who proved themself passes, and verifies.
     assert_eq!(gw.post("/v1/sms/send", &vouched("+8613800138201").to_string()).await.status, 200);
     assert_eq!(verified(&gw, "+8613800138201").await, 204);
@@ -253,13 +259,12 @@ async fn a_vouched_send_passes_a_block_until_its_exemptions_close() {
         gw.clock.advance(Duration::from_secs(1));
     }
     assert!((3..=30).contains(&passed), "{passed} of 40 vouched attack sends passed");
-    let closed = r#"smsgate_protection_exemptions_closed_total{tenant="acme",rule="prefix",shadow="false"}"#;
-    assert_eq!(metric(&gw, closed).await, 1.0);
+    assert_eq!(metric(&gw, CLOSED).await, 1.0);
     gw.post("/v1/sms/send", &vouched("+8613800138202").to_string()).await.assert_error(403, "suspected_pumping");
     assert_eq!(admin(&gw).await["blocks"][0]["exemptions_closed"], serde_json::json!(["vouched"]));
     // Each kind of exemption is judged apart: numbers with a verification history still pass.
     assert_eq!(send(&gw, "+8613800138000", "222222").await.status, 200);
-    assert_eq!(metric(&gw, closed).await, 1.0);
+    assert_eq!(metric(&gw, CLOSED).await, 1.0);
     assert_eq!(mock.seen_action("SendSms").len() as u32, 40 + 3 + 1 + passed + 1);
 }
 
