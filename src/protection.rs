@@ -1678,6 +1678,25 @@ mod tests {
         assert!(hits <= 15, "{hits} hits passed before the exemptions closed");
     }
 
+    /// A spray of random prefixes: a country keeps the last minute of at most `SPREAD_KEYS` keys, the
+    /// oldest pushed out first, and a spray of honest-looking keys (no excess) raises no alarm.
+    #[test]
+    fn a_countrys_spread_sum_is_bounded() {
+        let mut country = CountryStats::default();
+        for key in 0..10_000u64 {
+            country.contribute(key, 0.0, 1.0, 10.0, 1_000 + key);
+        }
+        assert_eq!(country.recent.len(), SPREAD_KEYS);
+        assert!(country.recent.contains_key(&9_999) && !country.recent.contains_key(&0));
+        assert_eq!(country.alarm_until, 0);
+        // Ten keys a little over their own spread add up to an alarm.
+        let mut country = CountryStats::default();
+        for key in 0..10u64 {
+            country.contribute(key, 3.0, 1.0, 10.0, 1_000);
+        }
+        assert_eq!(country.alarm_until, 1_000 + SHORT_MS);
+    }
+
     #[test]
     fn sweeps_drop_idle_keys_and_removed_rules() {
         let table = ProtectionTable::default();

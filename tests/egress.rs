@@ -145,7 +145,7 @@ async fn regression_proxy_down_is_upstream_unavailable_and_gives_the_quota_back(
 async fn a_tenants_dead_proxy_opens_its_own_breaker_not_another_tenants() {
     let (mock, fallback) = (MockTencent::start(SECRET_KEY).await, MockTencent::start(SECRET_KEY).await);
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-    let extra = tencent_keys(&[("proxy", format!("http://{dead}"))]);
+    let extra = tencent_keys(&[("proxy", format!("http://proxy-user:proxy-password@{dead}"))]);
     let beta_endpoint = format!("endpoint: {}\n    limits:", mock.endpoint());
     let yaml = config_yaml(&mock.endpoint(), PHONE_LIMITS, &extra).replace(
         &beta_endpoint,
@@ -163,6 +163,7 @@ async fn a_tenants_dead_proxy_opens_its_own_breaker_not_another_tenants() {
     let proxied = format!(r#"smsgate_upstream_breaker_open{{endpoint="{url}/ via http://{dead}/"}} 1"#);
     assert!(metrics.contains(&proxied), "{metrics}");
     assert!(!metrics.contains(&format!(r#"smsgate_upstream_breaker_open{{endpoint="{url}/"}} 1"#)), "{metrics}");
+    assert!(!metrics.contains("proxy-password") && !metrics.contains("proxy-user"), "the way names no credentials");
     let answer = gw.post_as("/v1/sms/send", &native("+8613800138000", "SignIn", "123456"), Some(OTHER_TOKEN)).await;
     assert_eq!(answer.status, 200, "{:#}", answer.json);
     assert_eq!((mock.seen().len(), fallback.seen().len()), (1, 0), "beta's primary, not its fallback");
